@@ -1,0 +1,18 @@
+//! Shared types of Portcullis.
+//!
+//! Everything here is plain data with no I/O: the vocabulary that the data plane
+//! (`proxy`), the decision crates (`identity`, `policy`, `limits`) and the record
+//! keepers (`audit`, `admin`) use to talk to each other.
+#![warn(missing_docs)]
+
+mod clock;
+mod decision;
+mod error;
+mod id;
+mod principal;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::{Decision, Evaluation, PolicyMode, Verdict};
+pub use error::{ApiError, ErrorEnvelope, ErrorSource};
+pub use id::{is_valid_id, is_valid_scope, InvalidId};
+pub use principal::{AgentMode, AgentStatus, Principal, RiskLevel, TokenInfo};
