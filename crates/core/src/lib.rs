@@ -5,12 +5,14 @@
 //! keepers (`audit`, `admin`) use to talk to each other.
 #![warn(missing_docs)]
 
+mod agent;
 mod clock;
 mod decision;
 mod error;
 mod id;
 mod principal;
 
+pub use agent::{Agent, AgentLimits, AgentSource, DEFAULT_TOKEN_TTL_SECS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Evaluation, PolicyMode, Verdict};
 pub use error::{ApiError, ErrorEnvelope, ErrorSource};
