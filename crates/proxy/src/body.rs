@@ -1,0 +1,158 @@
+//! Response and request bodies: one boxed type, and a metering wrapper that counts
+//! bytes and reports once when the body ends, fails or is dropped (client abort).
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use pin_project_lite::pin_project;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Error type of every body crossing the proxy.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type the proxy serves and sends upstream.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// How a metered body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// All frames were delivered.
+    Complete,
+    /// The underlying stream failed.
+    Error,
+    /// Dropped before the end (client went away).
+    Aborted,
+}
+
+/// Called exactly once with the byte count and how the body ended.
+pub type OnEnd = Box<dyn FnOnce(u64, BodyEnd) + Send + Sync>;
+
+struct Finish {
+    bytes: u64,
+    cb: Option<OnEnd>,
+}
+
+impl Finish {
+    fn fire(&mut self, end: BodyEnd) {
+        if let Some(cb) = self.cb.take() {
+            cb(self.bytes, end);
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.fire(BodyEnd::Aborted);
+    }
+}
+
+pin_project! {
+    /// Wraps a body, counting data bytes and calling `on_end` once.
+    pub struct Metered<B> {
+        #[pin]
+        inner: B,
+        finish: Finish,
+    }
+}
+
+impl<B> Metered<B> {
+    /// Meters `inner`.
+    pub fn new(inner: B, on_end: OnEnd) -> Self {
+        Self {
+            inner,
+            finish: Finish {
+                bytes: 0,
+                cb: Some(on_end),
+            },
+        }
+    }
+}
+
+impl<B> Body for Metered<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.finish.bytes += d.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish.fire(BodyEnd::Error);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.finish.fire(BodyEnd::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn recorder() -> (Arc<Mutex<Vec<(u64, BodyEnd)>>>, OnEnd) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        (log, Box::new(move |n, e| l.lock().unwrap().push((n, e))))
+    }
+
+    #[tokio::test]
+    async fn counts_and_reports_completion_once() {
+        let (log, cb) = recorder();
+        let body = Metered::new(Full::new(Bytes::from_static(b"hello world")), cb);
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello world");
+        assert_eq!(*log.lock().unwrap(), vec![(11, BodyEnd::Complete)]);
+    }
+
+    #[tokio::test]
+    async fn drop_before_end_is_an_abort() {
+        let (log, cb) = recorder();
+        let mut body = Metered::new(
+            http_body_util::StreamBody::new(futures_util::stream::iter(vec![
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"abc"))),
+                Ok(Frame::data(Bytes::from_static(b"def"))),
+            ])),
+            cb,
+        );
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.data_ref().unwrap(), &Bytes::from_static(b"abc"));
+        drop(body);
+        assert_eq!(*log.lock().unwrap(), vec![(3, BodyEnd::Aborted)]);
+    }
+}

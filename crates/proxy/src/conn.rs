@@ -1,0 +1,246 @@
+//! One client connection: activity tracking for the header-read and idle
+//! timeouts, the HTTP/1 server with upgrades, and graceful shutdown.
+
+use pin_project_lite::pin_project;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+const NONE: u64 = u64::MAX;
+
+/// What a connection is doing, shared by its IO, its requests and its watchdog.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: Instant,
+    in_flight: AtomicU32,
+    head_started_ms: AtomicU64,
+    last_ms: AtomicU64,
+}
+
+/// What the watchdog should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Watch {
+    /// Check again at this instant.
+    Until(Instant),
+    /// A request head took longer than the header-read timeout.
+    HeaderTimeout,
+    /// No request in flight for longer than the idle timeout.
+    Idle,
+}
+
+impl Activity {
+    /// A fresh connection: idle since now.
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            head_started_ms: AtomicU64::new(NONE),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Bytes arrived from the client.
+    pub fn on_read(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ = self.head_started_ms.compare_exchange(
+                NONE,
+                now,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// A complete request head was parsed.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started_ms.store(NONE, Ordering::Release);
+    }
+
+    /// A response finished (or was abandoned).
+    pub fn request_finished(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Requests currently in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Decides whether a timeout has passed, or when to look again.
+    pub fn check(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) -> Watch {
+        let at = |ms: u64, d: Duration| self.epoch + Duration::from_millis(ms) + d;
+        let head = self.head_started_ms.load(Ordering::Acquire);
+        if head != NONE {
+            let deadline = at(head, header_timeout);
+            return if now >= deadline {
+                Watch::HeaderTimeout
+            } else {
+                Watch::Until(deadline)
+            };
+        }
+        if self.in_flight() > 0 {
+            return Watch::Until(now + idle_timeout);
+        }
+        let deadline = at(self.last_ms.load(Ordering::Relaxed), idle_timeout);
+        if now >= deadline {
+            Watch::Idle
+        } else {
+            Watch::Until(deadline)
+        }
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Marks a request in flight until dropped.
+pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// Starts a request on `a`.
+    pub fn start(a: Arc<Activity>) -> Self {
+        a.request_started();
+        Self(a)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+pin_project! {
+    /// Client IO that reports reads to [`Activity`].
+    pub struct ActivityIo<T> {
+        #[pin]
+        io: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T> ActivityIo<T> {
+    /// Wraps `io`.
+    pub fn new(io: T, activity: Arc<Activity>) -> Self {
+        Self { io, activity }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.on_read();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Per-connection context handed to every request on it.
+pub struct ConnCtx {
+    /// Peer address.
+    pub client_addr: SocketAddr,
+    /// Activity for timeouts.
+    pub activity: Arc<Activity>,
+    /// The connection-limit permit; tunnels keep a clone so shutdown waits for them.
+    pub permit: Arc<OwnedSemaphorePermit>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: Duration = Duration::from_secs(10);
+    const I: Duration = Duration::from_secs(90);
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_then_timeout() {
+        let a = Activity::new();
+        let t0 = Instant::now();
+        assert_eq!(a.check(t0, H, I), Watch::Until(t0 + I));
+        tokio::time::advance(I).await;
+        assert_eq!(a.check(Instant::now(), H, I), Watch::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_head_hits_header_timeout() {
+        let a = Arc::new(Activity::new());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.on_read();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        a.on_read(); // a trickle does not reset the head timer
+        match a.check(Instant::now(), H, I) {
+            Watch::Until(d) => assert_eq!(d - a.epoch, Duration::from_secs(11)),
+            other => panic!("{other:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(a.check(Instant::now(), H, I), Watch::HeaderTimeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_is_never_idle() {
+        let a = Arc::new(Activity::new());
+        a.on_read();
+        let g = InFlight::start(a.clone());
+        tokio::time::advance(I * 3).await;
+        assert!(matches!(a.check(Instant::now(), H, I), Watch::Until(_)));
+        drop(g);
+        assert_eq!(a.in_flight(), 0);
+        tokio::time::advance(I).await;
+        assert_eq!(a.check(Instant::now(), H, I), Watch::Idle);
+    }
+}

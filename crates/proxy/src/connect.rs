@@ -1,0 +1,138 @@
+//! CONNECT: decide before answering (authenticate, port, policy, resolve, SSRF
+//! check, TCP connect), then 200 and splice with half-close.
+
+use crate::body::{empty, ProxyBody};
+use crate::conn::ConnCtx;
+use crate::dial::dial;
+use crate::forward::{policy_denied, port_not_allowed, target_error};
+use crate::pipeline::{RequestFacts, RequestKind};
+use crate::record::Pending;
+use crate::server::Shared;
+use crate::target::{parse_authority, Target};
+use http::header::PROXY_AUTHORIZATION;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use portcullis_core::ApiError;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// Handles one CONNECT request.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut pending = Pending::from_request(RequestKind::Connect, &req, ctx);
+    let target = match connect_target(&req) {
+        Ok(t) => t,
+        Err(e) => return shared.refuse(pending, e),
+    };
+    pending.set_target(&target);
+
+    let principal = match shared
+        .pipeline
+        .authenticator
+        .authenticate(req.headers().get(PROXY_AUTHORIZATION), ctx.client_addr)
+    {
+        Ok(p) => p,
+        Err(e) => return shared.refuse(pending, e),
+    };
+    pending.set_principal(&principal);
+
+    if !shared.cfg.allowed_ports.contains(&target.port) {
+        return shared.refuse(pending, port_not_allowed(target.port));
+    }
+
+    let host = target.host_str();
+    let decision = Arc::new(shared.pipeline.authorizer.authorize(&RequestFacts {
+        kind: RequestKind::Connect,
+        principal: &principal,
+        subagent: None,
+        method: &Method::CONNECT,
+        scheme: "https",
+        host: &host,
+        port: target.port,
+        path: "",
+        query: None,
+        headers: req.headers(),
+        client_addr: ctx.client_addr,
+    }));
+    pending.set_decision(decision.clone());
+    if !decision.allowed {
+        return shared.refuse(pending, policy_denied(&decision));
+    }
+
+    let upstream = match dial(&target, &shared.guard, shared.cfg.connect_timeout).await {
+        Ok((s, _)) => s,
+        Err(e) => {
+            if let Some(kind) = e.metric_kind() {
+                shared.metrics.upstream_errors.with_label_values(&[kind]).inc();
+            }
+            return shared.refuse(pending, e.to_api_error());
+        }
+    };
+    pending.set_ttfb();
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let shared = shared.clone();
+    let permit = ctx.permit.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(client) => splice(&shared, pending.into_tunnel(), TokioIo::new(client), upstream).await,
+            Err(e) => {
+                debug!(error = %e, "CONNECT upgrade failed");
+                pending.finish(&shared, 200, Some("client_aborted".to_owned()), 0, 0, false);
+            }
+        }
+    });
+    Response::new(empty())
+}
+
+async fn splice(
+    shared: &Shared,
+    pending: Pending,
+    mut client: TokioIo<hyper::upgrade::Upgraded>,
+    mut upstream: TcpStream,
+) {
+    let gauge = shared.metrics.tunnels_active.with_label_values(&["false"]);
+    gauge.inc();
+    // copy_bidirectional propagates EOF as a write shutdown (half-close) and keeps
+    // the other direction running until it ends too.
+    let r = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    gauge.dec();
+    let (up, down, error) = match r {
+        Ok((up, down)) => (up, down, None),
+        Err(e) => {
+            debug!(error = %e, "tunnel ended with error");
+            (0, 0, Some("tunnel_io_error".to_owned()))
+        }
+    };
+    let m = &shared.metrics.tunnel_bytes;
+    m.with_label_values(&["upstream"]).inc_by(up);
+    m.with_label_values(&["downstream"]).inc_by(down);
+    let completed = error.is_none();
+    debug!(
+        duration_ms = pending.started().elapsed().as_millis() as u64,
+        bytes_up = up,
+        bytes_down = down,
+        "tunnel closed"
+    );
+    pending.finish(shared, 200, error, up, down, completed);
+}
+
+fn connect_target<B>(req: &Request<B>) -> Result<Target, ApiError> {
+    let uri = req.uri();
+    if uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| !p.as_str().is_empty() && p.as_str() != "/") {
+        return Err(ApiError::bad_request(
+            "bad_target",
+            "CONNECT target must be host:port",
+        ));
+    }
+    let auth = uri
+        .authority()
+        .ok_or_else(|| ApiError::bad_request("bad_target", "CONNECT target must be host:port"))?;
+    parse_authority(auth.as_str()).map_err(target_error)
+}

@@ -1,0 +1,157 @@
+//! Resolve once, check every address, dial exactly a checked address.
+
+use crate::ssrf::{Denied, Guard};
+use crate::target::{Host, Target};
+use portcullis_core::{ApiError, ErrorSource};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+/// Why a destination could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The SSRF guard refused an address the name resolved to.
+    #[error("{0}")]
+    Denied(Denied),
+    /// The name did not resolve.
+    #[error("DNS resolution of {host} failed: {source}")]
+    Dns {
+        /// The name.
+        host: String,
+        /// Resolver error.
+        source: io::Error,
+    },
+    /// The name resolved to nothing.
+    #[error("{0} resolved to no address")]
+    NoAddress(String),
+    /// Resolution or connect did not finish within the connect timeout.
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    /// Every address refused or failed.
+    #[error("connecting to {target} failed: {source}")]
+    Connect {
+        /// The destination.
+        target: String,
+        /// Last socket error.
+        source: io::Error,
+    },
+}
+
+impl DialError {
+    /// Metric label for `portcullis_upstream_errors_total{kind}`; `None` when the
+    /// refusal is ours (SSRF guard), not an upstream failure.
+    pub fn metric_kind(&self) -> Option<&'static str> {
+        match self {
+            DialError::Denied(_) => None,
+            DialError::Dns { .. } | DialError::NoAddress(_) => Some("dns"),
+            DialError::Timeout(_) => Some("connect_timeout"),
+            DialError::Connect { .. } => Some("connect"),
+        }
+    }
+
+    /// The error answered to the client.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            DialError::Denied(d) => ApiError::new(
+                403,
+                "destination_forbidden",
+                d.to_string(),
+                ErrorSource::Policy,
+            ),
+            DialError::Dns { host, .. } => ApiError::new(
+                502,
+                "dns_failure",
+                format!("could not resolve {host}"),
+                ErrorSource::Upstream,
+            ),
+            DialError::NoAddress(host) => ApiError::new(
+                502,
+                "dns_failure",
+                format!("{host} resolved to no address"),
+                ErrorSource::Upstream,
+            ),
+            DialError::Timeout(t) => ApiError::new(
+                504,
+                "upstream_timeout",
+                format!("connecting to {t} timed out"),
+                ErrorSource::Upstream,
+            ),
+            DialError::Connect { target, source } => ApiError::new(
+                502,
+                "upstream_unreachable",
+                format!("connecting to {target} failed: {}", io_reason(source)),
+                ErrorSource::Upstream,
+            ),
+        }
+    }
+}
+
+fn io_reason(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused",
+        io::ErrorKind::ConnectionReset => "connection reset",
+        io::ErrorKind::HostUnreachable => "host unreachable",
+        io::ErrorKind::NetworkUnreachable => "network unreachable",
+        _ => "connection failed",
+    }
+}
+
+/// Resolves `target` once and checks every address; any refused address refuses
+/// the whole destination (a name must not mix public and private answers).
+pub async fn resolve_checked(
+    target: &Target,
+    guard: &Guard,
+    deadline: Instant,
+) -> Result<Vec<SocketAddr>, DialError> {
+    let addrs: Vec<SocketAddr> = match &target.host {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
+        Host::Name(name) => {
+            let lookup = tokio::net::lookup_host((name.as_str(), target.port));
+            match timeout_at(deadline, lookup).await {
+                Err(_) => return Err(DialError::Timeout(target.to_string())),
+                Ok(Err(source)) => {
+                    return Err(DialError::Dns {
+                        host: name.clone(),
+                        source,
+                    })
+                }
+                Ok(Ok(it)) => it.collect(),
+            }
+        }
+    };
+    if addrs.is_empty() {
+        return Err(DialError::NoAddress(target.host_str()));
+    }
+    for a in &addrs {
+        guard.check(*a).map_err(DialError::Denied)?;
+    }
+    Ok(addrs)
+}
+
+/// Resolves, checks and connects within `connect_timeout`, trying each checked
+/// address in turn. Returns the stream and the address it is connected to.
+pub async fn dial(
+    target: &Target,
+    guard: &Guard,
+    connect_timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), DialError> {
+    let deadline = Instant::now() + connect_timeout;
+    let addrs = resolve_checked(target, guard, deadline).await?;
+    let mut last = None;
+    for addr in addrs {
+        match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Err(_) => return Err(DialError::Timeout(target.to_string())),
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok((s, addr));
+            }
+            Ok(Err(e)) => last = Some(e),
+        }
+    }
+    Err(DialError::Connect {
+        target: target.to_string(),
+        source: last.unwrap_or_else(|| io::Error::other("no address")),
+    })
+}

@@ -1,0 +1,245 @@
+//! Absolute-form forwarding (`GET http://host:port/path`): every method, bodies
+//! streamed both ways, WebSocket upgrades relayed and spliced.
+
+use crate::body::{BodyEnd, Metered, ProxyBody};
+use crate::conn::ConnCtx;
+use crate::headers::{check_request, strip_hop_by_hop, strip_portcullis_headers, wants_upgrade};
+use crate::pipeline::{RequestFacts, RequestKind};
+use crate::record::Pending;
+use crate::server::Shared;
+use crate::target::{parse_host_port, Target, TargetError};
+use crate::upstream::find_dial_error;
+use http::header::{HeaderValue, HOST, PROXY_AUTHORIZATION};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use portcullis_core::{ApiError, Decision, ErrorSource};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tracing::debug;
+
+/// Handles one absolute-form request.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut pending = Pending::from_request(RequestKind::Http, &req, ctx);
+    let cfg = &shared.cfg;
+    if let Err(e) = check_request(&req, cfg.max_header_bytes, cfg.max_headers) {
+        return shared.refuse(pending, e);
+    }
+    let target = match absolute_target(req.uri()) {
+        Ok(t) => t,
+        Err(e) => return shared.refuse(pending, e),
+    };
+    pending.set_target(&target);
+
+    let principal = match shared
+        .pipeline
+        .authenticator
+        .authenticate(req.headers().get(PROXY_AUTHORIZATION), ctx.client_addr)
+    {
+        Ok(p) => p,
+        Err(e) => return shared.refuse(pending, e),
+    };
+    pending.set_principal(&principal);
+
+    if !cfg.allowed_ports.contains(&target.port) {
+        return shared.refuse(pending, port_not_allowed(target.port));
+    }
+
+    let host = target.host_str();
+    let decision = shared.pipeline.authorizer.authorize(&RequestFacts {
+        kind: RequestKind::Http,
+        principal: &principal,
+        subagent: None,
+        method: req.method(),
+        scheme: "http",
+        host: &host,
+        port: target.port,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+        client_addr: ctx.client_addr,
+    });
+    let decision = Arc::new(decision);
+    pending.set_decision(decision.clone());
+    if !decision.allowed {
+        return shared.refuse(pending, policy_denied(&decision));
+    }
+
+    let upgrade = wants_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    strip_portcullis_headers(&mut parts.headers);
+    let authority = target.to_string();
+    let host_header = if target.port == 80 {
+        target.host.to_string()
+    } else {
+        authority.clone()
+    };
+    if let Ok(v) = HeaderValue::from_str(&host_header) {
+        parts.headers.insert(HOST, v);
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = match Uri::builder()
+        .scheme("http")
+        .authority(authority.as_str())
+        .path_and_query(pq)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => {
+            return shared.refuse(pending, ApiError::bad_request("bad_target", "invalid request target"))
+        }
+    };
+    parts.version = Version::HTTP_11;
+
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let counter = bytes_in.clone();
+    let body = Metered::new(
+        body,
+        Box::new(move |n, _| counter.store(n, Ordering::Relaxed)),
+    )
+    .boxed();
+
+    let resp = match shared.client.request(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => return shared.refuse(pending, upstream_error(shared, &e)),
+    };
+    pending.set_ttfb();
+
+    let mut resp = resp;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            return switch_protocols(shared, pending, resp, client_upgrade, upstream_upgrade);
+        }
+    }
+
+    let status = resp.status().as_u16();
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let shared2 = shared.clone();
+    let body = Metered::new(
+        body,
+        Box::new(move |n, end| {
+            let error = match end {
+                BodyEnd::Complete => None,
+                BodyEnd::Error => Some("upstream_body_error".to_owned()),
+                BodyEnd::Aborted => Some("client_aborted".to_owned()),
+            };
+            pending.finish(
+                &shared2,
+                status,
+                error,
+                bytes_in.load(Ordering::Relaxed),
+                n,
+                end == BodyEnd::Complete,
+            );
+        }),
+    )
+    .boxed();
+    Response::from_parts(parts, body)
+}
+
+/// Relays a 101 to the client and splices the two upgraded connections.
+fn switch_protocols(
+    shared: &Arc<Shared>,
+    pending: Pending,
+    resp: Response<Incoming>,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    upstream_upgrade: hyper::upgrade::OnUpgrade,
+) -> Response<ProxyBody> {
+    let (mut parts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, true);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let (c, u) = tokio::join!(client_upgrade, upstream_upgrade);
+        match (c, u) {
+            (Ok(c), Ok(u)) => {
+                let mut c = TokioIo::new(c);
+                let mut u = TokioIo::new(u);
+                let r = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                let (up, down) = r.as_ref().map(|x| *x).unwrap_or((0, 0));
+                pending.finish(&shared, 101, r.err().map(|_| "upgrade_io_error".to_owned()), up, down, true);
+            }
+            _ => pending.finish(&shared, 101, Some("upgrade_failed".to_owned()), 0, 0, false),
+        }
+    });
+    Response::from_parts(parts, crate::body::empty())
+}
+
+fn absolute_target(uri: &Uri) -> Result<Target, ApiError> {
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(ApiError::bad_request(
+                "unsupported_scheme",
+                "https targets must use CONNECT (set HTTPS_PROXY)",
+            ))
+        }
+        _ => return Err(ApiError::bad_request("unsupported_scheme", "only http:// targets can be forwarded")),
+    }
+    let auth = uri
+        .authority()
+        .ok_or_else(|| ApiError::bad_request("bad_target", "request target has no host"))?;
+    parse_host_port(auth.as_str(), Some(80)).map_err(target_error)
+}
+
+/// Maps a target parse failure to a 400.
+pub(crate) fn target_error(e: TargetError) -> ApiError {
+    let code = match e {
+        TargetError::Userinfo => "credentials_in_url",
+        _ => "bad_target",
+    };
+    ApiError::bad_request(code, e.to_string())
+}
+
+/// 403 for a port outside `proxy.allowed_ports`.
+pub(crate) fn port_not_allowed(port: u16) -> ApiError {
+    ApiError::forbidden("port_not_allowed", format!("destination port {port} is not allowed"))
+}
+
+/// 403 for a policy denial.
+pub(crate) fn policy_denied(d: &Decision) -> ApiError {
+    let detail = d
+        .reasons
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "no policy allows this request".to_owned());
+    let code = d.code.clone().unwrap_or_else(|| "policy_denied".to_owned());
+    let mut e = ApiError::new(403, code, detail, ErrorSource::Policy)
+        .with("decision_id", d.decision_id.as_str());
+    e = e.with("policy", d.policy.clone().map(serde_json::Value::from).unwrap_or(serde_json::Value::Null));
+    e
+}
+
+/// Maps an upstream client failure and counts it.
+fn upstream_error(shared: &Shared, e: &hyper_util::client::legacy::Error) -> ApiError {
+    if let Some(d) = find_dial_error(e) {
+        if let Some(kind) = d.metric_kind() {
+            shared.metrics.upstream_errors.with_label_values(&[kind]).inc();
+        }
+        return d.to_api_error();
+    }
+    debug!(error = %e, "upstream request failed");
+    shared
+        .metrics
+        .upstream_errors
+        .with_label_values(&["protocol"])
+        .inc();
+    ApiError::new(
+        502,
+        "upstream_error",
+        "the upstream closed the connection or sent an invalid response",
+        ErrorSource::Upstream,
+    )
+}

@@ -1,0 +1,253 @@
+//! Header hygiene: hop-by-hop stripping and request framing checks.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Request;
+use portcullis_core::ApiError;
+
+/// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Prefix of the gateway's own control headers, removed from every forwarded request.
+pub const PORTCULLIS_PREFIX: &str = "x-portcullis-";
+
+/// Removes hop-by-hop headers: `Connection` and every header it names, the fixed
+/// list above, and `TE` unless it is exactly `trailers`. When `upgrade` is set
+/// (a WebSocket upgrade being performed) `Upgrade` survives with `Connection: upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(header::TE);
+    }
+    if let Some(v) = upgrade_value {
+        headers.insert(header::UPGRADE, v);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes every `x-portcullis-*` header (control headers meant for the gateway).
+pub fn strip_portcullis_headers(headers: &mut HeaderMap) {
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(PORTCULLIS_PREFIX))
+        .cloned()
+        .collect();
+    for k in ours {
+        headers.remove(k);
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket).
+pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Size of the request head as received: request line, headers and CRLFs.
+pub fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+        + 2
+}
+
+/// Enforces head limits (431) and unambiguous framing (400): one Content-Length
+/// made of digits, `Transfer-Encoding` only as exactly `chunked`, never both.
+pub fn check_request<B>(
+    req: &Request<B>,
+    max_header_bytes: usize,
+    max_headers: usize,
+) -> Result<(), ApiError> {
+    let h = req.headers();
+    if h.len() > max_headers {
+        return Err(ApiError::new(
+            431,
+            "headers_too_many",
+            format!("request has {} headers; the limit is {max_headers}", h.len()),
+            portcullis_core::ErrorSource::Client,
+        ));
+    }
+    if head_size(req) > max_header_bytes {
+        return Err(ApiError::new(
+            431,
+            "headers_too_large",
+            format!("request head exceeds {max_header_bytes} bytes"),
+            portcullis_core::ErrorSource::Client,
+        ));
+    }
+    let cls: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+    if cls.len() > 1 {
+        return Err(ApiError::bad_request(
+            "bad_content_length",
+            "multiple Content-Length headers",
+        ));
+    }
+    if let Some(cl) = cls.first() {
+        let b = cl.as_bytes();
+        if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+            return Err(ApiError::bad_request(
+                "bad_content_length",
+                "Content-Length must be a single decimal number",
+            ));
+        }
+    }
+    let tes: Vec<&HeaderValue> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if !tes.is_empty() {
+        if !cls.is_empty() {
+            return Err(ApiError::bad_request(
+                "ambiguous_framing",
+                "both Content-Length and Transfer-Encoding are present",
+            ));
+        }
+        if tes.len() != 1 || !tes[0].as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(ApiError::bad_request(
+                "bad_transfer_encoding",
+                "Transfer-Encoding must be exactly `chunked`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri("http://example.com/x");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut r = req(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic YTpi"),
+            ("te", "gzip"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept-encoding", "gzip, br"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(r.headers_mut(), false);
+        let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["accept-encoding", "content-type"]);
+        assert_eq!(r.headers()["accept-encoding"], "gzip, br");
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_performed_upgrade() {
+        let mut r = req(&[
+            ("te", "trailers"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        strip_hop_by_hop(r.headers_mut(), true);
+        assert_eq!(r.headers()["te"], "trailers");
+        assert_eq!(r.headers()["upgrade"], "websocket");
+        assert_eq!(r.headers()["connection"], "upgrade");
+        assert_eq!(r.headers()["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn strips_portcullis_headers() {
+        let mut r = req(&[
+            ("x-portcullis-subagent", "a"),
+            ("X-Portcullis-Whatever", "b"),
+            ("x-portcullisnot", "c"),
+        ]);
+        strip_portcullis_headers(r.headers_mut());
+        let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-portcullisnot"]);
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        assert!(wants_upgrade(&req(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(!wants_upgrade(&req(&[("upgrade", "websocket")])));
+        assert!(!wants_upgrade(&req(&[("connection", "upgrade")])));
+    }
+
+    #[test]
+    fn framing() {
+        let code = |h: &[(&str, &str)]| {
+            check_request(&req(h), 65536, 100)
+                .err()
+                .map(|e| (e.status, e.code.into_owned()))
+        };
+        assert_eq!(code(&[("content-length", "10")]), None);
+        assert_eq!(code(&[("transfer-encoding", "chunked")]), None);
+        assert_eq!(code(&[("transfer-encoding", "Chunked")]), None);
+        let bad = [
+            (vec![("content-length", "10"), ("transfer-encoding", "chunked")], "ambiguous_framing"),
+            (vec![("content-length", "1"), ("content-length", "2")], "bad_content_length"),
+            (vec![("content-length", "1, 1")], "bad_content_length"),
+            (vec![("content-length", "-1")], "bad_content_length"),
+            (vec![("content-length", "+5")], "bad_content_length"),
+            (vec![("transfer-encoding", "chunked, identity")], "bad_transfer_encoding"),
+            (vec![("transfer-encoding", "xchunked")], "bad_transfer_encoding"),
+            (vec![("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")], "bad_transfer_encoding"),
+            (vec![("transfer-encoding", "identity")], "bad_transfer_encoding"),
+        ];
+        for (h, want) in bad {
+            assert_eq!(code(&h), Some((400, want.to_owned())), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn head_limits() {
+        let big = "a".repeat(2000);
+        let e = check_request(&req(&[("x-big", &big)]), 1024, 100).unwrap_err();
+        assert_eq!((e.status, e.code.as_ref()), (431, "headers_too_large"));
+        let many: Vec<(String, String)> = (0..20).map(|i| (format!("x-h{i}"), "v".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let e = check_request(&req(&many), 65536, 10).unwrap_err();
+        assert_eq!((e.status, e.code.as_ref()), (431, "headers_too_many"));
+    }
+}

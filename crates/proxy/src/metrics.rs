@@ -1,0 +1,106 @@
+//! Data-plane metrics, registered once; label handles are resolved per request
+//! only for the bounded label sets.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Metrics the proxy updates.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    /// `portcullis_requests_total{agent,verdict,provider}`.
+    pub requests: IntCounterVec,
+    /// `portcullis_request_duration_seconds{provider}`.
+    pub duration: HistogramVec,
+    /// `portcullis_connections_active`.
+    pub connections_active: IntGauge,
+    /// `portcullis_connections_rejected_total{reason}`.
+    pub connections_rejected: IntCounterVec,
+    /// `portcullis_tunnels_active{intercepted}`.
+    pub tunnels_active: IntGaugeVec,
+    /// `portcullis_tunnel_bytes_total{direction}`.
+    pub tunnel_bytes: IntCounterVec,
+    /// `portcullis_upstream_errors_total{kind}`.
+    pub upstream_errors: IntCounterVec,
+    /// `portcullis_requests_refused_total{code}`: refused before policy (malformed, SSRF, port).
+    pub refused: IntCounterVec,
+}
+
+impl ProxyMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new("portcullis_requests_total", "Requests handled, by agent, verdict and provider."),
+            &["agent", "verdict", "provider"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_request_duration_seconds",
+                "Time from request received to response end.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0, 60.0, 120.0,
+            ]),
+            &["provider"],
+        )?;
+        let connections_active = IntGauge::new(
+            "portcullis_connections_active",
+            "Client connections currently open on the proxy listener.",
+        )?;
+        let connections_rejected = IntCounterVec::new(
+            Opts::new(
+                "portcullis_connections_rejected_total",
+                "Client connections refused at accept, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let tunnels_active = IntGaugeVec::new(
+            Opts::new("portcullis_tunnels_active", "CONNECT tunnels currently open."),
+            &["intercepted"],
+        )?;
+        let tunnel_bytes = IntCounterVec::new(
+            Opts::new(
+                "portcullis_tunnel_bytes_total",
+                "Bytes spliced through CONNECT tunnels, by direction.",
+            ),
+            &["direction"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("portcullis_upstream_errors_total", "Upstream failures by kind."),
+            &["kind"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "portcullis_requests_refused_total",
+                "Requests refused by the data plane before policy, by error code.",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(connections_active.clone()))?;
+        registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(tunnels_active.clone()))?;
+        registry.register(Box::new(tunnel_bytes.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        // Make the zero-valued series visible from the first scrape.
+        for i in ["false", "true"] {
+            tunnels_active.with_label_values(&[i]);
+        }
+        for d in ["upstream", "downstream"] {
+            tunnel_bytes.with_label_values(&[d]);
+        }
+        Ok(Self {
+            requests,
+            duration,
+            connections_active,
+            connections_rejected,
+            tunnels_active,
+            tunnel_bytes,
+            upstream_errors,
+            refused,
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! The phases the data plane calls at fixed points, as narrow interfaces.
+//!
+//! `authenticate → authorize → forward → record`. The proxy owns sockets and
+//! HTTP; these traits own decisions and bookkeeping, so each is tested alone and
+//! the proxy is tested with simple implementations. Identity, policy and audit
+//! plug in here.
+
+use http::{HeaderMap, HeaderValue, Method};
+use portcullis_core::{ApiError, Decision, Principal, Verdict};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What kind of request a decision is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A CONNECT tunnel request.
+    Connect,
+    /// A forwarded HTTP request.
+    Http,
+}
+
+impl RequestKind {
+    /// Label for policy input and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Connect => "connect",
+            RequestKind::Http => "http",
+        }
+    }
+}
+
+/// Facts about a request, borrowed from it, for authorization.
+#[derive(Debug)]
+pub struct RequestFacts<'a> {
+    /// Connect or http.
+    pub kind: RequestKind,
+    /// Who is asking.
+    pub principal: &'a Principal,
+    /// Validated sub-agent name, if any.
+    pub subagent: Option<&'a str>,
+    /// Method (CONNECT for tunnels).
+    pub method: &'a Method,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// Destination host (lower-case name or IP literal).
+    pub host: &'a str,
+    /// Destination port.
+    pub port: u16,
+    /// Path (empty for CONNECT).
+    pub path: &'a str,
+    /// Raw query string.
+    pub query: Option<&'a str>,
+    /// Request headers (hop-by-hop and credentials still present; redact before exposing).
+    pub headers: &'a HeaderMap,
+    /// Client address.
+    pub client_addr: SocketAddr,
+}
+
+/// Phase 1: who is this?
+pub trait Authenticator: Send + Sync + 'static {
+    /// Authenticates from `Proxy-Authorization`. Errors are answered as they are
+    /// (407 with `Proxy-Authenticate`, or 403 for a disabled agent).
+    fn authenticate(
+        &self,
+        proxy_authorization: Option<&HeaderValue>,
+        client_addr: SocketAddr,
+    ) -> Result<Principal, ApiError>;
+
+    /// Whether every request is let through without credentials (development only).
+    fn is_open(&self) -> bool {
+        false
+    }
+}
+
+/// Phase 2: may it?
+pub trait Authorizer: Send + Sync + 'static {
+    /// Decides one request. Must not fail: an internal error is a deny (fail closed).
+    fn authorize(&self, facts: &RequestFacts<'_>) -> Decision;
+}
+
+/// Development mode (`proxy.allow_unauthenticated = true`): everyone is `anonymous`.
+#[derive(Debug, Default)]
+pub struct Unauthenticated;
+
+impl Authenticator for Unauthenticated {
+    fn authenticate(&self, _: Option<&HeaderValue>, _: SocketAddr) -> Result<Principal, ApiError> {
+        Ok(Principal::anonymous())
+    }
+
+    fn is_open(&self) -> bool {
+        true
+    }
+}
+
+/// Lets every request through that the data plane's own guards (ports, SSRF)
+/// accept. Only used together with [`Unauthenticated`] before policy is configured.
+#[derive(Debug, Default)]
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _: &RequestFacts<'_>) -> Decision {
+        Decision::allow_unconditionally(crate::ids::new_id())
+    }
+}
+
+/// One finished request or tunnel, handed to the recorder (the audit trail).
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Time-ordered unique id.
+    pub id: String,
+    /// Start time, Unix milliseconds.
+    pub ts_ms: u64,
+    /// `http`, `connect` (refused CONNECT) or `tunnel` (a spliced tunnel at close).
+    pub kind: &'static str,
+    /// Agent id, when authenticated.
+    pub agent_id: Option<Arc<str>>,
+    /// Tenant, when authenticated.
+    pub tenant: Option<Arc<str>>,
+    /// Sub-agent, when given.
+    pub subagent: Option<String>,
+    /// Method.
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Destination host.
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+    /// Path (empty for tunnels).
+    pub path: String,
+    /// Outcome.
+    pub verdict: Verdict,
+    /// The policy decision, when one was made.
+    pub decision: Option<Arc<Decision>>,
+    /// Status answered to the client (200 for an established tunnel).
+    pub status: u16,
+    /// Error code when the request failed or was refused.
+    pub error: Option<String>,
+    /// Time from request received to response end or tunnel close.
+    pub latency_ms: f64,
+    /// Time from request received to upstream response head.
+    pub upstream_ttfb_ms: Option<f64>,
+    /// Request body bytes (client → upstream; tunnel: bytes sent upstream).
+    pub bytes_in: u64,
+    /// Response body bytes (upstream → client; tunnel: bytes sent to the client).
+    pub bytes_out: u64,
+    /// Whether the body ended normally (false: client abort or upstream error).
+    pub completed: bool,
+    /// Client address.
+    pub client_addr: SocketAddr,
+}
+
+/// Phase last: keep the record. Must not block the request path.
+pub trait Recorder: Send + Sync + 'static {
+    /// Takes one record.
+    fn record(&self, record: Record);
+}
+
+/// Writes each record as a structured log line (target `portcullis::access`).
+#[derive(Debug, Default)]
+pub struct LogRecorder;
+
+impl Recorder for LogRecorder {
+    fn record(&self, r: Record) {
+        tracing::info!(
+            target: "portcullis::access",
+            id = %r.id,
+            kind = r.kind,
+            agent = r.agent_id.as_deref().unwrap_or("-"),
+            method = %r.method,
+            scheme = r.scheme,
+            host = %r.host,
+            port = r.port,
+            path = %r.path,
+            verdict = r.verdict.as_str(),
+            status = r.status,
+            error = r.error.as_deref().unwrap_or("-"),
+            latency_ms = r.latency_ms,
+            bytes_in = r.bytes_in,
+            bytes_out = r.bytes_out,
+            completed = r.completed,
+            client = %r.client_addr,
+            "request"
+        );
+    }
+}
+
+/// The phase implementations the proxy runs with.
+#[derive(Clone)]
+pub struct Pipeline {
+    /// Authentication.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Authorization.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Record keeping.
+    pub recorder: Arc<dyn Recorder>,
+}
+
+impl Pipeline {
+    /// Development pipeline: no authentication, allow all, log records.
+    pub fn unauthenticated() -> Self {
+        Self {
+            authenticator: Arc::new(Unauthenticated),
+            authorizer: Arc::new(AllowAll),
+            recorder: Arc::new(LogRecorder),
+        }
+    }
+}

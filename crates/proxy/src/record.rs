@@ -1,0 +1,142 @@
+//! Assembling the record of one request as it moves through the phases.
+
+use crate::conn::ConnCtx;
+use crate::pipeline::{Record, RequestKind};
+use crate::server::Shared;
+use crate::target::Target;
+use http::Request;
+use portcullis_core::{Decision, Principal, Verdict};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// Provider label until requests are classified.
+const NO_PROVIDER: &str = "none";
+/// Agent label for requests refused before authentication succeeded.
+const NO_AGENT: &str = "unauthenticated";
+
+/// A request's record in the making.
+pub(crate) struct Pending {
+    start: Instant,
+    rec: Record,
+}
+
+impl Pending {
+    pub(crate) fn from_request<B>(kind: RequestKind, req: &Request<B>, ctx: &ConnCtx) -> Self {
+        let uri = req.uri();
+        let (path, host, port) = if kind == RequestKind::Connect {
+            (String::new(), String::new(), 0)
+        } else {
+            (
+                uri.path().to_owned(),
+                uri.host().unwrap_or_default().to_owned(),
+                uri.port_u16().unwrap_or(80),
+            )
+        };
+        Self {
+            start: Instant::now(),
+            rec: Record {
+                id: crate::ids::new_id(),
+                ts_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                kind: kind.as_str(),
+                agent_id: None,
+                tenant: None,
+                subagent: None,
+                method: req.method().as_str().to_owned(),
+                scheme: if kind == RequestKind::Connect { "https" } else { "http" },
+                host,
+                port,
+                path,
+                verdict: Verdict::Error,
+                decision: None,
+                status: 0,
+                error: None,
+                latency_ms: 0.0,
+                upstream_ttfb_ms: None,
+                bytes_in: 0,
+                bytes_out: 0,
+                completed: false,
+                client_addr: ctx.client_addr,
+            },
+        }
+    }
+
+    pub(crate) fn started(&self) -> Instant {
+        self.start
+    }
+
+    pub(crate) fn set_target(&mut self, t: &Target) {
+        self.rec.host = t.host_str();
+        self.rec.port = t.port;
+    }
+
+    pub(crate) fn set_principal(&mut self, p: &Principal) {
+        self.rec.agent_id = Some(p.agent_id.clone());
+        self.rec.tenant = Some(p.tenant.clone());
+    }
+
+    pub(crate) fn set_decision(&mut self, d: Arc<Decision>) {
+        self.rec.decision = Some(d);
+    }
+
+    pub(crate) fn set_ttfb(&mut self) {
+        self.rec.upstream_ttfb_ms = Some(ms(self.start.elapsed()));
+    }
+
+    /// Marks the record as a spliced tunnel (the record written at close).
+    pub(crate) fn into_tunnel(mut self) -> Self {
+        self.rec.kind = "tunnel";
+        self
+    }
+
+    /// Records a request answered without a body still to stream.
+    pub(crate) fn finish_now(self, shared: &Shared, status: u16, error: Option<String>) {
+        self.finish(shared, status, error, 0, 0, true);
+    }
+
+    /// Records the request's outcome, updates metrics and hands it to the recorder.
+    pub(crate) fn finish(
+        mut self,
+        shared: &Shared,
+        status: u16,
+        error: Option<String>,
+        bytes_in: u64,
+        bytes_out: u64,
+        completed: bool,
+    ) {
+        let r = &mut self.rec;
+        r.status = status;
+        r.error = error;
+        r.bytes_in = bytes_in;
+        r.bytes_out = bytes_out;
+        r.completed = completed;
+        let elapsed = self.start.elapsed();
+        r.latency_ms = ms(elapsed);
+        r.verdict = match &r.decision {
+            Some(d) if !d.allowed => Verdict::Deny,
+            _ if status == 403 => Verdict::Deny,
+            Some(d) => d.verdict,
+            None if r.error.is_some() => Verdict::Error,
+            None => Verdict::Allow,
+        };
+        let agent = r.agent_id.as_deref().unwrap_or(NO_AGENT);
+        shared
+            .metrics
+            .requests
+            .with_label_values(&[agent, r.verdict.as_str(), NO_PROVIDER])
+            .inc();
+        shared
+            .metrics
+            .duration
+            .with_label_values(&[NO_PROVIDER])
+            .observe(elapsed.as_secs_f64());
+        shared.pipeline.recorder.record(self.rec);
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}

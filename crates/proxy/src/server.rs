@@ -1,0 +1,260 @@
+//! The proxy listener: accept loop, connection limit, per-connection serving,
+//! request routing and graceful shutdown.
+
+use crate::body::{full, Metered, ProxyBody};
+use crate::conn::{Activity, ActivityIo, ConnCtx, InFlight, Watch};
+use crate::metrics::ProxyMetrics;
+use crate::pipeline::Pipeline;
+use crate::record::Pending;
+use crate::respond::error_response;
+use crate::ssrf::Guard;
+use crate::upstream::{self, UpstreamClient};
+use crate::{connect, forward};
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use portcullis_config::ProxyConfig;
+use portcullis_core::ApiError;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+/// Everything requests share.
+pub struct Shared {
+    /// `[proxy]` settings.
+    pub cfg: ProxyConfig,
+    /// SSRF guard.
+    pub guard: Arc<Guard>,
+    /// Pooled upstream client.
+    pub client: UpstreamClient,
+    /// Phase implementations.
+    pub pipeline: Pipeline,
+    /// Metrics.
+    pub metrics: ProxyMetrics,
+}
+
+impl Shared {
+    /// Builds the shared state. `own_listeners` are refused as destinations.
+    pub fn new(
+        cfg: ProxyConfig,
+        own_listeners: Vec<SocketAddr>,
+        pipeline: Pipeline,
+        metrics: ProxyMetrics,
+    ) -> Arc<Self> {
+        let guard = Arc::new(Guard::new(cfg.allow_private.clone(), own_listeners));
+        let client = upstream::client(
+            guard.clone(),
+            cfg.connect_timeout,
+            cfg.upstream_idle_timeout,
+            cfg.upstream_pool_max_idle,
+        );
+        Arc::new(Self {
+            cfg,
+            guard,
+            client,
+            pipeline,
+            metrics,
+        })
+    }
+
+    /// Answers `err` and records the refusal.
+    pub(crate) fn refuse(&self, pending: Pending, err: ApiError) -> Response<ProxyBody> {
+        self.metrics.refused.with_label_values(&[&err.code]).inc();
+        let resp = error_response(&err, None);
+        pending.finish_now(self, err.status, Some(err.code.into_owned()));
+        resp
+    }
+}
+
+/// Serves the proxy listener until `shutdown` turns true, then drains
+/// connections and tunnels for up to `shutdown_grace`. Returns once drained.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max = shared.cfg.max_connections;
+    let permits = Arc::new(Semaphore::new(max));
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            shared
+                .metrics
+                .connections_rejected
+                .with_label_values(&["max_connections"])
+                .inc();
+            tokio::spawn(reject_overloaded(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ConnCtx {
+            client_addr: addr,
+            activity: Arc::new(Activity::new()),
+            permit: Arc::new(permit),
+        };
+        tokio::spawn(serve_connection(stream, ctx, shared.clone(), shutdown.clone()));
+    }
+    drop(listener);
+    let grace = shared.cfg.shutdown_grace;
+    info!(grace_ms = grace.as_millis() as u64, "proxy draining connections");
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(grace, permits.acquire_many(all)).await;
+    match drained {
+        Ok(_) => info!("proxy drained"),
+        Err(_) => warn!(
+            open = max - permits.available_permits(),
+            "shutdown grace elapsed; closing remaining connections"
+        ),
+    }
+}
+
+async fn reject_overloaded(mut stream: TcpStream) {
+    let body = ApiError::new(
+        503,
+        "too_many_connections",
+        "the gateway is at its connection limit; retry later",
+        portcullis_core::ErrorSource::Internal,
+    )
+    .to_body(None);
+    let head = format!(
+        "HTTP/1.1 503 Too Many Connections\r\ncontent-type: application/json\r\nx-portcullis-error: too_many_connections\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    ctx: ConnCtx,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let metrics = shared.metrics.clone();
+    metrics.connections_active.inc();
+    let ctx = Arc::new(ctx);
+    let io = TokioIo::new(ActivityIo::new(stream, ctx.activity.clone()));
+    let svc = {
+        let ctx = ctx.clone();
+        let shared = shared.clone();
+        service_fn(move |req| handle(shared.clone(), ctx.clone(), req))
+    };
+    let cfg = &shared.cfg;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .half_close(false)
+        // Parse up to twice our limits so requests slightly over them get our JSON 431.
+        .max_buf_size((cfg.max_header_bytes * 2).max(8192))
+        .max_headers(cfg.max_headers * 2);
+    let conn = builder.serve_connection(io, svc).with_upgrades();
+    tokio::pin!(conn);
+    let (header_timeout, idle_timeout) = (cfg.header_read_timeout, cfg.idle_timeout);
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let next = match ctx
+            .activity
+            .check(tokio::time::Instant::now(), header_timeout, idle_timeout)
+        {
+            Watch::Until(t) => t,
+            Watch::HeaderTimeout => {
+                debug!(client = %ctx.client_addr, "request head not received in time; closing");
+                metrics
+                    .connections_rejected
+                    .with_label_values(&["header_timeout"])
+                    .inc();
+                break;
+            }
+            Watch::Idle => {
+                debug!(client = %ctx.client_addr, "idle connection closed");
+                break;
+            }
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(client = %ctx.client_addr, error = %e, "connection ended with error");
+                }
+                break;
+            }
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    metrics.connections_active.dec();
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let in_flight = InFlight::start(ctx.activity.clone());
+    let resp = if req.method() == Method::CONNECT {
+        connect::handle(&shared, &ctx, req).await
+    } else if req.uri().scheme().is_some() {
+        forward::handle(&shared, &ctx, req).await
+    } else {
+        local(&shared, &ctx, req)
+    };
+    // The request stays in flight until its response body is done.
+    let (parts, body) = resp.into_parts();
+    let body = Metered::new(body, Box::new(move |_, _| drop(in_flight))).boxed();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Origin-form requests addressed to the gateway itself.
+fn local(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/healthz") => {
+            let mut r = Response::new(full(&b"{\"status\":\"ok\"}\n"[..]));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        _ => {
+            let pending = Pending::from_request(crate::pipeline::RequestKind::Http, &req, ctx);
+            shared.refuse(
+                pending,
+                ApiError::new(
+                    404,
+                    "not_found",
+                    "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
+                    portcullis_core::ErrorSource::Client,
+                ),
+            )
+        }
+    }
+}
