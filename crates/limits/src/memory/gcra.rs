@@ -6,6 +6,10 @@
 //! one request every T. Remaining after an admission is `⌊(τ − (TAT′ − now)) / T⌋`, so a burst
 //! reports N−1 … 0. `T` is rounded down to whole nanoseconds, so the refill is faster than N per
 //! minute by less than one nanosecond per request.
+//!
+//! When `rpm` changes, the outstanding debt `TAT − now` is rescaled from the old interval to the
+//! new one, so it keeps meaning "this many requests in the current burst": an agent that used 2
+//! of `rpm = 2` and is raised to `rpm = 5` has 3 left on its next request.
 
 /// Nanoseconds in a second.
 pub(crate) const SEC_NANOS: u64 = 1_000_000_000;
@@ -17,14 +21,26 @@ pub(crate) const MINUTE_NANOS: u64 = 60 * SEC_NANOS;
 pub(crate) struct Gcra {
     /// Theoretical arrival time, Unix nanoseconds (0 = never used).
     tat: u64,
+    /// Emission interval `tat` was computed with (0 = never used).
+    interval: u64,
 }
 
 /// An admission computed by [`Gcra::check`], applied by [`Gcra::commit`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GcraAdmit {
     new_tat: u64,
+    interval: u64,
     /// Requests left in the burst after this one.
     pub(crate) remaining: u64,
+}
+
+/// A refusal computed by [`Gcra::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GcraWait {
+    /// Nanoseconds until a request would be admitted.
+    pub(crate) wait: u64,
+    /// Unix nanoseconds at which the burst is full again.
+    pub(crate) full_at: u64,
 }
 
 impl GcraAdmit {
@@ -41,17 +57,31 @@ impl Gcra {
         (interval, interval.saturating_mul(rpm.max(1)))
     }
 
+    /// The TAT rescaled to `interval` (see the module docs).
+    fn tat_for(&self, interval: u64, now: u64) -> u64 {
+        if self.interval == 0 || self.interval == interval || self.tat <= now {
+            return self.tat;
+        }
+        let debt = u128::from(self.tat - now) * u128::from(interval) / u128::from(self.interval);
+        now.saturating_add(u64::try_from(debt).unwrap_or(u64::MAX))
+    }
+
     /// Would a request at `now` (Unix nanoseconds) be admitted under `rpm` (≥ 1)? `Err` holds
-    /// the nanoseconds until it would be.
-    pub(crate) fn check(&self, rpm: u64, now: u64) -> Result<GcraAdmit, u64> {
+    /// the nanoseconds until it would be, and when the burst will be full again.
+    pub(crate) fn check(&self, rpm: u64, now: u64) -> Result<GcraAdmit, GcraWait> {
         let (interval, tolerance) = Self::params(rpm);
-        let new_tat = self.tat.max(now).saturating_add(interval);
+        let tat = self.tat_for(interval, now);
+        let new_tat = tat.max(now).saturating_add(interval);
         let ahead = new_tat - now;
         if ahead > tolerance {
-            Err(ahead - tolerance)
+            Err(GcraWait {
+                wait: ahead - tolerance,
+                full_at: tat.max(now),
+            })
         } else {
             Ok(GcraAdmit {
                 new_tat,
+                interval,
                 remaining: (tolerance - ahead) / interval,
             })
         }
@@ -60,11 +90,7 @@ impl Gcra {
     /// Applies an admission.
     pub(crate) fn commit(&mut self, admit: &GcraAdmit) {
         self.tat = admit.new_tat;
-    }
-
-    /// Unix nanoseconds at which the burst is full again.
-    pub(crate) fn full_at(&self, now: u64) -> u64 {
-        self.tat.max(now)
+        self.interval = admit.interval;
     }
 
     /// `true` when the burst is full (the state carries no information).
@@ -80,7 +106,7 @@ mod tests {
     const T0: u64 = 1_700_000_000 * SEC_NANOS;
 
     fn admit(g: &mut Gcra, rpm: u64, now: u64) -> Result<u64, u64> {
-        let a = g.check(rpm, now)?;
+        let a = g.check(rpm, now).map_err(|w| w.wait)?;
         g.commit(&a);
         Ok(a.remaining)
     }
@@ -111,6 +137,23 @@ mod tests {
             }
             assert_eq!(n, rpm, "rpm {rpm}");
         }
+    }
+
+    #[test]
+    fn rate_changes_keep_the_request_count() {
+        let mut g = Gcra::default();
+        assert_eq!(admit(&mut g, 2, T0), Ok(1));
+        assert_eq!(admit(&mut g, 2, T0), Ok(0));
+        assert!(admit(&mut g, 2, T0).is_err());
+        // Raised to 5: two used, three left.
+        assert_eq!(admit(&mut g, 5, T0), Ok(2));
+        assert_eq!(admit(&mut g, 5, T0), Ok(1));
+        assert_eq!(admit(&mut g, 5, T0), Ok(0));
+        assert_eq!(admit(&mut g, 5, T0), Err(12 * SEC_NANOS));
+        // Lowered to 1: five outstanding requests are five minutes of debt at one a minute.
+        let wait = g.check(1, T0).unwrap_err();
+        assert_eq!(wait.wait, 5 * MINUTE_NANOS);
+        assert_eq!(wait.full_at, T0 + 5 * MINUTE_NANOS);
     }
 
     #[test]

@@ -177,8 +177,8 @@ impl ScopeState {
                         gcra = Some(admit);
                     }
                     Err(wait) => {
-                        let reset = self.gcra.full_at(now.nanos).div_ceil(SEC_NANOS);
-                        let retry = now.secs_until_nanos(now.nanos.saturating_add(wait));
+                        let reset = wait.full_at.div_ceil(SEC_NANOS);
+                        let retry = now.secs_until_nanos(now.nanos.saturating_add(wait.wait));
                         keep_worst(worst, refuse(LimitKind::Rpm, rpm, 1, retry, reset, false));
                     }
                 }
