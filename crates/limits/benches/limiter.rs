@@ -2,7 +2,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis_core::SystemClock;
-use portcullis_limits::{LimitScopes, LimitSettings, Limiter, MemoryLimiter, ScopeKey, TokenReservation};
+use portcullis_limits::{
+    LimitScopes, LimitSettings, Limiter, MemoryLimiter, ScopeKey, TokenReservation,
+};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -68,7 +70,8 @@ fn contention(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let start = Arc::new(Barrier::new(2));
             let run = {
-                let (limiter, key, s, start) = (limiter.clone(), key.clone(), s.clone(), start.clone());
+                let (limiter, key, s, start) =
+                    (limiter.clone(), key.clone(), s.clone(), start.clone());
                 move || {
                     start.wait();
                     let t = Instant::now();

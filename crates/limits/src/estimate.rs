@@ -37,7 +37,11 @@ impl TokenReservation {
     ///
     /// `body_len_bytes` is the size of the request body as sent (the buffered body, or
     /// `Content-Length` when the body was streamed uninspected).
-    pub fn estimate(settings: &LimitSettings, max_tokens: Option<u64>, body_len_bytes: u64) -> Self {
+    pub fn estimate(
+        settings: &LimitSettings,
+        max_tokens: Option<u64>,
+        body_len_bytes: u64,
+    ) -> Self {
         let output = max_tokens.unwrap_or(settings.default_max_tokens);
         let prompt = estimate_prompt_tokens_with(body_len_bytes, settings.chars_per_token);
         Self {

@@ -312,10 +312,7 @@ mod tests {
             rpm: Some(0),
             ..LimitSettings::default()
         };
-        assert_eq!(
-            zero_rpm.validate(),
-            Err(SettingsError::Zero { key: "rpm" })
-        );
+        assert_eq!(zero_rpm.validate(), Err(SettingsError::Zero { key: "rpm" }));
         let zero_cpt = LimitSettings {
             chars_per_token: 0,
             ..LimitSettings::default()

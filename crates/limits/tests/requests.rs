@@ -21,7 +21,11 @@ fn rpm_admits_a_burst_of_n_then_refills_one_every_60_over_n() {
         assert_eq!(info.limit, LimitKind::Rpm);
         assert_eq!(info.limit_value, 3);
         assert_eq!(info.remaining, remaining);
-        assert_eq!(info.reset_unix, NOON + reset_in, "full again after {reset_in} s");
+        assert_eq!(
+            info.reset_unix,
+            NOON + reset_in,
+            "full again after {reset_in} s"
+        );
     }
 
     let refused = plain(&limiter, &key, &s).unwrap_err();
@@ -48,7 +52,11 @@ fn rpm_admits_a_burst_of_n_then_refills_one_every_60_over_n() {
     clock.advance(secs(60));
     for remaining in (0..3).rev() {
         assert_eq!(
-            plain(&limiter, &key, &s).unwrap().rate_info().unwrap().remaining,
+            plain(&limiter, &key, &s)
+                .unwrap()
+                .rate_info()
+                .unwrap()
+                .remaining,
             remaining
         );
     }

@@ -35,15 +35,24 @@ fn a_tenant_refusal_charges_nothing_to_the_agent() {
     p.settle(Some(800));
 
     let refused = limiter.acquire(&scopes, reserve(300)).unwrap_err();
-    assert_eq!((refused.scope, refused.limit), (ScopeKind::Tenant, LimitKind::Tpm));
+    assert_eq!(
+        (refused.scope, refused.limit),
+        (ScopeKind::Tenant, LimitKind::Tpm)
+    );
 
     let usage = limiter.usage_snapshot(&agent);
     assert_eq!((usage.requests_last_minute, usage.tokens_today), (1, 800));
     // The agent's concurrency slot and rpm were not taken by the refusal: 4 more fit.
     for _ in 0..4 {
-        limiter.acquire(&scopes, reserve(50)).unwrap().settle(Some(50));
+        limiter
+            .acquire(&scopes, reserve(50))
+            .unwrap()
+            .settle(Some(50));
     }
-    assert_eq!(limiter.acquire(&scopes, reserve(0)).unwrap_err().limit, LimitKind::Rpm);
+    assert_eq!(
+        limiter.acquire(&scopes, reserve(0)).unwrap_err().limit,
+        LimitKind::Rpm
+    );
     assert_eq!(limiter.usage_snapshot(&tenant).tokens_today, 1_000);
     assert_eq!(limiter.usage_snapshot(&agent).tokens_today, 1_000);
 }
@@ -61,16 +70,25 @@ fn agents_of_one_tenant_share_its_budget() {
     let b = ScopeKey::agent("b");
     let reserve = Some(TokenReservation::tokens(600));
     let pa = limiter
-        .acquire(&LimitScopes::agent(&a, &open).with_tenant(&tenant, &tenant_limits), reserve)
+        .acquire(
+            &LimitScopes::agent(&a, &open).with_tenant(&tenant, &tenant_limits),
+            reserve,
+        )
         .unwrap();
     let refused = limiter
-        .acquire(&LimitScopes::agent(&b, &open).with_tenant(&tenant, &tenant_limits), reserve)
+        .acquire(
+            &LimitScopes::agent(&b, &open).with_tenant(&tenant, &tenant_limits),
+            reserve,
+        )
         .unwrap_err();
     assert_eq!(refused.scope, ScopeKind::Tenant);
     assert_eq!(refused.limit, LimitKind::TokensPerDay);
     pa.settle(Some(100));
     limiter
-        .acquire(&LimitScopes::agent(&b, &open).with_tenant(&tenant, &tenant_limits), reserve)
+        .acquire(
+            &LimitScopes::agent(&b, &open).with_tenant(&tenant, &tenant_limits),
+            reserve,
+        )
         .unwrap()
         .settle(None);
     assert_eq!(limiter.usage_snapshot(&tenant).tokens_today, 700);
@@ -96,11 +114,18 @@ fn subagent_limits_apply_on_top_of_the_agent() {
 
     let s1 = limiter.acquire(&sub_scopes, None).unwrap();
     let refused = limiter.acquire(&sub_scopes, None).unwrap_err();
-    assert_eq!((refused.scope, refused.limit), (ScopeKind::Subagent, LimitKind::Concurrent));
+    assert_eq!(
+        (refused.scope, refused.limit),
+        (ScopeKind::Subagent, LimitKind::Concurrent)
+    );
     let a1 = limiter.acquire(&agent_only, None).unwrap();
     let a2 = limiter.acquire(&agent_only, None).unwrap();
     let refused = limiter.acquire(&agent_only, None).unwrap_err();
-    assert_eq!(refused.scope, ScopeKind::Agent, "the sub-agent's request holds an agent slot");
+    assert_eq!(
+        refused.scope,
+        ScopeKind::Agent,
+        "the sub-agent's request holds an agent slot"
+    );
     drop(s1);
     let _a3 = limiter.acquire(&agent_only, None).unwrap();
     // The agent is full again, so the sub-agent is refused by the agent scope.
@@ -144,16 +169,24 @@ fn sweep_evicts_idle_scopes_only() {
     let refunded = ScopeKey::agent("refunded");
 
     drop(plain(&limiter, &idle, &rpm).unwrap());
-    llm(&limiter, &spender, &daily, 500).unwrap().settle(Some(400));
+    llm(&limiter, &spender, &daily, 500)
+        .unwrap()
+        .settle(Some(400));
     let open = plain(&limiter, &busy, &rpm).unwrap();
-    llm(&limiter, &refunded, &daily, 500).unwrap().settle(Some(0));
+    llm(&limiter, &refunded, &daily, 500)
+        .unwrap()
+        .settle(Some(0));
     assert_eq!(limiter.len(), 4);
     assert_eq!(limiter.sweep(), 0, "everything is fresh");
 
     clock.advance(secs(61));
     assert_eq!(limiter.sweep(), 2, "idle and refunded are forgotten");
     assert_eq!(limiter.len(), 2);
-    assert_eq!(limiter.usage_snapshot(&spender).tokens_today, 400, "today's spend is kept");
+    assert_eq!(
+        limiter.usage_snapshot(&spender).tokens_today,
+        400,
+        "today's spend is kept"
+    );
     assert_eq!(limiter.usage_snapshot(&idle), Default::default());
 
     // After midnight the spender's counter means nothing any more.
@@ -178,5 +211,8 @@ fn sweep_keeps_a_scope_whose_burst_is_still_refilling() {
     drop(plain(&limiter, &key, &s).unwrap());
     clock.advance(secs(59));
     assert_eq!(limiter.sweep(), 0);
-    assert!(plain(&limiter, &key, &s).is_err(), "eviction did not reset the limit");
+    assert!(
+        plain(&limiter, &key, &s).is_err(),
+        "eviction did not reset the limit"
+    );
 }

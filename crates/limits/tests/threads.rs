@@ -3,7 +3,9 @@
 mod common;
 
 use common::*;
-use portcullis_limits::{LimitKind, LimitScopes, LimitSettings, Limiter, ScopeKey, TokenReservation};
+use portcullis_limits::{
+    LimitKind, LimitScopes, LimitSettings, Limiter, ScopeKey, TokenReservation,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 
@@ -85,7 +87,11 @@ fn fifty_settling_streams_never_overshoot_the_minute_budget() {
         });
         let recorded = recorded.load(Ordering::SeqCst);
         assert!(recorded <= BUDGET, "round {round}: {recorded} > {BUDGET}");
-        assert_eq!(limiter.usage_snapshot(&key).tokens_today, recorded, "round {round}");
+        assert_eq!(
+            limiter.usage_snapshot(&key).tokens_today,
+            recorded,
+            "round {round}"
+        );
     }
 }
 
@@ -95,8 +101,12 @@ fn fifty_settling_streams_never_overshoot_the_minute_budget() {
 fn overlapping_scopes_under_contention() {
     let (_clock, limiter) = limiter_at(NOON);
     let tenant = ScopeKey::tenant("acme");
-    let agents: Vec<ScopeKey> = (0..5).map(|i| ScopeKey::agent(&format!("agent_{i}"))).collect();
-    let subs: Vec<ScopeKey> = (0..5).map(|i| ScopeKey::subagent("agent_0", &format!("s{i}"))).collect();
+    let agents: Vec<ScopeKey> = (0..5)
+        .map(|i| ScopeKey::agent(&format!("agent_{i}")))
+        .collect();
+    let subs: Vec<ScopeKey> = (0..5)
+        .map(|i| ScopeKey::subagent("agent_0", &format!("s{i}")))
+        .collect();
     let tenant_limits = LimitSettings {
         tpm: Some(BUDGET),
         max_concurrent: Some(7),
@@ -138,6 +148,12 @@ fn overlapping_scopes_under_contention() {
     let recorded = recorded.load(Ordering::SeqCst);
     assert!(recorded <= BUDGET);
     assert_eq!(limiter.usage_snapshot(&tenant).tokens_today, recorded);
-    let per_agent: u64 = agents.iter().map(|a| limiter.usage_snapshot(a).tokens_today).sum();
-    assert_eq!(per_agent, recorded, "each admission charged its agent exactly once");
+    let per_agent: u64 = agents
+        .iter()
+        .map(|a| limiter.usage_snapshot(a).tokens_today)
+        .sum();
+    assert_eq!(
+        per_agent, recorded,
+        "each admission charged its agent exactly once"
+    );
 }

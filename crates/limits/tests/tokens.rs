@@ -97,7 +97,10 @@ fn a_reservation_larger_than_the_budget_can_never_fit() {
     assert_eq!(refused.requested, 1_001);
     assert!(refused.retry_after_secs >= 1);
     let detail = refused.detail();
-    assert!(detail.contains("never") && detail.contains("1001"), "{detail}");
+    assert!(
+        detail.contains("never") && detail.contains("1001"),
+        "{detail}"
+    );
 
     let refused = llm(&limiter, &key, &budget(None, Some(500)), 501).unwrap_err();
     assert_eq!(refused.limit, LimitKind::TokensPerDay);
@@ -127,9 +130,16 @@ fn minute_window_frees_tokens_61_buckets_after_they_were_charged() {
     // Needs 500: the 600 of second 0 must expire first, at NOON + 61.
     let refused = llm(&limiter, &key, &s, 500).unwrap_err();
     assert_eq!(refused.retry_after_secs, 21);
-    assert_eq!(refused.reset_unix, NOON + 30 + 61, "fully free when the last charge expires");
+    assert_eq!(
+        refused.reset_unix,
+        NOON + 30 + 61,
+        "fully free when the last charge expires"
+    );
     clock.advance(secs(20));
-    assert_eq!(llm(&limiter, &key, &s, 500).unwrap_err().retry_after_secs, 1);
+    assert_eq!(
+        llm(&limiter, &key, &s, 500).unwrap_err().retry_after_secs,
+        1
+    );
     clock.advance(secs(1));
     let p = llm(&limiter, &key, &s, 500).unwrap();
     assert_eq!(p.rate_info().unwrap().remaining, 100);
@@ -150,14 +160,21 @@ fn no_60_second_interval_exceeds_the_minute_budget() {
         }
         clock.advance(std::time::Duration::from_millis(250));
     }
-    assert!(admitted.len() >= 20, "the window lets traffic through: {}", admitted.len());
+    assert!(
+        admitted.len() >= 20,
+        "the window lets traffic through: {}",
+        admitted.len()
+    );
     for &(start, _) in &admitted {
         let in_window: u64 = admitted
             .iter()
             .filter(|(t, _)| *t >= start && *t <= start + 60_000)
             .map(|(_, n)| n)
             .sum();
-        assert!(in_window <= 1_000, "{in_window} tokens in the 60 s from {start} ms");
+        assert!(
+            in_window <= 1_000,
+            "{in_window} tokens in the 60 s from {start} ms"
+        );
     }
 }
 
@@ -252,7 +269,10 @@ fn token_refusal_charges_nothing_else() {
     };
     // Refused by tpm: no request, no slot, no tokens charged.
     for _ in 0..10 {
-        assert_eq!(llm(&limiter, &key, &s, 2_000).unwrap_err().limit, LimitKind::Tpm);
+        assert_eq!(
+            llm(&limiter, &key, &s, 2_000).unwrap_err().limit,
+            LimitKind::Tpm
+        );
     }
     assert_eq!(limiter.usage_snapshot(&key), Default::default());
 
@@ -260,7 +280,10 @@ fn token_refusal_charges_nothing_else() {
     for _ in 0..3 {
         llm(&limiter, &key, &s, 100).unwrap().settle(Some(100));
     }
-    assert_eq!(llm(&limiter, &key, &s, 100).unwrap_err().limit, LimitKind::Rpm);
+    assert_eq!(
+        llm(&limiter, &key, &s, 100).unwrap_err().limit,
+        LimitKind::Rpm
+    );
     let usage = limiter.usage_snapshot(&key);
     assert_eq!((usage.requests_last_minute, usage.tokens_today), (3, 300));
 
@@ -268,7 +291,10 @@ fn token_refusal_charges_nothing_else() {
     clock.advance(secs(60));
     let held = llm(&limiter, &key, &s, 100).unwrap();
     assert_eq!(held.rate_info().map(|r| r.limit), Some(LimitKind::Tpm));
-    assert_eq!(llm(&limiter, &key, &s, 100).unwrap_err().limit, LimitKind::Concurrent);
+    assert_eq!(
+        llm(&limiter, &key, &s, 100).unwrap_err().limit,
+        LimitKind::Concurrent
+    );
     drop(held);
     let p = llm(&limiter, &key, &s, 100).unwrap();
     let usage = limiter.usage_snapshot(&key);

@@ -162,8 +162,7 @@ impl Limiter for MemoryLimiter {
         let Some(state) = self.scopes.get(key.as_str()).map(|s| Arc::clone(s.value())) else {
             return UsageSnapshot::default();
         };
-        let (requests_last_minute, tokens_today) =
-            lock(&state).usage(now_of(self.clock.as_ref()));
+        let (requests_last_minute, tokens_today) = lock(&state).usage(now_of(self.clock.as_ref()));
         UsageSnapshot {
             requests_last_minute,
             tokens_today,

@@ -144,8 +144,8 @@ impl ScopeState {
         tightest: &mut Option<RateInfo>,
     ) -> Pass {
         self.advance(now, settings.day_reset_offset);
-        let refuse = |limit, limit_value, requested, retry_after_secs, reset_unix, never_fits| {
-            Refusal {
+        let refuse =
+            |limit, limit_value, requested, retry_after_secs, reset_unix, never_fits| Refusal {
                 limit,
                 scope,
                 limit_value,
@@ -154,14 +154,20 @@ impl ScopeState {
                 retry_after_secs,
                 reset_unix,
                 never_fits,
-            }
-        };
+            };
         let never_fits_reset = now.secs.saturating_add(NEVER_FITS_RETRY_SECS);
 
         let mut gcra = None;
         if let Some(rpm) = settings.rpm {
             if rpm == 0 {
-                let r = refuse(LimitKind::Rpm, 0, 1, NEVER_FITS_RETRY_SECS, never_fits_reset, true);
+                let r = refuse(
+                    LimitKind::Rpm,
+                    0,
+                    1,
+                    NEVER_FITS_RETRY_SECS,
+                    never_fits_reset,
+                    true,
+                );
                 keep_worst(worst, r);
             } else {
                 match self.gcra.check(rpm, now.nanos) {
@@ -205,7 +211,14 @@ impl ScopeState {
             let used = self.window.tokens();
             let empty_at = self.window.empty_at();
             if tokens > tpm {
-                let r = refuse(LimitKind::Tpm, tpm, tokens, NEVER_FITS_RETRY_SECS, empty_at, true);
+                let r = refuse(
+                    LimitKind::Tpm,
+                    tpm,
+                    tokens,
+                    NEVER_FITS_RETRY_SECS,
+                    empty_at,
+                    true,
+                );
                 keep_worst(worst, r);
             } else if used.saturating_add(tokens) > tpm {
                 let excess = used.saturating_add(tokens) - tpm;
@@ -215,7 +228,10 @@ impl ScopeState {
                     .unwrap_or(empty_at)
                     .max(now.secs);
                 let retry = now.secs_until(at);
-                keep_worst(worst, refuse(LimitKind::Tpm, tpm, tokens, retry, empty_at, false));
+                keep_worst(
+                    worst,
+                    refuse(LimitKind::Tpm, tpm, tokens, retry, empty_at, false),
+                );
             } else {
                 let reset = if tokens > 0 {
                     self.window.head() + super::window::SLOTS

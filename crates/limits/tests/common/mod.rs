@@ -2,7 +2,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 use portcullis_core::ManualClock;
-use portcullis_limits::{LimitSettings, Limiter, MemoryLimiter, Permit, Refusal, ScopeKey, TokenReservation};
+use portcullis_limits::{
+    LimitSettings, Limiter, MemoryLimiter, Permit, Refusal, ScopeKey, TokenReservation,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +36,10 @@ pub fn llm(
     limiter.acquire_one(key, s, Some(TokenReservation::tokens(tokens)))
 }
 
-pub fn plain(limiter: &MemoryLimiter, key: &ScopeKey, s: &LimitSettings) -> Result<Permit, Refusal> {
+pub fn plain(
+    limiter: &MemoryLimiter,
+    key: &ScopeKey,
+    s: &LimitSettings,
+) -> Result<Permit, Refusal> {
     limiter.acquire_one(key, s, None)
 }
