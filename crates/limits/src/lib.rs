@@ -58,7 +58,17 @@
 //!   `-Reset` (Unix second at which that limit is fully replenished). [`Refusal`] carries the
 //!   same plus `retry_after_secs` (≥ 1) for `Retry-After`.
 //! - **Changes** of settings apply to the next request: settings are passed on every call
-//!   (merge per-agent overrides with [`LimitSettings::with_overrides`]).
+//!   (merge per-agent overrides with [`LimitSettings::with_overrides`]). When `rpm` changes,
+//!   the requests already made in the current burst keep counting: used 2 of `rpm = 2`, raised
+//!   to 5, 3 are left.
+//!
+//! # Why GCRA is implemented here rather than with `governor`
+//!
+//! `governor` supports custom clocks, but its keyed limiters apply one quota to every key
+//! (ours differ per agent and change at run time), and a positive check consumes at once, so it
+//! cannot take part in one all-or-nothing decision with the concurrency and token limits. GCRA
+//! is one timestamp per scope (see `memory/gcra.rs`); keeping it next to the other counters
+//! lets a single short lock per scope check everything and then charge everything.
 //!
 //! # Prompt estimate and its error
 //!

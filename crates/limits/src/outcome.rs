@@ -192,6 +192,23 @@ mod tests {
     }
 
     #[test]
+    fn serialises_with_contract_names() {
+        let json = serde_json::to_value(refusal(LimitKind::TokensPerDay, false)).unwrap();
+        assert_eq!(json["limit"], "tokens_per_day");
+        assert_eq!(json["scope"], "agent");
+        assert_eq!(json["remaining"], 0);
+        for (kind, name) in [
+            (LimitKind::Rpm, "rpm"),
+            (LimitKind::Concurrent, "concurrent"),
+            (LimitKind::Tpm, "tpm"),
+            (LimitKind::TokensPerDay, "tokens_per_day"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            assert_eq!(kind.as_str(), name);
+        }
+    }
+
+    #[test]
     fn tightest_compares_fractions() {
         let a = RateInfo {
             limit: LimitKind::Rpm,

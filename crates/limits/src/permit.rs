@@ -21,6 +21,9 @@ pub trait Lease: Send + Sync {
 /// - [`Permit::settle`] with the usage the tap recorded when the response ends;
 /// - dropping it without settling (client abort, error path) keeps the token reservation but
 ///   releases the concurrency slot.
+///
+/// When the upstream failed before answering (connect error, timeout before headers), nothing
+/// was billed: settle with `Some(0)` to give the whole reservation back.
 #[must_use = "dropping a permit ends the request: its concurrency slot is released"]
 pub struct Permit {
     lease: Option<Box<dyn Lease>>,
