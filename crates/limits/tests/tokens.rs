@@ -301,3 +301,26 @@ fn token_refusal_charges_nothing_else() {
     assert_eq!(usage.tokens_today, 500);
     drop(p);
 }
+
+#[test]
+fn huge_reservations_saturate_instead_of_overflowing() {
+    let (clock, limiter) = limiter_at(NOON);
+    let key = ScopeKey::agent("bot");
+    let open = settings();
+    llm(&limiter, &key, &open, u64::MAX).unwrap().settle(None);
+    llm(&limiter, &key, &open, u64::MAX)
+        .unwrap()
+        .settle(Some(u64::MAX));
+    assert_eq!(limiter.usage_snapshot(&key).tokens_today, u64::MAX);
+
+    let other = ScopeKey::agent("other");
+    let max = budget(Some(u64::MAX), Some(u64::MAX));
+    let p = llm(&limiter, &other, &max, u64::MAX).unwrap();
+    assert_eq!(p.rate_info().unwrap().remaining, 0);
+    let refused = llm(&limiter, &other, &max, 1).unwrap_err();
+    assert!(!refused.never_fits);
+    p.settle(Some(0));
+    assert!(llm(&limiter, &other, &max, 1).is_ok());
+    clock.advance(secs(86_400));
+    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 0);
+}

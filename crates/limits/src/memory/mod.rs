@@ -140,16 +140,23 @@ impl Limiter for MemoryLimiter {
             return Err(refusal);
         }
 
-        let mut held: [Option<(Shared, Charge)>; 3] = [None, None, None];
+        let mut charges: [Option<Charge>; 3] = [None, None, None];
         for i in 0..3 {
-            if let (Some((scope, state)), Some(guard), Some(pass)) =
+            if let (Some((scope, _)), Some(guard), Some(pass)) =
                 (&found[i], guards[i].as_mut(), &passes[i])
             {
-                let charge = guard.commit(pass, scope.settings, tokens.unwrap_or(0));
-                held[i] = Some((Arc::clone(state), charge));
+                charges[i] = Some(guard.commit(pass, scope.settings, tokens.unwrap_or(0)));
             }
         }
         drop(guards);
+
+        // The lease keeps each scope's state alive (and safe from `sweep`) until it finishes.
+        let mut held: [Option<(Shared, Charge)>; 3] = [None, None, None];
+        for ((slot, found), charge) in held.iter_mut().zip(found).zip(charges) {
+            if let (Some((_, state)), Some(charge)) = (found, charge) {
+                *slot = Some((state, charge));
+            }
+        }
 
         let lease = MemoryLease {
             clock: Arc::clone(&self.clock),

@@ -220,8 +220,9 @@ impl ScopeState {
                     true,
                 );
                 keep_worst(worst, r);
-            } else if used.saturating_add(tokens) > tpm {
-                let excess = used.saturating_add(tokens) - tpm;
+            } else if used > tpm - tokens {
+                // `tokens <= tpm` here, so neither side overflows.
+                let excess = used - (tpm - tokens);
                 let at = self
                     .window
                     .freed_at(excess)
@@ -256,7 +257,7 @@ impl ScopeState {
             if tokens > per_day {
                 let r = refuse(LimitKind::TokensPerDay, per_day, tokens, retry, end, true);
                 keep_worst(worst, r);
-            } else if used.saturating_add(tokens) > per_day {
+            } else if used > per_day - tokens {
                 let r = refuse(LimitKind::TokensPerDay, per_day, tokens, retry, end, false);
                 keep_worst(worst, r);
             } else {
