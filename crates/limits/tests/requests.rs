@@ -240,3 +240,22 @@ fn requests_last_minute_counts_admitted_requests_only() {
         Default::default()
     );
 }
+
+#[test]
+fn usable_as_a_trait_object() {
+    let (_clock, limiter) = limiter_at(NOON);
+    let shared: std::sync::Arc<dyn Limiter> = std::sync::Arc::new(limiter);
+    let key = ScopeKey::agent("bot");
+    let s = LimitSettings {
+        rpm: Some(1),
+        ..settings()
+    };
+    let p = shared.acquire_one(&key, &s, None).unwrap();
+    assert_eq!(p.rate_info().unwrap().remaining, 0);
+    assert_eq!(
+        shared.acquire_one(&key, &s, None).unwrap_err().limit,
+        LimitKind::Rpm
+    );
+    drop(p);
+    assert_eq!(shared.sweep(), 0, "the rpm burst is still refilling");
+}
