@@ -1,0 +1,110 @@
+//! Rate limits and LLM token budgets for Portcullis.
+//!
+//! Per scope — an agent, and optionally its sub-agent and its tenant — the limiter enforces
+//! requests per minute, concurrent in-flight requests, and LLM tokens per minute and per day.
+//! It is pure logic: time comes from an injected [`portcullis_core::Clock`], there is no I/O,
+//! and every operation is a short critical section (no blocking, no async).
+//!
+//! # Using it from the data plane
+//!
+//! ```
+//! use std::sync::Arc;
+//! use portcullis_core::SystemClock;
+//! use portcullis_limits::{Limiter, LimitSettings, MemoryLimiter, ScopeKey, TokenReservation};
+//!
+//! let limiter = MemoryLimiter::new(Arc::new(SystemClock));
+//! let key = ScopeKey::agent("demo");
+//! let settings = LimitSettings { rpm: Some(60), tpm: Some(100_000), ..LimitSettings::default() };
+//! // An LLM request with max_tokens = 512 and a 2 KiB body reserves 512 + 512 tokens.
+//! let reservation = TokenReservation::estimate(&settings, Some(512), 2048);
+//! match limiter.acquire_one(&key, &settings, Some(reservation)) {
+//!     Ok(permit) => {
+//!         let rate = permit.rate_info(); // X-RateLimit-* of the tightest limit
+//!         assert_eq!(rate.map(|r| r.remaining), Some(59));
+//!         // ... forward, stream, tap ...
+//!         permit.settle(Some(700)); // usage recorded by the tap; None when missing
+//!     }
+//!     Err(refusal) => {
+//!         let _ = (refusal.retry_after_secs, refusal.to_api_error()); // 429
+//!     }
+//! }
+//! ```
+//!
+//! # Semantics
+//!
+//! - **Requests per minute** (GCRA): `rpm = N` admits a burst of N back to back and refills at
+//!   N per minute (one every 60/N s); `X-RateLimit-Remaining` goes N−1 … 0.
+//! - **Concurrency**: the [`Permit`] holds a slot in every scope; dropping it releases the slot
+//!   whatever happened (success, upstream error, client abort).
+//! - **Token budgets with reservation**: an LLM request reserves its worst case
+//!   ([`TokenReservation::estimate`]: `max_tokens`, or `default_max_tokens` when absent, plus
+//!   the prompt estimate) against the per-minute and per-day budgets before it is forwarded.
+//!   [`Permit::settle`] replaces the reservation by the usage the tap recorded (releasing the
+//!   difference, or charging the excess if the estimate was low); when usage is missing, or the
+//!   permit is dropped without settling, the whole reservation stays charged. Check and charge
+//!   happen under one lock per scope, so concurrent requests can never overshoot a budget. A
+//!   reservation larger than a whole budget is refused with [`Refusal::never_fits`] set.
+//! - **All or nothing**: a request is admitted only if every limit of every scope admits it; a
+//!   refusal charges nothing.
+//! - **Per-minute token window**: a sliding window of 61 one-second buckets. A charge counts for
+//!   60 to 61 seconds, so the tokens charged in *any* 60-second interval never exceed `tpm`
+//!   (beyond overruns of a response that used more than it reserved). The error is one-sided:
+//!   freed capacity returns up to 1 s later than an exact 60 s window would return it.
+//! - **Per-day budget**: resets at midnight of `day_reset_offset`, a fixed UTC offset (UTC by
+//!   default). IANA zone names are not supported: that needs the tz database, a heavy
+//!   dependency for one boundary. A settlement after midnight refunds nothing to the new day.
+//! - **Headers**: [`Permit::rate_info`] is the rate limit (rpm, or tpm/tokens per day for LLM
+//!   requests) with the smallest fraction remaining — `X-RateLimit-Limit`, `-Remaining`, and
+//!   `-Reset` (Unix second at which that limit is fully replenished). [`Refusal`] carries the
+//!   same plus `retry_after_secs` (≥ 1) for `Retry-After`.
+//! - **Changes** of settings apply to the next request: settings are passed on every call
+//!   (merge per-agent overrides with [`LimitSettings::with_overrides`]). When `rpm` changes,
+//!   the requests already made in the current burst keep counting: used 2 of `rpm = 2`, raised
+//!   to 5, 3 are left.
+//!
+//! # Why GCRA is implemented here rather than with `governor`
+//!
+//! `governor` supports custom clocks, but its keyed limiters apply one quota to every key
+//! (ours differ per agent and change at run time), and a positive check consumes at once, so it
+//! cannot take part in one all-or-nothing decision with the concurrency and token limits. GCRA
+//! is one timestamp per scope (see `memory/gcra.rs`); keeping it next to the other counters
+//! lets a single short lock per scope check everything and then charge everything.
+//!
+//! # Prompt estimate and its error
+//!
+//! The prompt part of a reservation is `ceil(body bytes / chars_per_token)` with
+//! `chars_per_token = 4` by default ([`estimate_prompt_tokens`]). It counts the whole JSON body,
+//! keys and punctuation included, so for English text (about 4 characters per token) it
+//! **overestimates** by the JSON overhead, typically 10–40 %. It **underestimates** text
+//! that tokenises densely: CJK text is 3 bytes per character and close to one token per
+//! character, so the estimate is about 25 % low (use `chars_per_token = 2` for such traffic).
+//! Base64 images and files overestimate heavily (an image costs far fewer tokens than its
+//! bytes / 4). The estimate only sizes the reservation: settlement replaces it with the
+//! provider's reported usage, and an underestimate is charged in full at settlement.
+//!
+//! # Memory and restarts
+//!
+//! The [`MemoryLimiter`] keeps about 1 KiB per active scope. [`Limiter::sweep`] (call it every
+//! minute or so) forgets scopes with nothing in flight, a full burst, an empty minute window and
+//! no tokens charged to the running day, so a scope is kept at most until the end of the day of
+//! its last LLM request. State is not persisted: a restart grants every scope fresh budgets, and
+//! each replica enforces its own limits; a shared backend implements the same [`Limiter`] trait.
+#![warn(missing_docs)]
+
+mod estimate;
+mod limiter;
+mod memory;
+mod outcome;
+mod permit;
+mod scope;
+mod settings;
+
+pub use estimate::{
+    estimate_prompt_tokens, estimate_prompt_tokens_with, TokenReservation, DEFAULT_CHARS_PER_TOKEN,
+};
+pub use limiter::Limiter;
+pub use memory::MemoryLimiter;
+pub use outcome::{LimitKind, RateInfo, Refusal, UsageSnapshot};
+pub use permit::{Lease, Permit};
+pub use scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
+pub use settings::{LimitSettings, SettingsError, UtcOffset, DEFAULT_MAX_TOKENS};

@@ -1,0 +1,230 @@
+//! What a limit check answers: a refusal, the rate headers of an admitted request, usage figures.
+
+use portcullis_core::ApiError;
+use serde::Serialize;
+use std::fmt;
+
+use crate::scope::ScopeKind;
+
+/// Which limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// Requests per minute.
+    Rpm,
+    /// Concurrent in-flight requests.
+    Concurrent,
+    /// LLM tokens per minute.
+    Tpm,
+    /// LLM tokens per day.
+    TokensPerDay,
+}
+
+impl LimitKind {
+    /// The metric label and JSON `limit` value: `rpm`, `concurrent`, `tpm`, `tokens_per_day`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rpm => "rpm",
+            Self::Concurrent => "concurrent",
+            Self::Tpm => "tpm",
+            Self::TokensPerDay => "tokens_per_day",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Rpm => "request rate limit (requests per minute)",
+            Self::Concurrent => "concurrent request limit",
+            Self::Tpm => "token budget per minute",
+            Self::TokensPerDay => "daily token budget",
+        }
+    }
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused request. Nothing was charged to any limit.
+///
+/// Maps to 429 with `Retry-After: retry_after_secs`, `X-RateLimit-Limit: limit_value`,
+/// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset: reset_unix` (see [`Refusal::to_api_error`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// The limit that refused (when several do, the one that clears last).
+    pub limit: LimitKind,
+    /// The scope whose limit refused.
+    pub scope: ScopeKind,
+    /// The configured value of that limit.
+    pub limit_value: u64,
+    /// Always 0.
+    pub remaining: u64,
+    /// What the request needed: its token reservation for token limits, 1 otherwise.
+    pub requested: u64,
+    /// Seconds until this request would be admitted by this limit (at least 1).
+    pub retry_after_secs: u64,
+    /// Unix second at which this limit is fully replenished.
+    pub reset_unix: u64,
+    /// The request can never be admitted: it needs more than the whole limit (e.g. a
+    /// reservation larger than the per-minute budget). Retrying cannot help.
+    pub never_fits: bool,
+}
+
+impl Refusal {
+    /// A human-readable reason, e.g. for the 429 body's `detail`.
+    pub fn detail(&self) -> String {
+        self.to_string()
+    }
+
+    /// The 429 error the data plane answers with: code `rate_limited`, extra field `limit`.
+    /// Headers are the caller's job (they live on the response, not in the body).
+    pub fn to_api_error(&self) -> ApiError {
+        ApiError::new(
+            429,
+            "rate_limited",
+            self.detail(),
+            portcullis_core::ErrorSource::Policy,
+        )
+        .with("limit", self.limit.as_str())
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scope = self.scope.as_str();
+        let what = self.limit.describe();
+        if self.never_fits {
+            write!(
+                f,
+                "{scope} {what} is {} but this request needs {}: it can never be admitted",
+                self.limit_value, self.requested
+            )?;
+            if matches!(self.limit, LimitKind::Tpm | LimitKind::TokensPerDay) {
+                f.write_str(" (lower max_tokens or the prompt size)")?;
+            }
+            Ok(())
+        } else {
+            write!(
+                f,
+                "{scope} {what} of {} exceeded; retry in {} s",
+                self.limit_value, self.retry_after_secs
+            )
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The state of the tightest limit after admitting a request, for the `X-RateLimit-*` headers
+/// of a successful response.
+///
+/// "Tightest" is the rate limit (rpm, tpm, tokens per day, across all scopes) with the smallest
+/// fraction remaining; the concurrency limit is not a rate and is not reported here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateInfo {
+    /// Which limit.
+    pub limit: LimitKind,
+    /// Its scope.
+    pub scope: ScopeKind,
+    /// `X-RateLimit-Limit`.
+    pub limit_value: u64,
+    /// `X-RateLimit-Remaining` (requests for rpm, tokens for token limits).
+    pub remaining: u64,
+    /// `X-RateLimit-Reset`: Unix second at which the limit is fully replenished.
+    pub reset_unix: u64,
+}
+
+impl RateInfo {
+    /// `true` when `self` has a smaller fraction left than `other`.
+    pub(crate) fn tighter_than(&self, other: &Self) -> bool {
+        // remaining/limit < other.remaining/other.limit, without division.
+        u128::from(self.remaining) * u128::from(other.limit_value)
+            < u128::from(other.remaining) * u128::from(self.limit_value)
+    }
+}
+
+/// Usage figures for the policy input (`usage.requests_last_minute`, `usage.tokens_today`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UsageSnapshot {
+    /// Requests admitted in the last 60–61 seconds (one-second buckets).
+    pub requests_last_minute: u64,
+    /// Tokens charged since the last daily reset: settled usage plus reservations still open.
+    pub tokens_today: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(limit: LimitKind, never_fits: bool) -> Refusal {
+        Refusal {
+            limit,
+            scope: ScopeKind::Agent,
+            limit_value: 1000,
+            remaining: 0,
+            requested: 5000,
+            retry_after_secs: 12,
+            reset_unix: 1_000,
+            never_fits,
+        }
+    }
+
+    #[test]
+    fn details_are_readable() {
+        assert_eq!(
+            refusal(LimitKind::Tpm, false).detail(),
+            "agent token budget per minute of 1000 exceeded; retry in 12 s"
+        );
+        let never = refusal(LimitKind::Tpm, true).detail();
+        assert!(never.contains("can never be admitted"), "{never}");
+        assert!(never.contains("5000"), "{never}");
+        assert!(never.contains("max_tokens"), "{never}");
+    }
+
+    #[test]
+    fn api_error_is_429_rate_limited() {
+        let e = refusal(LimitKind::Rpm, false).to_api_error();
+        assert_eq!(e.status, 429);
+        assert_eq!(e.code, "rate_limited");
+        assert_eq!(e.extra.get("limit").and_then(|v| v.as_str()), Some("rpm"));
+    }
+
+    #[test]
+    fn serialises_with_contract_names() {
+        let json = serde_json::to_value(refusal(LimitKind::TokensPerDay, false)).unwrap();
+        assert_eq!(json["limit"], "tokens_per_day");
+        assert_eq!(json["scope"], "agent");
+        assert_eq!(json["remaining"], 0);
+        for (kind, name) in [
+            (LimitKind::Rpm, "rpm"),
+            (LimitKind::Concurrent, "concurrent"),
+            (LimitKind::Tpm, "tpm"),
+            (LimitKind::TokensPerDay, "tokens_per_day"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            assert_eq!(kind.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn tightest_compares_fractions() {
+        let a = RateInfo {
+            limit: LimitKind::Rpm,
+            scope: ScopeKind::Agent,
+            limit_value: 10,
+            remaining: 5,
+            reset_unix: 0,
+        };
+        let b = RateInfo {
+            limit: LimitKind::Tpm,
+            limit_value: 1000,
+            remaining: 400,
+            ..a
+        };
+        assert!(b.tighter_than(&a));
+        assert!(!a.tighter_than(&b));
+        assert!(!a.tighter_than(&a));
+    }
+}
