@@ -51,6 +51,10 @@ pub fn sniff(first_bytes: &[u8]) -> Sniff {
 }
 
 fn sniff_tls(input: &[u8]) -> Sniff {
+    // Fast path: the whole ClientHello in the first record (the usual case), no copy.
+    if let Some(result) = single_record_hello(input) {
+        return result;
+    }
     // Reassemble the handshake message across records.
     let mut handshake: Vec<u8> = Vec::new();
     let mut pos = 0usize;
@@ -119,6 +123,29 @@ fn sniff_tls(input: &[u8]) -> Sniff {
             return Sniff::NeedMore;
         }
     }
+}
+
+/// `Some` when the first record is complete, valid and holds the complete ClientHello.
+fn single_record_hello(input: &[u8]) -> Option<Sniff> {
+    let header = input.get(..5)?;
+    if header[1] != 3 || header[2] > 4 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if len == 0 || len > MAX_RECORD_LEN {
+        return None;
+    }
+    let record = input.get(5..5 + len)?;
+    let (&kind, rest) = record.split_first()?;
+    if kind != HANDSHAKE_CLIENT_HELLO {
+        return None;
+    }
+    let declared = rest
+        .get(..3)?
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+    let body = rest.get(3..3 + declared)?;
+    Some(parse_client_hello(body).unwrap_or_else(hello_unparsed))
 }
 
 fn hello_unparsed() -> Sniff {
