@@ -10,8 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis_tls::rustls::pki_types::ServerName;
 use portcullis_tls::rustls::{ClientConfig, ClientConnection, RootCertStore};
 use portcullis_tls::{
-    mint_leaf, provider, server_config_for, sniff, CertificateAuthority, LeafCache,
-    LeafCacheConfig,
+    mint_leaf, provider, server_config_for, sniff, CertificateAuthority, LeafCache, LeafCacheConfig,
 };
 
 fn ca() -> Arc<CertificateAuthority> {
@@ -81,21 +80,24 @@ fn bench_cache(c: &mut Criterion) {
         Err(e) => panic!("cache: {e}"),
     };
     let mut n = 0u64;
-    c.bench_function("LeafCache::server_config (miss: spawn_blocking mint)", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    n += 1;
-                    let host = format!("h{n}.example.com");
-                    let start = Instant::now();
-                    let _ = black_box(cold.server_config(&host).await);
-                    total += start.elapsed();
-                }
-                total
+    c.bench_function(
+        "LeafCache::server_config (miss: spawn_blocking mint)",
+        |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        n += 1;
+                        let host = format!("h{n}.example.com");
+                        let start = Instant::now();
+                        let _ = black_box(cold.server_config(&host).await);
+                        total += start.elapsed();
+                    }
+                    total
+                })
             })
-        })
-    });
+        },
+    );
 }
 
 fn bench_sniff(c: &mut Criterion) {

@@ -5,15 +5,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rustls::server::ServerConfig;
+use rustls::server::{
+    NoServerSessionStorage, ServerConfig, ServerSessionMemoryCache, StoresServerSessions,
+};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::leaf::{mint_leaf_with, server_config_for, LeafParams};
+use crate::leaf::{build_server_config, mint_leaf_with, LeafParams};
 use crate::{CertificateAuthority, LeafHost, TlsError};
 
 /// Default number of hosts kept.
 pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
+/// Default size of the TLS session-resumption store shared by all cached configurations.
+pub const DEFAULT_SESSION_CACHE_SIZE: usize = 4096;
 /// Default share of a leaf's validity after which its cache entry is replaced.
 pub const DEFAULT_REFRESH_FRACTION: f64 = 0.8;
 
@@ -29,6 +33,9 @@ pub struct LeafCacheConfig {
     pub refresh_fraction: f64,
     /// ALPN protocols offered to clients, in preference order.
     pub alpn: Vec<Vec<u8>>,
+    /// Entries of the session-resumption store shared by every cached configuration (one
+    /// bound for all hosts instead of one store per host); 0 disables resumption.
+    pub session_cache_size: usize,
 }
 
 impl Default for LeafCacheConfig {
@@ -38,6 +45,7 @@ impl Default for LeafCacheConfig {
             leaf: LeafParams::default(),
             refresh_fraction: DEFAULT_REFRESH_FRACTION,
             alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            session_cache_size: DEFAULT_SESSION_CACHE_SIZE,
         }
     }
 }
@@ -80,6 +88,7 @@ impl LeafCacheConfig {
 #[derive(Debug)]
 pub struct LeafCache {
     ca: Arc<CertificateAuthority>,
+    sessions: Arc<dyn StoresServerSessions>,
     config: LeafCacheConfig,
     refresh_after: Duration,
     lru: Mutex<Lru>,
@@ -152,8 +161,13 @@ impl LeafCache {
     /// A cache minting with `ca`. Fails on invalid settings.
     pub fn new(ca: Arc<CertificateAuthority>, config: LeafCacheConfig) -> Result<Self, TlsError> {
         config.validate()?;
+        let sessions: Arc<dyn StoresServerSessions> = match config.session_cache_size {
+            0 => Arc::new(NoServerSessionStorage {}),
+            n => ServerSessionMemoryCache::new(n),
+        };
         Ok(Self {
             ca,
+            sessions,
             refresh_after: config.refresh_after(),
             config,
             lru: Mutex::new(Lru::default()),
@@ -208,9 +222,10 @@ impl LeafCache {
         let ca = self.ca.clone();
         let leaf = self.config.leaf;
         let alpn = self.config.alpn.clone();
+        let sessions = self.sessions.clone();
         let config = tokio::task::spawn_blocking(move || {
             let certified = mint_leaf_with(&ca, &key, &leaf)?;
-            server_config_for(certified, &alpn)
+            build_server_config(certified, &alpn, Some(sessions))
         })
         .await
         .map_err(|e| TlsError::MintTask(e.to_string()))??;
@@ -270,7 +285,7 @@ impl LeafCache {
 mod tests {
     use super::*;
     use crate::der::CertInfo;
-    use crate::testutil::{handshake, test_ca};
+    use crate::testutil::{client_trusting, drive_full, handshake, test_ca};
 
     fn cache(capacity: usize) -> LeafCache {
         let ca = Arc::new(CertificateAuthority::generate("Cache CA").expect("ca"));
@@ -295,6 +310,10 @@ mod tests {
         assert_eq!(cache.len(), 1);
         let c = cache.server_config("other.example.com").await.expect("c");
         assert!(!Arc::ptr_eq(&a, &c));
+        assert!(
+            Arc::ptr_eq(&a.session_storage, &c.session_storage),
+            "one resumption store for all hosts"
+        );
         assert_eq!(cache.minted_total(), 2);
         assert_eq!(cache.len(), 2);
     }
@@ -447,6 +466,39 @@ mod tests {
             .expect("config");
         let alpn = handshake(&ca, server, "api.anthropic.com", &[b"h2", b"http/1.1"]);
         assert_eq!(alpn, Ok(Some(b"http/1.1".to_vec())));
+    }
+
+    #[tokio::test]
+    async fn sessions_resume_through_the_shared_store() {
+        let ca = Arc::new(CertificateAuthority::generate("Resume CA").expect("ca"));
+        let cache = LeafCache::new(ca.clone(), LeafCacheConfig::default()).expect("cache");
+        let server = cache
+            .server_config("resume.example.com")
+            .await
+            .expect("config");
+        let client = client_trusting(&ca, &[b"h2"]);
+        let first = drive_full(client.clone(), server.clone(), "resume.example.com");
+        assert_eq!(first, Ok((Some(b"h2".to_vec()), false)));
+        let second = drive_full(client, server, "resume.example.com");
+        assert_eq!(second, Ok((Some(b"h2".to_vec()), true)));
+
+        let no_resume = LeafCache::new(
+            ca.clone(),
+            LeafCacheConfig {
+                session_cache_size: 0,
+                ..LeafCacheConfig::default()
+            },
+        )
+        .expect("cache");
+        let server = no_resume
+            .server_config("resume.example.com")
+            .await
+            .expect("config");
+        let client = client_trusting(&ca, &[b"h2"]);
+        let first = drive_full(client.clone(), server.clone(), "resume.example.com");
+        assert_eq!(first, Ok((Some(b"h2".to_vec()), false)));
+        let second = drive_full(client, server, "resume.example.com");
+        assert_eq!(second, Ok((Some(b"h2".to_vec()), false)));
     }
 
     #[test]

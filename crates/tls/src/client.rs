@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::{provider, TlsError};
+use crate::{provider, LeafHost, TlsError};
 
 /// ALPN offer for upstreams reached over HTTP/2 or HTTP/1.1.
 pub const ALPN_H2_HTTP11: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -92,6 +92,17 @@ impl UpstreamTls {
             h2: client_config_with_roots(store.clone(), ALPN_H2_HTTP11)?,
             http1: client_config_with_roots(store, ALPN_HTTP11)?,
         })
+    }
+}
+
+/// The name to verify an upstream certificate against, and to send as SNI: a DNS name, or
+/// an IP address (rustls sends no SNI for those). Accepts `[v6]` brackets and a trailing
+/// dot; refuses ports and malformed hosts.
+pub fn upstream_server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    match LeafHost::parse(host)? {
+        LeafHost::Dns(name) => ServerName::try_from(name)
+            .map_err(|_| TlsError::invalid_host(host, "not a valid DNS name")),
+        LeafHost::Ip(ip) => Ok(ServerName::IpAddress(ip.into())),
     }
 }
 
@@ -191,6 +202,20 @@ mod tests {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
         assert_eq!(tls.http1.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn server_names_for_upstreams() {
+        let dns = upstream_server_name("API.OpenAI.com.").expect("dns");
+        assert_eq!(dns.to_str(), "api.openai.com");
+        assert!(matches!(dns, ServerName::DnsName(_)));
+        for ip in ["127.0.0.1", "[::1]", "::1"] {
+            let name = upstream_server_name(ip).expect(ip);
+            assert!(matches!(name, ServerName::IpAddress(_)), "{ip}");
+        }
+        for bad in ["", "host:443", "*.a.com", "[::1]:443"] {
+            assert!(upstream_server_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use rcgen::{
     KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::ServerConfig;
+use rustls::server::{ServerConfig, StoresServerSessions};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use time::OffsetDateTime;
 
@@ -116,11 +116,24 @@ pub fn server_config_for(
     leaf: CertifiedKey,
     alpn: &[Vec<u8>],
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    build_server_config(leaf, alpn, None)
+}
+
+/// Like [`server_config_for`], optionally sharing a session-resumption store between
+/// configurations (rustls only resumes a session under the same SNI).
+pub(crate) fn build_server_config(
+    leaf: CertifiedKey,
+    alpn: &[Vec<u8>],
+    sessions: Option<Arc<dyn StoresServerSessions>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(leaf)));
     config.alpn_protocols = alpn.to_vec();
+    if let Some(sessions) = sessions {
+        config.session_storage = sessions;
+    }
     Ok(Arc::new(config))
 }
 

@@ -30,10 +30,13 @@ pub use ca::{
     trust_instructions, CaPaths, CertificateAuthority, CA_BACKDATE, CA_BUNDLE_FILE, CA_CERT_FILE,
     CA_KEY_FILE, CA_VALIDITY, DEFAULT_CA_COMMON_NAME,
 };
-pub use cache::{LeafCache, LeafCacheConfig, DEFAULT_CACHE_CAPACITY, DEFAULT_REFRESH_FRACTION};
+pub use cache::{
+    LeafCache, LeafCacheConfig, DEFAULT_CACHE_CAPACITY, DEFAULT_REFRESH_FRACTION,
+    DEFAULT_SESSION_CACHE_SIZE,
+};
 pub use client::{
-    client_config_with_roots, upstream_client_config, UpstreamRoots, UpstreamTls, ALPN_H2_HTTP11,
-    ALPN_HTTP11,
+    client_config_with_roots, upstream_client_config, upstream_server_name, UpstreamRoots,
+    UpstreamTls, ALPN_H2_HTTP11, ALPN_HTTP11,
 };
 pub use error::TlsError;
 pub use host::LeafHost;

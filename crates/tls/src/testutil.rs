@@ -55,6 +55,15 @@ pub(crate) fn drive(
     server: Arc<ServerConfig>,
     server_name: &str,
 ) -> Result<Option<Vec<u8>>, String> {
+    drive_full(client, server, server_name).map(|(alpn, _)| alpn)
+}
+
+/// Like [`drive`], also telling whether the session was resumed.
+pub(crate) fn drive_full(
+    client: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+    server_name: &str,
+) -> Result<(Option<Vec<u8>>, bool), String> {
     let name = ServerName::try_from(server_name.to_string()).map_err(|e| format!("{e:?}"))?;
     let mut client = ClientConnection::new(client, name).map_err(|e| format!("{e:?}"))?;
     let mut server = ServerConnection::new(server).map_err(|e| format!("{e:?}"))?;
@@ -82,7 +91,8 @@ pub(crate) fn drive(
                 .map_err(|e| format!("client: {e:?}"))?;
         }
         if !client.is_handshaking() && !server.is_handshaking() {
-            return Ok(client.alpn_protocol().map(<[u8]>::to_vec));
+            let resumed = client.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            return Ok((client.alpn_protocol().map(<[u8]>::to_vec), resumed));
         }
     }
     Err("handshake did not finish".into())
