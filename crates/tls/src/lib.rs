@@ -7,6 +7,35 @@
 //! explicitly ([`provider`]), never a process-wide default, so the tree has one crypto
 //! provider. Minting is CPU work; [`LeafCache`] runs it on tokio's blocking pool, one mint
 //! per host at a time.
+//!
+//! How the data plane uses it for a CONNECT tunnel whose policy already passed:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use portcullis_tls::{sniff, CertificateAuthority, InterceptRules, LeafCache, LeafCacheConfig, Sniff};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ca = Arc::new(CertificateAuthority::generate("Example CA")?);
+//! let cache = LeafCache::new(ca, LeafCacheConfig::default())?;
+//! let rules = InterceptRules::default();
+//! let connect_host = "api.openai.com";
+//! # let first_bytes = b"GET / HTTP/1.1\r\n";
+//! match sniff(first_bytes) {
+//!     Sniff::NeedMore => { /* read more, bounded by MAX_SNIFF_BYTES */ }
+//!     Sniff::TlsClientHello { sni, .. } if rules.should_intercept(connect_host) => {
+//!         // Mint for the CONNECT target (not the SNI); a differing SNI is the proxy's call.
+//!         let _ = sni;
+//!         let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//!         let server_config = rt.block_on(cache.server_config(connect_host))?;
+//!         // ... accept TLS on the tunnel with `server_config` (ALPN h2, http/1.1).
+//!         # let _ = server_config;
+//!     }
+//!     Sniff::Http => { /* serve the tunnel as inner plaintext HTTP */ }
+//!     _ => { /* splice */ }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 mod ca;
