@@ -8,12 +8,12 @@ use std::time::Duration;
 /// Parses `"250ms"`, `"30s"`, `"10m"`, `"2h"`, `"1d"` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     if num.is_empty() {
-        return Err(format!("`{s}` is not a duration (expected e.g. \"30s\", \"10m\")"));
+        return Err(format!(
+            "`{s}` is not a duration (expected e.g. \"30s\", \"10m\")"
+        ));
     }
     let n: u64 = num
         .parse()
@@ -24,7 +24,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use ms, s, m, h or d)"
+            ))
+        }
     };
     n.checked_mul(mult_ms)
         .map(Duration::from_millis)
@@ -73,7 +77,15 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
-        for bad in ["", "s", "10x", "-1s", "1.5s", "99999999999999999999s", "18446744073709551615d"] {
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "-1s",
+            "1.5s",
+            "99999999999999999999s",
+            "18446744073709551615d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -39,7 +39,11 @@ impl Config {
         let de = toml::Deserializer::parse(src).map_err(|e| toml_error("(document)", &e))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            let key = if key == "." { "(document)".to_owned() } else { key };
+            let key = if key == "." {
+                "(document)".to_owned()
+            } else {
+                key
+            };
             toml_error(&key, e.inner())
         })
     }

@@ -135,7 +135,10 @@ impl Config {
             ));
         }
         if p.allowed_ports.contains(&0) {
-            return Err(ConfigError::new("proxy.allowed_ports", "port 0 is not a port"));
+            return Err(ConfigError::new(
+                "proxy.allowed_ports",
+                "port 0 is not a port",
+            ));
         }
         if !(1024..=MAX_HEADER_BYTES_LIMIT).contains(&p.max_header_bytes) {
             return Err(ConfigError::new(
@@ -144,10 +147,16 @@ impl Config {
             ));
         }
         if !(1..=1000).contains(&p.max_headers) {
-            return Err(ConfigError::new("proxy.max_headers", "must be between 1 and 1000"));
+            return Err(ConfigError::new(
+                "proxy.max_headers",
+                "must be between 1 and 1000",
+            ));
         }
         if p.max_connections == 0 {
-            return Err(ConfigError::new("proxy.max_connections", "must be at least 1"));
+            return Err(ConfigError::new(
+                "proxy.max_connections",
+                "must be at least 1",
+            ));
         }
         for (key, d) in [
             ("proxy.header_read_timeout", p.header_read_timeout),
@@ -219,8 +228,14 @@ mod tests {
     fn bad_values_are_named() {
         let cases = [
             ("[proxy]\nallowed_ports = [\"x\"]", "proxy.allowed_ports"),
-            ("[proxy]\nallow_private = [\"10.0.0.0/33\"]", "proxy.allow_private"),
-            ("[proxy]\nidle_timeout = \"10 parsecs\"", "proxy.idle_timeout"),
+            (
+                "[proxy]\nallow_private = [\"10.0.0.0/33\"]",
+                "proxy.allow_private",
+            ),
+            (
+                "[proxy]\nidle_timeout = \"10 parsecs\"",
+                "proxy.idle_timeout",
+            ),
             ("[proxy]\nlisten = \"nowhere\"", "proxy.listen"),
             ("[log]\nformat = \"xml\"", "log.format"),
         ];

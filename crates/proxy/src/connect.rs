@@ -68,7 +68,11 @@ pub(crate) async fn handle(
         Ok((s, _)) => s,
         Err(e) => {
             if let Some(kind) = e.metric_kind() {
-                shared.metrics.upstream_errors.with_label_values(&[kind]).inc();
+                shared
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[kind])
+                    .inc();
             }
             return shared.refuse(pending, e.to_api_error());
         }
@@ -81,7 +85,15 @@ pub(crate) async fn handle(
     tokio::spawn(async move {
         let _permit = permit;
         match on_upgrade.await {
-            Ok(client) => splice(&shared, pending.into_tunnel(), TokioIo::new(client), upstream).await,
+            Ok(client) => {
+                splice(
+                    &shared,
+                    pending.into_tunnel(),
+                    TokioIo::new(client),
+                    upstream,
+                )
+                .await
+            }
             Err(e) => {
                 debug!(error = %e, "CONNECT upgrade failed");
                 pending.finish(&shared, 200, Some("client_aborted".to_owned()), 0, 0, false);
@@ -125,7 +137,11 @@ async fn splice(
 
 fn connect_target<B>(req: &Request<B>) -> Result<Target, ApiError> {
     let uri = req.uri();
-    if uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| !p.as_str().is_empty() && p.as_str() != "/") {
+    if uri.scheme().is_some()
+        || uri
+            .path_and_query()
+            .is_some_and(|p| !p.as_str().is_empty() && p.as_str() != "/")
+    {
         return Err(ApiError::bad_request(
             "bad_target",
             "CONNECT target must be host:port",

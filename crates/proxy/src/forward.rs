@@ -97,7 +97,10 @@ pub(crate) async fn handle(
     {
         Ok(u) => u,
         Err(_) => {
-            return shared.refuse(pending, ApiError::bad_request("bad_target", "invalid request target"))
+            return shared.refuse(
+                pending,
+                ApiError::bad_request("bad_target", "invalid request target"),
+            )
         }
     };
     parts.version = Version::HTTP_11;
@@ -110,7 +113,11 @@ pub(crate) async fn handle(
     )
     .boxed();
 
-    let resp = match shared.client.request(Request::from_parts(parts, body)).await {
+    let resp = match shared
+        .client
+        .request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(r) => r,
         Err(e) => return shared.refuse(pending, upstream_error(shared, &e)),
     };
@@ -169,7 +176,14 @@ fn switch_protocols(
                 let mut u = TokioIo::new(u);
                 let r = tokio::io::copy_bidirectional(&mut c, &mut u).await;
                 let (up, down) = r.as_ref().map(|x| *x).unwrap_or((0, 0));
-                pending.finish(&shared, 101, r.err().map(|_| "upgrade_io_error".to_owned()), up, down, true);
+                pending.finish(
+                    &shared,
+                    101,
+                    r.err().map(|_| "upgrade_io_error".to_owned()),
+                    up,
+                    down,
+                    true,
+                );
             }
             _ => pending.finish(&shared, 101, Some("upgrade_failed".to_owned()), 0, 0, false),
         }
@@ -186,7 +200,12 @@ fn absolute_target(uri: &Uri) -> Result<Target, ApiError> {
                 "https targets must use CONNECT (set HTTPS_PROXY)",
             ))
         }
-        _ => return Err(ApiError::bad_request("unsupported_scheme", "only http:// targets can be forwarded")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "unsupported_scheme",
+                "only http:// targets can be forwarded",
+            ))
+        }
     }
     let auth = uri
         .authority()
@@ -205,7 +224,10 @@ pub(crate) fn target_error(e: TargetError) -> ApiError {
 
 /// 403 for a port outside `proxy.allowed_ports`.
 pub(crate) fn port_not_allowed(port: u16) -> ApiError {
-    ApiError::forbidden("port_not_allowed", format!("destination port {port} is not allowed"))
+    ApiError::forbidden(
+        "port_not_allowed",
+        format!("destination port {port} is not allowed"),
+    )
 }
 
 /// 403 for a policy denial.
@@ -218,7 +240,13 @@ pub(crate) fn policy_denied(d: &Decision) -> ApiError {
     let code = d.code.clone().unwrap_or_else(|| "policy_denied".to_owned());
     let mut e = ApiError::new(403, code, detail, ErrorSource::Policy)
         .with("decision_id", d.decision_id.as_str());
-    e = e.with("policy", d.policy.clone().map(serde_json::Value::from).unwrap_or(serde_json::Value::Null));
+    e = e.with(
+        "policy",
+        d.policy
+            .clone()
+            .map(serde_json::Value::from)
+            .unwrap_or(serde_json::Value::Null),
+    );
     e
 }
 
@@ -226,7 +254,11 @@ pub(crate) fn policy_denied(d: &Decision) -> ApiError {
 fn upstream_error(shared: &Shared, e: &hyper_util::client::legacy::Error) -> ApiError {
     if let Some(d) = find_dial_error(e) {
         if let Some(kind) = d.metric_kind() {
-            shared.metrics.upstream_errors.with_label_values(&[kind]).inc();
+            shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[kind])
+                .inc();
         }
         return d.to_api_error();
     }

@@ -98,7 +98,10 @@ pub fn check_request<B>(
         return Err(ApiError::new(
             431,
             "headers_too_many",
-            format!("request has {} headers; the limit is {max_headers}", h.len()),
+            format!(
+                "request has {} headers; the limit is {max_headers}",
+                h.len()
+            ),
             portcullis_core::ErrorSource::Client,
         ));
     }
@@ -225,15 +228,36 @@ mod tests {
         assert_eq!(code(&[("transfer-encoding", "chunked")]), None);
         assert_eq!(code(&[("transfer-encoding", "Chunked")]), None);
         let bad = [
-            (vec![("content-length", "10"), ("transfer-encoding", "chunked")], "ambiguous_framing"),
-            (vec![("content-length", "1"), ("content-length", "2")], "bad_content_length"),
+            (
+                vec![("content-length", "10"), ("transfer-encoding", "chunked")],
+                "ambiguous_framing",
+            ),
+            (
+                vec![("content-length", "1"), ("content-length", "2")],
+                "bad_content_length",
+            ),
             (vec![("content-length", "1, 1")], "bad_content_length"),
             (vec![("content-length", "-1")], "bad_content_length"),
             (vec![("content-length", "+5")], "bad_content_length"),
-            (vec![("transfer-encoding", "chunked, identity")], "bad_transfer_encoding"),
-            (vec![("transfer-encoding", "xchunked")], "bad_transfer_encoding"),
-            (vec![("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")], "bad_transfer_encoding"),
-            (vec![("transfer-encoding", "identity")], "bad_transfer_encoding"),
+            (
+                vec![("transfer-encoding", "chunked, identity")],
+                "bad_transfer_encoding",
+            ),
+            (
+                vec![("transfer-encoding", "xchunked")],
+                "bad_transfer_encoding",
+            ),
+            (
+                vec![
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                "bad_transfer_encoding",
+            ),
+            (
+                vec![("transfer-encoding", "identity")],
+                "bad_transfer_encoding",
+            ),
         ];
         for (h, want) in bad {
             assert_eq!(code(&h), Some((400, want.to_owned())), "{h:?}");
@@ -245,7 +269,8 @@ mod tests {
         let big = "a".repeat(2000);
         let e = check_request(&req(&[("x-big", &big)]), 1024, 100).unwrap_err();
         assert_eq!((e.status, e.code.as_ref()), (431, "headers_too_large"));
-        let many: Vec<(String, String)> = (0..20).map(|i| (format!("x-h{i}"), "v".into())).collect();
+        let many: Vec<(String, String)> =
+            (0..20).map(|i| (format!("x-h{i}"), "v".into())).collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let e = check_request(&req(&many), 65536, 10).unwrap_err();
         assert_eq!((e.status, e.code.as_ref()), (431, "headers_too_many"));

@@ -22,7 +22,12 @@ pub fn new_id() -> String {
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mix = splitmix(seed() ^ n);
-    format!("{:012x}{:04x}{:016x}", ms & 0xffff_ffff_ffff, n & 0xffff, mix)
+    format!(
+        "{:012x}{:04x}{:016x}",
+        ms & 0xffff_ffff_ffff,
+        n & 0xffff,
+        mix
+    )
 }
 
 fn splitmix(mut z: u64) -> u64 {

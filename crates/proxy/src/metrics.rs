@@ -30,7 +30,10 @@ impl ProxyMetrics {
     /// Registers the metrics in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
-            Opts::new("portcullis_requests_total", "Requests handled, by agent, verdict and provider."),
+            Opts::new(
+                "portcullis_requests_total",
+                "Requests handled, by agent, verdict and provider.",
+            ),
             &["agent", "verdict", "provider"],
         )?;
         let duration = HistogramVec::new(
@@ -39,8 +42,8 @@ impl ProxyMetrics {
                 "Time from request received to response end.",
             )
             .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                30.0, 60.0, 120.0,
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 120.0,
             ]),
             &["provider"],
         )?;
@@ -56,7 +59,10 @@ impl ProxyMetrics {
             &["reason"],
         )?;
         let tunnels_active = IntGaugeVec::new(
-            Opts::new("portcullis_tunnels_active", "CONNECT tunnels currently open."),
+            Opts::new(
+                "portcullis_tunnels_active",
+                "CONNECT tunnels currently open.",
+            ),
             &["intercepted"],
         )?;
         let tunnel_bytes = IntCounterVec::new(
@@ -67,7 +73,10 @@ impl ProxyMetrics {
             &["direction"],
         )?;
         let upstream_errors = IntCounterVec::new(
-            Opts::new("portcullis_upstream_errors_total", "Upstream failures by kind."),
+            Opts::new(
+                "portcullis_upstream_errors_total",
+                "Upstream failures by kind.",
+            ),
             &["kind"],
         )?;
         let refused = IntCounterVec::new(

@@ -46,7 +46,11 @@ impl Pending {
                 tenant: None,
                 subagent: None,
                 method: req.method().as_str().to_owned(),
-                scheme: if kind == RequestKind::Connect { "https" } else { "http" },
+                scheme: if kind == RequestKind::Connect {
+                    "https"
+                } else {
+                    "http"
+                },
                 host,
                 port,
                 path,

@@ -62,17 +62,28 @@ mod tests {
 
     #[test]
     fn phrases() {
-        assert_eq!(reason_phrase("destination_forbidden"), "Destination Forbidden");
+        assert_eq!(
+            reason_phrase("destination_forbidden"),
+            "Destination Forbidden"
+        );
         assert_eq!(reason_phrase("upstream_timeout"), "Upstream Timeout");
         assert_eq!(reason_phrase("x"), "X");
     }
 
     #[test]
     fn auth_required_has_challenge() {
-        let e = ApiError::new(407, "proxy_auth_required", "credentials required", portcullis_core::ErrorSource::Client);
+        let e = ApiError::new(
+            407,
+            "proxy_auth_required",
+            "credentials required",
+            portcullis_core::ErrorSource::Client,
+        );
         let r = error_response(&e, None);
         assert_eq!(r.status(), 407);
-        assert_eq!(r.headers()["proxy-authenticate"], "Basic realm=\"portcullis\"");
+        assert_eq!(
+            r.headers()["proxy-authenticate"],
+            "Basic realm=\"portcullis\""
+        );
         assert_eq!(r.headers()["x-portcullis-error"], "proxy_auth_required");
         assert_eq!(r.headers()["content-type"], "application/json");
     }

@@ -111,11 +111,19 @@ pub async fn serve(
             activity: Arc::new(Activity::new()),
             permit: Arc::new(permit),
         };
-        tokio::spawn(serve_connection(stream, ctx, shared.clone(), shutdown.clone()));
+        tokio::spawn(serve_connection(
+            stream,
+            ctx,
+            shared.clone(),
+            shutdown.clone(),
+        ));
     }
     drop(listener);
     let grace = shared.cfg.shutdown_grace;
-    info!(grace_ms = grace.as_millis() as u64, "proxy draining connections");
+    info!(
+        grace_ms = grace.as_millis() as u64,
+        "proxy draining connections"
+    );
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(grace, permits.acquire_many(all)).await;
     match drained {
@@ -179,24 +187,25 @@ async fn serve_connection(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let next = match ctx
-            .activity
-            .check(tokio::time::Instant::now(), header_timeout, idle_timeout)
-        {
-            Watch::Until(t) => t,
-            Watch::HeaderTimeout => {
-                debug!(client = %ctx.client_addr, "request head not received in time; closing");
-                metrics
-                    .connections_rejected
-                    .with_label_values(&["header_timeout"])
-                    .inc();
-                break;
-            }
-            Watch::Idle => {
-                debug!(client = %ctx.client_addr, "idle connection closed");
-                break;
-            }
-        };
+        let next =
+            match ctx
+                .activity
+                .check(tokio::time::Instant::now(), header_timeout, idle_timeout)
+            {
+                Watch::Until(t) => t,
+                Watch::HeaderTimeout => {
+                    debug!(client = %ctx.client_addr, "request head not received in time; closing");
+                    metrics
+                        .connections_rejected
+                        .with_label_values(&["header_timeout"])
+                        .inc();
+                    break;
+                }
+                Watch::Idle => {
+                    debug!(client = %ctx.client_addr, "idle connection closed");
+                    break;
+                }
+            };
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {

@@ -378,7 +378,10 @@ mod tests {
     fn guard() {
         let g = Guard::new(
             vec!["127.0.0.1/32".parse().unwrap()],
-            vec!["127.0.0.1:8080".parse().unwrap(), "0.0.0.0:8081".parse().unwrap()],
+            vec![
+                "127.0.0.1:8080".parse().unwrap(),
+                "0.0.0.0:8081".parse().unwrap(),
+            ],
         );
         assert!(g.check("127.0.0.1:9000".parse().unwrap()).is_ok());
         assert!(g.check("[::ffff:127.0.0.1]:9000".parse().unwrap()).is_ok());
@@ -396,11 +399,17 @@ mod tests {
         ));
         assert!(matches!(
             g.check("127.0.0.2:9000".parse().unwrap()),
-            Err(Denied::Class { class: AddrClass::Loopback, .. })
+            Err(Denied::Class {
+                class: AddrClass::Loopback,
+                ..
+            })
         ));
         assert!(matches!(
             g.check("169.254.169.254:80".parse().unwrap()),
-            Err(Denied::Class { class: AddrClass::Metadata, .. })
+            Err(Denied::Class {
+                class: AddrClass::Metadata,
+                ..
+            })
         ));
         assert!(g.check("8.8.8.8:443".parse().unwrap()).is_ok());
         let strict = Guard::default();

@@ -128,7 +128,8 @@ fn parse_host(h: &str) -> Result<Host, TargetError> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if !h.split('.').all(valid_label) {
         return Err(TargetError::BadHost);
@@ -191,7 +192,9 @@ mod tests {
     #[test]
     fn default_port() {
         assert_eq!(
-            parse_host_port("example.com", Some(80)).unwrap().to_string(),
+            parse_host_port("example.com", Some(80))
+                .unwrap()
+                .to_string(),
             "example.com:80"
         );
         assert_eq!(

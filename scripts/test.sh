@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the whole test suite after setting up what the tests need:
+# curl (apt) and a Python venv with pinned real clients. Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${PORTCULLIS_VENV:-.venv}"
+REQS="scripts/requirements-test.txt"
+
+if ! command -v curl >/dev/null 2>&1; then
+  echo "== installing curl"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq curl >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq curl >/dev/null; fi
+fi
+
+if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQS" "$VENV/.requirements"; then
+  echo "== preparing Python venv $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -r "$REQS"
+  cp "$REQS" "$VENV/.requirements"
+fi
+export PORTCULLIS_TEST_PYTHON="$PWD/$VENV/bin/python"
+
+echo "== cargo test --workspace"
+cargo test --workspace --locked "$@"
