@@ -1,0 +1,13 @@
+//! Agent identity for Portcullis.
+#![warn(missing_docs)]
+
+mod key;
+mod secret;
+mod token;
+
+pub use key::{load_or_generate, KeyError, SigningKey};
+pub use secret::{generate_secret, hash_secret, parse_sha256_hex, verify_secret, SECRET_BYTES};
+pub use token::{
+    looks_like_jwt, Claims, IssuedToken, TokenError, TokenIssuer, CLOCK_SKEW_LEEWAY_SECS,
+    MAX_TOKEN_LEN,
+};
