@@ -1,11 +1,18 @@
 //! Agent identity for Portcullis.
 #![warn(missing_docs)]
 
+mod auth;
 mod key;
+mod registry;
 mod secret;
 mod token;
 
+pub use auth::{
+    validate_subagent, AuthError, Authenticator, SubagentError, MAX_AUTHORIZATION_LEN,
+    PROXY_AUTHENTICATE, SUBAGENT_HEADER,
+};
 pub use key::{load_or_generate, KeyError, SigningKey};
+pub use registry::{Entry, Registry, Snapshot};
 pub use secret::{generate_secret, hash_secret, parse_sha256_hex, verify_secret, SECRET_BYTES};
 pub use token::{
     looks_like_jwt, Claims, IssuedToken, TokenError, TokenIssuer, CLOCK_SKEW_LEEWAY_SECS,
