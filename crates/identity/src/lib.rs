@@ -2,7 +2,9 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod form;
 mod key;
+mod oauth;
 mod registry;
 mod secret;
 mod token;
@@ -12,6 +14,10 @@ pub use auth::{
     PROXY_AUTHENTICATE, SUBAGENT_HEADER,
 };
 pub use key::{load_or_generate, KeyError, SigningKey};
+pub use oauth::{
+    authenticate_client, issue_token, token_endpoint, ClientGrantRequest, OAuthError, TokenGrant,
+    MAX_FIELD_LEN, MAX_REQUESTED_SCOPES, MAX_SCOPE_LEN, TOKEN_RESPONSE_HEADERS,
+};
 pub use registry::{Entry, Registry, Snapshot};
 pub use secret::{generate_secret, hash_secret, parse_sha256_hex, verify_secret, SECRET_BYTES};
 pub use token::{
