@@ -8,6 +8,16 @@ const SECRET: &str = "Zr0_secret-value";
 const FORM: &[u8] = b"application/x-www-form-urlencoded";
 const JSON: &[u8] = b"application/json";
 
+/// (Authorization, body, what).
+type Case401 = (Option<Vec<u8>>, Vec<u8>, &'static str);
+/// (Content-Type, Authorization, body, what).
+type Case400 = (
+    Option<&'static [u8]>,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    &'static str,
+);
+
 fn agent(id: &str) -> Agent {
     let mut a = Agent::new(id, "acme", NOW);
     a.secret_sha256 = Some(hash_secret(SECRET));
@@ -168,7 +178,7 @@ fn grant_type_checks() {
 
 #[test]
 fn client_authentication_failures_are_401() {
-    let cases: Vec<(Option<Vec<u8>>, Vec<u8>, &str)> = vec![
+    let cases: Vec<Case401> = vec![
         (
             None,
             b"grant_type=client_credentials&client_id=demo&client_secret=wrong".to_vec(),
@@ -295,7 +305,7 @@ fn scope_errors() {
 #[test]
 fn malformed_requests_are_400() {
     let h = basic("demo", SECRET);
-    let cases: Vec<(Option<&[u8]>, Option<Vec<u8>>, Vec<u8>, &str)> = vec![
+    let cases: Vec<Case400> = vec![
         (
             None,
             Some(h.clone()),
