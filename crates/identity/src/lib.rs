@@ -8,6 +8,7 @@ mod oauth;
 mod registry;
 mod secret;
 mod token;
+mod validate;
 
 pub use auth::{
     validate_subagent, AuthError, Authenticator, SubagentError, MAX_AUTHORIZATION_LEN,
@@ -23,4 +24,9 @@ pub use secret::{generate_secret, hash_secret, parse_sha256_hex, verify_secret, 
 pub use token::{
     looks_like_jwt, Claims, IssuedToken, TokenError, TokenIssuer, CLOCK_SKEW_LEEWAY_SECS,
     MAX_TOKEN_LEN,
+};
+pub use validate::{
+    validate_agent, validate_groups, validate_id, validate_scopes, validate_tenant,
+    validate_token_ttl, AgentConfigUpdate, FieldError, UpdateError, ValidationErrors, MAX_GROUPS,
+    MAX_SCOPES, MAX_TOKEN_TTL_SECS, MIN_TOKEN_TTL_SECS,
 };
