@@ -4,10 +4,19 @@
 //! strict (no leeway: a token is refused from its `exp` second on); `nbf` and
 //! `iat` may lie up to [`CLOCK_SKEW_LEEWAY_SECS`] in the future, to tolerate
 //! clock skew between gateway replicas sharing a key.
+//!
+//! An Ed25519 signature check costs tens of microseconds, and an agent presents the
+//! same token on every request until it expires. The issuer therefore remembers
+//! tokens whose signature, header, issuer and claims it has already verified (exact
+//! bytes → claims, bounded to [`VERIFIED_CACHE_CAPACITY`] entries by default); a repeat only
+//! re-checks the time claims. Only tokens that passed the full check are remembered,
+//! and the cache belongs to one key, so it cannot accept anything a full check
+//! would refuse.
 
 use crate::key::SigningKey;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use dashmap::DashMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use portcullis_core::Agent;
@@ -20,6 +29,9 @@ pub const CLOCK_SKEW_LEEWAY_SECS: u64 = 5;
 
 /// Longest token accepted for verification; ours are about 400 bytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Default number of verified tokens remembered; beyond it expired ones are dropped, then all.
+pub const VERIFIED_CACHE_CAPACITY: usize = 10_000;
 
 /// The claims of a Portcullis access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +119,8 @@ pub struct TokenIssuer {
     issuer: String,
     key: Arc<SigningKey>,
     validation: Validation,
+    verified: Arc<DashMap<Box<str>, Arc<Claims>>>,
+    cache_capacity: usize,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +147,15 @@ impl TokenIssuer {
             issuer: issuer.into(),
             key,
             validation,
+            verified: Arc::new(DashMap::new()),
+            cache_capacity: VERIFIED_CACHE_CAPACITY,
         }
+    }
+
+    /// Sets how many verified tokens are remembered (0 disables the cache).
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
     }
 
     /// The `iss` this issuer writes and expects.
@@ -190,6 +212,27 @@ impl TokenIssuer {
         if token.len() > MAX_TOKEN_LEN || !looks_like_jwt(token) {
             return Err(TokenError::Malformed);
         }
+        let cached = self.verified.get(token).map(|c| Arc::clone(c.value()));
+        let claims = match cached {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.verify_signed(token)?);
+                check_time(&c, now_unix)?;
+                self.remember(token, c.clone(), now_unix);
+                return Ok(Claims::clone(&c));
+            }
+        };
+        check_time(&claims, now_unix)?;
+        Ok(Claims::clone(&claims))
+    }
+
+    /// Number of tokens currently remembered as verified.
+    pub fn verified_cache_len(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// Everything but time: header, key, signature, claims, issuer.
+    fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
         let header_b64 = token.split('.').next().unwrap_or_default();
         let header_json = URL_SAFE_NO_PAD
             .decode(header_b64)
@@ -223,15 +266,33 @@ impl TokenIssuer {
         if claims.exp <= claims.iat || claims.exp <= claims.nbf {
             return Err(TokenError::Malformed);
         }
-        if now_unix >= claims.exp {
-            return Err(TokenError::Expired);
-        }
-        let horizon = now_unix.saturating_add(CLOCK_SKEW_LEEWAY_SECS);
-        if claims.nbf > horizon || claims.iat > horizon {
-            return Err(TokenError::NotYetValid);
-        }
         Ok(claims)
     }
+
+    fn remember(&self, token: &str, claims: Arc<Claims>, now_unix: u64) {
+        if self.cache_capacity == 0 {
+            return;
+        }
+        if self.verified.len() >= self.cache_capacity {
+            self.verified.retain(|_, c| c.exp > now_unix);
+            if self.verified.len() >= self.cache_capacity {
+                self.verified.clear();
+            }
+        }
+        self.verified.insert(Box::from(token), claims);
+    }
+}
+
+/// `exp` strict; `nbf` and `iat` within [`CLOCK_SKEW_LEEWAY_SECS`] of `now`.
+fn check_time(claims: &Claims, now_unix: u64) -> Result<(), TokenError> {
+    if now_unix >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    let horizon = now_unix.saturating_add(CLOCK_SKEW_LEEWAY_SECS);
+    if claims.nbf > horizon || claims.iat > horizon {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
 }
 
 /// Whether `s` has the shape of a compact JWS: three non-empty base64url

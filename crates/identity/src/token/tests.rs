@@ -331,3 +331,61 @@ fn jwt_shape_detection() {
     // A generated secret never looks like a JWT.
     assert!(!looks_like_jwt(&crate::secret::generate_secret()));
 }
+
+#[test]
+fn cached_tokens_still_get_time_checks() {
+    let iss = issuer();
+    let t = iss.issue(&agent(), &[], NOW).unwrap().access_token;
+    assert_eq!(iss.verified_cache_len(), 0);
+    assert!(iss.verify(&t, NOW).is_ok());
+    assert_eq!(iss.verified_cache_len(), 1);
+    // Second verification comes from the cache and still honours time.
+    assert!(iss.verify(&t, NOW + 1).is_ok());
+    assert_eq!(iss.verify(&t, NOW + 600), Err(TokenError::Expired));
+    assert_eq!(
+        iss.verify(&t, NOW - CLOCK_SKEW_LEEWAY_SECS - 1),
+        Err(TokenError::NotYetValid)
+    );
+    assert_eq!(iss.verified_cache_len(), 1);
+    // Refused tokens are not remembered; a tampered copy is checked in full.
+    let other = TokenIssuer::new("portcullis", seeded(2));
+    let foreign = other.issue(&agent(), &[], NOW).unwrap().access_token;
+    assert!(iss.verify(&foreign, NOW).is_err());
+    let (msg, sig) = t.rsplit_once('.').unwrap();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    let tampered = format!("{msg}.{flipped}{}", &sig[1..]);
+    assert!(iss.verify(&tampered, NOW).is_err());
+    assert_eq!(iss.verified_cache_len(), 1);
+    // A token already expired at first sight is not remembered.
+    let old = iss.issue(&agent(), &[], NOW - 10_000).unwrap().access_token;
+    assert_eq!(iss.verify(&old, NOW), Err(TokenError::Expired));
+    assert_eq!(iss.verified_cache_len(), 1);
+    // Another issuer sharing the key but not the name does not share the cache.
+    let b = TokenIssuer::new("elsewhere", seeded(1));
+    assert_eq!(b.verify(&t, NOW), Err(TokenError::WrongIssuer));
+}
+
+#[test]
+fn cache_stays_bounded() {
+    let iss = issuer().with_cache_capacity(20);
+    let mut a = agent();
+    a.token_ttl_secs = 60;
+    let mut first = String::new();
+    for i in 0..70u64 {
+        // One token per second; older tokens expire as time moves on.
+        let now = NOW + i;
+        let t = iss.issue(&a, &[], now).unwrap().access_token;
+        if i == 0 {
+            first.clone_from(&t);
+        }
+        assert!(iss.verify(&t, now).is_ok());
+        assert!(iss.verified_cache_len() <= 20);
+    }
+    // Eviction never changes answers, only cost.
+    assert_eq!(iss.verify(&first, NOW + 70), Err(TokenError::Expired));
+    assert!(iss.verify(&first, NOW + 59).is_ok());
+    let off = issuer().with_cache_capacity(0);
+    let t = off.issue(&a, &[], NOW).unwrap().access_token;
+    assert!(off.verify(&t, NOW).is_ok());
+    assert_eq!(off.verified_cache_len(), 0);
+}
