@@ -48,13 +48,25 @@ fn bench(c: &mut Criterion) {
     assert!(auth.authenticate(Some(basic.as_bytes())).is_ok());
     assert!(auth.authenticate(Some(bearer.as_bytes())).is_ok());
 
-    c.bench_function("token_verify", |b| {
+    c.bench_function("token_verify_cached", |b| {
         b.iter(|| issuer.verify(black_box(&token), NOW + 10))
     });
-    c.bench_function("authenticate_bearer_jwt", |b| {
+    let cold =
+        TokenIssuer::new("portcullis", Arc::new(SigningKey::generate())).with_cache_capacity(0);
+    let cold_token = auth
+        .registry()
+        .get("agent_500")
+        .and_then(|a| cold.issue(&a, &a.allowed_scopes, NOW).ok())
+        .map(|t| t.access_token)
+        .unwrap_or_default();
+    assert!(cold.verify(&cold_token, NOW + 10).is_ok());
+    c.bench_function("token_verify_uncached", |b| {
+        b.iter(|| cold.verify(black_box(&cold_token), NOW + 10))
+    });
+    c.bench_function("authenticate_bearer_jwt_cached", |b| {
         b.iter(|| auth.authenticate(Some(black_box(bearer.as_bytes()))))
     });
-    c.bench_function("authenticate_basic_jwt", |b| {
+    c.bench_function("authenticate_basic_jwt_cached", |b| {
         b.iter(|| auth.authenticate(Some(black_box(basic_jwt.as_bytes()))))
     });
     c.bench_function("authenticate_basic_secret", |b| {

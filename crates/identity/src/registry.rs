@@ -151,6 +151,8 @@ impl Registry {
     }
 
     /// Adds or updates one agent (e.g. a sub-agent registered on first use).
+    /// Persist it in the store first: a later [`Registry::replace`] from the store
+    /// is the source of truth and drops anything the store does not hold.
     pub fn upsert(&self, agent: Agent) {
         self.current.rcu(|cur| {
             let mut agents: Vec<Agent> = cur
