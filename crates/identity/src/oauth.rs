@@ -1,0 +1,408 @@
+//! The token endpoint (`POST /oauth/token`, OAuth 2.0 client credentials), as pure logic.
+//!
+//! Two steps so the data plane can run a `kind=token` policy check in between:
+//! [`authenticate_client`] parses the request and authenticates the client, then
+//! [`issue_token`] signs the token. [`token_endpoint`] does both without policy.
+//! The caller bounds the body size and answers with [`TOKEN_RESPONSE_HEADERS`].
+
+use crate::auth::BASIC_B64;
+use crate::form;
+use crate::registry::Registry;
+use crate::secret::verify_secret_digest;
+use crate::token::{IssuedToken, TokenIssuer};
+use base64::Engine as _;
+use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentMode, AgentStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Headers every token endpoint answer carries (RFC 6749 §5.1).
+pub const TOKEN_RESPONSE_HEADERS: &[(&str, &str)] =
+    &[("cache-control", "no-store"), ("pragma", "no-cache")];
+
+/// Longest `client_id`, `client_secret` or `grant_type` value accepted.
+pub const MAX_FIELD_LEN: usize = 1024;
+/// Longest `scope` value accepted.
+pub const MAX_SCOPE_LEN: usize = 8192;
+/// Most scopes one request may ask for.
+pub const MAX_REQUESTED_SCOPES: usize = 64;
+const MAX_FORM_PAIRS: usize = 32;
+
+/// A token endpoint error: RFC 6749 §5.2 fields plus DESIGN's `detail` and `code`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {error}: {error_description}")]
+pub struct OAuthError {
+    /// HTTP status (400, 401, 403; 500 if signing fails).
+    pub status: u16,
+    /// OAuth error code (`invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `unsupported_grant_type`, `invalid_scope`, `server_error`).
+    pub error: &'static str,
+    /// Human readable description (RFC 6749 charset: no quotes or backslashes).
+    pub error_description: Cow<'static, str>,
+    /// Machine code for the JSON `code` field (the OAuth code, or `agent_disabled`).
+    pub code: &'static str,
+}
+
+impl OAuthError {
+    fn new(status: u16, error: &'static str, desc: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            error,
+            error_description: desc.into(),
+            code: error,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid_request(desc: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, "invalid_request", desc)
+    }
+
+    /// 401 `invalid_client`.
+    pub fn invalid_client(desc: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(401, "invalid_client", desc)
+    }
+
+    /// 403 `invalid_scope`: a scope the agent may not have, or a `kind=token` policy denial.
+    pub fn scope_denied(desc: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(403, "invalid_scope", desc)
+    }
+
+    /// The JSON body: `error`, `error_description`, `detail`, `code`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "error": self.error,
+            "error_description": self.error_description,
+            "detail": self.error_description,
+            "code": self.code,
+        })
+    }
+
+    /// The serialised JSON body with a trailing newline.
+    pub fn to_body(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(&self.to_json()).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// `WWW-Authenticate` value for a 401 (RFC 6749 §5.2).
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        (self.status == 401).then_some("Basic realm=\"portcullis\"")
+    }
+
+    /// Bounded label for `portcullis_tokens_issued_total{result}`.
+    pub fn result(&self) -> &'static str {
+        self.code
+    }
+}
+
+/// An authenticated client asking for `scopes` (already checked against its allowed scopes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientGrantRequest {
+    /// The authenticated agent.
+    pub agent: Arc<Agent>,
+    /// Scopes to grant: the requested ones, or every allowed scope when none was asked for.
+    pub scopes: Vec<String>,
+}
+
+/// A successful token endpoint answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenGrant {
+    /// The agent the token was issued to.
+    pub agent: Arc<Agent>,
+    /// The issued token (serialises to the success body).
+    pub token: IssuedToken,
+}
+
+impl TokenGrant {
+    /// The JSON success body: `access_token`, `token_type`, `expires_in`, `scope`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "access_token": self.token.access_token,
+            "token_type": self.token.token_type,
+            "expires_in": self.token.expires_in,
+            "scope": self.token.scope,
+        })
+    }
+
+    /// The serialised JSON body with a trailing newline.
+    pub fn to_body(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(&self.to_json()).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// Parses, authenticates and scope-checks a token request.
+///
+/// * `content_type`: `application/x-www-form-urlencoded` or `application/json`
+///   (parameters such as `charset` ignored).
+/// * `authorization`: optional `Authorization` header; `Basic` carries
+///   form-urlencoded `client_id:client_secret` (RFC 6749 §2.3.1). A secret is
+///   also accepted verbatim, for clients that do not encode it.
+/// * `body`: the whole request body (`grant_type=client_credentials` required).
+///
+/// Credentials go in the header or the body, not both (a body `client_id`
+/// equal to the Basic one is tolerated). An absent or empty `scope` asks for every
+/// allowed scope; scope names are matched exactly (case-sensitive, no wildcards).
+pub fn authenticate_client(
+    content_type: Option<&[u8]>,
+    authorization: Option<&[u8]>,
+    body: &[u8],
+    registry: &Registry,
+) -> Result<ClientGrantRequest, OAuthError> {
+    let params = parse_body(content_type, body)?;
+    match params.grant_type.as_deref() {
+        None | Some("") => return Err(OAuthError::invalid_request("missing grant_type")),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                400,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            ))
+        }
+    }
+    let requested = parse_scope(params.scope.as_deref())?;
+    let (client_id, secrets) = client_credentials(authorization, &params)?;
+
+    let entry = if is_valid_id(&client_id) {
+        registry.entry(&client_id)
+    } else {
+        None
+    };
+    let entry = match entry {
+        Some(e) if e.agent.parent.is_none() => e,
+        _ => return Err(OAuthError::invalid_client("client authentication failed")),
+    };
+    let ok = match &entry.secret_digest {
+        // Check every candidate so timing does not depend on which one matched.
+        Some(d) => secrets
+            .iter()
+            .fold(false, |acc, s| verify_secret_digest(s, d) | acc),
+        None => false,
+    };
+    if !ok {
+        return Err(OAuthError::invalid_client("client authentication failed"));
+    }
+    match entry.agent.status {
+        AgentStatus::Active => {}
+        AgentStatus::Suspended => return Err(OAuthError::invalid_client("client suspended")),
+        AgentStatus::Revoked => return Err(OAuthError::invalid_client("client revoked")),
+    }
+    if entry.agent.mode == AgentMode::Disabled {
+        let mut e = OAuthError::new(400, "invalid_grant", "agent disabled");
+        e.code = "agent_disabled";
+        return Err(e);
+    }
+    let allowed = &entry.agent.allowed_scopes;
+    let scopes = match requested {
+        None => allowed.clone(),
+        Some(req) => {
+            if let Some(bad) = req.iter().find(|s| !allowed.contains(s)) {
+                return Err(OAuthError::scope_denied(format!(
+                    "scope {bad} is not allowed for this client"
+                )));
+            }
+            req
+        }
+    };
+    Ok(ClientGrantRequest {
+        agent: entry.agent.clone(),
+        scopes,
+    })
+}
+
+/// Signs the token for an authenticated request (after any `kind=token` policy check).
+pub fn issue_token(
+    request: &ClientGrantRequest,
+    issuer: &TokenIssuer,
+    now_unix: u64,
+) -> Result<TokenGrant, OAuthError> {
+    let token = issuer
+        .issue(&request.agent, &request.scopes, now_unix)
+        .map_err(|_| OAuthError::new(500, "server_error", "cannot sign token"))?;
+    Ok(TokenGrant {
+        agent: request.agent.clone(),
+        token,
+    })
+}
+
+/// [`authenticate_client`] then [`issue_token`], with no policy step in between.
+pub fn token_endpoint(
+    content_type: Option<&[u8]>,
+    authorization: Option<&[u8]>,
+    body: &[u8],
+    registry: &Registry,
+    issuer: &TokenIssuer,
+    now_unix: u64,
+) -> Result<TokenGrant, OAuthError> {
+    let request = authenticate_client(content_type, authorization, body, registry)?;
+    issue_token(&request, issuer, now_unix)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    #[serde(default)]
+    grant_type: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default, deserialize_with = "json_scope")]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonScope {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// JSON bodies may give `scope` as a string or as an array of strings.
+fn json_scope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<JsonScope>::deserialize(d)? {
+        None => None,
+        Some(JsonScope::One(s)) => Some(s),
+        Some(JsonScope::Many(v)) => Some(v.join(" ")),
+    })
+}
+
+fn parse_body(content_type: Option<&[u8]>, body: &[u8]) -> Result<Params, OAuthError> {
+    const EXPECTED: &str =
+        "Content-Type must be application/x-www-form-urlencoded or application/json";
+    let ct = content_type
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .ok_or_else(|| OAuthError::invalid_request(EXPECTED))?;
+    let media = ct.split(';').next().unwrap_or_default().trim();
+    let params = if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        parse_form(body)?
+    } else if media.eq_ignore_ascii_case("application/json") {
+        serde_json::from_slice::<Params>(body)
+            .map_err(|_| OAuthError::invalid_request("body is not a valid JSON token request"))?
+    } else {
+        return Err(OAuthError::invalid_request(EXPECTED));
+    };
+    for (name, value, max) in [
+        ("grant_type", &params.grant_type, MAX_FIELD_LEN),
+        ("client_id", &params.client_id, MAX_FIELD_LEN),
+        ("client_secret", &params.client_secret, MAX_FIELD_LEN),
+        ("scope", &params.scope, MAX_SCOPE_LEN),
+    ] {
+        if value.as_ref().is_some_and(|v| v.len() > max) {
+            return Err(OAuthError::invalid_request(format!("{name} is too long")));
+        }
+    }
+    Ok(params)
+}
+
+fn parse_form(body: &[u8]) -> Result<Params, OAuthError> {
+    let pairs = form::parse(body, MAX_FORM_PAIRS)
+        .map_err(|_| OAuthError::invalid_request("body is not valid form-urlencoded UTF-8"))?;
+    let mut p = Params::default();
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "grant_type" => &mut p.grant_type,
+            "client_id" => &mut p.client_id,
+            "client_secret" => &mut p.client_secret,
+            "scope" => &mut p.scope,
+            _ => continue,
+        };
+        if slot.is_some() {
+            // RFC 6749 §3.2: parameters must not be repeated.
+            return Err(OAuthError::invalid_request(format!(
+                "{name} given more than once"
+            )));
+        }
+        *slot = Some(value);
+    }
+    Ok(p)
+}
+
+/// `None` when absent or empty; otherwise distinct, syntactically valid scopes in order.
+fn parse_scope(scope: Option<&str>) -> Result<Option<Vec<String>>, OAuthError> {
+    let Some(scope) = scope else { return Ok(None) };
+    let mut out: Vec<String> = Vec::new();
+    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+        if !is_valid_scope(s) {
+            return Err(OAuthError::new(400, "invalid_scope", "malformed scope"));
+        }
+        if !out.iter().any(|o| o == s) {
+            if out.len() == MAX_REQUESTED_SCOPES {
+                return Err(OAuthError::new(400, "invalid_scope", "too many scopes"));
+            }
+            out.push(s.to_owned());
+        }
+    }
+    Ok(if out.is_empty() { None } else { Some(out) })
+}
+
+/// The client id and the secret candidates to try.
+fn client_credentials(
+    authorization: Option<&[u8]>,
+    params: &Params,
+) -> Result<(String, Vec<String>), OAuthError> {
+    let Some(header) = authorization else {
+        let id = params
+            .client_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| OAuthError::invalid_client("client authentication required"))?;
+        let secret = params
+            .client_secret
+            .clone()
+            .ok_or_else(|| OAuthError::invalid_client("client authentication required"))?;
+        return Ok((id, vec![secret]));
+    };
+    let header = std::str::from_utf8(header)
+        .map_err(|_| OAuthError::invalid_request("malformed Authorization header"))?
+        .trim();
+    let (scheme, param) = header
+        .split_once([' ', '\t'])
+        .ok_or_else(|| OAuthError::invalid_request("malformed Authorization header"))?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::invalid_client(
+            "client authentication must use HTTP Basic",
+        ));
+    }
+    let decoded = BASIC_B64
+        .decode(param.trim())
+        .map_err(|_| OAuthError::invalid_request("malformed Basic credentials"))?;
+    let text = std::str::from_utf8(&decoded)
+        .map_err(|_| OAuthError::invalid_request("malformed Basic credentials"))?;
+    let (raw_id, raw_secret) = text
+        .split_once(':')
+        .ok_or_else(|| OAuthError::invalid_request("malformed Basic credentials"))?;
+    if raw_id.len() > MAX_FIELD_LEN || raw_secret.len() > MAX_FIELD_LEN {
+        return Err(OAuthError::invalid_request("Basic credentials too long"));
+    }
+    let id = form::decode(raw_id.as_bytes())
+        .map_err(|_| OAuthError::invalid_request("malformed Basic credentials"))?;
+    if params.client_secret.is_some() {
+        return Err(OAuthError::invalid_request(
+            "use one client authentication method, not Basic and body credentials",
+        ));
+    }
+    if params
+        .client_id
+        .as_ref()
+        .is_some_and(|body_id| *body_id != id)
+    {
+        return Err(OAuthError::invalid_request(
+            "client_id in the body differs from the Basic credentials",
+        ));
+    }
+    let mut secrets = Vec::with_capacity(2);
+    if let Ok(s) = form::decode(raw_secret.as_bytes()) {
+        secrets.push(s);
+    }
+    if !secrets.iter().any(|s| s == raw_secret) {
+        secrets.push(raw_secret.to_owned());
+    }
+    Ok((id, secrets))
+}
+
+#[cfg(test)]
+mod tests;
