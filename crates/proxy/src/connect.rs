@@ -40,6 +40,14 @@ pub(crate) async fn handle(
         Err(e) => return shared.refuse(pending, e),
     };
     pending.set_principal(&principal);
+    let subagent = match req.headers().get(crate::headers::SUBAGENT_HEADER) {
+        None => None,
+        Some(v) => match shared.pipeline.authenticator.subagent(&principal, v) {
+            Ok(s) => Some(s),
+            Err(e) => return shared.refuse(pending, e),
+        },
+    };
+    pending.set_subagent(subagent.clone());
 
     if !shared.cfg.allowed_ports.contains(&target.port) {
         return shared.refuse(pending, port_not_allowed(target.port));
@@ -49,7 +57,7 @@ pub(crate) async fn handle(
     let decision = Arc::new(shared.pipeline.authorizer.authorize(&RequestFacts {
         kind: RequestKind::Connect,
         principal: &principal,
-        subagent: None,
+        subagent: subagent.as_deref(),
         method: &Method::CONNECT,
         scheme: "https",
         host: &host,

@@ -45,6 +45,14 @@ pub(crate) async fn handle(
         Err(e) => return shared.refuse(pending, e),
     };
     pending.set_principal(&principal);
+    let subagent = match req.headers().get(crate::headers::SUBAGENT_HEADER) {
+        None => None,
+        Some(v) => match shared.pipeline.authenticator.subagent(&principal, v) {
+            Ok(s) => Some(s),
+            Err(e) => return shared.refuse(pending, e),
+        },
+    };
+    pending.set_subagent(subagent.clone());
 
     if !cfg.allowed_ports.contains(&target.port) {
         return shared.refuse(pending, port_not_allowed(target.port));
@@ -54,7 +62,7 @@ pub(crate) async fn handle(
     let decision = shared.pipeline.authorizer.authorize(&RequestFacts {
         kind: RequestKind::Http,
         principal: &principal,
-        subagent: None,
+        subagent: subagent.as_deref(),
         method: req.method(),
         scheme: "http",
         host: &host,

@@ -16,6 +16,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Header naming the sub-agent acting under the authenticated agent.
+pub const SUBAGENT_HEADER: &str = "x-portcullis-subagent";
+
 /// Prefix of the gateway's own control headers, removed from every forwarded request.
 pub const PORTCULLIS_PREFIX: &str = "x-portcullis-";
 

@@ -66,10 +66,53 @@ pub trait Authenticator: Send + Sync + 'static {
         client_addr: SocketAddr,
     ) -> Result<Principal, ApiError>;
 
+    /// Validates an `X-Portcullis-Subagent` value for `principal` and registers the
+    /// sub-agent on first use. Errors (400) are answered as they are.
+    fn subagent(&self, principal: &Principal, value: &HeaderValue) -> Result<String, ApiError>;
+
     /// Whether every request is let through without credentials (development only).
     fn is_open(&self) -> bool {
         false
     }
+}
+
+/// A request addressed to the gateway itself on the proxy port (origin-form),
+/// with its body read (bounded).
+#[derive(Debug)]
+pub struct LocalRequest {
+    /// Method.
+    pub method: Method,
+    /// Path.
+    pub path: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body (at most [`MAX_LOCAL_BODY`] bytes).
+    pub body: bytes::Bytes,
+    /// Client address.
+    pub client_addr: SocketAddr,
+}
+
+/// Largest body accepted by gateway-local endpoints.
+pub const MAX_LOCAL_BODY: usize = 64 * 1024;
+
+/// A JSON answer from a gateway-local endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalResponse {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// JSON body.
+    pub body: serde_json::Value,
+}
+
+/// Endpoints the gateway serves on the proxy port besides `/healthz`
+/// (e.g. `POST /oauth/token`, `GET /.well-known/jwks.json`).
+pub trait LocalService: Send + Sync + 'static {
+    /// Whether `method path` is served here (decides whether the body is read).
+    fn serves(&self, method: &Method, path: &str) -> bool;
+    /// Answers a request that [`LocalService::serves`] accepted.
+    fn handle(&self, req: LocalRequest) -> LocalResponse;
 }
 
 /// Phase 2: may it?
@@ -85,6 +128,16 @@ pub struct Unauthenticated;
 impl Authenticator for Unauthenticated {
     fn authenticate(&self, _: Option<&HeaderValue>, _: SocketAddr) -> Result<Principal, ApiError> {
         Ok(Principal::anonymous())
+    }
+
+    fn subagent(&self, _: &Principal, value: &HeaderValue) -> Result<String, ApiError> {
+        match value.to_str() {
+            Ok(v) if portcullis_core::is_valid_id(v) => Ok(v.to_owned()),
+            _ => Err(ApiError::bad_request(
+                "invalid_subagent",
+                "X-Portcullis-Subagent must match ^[a-z][a-z0-9_]{1,63}$",
+            )),
+        }
     }
 
     fn is_open(&self) -> bool {
@@ -194,6 +247,8 @@ pub struct Pipeline {
     pub authorizer: Arc<dyn Authorizer>,
     /// Record keeping.
     pub recorder: Arc<dyn Recorder>,
+    /// Gateway-local endpoints on the proxy port.
+    pub local: Option<Arc<dyn LocalService>>,
 }
 
 impl Pipeline {
@@ -203,6 +258,7 @@ impl Pipeline {
             authenticator: Arc::new(Unauthenticated),
             authorizer: Arc::new(AllowAll),
             recorder: Arc::new(LogRecorder),
+            local: None,
         }
     }
 }

@@ -82,6 +82,10 @@ impl Pending {
         self.rec.tenant = Some(p.tenant.clone());
     }
 
+    pub(crate) fn set_subagent(&mut self, s: Option<String>) {
+        self.rec.subagent = s;
+    }
+
     pub(crate) fn set_decision(&mut self, d: Arc<Decision>) {
         self.rec.decision = Some(d);
     }

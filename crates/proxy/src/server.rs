@@ -4,7 +4,7 @@
 use crate::body::{full, Metered, ProxyBody};
 use crate::conn::{Activity, ActivityIo, ConnCtx, InFlight, Watch};
 use crate::metrics::ProxyMetrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{LocalRequest, Pipeline, MAX_LOCAL_BODY};
 use crate::record::Pending;
 use crate::respond::error_response;
 use crate::ssrf::Guard;
@@ -234,7 +234,7 @@ async fn handle(
     } else if req.uri().scheme().is_some() {
         forward::handle(&shared, &ctx, req).await
     } else {
-        local(&shared, &ctx, req)
+        local(&shared, &ctx, req).await
     };
     // The request stays in flight until its response body is done.
     let (parts, body) = resp.into_parts();
@@ -243,27 +243,71 @@ async fn handle(
 }
 
 /// Origin-form requests addressed to the gateway itself.
-fn local(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => {
-            let mut r = Response::new(full(&b"{\"status\":\"ok\"}\n"[..]));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-        _ => {
-            let pending = Pending::from_request(crate::pipeline::RequestKind::Http, &req, ctx);
-            shared.refuse(
+async fn local(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
+    let pending = Pending::from_request(crate::pipeline::RequestKind::Http, &req, ctx);
+    if let (&Method::GET | &Method::HEAD, "/healthz") = (req.method(), req.uri().path()) {
+        return json(200, &[], &serde_json::json!({"status": "ok"}));
+    }
+    let Some(svc) = shared
+        .pipeline
+        .local
+        .as_ref()
+        .filter(|s| s.serves(req.method(), req.uri().path()))
+    else {
+        return shared.refuse(
+            pending,
+            ApiError::new(
+                404,
+                "not_found",
+                "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
+                portcullis_core::ErrorSource::Client,
+            ),
+        );
+    };
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_LOCAL_BODY);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return shared.refuse(
                 pending,
                 ApiError::new(
-                    404,
-                    "not_found",
-                    "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
+                    413,
+                    "body_too_large",
+                    format!("request body exceeds {MAX_LOCAL_BODY} bytes"),
                     portcullis_core::ErrorSource::Client,
                 ),
             )
         }
+    };
+    let r = svc.handle(LocalRequest {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers,
+        body,
+        client_addr: ctx.client_addr,
+    });
+    json(r.status, &r.headers, &r.body)
+}
+
+fn json(
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: &serde_json::Value,
+) -> Response<ProxyBody> {
+    let mut bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut r = Response::new(full(bytes));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    for (k, v) in headers {
+        if let Ok(v) = http::HeaderValue::from_str(v) {
+            h.insert(*k, v);
+        }
     }
+    r
 }
