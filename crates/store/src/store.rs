@@ -61,11 +61,19 @@ impl Store {
             }
             Target::File(path) => {
                 create_parent(&path).await?;
+                // WAL: readers never block the writer and other processes (the CLI) may
+                // write concurrently. synchronous=NORMAL: a commit survives a crash of the
+                // process; the last commits may be lost on power loss. 8 KiB pages (new files
+                // only), a 16 MiB page cache per connection and in-memory statement journals
+                // measured faster for batched audit inserts.
                 let opts = base
                     .filename(&path)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal);
+                    .synchronous(SqliteSynchronous::Normal)
+                    .page_size(8192)
+                    .pragma("cache_size", "-16384")
+                    .pragma("temp_store", "memory");
                 let pool = SqlitePoolOptions::new()
                     .max_connections(FILE_POOL_SIZE)
                     .connect_with(opts)

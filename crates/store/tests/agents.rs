@@ -17,12 +17,16 @@ fn full_agent(id: &str, tenant: &str) -> Agent {
     a.status = AgentStatus::Suspended;
     a.mode = AgentMode::Shadow;
     a.risk_level = RiskLevel::Critical;
-    a.allowed_scopes = vec!["stripe:customer:read".into(), "Stripe:Customer:Write".into()];
+    a.allowed_scopes = vec![
+        "stripe:customer:read".into(),
+        "Stripe:Customer:Write".into(),
+    ];
     a.token_ttl_secs = 3600;
-    a.attributes = json!({"team": "core", "cost_center": 42, "nested": {"a": [1, 2, null]}, "ü": "ñ"})
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    a.attributes =
+        json!({"team": "core", "cost_center": 42, "nested": {"a": [1, 2, null]}, "ü": "ñ"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
     a.generation = 7;
     a.secret_sha256 = Some(sha256_hex("s3cret"));
     a.limits = AgentLimits {
@@ -52,9 +56,18 @@ async fn create_get_round_trips_every_field() -> Result<(), StoreError> {
 #[tokio::test]
 async fn every_enum_value_round_trips() -> Result<(), StoreError> {
     let s = mem().await;
-    let statuses = [AgentStatus::Active, AgentStatus::Suspended, AgentStatus::Revoked];
+    let statuses = [
+        AgentStatus::Active,
+        AgentStatus::Suspended,
+        AgentStatus::Revoked,
+    ];
     let modes = [AgentMode::Active, AgentMode::Shadow, AgentMode::Disabled];
-    let risks = [RiskLevel::Low, RiskLevel::Medium, RiskLevel::High, RiskLevel::Critical];
+    let risks = [
+        RiskLevel::Low,
+        RiskLevel::Medium,
+        RiskLevel::High,
+        RiskLevel::Critical,
+    ];
     let mut n = 0;
     for status in statuses {
         for mode in modes {
@@ -88,7 +101,11 @@ async fn duplicate_id_is_a_conflict_and_keeps_the_original() -> Result<(), Store
         r => panic!("expected conflict, got {r:?}"),
     }
     assert_eq!(s.get_agent("dup_bot").await?, Some(a));
-    assert_eq!(s.revision().await?, rev, "a failed write must not bump the revision");
+    assert_eq!(
+        s.revision().await?,
+        rev,
+        "a failed write must not bump the revision"
+    );
     Ok(())
 }
 
@@ -96,7 +113,16 @@ async fn duplicate_id_is_a_conflict_and_keeps_the_original() -> Result<(), Store
 async fn malformed_agents_are_refused_and_not_stored() -> Result<(), StoreError> {
     let s = mem().await;
     let mut cases = Vec::new();
-    for id in ["", "A", "Bad", "1abc", "a-b", "a", "bot;drop table agents", &"a".repeat(65)] {
+    for id in [
+        "",
+        "A",
+        "Bad",
+        "1abc",
+        "a-b",
+        "a",
+        "bot;drop table agents",
+        &"a".repeat(65),
+    ] {
         cases.push(Agent::new(id, "t", 1));
     }
     let mut a = Agent::new("ok_id", "t", 1);
@@ -152,7 +178,10 @@ async fn update_replaces_record_keeps_created_at_and_bumps() -> Result<(), Store
     assert_eq!(s.get_agent("upd_bot").await?, Some(stored));
     assert_eq!(s.revision().await?, rev + 1);
 
-    match s.update_agent(&Agent::new("ghost_bot", "acme", 1), 300).await {
+    match s
+        .update_agent(&Agent::new("ghost_bot", "acme", 1), 300)
+        .await
+    {
         Err(StoreError::NotFound { what: "agent", id }) => assert_eq!(id, "ghost_bot"),
         r => panic!("expected not found, got {r:?}"),
     }
@@ -216,7 +245,10 @@ async fn subagents_register_once_under_their_parent() -> Result<(), StoreError> 
     assert_eq!(s.get_agent("researcher").await?, None);
     // A sub-agent name may equal a top-level id.
     s.register_subagent("parent_a", "parent_b", 70).await?;
-    assert!(s.get_agent("parent_b").await?.is_some_and(|a| a.parent.is_none()));
+    assert!(s
+        .get_agent("parent_b")
+        .await?
+        .is_some_and(|a| a.parent.is_none()));
 
     match s.register_subagent("nobody", "x_sub", 1).await {
         Err(StoreError::NotFound { what: "agent", id }) => assert_eq!(id, "nobody"),
@@ -252,7 +284,12 @@ async fn list_filters_by_tenant_and_groups_subagents_after_parent() -> Result<()
     let key = |a: &Agent| format!("{}/{}", a.parent.as_deref().unwrap_or(""), a.id);
     let acme: Vec<String> = s.list_agents(Some("acme")).await?.iter().map(key).collect();
     assert_eq!(acme, ["/alpha", "alpha/aa_sub", "alpha/zz_sub", "/zeta"]);
-    let globex: Vec<String> = s.list_agents(Some("globex")).await?.iter().map(key).collect();
+    let globex: Vec<String> = s
+        .list_agents(Some("globex"))
+        .await?
+        .iter()
+        .map(key)
+        .collect();
     assert_eq!(globex, ["/mid", "mid/helper"]);
     assert_eq!(s.list_agents(None).await?.len(), 6);
     assert!(s.list_agents(Some("nobody")).await?.is_empty());
@@ -281,7 +318,10 @@ async fn secret_hash_is_stored_but_never_serialized() -> Result<(), StoreError> 
     s.create_agent(&a).await?;
     let got = s.get_agent("secret_bot").await?;
     let hash = sha256_hex("s3cret");
-    assert_eq!(got.as_ref().and_then(|a| a.secret_sha256.clone()), Some(hash.clone()));
+    assert_eq!(
+        got.as_ref().and_then(|a| a.secret_sha256.clone()),
+        Some(hash.clone())
+    );
     let text = serde_json::to_string(&got).unwrap_or_default();
     assert!(!text.contains(&hash));
     Ok(())

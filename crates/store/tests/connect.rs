@@ -8,7 +8,8 @@ fn url_for(path: &std::path::Path) -> String {
 }
 
 #[tokio::test]
-async fn creates_missing_directories_and_file_in_wal_mode() -> Result<(), Box<dyn std::error::Error>> {
+async fn creates_missing_directories_and_file_in_wal_mode() -> Result<(), Box<dyn std::error::Error>>
+{
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("does/not/exist/yet/portcullis.db");
     assert!(!db.parent().is_some_and(|p| p.exists()));
@@ -24,7 +25,8 @@ async fn creates_missing_directories_and_file_in_wal_mode() -> Result<(), Box<dy
 }
 
 #[tokio::test]
-async fn data_survives_reopening_and_migrations_run_once() -> Result<(), Box<dyn std::error::Error>> {
+async fn data_survives_reopening_and_migrations_run_once() -> Result<(), Box<dyn std::error::Error>>
+{
     let dir = tempfile::tempdir()?;
     let url = url_for(&dir.path().join("p.db"));
     let s = Store::connect(&url).await?;
@@ -41,7 +43,8 @@ async fn data_survives_reopening_and_migrations_run_once() -> Result<(), Box<dyn
 }
 
 #[tokio::test]
-async fn two_handles_on_one_file_see_each_others_writes() -> Result<(), Box<dyn std::error::Error>> {
+async fn two_handles_on_one_file_see_each_others_writes() -> Result<(), Box<dyn std::error::Error>>
+{
     let dir = tempfile::tempdir()?;
     let url = url_for(&dir.path().join("shared.db"));
     let gateway = Store::connect(&url).await?;
@@ -58,7 +61,10 @@ async fn two_handles_on_one_file_see_each_others_writes() -> Result<(), Box<dyn 
     a.generation = 2;
     gateway.update_agent(&a, 5).await?;
     assert_eq!(cli.revision().await?, now + 1);
-    assert_eq!(cli.get_agent("from_cli").await?.map(|a| a.generation), Some(2));
+    assert_eq!(
+        cli.get_agent("from_cli").await?.map(|a| a.generation),
+        Some(2)
+    );
 
     // No write, no change.
     let _ = cli.get_agent("from_cli").await?;
@@ -79,8 +85,11 @@ async fn concurrent_writers_on_two_handles_all_succeed() -> Result<(), Box<dyn s
         for i in 0..25 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                s.create_agent(&Agent::new(format!("w{h}_{i}"), "t", 1)).await?;
-                s.create_api_key("t", Role::Viewer, "k", 1).await.map(|_| ())
+                s.create_agent(&Agent::new(format!("w{h}_{i}"), "t", 1))
+                    .await?;
+                s.create_api_key("t", Role::Viewer, "k", 1)
+                    .await
+                    .map(|_| ())
             }));
         }
     }
@@ -97,7 +106,8 @@ async fn concurrent_writers_on_two_handles_all_succeed() -> Result<(), Box<dyn s
 }
 
 #[tokio::test]
-async fn memory_store_keeps_data_across_calls_and_is_private() -> Result<(), Box<dyn std::error::Error>> {
+async fn memory_store_keeps_data_across_calls_and_is_private(
+) -> Result<(), Box<dyn std::error::Error>> {
     let s = Store::connect("sqlite::memory:").await?;
     s.create_agent(&Agent::new("mem_bot", "t", 1)).await?;
     for _ in 0..3 {
@@ -121,7 +131,10 @@ async fn postgres_and_garbage_urls_are_refused_clearly() {
     }
     for bad in ["", "mysql://x/y", "sqlite://", "file.db", "sqlite://dir/"] {
         assert!(
-            matches!(Store::connect(bad).await, Err(StoreError::InvalidUrl { .. })),
+            matches!(
+                Store::connect(bad).await,
+                Err(StoreError::InvalidUrl { .. })
+            ),
             "{bad:?}"
         );
     }

@@ -19,7 +19,10 @@ async fn relative_path_is_created_under_the_working_directory() {
     };
     assert!(dir.path().join("data/portcullis.db").is_file());
     assert_eq!(s.describe(), "sqlite://data/portcullis.db");
-    assert!(s.create_agent(&Agent::new("demo", "default", 1)).await.is_ok());
+    assert!(s
+        .create_agent(&Agent::new("demo", "default", 1))
+        .await
+        .is_ok());
     s.close().await;
     let again = match Store::connect("sqlite:data/portcullis.db").await {
         Ok(s) => s,
