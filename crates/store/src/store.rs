@@ -81,7 +81,7 @@ impl Store {
                 (pool, format!("sqlite://{}", path.display()))
             }
         };
-        crate::migrate::migrator().await?.run(&pool).await?;
+        migrate(&pool).await?;
         Ok(Store { pool, display })
     }
 
@@ -119,6 +119,22 @@ pub(crate) async fn bump_revision(tx: &mut Transaction<'static, Sqlite>) -> Resu
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Applies pending migrations. Two processes starting on a fresh file race to apply the
+/// same migration and the loser fails inside its (rolled back) transaction; running again
+/// then finds it applied. A persistent failure (e.g. a changed checksum) is returned.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    const ATTEMPTS: usize = 3;
+    let migrator = crate::migrate::migrator().await?;
+    let mut attempt = 1;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(_) if attempt < ATTEMPTS => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn create_parent(path: &Path) -> Result<()> {

@@ -154,3 +154,26 @@ async fn unusable_directory_is_reported_with_its_path() -> Result<(), Box<dyn st
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_first_starts_on_a_fresh_file_all_succeed(
+) -> Result<(), Box<dyn std::error::Error>> {
+    for round in 0..5 {
+        let dir = tempfile::tempdir()?;
+        let url = url_for(&dir.path().join(format!("fresh{round}.db")));
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(
+                    async move { Store::connect(&url).await.map(|s| s.describe().to_owned()) },
+                )
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        let s = Store::connect(&url).await?;
+        assert_eq!(s.revision().await?, 0);
+    }
+    Ok(())
+}
