@@ -30,6 +30,30 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The database file could not be created.
+    #[error("cannot create store file {}: {source}", path.display())]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened (not a database, permissions, locked).
+    #[error("cannot open store {url}: {source}")]
+    Open {
+        /// The store URL.
+        url: String,
+        /// The database error.
+        source: sqlx::Error,
+    },
+    /// The schema of an existing database could not be brought up to date.
+    #[error("cannot migrate store {url}: {source}")]
+    MigrateAt {
+        /// The store URL.
+        url: String,
+        /// The migration error.
+        source: sqlx::migrate::MigrateError,
+    },
     /// A record with the same key already exists.
     #[error("{what} {id:?} already exists")]
     Conflict {

@@ -61,6 +61,7 @@ impl Store {
             }
             Target::File(path) => {
                 create_parent(&path).await?;
+                create_private_file(&path).await?;
                 // WAL: readers never block the writer and other processes (the CLI) may
                 // write concurrently. synchronous=NORMAL: a commit survives a crash of the
                 // process; the last commits may be lost on power loss. 8 KiB pages (new files
@@ -74,14 +75,25 @@ impl Store {
                     .page_size(8192)
                     .pragma("cache_size", "-16384")
                     .pragma("temp_store", "memory");
+                let display = format!("sqlite://{}", path.display());
                 let pool = SqlitePoolOptions::new()
                     .max_connections(FILE_POOL_SIZE)
                     .connect_with(opts)
-                    .await?;
-                (pool, format!("sqlite://{}", path.display()))
+                    .await
+                    .map_err(|source| StoreError::Open {
+                        url: display.clone(),
+                        source,
+                    })?;
+                (pool, display)
             }
         };
-        migrate(&pool).await?;
+        migrate(&pool).await.map_err(|e| match e {
+            StoreError::Migrate(source) => StoreError::MigrateAt {
+                url: display.clone(),
+                source,
+            },
+            other => other,
+        })?;
         Ok(Store { pool, display })
     }
 
@@ -134,6 +146,24 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
             Err(_) if attempt < ATTEMPTS => attempt += 1,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Creates the database file readable by its owner only (it holds credential hashes and the
+/// audit trail); SQLite gives its `-wal` and `-shm` files the same mode. An existing file is
+/// left as it is.
+async fn create_private_file(path: &Path) -> Result<()> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(path).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::CreateFile {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

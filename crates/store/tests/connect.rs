@@ -177,3 +177,36 @@ async fn concurrent_first_starts_on_a_fresh_file_all_succeed(
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_reported_with_its_url(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("garbage.db");
+    std::fs::write(&path, vec![0x5a_u8; 8192])?;
+    match Store::connect(&url_for(&path)).await {
+        Err(e @ (StoreError::Open { .. } | StoreError::MigrateAt { .. })) => {
+            assert!(e.to_string().contains("garbage.db"), "{e}")
+        }
+        r => panic!("expected an open error, got {r:?}"),
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_file_is_private_to_its_owner() -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("private.db");
+    let s = Store::connect(&url_for(&path)).await?;
+    s.create_agent(&Agent::new("perm_bot", "t", 1)).await?;
+    for file in ["private.db", "private.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(file))?
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    Ok(())
+}
