@@ -35,12 +35,28 @@ const MAX_TENANT_LEN: usize = 128;
 impl Store {
     /// Stores a new agent (or sub-agent when `parent` is set).
     ///
-    /// Fails with [`StoreError::Conflict`] when the id is taken (under the same parent), and
-    /// with [`StoreError::Invalid`] when the id, tenant, scopes or secret hash are malformed.
+    /// Fails with [`StoreError::Conflict`] when the id is taken (under the same parent), with
+    /// [`StoreError::Invalid`] when the id, tenant, scopes or secret hash are malformed or a
+    /// sub-agent's tenant differs from its parent's, and with [`StoreError::NotFound`] when a
+    /// sub-agent's parent does not exist.
     pub async fn create_agent(&self, agent: &Agent) -> Result<()> {
         let row = Encoded::new(agent)?;
         let mut tx = self.write_tx().await?;
         bump_revision(&mut tx).await?;
+        if let Some(parent) = &agent.parent {
+            let Some(p) = fetch_in(&mut tx, "", parent).await? else {
+                return Err(StoreError::NotFound {
+                    what: "agent",
+                    id: parent.clone(),
+                });
+            };
+            if p.tenant != agent.tenant {
+                return Err(StoreError::invalid(
+                    "tenant",
+                    format!("a sub-agent lives in its parent's tenant {:?}", p.tenant),
+                ));
+            }
+        }
         match row.bind(sqlx::query(INSERT)).execute(&mut *tx).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {

@@ -326,3 +326,30 @@ async fn secret_hash_is_stored_but_never_serialized() -> Result<(), StoreError> 
     assert!(!text.contains(&hash));
     Ok(())
 }
+
+#[tokio::test]
+async fn created_subagents_need_their_parent_and_its_tenant() -> Result<(), StoreError> {
+    let s = mem().await;
+    let mut sub = Agent::new("child", "acme", 1);
+    sub.parent = Some("parent_x".into());
+    assert!(matches!(
+        s.create_agent(&sub).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.create_agent(&Agent::new("parent_x", "globex", 1)).await?;
+    assert!(matches!(
+        s.create_agent(&sub).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    sub.tenant = "globex".into();
+    s.create_agent(&sub).await?;
+    assert_eq!(
+        s.get_subagent("parent_x", "child").await?,
+        Some(sub.clone())
+    );
+    assert!(matches!(
+        s.create_agent(&sub).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    Ok(())
+}
