@@ -326,3 +326,58 @@ mod tests {
         assert_eq!(shapes.len(), 9, "{shapes:?}");
     }
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    /// The query plan of the page query for `q`, one line per step.
+    async fn plan(store: &Store, q: &AuditQuery) -> Vec<String> {
+        let mut page =
+            QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN SELECT record FROM audit_records");
+        push_filters(&mut page, q);
+        page.push(" ORDER BY ts DESC, id DESC LIMIT 50");
+        let rows = page
+            .build()
+            .fetch_all(&store.pool)
+            .await
+            .unwrap_or_default();
+        rows.iter()
+            .filter_map(|r| r.try_get::<String, _>("detail").ok())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn common_queries_use_an_index_and_need_no_sort() -> Result<()> {
+        let store = Store::connect("sqlite::memory:").await?;
+        let some = |v: &str| Some(v.to_owned());
+        let queries = [
+            AuditQuery {
+                since_ms: Some(1),
+                ..Default::default()
+            },
+            AuditQuery {
+                tenant: some("acme"),
+                since_ms: Some(1),
+                ..Default::default()
+            },
+            AuditQuery {
+                agent_id: some("a"),
+                since_ms: Some(1),
+                ..Default::default()
+            },
+            AuditQuery {
+                verdict: some("deny"),
+                since_ms: Some(1),
+                ..Default::default()
+            },
+        ];
+        for q in queries {
+            let plan = plan(&store, &q).await;
+            let text = plan.join(" | ");
+            assert!(text.contains("USING INDEX"), "{q:?}: {text}");
+            assert!(!text.contains("TEMP B-TREE"), "{q:?}: {text}");
+        }
+        Ok(())
+    }
+}
