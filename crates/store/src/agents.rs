@@ -1,0 +1,421 @@
+//! Agents and sub-agents.
+//!
+//! Key decision: a top-level agent's id is globally unique (the proxy authenticates with an
+//! id alone, without a tenant), so it is stored with `parent = ''`; a sub-agent's id is its
+//! name, unique under its parent: the primary key is `(parent, id)`. A sub-agent lives in its
+//! parent's tenant. Groups, scopes, attributes and limits are stored as JSON text; status,
+//! mode, risk level and source as their serde names (`active`, `HIGH`, ...).
+
+use crate::error::{Result, StoreError};
+use crate::store::{bump_revision, Store};
+use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentSource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+const COLUMNS: &str = "parent, id, tenant, groups_json, status, mode, risk_level, scopes_json, \
+     token_ttl_secs, attributes_json, generation, secret_sha256, limits_json, source, \
+     created_at, updated_at";
+
+const INSERT: &str = "INSERT INTO agents (parent, id, tenant, groups_json, status, mode, \
+     risk_level, scopes_json, token_ttl_secs, attributes_json, generation, secret_sha256, \
+     limits_json, source, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+const UPDATE: &str = "UPDATE agents SET tenant = $3, groups_json = $4, status = $5, mode = $6, \
+     risk_level = $7, scopes_json = $8, token_ttl_secs = $9, attributes_json = $10, \
+     generation = $11, secret_sha256 = $12, limits_json = $13, source = $14, \
+     created_at = $15, updated_at = $16 \
+     WHERE parent = $1 AND id = $2";
+
+/// Longest tenant name accepted.
+const MAX_TENANT_LEN: usize = 128;
+
+impl Store {
+    /// Stores a new agent (or sub-agent when `parent` is set).
+    ///
+    /// Fails with [`StoreError::Conflict`] when the id is taken (under the same parent), with
+    /// [`StoreError::Invalid`] when the id, tenant, scopes or secret hash are malformed or a
+    /// sub-agent's tenant differs from its parent's, and with [`StoreError::NotFound`] when a
+    /// sub-agent's parent does not exist.
+    pub async fn create_agent(&self, agent: &Agent) -> Result<()> {
+        let row = Encoded::new(agent)?;
+        let mut tx = self.write_tx().await?;
+        bump_revision(&mut tx).await?;
+        if let Some(parent) = &agent.parent {
+            let Some(p) = fetch_in(&mut tx, "", parent).await? else {
+                return Err(StoreError::NotFound {
+                    what: "agent",
+                    id: parent.clone(),
+                });
+            };
+            if p.tenant != agent.tenant {
+                return Err(StoreError::invalid(
+                    "tenant",
+                    format!("a sub-agent lives in its parent's tenant {:?}", p.tenant),
+                ));
+            }
+        }
+        match row.bind(sqlx::query(INSERT)).execute(&mut *tx).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict {
+                    what: "agent",
+                    id: agent.id.clone(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The top-level agent with this id, if any.
+    pub async fn get_agent(&self, id: &str) -> Result<Option<Agent>> {
+        self.fetch_agent("", id).await
+    }
+
+    /// The sub-agent `name` of agent `parent`, if registered.
+    pub async fn get_subagent(&self, parent: &str, name: &str) -> Result<Option<Agent>> {
+        self.fetch_agent(parent, name).await
+    }
+
+    /// Every agent and sub-agent, of one tenant or of all; each parent is followed by its
+    /// sub-agents, ordered by tenant then id.
+    pub async fn list_agents(&self, tenant: Option<&str>) -> Result<Vec<Agent>> {
+        let order = "ORDER BY tenant, COALESCE(NULLIF(parent, ''), id), parent, id";
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM agents WHERE tenant = $1 {order}"
+                ))
+                .bind(t)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {COLUMNS} FROM agents {order}"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(decode).collect()
+    }
+
+    /// Replaces the stored record of `agent` (matched by parent and id) with `agent`,
+    /// keeping its `created_at` and setting `updated_at = now_unix`. Returns the stored record.
+    ///
+    /// Fails with [`StoreError::NotFound`] when no such agent exists.
+    pub async fn update_agent(&self, agent: &Agent, now_unix: u64) -> Result<Agent> {
+        let mut row = Encoded::new(agent)?;
+        row.updated_at = to_i64("updated_at", now_unix)?;
+        let mut tx = self.write_tx().await?;
+        bump_revision(&mut tx).await?;
+        let Some(existing) = fetch_in(&mut tx, &row.parent, &agent.id).await? else {
+            return Err(StoreError::NotFound {
+                what: "agent",
+                id: agent.id.clone(),
+            });
+        };
+        row.created_at = to_i64("created_at", existing.created_at)?;
+        row.bind(sqlx::query(UPDATE)).execute(&mut *tx).await?;
+        propagate_tenant(&mut tx, &row).await?;
+        let stored = fetch_in(&mut tx, &row.parent, &agent.id).await?;
+        tx.commit().await?;
+        stored.ok_or_else(|| StoreError::NotFound {
+            what: "agent",
+            id: agent.id.clone(),
+        })
+    }
+
+    /// Creates or replaces an agent declared in the config file (GitOps). An existing record
+    /// keeps its `created_at`; when nothing but the timestamps would change, nothing is written
+    /// and the revision stays. Returns the stored record.
+    pub async fn upsert_agent(&self, agent: &Agent, now_unix: u64) -> Result<Agent> {
+        let mut row = Encoded::new(agent)?;
+        let mut tx = self.write_tx().await?;
+        let existing = fetch_in(&mut tx, &row.parent, &agent.id).await?;
+        if let Some(existing) = &existing {
+            if same_content(existing, agent) {
+                tx.rollback().await?;
+                return Ok(existing.clone());
+            }
+            row.created_at = to_i64("created_at", existing.created_at)?;
+        }
+        row.updated_at = to_i64("updated_at", now_unix)?;
+        bump_revision(&mut tx).await?;
+        let sql = if existing.is_some() { UPDATE } else { INSERT };
+        row.bind(sqlx::query(sql)).execute(&mut *tx).await?;
+        propagate_tenant(&mut tx, &row).await?;
+        let stored = fetch_in(&mut tx, &row.parent, &agent.id).await?;
+        tx.commit().await?;
+        stored.ok_or_else(|| StoreError::NotFound {
+            what: "agent",
+            id: agent.id.clone(),
+        })
+    }
+
+    /// Registers sub-agent `name` under agent `parent` on first use and returns it; returns
+    /// the existing record unchanged (no write) when it is already registered.
+    ///
+    /// The sub-agent takes its parent's tenant; fails with [`StoreError::NotFound`] when the
+    /// parent is not a registered top-level agent and [`StoreError::Invalid`] for a bad name.
+    pub async fn register_subagent(
+        &self,
+        parent: &str,
+        name: &str,
+        now_unix: u64,
+    ) -> Result<Agent> {
+        if !is_valid_id(name) {
+            return Err(StoreError::invalid(
+                "subagent",
+                "must match ^[a-z][a-z0-9_]{1,63}$",
+            ));
+        }
+        if let Some(existing) = self.fetch_agent(parent, name).await? {
+            return Ok(existing);
+        }
+        let mut tx = self.write_tx().await?;
+        if let Some(existing) = fetch_in(&mut tx, parent, name).await? {
+            tx.rollback().await?;
+            return Ok(existing);
+        }
+        let Some(parent_agent) = fetch_in(&mut tx, "", parent).await? else {
+            return Err(StoreError::NotFound {
+                what: "agent",
+                id: parent.to_owned(),
+            });
+        };
+        let mut sub = Agent::new(name, parent_agent.tenant, now_unix);
+        sub.parent = Some(parent.to_owned());
+        sub.source = AgentSource::Subagent;
+        let row = Encoded::new(&sub)?;
+        bump_revision(&mut tx).await?;
+        row.bind(sqlx::query(INSERT)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(sub)
+    }
+
+    async fn fetch_agent(&self, parent: &str, id: &str) -> Result<Option<Agent>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM agents WHERE parent = $1 AND id = $2"
+        ))
+        .bind(parent)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode).transpose()
+    }
+}
+
+async fn fetch_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    parent: &str,
+    id: &str,
+) -> Result<Option<Agent>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM agents WHERE parent = $1 AND id = $2"
+    ))
+    .bind(parent)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// Keeps sub-agents in their parent's tenant when a top-level agent moves.
+async fn propagate_tenant(tx: &mut Transaction<'static, Sqlite>, row: &Encoded) -> Result<()> {
+    if row.parent.is_empty() {
+        sqlx::query("UPDATE agents SET tenant = $1 WHERE parent = $2 AND tenant <> $1")
+            .bind(&row.tenant)
+            .bind(&row.id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Equal apart from the timestamps (and the secret hash compared as stored).
+fn same_content(stored: &Agent, wanted: &Agent) -> bool {
+    let mut a = stored.clone();
+    let mut b = wanted.clone();
+    a.created_at = 0;
+    a.updated_at = 0;
+    b.created_at = 0;
+    b.updated_at = 0;
+    a == b
+}
+
+/// An agent turned into column values, validated.
+struct Encoded {
+    parent: String,
+    id: String,
+    tenant: String,
+    groups: String,
+    status: String,
+    mode: String,
+    risk_level: String,
+    scopes: String,
+    token_ttl_secs: i64,
+    attributes: String,
+    generation: i64,
+    secret_sha256: Option<String>,
+    limits: String,
+    source: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl Encoded {
+    fn new(a: &Agent) -> Result<Self> {
+        validate(a)?;
+        Ok(Self {
+            parent: a.parent.clone().unwrap_or_default(),
+            id: a.id.clone(),
+            tenant: a.tenant.clone(),
+            groups: to_json("groups", &a.groups)?,
+            status: enum_name("status", &a.status)?,
+            mode: enum_name("mode", &a.mode)?,
+            risk_level: enum_name("risk_level", &a.risk_level)?,
+            scopes: to_json("allowed_scopes", &a.allowed_scopes)?,
+            token_ttl_secs: to_i64("token_ttl_secs", a.token_ttl_secs)?,
+            attributes: to_json("attributes", &a.attributes)?,
+            generation: to_i64("generation", a.generation)?,
+            secret_sha256: a.secret_sha256.clone(),
+            limits: to_json("limits", &a.limits)?,
+            source: enum_name("source", &a.source)?,
+            created_at: to_i64("created_at", a.created_at)?,
+            updated_at: to_i64("updated_at", a.updated_at)?,
+        })
+    }
+
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        q.bind(&self.parent)
+            .bind(&self.id)
+            .bind(&self.tenant)
+            .bind(&self.groups)
+            .bind(&self.status)
+            .bind(&self.mode)
+            .bind(&self.risk_level)
+            .bind(&self.scopes)
+            .bind(self.token_ttl_secs)
+            .bind(&self.attributes)
+            .bind(self.generation)
+            .bind(&self.secret_sha256)
+            .bind(&self.limits)
+            .bind(&self.source)
+            .bind(self.created_at)
+            .bind(self.updated_at)
+    }
+}
+
+fn validate(a: &Agent) -> Result<()> {
+    if !is_valid_id(&a.id) {
+        return Err(StoreError::invalid(
+            "agent id",
+            format!("{:?} must match ^[a-z][a-z0-9_]{{1,63}}$", a.id),
+        ));
+    }
+    if let Some(parent) = &a.parent {
+        if !is_valid_id(parent) {
+            return Err(StoreError::invalid(
+                "parent agent id",
+                format!("{parent:?} must match ^[a-z][a-z0-9_]{{1,63}}$"),
+            ));
+        }
+    }
+    if a.tenant.is_empty()
+        || a.tenant.len() > MAX_TENANT_LEN
+        || a.tenant.chars().any(char::is_control)
+    {
+        return Err(StoreError::invalid(
+            "tenant",
+            format!(
+                "{:?} must be 1-{MAX_TENANT_LEN} printable characters",
+                a.tenant
+            ),
+        ));
+    }
+    if let Some(bad) = a.allowed_scopes.iter().find(|s| !is_valid_scope(s)) {
+        return Err(StoreError::invalid("scope", format!("{bad:?}")));
+    }
+    if a.groups.iter().any(|g| g.is_empty()) {
+        return Err(StoreError::invalid("group", "empty group name"));
+    }
+    if let Some(h) = &a.secret_sha256 {
+        if !crate::secret::is_sha256_hex(h) {
+            return Err(StoreError::invalid(
+                "secret_sha256",
+                "must be 64 lower-case hex characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn decode(row: &SqliteRow) -> Result<Agent> {
+    let parent: String = row.try_get("parent")?;
+    Ok(Agent {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        parent: (!parent.is_empty()).then_some(parent),
+        groups: from_json(
+            "agents.groups_json",
+            &row.try_get::<String, _>("groups_json")?,
+        )?,
+        status: parse_enum("agents.status", row.try_get("status")?)?,
+        mode: parse_enum("agents.mode", row.try_get("mode")?)?,
+        risk_level: parse_enum("agents.risk_level", row.try_get("risk_level")?)?,
+        allowed_scopes: from_json(
+            "agents.scopes_json",
+            &row.try_get::<String, _>("scopes_json")?,
+        )?,
+        token_ttl_secs: to_u64("agents.token_ttl_secs", row.try_get("token_ttl_secs")?)?,
+        attributes: from_json(
+            "agents.attributes_json",
+            &row.try_get::<String, _>("attributes_json")?,
+        )?,
+        generation: to_u64("agents.generation", row.try_get("generation")?)?,
+        secret_sha256: row.try_get("secret_sha256")?,
+        limits: from_json(
+            "agents.limits_json",
+            &row.try_get::<String, _>("limits_json")?,
+        )?,
+        source: parse_enum("agents.source", row.try_get("source")?)?,
+        created_at: to_u64("agents.created_at", row.try_get("created_at")?)?,
+        updated_at: to_u64("agents.updated_at", row.try_get("updated_at")?)?,
+    })
+}
+
+fn to_json<T: Serialize + ?Sized>(what: &'static str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::invalid(what, e.to_string()))
+}
+
+fn from_json<T: DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::corrupt(what, e))
+}
+
+/// The serde name of a unit enum variant (`active`, `HIGH`).
+pub(crate) fn enum_name<T: Serialize>(what: &'static str, v: &T) -> Result<String> {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        Ok(other) => Err(StoreError::invalid(what, format!("not a name: {other}"))),
+        Err(e) => Err(StoreError::invalid(what, e.to_string())),
+    }
+}
+
+pub(crate) fn parse_enum<T: DeserializeOwned>(what: &'static str, s: String) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(s)).map_err(|e| StoreError::corrupt(what, e))
+}
+
+pub(crate) fn to_i64(what: &'static str, v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::invalid(what, format!("{v} is too large")))
+}
+
+pub(crate) fn to_u64(what: &'static str, v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StoreError::corrupt(what, format!("negative value {v}")))
+}

@@ -1,0 +1,124 @@
+//! The store's error type.
+
+use portcullis_core::ErrorSource;
+use std::path::PathBuf;
+
+/// Everything that can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL could not be understood.
+    #[error("invalid store url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL with any password redacted.
+        url: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The URL names a backend this build does not provide.
+    #[error("unsupported store url {url:?}: {reason}")]
+    Unsupported {
+        /// The URL with any password redacted.
+        url: String,
+        /// Why it is not available.
+        reason: &'static str,
+    },
+    /// The directory holding the database could not be created.
+    #[error("cannot create store directory {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database file could not be created.
+    #[error("cannot create store file {}: {source}", path.display())]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened (not a database, permissions, locked).
+    #[error("cannot open store {url}: {source}")]
+    Open {
+        /// The store URL.
+        url: String,
+        /// The database error.
+        source: sqlx::Error,
+    },
+    /// The schema of an existing database could not be brought up to date.
+    #[error("cannot migrate store {url}: {source}")]
+    MigrateAt {
+        /// The store URL.
+        url: String,
+        /// The migration error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A record with the same key already exists.
+    #[error("{what} {id:?} already exists")]
+    Conflict {
+        /// Kind of record (`agent`, `api key`).
+        what: &'static str,
+        /// Its key.
+        id: String,
+    },
+    /// No record with that key (or not visible to the caller's tenant).
+    #[error("{what} {id:?} not found")]
+    NotFound {
+        /// Kind of record (`agent`, `api key`, `audit record`).
+        what: &'static str,
+        /// Its key.
+        id: String,
+    },
+    /// A value handed to the store is not acceptable.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was being validated.
+        what: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A stored value could not be decoded (the database was edited by hand or is damaged).
+    #[error("corrupt {what} in store: {reason}")]
+    Corrupt {
+        /// Which column or record.
+        what: &'static str,
+        /// Why it could not be decoded.
+        reason: String,
+    },
+    /// Applying the schema migrations failed.
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database reported an error.
+    #[error("store error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Where the error comes from: a caller mistake (`Client`) or the store itself (`Internal`).
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            Self::Conflict { .. } | Self::NotFound { .. } | Self::Invalid { .. } => {
+                ErrorSource::Client
+            }
+            _ => ErrorSource::Internal,
+        }
+    }
+
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            what,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(what: &'static str, reason: impl ToString) -> Self {
+        Self::Corrupt {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,355 @@
+//! Agents and sub-agents: round trips, conflicts, validation, updates, upserts, revision.
+
+use portcullis_core::{Agent, AgentLimits, AgentMode, AgentSource, AgentStatus, RiskLevel};
+use portcullis_store::{sha256_hex, Store, StoreError};
+use serde_json::json;
+
+async fn mem() -> Store {
+    match Store::connect("sqlite::memory:").await {
+        Ok(s) => s,
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+fn full_agent(id: &str, tenant: &str) -> Agent {
+    let mut a = Agent::new(id, tenant, 1_700_000_000);
+    a.groups = vec!["payments".into(), "beta testers".into()];
+    a.status = AgentStatus::Suspended;
+    a.mode = AgentMode::Shadow;
+    a.risk_level = RiskLevel::Critical;
+    a.allowed_scopes = vec![
+        "stripe:customer:read".into(),
+        "Stripe:Customer:Write".into(),
+    ];
+    a.token_ttl_secs = 3600;
+    a.attributes =
+        json!({"team": "core", "cost_center": 42, "nested": {"a": [1, 2, null]}, "ü": "ñ"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+    a.generation = 7;
+    a.secret_sha256 = Some(sha256_hex("s3cret"));
+    a.limits = AgentLimits {
+        rpm: Some(60),
+        tpm: None,
+        tokens_per_day: Some(1_000_000),
+        max_concurrent: Some(4),
+    };
+    a.source = AgentSource::Config;
+    a
+}
+
+#[tokio::test]
+async fn create_get_round_trips_every_field() -> Result<(), StoreError> {
+    let s = mem().await;
+    let a = full_agent("billing_bot", "acme");
+    s.create_agent(&a).await?;
+    assert_eq!(s.get_agent("billing_bot").await?, Some(a.clone()));
+    assert_eq!(s.get_agent("unknown_bot").await?, None);
+
+    let plain = Agent::new("plain", "acme", 5);
+    s.create_agent(&plain).await?;
+    assert_eq!(s.get_agent("plain").await?, Some(plain));
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_enum_value_round_trips() -> Result<(), StoreError> {
+    let s = mem().await;
+    let statuses = [
+        AgentStatus::Active,
+        AgentStatus::Suspended,
+        AgentStatus::Revoked,
+    ];
+    let modes = [AgentMode::Active, AgentMode::Shadow, AgentMode::Disabled];
+    let risks = [
+        RiskLevel::Low,
+        RiskLevel::Medium,
+        RiskLevel::High,
+        RiskLevel::Critical,
+    ];
+    let mut n = 0;
+    for status in statuses {
+        for mode in modes {
+            for risk_level in risks {
+                let mut a = Agent::new(format!("agent_{n}"), "t", 1);
+                a.status = status;
+                a.mode = mode;
+                a.risk_level = risk_level;
+                s.create_agent(&a).await?;
+                assert_eq!(s.get_agent(&a.id).await?, Some(a));
+                n += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn duplicate_id_is_a_conflict_and_keeps_the_original() -> Result<(), StoreError> {
+    let s = mem().await;
+    let a = full_agent("dup_bot", "acme");
+    s.create_agent(&a).await?;
+    let rev = s.revision().await?;
+    // Same id in another tenant still conflicts: top-level ids are global.
+    let other = Agent::new("dup_bot", "globex", 9);
+    match s.create_agent(&other).await {
+        Err(StoreError::Conflict { what, id }) => {
+            assert_eq!(what, "agent");
+            assert_eq!(id, "dup_bot");
+        }
+        r => panic!("expected conflict, got {r:?}"),
+    }
+    assert_eq!(s.get_agent("dup_bot").await?, Some(a));
+    assert_eq!(
+        s.revision().await?,
+        rev,
+        "a failed write must not bump the revision"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_agents_are_refused_and_not_stored() -> Result<(), StoreError> {
+    let s = mem().await;
+    let mut cases = Vec::new();
+    for id in [
+        "",
+        "A",
+        "Bad",
+        "1abc",
+        "a-b",
+        "a",
+        "bot;drop table agents",
+        &"a".repeat(65),
+    ] {
+        cases.push(Agent::new(id, "t", 1));
+    }
+    let mut a = Agent::new("ok_id", "t", 1);
+    a.allowed_scopes = vec!["a::b".into()];
+    cases.push(a);
+    let mut a = Agent::new("ok_id", "", 1);
+    a.tenant = String::new();
+    cases.push(a);
+    cases.push(Agent::new("ok_id", "bad\ntenant", 1));
+    cases.push(Agent::new("ok_id", "x".repeat(129), 1));
+    let mut a = Agent::new("ok_id", "t", 1);
+    a.secret_sha256 = Some("not-a-hash".into());
+    cases.push(a);
+    let mut a = Agent::new("ok_id", "t", 1);
+    a.secret_sha256 = Some(sha256_hex("x").to_uppercase());
+    cases.push(a);
+    let mut a = Agent::new("ok_id", "t", 1);
+    a.token_ttl_secs = u64::MAX;
+    cases.push(a);
+    let mut a = Agent::new("ok_id", "t", 1);
+    a.parent = Some("Bad Parent".into());
+    cases.push(a);
+    let mut a = Agent::new("ok_id", "t", 1);
+    a.groups = vec![String::new()];
+    cases.push(a);
+
+    for a in cases {
+        match s.create_agent(&a).await {
+            Err(StoreError::Invalid { .. }) => {}
+            r => panic!("{:?} accepted: {r:?}", a.id),
+        }
+    }
+    assert!(s.list_agents(None).await?.is_empty());
+    assert_eq!(s.revision().await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_replaces_record_keeps_created_at_and_bumps() -> Result<(), StoreError> {
+    let s = mem().await;
+    let a = Agent::new("upd_bot", "acme", 100);
+    s.create_agent(&a).await?;
+    let rev = s.revision().await?;
+
+    let mut changed = full_agent("upd_bot", "acme");
+    changed.created_at = 5; // ignored: creation time is kept
+    let stored = s.update_agent(&changed, 200).await?;
+    assert_eq!(stored.created_at, 100);
+    assert_eq!(stored.updated_at, 200);
+    assert_eq!(stored.status, AgentStatus::Suspended);
+    assert_eq!(stored.risk_level, RiskLevel::Critical);
+    assert_eq!(stored.generation, 7);
+    assert_eq!(s.get_agent("upd_bot").await?, Some(stored));
+    assert_eq!(s.revision().await?, rev + 1);
+
+    match s
+        .update_agent(&Agent::new("ghost_bot", "acme", 1), 300)
+        .await
+    {
+        Err(StoreError::NotFound { what: "agent", id }) => assert_eq!(id, "ghost_bot"),
+        r => panic!("expected not found, got {r:?}"),
+    }
+    assert_eq!(s.revision().await?, rev + 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn upsert_inserts_updates_and_skips_no_op_writes() -> Result<(), StoreError> {
+    let s = mem().await;
+    let a = full_agent("cfg_bot", "acme");
+    let first = s.upsert_agent(&a, 1_000).await?;
+    assert_eq!(first.created_at, a.created_at);
+    assert_eq!(first.updated_at, 1_000);
+    let rev = s.revision().await?;
+    assert_eq!(rev, 1);
+
+    // Same content at a later start: nothing written.
+    let again = s.upsert_agent(&a, 2_000).await?;
+    assert_eq!(again, first);
+    assert_eq!(s.revision().await?, rev);
+
+    // Changed content: updated, creation time kept.
+    let mut b = a.clone();
+    b.allowed_scopes.push("openai:chat:create".into());
+    b.created_at = 1;
+    let second = s.upsert_agent(&b, 3_000).await?;
+    assert_eq!(second.created_at, first.created_at);
+    assert_eq!(second.updated_at, 3_000);
+    assert_eq!(second.allowed_scopes.len(), 3);
+    assert_eq!(s.revision().await?, rev + 1);
+    assert_eq!(s.get_agent("cfg_bot").await?, Some(second));
+    Ok(())
+}
+
+#[tokio::test]
+async fn subagents_register_once_under_their_parent() -> Result<(), StoreError> {
+    let s = mem().await;
+    s.create_agent(&Agent::new("parent_a", "acme", 1)).await?;
+    s.create_agent(&Agent::new("parent_b", "globex", 1)).await?;
+    let rev = s.revision().await?;
+
+    let sub = s.register_subagent("parent_a", "researcher", 50).await?;
+    assert_eq!(sub.parent.as_deref(), Some("parent_a"));
+    assert_eq!(sub.tenant, "acme");
+    assert_eq!(sub.source, AgentSource::Subagent);
+    assert_eq!(sub.created_at, 50);
+    assert_eq!(s.revision().await?, rev + 1);
+
+    // Idempotent: the existing record, no write.
+    let again = s.register_subagent("parent_a", "researcher", 99).await?;
+    assert_eq!(again, sub);
+    assert_eq!(s.revision().await?, rev + 1);
+
+    // The same name under another parent is a different sub-agent in that parent's tenant.
+    let other = s.register_subagent("parent_b", "researcher", 60).await?;
+    assert_eq!(other.tenant, "globex");
+    assert_eq!(s.get_subagent("parent_a", "researcher").await?, Some(sub));
+    assert_eq!(s.get_subagent("parent_b", "researcher").await?, Some(other));
+    // A sub-agent is not a top-level agent: its name cannot authenticate.
+    assert_eq!(s.get_agent("researcher").await?, None);
+    // A sub-agent name may equal a top-level id.
+    s.register_subagent("parent_a", "parent_b", 70).await?;
+    assert!(s
+        .get_agent("parent_b")
+        .await?
+        .is_some_and(|a| a.parent.is_none()));
+
+    match s.register_subagent("nobody", "x_sub", 1).await {
+        Err(StoreError::NotFound { what: "agent", id }) => assert_eq!(id, "nobody"),
+        r => panic!("expected not found, got {r:?}"),
+    }
+    // Sub-agents cannot nest: a sub-agent is not a valid parent.
+    assert!(matches!(
+        s.register_subagent("researcher", "deeper", 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    for bad in ["", "UPPER", "with-dash", "a", "x\u{0}y", &"s".repeat(65)] {
+        assert!(
+            matches!(
+                s.register_subagent("parent_a", bad, 1).await,
+                Err(StoreError::Invalid { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_filters_by_tenant_and_groups_subagents_after_parent() -> Result<(), StoreError> {
+    let s = mem().await;
+    for (id, tenant) in [("zeta", "acme"), ("alpha", "acme"), ("mid", "globex")] {
+        s.create_agent(&Agent::new(id, tenant, 1)).await?;
+    }
+    s.register_subagent("alpha", "zz_sub", 2).await?;
+    s.register_subagent("alpha", "aa_sub", 2).await?;
+    s.register_subagent("mid", "helper", 2).await?;
+
+    let key = |a: &Agent| format!("{}/{}", a.parent.as_deref().unwrap_or(""), a.id);
+    let acme: Vec<String> = s.list_agents(Some("acme")).await?.iter().map(key).collect();
+    assert_eq!(acme, ["/alpha", "alpha/aa_sub", "alpha/zz_sub", "/zeta"]);
+    let globex: Vec<String> = s
+        .list_agents(Some("globex"))
+        .await?
+        .iter()
+        .map(key)
+        .collect();
+    assert_eq!(globex, ["/mid", "mid/helper"]);
+    assert_eq!(s.list_agents(None).await?.len(), 6);
+    assert!(s.list_agents(Some("nobody")).await?.is_empty());
+    assert!(s.list_agents(Some("acme' OR '1'='1")).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn moving_a_parent_to_another_tenant_moves_its_subagents() -> Result<(), StoreError> {
+    let s = mem().await;
+    s.create_agent(&Agent::new("mover", "acme", 1)).await?;
+    s.register_subagent("mover", "child", 2).await?;
+    let mut moved = Agent::new("mover", "globex", 1);
+    moved.generation = 2;
+    s.update_agent(&moved, 3).await?;
+    let child = s.get_subagent("mover", "child").await?;
+    assert_eq!(child.map(|c| c.tenant).as_deref(), Some("globex"));
+    assert!(s.list_agents(Some("acme")).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn secret_hash_is_stored_but_never_serialized() -> Result<(), StoreError> {
+    let s = mem().await;
+    let a = full_agent("secret_bot", "acme");
+    s.create_agent(&a).await?;
+    let got = s.get_agent("secret_bot").await?;
+    let hash = sha256_hex("s3cret");
+    assert_eq!(
+        got.as_ref().and_then(|a| a.secret_sha256.clone()),
+        Some(hash.clone())
+    );
+    let text = serde_json::to_string(&got).unwrap_or_default();
+    assert!(!text.contains(&hash));
+    Ok(())
+}
+
+#[tokio::test]
+async fn created_subagents_need_their_parent_and_its_tenant() -> Result<(), StoreError> {
+    let s = mem().await;
+    let mut sub = Agent::new("child", "acme", 1);
+    sub.parent = Some("parent_x".into());
+    assert!(matches!(
+        s.create_agent(&sub).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.create_agent(&Agent::new("parent_x", "globex", 1)).await?;
+    assert!(matches!(
+        s.create_agent(&sub).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    sub.tenant = "globex".into();
+    s.create_agent(&sub).await?;
+    assert_eq!(
+        s.get_subagent("parent_x", "child").await?,
+        Some(sub.clone())
+    );
+    assert!(matches!(
+        s.create_agent(&sub).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    Ok(())
+}
