@@ -2,8 +2,10 @@
 
 use crate::{duration, ConfigError};
 use ipnet::IpNet;
+use portcullis_core::{is_valid_id, is_valid_scope, AgentMode, RiskLevel};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration document.
@@ -16,6 +18,108 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Persistence.
+    pub store: StoreConfig,
+    /// Agent identity and tokens.
+    pub identity: IdentityConfig,
+    /// Agents declared in the config (GitOps), upserted at start.
+    pub agents: Vec<AgentConfig>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (relative to the working directory) or `sqlite::memory:`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/portcullis.db".to_owned(),
+        }
+    }
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// `iss` of issued tokens; verified on every request.
+    pub issuer: String,
+    /// Default token lifetime for agents that do not set their own.
+    #[serde(with = "duration")]
+    pub token_ttl: Duration,
+    /// Ed25519 signing key (PKCS#8 PEM); generated with mode 0600 on first run.
+    pub signing_key: PathBuf,
+    /// On first start with an empty store, create a `demo` agent and print its secret once.
+    pub create_demo_agent: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "portcullis".to_owned(),
+            token_ttl: Duration::from_secs(600),
+            signing_key: PathBuf::from("data/signing.key"),
+            create_demo_agent: true,
+        }
+    }
+}
+
+/// `[[agents]]`: an agent declared in the config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// `^[a-z][a-z0-9_]{1,63}$`.
+    pub id: String,
+    /// Tenant.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// Groups for policy bindings.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Scopes tokens may carry.
+    #[serde(default)]
+    pub allowed_scopes: Vec<String>,
+    /// Lower-case hex SHA-256 of the secret exactly as the client sends it.
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// `active`, `shadow` or `disabled`.
+    #[serde(default)]
+    pub mode: AgentMode,
+    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
+    #[serde(default)]
+    pub risk_level: RiskLevel,
+    /// Token lifetime; defaults to `identity.token_ttl`.
+    #[serde(default, with = "opt_duration")]
+    pub token_ttl: Option<Duration>,
+}
+
+fn default_tenant() -> String {
+    "default".to_owned()
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::time::Duration;
+
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(with = "crate::duration")] Duration);
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<Wrap>::deserialize(d).map(|o| o.map(|w| w.0))
+    }
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.as_secs()).serialize(s)
+    }
 }
 
 /// `[proxy]`: the data plane.
@@ -167,6 +271,90 @@ impl Config {
                 return Err(ConfigError::new(key, "must be greater than zero"));
             }
         }
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres://")) {
+            return Err(ConfigError::new(
+                "store.url",
+                "must be sqlite://PATH, sqlite::memory: or postgres://...",
+            ));
+        }
+        if self.identity.issuer.is_empty() {
+            return Err(ConfigError::new("identity.issuer", "must not be empty"));
+        }
+        let ttl = self.identity.token_ttl.as_secs();
+        if !(60..=86_400).contains(&ttl) {
+            return Err(ConfigError::new(
+                "identity.token_ttl",
+                "must be between 60s and 24h",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            let key = |f: &str| format!("agents[{i}].{f}");
+            if !is_valid_id(&a.id) {
+                return Err(ConfigError::new(
+                    key("id"),
+                    "must match ^[a-z][a-z0-9_]{1,63}$",
+                ));
+            }
+            if !seen.insert(a.id.as_str()) {
+                return Err(ConfigError::new(
+                    key("id"),
+                    format!("`{}` is declared twice", a.id),
+                ));
+            }
+            if !is_valid_id(&a.tenant) {
+                return Err(ConfigError::new(
+                    key("tenant"),
+                    "must match ^[a-z][a-z0-9_]{1,63}$",
+                ));
+            }
+            if let Some(g) = a.groups.iter().find(|g| !is_valid_id(g)) {
+                return Err(ConfigError::new(
+                    key("groups"),
+                    format!("invalid group `{g}`"),
+                ));
+            }
+            if let Some(s) = a.allowed_scopes.iter().find(|s| !is_valid_scope(s)) {
+                return Err(ConfigError::new(
+                    key("allowed_scopes"),
+                    format!("invalid scope `{s}`"),
+                ));
+            }
+            match (&a.secret_sha256, &a.secret_env) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        key("secret_sha256"),
+                        "set either secret_sha256 or secret_env, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        key("secret_sha256"),
+                        "an agent needs secret_sha256 or secret_env",
+                    ))
+                }
+                (Some(h), None) => {
+                    if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                        return Err(ConfigError::new(
+                            key("secret_sha256"),
+                            "must be 64 lower-case hex characters",
+                        ));
+                    }
+                }
+                (None, Some(e)) if e.is_empty() => {
+                    return Err(ConfigError::new(key("secret_env"), "must name a variable"))
+                }
+                _ => {}
+            }
+            if let Some(t) = a.token_ttl {
+                if !(60..=86_400).contains(&t.as_secs()) {
+                    return Err(ConfigError::new(
+                        key("token_ttl"),
+                        "must be between 60s and 24h",
+                    ));
+                }
+            }
+        }
         if p.listen == self.admin.listen && p.listen.port() != 0 {
             return Err(ConfigError::new(
                 "admin.listen",
@@ -245,6 +433,55 @@ mod tests {
         }
         let e = Config::from_toml("[proxy]\nlisten = ").unwrap_err();
         assert_eq!(e.key, "(document)");
+    }
+
+    #[test]
+    fn agents() {
+        let c = Config::from_toml(
+            r#"
+            [[agents]]
+            id = "billing_bot"
+            tenant = "acme"
+            groups = ["finance"]
+            allowed_scopes = ["stripe:customer:read"]
+            secret_env = "BILLING_BOT_SECRET"
+            mode = "shadow"
+            risk_level = "HIGH"
+            token_ttl = "5m"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let a = &c.agents[0];
+        assert_eq!(a.mode, AgentMode::Shadow);
+        assert_eq!(a.risk_level, RiskLevel::High);
+        assert_eq!(a.token_ttl, Some(Duration::from_secs(300)));
+        let bad = [
+            ("id = \"Bad\"\nsecret_env = \"X\"", "agents[0].id"),
+            ("id = \"ok_id\"", "agents[0].secret_sha256"),
+            (
+                "id = \"ok_id\"\nsecret_sha256 = \"ABC\"",
+                "agents[0].secret_sha256",
+            ),
+            (
+                "id = \"ok_id\"\nsecret_env = \"X\"\nallowed_scopes = [\"a b\"]",
+                "agents[0].allowed_scopes",
+            ),
+            (
+                "id = \"ok_id\"\nsecret_env = \"X\"\ntoken_ttl = 5",
+                "agents[0].token_ttl",
+            ),
+        ];
+        for (body, key) in bad {
+            let e = Config::from_toml(&format!("[[agents]]\n{body}"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.key, key, "{body}");
+        }
+        let e =
+            Config::from_toml("[[agents]]\nid = \"a1\"\nsecret_env = \"X\"\nfoo = 1").unwrap_err();
+        assert_eq!(e.key, "agents[0].foo");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Kept in a library so end-to-end tests can reuse what the binary does.
 #![warn(missing_docs)]
 
+mod bootstrap;
 pub mod cli;
+mod identity;
 mod serve;
 
 use cli::{Cli, Command};

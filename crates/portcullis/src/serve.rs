@@ -1,12 +1,18 @@
 //! `portcullis serve`: build the components, bind the listeners, print the
 //! banner, run until SIGTERM/SIGINT, drain, exit 0.
 
-use anyhow::{bail, Context};
+use crate::bootstrap;
+use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
+use anyhow::Context;
 use portcullis_admin::Admin;
 use portcullis_config::{Config, LogFormat};
+use portcullis_core::{Clock, SystemClock};
+use portcullis_identity::{Authenticator, Registry as AgentRegistry, TokenIssuer};
+use portcullis_proxy::pipeline::{AllowAll, LogRecorder};
 use portcullis_proxy::{Pipeline, ProxyMetrics, Shared};
 use prometheus::Registry;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -50,12 +56,6 @@ fn init_logging(cfg: &Config) {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    if !cfg.proxy.allow_unauthenticated {
-        bail!(
-            "agent authentication is not available in this build; set `proxy.allow_unauthenticated = true` \
-             to run the data plane without it (development only)"
-        );
-    }
     let proxy_listener = TcpListener::bind(cfg.proxy.listen)
         .await
         .with_context(|| format!("binding proxy listener {}", cfg.proxy.listen))?;
@@ -65,28 +65,73 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let registry = Registry::new();
     portcullis_admin::register_build_info(&registry, VERSION)?;
     let metrics = ProxyMetrics::new(&registry)?;
-    let pipeline = Pipeline::unauthenticated();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let store = bootstrap::open_store(&cfg).await?;
+    let agents = Arc::new(AgentRegistry::new());
+    let mut demo_secret = None;
+    let pipeline = if cfg.proxy.allow_unauthenticated {
+        Pipeline::unauthenticated()
+    } else {
+        let (key, generated) = bootstrap::signing_key(&cfg)?;
+        if generated {
+            info!(path = %cfg.identity.signing_key.display(), "generated token signing key");
+        }
+        let key = Arc::new(key);
+        let issuer = Arc::new(TokenIssuer::new(cfg.identity.issuer.clone(), key.clone()));
+        bootstrap::upsert_config_agents(&cfg, &store, clock.as_ref()).await?;
+        demo_secret = bootstrap::create_demo_agent(&cfg, &store, clock.as_ref()).await?;
+        let imetrics = IdentityMetrics::new(&registry)?;
+        let auth = Authenticator::new(agents.clone(), issuer.clone(), clock.clone());
+        Pipeline {
+            authenticator: Arc::new(ProxyAuth::new(
+                auth,
+                store.clone(),
+                clock.clone(),
+                imetrics.clone(),
+            )),
+            authorizer: Arc::new(AllowAll),
+            recorder: Arc::new(LogRecorder),
+            local: Some(Arc::new(TokenService::new(
+                agents.clone(),
+                issuer,
+                key.jwks(),
+                clock.clone(),
+                imetrics,
+            ))),
+        }
+    };
+    let n_agents = interim_reload(&store, &agents).await?;
+
+    let open = pipeline.authenticator.is_open();
     let shared = Shared::new(
         cfg.proxy.clone(),
         vec![proxy_addr, admin_addr],
         pipeline,
         metrics,
     );
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin = Admin::new(registry, Vec::new(), shutdown_rx.clone());
 
     println!(
-        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} auth={} default=allow ports={:?} allow_private={} log={}",
-        if shared.pipeline.authenticator.is_open() { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
+        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} auth={} ports={:?} allow_private={} log={}",
+        store.describe(),
+        if open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
         cfg.proxy.allowed_ports,
         cfg.proxy.allow_private.len(),
         match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
     );
-    warn!("authentication is DISABLED (proxy.allow_unauthenticated = true): development only");
+    if open {
+        warn!("authentication is DISABLED (proxy.allow_unauthenticated = true): development only");
+    }
+    if let Some(secret) = demo_secret {
+        println!(
+            "first run: created agent `demo`; its secret is shown once. Point an agent at the gateway with:\n  export HTTP_PROXY=http://demo:{secret}@{proxy_addr} HTTPS_PROXY=http://demo:{secret}@{proxy_addr}"
+        );
+    }
 
     let admin_task = tokio::spawn(portcullis_admin::serve(
         admin_listener,
@@ -100,6 +145,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
     admin_task.abort();
+    store.close().await;
     info!("stopped");
     Ok(())
 }
@@ -124,4 +170,15 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+// Replaced by the admin crate's ControlPlane once it lands.
+async fn interim_reload(
+    store: &portcullis_store::Store,
+    agents: &AgentRegistry,
+) -> anyhow::Result<usize> {
+    let list = store.list_agents(None).await?;
+    let n = list.iter().filter(|a| a.parent.is_none()).count();
+    agents.replace(list);
+    Ok(n)
 }

@@ -1,0 +1,106 @@
+//! First steps of `serve` and of the CLI: open the store, load or create the
+//! signing key, upsert config-declared agents, create the first-run demo agent.
+
+use anyhow::{bail, Context};
+use portcullis_config::{AgentConfig, Config};
+use portcullis_core::{Agent, AgentSource, AgentStatus, Clock};
+use portcullis_identity::{generate_secret, hash_secret, SigningKey};
+use portcullis_store::Store;
+use tracing::info;
+
+/// Id of the agent created on first run.
+pub(crate) const DEMO_AGENT: &str = "demo";
+
+/// Opens the configured store (creating its directory and applying migrations).
+pub(crate) async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    Store::connect(&cfg.store.url)
+        .await
+        .with_context(|| format!("opening store {}", cfg.store.url))
+}
+
+/// Loads the signing key, generating it (mode 0600) on first run.
+pub(crate) fn signing_key(cfg: &Config) -> anyhow::Result<(SigningKey, bool)> {
+    portcullis_identity::load_or_generate(&cfg.identity.signing_key)
+        .with_context(|| format!("signing key {}", cfg.identity.signing_key.display()))
+}
+
+/// Upserts `[[agents]]` into the store; secrets from `secret_env` are hashed here
+/// and never stored in clear. Status and generation of existing agents are kept
+/// unless the secret changed (then the generation moves on, killing old tokens).
+pub(crate) async fn upsert_config_agents(
+    cfg: &Config,
+    store: &Store,
+    clock: &dyn Clock,
+) -> anyhow::Result<usize> {
+    let now = clock.unix_secs();
+    for a in &cfg.agents {
+        let hash = config_secret_hash(a)?;
+        let existing = store.get_agent(&a.id).await?;
+        let mut agent = existing
+            .clone()
+            .unwrap_or_else(|| Agent::new(&a.id, &a.tenant, now));
+        if let Some(e) = &existing {
+            if e.source != AgentSource::Config {
+                bail!(
+                    "agents: `{}` already exists in the store (created by CLI/API); rename the config agent or remove it",
+                    a.id
+                );
+            }
+            if e.secret_sha256.as_deref() != Some(hash.as_str()) {
+                agent.generation = e.generation + 1;
+            }
+        }
+        agent.tenant = a.tenant.clone();
+        agent.groups = a.groups.clone();
+        agent.allowed_scopes = a.allowed_scopes.clone();
+        agent.mode = a.mode;
+        agent.risk_level = a.risk_level;
+        agent.token_ttl_secs = a.token_ttl.unwrap_or(cfg.identity.token_ttl).as_secs();
+        agent.secret_sha256 = Some(hash);
+        agent.source = AgentSource::Config;
+        store.upsert_agent(&agent, now).await?;
+    }
+    Ok(cfg.agents.len())
+}
+
+fn config_secret_hash(a: &AgentConfig) -> anyhow::Result<String> {
+    match (&a.secret_sha256, &a.secret_env) {
+        (Some(h), _) => Ok(h.clone()),
+        (None, Some(var)) => {
+            let secret = std::env::var(var).with_context(|| {
+                format!(
+                    "agents: `{}` reads its secret from ${var}, which is not set",
+                    a.id
+                )
+            })?;
+            if secret.len() < 16 {
+                bail!(
+                    "agents: ${var} for `{}` is shorter than 16 characters",
+                    a.id
+                );
+            }
+            Ok(hash_secret(&secret))
+        }
+        (None, None) => bail!("agents: `{}` has no secret", a.id),
+    }
+}
+
+/// On a store with no agents at all, creates `demo` and returns its secret (shown once).
+pub(crate) async fn create_demo_agent(
+    cfg: &Config,
+    store: &Store,
+    clock: &dyn Clock,
+) -> anyhow::Result<Option<String>> {
+    if !cfg.identity.create_demo_agent || !store.list_agents(None).await?.is_empty() {
+        return Ok(None);
+    }
+    let now = clock.unix_secs();
+    let secret = generate_secret();
+    let mut agent = Agent::new(DEMO_AGENT, "default", now);
+    agent.status = AgentStatus::Active;
+    agent.token_ttl_secs = cfg.identity.token_ttl.as_secs();
+    agent.secret_sha256 = Some(hash_secret(&secret));
+    store.create_agent(&agent).await?;
+    info!(agent = DEMO_AGENT, "first run: demo agent created");
+    Ok(Some(secret))
+}
