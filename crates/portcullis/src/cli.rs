@@ -21,10 +21,146 @@ pub enum Command {
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Check a config file and print the effective configuration.
+    /// Check a config file.
     CheckConfig {
         /// Config file (TOML).
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
+    },
+    /// Manage agents in the store (the running gateway picks changes up within 1 s).
+    Agent {
+        /// Config file (for `store.url`); embedded defaults without one.
+        #[arg(long, short, env = "PORTCULLIS_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: AgentAction,
+    },
+    /// Print an access token for an agent (testing; signs with the gateway key).
+    Token {
+        /// Config file (for `store.url` and `identity.signing_key`).
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Agent id.
+        #[arg(long)]
+        agent: String,
+        /// Scopes (default: all the agent's allowed scopes).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Manage operator API keys for the admin API.
+    Apikey {
+        /// Config file (for `store.url`).
+        #[arg(long, short, env = "PORTCULLIS_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: ApikeyAction,
+    },
+}
+
+/// Fields `agent create` and `agent set` accept.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgentFields {
+    /// Policy mode: active, shadow or disabled.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Risk level: LOW, MEDIUM, HIGH or CRITICAL.
+    #[arg(long)]
+    pub risk: Option<String>,
+    /// Allowed scopes, comma separated (replaces the list).
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Option<Vec<String>>,
+    /// Groups, comma separated (replaces the list).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Option<Vec<String>>,
+    /// Token lifetime, e.g. 600s or 10m.
+    #[arg(long)]
+    pub ttl: Option<String>,
+}
+
+/// `portcullis agent ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Create an agent; prints its secret once.
+    Create {
+        /// Agent id (^[a-z][a-z0-9_]{1,63}$).
+        id: String,
+        /// Tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Fields.
+        #[command(flatten)]
+        fields: AgentFields,
+    },
+    /// List agents.
+    List {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one agent as JSON.
+    Show {
+        /// Agent id.
+        id: String,
+    },
+    /// New secret and generation: the old secret and every issued token stop working.
+    Rotate {
+        /// Agent id.
+        id: String,
+    },
+    /// Refuse the agent until activated again.
+    Suspend {
+        /// Agent id.
+        id: String,
+    },
+    /// Re-activate a suspended agent.
+    Activate {
+        /// Agent id.
+        id: String,
+    },
+    /// Refuse the agent for good.
+    Revoke {
+        /// Agent id.
+        id: String,
+    },
+    /// Change mode, risk level, scopes, groups or token lifetime.
+    Set {
+        /// Agent id.
+        id: String,
+        /// Fields.
+        #[command(flatten)]
+        fields: AgentFields,
+    },
+}
+
+/// `portcullis apikey ...`.
+#[derive(Debug, Subcommand)]
+pub enum ApikeyAction {
+    /// Create an operator API key; prints it once.
+    Create {
+        /// Tenant the key is bound to.
+        #[arg(long)]
+        tenant: String,
+        /// admin or viewer.
+        #[arg(long)]
+        role: String,
+        /// A label.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List keys (never the key itself).
+    List {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// Key id.
+        id: String,
     },
 }

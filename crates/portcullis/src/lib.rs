@@ -5,6 +5,7 @@
 
 mod bootstrap;
 pub mod cli;
+mod commands;
 mod identity;
 mod serve;
 
@@ -26,6 +27,19 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             serve::run(cfg)
         }
+        Command::Agent { config, action } => with_store(config.as_deref(), |cfg| async move {
+            commands::agent(&cfg, action).await
+        }),
+        Command::Token {
+            config,
+            agent,
+            scopes,
+        } => with_store(config.as_deref(), |cfg| async move {
+            commands::token(&cfg, &agent, scopes).await
+        }),
+        Command::Apikey { config, action } => with_store(config.as_deref(), |cfg| async move {
+            commands::apikey(&cfg, action).await
+        }),
         Command::CheckConfig { config } => match load(Some(&config)) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -45,4 +59,33 @@ fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
         eprintln!("portcullis: {e}");
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// Runs a store-backed command on a small runtime; errors exit 1.
+fn with_store<F, Fut>(path: Option<&Path>, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
