@@ -77,6 +77,7 @@ impl DecisionCache {
         self.map.clear();
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }

@@ -4,6 +4,7 @@
 use crate::error::{ErrorReport, PolicyError, Stage};
 use crate::mask::FieldMask;
 use crate::scan::{scan, ModuleFacts};
+use portcullis_core::PolicyMode;
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::program::Program;
 use regorus::rvm::vm::RegoVM;
@@ -62,6 +63,9 @@ pub struct PolicyMeta {
     pub cacheable: bool,
     /// `test_*` rules defined in the policy's files.
     pub test_rules: Vec<String>,
+    /// Mode declared in the policy (`mode := "shadow"`): the default when no binding
+    /// names the policy.
+    pub declared_mode: Option<PolicyMode>,
     pub(crate) mask: FieldMask,
 }
 
@@ -203,6 +207,7 @@ pub fn compile(sources: Vec<SourceFile>) -> Result<CompiledSet, ErrorReport> {
                 non_deterministic: Vec::new(),
                 cacheable: true,
                 test_rules: Vec::new(),
+                declared_mode: None,
                 mask: FieldMask::default(),
             });
         meta.has_allow |= has_allow;
@@ -276,22 +281,55 @@ pub fn compile(sources: Vec<SourceFile>) -> Result<CompiledSet, ErrorReport> {
         }
     };
 
+    // Declared modes: `mode` must be a constant "active", "shadow" or "disabled".
+    let mut metas = metas;
+    for meta in metas.iter_mut() {
+        let declares = parsed.iter().any(|p| {
+            p.package.strip_prefix(POLICY_PREFIX) == Some(meta.name.as_str())
+                && engine
+                    .has_declared_rule_rooted_at(&p.file, "mode")
+                    .unwrap_or(false)
+        });
+        if !declares {
+            continue;
+        }
+        let mut probe = engine.clone();
+        let value = probe.eval_rule(format!("{POLICY_PREFIX}{}.mode", meta.name));
+        let mode = match value
+            .as_ref()
+            .ok()
+            .and_then(|v| v.as_string().ok())
+            .map(|s| s.to_string())
+        {
+            Some(m) if m == "active" => Some(PolicyMode::Active),
+            Some(m) if m == "shadow" => Some(PolicyMode::Shadow),
+            Some(m) if m == "disabled" => Some(PolicyMode::Disabled),
+            _ => None,
+        };
+        match mode {
+            Some(m) => meta.declared_mode = Some(m),
+            None => errors.push(PolicyError::new(
+                &meta.file,
+                1,
+                1,
+                format!(
+                    "policy {}: `mode` must be the constant \"active\", \"shadow\" or \"disabled\"",
+                    meta.name
+                ),
+                Stage::Validate,
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ErrorReport::new(errors));
+    }
+
     // Stage 3: RVM compile each policy alone (so every broken policy is reported), then all.
+    // `test_*` rules are not compiled: they run on the interpreter (the RVM lacks `with`).
     let entries: Vec<String> = (0..metas.len()).map(policy_entry).collect();
     for (i, meta) in metas.iter().enumerate() {
         if let Err(e) = Compiler::compile_from_policy(&compiled, &[entries[i].as_str()]) {
             errors.push(rvm_error(&meta.file, &e.to_string()));
-        }
-    }
-    for (pkg, rule) in &library_tests {
-        let entry = format!("{pkg}.{rule}");
-        if let Err(e) = Compiler::compile_from_policy(&compiled, &[entry.as_str()]) {
-            let file = parsed
-                .iter()
-                .find(|p| &p.package == pkg)
-                .map(|p| p.file.as_str())
-                .unwrap_or("");
-            errors.push(rvm_error(file, &e.to_string()));
         }
     }
     if !errors.is_empty() {

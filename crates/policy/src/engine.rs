@@ -101,7 +101,7 @@ pub struct PolicySummary {
     pub file: String,
     /// Runtime mode override, if set.
     pub mode_override: Option<PolicyMode>,
-    /// Mode for agents without a binding-specific mode (override, or `active`).
+    /// Mode for agents without a binding-specific mode (override, else declared, else `active`).
     pub mode: PolicyMode,
     /// Configured bindings.
     pub bindings: Vec<Binding>,
@@ -157,7 +157,7 @@ impl State {
         let mut out = Vec::with_capacity(self.set.policies.len());
         for (i, meta) in self.set.policies.iter().enumerate() {
             let (mode, on_block) = if self.bindings[i].is_empty() {
-                (PolicyMode::Active, None)
+                (meta.declared_mode.unwrap_or(PolicyMode::Active), None)
             } else {
                 match self.bindings[i].iter().find(|b| b.matches(subject)) {
                     Some(b) => (b.mode, b.on_block),
@@ -412,7 +412,7 @@ impl PolicyEngine {
                     name: m.name.clone(),
                     file: m.file.clone(),
                     mode_override: o,
-                    mode: o.unwrap_or(PolicyMode::Active),
+                    mode: o.or(m.declared_mode).unwrap_or(PolicyMode::Active),
                     bindings: state.bindings[i].clone(),
                     cacheable: m.cacheable,
                     non_deterministic: m.non_deterministic.clone(),
@@ -638,7 +638,8 @@ pub(crate) fn interpret(v: &Value, meta: &PolicyMeta) -> PolicyResult {
     };
     let slot = |key: &str| -> Result<Option<Value>, String> {
         match obj.get(&Value::from(key)) {
-            Some(Value::Array(a)) => Ok(a.iter().next().cloned()),
+            // The RVM may yield `[undefined]` where the interpreter yields `[]`.
+            Some(Value::Array(a)) => Ok(a.iter().find(|x| !matches!(x, Value::Undefined)).cloned()),
             other => Err(format!(
                 "undefined result (`{key}` slot is {})",
                 other.map(kind_of).unwrap_or("missing")

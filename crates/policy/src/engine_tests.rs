@@ -505,3 +505,34 @@ fn atomic_reload_keeps_last_good_set() {
             .allowed
     );
 }
+
+#[test]
+fn declared_mode_is_the_default_and_bindings_override_it() {
+    let shadow = "package portcullis.policy.sh\nimport rego.v1\n\nmode := \"shadow\"\ndeny contains \"nope\" if true\n";
+    let (e, _) = engine_with(
+        &[("openai.rego", ALLOW_OPENAI), ("sh.rego", shadow)],
+        EngineConfig::default(),
+    );
+    let p = principal("demo", "default", &[]);
+    let d = e.decide(&http(&p, "GET", "api.openai.com", "/")).decision;
+    assert!(d.allowed);
+    assert_eq!(d.verdict, Verdict::WouldDeny);
+    assert_eq!(d.would_deny, vec!["sh"]);
+    let cfg = EngineConfig {
+        bindings: vec![Binding::all("sh", PolicyMode::Active)],
+        ..Default::default()
+    };
+    let (e, _) = engine_with(&[("openai.rego", ALLOW_OPENAI), ("sh.rego", shadow)], cfg);
+    assert!(
+        !e.decide(&http(&p, "GET", "api.openai.com", "/"))
+            .decision
+            .allowed
+    );
+    let dynamic =
+        "package portcullis.policy.dy\nimport rego.v1\n\nmode := input.m\nallow := true\n";
+    let e = errors_of(&[("dy.rego", dynamic)]);
+    assert!(
+        e[0].message.contains("`mode` must be the constant"),
+        "{e:?}"
+    );
+}

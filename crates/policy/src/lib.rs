@@ -21,6 +21,8 @@ mod input;
 mod loader;
 mod mask;
 mod scan;
+mod simulate;
+mod testing;
 
 pub use binding::{Binding, DefaultDecision, OnBlock, Subject};
 pub use combine::{
@@ -41,3 +43,8 @@ pub use loader::read_dir;
 
 #[cfg(test)]
 mod engine_tests;
+pub use simulate::{
+    decision_json, principal_json, validate_sources, validate_with, with_principal, PolicyTrace,
+    Simulation,
+};
+pub use testing::{run_fixture_text, run_rego_tests, run_tests, TestReport, TestResult};
