@@ -266,14 +266,15 @@ mod tests {
     #[test]
     fn combination_table() {
         // (case, applied, allowed, verdict, policy, code)
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             Vec<Applied>,
             bool,
             Verdict,
-            Option<&str>,
-            Option<&str>,
-        )> = vec![
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "single allow",
                 vec![ok("a", Active, true, &[])],

@@ -23,6 +23,7 @@ mod mask;
 mod scan;
 mod simulate;
 mod testing;
+mod watch;
 
 pub use binding::{Binding, DefaultDecision, OnBlock, Subject};
 pub use combine::{
@@ -48,3 +49,4 @@ pub use simulate::{
     Simulation,
 };
 pub use testing::{run_fixture_text, run_rego_tests, run_tests, TestReport, TestResult};
+pub use watch::{watch, WatchHandle};
