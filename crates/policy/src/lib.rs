@@ -22,6 +22,7 @@ mod loader;
 mod mask;
 mod scan;
 mod simulate;
+mod stub;
 mod testing;
 mod watch;
 
@@ -50,3 +51,4 @@ pub use simulate::{
 };
 pub use testing::{run_fixture_text, run_rego_tests, run_tests, TestReport, TestResult};
 pub use watch::{watch, WatchHandle};
+pub use stub::{blocked_error, refusal_text, stub_response, StubFormat, StubResponse};
