@@ -3,15 +3,23 @@ package portcullis.policy.model_allowlist
 
 import rego.v1
 
+# Exact model names, then glob patterns (for dated snapshots), per provider.
 allowed_models := {
-	"openai": ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini", "o4-mini", "text-embedding-3-small", "text-embedding-3-large"],
+	"openai": {"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini", "o4-mini", "text-embedding-3-small", "text-embedding-3-large"},
+	"anthropic": set(),
+}
+
+allowed_model_patterns := {
+	"openai": ["gpt-4o-2024-*", "gpt-4.1-2025-*"],
 	"anthropic": ["claude-sonnet-4-*", "claude-opus-4-*", "claude-3-5-haiku-*", "claude-3-7-sonnet-*", "claude-haiku-4-*"],
 }
 
 max_output_tokens := 32768
 
+model_allowed(provider, model) if model in allowed_models[provider]
+
 model_allowed(provider, model) if {
-	some pattern in allowed_models[provider]
+	some pattern in allowed_model_patterns[provider]
 	glob.match(pattern, [], model)
 }
 

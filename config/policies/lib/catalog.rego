@@ -4,82 +4,97 @@
 #   import data.portcullis.lib.catalog
 #   deny contains msg if { not catalog.scope_held; msg := catalog.missing_scope_reason }
 #
-# Paths are globs with "/" as delimiter: "*" is one segment, "**" any number.
-# Granted scopes may use "*" for one segment ("stripe:customer:*", "openai:*:*").
-# The first matching route wins, so specific routes come before general ones.
+# Routes are indexed by host and method: `exact` maps literal paths, `patterns` lists globs
+# with "/" as delimiter ("*" is one segment, "**" any number) tried in order after an exact
+# miss, so specific patterns come before general ones. Granted scopes may use "*" for one
+# segment ("stripe:customer:*", "openai:*:*").
 package portcullis.lib.catalog
 
 import rego.v1
 
 llm_hosts := {"api.openai.com", "api.anthropic.com"}
 
-routes := [
-	# OpenAI
-	{"host": "api.openai.com", "method": "POST", "path": "/v1/chat/completions", "scope": "openai:chat:create"},
-	{"host": "api.openai.com", "method": "POST", "path": "/v1/responses", "scope": "openai:responses:create"},
-	{"host": "api.openai.com", "method": "POST", "path": "/v1/completions", "scope": "openai:completions:create"},
-	{"host": "api.openai.com", "method": "POST", "path": "/v1/embeddings", "scope": "openai:embeddings:create"},
-	{"host": "api.openai.com", "method": "POST", "path": "/v1/moderations", "scope": "openai:moderations:create"},
-	{"host": "api.openai.com", "method": "POST", "path": "/v1/images/**", "scope": "openai:images:create"},
-	{"host": "api.openai.com", "method": "POST", "path": "/v1/audio/**", "scope": "openai:audio:create"},
-	{"host": "api.openai.com", "method": "GET", "path": "/v1/models", "scope": "openai:models:read"},
-	{"host": "api.openai.com", "method": "GET", "path": "/v1/models/*", "scope": "openai:models:read"},
-	{"host": "api.openai.com", "method": "GET", "path": "/v1/files/**", "scope": "openai:files:read"},
-	{"host": "api.openai.com", "method": "GET", "path": "/v1/files", "scope": "openai:files:read"},
-	{"host": "api.openai.com", "method": "POST", "path": "/v1/files", "scope": "openai:files:write"},
-	{"host": "api.openai.com", "method": "DELETE", "path": "/v1/files/*", "scope": "openai:files:delete"},
-	# Anthropic
-	{"host": "api.anthropic.com", "method": "POST", "path": "/v1/messages", "scope": "anthropic:messages:create"},
-	{"host": "api.anthropic.com", "method": "POST", "path": "/v1/messages/count_tokens", "scope": "anthropic:messages:count_tokens"},
-	{"host": "api.anthropic.com", "method": "POST", "path": "/v1/messages/batches", "scope": "anthropic:batches:create"},
-	{"host": "api.anthropic.com", "method": "GET", "path": "/v1/messages/batches/**", "scope": "anthropic:batches:read"},
-	{"host": "api.anthropic.com", "method": "GET", "path": "/v1/models", "scope": "anthropic:models:read"},
-	{"host": "api.anthropic.com", "method": "GET", "path": "/v1/models/*", "scope": "anthropic:models:read"},
-	# Stripe
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/customers", "scope": "stripe:customer:read"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/customers/**", "scope": "stripe:customer:read"},
-	{"host": "api.stripe.com", "method": "POST", "path": "/v1/customers", "scope": "stripe:customer:write"},
-	{"host": "api.stripe.com", "method": "POST", "path": "/v1/customers/**", "scope": "stripe:customer:write"},
-	{"host": "api.stripe.com", "method": "DELETE", "path": "/v1/customers/*", "scope": "stripe:customer:delete"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/charges", "scope": "stripe:charge:read"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/charges/**", "scope": "stripe:charge:read"},
-	{"host": "api.stripe.com", "method": "POST", "path": "/v1/charges", "scope": "stripe:charge:write"},
-	{"host": "api.stripe.com", "method": "POST", "path": "/v1/charges/**", "scope": "stripe:charge:write"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/payment_intents", "scope": "stripe:payment_intent:read"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/payment_intents/**", "scope": "stripe:payment_intent:read"},
-	{"host": "api.stripe.com", "method": "POST", "path": "/v1/payment_intents", "scope": "stripe:payment_intent:write"},
-	{"host": "api.stripe.com", "method": "POST", "path": "/v1/payment_intents/**", "scope": "stripe:payment_intent:write"},
-	{"host": "api.stripe.com", "method": "POST", "path": "/v1/refunds", "scope": "stripe:refund:write"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/refunds/**", "scope": "stripe:refund:read"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/invoices", "scope": "stripe:invoice:read"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/invoices/**", "scope": "stripe:invoice:read"},
-	{"host": "api.stripe.com", "method": "GET", "path": "/v1/balance", "scope": "stripe:balance:read"},
-	# GitHub
-	{"host": "api.github.com", "method": "GET", "path": "/user", "scope": "github:user:read"},
-	{"host": "api.github.com", "method": "POST", "path": "/repos/*/*/issues", "scope": "github:issue:write"},
-	{"host": "api.github.com", "method": "PATCH", "path": "/repos/*/*/issues/*", "scope": "github:issue:write"},
-	{"host": "api.github.com", "method": "POST", "path": "/repos/*/*/issues/*/comments", "scope": "github:issue:write"},
-	{"host": "api.github.com", "method": "GET", "path": "/repos/*/*/issues", "scope": "github:issue:read"},
-	{"host": "api.github.com", "method": "GET", "path": "/repos/*/*/issues/**", "scope": "github:issue:read"},
-	{"host": "api.github.com", "method": "POST", "path": "/repos/*/*/pulls", "scope": "github:pull:write"},
-	{"host": "api.github.com", "method": "GET", "path": "/repos/*/*/pulls", "scope": "github:pull:read"},
-	{"host": "api.github.com", "method": "GET", "path": "/repos/*/*/pulls/**", "scope": "github:pull:read"},
-	{"host": "api.github.com", "method": "GET", "path": "/repos/*/*", "scope": "github:repo:read"},
-	{"host": "api.github.com", "method": "GET", "path": "/repos/*/*/**", "scope": "github:repo:read"},
-	{"host": "api.github.com", "method": "PUT", "path": "/repos/*/*/contents/**", "scope": "github:contents:write"},
-	{"host": "api.github.com", "method": "DELETE", "path": "/repos/*/*", "scope": "github:repo:delete"},
-]
+exact := {
+	"api.openai.com": {
+		"POST": {
+			"/v1/chat/completions": "openai:chat:create",
+			"/v1/responses": "openai:responses:create",
+			"/v1/completions": "openai:completions:create",
+			"/v1/embeddings": "openai:embeddings:create",
+			"/v1/moderations": "openai:moderations:create",
+			"/v1/files": "openai:files:write",
+		},
+		"GET": {
+			"/v1/models": "openai:models:read",
+			"/v1/files": "openai:files:read",
+		},
+	},
+	"api.anthropic.com": {
+		"POST": {
+			"/v1/messages": "anthropic:messages:create",
+			"/v1/messages/count_tokens": "anthropic:messages:count_tokens",
+			"/v1/messages/batches": "anthropic:batches:create",
+		},
+		"GET": {
+			"/v1/models": "anthropic:models:read",
+		},
+	},
+	"api.stripe.com": {
+		"GET": {
+			"/v1/customers": "stripe:customer:read",
+			"/v1/charges": "stripe:charge:read",
+			"/v1/payment_intents": "stripe:payment_intent:read",
+			"/v1/invoices": "stripe:invoice:read",
+			"/v1/balance": "stripe:balance:read",
+		},
+		"POST": {
+			"/v1/customers": "stripe:customer:write",
+			"/v1/charges": "stripe:charge:write",
+			"/v1/payment_intents": "stripe:payment_intent:write",
+			"/v1/refunds": "stripe:refund:write",
+		},
+	},
+	"api.github.com": {
+		"GET": {
+			"/user": "github:user:read",
+		},
+	},
+}
+
+patterns := {
+	"api.openai.com": {
+		"POST": [["/v1/images/**", "openai:images:create"], ["/v1/audio/**", "openai:audio:create"]],
+		"GET": [["/v1/models/*", "openai:models:read"], ["/v1/files/**", "openai:files:read"]],
+		"DELETE": [["/v1/files/*", "openai:files:delete"]],
+	},
+	"api.anthropic.com": {
+		"GET": [["/v1/messages/batches/**", "anthropic:batches:read"], ["/v1/models/*", "anthropic:models:read"]],
+	},
+	"api.stripe.com": {
+		"GET": [["/v1/customers/**", "stripe:customer:read"], ["/v1/charges/**", "stripe:charge:read"], ["/v1/payment_intents/**", "stripe:payment_intent:read"], ["/v1/refunds/**", "stripe:refund:read"], ["/v1/invoices/**", "stripe:invoice:read"]],
+		"POST": [["/v1/customers/**", "stripe:customer:write"], ["/v1/charges/**", "stripe:charge:write"], ["/v1/payment_intents/**", "stripe:payment_intent:write"]],
+		"DELETE": [["/v1/customers/*", "stripe:customer:delete"]],
+	},
+	"api.github.com": {
+		"POST": [["/repos/*/*/issues", "github:issue:write"], ["/repos/*/*/issues/*/comments", "github:issue:write"], ["/repos/*/*/pulls", "github:pull:write"]],
+		"PATCH": [["/repos/*/*/issues/*", "github:issue:write"]],
+		"GET": [["/repos/*/*/issues", "github:issue:read"], ["/repos/*/*/issues/**", "github:issue:read"], ["/repos/*/*/pulls", "github:pull:read"], ["/repos/*/*/pulls/**", "github:pull:read"], ["/repos/*/*", "github:repo:read"], ["/repos/*/*/**", "github:repo:read"]],
+		"PUT": [["/repos/*/*/contents/**", "github:contents:write"]],
+		"DELETE": [["/repos/*/*", "github:repo:delete"]],
+	},
+}
 
 # Hosts the catalog knows.
-known_hosts := {r.host | some r in routes}
+known_hosts := {h | some h, _ in exact} | {h | some h, _ in patterns}
 
 # The scope a (host, method, path) needs, or undefined when no route matches.
+scope_for(host, method, path) := exact[host][upper(method)][path]
+
 scope_for(host, method, path) := scopes[0] if {
-	scopes := [r.scope |
-		some r in routes
-		r.host == host
-		r.method == upper(method)
-		glob.match(r.path, ["/"], path)
+	not exact[host][upper(method)][path]
+	scopes := [p[1] |
+		some p in patterns[host][upper(method)]
+		glob.match(p[0], ["/"], path)
 	]
 	count(scopes) > 0
 }
@@ -100,8 +115,11 @@ effective_scopes contains s if {
 }
 
 # Whether the effective scopes grant `scope` (exactly or through a "*" segment).
+grants(scope) if scope in effective_scopes
+
 grants(scope) if {
 	some s in effective_scopes
+	contains(s, "*")
 	glob.match(s, [":"], scope)
 }
 

@@ -36,6 +36,21 @@ pub struct EngineConfig {
     pub cache_capacity: usize,
     /// `[[policy.bindings]]`.
     pub bindings: Vec<Binding>,
+    /// How the RVM evaluates the applicable policies.
+    pub strategy: EvalStrategy,
+}
+
+/// How the applicable policies of a request are evaluated on the RVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvalStrategy {
+    /// One pass over the generated wrapper when at least half the policies apply,
+    /// per-policy entry points otherwise.
+    #[default]
+    Auto,
+    /// Always one pass over every policy.
+    OnePass,
+    /// Always one entry point per applicable policy.
+    PerPolicy,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +62,7 @@ impl Default for EngineConfig {
             cache_ttl: Duration::from_secs(60),
             cache_capacity: 10_000,
             bindings: Vec::new(),
+            strategy: EvalStrategy::Auto,
         }
     }
 }
@@ -469,7 +485,7 @@ impl PolicyEngine {
         }
 
         let value = input.to_value(now);
-        let results = evaluate_rvm(&state.set, &applicable, value);
+        let results = evaluate_rvm(&state.set, &applicable, value, self.config.strategy);
         let applied: Vec<Applied> = applicable
             .iter()
             .zip(results)
@@ -550,11 +566,16 @@ pub(crate) fn evaluate_rvm(
     set: &CompiledSet,
     applicable: &[Applicable],
     input: Value,
+    strategy: EvalStrategy,
 ) -> Vec<PolicyResult> {
     if applicable.is_empty() {
         return Vec::new();
     }
-    let one_pass = applicable.len() * 2 >= set.policies.len();
+    let one_pass = match strategy {
+        EvalStrategy::Auto => applicable.len() * 2 >= set.policies.len(),
+        EvalStrategy::OnePass => true,
+        EvalStrategy::PerPolicy => false,
+    };
     set.with_vm(|vm| {
         vm.set_input(input);
         if one_pass {

@@ -33,7 +33,8 @@ pub use combine::{
 };
 pub use compile::{compile, CompiledSet, PolicyMeta, SourceFile, POLICY_PREFIX};
 pub use engine::{
-    EngineConfig, EngineStats, PolicyEngine, PolicyOutcome, PolicySummary, ReloadStatus,
+    EngineConfig, EngineStats, EvalStrategy, PolicyEngine, PolicyOutcome, PolicySummary,
+    ReloadStatus,
 };
 pub use error::{EngineError, ErrorReport, PolicyError, Stage};
 pub use ids::DecisionIds;
@@ -41,7 +42,7 @@ pub use input::{
     is_credential_header, parse_query, rfc3339, value_to_json, LlmFacts, PolicyInput, RequestFacts,
     RequestKind, UsageFacts,
 };
-pub use loader::read_dir;
+pub use loader::{example_sources, read_dir};
 
 #[cfg(test)]
 mod engine_tests;
@@ -49,6 +50,6 @@ pub use simulate::{
     decision_json, principal_json, validate_sources, validate_with, with_principal, PolicyTrace,
     Simulation,
 };
+pub use stub::{blocked_error, refusal_text, stub_response, StubFormat, StubResponse};
 pub use testing::{run_fixture_text, run_rego_tests, run_tests, TestReport, TestResult};
 pub use watch::{watch, WatchHandle};
-pub use stub::{blocked_error, refusal_text, stub_response, StubFormat, StubResponse};

@@ -64,3 +64,70 @@ fn walk(
     }
     Ok(())
 }
+
+/// The example policy set shipped in `config/policies` (used by `serve` on embedded
+/// defaults when no policy directory exists).
+pub fn example_sources() -> Vec<SourceFile> {
+    vec![
+        SourceFile::new(
+            "baseline.rego",
+            include_str!("../../../config/policies/baseline.rego"),
+        ),
+        SourceFile::new(
+            "high_risk_llm.rego",
+            include_str!("../../../config/policies/high_risk_llm.rego"),
+        ),
+        SourceFile::new(
+            "lib/catalog.rego",
+            include_str!("../../../config/policies/lib/catalog.rego"),
+        ),
+        SourceFile::new(
+            "lib/catalog_test.rego",
+            include_str!("../../../config/policies/lib/catalog_test.rego"),
+        ),
+        SourceFile::new(
+            "model_allowlist.rego",
+            include_str!("../../../config/policies/model_allowlist.rego"),
+        ),
+        SourceFile::new(
+            "stripe_readonly.rego",
+            include_str!("../../../config/policies/stripe_readonly.rego"),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_examples_match_the_directory_and_compile() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/policies");
+        assert_eq!(read_dir(&dir).unwrap(), example_sources());
+        let set = crate::compile(example_sources()).unwrap();
+        let names: Vec<&str> = set.policies().iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "baseline",
+                "high_risk_llm",
+                "model_allowlist",
+                "stripe_readonly"
+            ]
+        );
+        assert!(set.policies().iter().all(|p| p.cacheable));
+    }
+
+    #[test]
+    fn hidden_files_are_skipped_and_paths_are_relative() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lib/.git")).unwrap();
+        std::fs::write(dir.path().join("lib/a.rego"), "package a").unwrap();
+        std::fs::write(dir.path().join(".#p.rego"), "garbage").unwrap();
+        std::fs::write(dir.path().join("lib/.git/x.rego"), "garbage").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let s = read_dir(dir.path()).unwrap();
+        assert_eq!(s, vec![SourceFile::new("lib/a.rego", "package a")]);
+        assert!(read_dir(&dir.path().join("missing")).is_err());
+    }
+}

@@ -257,7 +257,12 @@ impl PolicyEngine {
             combine(&[], AgentMode::Disabled, self.config().default)
         } else {
             let applicable = state.applicable(&subject.subject());
-            let results = evaluate_rvm(&state.set, &applicable, regorus::Value::from(doc));
+            let results = evaluate_rvm(
+                &state.set,
+                &applicable,
+                regorus::Value::from(doc),
+                self.config().strategy,
+            );
             let applied: Vec<Applied> = applicable
                 .iter()
                 .zip(results)

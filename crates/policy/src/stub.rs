@@ -36,7 +36,10 @@ pub fn refusal_text(d: &Decision) -> String {
             "Request blocked by Portcullis policy {p}: {reason} (decision {})",
             d.decision_id
         ),
-        None => format!("Request blocked by Portcullis: {reason} (decision {})", d.decision_id),
+        None => format!(
+            "Request blocked by Portcullis: {reason} (decision {})",
+            d.decision_id
+        ),
     }
 }
 
@@ -53,7 +56,13 @@ pub fn blocked_error(d: &Decision) -> ApiError {
         _ => CODE_POLICY_DENIED,
     };
     ApiError::forbidden(code, detail)
-        .with("policy", d.policy.clone().map(serde_json::Value::String).unwrap_or(serde_json::Value::Null))
+        .with(
+            "policy",
+            d.policy
+                .clone()
+                .map(serde_json::Value::String)
+                .unwrap_or(serde_json::Value::Null),
+        )
         .with("decision_id", d.decision_id.clone())
 }
 
@@ -130,18 +139,33 @@ pub fn stub_response(
         },
         (StubFormat::AnthropicMessages, true) => {
             let events = [
-                ("message_start", json!({"type": "message_start", "message": {
+                (
+                    "message_start",
+                    json!({"type": "message_start", "message": {
                     "id": format!("msg_portcullis_{id}"), "type": "message", "role": "assistant",
                     "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": 0, "output_tokens": 0}}})),
-                ("content_block_start", json!({"type": "content_block_start", "index": 0,
-                    "content_block": {"type": "text", "text": ""}})),
-                ("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": text}})),
-                ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-                ("message_delta", json!({"type": "message_delta",
+                    "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+                ),
+                (
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}),
+                ),
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": text}}),
+                ),
+                (
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ),
+                (
+                    "message_delta",
+                    json!({"type": "message_delta",
                     "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                    "usage": {"output_tokens": 0}})),
+                    "usage": {"output_tokens": 0}}),
+                ),
                 ("message_stop", json!({"type": "message_stop"})),
             ];
             let mut s = String::new();
@@ -193,37 +217,87 @@ mod tests {
 
     #[test]
     fn openai_json_and_sse() {
-        let r = stub_response(StubFormat::OpenAiChat, &denied(), Some("gpt-3.5-turbo"), false, 1_800_000_000);
+        let r = stub_response(
+            StubFormat::OpenAiChat,
+            &denied(),
+            Some("gpt-3.5-turbo"),
+            false,
+            1_800_000_000,
+        );
         assert_eq!(r.content_type, "application/json");
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["model"], "gpt-3.5-turbo");
         let content = v["choices"][0]["message"]["content"].as_str().unwrap();
-        assert!(content.contains("model_allowlist") && content.contains("not on the openai allowlist"));
+        assert!(
+            content.contains("model_allowlist") && content.contains("not on the openai allowlist")
+        );
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
 
         let r = stub_response(StubFormat::OpenAiChat, &denied(), Some("gpt-4o"), true, 1);
         assert_eq!(r.content_type, "text/event-stream");
         let data = sse_data(&r.body);
         assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-        let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
-        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "gpt-4o"));
-        let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert!(chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "gpt-4o"));
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
         assert!(text.starts_with("Request blocked by Portcullis policy model_allowlist"));
-        assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            "stop"
+        );
     }
 
     #[test]
     fn anthropic_json_and_sse() {
-        let r = stub_response(StubFormat::AnthropicMessages, &denied(), Some("claude-2.1"), false, 1);
+        let r = stub_response(
+            StubFormat::AnthropicMessages,
+            &denied(),
+            Some("claude-2.1"),
+            false,
+            1,
+        );
         let v: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!((v["type"].as_str(), v["role"].as_str(), v["model"].as_str()), (Some("message"), Some("assistant"), Some("claude-2.1")));
-        assert!(v["content"][0]["text"].as_str().unwrap().contains("decision 0190abc"));
+        assert_eq!(
+            (v["type"].as_str(), v["role"].as_str(), v["model"].as_str()),
+            (Some("message"), Some("assistant"), Some("claude-2.1"))
+        );
+        assert!(v["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("decision 0190abc"));
 
-        let r = stub_response(StubFormat::AnthropicMessages, &denied(), Some("claude-2.1"), true, 1);
+        let r = stub_response(
+            StubFormat::AnthropicMessages,
+            &denied(),
+            Some("claude-2.1"),
+            true,
+            1,
+        );
         let body = String::from_utf8(r.body.clone()).unwrap();
-        let names: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
-        assert_eq!(names, ["message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]);
+        let names: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
         for d in sse_data(&r.body) {
             let v: Value = serde_json::from_str(&d).unwrap();
             assert!(v["type"].is_string());
@@ -234,7 +308,10 @@ mod tests {
     fn blocked_error_body() {
         let e = blocked_error(&denied());
         assert_eq!((e.status, e.code.as_ref()), (403, "policy_denied"));
-        assert_eq!(e.detail, "model gpt-3.5-turbo is not on the openai allowlist");
+        assert_eq!(
+            e.detail,
+            "model gpt-3.5-turbo is not on the openai allowlist"
+        );
         assert_eq!(e.extra["policy"], "model_allowlist");
         assert_eq!(e.extra["decision_id"], "0190abc");
     }

@@ -45,14 +45,20 @@ impl Drop for WatchHandle {
 /// Watches `engine.config().dir` recursively and calls [`PolicyEngine::reload_from_dir`]
 /// once changes have been quiet for `debounce`.
 pub fn watch(engine: Arc<PolicyEngine>, debounce: Duration) -> Result<WatchHandle, EngineError> {
-    let dir = engine.config().dir.clone().ok_or(EngineError::NoDirectory)?;
+    let dir = engine
+        .config()
+        .dir
+        .clone()
+        .ok_or(EngineError::NoDirectory)?;
     let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
             let relevant = event.paths.iter().any(|p| {
-                let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-                !name.starts_with('.')
-                    && (name.ends_with(".rego") || p.extension().is_none())
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                !name.starts_with('.') && (name.ends_with(".rego") || p.extension().is_none())
             });
             if relevant && !event.kind.is_access() {
                 let _ = tx.send(());
@@ -97,7 +103,11 @@ mod tests {
     fn edits_are_picked_up_and_broken_edits_keep_the_last_good_set() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.rego");
-        std::fs::write(&file, "package portcullis.policy.p\nimport rego.v1\nallow := true\n").unwrap();
+        std::fs::write(
+            &file,
+            "package portcullis.policy.p\nimport rego.v1\nallow := true\n",
+        )
+        .unwrap();
         let cfg = EngineConfig {
             dir: Some(dir.path().to_path_buf()),
             ..Default::default()
@@ -105,7 +115,11 @@ mod tests {
         let engine = Arc::new(PolicyEngine::open(cfg, Arc::new(SystemClock)).unwrap());
         let handle = watch(engine.clone(), Duration::from_millis(50)).unwrap();
         let v1 = engine.version();
-        std::fs::write(&file, "package portcullis.policy.p\nimport rego.v1\nallow := false\n").unwrap();
+        std::fs::write(
+            &file,
+            "package portcullis.policy.p\nimport rego.v1\nallow := false\n",
+        )
+        .unwrap();
         let wait = |cond: &dyn Fn() -> bool| {
             let start = Instant::now();
             while !cond() && start.elapsed() < Duration::from_secs(10) {
