@@ -135,6 +135,8 @@ pub(crate) struct State {
     /// Bindings per policy index (config order).
     pub(crate) bindings: Vec<Vec<Binding>>,
     pub(crate) all_cacheable: bool,
+    /// Union of every policy's input fields.
+    pub(crate) set_mask: FieldMask,
 }
 
 /// One applicable policy for a request.
@@ -159,7 +161,12 @@ impl State {
             }
         }
         let all_cacheable = set.policies.iter().all(|p| p.cacheable);
+        let set_mask = set
+            .policies
+            .iter()
+            .fold(FieldMask::default(), |m, p| m.union(p.mask));
         Self {
+            set_mask,
             set,
             version,
             overrides,
@@ -457,15 +464,15 @@ impl PolicyEngine {
 
         // Cache lookup when every applicable policy is deterministic.
         let now_ns = unix_ns(self.clock.now());
+        let mask = applicable.iter().fold(FieldMask::default(), |m, a| {
+            m.union(state.set.policies[a.index].mask)
+        });
         let cache_key = if self.cache.enabled()
             && (state.all_cacheable
                 || applicable
                     .iter()
                     .all(|a| state.set.policies[a.index].cacheable))
         {
-            let mask = applicable.iter().fold(FieldMask::default(), |m, a| {
-                m.union(state.set.policies[a.index].mask)
-            });
             Some(input.cache_key(mask, &self.hash_keys))
         } else {
             None
@@ -484,7 +491,17 @@ impl PolicyEngine {
             }
         }
 
-        let value = input.to_value(now);
+        // One pass evaluates every policy, so the input must carry what any of them reads.
+        let read = if one_pass(
+            self.config.strategy,
+            applicable.len(),
+            state.set.policies.len(),
+        ) {
+            state.set_mask
+        } else {
+            mask
+        };
+        let value = input.to_value_masked(now, read);
         let results = evaluate_rvm(&state.set, &applicable, value, self.config.strategy);
         let applied: Vec<Applied> = applicable
             .iter()
@@ -571,11 +588,7 @@ pub(crate) fn evaluate_rvm(
     if applicable.is_empty() {
         return Vec::new();
     }
-    let one_pass = match strategy {
-        EvalStrategy::Auto => applicable.len() * 2 >= set.policies.len(),
-        EvalStrategy::OnePass => true,
-        EvalStrategy::PerPolicy => false,
-    };
+    let one_pass = one_pass(strategy, applicable.len(), set.policies.len());
     set.with_vm(|vm| {
         vm.set_input(input);
         if one_pass {
@@ -610,6 +623,14 @@ pub(crate) fn evaluate_rvm(
                 .collect()
         }
     })
+}
+
+fn one_pass(strategy: EvalStrategy, applicable: usize, total: usize) -> bool {
+    match strategy {
+        EvalStrategy::Auto => applicable * 2 >= total,
+        EvalStrategy::OnePass => true,
+        EvalStrategy::PerPolicy => false,
+    }
 }
 
 fn run_entry(vm: &mut regorus::rvm::vm::RegoVM, index: usize, meta: &PolicyMeta) -> PolicyResult {

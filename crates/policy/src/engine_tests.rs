@@ -536,3 +536,37 @@ fn declared_mode_is_the_default_and_bindings_override_it() {
         "{e:?}"
     );
 }
+
+#[test]
+fn body_and_headers_reach_policies_that_read_them() {
+    let body_policy = "package portcullis.policy.body\nimport rego.v1\n\ndeny contains \"no temperature\" if input.request.body.temperature > 1\nallow if input.request.headers[\"x-team\"] == \"blue\"\n";
+    let (e, _) = engine_with(
+        &[("openai.rego", ALLOW_OPENAI), ("body.rego", body_policy)],
+        EngineConfig::default(),
+    );
+    let p = principal("demo", "default", &[]);
+    let body = serde_json::json!({"temperature": 2});
+    let mut h = http::HeaderMap::new();
+    h.insert("x-team", "blue".parse().unwrap());
+    let mut input = http(&p, "POST", "example.com", "/");
+    input.request.body = Some(&body);
+    input.request.headers = Some(&h);
+    let d = e.decide(&input).decision;
+    assert_eq!(d.reasons, vec!["no temperature"]);
+    let cool = serde_json::json!({"temperature": 0});
+    input.request.body = Some(&cool);
+    let d = e.decide(&input).decision;
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.policy.as_deref(), Some("body"));
+    // Only the body policy applies: the per-policy path must still see body and headers.
+    let cfg = EngineConfig {
+        strategy: EvalStrategy::PerPolicy,
+        ..Default::default()
+    };
+    let (e, _) = engine_with(
+        &[("openai.rego", ALLOW_OPENAI), ("body.rego", body_policy)],
+        cfg,
+    );
+    input.request.body = Some(&body);
+    assert_eq!(e.decide(&input).decision.reasons, vec!["no temperature"]);
+}

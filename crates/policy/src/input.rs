@@ -158,6 +158,13 @@ impl<'a> PolicyInput<'a> {
 
     /// Builds the regorus input value.
     pub fn to_value(&self, now: SystemTime) -> Value {
+        self.to_value_masked(now, FieldMask::ALL)
+    }
+
+    /// Builds the input value with only the expensive fields (`request.headers`,
+    /// `request.body`, `agent.attributes`) that `mask` selects: a field no applicable policy
+    /// reads is left out, which no policy can observe.
+    pub(crate) fn to_value_masked(&self, now: SystemTime, mask: FieldMask) -> Value {
         let p = self.principal;
         let mut root = BTreeMap::new();
         root.insert(s("kind"), s(self.kind.as_str()));
@@ -167,10 +174,14 @@ impl<'a> PolicyInput<'a> {
         agent.insert(s("groups"), strings(p.groups.iter()));
         agent.insert(s("risk_level"), s(risk_str(p.risk_level)));
         agent.insert(s("mode"), s(agent_mode_str(p.mode)));
-        agent.insert(
-            s("attributes"),
-            Value::from(Json::Object((*p.attributes).clone())),
-        );
+        if mask.has(FieldMask::AGENT) && !p.attributes.is_empty() {
+            agent.insert(
+                s("attributes"),
+                Value::from(Json::Object((*p.attributes).clone())),
+            );
+        } else {
+            agent.insert(s("attributes"), Value::new_object());
+        }
         agent.insert(s("scopes"), strings(p.scopes.iter()));
         root.insert(s("agent"), Value::from(agent));
         root.insert(s("subagent"), self.subagent.map(s).unwrap_or(Value::Null));
@@ -190,7 +201,7 @@ impl<'a> PolicyInput<'a> {
         req.insert(s("path"), s(r.path));
         req.insert(s("query"), query_value(r.query.unwrap_or("")));
         let mut headers = BTreeMap::new();
-        if let Some(h) = r.headers {
+        if let Some(h) = r.headers.filter(|_| mask.has(FieldMask::HEADERS)) {
             for name in h.keys() {
                 if is_credential_header(name.as_str()) {
                     continue;
@@ -199,7 +210,7 @@ impl<'a> PolicyInput<'a> {
             }
         }
         req.insert(s("headers"), Value::from(headers));
-        if let Some(body) = r.body {
+        if let Some(body) = r.body.filter(|_| mask.has(FieldMask::BODY)) {
             req.insert(s("body"), Value::from(body.clone()));
         }
         root.insert(s("request"), Value::from(req));
