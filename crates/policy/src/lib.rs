@@ -1,0 +1,55 @@
+//! Rego policy engine of Portcullis (DESIGN §4).
+//!
+//! Policies are `.rego` files with `package portcullis.policy.<name>` defining `allow`
+//! (boolean) and/or `deny` (set of reason strings); other packages (`portcullis.lib.*`)
+//! are libraries. [`compile`] validates a set in stages (parse, compile, RVM compile,
+//! forbidden builtins) and compiles it to regorus RVM bytecode with a generated wrapper
+//! that evaluates every policy in one pass. [`PolicyEngine`] holds the active set behind
+//! `arc-swap`, applies bindings and modes, combines results (deny-overrides, fail closed),
+//! caches decisions and reloads atomically. The tree-walking interpreter serves the
+//! simulator and test runner. No sockets, no async except the optional directory watch.
+#![warn(missing_docs)]
+
+mod binding;
+mod cache;
+mod combine;
+mod compile;
+mod engine;
+mod error;
+mod ids;
+mod input;
+mod loader;
+mod mask;
+mod scan;
+mod simulate;
+mod stub;
+mod testing;
+mod watch;
+
+pub use binding::{Binding, DefaultDecision, OnBlock, Subject};
+pub use combine::{
+    combine, Applied, Combined, PolicyResult, CODE_AGENT_DISABLED, CODE_POLICY_DENIED,
+    CODE_POLICY_ERROR,
+};
+pub use compile::{compile, CompiledSet, PolicyMeta, SourceFile, POLICY_PREFIX};
+pub use engine::{
+    EngineConfig, EngineStats, EvalStrategy, PolicyEngine, PolicyOutcome, PolicySummary,
+    ReloadStatus,
+};
+pub use error::{EngineError, ErrorReport, PolicyError, Stage};
+pub use ids::DecisionIds;
+pub use input::{
+    is_credential_header, parse_query, rfc3339, value_to_json, LlmFacts, PolicyInput, RequestFacts,
+    RequestKind, UsageFacts,
+};
+pub use loader::{example_sources, read_dir};
+
+#[cfg(test)]
+mod engine_tests;
+pub use simulate::{
+    decision_json, principal_json, validate_sources, validate_with, with_principal, PolicyTrace,
+    Simulation,
+};
+pub use stub::{blocked_error, refusal_text, stub_response, StubFormat, StubResponse};
+pub use testing::{run_fixture_text, run_rego_tests, run_tests, TestReport, TestResult};
+pub use watch::{watch, WatchHandle};
