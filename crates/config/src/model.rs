@@ -3,6 +3,7 @@
 use crate::{duration, ConfigError};
 use ipnet::IpNet;
 use portcullis_core::{is_valid_id, is_valid_scope, AgentMode, RiskLevel};
+pub use portcullis_policy::{Binding, DefaultDecision, OnBlock};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,8 +23,40 @@ pub struct Config {
     pub store: StoreConfig,
     /// Agent identity and tokens.
     pub identity: IdentityConfig,
+    /// Rego policy.
+    pub policy: PolicyConfig,
     /// Agents declared in the config (GitOps), upserted at start.
     pub agents: Vec<AgentConfig>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Directory of `.rego` files, watched for changes. Unset: `config/policies` when it
+    /// exists in the working directory, else the built-in example set.
+    pub dir: Option<PathBuf>,
+    /// Decision when no active policy applies: `deny` (default) or `allow`.
+    pub default: DefaultDecision,
+    /// Blocked response: `json` (403 JSON) or `stub` (a provider-shaped refusal for LLM APIs).
+    pub on_block: OnBlock,
+    /// Decision cache lifetime; `0` disables the cache.
+    #[serde(with = "duration")]
+    pub cache_ttl: Duration,
+    /// Which agents each policy applies to, and its mode.
+    pub bindings: Vec<Binding>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            default: DefaultDecision::Deny,
+            on_block: OnBlock::Json,
+            cache_ttl: Duration::from_secs(60),
+            bindings: Vec::new(),
+        }
+    }
 }
 
 /// `[store]`.
@@ -286,6 +319,11 @@ impl Config {
                 "identity.token_ttl",
                 "must be between 60s and 24h",
             ));
+        }
+        for (i, b) in self.policy.bindings.iter().enumerate() {
+            if b.policy.is_empty() {
+                return Err(ConfigError::new(format!("policy.bindings[{i}].policy"), "must name a policy"));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
