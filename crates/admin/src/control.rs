@@ -23,9 +23,10 @@ pub struct ControlPlane {
     store: Store,
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
-    /// Serialises reloads so a slow reload that read the store before a write can
-    /// never overwrite the snapshot of a later reload that read it after.
-    reload_lock: Mutex<()>,
+    /// Serialises reloads (a slow reload that read the store before a write can never
+    /// overwrite the snapshot of a later reload that read it after) and holds the store
+    /// revision the current snapshot was loaded at.
+    loaded: Mutex<Option<u64>>,
     /// Serialises admin read-modify-write sequences (two concurrent rotations must not
     /// both start from the same generation).
     pub(crate) write_lock: Mutex<()>,
@@ -40,7 +41,7 @@ impl ControlPlane {
             store,
             registry,
             clock,
-            reload_lock: Mutex::new(()),
+            loaded: Mutex::new(None),
             write_lock: Mutex::new(()),
             keys: KeyCache::default(),
         })
@@ -64,10 +65,19 @@ impl ControlPlane {
     /// Loads every agent and sub-agent from the store into the registry in one swap and
     /// returns the number of top-level agents (the banner's `agents=N`).
     pub async fn reload_registry(&self) -> portcullis_store::Result<usize> {
-        let _guard = self.reload_lock.lock().await;
+        let mut loaded = self.loaded.lock().await;
+        // Revision first: a write landing between the two reads is loaded now and
+        // loaded again on the next watcher tick, never missed.
+        let revision = self.store.revision().await?;
         let agents = self.store.list_agents(None).await?;
         self.registry.replace(agents);
+        *loaded = Some(revision);
         Ok(self.registry.len())
+    }
+
+    /// The store revision the registry was last loaded at (`None` before the first load).
+    pub async fn loaded_revision(&self) -> Option<u64> {
+        *self.loaded.lock().await
     }
 
     /// Polls [`Store::revision`] every [`WATCH_INTERVAL`] and reloads the registry when it
@@ -75,16 +85,8 @@ impl ControlPlane {
     /// turns true. Store errors are logged and retried on the next tick; the registry
     /// keeps serving the last good snapshot meanwhile.
     pub async fn watch(&self, mut shutdown: watch::Receiver<bool>) {
-        let mut seen = match self.store.revision().await {
-            Ok(r) => Some(r),
-            Err(e) => {
-                warn!(error = %e, "store revision unavailable; will retry");
-                None
-            }
-        };
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -105,20 +107,17 @@ impl ControlPlane {
                     continue;
                 }
             };
-            if seen == Some(rev) {
+            if self.loaded_revision().await == Some(rev) {
                 continue;
             }
             // Operator keys may have been revoked by the CLI: forget cached lookups too.
             self.keys.clear();
             match self.reload_registry().await {
-                Ok(n) => {
-                    info!(
-                        revision = rev,
-                        agents = n,
-                        "agent registry reloaded from store"
-                    );
-                    seen = Some(rev);
-                }
+                Ok(n) => info!(
+                    revision = rev,
+                    agents = n,
+                    "agent registry reloaded from store"
+                ),
                 Err(e) => warn!(error = %e, "agent registry reload failed"),
             }
         }

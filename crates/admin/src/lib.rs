@@ -23,6 +23,35 @@
 //!
 //! Errors are `{"detail","code"}` (422 adds `errors: [{field, reason}]`). Bodies over
 //! 64 KiB are 413, malformed JSON 400, a wrong method on a known path 405.
+//!
+//! Wiring in the binary:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use portcullis_admin::{serve, Admin, ControlPlane};
+//! use std::sync::Arc;
+//! let store = portcullis_store::Store::connect("sqlite://data/portcullis.db").await?;
+//! let registry = Arc::new(portcullis_identity::Registry::new());
+//! let cp = ControlPlane::new(store, registry.clone(), Arc::new(portcullis_core::SystemClock));
+//! let agents = cp.reload_registry().await?; // banner: agents=N
+//! let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+//! tokio::spawn({
+//!     let cp = cp.clone();
+//!     let rx = shutdown_rx.clone();
+//!     async move { cp.watch(rx).await } // CLI writes reach the registry within ~1 s
+//! });
+//! let admin = Admin::with_control_plane(
+//!     prometheus::Registry::new(),
+//!     Vec::new(),
+//!     shutdown_rx.clone(),
+//!     cp,
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//! tokio::spawn(serve(listener, admin, shutdown_rx));
+//! # let _ = (agents, shutdown_tx);
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 mod api;
