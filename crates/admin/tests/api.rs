@@ -769,3 +769,40 @@ async fn concurrent_rotations_each_get_their_own_generation() {
     assert_eq!(gens, [2, 3, 4, 5, 6]);
     assert_eq!(h.registry.get("busy").unwrap().generation, 6);
 }
+
+#[tokio::test]
+async fn odd_paths_and_methods_always_get_a_json_answer() {
+    let h = start().await;
+    h.create(&h.admin_a, json!({"id": "worker"})).await;
+    let long = format!("/v1/agents/{}", "a".repeat(4000));
+    let paths = [
+        "/v1/agents",
+        "/v1/agents/worker",
+        "/v1/agents/worker/config",
+        "/v1/agents/worker/rotate",
+        "/v1/agents/WORKER",
+        "/v1/agents/worker%00",
+        "/v1/agents/../agents",
+        "/v1/agents/worker?x=1",
+        "/v1//agents",
+        "/v1/agents/w",
+        long.as_str(),
+    ];
+    for m in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO"] {
+        for p in paths {
+            let r = h.call(m, p, &h.viewer_a, Some("{}")).await;
+            assert!(
+                [200, 400, 403, 404, 405].contains(&r.status),
+                "{m} {p}: {}",
+                r.status
+            );
+            let v = r.json();
+            if r.status != 200 {
+                assert!(v["code"].is_string() && v["detail"].is_string(), "{m} {p}");
+            }
+        }
+    }
+    // The viewer changed nothing.
+    let a = h.registry.get("worker").unwrap();
+    assert_eq!((a.status, a.generation), (AgentStatus::Active, 1));
+}
