@@ -1,8 +1,69 @@
-//! Portcullis admin listener: `/healthz`, `/readyz` and `/metrics`.
+//! Portcullis admin listener: `/healthz`, `/readyz`, `/metrics` and the operator API
+//! under `/v1`.
 //!
 //! Operators (and Kubernetes probes, and Prometheus) talk to this port; agents
 //! never can: the proxy's SSRF guard refuses the gateway's own listeners.
+//!
+//! The operator API needs a [`ControlPlane`] (store + agent registry + clock), given with
+//! [`Admin::with_control_plane`]; an [`Admin::new`] server answers `/v1/*` with 404.
+//! Every `/v1/*` call carries `Authorization: Bearer <operator api key>` (401 otherwise);
+//! a `viewer` key may only `GET` (403); an operator sees only its tenant's agents
+//! (another tenant's agent is 404, like an unknown one).
+//!
+//! | Method | Path | Answer |
+//! |---|---|---|
+//! | GET | `/v1/agents` | `{"agents": [agent, ...]}` (sub-agents included, with `parent`) |
+//! | POST | `/v1/agents` | 201 `{"agent": agent, "secret": "..."}`; 409 duplicate, 422 invalid |
+//! | GET | `/v1/agents/{id}` | agent; 404 unknown |
+//! | PUT | `/v1/agents/{id}/config` | agent; 400 `No fields to update`, 422 invalid |
+//! | POST | `/v1/agents/{id}/rotate` | `{"agent": agent, "secret": "..."}`, generation + 1 |
+//! | POST | `/v1/agents/{id}/suspend` | agent (status `suspended`) |
+//! | POST | `/v1/agents/{id}/activate` | agent (status `active`); 409 when revoked |
+//! | POST | `/v1/agents/{id}/revoke` | agent (status `revoked`, permanent) |
+//!
+//! Errors are `{"detail","code"}` (422 adds `errors: [{field, reason}]`). Bodies over
+//! 64 KiB are 413, malformed JSON 400, a wrong method on a known path 405.
+//!
+//! Wiring in the binary:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use portcullis_admin::{serve, Admin, ControlPlane};
+//! use std::sync::Arc;
+//! let store = portcullis_store::Store::connect("sqlite://data/portcullis.db").await?;
+//! let registry = Arc::new(portcullis_identity::Registry::new());
+//! let cp = ControlPlane::new(store, registry.clone(), Arc::new(portcullis_core::SystemClock));
+//! let agents = cp.reload_registry().await?; // banner: agents=N
+//! let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+//! tokio::spawn({
+//!     let cp = cp.clone();
+//!     let rx = shutdown_rx.clone();
+//!     async move { cp.watch(rx).await } // CLI writes reach the registry within ~1 s
+//! });
+//! let admin = Admin::with_control_plane(
+//!     prometheus::Registry::new(),
+//!     Vec::new(),
+//!     shutdown_rx.clone(),
+//!     cp,
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//! tokio::spawn(serve(listener, admin, shutdown_rx));
+//! # let _ = (agents, shutdown_tx);
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
+
+mod api;
+mod body;
+mod control;
+mod operator;
+mod respond;
+mod routes;
+
+pub use body::MAX_BODY_BYTES;
+pub use control::{ControlPlane, WATCH_INTERVAL};
+pub use operator::{Operator, KEY_CACHE_TTL};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -14,6 +75,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use portcullis_core::{ApiError, ErrorSource};
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+use respond::{error, json_response};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -35,6 +97,7 @@ pub struct Admin {
     registry: Registry,
     checks: Vec<Arc<dyn ReadyCheck>>,
     draining: watch::Receiver<bool>,
+    control: Option<Arc<ControlPlane>>,
 }
 
 impl Admin {
@@ -49,10 +112,37 @@ impl Admin {
             registry,
             checks,
             draining,
+            control: None,
         })
     }
 
-    fn route(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Like [`Admin::new`], and also serves the operator API under `/v1` on `control`.
+    pub fn with_control_plane(
+        registry: Registry,
+        checks: Vec<Arc<dyn ReadyCheck>>,
+        draining: watch::Receiver<bool>,
+        control: Arc<ControlPlane>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            checks,
+            draining,
+            control: Some(control),
+        })
+    }
+
+    /// The operator API's control plane, when configured.
+    pub fn control_plane(&self) -> Option<&Arc<ControlPlane>> {
+        self.control.as_ref()
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(cp) = &self.control {
+            let path = req.uri().path();
+            if path == "/v1" || path.starts_with("/v1/") {
+                return api::handle(cp, req).await;
+            }
+        }
         let get = matches!(*req.method(), Method::GET | Method::HEAD);
         match (get, req.uri().path()) {
             (true, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
@@ -109,21 +199,6 @@ impl Admin {
     }
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
-    let mut body = serde_json::to_vec(v).unwrap_or_default();
-    body.push(b'\n');
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-fn error(e: ApiError) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(status, &e.to_json(None))
-}
-
 /// Registers `portcullis_build_info{version}` = 1.
 pub fn register_build_info(registry: &Registry, version: &str) -> prometheus::Result<()> {
     let g = IntGaugeVec::new(
@@ -151,8 +226,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
         let admin = admin.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let r = admin.route(&req);
-                async move { Ok::<_, Infallible>(r) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.route(req).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -1,0 +1,146 @@
+//! The shape of `/v1` paths: which resource a path names and which methods it takes.
+//! Pure string matching; anything unrecognised is `None` (404), never a panic.
+
+use http::Method;
+
+/// A lifecycle action on one agent (`POST /v1/agents/{id}/{action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// New secret, generation + 1.
+    Rotate,
+    /// Status `suspended`.
+    Suspend,
+    /// Status `active` (not from `revoked`).
+    Activate,
+    /// Status `revoked`, permanent.
+    Revoke,
+}
+
+impl Action {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Action::Rotate => "rotate",
+            Action::Suspend => "suspend",
+            Action::Activate => "activate",
+            Action::Revoke => "revoke",
+        }
+    }
+}
+
+/// A recognised `/v1` resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    /// `/v1/agents`
+    Agents,
+    /// `/v1/agents/{id}`
+    Agent(&'a str),
+    /// `/v1/agents/{id}/config`
+    Config(&'a str),
+    /// `/v1/agents/{id}/{rotate|suspend|activate|revoke}`
+    Action(&'a str, Action),
+}
+
+impl Route<'_> {
+    /// Parses a request path (without query).
+    pub(crate) fn parse(path: &str) -> Option<Route<'_>> {
+        let rest = path.strip_prefix("/v1/")?;
+        let mut parts = rest.split('/');
+        if parts.next()? != "agents" {
+            return None;
+        }
+        let id = match parts.next() {
+            None => return Some(Route::Agents),
+            Some("") => return None,
+            Some(id) => id,
+        };
+        let route = match parts.next() {
+            None => Route::Agent(id),
+            Some("config") => Route::Config(id),
+            Some("rotate") => Route::Action(id, Action::Rotate),
+            Some("suspend") => Route::Action(id, Action::Suspend),
+            Some("activate") => Route::Action(id, Action::Activate),
+            Some("revoke") => Route::Action(id, Action::Revoke),
+            Some(_) => return None,
+        };
+        match parts.next() {
+            None => Some(route),
+            Some(_) => None,
+        }
+    }
+
+    /// Methods the resource answers, for `405` and its `Allow` header.
+    pub(crate) fn allowed(&self) -> &'static [Method] {
+        const GET_POST: &[Method] = &[Method::GET, Method::POST];
+        const GET: &[Method] = &[Method::GET];
+        const PUT: &[Method] = &[Method::PUT];
+        const POST: &[Method] = &[Method::POST];
+        match self {
+            Route::Agents => GET_POST,
+            Route::Agent(_) => GET,
+            Route::Config(_) => PUT,
+            Route::Action(..) => POST,
+        }
+    }
+
+    /// The `Allow` header value.
+    pub(crate) fn allow_header(&self) -> &'static str {
+        match self {
+            Route::Agents => "GET, POST",
+            Route::Agent(_) => "GET",
+            Route::Config(_) => "PUT",
+            Route::Action(..) => "POST",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_paths() {
+        assert_eq!(Route::parse("/v1/agents"), Some(Route::Agents));
+        assert_eq!(Route::parse("/v1/agents/bot"), Some(Route::Agent("bot")));
+        assert_eq!(
+            Route::parse("/v1/agents/bot/config"),
+            Some(Route::Config("bot"))
+        );
+        assert_eq!(
+            Route::parse("/v1/agents/bot/revoke"),
+            Some(Route::Action("bot", Action::Revoke))
+        );
+        assert_eq!(
+            Route::parse("/v1/agents/b/rotate"),
+            Some(Route::Action("b", Action::Rotate))
+        );
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for p in [
+            "",
+            "/",
+            "/v1",
+            "/v1/",
+            "/v1/agents/",
+            "/v1/agents//config",
+            "/v1/agents/bot/",
+            "/v1/agents/bot/config/x",
+            "/v1/agents/bot/delete",
+            "/v1/agentsx",
+            "/v2/agents",
+            "/v1/policies",
+            "//v1/agents",
+            "/v1/agents/bot/rotate/",
+        ] {
+            assert_eq!(Route::parse(p), None, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_methods() {
+        assert!(Route::Agents.allowed().contains(&Method::POST));
+        assert!(!Route::Agent("x").allowed().contains(&Method::PUT));
+        assert_eq!(Route::Config("x").allowed(), &[Method::PUT]);
+    }
+}
