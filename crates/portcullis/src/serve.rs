@@ -2,6 +2,7 @@
 //! banner, run until SIGTERM/SIGINT, drain, exit 0.
 
 use crate::bootstrap;
+use portcullis_admin::ControlPlane;
 use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
 use anyhow::Context;
 use portcullis_admin::Admin;
@@ -105,7 +106,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             ))),
         }
     };
-    let n_agents = interim_reload(&store, &agents).await?;
+    let control = ControlPlane::new(store.clone(), agents.clone(), clock.clone());
+    let n_agents = control.reload_registry().await?;
+    {
+        let (control, rx) = (control.clone(), shutdown_rx.clone());
+        tokio::spawn(async move { control.watch(rx).await });
+    }
 
     let open = pipeline.authenticator.is_open();
     let shared = Shared::new(
@@ -114,7 +120,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         pipeline,
         metrics,
     );
-    let admin = Admin::new(registry, Vec::new(), shutdown_rx.clone());
+    let admin = Admin::with_control_plane(registry, Vec::new(), shutdown_rx.clone(), control);
 
     println!(
         "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} auth={} ports={:?} allow_private={} log={}",
@@ -172,13 +178,3 @@ async fn wait_for_signal() {
     }
 }
 
-// Replaced by the admin crate's ControlPlane once it lands.
-async fn interim_reload(
-    store: &portcullis_store::Store,
-    agents: &AgentRegistry,
-) -> anyhow::Result<usize> {
-    let list = store.list_agents(None).await?;
-    let n = list.iter().filter(|a| a.parent.is_none()).count();
-    agents.replace(list);
-    Ok(n)
-}
