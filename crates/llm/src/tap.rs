@@ -12,6 +12,8 @@ use std::io::{self, Write};
 /// Default cap on bytes decoded from a compressed body (decompression bombs
 /// stop here; the usage seen so far is kept and marked truncated).
 pub const DEFAULT_MAX_DECODED: u64 = 256 * 1024 * 1024;
+/// Leading spaces beyond this make an SSE field name unrecognisable anyway.
+const MAX_HELD_SPACES: u8 = 16;
 /// Brotli output buffer size.
 const BROTLI_BUF: usize = 16 * 1024;
 
@@ -51,14 +53,24 @@ struct Sink {
     limit: Option<u64>,
     /// The decoded-bytes limit was hit.
     limited: bool,
+    /// Leading whitespace seen while sniffing, in the only form that can
+    /// matter to an SSE parser: the last line terminator and the spaces after it.
+    ws_newline: Option<u8>,
+    ws_spaces: u8,
 }
 
 impl Sink {
     fn consume(&mut self, mut buf: &[u8]) {
         if self.mode == Mode::Sniff {
             match sniff(buf) {
-                None => return,
-                Some(true) => self.mode = Mode::Sse,
+                None => {
+                    self.hold_whitespace(buf);
+                    return;
+                }
+                Some(true) => {
+                    self.mode = Mode::Sse;
+                    self.replay_whitespace();
+                }
                 Some(false) => self.mode = Mode::Json,
             }
         }
@@ -76,6 +88,33 @@ impl Sink {
             Mode::Sse => self.sse.feed(buf, &mut self.scan, &mut self.acc),
             Mode::Sniff => {}
         }
+    }
+
+    /// Whitespace before the first significant byte, whatever the chunking,
+    /// reaches the SSE parser with the same effect: everything before the
+    /// last line end only makes empty or nameless lines (no data).
+    fn hold_whitespace(&mut self, buf: &[u8]) {
+        for &b in buf {
+            if matches!(b, b'\r' | b'\n') {
+                if self.ws_newline == Some(b'\r') && b == b'\n' && self.ws_spaces == 0 {
+                    // `\r\n` is one line end; keep `\r` so a later `\n` pairs alike.
+                    self.ws_newline = Some(b'\n');
+                } else {
+                    self.ws_newline = Some(b);
+                }
+                self.ws_spaces = 0;
+            } else {
+                self.ws_spaces = self.ws_spaces.saturating_add(1).min(MAX_HELD_SPACES);
+            }
+        }
+    }
+
+    fn replay_whitespace(&mut self) {
+        if let Some(nl) = self.ws_newline {
+            self.sse.feed(&[nl], &mut self.scan, &mut self.acc);
+        }
+        let spaces = [b' '; MAX_HELD_SPACES as usize];
+        self.sse.feed(&spaces[..usize::from(self.ws_spaces)], &mut self.scan, &mut self.acc);
     }
 
     fn finish(&mut self) {
@@ -215,6 +254,8 @@ impl UsageTap {
             decoded: 0,
             limit: Some(limits.max_decoded_bytes),
             limited: false,
+            ws_newline: None,
+            ws_spaces: 0,
         };
         let (decoder, broken) = match coding {
             Coding::Identity => {
@@ -341,6 +382,8 @@ fn placeholder_sink() -> Sink {
         decoded: 0,
         limit: None,
         limited: false,
+        ws_newline: None,
+        ws_spaces: 0,
     }
 }
 
