@@ -120,7 +120,7 @@ pub(crate) struct Scanner {
     cap_buf: Vec<u8>,
     cap_from: usize,
     cap_over: bool,
-    /// A capture exceeded [`MAX_CAPTURE`] in this document.
+    /// A capture exceeded [`MAX_CAPTURE`] (sticky across documents).
     pub(crate) overflowed: bool,
     kind: Option<Kind>,
     slots: [Option<Value>; SLOTS],
@@ -163,7 +163,6 @@ impl Scanner {
         self.cap = None;
         self.cap_buf.clear();
         self.cap_over = false;
-        self.overflowed = false;
         self.kind = None;
         self.slots = [None, None, None, None];
     }
