@@ -322,7 +322,11 @@ fn route<'p>(method: &str, path: &'p str) -> Option<(Api, Option<&'p str>)> {
         return None;
     };
     // Azure: .../deployments/{d}/<api>
-    let mut segs = path.split('/').filter(|s| !s.is_empty()).rev().skip(rest_from);
+    let mut segs = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .rev()
+        .skip(rest_from);
     let deployment = match (segs.next(), segs.next()) {
         (Some(d), Some(k)) if eq(k, "deployments") => Some(d),
         _ => None,
@@ -348,11 +352,23 @@ mod tests {
     fn routes() {
         let cases: &[(&str, &str, Option<Api>)] = &[
             ("POST", "/v1/chat/completions", Some(Api::ChatCompletions)),
-            ("post", "/v1/chat/completions?x=1", Some(Api::ChatCompletions)),
-            ("POST", "//v1//chat/completions/", Some(Api::ChatCompletions)),
+            (
+                "post",
+                "/v1/chat/completions?x=1",
+                Some(Api::ChatCompletions),
+            ),
+            (
+                "POST",
+                "//v1//chat/completions/",
+                Some(Api::ChatCompletions),
+            ),
             ("POST", "/V1/Chat/Completions", Some(Api::ChatCompletions)),
             ("POST", "/chat/completions", Some(Api::ChatCompletions)),
-            ("POST", "/openai/v1/chat/completions", Some(Api::ChatCompletions)),
+            (
+                "POST",
+                "/openai/v1/chat/completions",
+                Some(Api::ChatCompletions),
+            ),
             ("POST", "/v1/responses", Some(Api::Responses)),
             ("POST", "/v1/messages", Some(Api::Messages)),
             ("POST", "/v1/embeddings", Some(Api::Embeddings)),
@@ -386,7 +402,11 @@ mod tests {
     fn unknown_host_is_not_classified() {
         let c = Classifier::default();
         assert!(c
-            .classify(&head("POST", "example.com", "/v1/chat/completions"), Some(b"{}"), 1024)
+            .classify(
+                &head("POST", "example.com", "/v1/chat/completions"),
+                Some(b"{}"),
+                1024
+            )
             .is_none());
         assert!(!c.wants_body(&head("POST", "example.com", "/v1/chat/completions")));
         assert!(c.wants_body(&head("POST", "api.openai.com", "/v1/whatever")));
@@ -402,7 +422,11 @@ mod tests {
             "tools":[{"type":"function","function":{"name":"get_weather","parameters":{}}},
                      {"type":"custom","custom":{"name":"grammar"}}]}"#;
         let r = c
-            .classify(&head("POST", "api.openai.com", "/v1/chat/completions"), Some(body), 1 << 20)
+            .classify(
+                &head("POST", "api.openai.com", "/v1/chat/completions"),
+                Some(body),
+                1 << 20,
+            )
             .unwrap();
         assert_eq!(&*r.provider, "openai");
         assert_eq!(r.format, Format::OpenAi);
@@ -425,7 +449,11 @@ mod tests {
             "tools":[{"type":"function","name":"lookup"},{"type":"web_search_preview"},
                      {"type":"mcp","server_label":"deepwiki"}]}"#;
         let r = c
-            .classify(&head("POST", "api.openai.com", "/v1/responses"), Some(body), 4096)
+            .classify(
+                &head("POST", "api.openai.com", "/v1/responses"),
+                Some(body),
+                4096,
+            )
             .unwrap();
         assert_eq!(r.api, Some(Api::Responses));
         assert_eq!(r.max_tokens, Some(64));
@@ -436,14 +464,24 @@ mod tests {
             "messages":[],"tools":[{"name":"get_stock","input_schema":{}},
             {"type":"web_search_20250305","name":"web_search"}]}"#;
         let r = c
-            .classify(&head("POST", "api.anthropic.com", "/v1/messages"), Some(body), 4096)
+            .classify(
+                &head("POST", "api.anthropic.com", "/v1/messages"),
+                Some(body),
+                4096,
+            )
             .unwrap();
-        assert_eq!((&*r.provider, r.format, r.api), ("anthropic", Format::Anthropic, Some(Api::Messages)));
+        assert_eq!(
+            (&*r.provider, r.format, r.api),
+            ("anthropic", Format::Anthropic, Some(Api::Messages))
+        );
         assert_eq!(r.model.as_deref(), Some("claude-sonnet-4-5"));
         assert_eq!(r.max_tokens, Some(1024));
         assert!(r.stream);
         assert_eq!(r.tools, ["get_stock", "web_search"]);
-        assert_eq!(r.error_envelope(), portcullis_core::ErrorEnvelope::Anthropic);
+        assert_eq!(
+            r.error_envelope(),
+            portcullis_core::ErrorEnvelope::Anthropic
+        );
     }
 
     #[test]
@@ -478,7 +516,9 @@ mod tests {
             "myres.openai.azure.com",
             "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21",
         );
-        let r = c.classify(&h, Some(br#"{"model":"other","max_tokens":5}"#), 100).unwrap();
+        let r = c
+            .classify(&h, Some(br#"{"model":"other","max_tokens":5}"#), 100)
+            .unwrap();
         assert_eq!(r.model.as_deref(), Some("prod-4o"));
         assert_eq!(r.deployment.as_deref(), Some("prod-4o"));
         assert_eq!(r.note, None);
@@ -495,15 +535,30 @@ mod tests {
         let h = head("POST", "api.openai.com", "/v1/chat/completions");
         let big = format!("{{\"model\":\"gpt-4o\",\"x\":\"{}\"}}", "a".repeat(100));
         let cases: &[(&[u8], Option<&str>, usize, Note)] = &[
-            (big.as_bytes(), Some("application/json"), 50, Note::BodyTooLarge),
+            (
+                big.as_bytes(),
+                Some("application/json"),
+                50,
+                Note::BodyTooLarge,
+            ),
             (b"", Some("application/json"), 50, Note::BodyEmpty),
             (b"  \n", None, 50, Note::BodyEmpty),
             (b"{\"model\":", None, 50, Note::InvalidJson),
             (b"[\"gpt-4o\", true]", None, 50, Note::NotObject),
             (b"\"gpt\"", None, 50, Note::NotObject),
             (b"\xff\xfe{}", None, 50, Note::InvalidJson),
-            (b"model=gpt-4o", Some("application/x-www-form-urlencoded"), 50, Note::NotJson),
-            (b"{\"model\":\"a\",\"model\":\"b\"}", None, 50, Note::InvalidJson),
+            (
+                b"model=gpt-4o",
+                Some("application/x-www-form-urlencoded"),
+                50,
+                Note::NotJson,
+            ),
+            (
+                b"{\"model\":\"a\",\"model\":\"b\"}",
+                None,
+                50,
+                Note::InvalidJson,
+            ),
             (b"{\"model\":\"a\"} trailing", None, 50, Note::InvalidJson),
         ];
         for (body, ct, max, note) in cases {
@@ -552,7 +607,10 @@ mod tests {
         let body = format!("{{\"tools\":[{}]}}", tools.join(","));
         let r = c.classify(&h, Some(body.as_bytes()), 1 << 20).unwrap();
         assert_eq!(r.tools.len(), MAX_TOOLS);
-        assert!(r.tools.iter().all(|t| t.len() <= MAX_TOOL_NAME && t.starts_with('é')));
+        assert!(r
+            .tools
+            .iter()
+            .all(|t| t.len() <= MAX_TOOL_NAME && t.starts_with('é')));
     }
 
     #[test]

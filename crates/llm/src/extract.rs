@@ -174,7 +174,9 @@ mod tests {
             Some([8, 0, 0, 0])
         );
         assert_eq!(
-            openai_usage(&json!({"prompt_tokens": -1, "completion_tokens": 2.5, "input_tokens": 3})),
+            openai_usage(
+                &json!({"prompt_tokens": -1, "completion_tokens": 2.5, "input_tokens": 3})
+            ),
             Some([3, 0, 0, 0])
         );
         assert_eq!(
@@ -196,9 +198,18 @@ mod tests {
     fn anthropic_cumulative_never_summed() {
         let mut a = Accumulator::new(Format::Anthropic);
         assert_eq!(a.usage(), None);
-        doc(&mut a, r#"{"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":100,"cache_creation_input_tokens":20,"output_tokens":1}}}"#);
-        doc(&mut a, r#"{"type":"message_delta","usage":{"output_tokens":30}}"#);
-        doc(&mut a, r#"{"type":"message_delta","usage":{"output_tokens":45,"input_tokens":12}}"#);
+        doc(
+            &mut a,
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":100,"cache_creation_input_tokens":20,"output_tokens":1}}}"#,
+        );
+        doc(
+            &mut a,
+            r#"{"type":"message_delta","usage":{"output_tokens":30}}"#,
+        );
+        doc(
+            &mut a,
+            r#"{"type":"message_delta","usage":{"output_tokens":45,"input_tokens":12}}"#,
+        );
         assert!(!a.terminal);
         doc(&mut a, r#"{"type":"message_stop"}"#);
         assert!(a.terminal && !a.errored);

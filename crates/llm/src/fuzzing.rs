@@ -99,10 +99,16 @@ pub fn run_tap(tap: &mut UsageTap, body: &[u8], cuts: &[usize]) {
     for c in cuts {
         tap.feed(&body[last..c]);
         last = c;
-        assert!(tap.retained_bytes() <= RETAINED_BOUND, "tap state over bound");
+        assert!(
+            tap.retained_bytes() <= RETAINED_BOUND,
+            "tap state over bound"
+        );
     }
     tap.feed(&body[last..]);
-    assert!(tap.retained_bytes() <= RETAINED_BOUND, "tap state over bound");
+    assert!(
+        tap.retained_bytes() <= RETAINED_BOUND,
+        "tap state over bound"
+    );
 }
 
 fn check_usage(u: &Usage) {
@@ -139,7 +145,11 @@ pub fn tap(data: &[u8]) {
     let ncuts = usize::from(data[1] & 0x3f);
     let rest = &data[2..];
     let (cut_bytes, payload) = rest.split_at((ncuts * 2).min(rest.len()));
-    let body = if raw { payload.to_vec() } else { enc.encode(payload) };
+    let body = if raw {
+        payload.to_vec()
+    } else {
+        enc.encode(payload)
+    };
     let cuts: Vec<usize> = cut_bytes
         .chunks(2)
         .map(|c| {
@@ -181,14 +191,16 @@ pub fn classify(data: &[u8]) {
         .nth(4)
         .map_or(data.len(), |(i, _)| i + 1);
     let body = &data[body_start..];
-    let classifier = match Classifier::new(&[ProviderEntry {
+    let classifier = Classifier::new(&[ProviderEntry {
         name: "fuzz".into(),
-        host: if host.is_empty() { "h".into() } else { host.clone() },
+        host: if host.is_empty() {
+            "h".into()
+        } else {
+            host.clone()
+        },
         format: None,
-    }]) {
-        Ok(c) => c,
-        Err(_) => Classifier::default(),
-    };
+    }])
+    .unwrap_or_default();
     let port = port.trim().parse::<u16>().unwrap_or(443);
     for host in [host.as_str(), "api.openai.com", "api.anthropic.com"] {
         let head = RequestHead {
@@ -218,7 +230,8 @@ mod tests {
 
     #[test]
     fn smoke_inputs_hold_invariants() {
-        let sse = b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        let sse =
+            b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
         for sel in [0u8, 10, 40, 80, 120, 160, 21, 255] {
             for ctl in [0u8, 3, 0x83] {
                 let mut d = vec![sel, ctl, 0, 5, 1, 0, 0, 9];
@@ -226,7 +239,9 @@ mod tests {
                 tap(&d);
             }
         }
-        classify(b"POST\napi.openai.com\n443\n/v1/chat/completions\napplication/json\n{\"model\":\"m\"}");
+        classify(
+            b"POST\napi.openai.com\n443\n/v1/chat/completions\napplication/json\n{\"model\":\"m\"}",
+        );
         classify(b"\n\n\n\n\n");
         classify(b"");
     }

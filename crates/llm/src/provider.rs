@@ -180,7 +180,10 @@ impl Providers {
                 format,
             });
             // An operator entry for the same host wins; the built-in is then unused.
-            t.exact.entry(host.to_owned()).or_default().insert(None, idx);
+            t.exact
+                .entry(host.to_owned())
+                .or_default()
+                .insert(None, idx);
         }
         // Longest suffix first, then port-specific before any-port.
         t.wildcards.sort_by(|(a, _), (b, _)| {
@@ -219,12 +222,16 @@ fn valid_name(n: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
+        })
 }
 
 fn normalize_host(host: &str) -> Cow<'_, str> {
-    let h = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let h = h.strip_suffix('.').unwrap_or(h);
     if h.bytes().any(|c| c.is_ascii_uppercase()) {
         Cow::Owned(h.to_ascii_lowercase())
@@ -334,7 +341,10 @@ mod tests {
         assert_eq!(&*t.lookup("localhost", 8000).unwrap().name, "vllm");
         assert_eq!(&*t.lookup("localhost", 8001).unwrap().name, "vllm_any");
         assert_eq!(&*t.lookup("a.openai.azure.com", 443).unwrap().name, "azure");
-        assert_eq!(&*t.lookup("x.eu.openai.azure.com", 443).unwrap().name, "azure_eu");
+        assert_eq!(
+            &*t.lookup("x.eu.openai.azure.com", 443).unwrap().name,
+            "azure_eu"
+        );
         assert!(t.lookup("openai.azure.com", 443).is_none());
         assert!(t.lookup("evilopenai.azure.com", 443).is_none());
         let a = t.lookup("claude.internal", 443).unwrap();
@@ -348,14 +358,26 @@ mod tests {
     #[test]
     fn operator_overrides_builtin() {
         let t = Providers::new(&[entry("corp_openai", "api.openai.com", None)]).unwrap();
-        assert_eq!(&*t.lookup("api.openai.com", 443).unwrap().name, "corp_openai");
+        assert_eq!(
+            &*t.lookup("api.openai.com", 443).unwrap().name,
+            "corp_openai"
+        );
     }
 
     #[test]
     fn invalid_entries_are_refused() {
         for host in [
-            "", "a..b", "host:0", "host:99999", "host:x", "[::1", "[zz]:1", "a b", "a/b",
-            "user@host", "*.",
+            "",
+            "a..b",
+            "host:0",
+            "host:99999",
+            "host:x",
+            "[::1",
+            "[zz]:1",
+            "a b",
+            "a/b",
+            "user@host",
+            "*.",
         ] {
             let r = Providers::new(&[entry("x", host, None)]);
             assert!(
@@ -380,14 +402,19 @@ mod tests {
         let e: ProviderEntry =
             serde_json::from_str(r#"{"name":"anthropic","host":"a.example"}"#).unwrap();
         assert_eq!(e.effective_format(), Format::Anthropic);
-        let e: ProviderEntry = serde_json::from_str(r#"{"name":"groq","host":"api.groq.com"}"#).unwrap();
+        let e: ProviderEntry =
+            serde_json::from_str(r#"{"name":"groq","host":"api.groq.com"}"#).unwrap();
         assert_eq!(e.effective_format(), Format::OpenAi);
         let e: ProviderEntry =
             serde_json::from_str(r#"{"name":"x","host":"h","format":"anthropic"}"#).unwrap();
         assert_eq!(e.effective_format(), Format::Anthropic);
-        assert!(serde_json::from_str::<ProviderEntry>(r#"{"name":"x","host":"h","fmt":"openai"}"#)
-            .is_err());
-        assert!(serde_json::from_str::<ProviderEntry>(r#"{"name":"x","host":"h","format":"gemini"}"#)
-            .is_err());
+        assert!(
+            serde_json::from_str::<ProviderEntry>(r#"{"name":"x","host":"h","fmt":"openai"}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<ProviderEntry>(
+            r#"{"name":"x","host":"h","format":"gemini"}"#
+        )
+        .is_err());
     }
 }

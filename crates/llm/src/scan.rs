@@ -11,7 +11,6 @@ use memchr::memchr2;
 use serde_json::Value;
 
 /// Deepest nesting tracked; deeper documents are abandoned (marked failed).
-
 pub const MAX_DEPTH: usize = 512;
 /// Largest captured value (usage objects are a few hundred bytes).
 pub const MAX_CAPTURE: usize = 16 * 1024;
@@ -261,7 +260,8 @@ impl Scanner {
                         self.kind = Some(k);
                     }
                     Target::Slot(s) => {
-                        self.slots[s as usize] = serde_json::from_slice::<Value>(&self.cap_buf).ok();
+                        self.slots[s as usize] =
+                            serde_json::from_slice::<Value>(&self.cap_buf).ok();
                     }
                 }
             }
@@ -385,7 +385,11 @@ impl Scanner {
                             }
                             let obj = b == b'{';
                             self.stack.push(obj);
-                            self.state = if obj { State::ObjFirst } else { State::ArrFirst };
+                            self.state = if obj {
+                                State::ObjFirst
+                            } else {
+                                State::ArrFirst
+                            };
                             self.member = false;
                         }
                         b'"' => self.state = State::Str,
@@ -581,7 +585,10 @@ mod tests {
     #[test]
     fn oversized_capture_is_dropped() {
         let mut s = Scanner::default();
-        let doc = format!("{{\"usage\":{{\"pad\":\"{}\",\"input_tokens\":1}}}}", "x".repeat(MAX_CAPTURE));
+        let doc = format!(
+            "{{\"usage\":{{\"pad\":\"{}\",\"input_tokens\":1}}}}",
+            "x".repeat(MAX_CAPTURE)
+        );
         for chunk in doc.as_bytes().chunks(7) {
             s.feed(chunk);
         }

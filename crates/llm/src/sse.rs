@@ -283,7 +283,9 @@ impl SseParser {
 /// Whether `buf` at the stream start looks like SSE rather than JSON: the
 /// first non-whitespace byte decides (`{`/`[` → JSON). `None` if undecided.
 pub(crate) fn sniff(buf: &[u8]) -> Option<bool> {
-    let pos = buf.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?;
+    let pos = buf
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?;
     Some(!matches!(buf[pos], b'{' | b'['))
 }
 
@@ -323,7 +325,8 @@ data:\"completion_tokens\":4}}\r\n\r\ndata: [DONE]\n\n";
     fn bare_data_field_and_event_names() {
         // `data` without a colon appends an empty line; event name from the
         // `event:` field is used when the JSON has no `type`.
-        let stream = b"event: message_start\ndata\ndata: {\"message\":{\"usage\":{\"input_tokens\":5}}}\n\n\
+        let stream =
+            b"event: message_start\ndata\ndata: {\"message\":{\"usage\":{\"input_tokens\":5}}}\n\n\
 event: message_stop\ndata: {}\n\n";
         for a in 0..=stream.len() {
             let (u, terminal, bad) = run(stream, Format::Anthropic, &[a]);

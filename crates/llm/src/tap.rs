@@ -114,7 +114,11 @@ impl Sink {
             self.sse.feed(&[nl], &mut self.scan, &mut self.acc);
         }
         let spaces = [b' '; MAX_HELD_SPACES as usize];
-        self.sse.feed(&spaces[..usize::from(self.ws_spaces)], &mut self.scan, &mut self.acc);
+        self.sse.feed(
+            &spaces[..usize::from(self.ws_spaces)],
+            &mut self.scan,
+            &mut self.acc,
+        );
     }
 
     fn finish(&mut self) {
@@ -228,7 +232,13 @@ impl UsageTap {
         content_encoding: Option<&str>,
         content_type: Option<&str>,
     ) -> Self {
-        Self::with_limits(format, api, content_encoding, content_type, TapLimits::default())
+        Self::with_limits(
+            format,
+            api,
+            content_encoding,
+            content_type,
+            TapLimits::default(),
+        )
     }
 
     /// [`UsageTap::new`] with explicit bounds.
@@ -293,7 +303,8 @@ impl UsageTap {
                 }
             };
             let b1 = rest[0];
-            let zlib = b0 & 0x0f == 8 && b0 >> 4 <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0;
+            let zlib =
+                b0 & 0x0f == 8 && b0 >> 4 <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0;
             let placeholder = Decoder::Identity(placeholder_sink());
             let Decoder::DeflateSniff(sink, _) = std::mem::replace(&mut self.decoder, placeholder)
             else {

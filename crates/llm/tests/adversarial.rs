@@ -62,7 +62,9 @@ fn nul_bytes_and_invalid_utf8() {
     // NUL and invalid UTF-8 inside strings of other events don't disturb the
     // scanner; a usage object that itself is invalid UTF-8 is dropped.
     let mut body = Vec::new();
-    body.extend_from_slice(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\0b\xff\xfe\xc3\"}}]}\n\n");
+    body.extend_from_slice(
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"a\0b\xff\xfe\xc3\"}}]}\n\n",
+    );
     body.extend_from_slice(b"data: \0\0\0\n\n");
     body.extend_from_slice(b"data: {\"usage\":{\"prompt_tokens\":\"\xff\",\"x\":1}}\n\n");
     body.extend_from_slice(b"data: {\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n");
@@ -102,7 +104,10 @@ fn out_of_range_numbers() {
     let mut t = tap(Format::Anthropic, None, None);
     t.feed(br#"{"type":"message","usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":10,"output_tokens":1}}"#);
     let u = t.finish();
-    assert_eq!((u.input_tokens, u.cached_input_tokens, u.total_tokens), (u64::MAX, 10, u64::MAX));
+    assert_eq!(
+        (u.input_tokens, u.cached_input_tokens, u.total_tokens),
+        (u64::MAX, 10, u64::MAX)
+    );
 }
 
 #[test]
@@ -135,7 +140,12 @@ fn huge_json_body_finds_usage_at_the_end() {
     let mut t = tap(Format::OpenAi, None, Some("application/json"));
     t.feed(b"{\"object\":\"list\",\"data\":[");
     let item = b"{\"object\":\"embedding\",\"index\":0,\"embedding\":[0.0023064255,-0.009327292,0.015797347,-0.0077780345]},";
-    let chunk: Vec<u8> = item.iter().copied().cycle().take(item.len() * 10_000).collect();
+    let chunk: Vec<u8> = item
+        .iter()
+        .copied()
+        .cycle()
+        .take(item.len() * 10_000)
+        .collect();
     let mut fed = 0;
     while fed < 24 << 20 {
         t.feed(&chunk);
@@ -170,7 +180,11 @@ fn deep_nesting_does_not_overflow() {
     // Deep nesting inside the captured usage value: bounded by the capture
     // size and serde_json's recursion limit.
     let mut t = tap(Format::OpenAi, None, Some("application/json"));
-    let deep = format!("{{\"usage\":{{\"prompt_tokens\":1,\"x\":{}{}}}}}", "[".repeat(5000), "]".repeat(5000));
+    let deep = format!(
+        "{{\"usage\":{{\"prompt_tokens\":1,\"x\":{}{}}}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     t.feed(deep.as_bytes());
     assert_eq!(t.finish().source, UsageSource::Missing);
 }
@@ -178,31 +192,56 @@ fn deep_nesting_does_not_overflow() {
 #[test]
 fn decompression_bomb_stops_at_the_limit() {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(b"data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n").unwrap();
+    e.write_all(b"data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n")
+        .unwrap();
     let zeros = vec![b' '; 1 << 20];
     for _ in 0..8 {
         e.write_all(&zeros).unwrap();
     }
-    e.write_all(b"\ndata: {\"usage\":{\"prompt_tokens\":99,\"completion_tokens\":99}}\n\ndata: [DONE]\n\n").unwrap();
+    e.write_all(
+        b"\ndata: {\"usage\":{\"prompt_tokens\":99,\"completion_tokens\":99}}\n\ndata: [DONE]\n\n",
+    )
+    .unwrap();
     let gz = e.finish().unwrap();
     assert!(gz.len() < 64 * 1024);
-    let limits = TapLimits { max_decoded_bytes: 1 << 20 };
-    let mut t = UsageTap::with_limits(Format::OpenAi, Some(Api::ChatCompletions), Some("gzip"), Some("text/event-stream"), limits);
+    let limits = TapLimits {
+        max_decoded_bytes: 1 << 20,
+    };
+    let mut t = UsageTap::with_limits(
+        Format::OpenAi,
+        Some(Api::ChatCompletions),
+        Some("gzip"),
+        Some("text/event-stream"),
+        limits,
+    );
     for c in gz.chunks(4096) {
         t.feed(c);
     }
     let u = t.finish();
     assert_eq!((u.input_tokens, u.output_tokens, u.truncated), (2, 3, true));
     // Within the default limit the whole stream is read.
-    let mut t = UsageTap::new(Format::OpenAi, None, Some("gzip"), Some("text/event-stream"));
+    let mut t = UsageTap::new(
+        Format::OpenAi,
+        None,
+        Some("gzip"),
+        Some("text/event-stream"),
+    );
     t.feed(&gz);
     assert_eq!(t.finish(), Usage::provider(99, 99, 0, 0));
 }
 
 #[test]
 fn corrupt_and_truncated_compression() {
-    let f = fixtures().into_iter().find(|f| f.name == "anthropic_stream.sse").unwrap();
-    for enc in [Encoding::Gzip, Encoding::Zlib, Encoding::RawDeflate, Encoding::Brotli] {
+    let f = fixtures()
+        .into_iter()
+        .find(|f| f.name == "anthropic_stream.sse")
+        .unwrap();
+    for enc in [
+        Encoding::Gzip,
+        Encoding::Zlib,
+        Encoding::RawDeflate,
+        Encoding::Brotli,
+    ] {
         let e = enc.encode(f.body);
         // Truncated: what was decoded is kept, marked truncated.
         let u = feed(&f, enc, Some(f.content_type), &e[..e.len() - 8], &[]);
@@ -233,7 +272,10 @@ fn corrupt_and_truncated_compression() {
 
 #[test]
 fn empty_and_non_usage_bodies_are_missing() {
-    assert_eq!(tap(Format::OpenAi, None, None).finish(), Usage::missing(true));
+    assert_eq!(
+        tap(Format::OpenAi, None, None).finish(),
+        Usage::missing(true)
+    );
     let mut t = tap(Format::OpenAi, None, Some("application/json"));
     t.feed(br#"{"error":{"message":"Rate limit","type":"requests","code":"rate_limit_exceeded"}}"#);
     assert_eq!(t.finish(), Usage::missing(false));
@@ -251,7 +293,12 @@ fn api_overrides_format() {
     // An OpenAI-compatible server's /v1/messages speaks Anthropic's format.
     let body = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n\
 event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
-    let mut t = UsageTap::new(Format::OpenAi, Some(Api::Messages), None, Some("text/event-stream"));
+    let mut t = UsageTap::new(
+        Format::OpenAi,
+        Some(Api::Messages),
+        None,
+        Some("text/event-stream"),
+    );
     t.feed(body);
     assert_eq!(t.finish(), Usage::provider(3, 9, 0, 0));
 }

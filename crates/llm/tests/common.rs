@@ -38,20 +38,104 @@ pub fn fixtures() -> Vec<Fixture> {
     use Api::*;
     use Format::*;
     vec![
-        f!("openai_chat.json", OpenAi, Some(ChatCompletions), JSON, Usage::provider(1117, 46, 1024, 12)),
-        f!("openai_chat_stream.sse", OpenAi, Some(ChatCompletions), SSE, Usage::provider(19, 10, 0, 0)),
-        f!("openai_chat_stream_no_usage.sse", OpenAi, Some(ChatCompletions), SSE, Usage::missing(false)),
-        f!("openai_chat_stream_cumulative.sse", OpenAi, Some(ChatCompletions), SSE, Usage::provider(31, 1024, 16, 900)),
-        f!("groq_chat_stream.sse", OpenAi, Some(ChatCompletions), SSE, Usage::provider(18, 556, 0, 0)),
-        f!("responses.json", OpenAi, Some(Responses), JSON, Usage::provider(2006, 345, 1920, 256)),
-        f!("responses_stream.sse", OpenAi, Some(Responses), SSE, Usage::provider(2006, 345, 1920, 256)),
-        f!("responses_stream_incomplete.sse", OpenAi, Some(Responses), SSE, Usage::provider(37, 16, 0, 0)),
-        f!("responses_stream_failed.sse", OpenAi, Some(Responses), SSE, Usage::provider(12, 0, 0, 0)),
-        f!("anthropic.json", Anthropic, Some(Messages), JSON, Usage::provider(3895, 503, 1800, 0)),
-        f!("anthropic_stream.sse", Anthropic, Some(Messages), SSE, Usage::provider(12760, 156, 10240, 0)),
-        f!("anthropic_stream_delta_input.sse", Anthropic, Some(Messages), SSE, Usage::provider(12788, 156, 10240, 0)),
-        f!("anthropic_stream_error.sse", Anthropic, Some(Messages), SSE, trunc(Usage::provider(12760, 2, 10240, 0))),
-        f!("embeddings.json", OpenAi, Some(Embeddings), JSON, Usage::provider(24, 0, 0, 0)),
+        f!(
+            "openai_chat.json",
+            OpenAi,
+            Some(ChatCompletions),
+            JSON,
+            Usage::provider(1117, 46, 1024, 12)
+        ),
+        f!(
+            "openai_chat_stream.sse",
+            OpenAi,
+            Some(ChatCompletions),
+            SSE,
+            Usage::provider(19, 10, 0, 0)
+        ),
+        f!(
+            "openai_chat_stream_no_usage.sse",
+            OpenAi,
+            Some(ChatCompletions),
+            SSE,
+            Usage::missing(false)
+        ),
+        f!(
+            "openai_chat_stream_cumulative.sse",
+            OpenAi,
+            Some(ChatCompletions),
+            SSE,
+            Usage::provider(31, 1024, 16, 900)
+        ),
+        f!(
+            "groq_chat_stream.sse",
+            OpenAi,
+            Some(ChatCompletions),
+            SSE,
+            Usage::provider(18, 556, 0, 0)
+        ),
+        f!(
+            "responses.json",
+            OpenAi,
+            Some(Responses),
+            JSON,
+            Usage::provider(2006, 345, 1920, 256)
+        ),
+        f!(
+            "responses_stream.sse",
+            OpenAi,
+            Some(Responses),
+            SSE,
+            Usage::provider(2006, 345, 1920, 256)
+        ),
+        f!(
+            "responses_stream_incomplete.sse",
+            OpenAi,
+            Some(Responses),
+            SSE,
+            Usage::provider(37, 16, 0, 0)
+        ),
+        f!(
+            "responses_stream_failed.sse",
+            OpenAi,
+            Some(Responses),
+            SSE,
+            Usage::provider(12, 0, 0, 0)
+        ),
+        f!(
+            "anthropic.json",
+            Anthropic,
+            Some(Messages),
+            JSON,
+            Usage::provider(3895, 503, 1800, 0)
+        ),
+        f!(
+            "anthropic_stream.sse",
+            Anthropic,
+            Some(Messages),
+            SSE,
+            Usage::provider(12760, 156, 10240, 0)
+        ),
+        f!(
+            "anthropic_stream_delta_input.sse",
+            Anthropic,
+            Some(Messages),
+            SSE,
+            Usage::provider(12788, 156, 10240, 0)
+        ),
+        f!(
+            "anthropic_stream_error.sse",
+            Anthropic,
+            Some(Messages),
+            SSE,
+            trunc(Usage::provider(12760, 2, 10240, 0))
+        ),
+        f!(
+            "embeddings.json",
+            OpenAi,
+            Some(Embeddings),
+            JSON,
+            Usage::provider(24, 0, 0, 0)
+        ),
     ]
 }
 
@@ -69,8 +153,12 @@ pub fn line_variants(f: &Fixture) -> Vec<(&'static str, Vec<u8>)> {
     if f.content_type != SSE {
         return vec![("lf", lf)];
     }
-    let crlf = String::from_utf8_lossy(f.body).replace('\n', "\r\n").into_bytes();
-    let cr = String::from_utf8_lossy(f.body).replace('\n', "\r").into_bytes();
+    let crlf = String::from_utf8_lossy(f.body)
+        .replace('\n', "\r\n")
+        .into_bytes();
+    let cr = String::from_utf8_lossy(f.body)
+        .replace('\n', "\r")
+        .into_bytes();
     vec![("lf", lf), ("crlf", crlf), ("cr", cr)]
 }
 

@@ -73,14 +73,20 @@ fn byte_by_byte() {
 fn every_prefix_records_what_was_seen() {
     for f in fixtures() {
         let body = f.body;
-        let last = body.iter().rposition(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+        let last = body
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .unwrap_or(0);
         let gz = Encoding::Gzip.encode(body);
         for n in 0..body.len() {
             for enc in [Encoding::Identity, Encoding::Gzip] {
                 // Compress the full body, then cut the compressed stream; or
                 // cut the plain body.
                 let (u, complete) = if enc == Encoding::Identity {
-                    (feed(&f, enc, Some(f.content_type), &body[..n], &[]), n > last)
+                    (
+                        feed(&f, enc, Some(f.content_type), &body[..n], &[]),
+                        n > last,
+                    )
                 } else {
                     let m = n * gz.len() / body.len().max(1);
                     (feed(&f, enc, Some(f.content_type), &gz[..m], &[]), false)
@@ -102,7 +108,13 @@ fn every_prefix_records_what_was_seen() {
 fn cut_before(f: &Fixture, marker: &str) -> Usage {
     let s = std::str::from_utf8(f.body).unwrap();
     let at = s.rfind(marker).unwrap();
-    feed(f, Encoding::Identity, Some(f.content_type), &f.body[..at], &[])
+    feed(
+        f,
+        Encoding::Identity,
+        Some(f.content_type),
+        &f.body[..at],
+        &[],
+    )
 }
 
 fn by_name(name: &str) -> Fixture {
@@ -114,7 +126,10 @@ fn streams_cut_short_keep_partial_usage() {
     // Anthropic: cut before message_stop → the latest cumulative counts.
     let f = by_name("anthropic_stream.sse");
     let u = cut_before(&f, "event: message_stop");
-    assert_eq!((u.input_tokens, u.output_tokens, u.cached_input_tokens), (12760, 156, 10240));
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.cached_input_tokens),
+        (12760, 156, 10240)
+    );
     assert!(u.truncated && u.is_reported());
     // ... before the second message_delta → the first delta's count, not summed.
     let s = std::str::from_utf8(f.body).unwrap();
@@ -130,19 +145,28 @@ fn streams_cut_short_keep_partial_usage() {
     // OpenAI chat: usage chunk seen, [DONE] not → counts kept, truncated.
     let f = by_name("openai_chat_stream.sse");
     let u = cut_before(&f, "data: [DONE]");
-    assert_eq!((u.input_tokens, u.output_tokens, u.truncated), (19, 10, true));
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.truncated),
+        (19, 10, true)
+    );
     // Cut before the usage chunk → missing, truncated (never a silent zero).
     let u = cut_before(&f, "data: {\"id\":\"chatcmpl-BQkVGjMOPKAp5a0ACtUxfYpQ8fKGt\",\"object\":\"chat.completion.chunk\",\"created\":1745850178,\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_0392822090\",\"choices\":[]");
     assert_eq!(u, Usage::missing(true));
 
     // Responses: before the terminal event → missing and truncated.
     let f = by_name("responses_stream.sse");
-    assert_eq!(cut_before(&f, "event: response.completed"), Usage::missing(true));
+    assert_eq!(
+        cut_before(&f, "event: response.completed"),
+        Usage::missing(true)
+    );
 
     // Non-stream JSON cut after usage but before the closing brace.
     let f = by_name("openai_chat.json");
     let u = cut_before(&f, "\"service_tier\"");
-    assert_eq!((u.input_tokens, u.output_tokens, u.truncated), (1117, 46, true));
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.truncated),
+        (1117, 46, true)
+    );
 }
 
 #[test]
