@@ -40,10 +40,15 @@ impl Accumulator {
         }
     }
 
-    /// One SSE event or JSON document whose scan completed. `kind` is the
-    /// top-level `type` or, failing that, the SSE `event:` name.
-    pub(crate) fn document(&mut self, s: &Scanner, kind: Option<Kind>) {
-        let kind = s.kind().or(kind);
+    /// One SSE event (`kind` = the SSE `event:` name) or a whole JSON body
+    /// (`kind = None`). The top-level `type` takes precedence over `kind`. An
+    /// `error` type marks a stream as cut short; a JSON error body is simply
+    /// a response without usage.
+    pub(crate) fn document(&mut self, s: &Scanner, kind: Option<Kind>, stream: bool) {
+        let mut kind = s.kind().or(kind);
+        if !stream && kind == Some(Kind::Error) {
+            kind = Some(Kind::Other);
+        }
         if self.anthropic {
             self.anthropic_document(s, kind);
         } else {
@@ -191,7 +196,7 @@ mod tests {
         let mut s = Scanner::default();
         s.feed(json.as_bytes());
         assert!(s.complete(), "{json}");
-        acc.document(&s, None);
+        acc.document(&s, None, true);
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Encoding {
             Self::Brotli => {
                 let mut out = Vec::new();
                 {
-                    let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    let mut e = brotli::CompressorWriter::new(&mut out, 4096, 2, 18);
                     let _ = e.write_all(data);
                 }
                 Ok(out)

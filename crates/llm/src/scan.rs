@@ -51,7 +51,7 @@ impl Kind {
             b"message_start" => Self::MessageStart,
             b"message_delta" => Self::MessageDelta,
             b"message_stop" => Self::MessageStop,
-            b"error" | b"response.error" => Self::Error,
+            b"error" => Self::Error,
             b"response.completed" => Self::ResponseCompleted,
             b"response.incomplete" => Self::ResponseIncomplete,
             b"response.failed" => Self::ResponseFailed,

@@ -245,7 +245,7 @@ impl SseParser {
             } else {
                 scan.finish();
                 if scan.complete() {
-                    acc.document(scan, self.event_kind());
+                    acc.document(scan, self.event_kind(), true);
                 } else {
                     self.bad_events = self.bad_events.saturating_add(1);
                 }

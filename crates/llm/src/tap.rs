@@ -126,7 +126,7 @@ impl Sink {
             Mode::Json => {
                 self.scan.finish();
                 // A cut-short body still yields what was captured.
-                self.acc.document(&self.scan, None);
+                self.acc.document(&self.scan, None, false);
                 if self.scan.complete() {
                     self.acc.terminal = true;
                 }

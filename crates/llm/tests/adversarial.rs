@@ -281,8 +281,7 @@ fn empty_and_non_usage_bodies_are_missing() {
     assert_eq!(t.finish(), Usage::missing(false));
     let mut t = tap(Format::Anthropic, None, Some("application/json"));
     t.feed(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
-    let u = t.finish();
-    assert_eq!(u.source, UsageSource::Missing);
+    assert_eq!(t.finish(), Usage::missing(false));
     let mut t = tap(Format::OpenAi, None, Some("text/html"));
     t.feed(b"<html><body>502 Bad Gateway</body></html>");
     assert_eq!(t.finish().source, UsageSource::Missing);
