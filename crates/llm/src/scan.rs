@@ -151,6 +151,30 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// Bytes that end a number or literal (or make it malformed).
+#[inline]
+fn is_scalar_end(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}' | b'"' | b'{' | b'[' | b':'
+    )
+}
+
+/// Position of the next `"` or `\\`. Most JSON strings are short: a plain
+/// loop over the first bytes beats the SIMD search's setup cost.
+#[inline]
+fn find_quote_or_escape(h: &[u8]) -> Option<usize> {
+    const SHORT: usize = 24;
+    let head = &h[..h.len().min(SHORT)];
+    if let Some(p) = head.iter().position(|&b| b == b'"' || b == b'\\') {
+        return Some(p);
+    }
+    if h.len() <= SHORT {
+        return None;
+    }
+    memchr2(b'"', b'\\', &h[SHORT..]).map(|p| p + SHORT)
+}
+
 impl Scanner {
     /// Forgets the current document (keeps allocations).
     pub(crate) fn reset(&mut self) {
@@ -253,9 +277,14 @@ impl Scanner {
                 }
                 match target {
                     Target::Type => {
-                        let k = match serde_json::from_slice::<String>(&self.cap_buf) {
-                            Ok(s) => Kind::from_name(s.as_bytes()),
-                            Err(_) => Kind::Other,
+                        let raw = &self.cap_buf;
+                        let k = match raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) {
+                            // Plain string: no allocation on the per-event path.
+                            Some(inner) if !inner.contains(&b'\\') => Kind::from_name(inner),
+                            _ => match serde_json::from_slice::<String>(raw) {
+                                Ok(s) => Kind::from_name(s.as_bytes()),
+                                Err(_) => Kind::Other,
+                            },
                         };
                         self.kind = Some(k);
                     }
@@ -305,7 +334,7 @@ impl Scanner {
         while i < buf.len() {
             match self.state {
                 State::Failed => return,
-                State::Str => match memchr2(b'"', b'\\', &buf[i..]) {
+                State::Str => match find_quote_or_escape(&buf[i..]) {
                     None => i = buf.len(),
                     Some(off) => {
                         let j = i + off;
@@ -323,7 +352,7 @@ impl Scanner {
                 }
                 State::Key => {
                     let track = self.stack.len() <= 2;
-                    let (seg_end, next) = match memchr2(b'"', b'\\', &buf[i..]) {
+                    let (seg_end, next) = match find_quote_or_escape(&buf[i..]) {
                         None => (buf.len(), None),
                         Some(off) => (i + off, Some(buf[i + off])),
                     };
@@ -355,13 +384,14 @@ impl Scanner {
                     self.state = State::Key;
                 }
                 State::Scalar => {
-                    let b = buf[i];
-                    if is_ws(b) || matches!(b, b',' | b']' | b'}') {
-                        self.end_value(buf, i);
-                    } else if matches!(b, b'"' | b'{' | b'[' | b':') {
-                        self.fail();
-                    } else {
+                    // Numbers and literals: skip to the terminator in one go.
+                    while i < buf.len() && !is_scalar_end(buf[i]) {
                         i += 1;
+                    }
+                    match buf.get(i) {
+                        None => {}
+                        Some(b'"' | b'{' | b'[' | b':') => self.fail(),
+                        Some(_) => self.end_value(buf, i),
                     }
                 }
                 State::Value | State::ArrFirst => {

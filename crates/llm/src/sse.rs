@@ -129,8 +129,18 @@ impl SseParser {
                             self.line = Line::Comment;
                         }
                         _ => {
-                            self.name_len = 0;
-                            self.line = Line::Name;
+                            // Fast path for the two fields that matter.
+                            let rest = &buf[i..];
+                            if rest.starts_with(b"data:") {
+                                i += 5;
+                                self.line = Line::ValueStart(Field::Data);
+                            } else if rest.starts_with(b"event:") {
+                                i += 6;
+                                self.line = Line::ValueStart(Field::Event);
+                            } else {
+                                self.name_len = 0;
+                                self.line = Line::Name;
+                            }
                         }
                     }
                 }
