@@ -88,6 +88,11 @@ enum State {
     Scalar,
     /// After a value: `,` or a closing bracket.
     After,
+    /// Inside a container whose content cannot hold a captured path: only
+    /// brackets and strings are tracked (`skip_depth` open brackets).
+    Skip,
+    SkipStr,
+    SkipEsc,
     /// The top-level value is complete.
     Done,
     /// Syntax error or bound exceeded: the rest is ignored.
@@ -114,6 +119,8 @@ pub(crate) struct Scanner {
     key_buf: Vec<u8>,
     key_escaped: bool,
     key_over: bool,
+    /// Open brackets in [`State::Skip`].
+    skip_depth: u64,
     /// Active capture: target and the stack depth at which its value started.
     cap: Option<(Target, usize)>,
     cap_buf: Vec<u8>,
@@ -131,6 +138,7 @@ impl Default for Scanner {
             state: State::Value,
             stack: Vec::new(),
             member: false,
+            skip_depth: 0,
             keys: [Key::Other; 2],
             key_buf: Vec::new(),
             key_escaped: false,
@@ -150,6 +158,17 @@ impl Default for Scanner {
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
+
+/// Byte classes in skipped containers: 1 quote, 2 open, 3 close.
+static SKIP_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = 1;
+    t[b'{' as usize] = 2;
+    t[b'[' as usize] = 2;
+    t[b'}' as usize] = 3;
+    t[b']' as usize] = 3;
+    t
+};
 
 /// Bytes that end a number or literal (or make it malformed).
 #[inline]
@@ -181,6 +200,7 @@ impl Scanner {
         self.state = State::Value;
         self.stack.clear();
         self.member = false;
+        self.skip_depth = 0;
         self.keys = [Key::Other; 2];
         self.key_buf.clear();
         self.cap = None;
@@ -272,11 +292,11 @@ impl Scanner {
             Some((target, d)) if d == self.stack.len() => {
                 self.cap_append(&buf[self.cap_from.min(end)..end]);
                 self.cap = None;
-                if self.cap_over {
-                    return;
-                }
+                // An oversized capture is dropped (`overflowed` says so).
+                let target = if self.cap_over { None } else { Some(target) };
                 match target {
-                    Target::Type => {
+                    None => {}
+                    Some(Target::Type) => {
                         let raw = &self.cap_buf;
                         let k = match raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) {
                             // Plain string: no allocation on the per-event path.
@@ -288,9 +308,12 @@ impl Scanner {
                         };
                         self.kind = Some(k);
                     }
-                    Target::Slot(s) => {
-                        self.slots[s as usize] =
-                            serde_json::from_slice::<Value>(&self.cap_buf).ok();
+                    Some(Target::Slot(s)) => {
+                        self.slots[s as usize] = if self.cap_buf == b"null" {
+                            Some(Value::Null)
+                        } else {
+                            serde_json::from_slice::<Value>(&self.cap_buf).ok()
+                        };
                     }
                 }
             }
@@ -300,6 +323,23 @@ impl Scanner {
             self.state = State::Done;
         } else {
             self.state = State::After;
+        }
+    }
+
+    /// Whether a container entered now may hold a captured path (or its
+    /// keys matter): the top-level value, and the objects under `response`,
+    /// `message` and `x_groq`. Everything else is skipped bracket-wise
+    /// (a captured `usage` container is copied while skipped).
+    #[inline]
+    fn must_track(&self, obj: bool) -> bool {
+        match self.stack.len() {
+            0 => true,
+            1 => {
+                obj && self.member
+                    && self.cap.is_none()
+                    && matches!(self.keys[0], Key::Response | Key::Message | Key::XGroq)
+            }
+            _ => false,
         }
     }
 
@@ -346,6 +386,50 @@ impl Scanner {
                         }
                     }
                 },
+                State::Skip => {
+                    let mut j = i;
+                    let mut next = State::Skip;
+                    while j < buf.len() {
+                        let b = buf[j];
+                        j += 1;
+                        match SKIP_CLASS[usize::from(b)] {
+                            0 => {}
+                            1 => {
+                                next = State::SkipStr;
+                                break;
+                            }
+                            2 => self.skip_depth += 1,
+                            _ => {
+                                self.skip_depth -= 1;
+                                if self.skip_depth == 0 {
+                                    next = State::After;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    i = j;
+                    match next {
+                        State::After => self.end_value(buf, i),
+                        other => self.state = other,
+                    }
+                }
+                State::SkipStr => match find_quote_or_escape(&buf[i..]) {
+                    None => i = buf.len(),
+                    Some(off) => {
+                        let j = i + off;
+                        i = j + 1;
+                        self.state = if buf[j] == b'\\' {
+                            State::SkipEsc
+                        } else {
+                            State::Skip
+                        };
+                    }
+                },
+                State::SkipEsc => {
+                    i += 1;
+                    self.state = State::SkipStr;
+                }
                 State::StrEsc => {
                     i += 1;
                     self.state = State::Str;
@@ -409,11 +493,17 @@ impl Scanner {
                     self.begin_value(i);
                     match b {
                         b'{' | b'[' => {
+                            let obj = b == b'{';
+                            if !self.must_track(obj) {
+                                self.skip_depth = 1;
+                                self.state = State::Skip;
+                                i += 1;
+                                continue;
+                            }
                             if self.stack.len() >= MAX_DEPTH {
                                 self.fail();
                                 return;
                             }
-                            let obj = b == b'{';
                             self.stack.push(obj);
                             self.state = if obj {
                                 State::ObjFirst
@@ -598,11 +688,16 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_bounded() {
+        // Nesting below the tracked levels is only counted: no memory.
         let mut s = Scanner::default();
-        let deep = "[".repeat(1_000_000);
+        let deep = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
         s.feed(deep.as_bytes());
-        assert!(s.failed());
-        assert!(s.retained() <= 2 * MAX_DEPTH + 64);
+        assert!(s.complete());
+        assert!(s.retained() <= 64);
+        let mut s = Scanner::default();
+        s.feed(format!("{{\"a\":{}", "{\"b\":".repeat(1_000_000)).as_bytes());
+        assert!(!s.complete() && !s.failed());
+        assert!(s.retained() <= 64);
         // A deep value inside a captured slot: capture is bounded, parse is
         // bounded by serde_json's recursion limit (no stack overflow).
         let mut s = Scanner::default();
@@ -610,6 +705,20 @@ mod tests {
         s.feed(doc.as_bytes());
         assert!(s.complete());
         assert_eq!(s.slot(Slot::Usage), None);
+    }
+
+    #[test]
+    fn oversized_scalar_capture_keeps_scanning() {
+        let doc = format!(
+            "{{\"type\":\"{}\",\"usage\":{{\"prompt_tokens\":1}}}}",
+            "t".repeat(MAX_CAPTURE + 1)
+        );
+        for at in [0, 10, doc.len() / 2, doc.len() - 5] {
+            let s = scan_split(doc.as_bytes(), at);
+            assert!(s.complete() && s.overflowed);
+            assert_eq!(s.kind(), None);
+            assert_eq!(s.slot(Slot::Usage), Some(&json!({"prompt_tokens":1})));
+        }
     }
 
     #[test]
