@@ -1,35 +1,5 @@
 //! Request classifier: provider by host, API by method and path, and the
 //! governance-relevant fields of the JSON body.
-//!
-//! # Path rules
-//! Recognition is deliberately liberal (a false positive only costs a body
-//! inspection; a false negative would let a request dodge model policies):
-//! the method must be `POST` (any case); the query string is ignored; empty
-//! segments (`//`) and one trailing `/` are ignored; segments compare
-//! case-insensitively; and the API is chosen by the **last segments** of the
-//! path, whatever prefix precedes them, so OpenAI-compatible hosts that mount
-//! the API elsewhere are recognised: `/v1/chat/completions`,
-//! `/chat/completions` (Perplexity, DeepSeek), `/openai/v1/chat/completions`
-//! (Groq, Azure v1), `/api/v1/...` (OpenRouter), `/v1beta/openai/...`.
-//!
-//! | last segments | API |
-//! |---|---|
-//! | `chat/completions` | `chat.completions` |
-//! | `responses` | `responses` |
-//! | `messages` | `messages` |
-//! | `embeddings` | `embeddings` |
-//!
-//! Azure deployments (`/openai/deployments/{d}/chat/completions?api-version=`)
-//! match the same way; the deployment name `{d}` is recorded as `deployment`
-//! and **is** the model (Azure routes by deployment and ignores a `model` in
-//! the body).
-//! Retrieval and sub-resources (`/v1/responses/{id}`, `/v1/messages/count_tokens`,
-//! `/v1/messages/batches`) are not generation calls and get `api = None`.
-//!
-//! The API decides the wire format when recognised (`messages` → Anthropic,
-//! the others → OpenAI), since OpenAI-compatible servers such as vLLM also
-//! serve `/v1/messages` and Anthropic serves an OpenAI-compatible
-//! `/v1/chat/completions`; otherwise the provider's configured format applies.
 
 use crate::format::{Api, Format};
 use crate::provider::{ProviderEntry, ProviderError, Providers};
@@ -115,6 +85,36 @@ impl Classification {
 
 /// Classifies requests against a provider table. Cheap to share (`Arc`) and
 /// to rebuild on config reload.
+///
+/// # Path rules
+/// Recognition is deliberately liberal (a false positive only costs a body
+/// inspection; a false negative would let a request dodge model policies):
+/// the method must be `POST` (any case); the query string is ignored; empty
+/// segments (`//`) and one trailing `/` are ignored; segments compare
+/// case-insensitively; and the API is chosen by the **last segments** of the
+/// path, whatever prefix precedes them, so OpenAI-compatible hosts that mount
+/// the API elsewhere are recognised: `/v1/chat/completions`,
+/// `/chat/completions` (Perplexity, DeepSeek), `/openai/v1/chat/completions`
+/// (Groq, Azure v1), `/api/v1/...` (OpenRouter), `/v1beta/openai/...`.
+///
+/// | last segments | API |
+/// |---|---|
+/// | `chat/completions` | `chat.completions` |
+/// | `responses` | `responses` |
+/// | `messages` | `messages` |
+/// | `embeddings` | `embeddings` |
+///
+/// Azure deployments (`/openai/deployments/{d}/chat/completions?api-version=`)
+/// match the same way; the deployment name `{d}` is recorded as `deployment`
+/// and **is** the model (Azure routes by deployment and ignores a `model` in
+/// the body).
+/// Retrieval and sub-resources (`/v1/responses/{id}`, `/v1/messages/count_tokens`,
+/// `/v1/messages/batches`) are not generation calls and get `api = None`.
+///
+/// The API decides the wire format when recognised (`messages` → Anthropic,
+/// the others → OpenAI), since OpenAI-compatible servers such as vLLM also
+/// serve `/v1/messages` and Anthropic serves an OpenAI-compatible
+/// `/v1/chat/completions`; otherwise the provider's configured format applies.
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
     providers: Providers,

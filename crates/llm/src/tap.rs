@@ -443,6 +443,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tap_and_classifier_can_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<UsageTap>();
+        send_sync::<crate::Classifier>();
+        send_sync::<crate::Classification>();
+    }
+
+    #[test]
     fn codings() {
         assert_eq!(coding(None), Coding::Identity);
         assert_eq!(coding(Some("identity")), Coding::Identity);
