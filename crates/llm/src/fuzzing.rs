@@ -4,13 +4,13 @@
 use crate::classify::{Classifier, RequestHead};
 use crate::format::{Api, Format};
 use crate::provider::ProviderEntry;
-use crate::scan::{MAX_CAPTURE, MAX_DEPTH};
+use crate::scan::MAX_CAPTURE;
 use crate::tap::{TapLimits, UsageTap};
 use crate::usage::{Usage, UsageSource};
 use std::io::Write;
 
 /// Parser state allowed per tap, whatever the input.
-pub const RETAINED_BOUND: usize = MAX_CAPTURE + 2 * MAX_DEPTH + 1024;
+pub const RETAINED_BOUND: usize = MAX_CAPTURE + 1024;
 
 const FORMATS: [Format; 2] = [Format::OpenAi, Format::Anthropic];
 const APIS: [Option<Api>; 5] = [

@@ -25,6 +25,6 @@ mod usage;
 pub use classify::{Classification, Classifier, Note, RequestHead, MAX_TOOLS, MAX_TOOL_NAME};
 pub use format::{error_envelope, Api, Format};
 pub use provider::{Provider, ProviderEntry, ProviderError, Providers, BUILTIN_PROVIDERS};
-pub use scan::{MAX_CAPTURE, MAX_DEPTH};
+pub use scan::MAX_CAPTURE;
 pub use tap::{TapLimits, UsageTap, DEFAULT_MAX_DECODED};
 pub use usage::{Usage, UsageSource};

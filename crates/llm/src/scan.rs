@@ -1,17 +1,20 @@
 //! Incremental JSON scanner that captures a few values at fixed paths.
 //!
-//! It never holds the document: it tracks nesting and string state byte by
-//! byte (strings are skipped with `memchr`) and copies out only the values
-//! at the paths the usage tap needs (`type`, `usage`, `response.usage`,
-//! `message.usage`, `x_groq.usage`), each bounded by [`MAX_CAPTURE`]. So it
-//! finds `usage` at the end of a 100 MB body in constant memory, and the same
+//! It never holds the document. The top-level object and the objects under
+//! `response`, `message` and `x_groq` are tracked key by key; any other
+//! container is skipped by counting brackets outside strings (a counter, so
+//! nesting depth costs no memory and no stack). Only the values at the paths
+//! the usage tap needs (`type`, `usage`, `response.usage`, `message.usage`,
+//! `x_groq.usage`) are copied out, each bounded by [`MAX_CAPTURE`] and parsed
+//! with serde_json (whose recursion limit guards deep captures). So it finds
+//! `usage` at the end of a 100 MB body in constant memory, and the same
 //! scanner parses SSE `data:` payloads without buffering events.
 
 use memchr::memchr2;
 use serde_json::Value;
 
-/// Deepest nesting tracked; deeper documents are abandoned (marked failed).
-pub const MAX_DEPTH: usize = 512;
+/// Levels tracked key by key (deeper containers are skipped).
+const TRACKED_DEPTH: usize = 2;
 /// Largest captured value (usage objects are a few hundred bytes).
 pub const MAX_CAPTURE: usize = 16 * 1024;
 /// Longest key compared (escaped forms of our keys fit).
@@ -252,6 +255,14 @@ impl Scanner {
             self.cap_buf.clear();
             self.cap_buf.shrink_to(MAX_CAPTURE);
         } else {
+            let need = self.cap_buf.len() + bytes.len();
+            if need > self.cap_buf.capacity() {
+                // Amortised growth, but never past the bound.
+                let target = (self.cap_buf.capacity() * 2)
+                    .max(need)
+                    .clamp(64, MAX_CAPTURE);
+                self.cap_buf.reserve_exact(target - self.cap_buf.len());
+            }
             self.cap_buf.extend_from_slice(bytes);
         }
     }
@@ -500,7 +511,7 @@ impl Scanner {
                                 i += 1;
                                 continue;
                             }
-                            if self.stack.len() >= MAX_DEPTH {
+                            if self.stack.len() >= TRACKED_DEPTH {
                                 self.fail();
                                 return;
                             }
@@ -734,6 +745,14 @@ mod tests {
         assert!(s.complete());
         assert!(s.overflowed);
         assert_eq!(s.slot(Slot::Usage), None);
-        assert!(s.retained() <= MAX_CAPTURE + 2 * MAX_DEPTH + 64);
+        assert!(s.retained() <= MAX_CAPTURE + 64);
+        // Growth never exceeds the bound, whatever the chunking.
+        let mut s = Scanner::default();
+        let doc = format!("{{\"usage\":\"{}\"}}", "x".repeat(MAX_CAPTURE - 20));
+        for c in doc.as_bytes().chunks(999) {
+            s.feed(c);
+            assert!(s.retained() <= MAX_CAPTURE + 64);
+        }
+        assert!(s.complete() && !s.overflowed);
     }
 }
