@@ -322,7 +322,10 @@ impl Config {
         }
         for (i, b) in self.policy.bindings.iter().enumerate() {
             if b.policy.is_empty() {
-                return Err(ConfigError::new(format!("policy.bindings[{i}].policy"), "must name a policy"));
+                return Err(ConfigError::new(
+                    format!("policy.bindings[{i}].policy"),
+                    "must name a policy",
+                ));
             }
         }
         let mut seen = std::collections::HashSet::new();

@@ -20,6 +20,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The principal for secret authentication (scopes = the agent's allowed scopes).
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
     fn new(agent: Agent) -> Self {
         let secret_digest = agent.secret_sha256.as_deref().and_then(parse_sha256_hex);
         let principal = Principal {

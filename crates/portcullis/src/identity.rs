@@ -1,11 +1,12 @@
 //! Identity plugged into the data plane: the proxy authenticator, sub-agent
 //! registration, and the token/JWKS endpoints served on the proxy port.
 
+use crate::policy::PolicyAuthorizer;
 use http::{HeaderValue, Method};
-use portcullis_core::{ApiError, Clock, Principal};
+use portcullis_core::{ApiError, Clock, Principal, TokenInfo};
 use portcullis_identity::{
-    authenticate_client, issue_token, validate_subagent, Authenticator, Registry, TokenIssuer,
-    TOKEN_RESPONSE_HEADERS,
+    authenticate_client, issue_token, validate_subagent, Authenticator, ClientGrantRequest,
+    OAuthError, Registry, TokenIssuer, TOKEN_RESPONSE_HEADERS,
 };
 use portcullis_proxy::pipeline::{LocalRequest, LocalResponse, LocalService};
 use portcullis_store::Store;
@@ -157,6 +158,7 @@ pub(crate) struct TokenService {
     jwks: serde_json::Value,
     clock: Arc<dyn Clock>,
     metrics: IdentityMetrics,
+    policy: Option<Arc<PolicyAuthorizer>>,
 }
 
 impl TokenService {
@@ -166,6 +168,7 @@ impl TokenService {
         jwks: serde_json::Value,
         clock: Arc<dyn Clock>,
         metrics: IdentityMetrics,
+        policy: Option<Arc<PolicyAuthorizer>>,
     ) -> Self {
         Self {
             registry,
@@ -173,7 +176,39 @@ impl TokenService {
             jwks,
             clock,
             metrics,
+            policy,
         }
+    }
+
+    /// The `kind=token` policy check between client authentication and issuance.
+    fn check_policy(&self, grant: &ClientGrantRequest) -> Result<(), OAuthError> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let snapshot = self.registry.snapshot();
+        let Some(entry) = snapshot.get(&grant.agent.id) else {
+            return Err(OAuthError::invalid_client("unknown client"));
+        };
+        let mut principal = entry.principal().clone();
+        principal.scopes = Arc::from(grant.scopes.clone());
+        principal.token = Some(Arc::new(TokenInfo {
+            scopes: grant.scopes.clone(),
+            exp: self.clock.unix_secs() + grant.agent.token_ttl_secs,
+            jti: String::new(),
+        }));
+        let d = policy.decide_token(&principal);
+        if d.allowed {
+            return Ok(());
+        }
+        let reason = d
+            .reasons
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "denied by policy".to_owned());
+        Err(OAuthError::scope_denied(format!(
+            "{reason} (decision {})",
+            d.decision_id
+        )))
     }
 
     fn token(&self, req: &LocalRequest) -> LocalResponse {
@@ -184,7 +219,10 @@ impl TokenService {
             &req.body,
             &self.registry,
         )
-        .and_then(|grant| issue_token(&grant, &self.issuer, self.clock.unix_secs()));
+        .and_then(|grant| {
+            self.check_policy(&grant)?;
+            issue_token(&grant, &self.issuer, self.clock.unix_secs())
+        });
         let mut headers: Vec<(&'static str, String)> = TOKEN_RESPONSE_HEADERS
             .iter()
             .map(|(k, v)| (*k, (*v).to_owned()))

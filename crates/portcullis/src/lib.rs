@@ -7,6 +7,7 @@ mod bootstrap;
 pub mod cli;
 mod commands;
 mod identity;
+mod policy;
 mod serve;
 
 use cli::{Cli, Command};

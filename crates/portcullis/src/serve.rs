@@ -2,18 +2,22 @@
 //! banner, run until SIGTERM/SIGINT, drain, exit 0.
 
 use crate::bootstrap;
-use portcullis_admin::ControlPlane;
 use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
+use crate::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
 use anyhow::Context;
 use portcullis_admin::Admin;
+use portcullis_admin::ControlPlane;
+use portcullis_admin::ReadyCheck;
 use portcullis_config::{Config, LogFormat};
 use portcullis_core::{Clock, SystemClock};
 use portcullis_identity::{Authenticator, Registry as AgentRegistry, TokenIssuer};
-use portcullis_proxy::pipeline::{AllowAll, LogRecorder};
+use portcullis_policy::DefaultDecision;
+use portcullis_proxy::pipeline::LogRecorder;
 use portcullis_proxy::{Pipeline, ProxyMetrics, Shared};
 use prometheus::Registry;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -75,6 +79,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = bootstrap::open_store(&cfg).await?;
     let agents = Arc::new(AgentRegistry::new());
     let mut demo_secret = None;
+    let mut policy_engine = None;
     let pipeline = if cfg.proxy.allow_unauthenticated {
         Pipeline::unauthenticated()
     } else {
@@ -87,6 +92,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         bootstrap::upsert_config_agents(&cfg, &store, clock.as_ref()).await?;
         demo_secret = bootstrap::create_demo_agent(&cfg, &store, clock.as_ref()).await?;
         let imetrics = IdentityMetrics::new(&registry)?;
+        let engine = crate::policy::engine(&cfg, clock.clone())?;
+        let pmetrics = PolicyMetrics::new(&registry, engine.clone())?;
+        let authorizer = Arc::new(PolicyAuthorizer::new(engine.clone(), pmetrics));
+        policy_engine = Some(engine);
         let auth = Authenticator::new(agents.clone(), issuer.clone(), clock.clone());
         Pipeline {
             authenticator: Arc::new(ProxyAuth::new(
@@ -95,7 +104,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 clock.clone(),
                 imetrics.clone(),
             )),
-            authorizer: Arc::new(AllowAll),
+            authorizer: authorizer.clone(),
             recorder: Arc::new(LogRecorder),
             local: Some(Arc::new(TokenService::new(
                 agents.clone(),
@@ -103,6 +112,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 key.jwks(),
                 clock.clone(),
                 imetrics,
+                Some(authorizer),
             ))),
         }
     };
@@ -120,10 +130,43 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         pipeline,
         metrics,
     );
-    let admin = Admin::with_control_plane(registry, Vec::new(), shutdown_rx.clone(), control);
+    let mut checks: Vec<Arc<dyn ReadyCheck>> = Vec::new();
+    let mut _policy_watch = None;
+    let policy_banner = match &policy_engine {
+        Some(engine) => {
+            checks.push(Arc::new(PolicyReady(engine.clone())));
+            if engine.config().dir.is_some() {
+                _policy_watch = Some(
+                    portcullis_policy::watch(engine.clone(), Duration::from_millis(200))
+                        .context("watching the policy directory")?,
+                );
+            }
+            let st = engine.reload_status();
+            let src = engine
+                .config()
+                .dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "built-in".to_owned());
+            let default = match engine.config().default {
+                DefaultDecision::Deny => "deny",
+                DefaultDecision::Allow => {
+                    warn!("policy.default = \"allow\": requests no policy applies to are ALLOWED");
+                    "ALLOW(warning)"
+                }
+            };
+            format!(
+                "policies={}({src}, errors={}) default={default}",
+                st.policies,
+                st.errors.len()
+            )
+        }
+        None => "policies=off default=allow".to_owned(),
+    };
+    let admin = Admin::with_control_plane(registry, checks, shutdown_rx.clone(), control);
 
     println!(
-        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} auth={} ports={:?} allow_private={} log={}",
+        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={} ports={:?} allow_private={} log={}",
         store.describe(),
         if open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
         cfg.proxy.allowed_ports,
@@ -177,4 +220,3 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
-

@@ -4,7 +4,7 @@
 use crate::body::{empty, ProxyBody};
 use crate::conn::ConnCtx;
 use crate::dial::dial;
-use crate::forward::{policy_denied, port_not_allowed, target_error};
+use crate::forward::{port_not_allowed, target_error};
 use crate::pipeline::{RequestFacts, RequestKind};
 use crate::record::Pending;
 use crate::server::Shared;
@@ -69,7 +69,7 @@ pub(crate) async fn handle(
     }));
     pending.set_decision(decision.clone());
     if !decision.allowed {
-        return shared.refuse(pending, policy_denied(&decision));
+        return shared.refuse(pending, shared.pipeline.authorizer.blocked(&decision));
     }
 
     let upstream = match dial(&target, &shared.guard, shared.cfg.connect_timeout).await {

@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use portcullis_core::{ApiError, Decision, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::debug;
@@ -75,7 +75,7 @@ pub(crate) async fn handle(
     let decision = Arc::new(decision);
     pending.set_decision(decision.clone());
     if !decision.allowed {
-        return shared.refuse(pending, policy_denied(&decision));
+        return shared.refuse(pending, shared.pipeline.authorizer.blocked(&decision));
     }
 
     let upgrade = wants_upgrade(&req);
@@ -236,26 +236,6 @@ pub(crate) fn port_not_allowed(port: u16) -> ApiError {
         "port_not_allowed",
         format!("destination port {port} is not allowed"),
     )
-}
-
-/// 403 for a policy denial.
-pub(crate) fn policy_denied(d: &Decision) -> ApiError {
-    let detail = d
-        .reasons
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "no policy allows this request".to_owned());
-    let code = d.code.clone().unwrap_or_else(|| "policy_denied".to_owned());
-    let mut e = ApiError::new(403, code, detail, ErrorSource::Policy)
-        .with("decision_id", d.decision_id.as_str());
-    e = e.with(
-        "policy",
-        d.policy
-            .clone()
-            .map(serde_json::Value::from)
-            .unwrap_or(serde_json::Value::Null),
-    );
-    e
 }
 
 /// Maps an upstream client failure and counts it.

@@ -119,6 +119,9 @@ pub trait LocalService: Send + Sync + 'static {
 pub trait Authorizer: Send + Sync + 'static {
     /// Decides one request. Must not fail: an internal error is a deny (fail closed).
     fn authorize(&self, facts: &RequestFacts<'_>) -> Decision;
+
+    /// The error answered for a denied decision (403 with the policy's reason).
+    fn blocked(&self, decision: &Decision) -> ApiError;
 }
 
 /// Development mode (`proxy.allow_unauthenticated = true`): everyone is `anonymous`.
@@ -153,6 +156,12 @@ pub struct AllowAll;
 impl Authorizer for AllowAll {
     fn authorize(&self, _: &RequestFacts<'_>) -> Decision {
         Decision::allow_unconditionally(crate::ids::new_id())
+    }
+
+    fn blocked(&self, decision: &Decision) -> ApiError {
+        // AllowAll never denies; answer coherently should a caller ask anyway.
+        ApiError::forbidden("policy_denied", "request denied")
+            .with("decision_id", decision.decision_id.as_str())
     }
 }
 

@@ -1,0 +1,242 @@
+//! Policy plugged into the data plane and the token endpoint: the authorizer,
+//! its metrics, readiness, and the engine built from `[policy]`.
+
+use anyhow::Context;
+use portcullis_admin::ReadyCheck;
+use portcullis_config::Config;
+use portcullis_core::{ApiError, Clock, Decision, Principal};
+use portcullis_policy::{
+    blocked_error, example_sources, EngineConfig, PolicyEngine, PolicyInput, RequestFacts,
+    RequestKind,
+};
+use portcullis_proxy::pipeline::{self, Authorizer};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where policies come from, for the banner.
+pub(crate) fn policy_dir(cfg: &Config) -> Option<PathBuf> {
+    cfg.policy.dir.clone().or_else(|| {
+        let d = PathBuf::from("config/policies");
+        d.is_dir().then_some(d)
+    })
+}
+
+/// Builds the engine: from the policy directory, or the built-in example set.
+pub(crate) fn engine(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<PolicyEngine>> {
+    let dir = policy_dir(cfg);
+    let ec = EngineConfig {
+        dir: dir.clone(),
+        default: cfg.policy.default,
+        on_block: cfg.policy.on_block,
+        cache_ttl: cfg.policy.cache_ttl,
+        bindings: cfg.policy.bindings.clone(),
+        ..EngineConfig::default()
+    };
+    let engine = match &dir {
+        Some(d) => PolicyEngine::open(ec, clock)
+            .with_context(|| format!("loading policies from {}", d.display()))?,
+        None => PolicyEngine::with_sources(ec, clock, example_sources())
+            .context("loading the built-in example policies")?,
+    };
+    Ok(Arc::new(engine))
+}
+
+/// Policy metrics.
+#[derive(Clone)]
+pub(crate) struct PolicyMetrics {
+    decisions: IntCounterVec,
+    eval: HistogramVec,
+}
+
+impl PolicyMetrics {
+    pub(crate) fn new(registry: &Registry, engine: Arc<PolicyEngine>) -> prometheus::Result<Self> {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "portcullis_policy_decisions_total",
+                "Per-policy results of evaluated decisions.",
+            ),
+            &["policy", "mode", "result"],
+        )?;
+        let eval = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_policy_eval_duration_seconds",
+                "Time to decide one request (cached or not).",
+            )
+            .buckets(vec![
+                0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
+                0.001, 0.005,
+            ]),
+            &["cached"],
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(eval.clone()))?;
+        registry.register(Box::new(EngineCollector::new(engine)?))?;
+        Ok(Self { decisions, eval })
+    }
+
+    fn observe(&self, d: &Decision) {
+        self.eval
+            .with_label_values(&[if d.cached { "true" } else { "false" }])
+            .observe(d.eval_us as f64 / 1e6);
+        for e in &d.evaluations {
+            let result = if !e.deny.is_empty() {
+                "deny"
+            } else if e.allow {
+                "allow"
+            } else {
+                "abstain"
+            };
+            self.decisions
+                .with_label_values(&[&e.policy, e.mode.as_str(), result])
+                .inc();
+        }
+    }
+}
+
+/// Exports the engine's own counters at scrape time.
+struct EngineCollector {
+    engine: Arc<PolicyEngine>,
+    reloads: IntCounterVec,
+    errors: IntCounterVec,
+    cache_hits: IntCounterVec,
+    descs: Vec<Desc>,
+}
+
+impl EngineCollector {
+    fn new(engine: Arc<PolicyEngine>) -> prometheus::Result<Self> {
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "portcullis_policy_reloads_total",
+                "Policy set reloads by result.",
+            ),
+            &["result"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_policy_errors_total",
+                "Decisions in which a policy failed to evaluate (denied: fail closed).",
+            ),
+            &[],
+        )?;
+        let cache_hits = IntCounterVec::new(
+            Opts::new(
+                "portcullis_policy_cache_hits_total",
+                "Decisions served from the cache.",
+            ),
+            &[],
+        )?;
+        let descs = [&reloads, &errors, &cache_hits]
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        Ok(Self {
+            engine,
+            reloads,
+            errors,
+            cache_hits,
+            descs,
+        })
+    }
+}
+
+impl Collector for EngineCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = self.engine.stats();
+        let set = |c: &IntCounterVec, labels: &[&str], v: u64| {
+            let m = c.with_label_values(labels);
+            m.reset();
+            m.inc_by(v);
+        };
+        set(&self.reloads, &["ok"], s.reloads_ok);
+        set(&self.reloads, &["error"], s.reloads_error);
+        set(&self.errors, &[], s.policy_errors);
+        set(&self.cache_hits, &[], s.cache_hits);
+        [&self.reloads, &self.errors, &self.cache_hits]
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+/// The proxy's authorizer: every CONNECT and forwarded request is decided by Rego.
+pub(crate) struct PolicyAuthorizer {
+    engine: Arc<PolicyEngine>,
+    metrics: PolicyMetrics,
+}
+
+impl PolicyAuthorizer {
+    pub(crate) fn new(engine: Arc<PolicyEngine>, metrics: PolicyMetrics) -> Self {
+        Self { engine, metrics }
+    }
+
+    /// Decides a `kind=token` request (scopes being asked for) for the token endpoint.
+    pub(crate) fn decide_token(&self, principal: &Principal) -> Decision {
+        let out = self
+            .engine
+            .decide(&PolicyInput::new(RequestKind::Token, principal));
+        self.metrics.observe(&out.decision);
+        out.decision
+    }
+}
+
+impl Authorizer for PolicyAuthorizer {
+    fn authorize(&self, f: &pipeline::RequestFacts<'_>) -> Decision {
+        let kind = match f.kind {
+            pipeline::RequestKind::Connect => RequestKind::Connect,
+            pipeline::RequestKind::Http => RequestKind::Http,
+        };
+        let mut input = PolicyInput::new(kind, f.principal).with_request(RequestFacts {
+            method: f.method.as_str(),
+            scheme: f.scheme,
+            host: f.host,
+            port: f.port,
+            path: f.path,
+            query: f.query,
+            headers: Some(f.headers),
+            body: None,
+        });
+        if let Some(s) = f.subagent {
+            input = input.with_subagent(s);
+        }
+        let out = self.engine.decide(&input);
+        self.metrics.observe(&out.decision);
+        out.decision
+    }
+
+    fn blocked(&self, decision: &Decision) -> ApiError {
+        blocked_error(decision)
+    }
+}
+
+/// `/readyz` component: ready while a good policy set serves; the last reload's
+/// errors (file:line:col) are shown either way.
+pub(crate) struct PolicyReady(pub(crate) Arc<PolicyEngine>);
+
+impl ReadyCheck for PolicyReady {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn check(&self) -> (bool, Value) {
+        let st = self.0.reload_status();
+        let detail = json!({
+            "version": st.version,
+            "policies": st.policies,
+            "last_reload": if st.ok { "ok" } else { "error" },
+            "last_reload_at": st.at,
+            "errors": st.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        });
+        (
+            st.policies > 0 || self.0.config().default == portcullis_policy::DefaultDecision::Allow,
+            detail,
+        )
+    }
+}
