@@ -48,6 +48,12 @@ pub enum Command {
         #[arg(long = "scope")]
         scopes: Vec<String>,
     },
+    /// Check, evaluate and test Rego policies.
+    Policy {
+        /// What to do.
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Manage operator API keys for the admin API.
     Apikey {
         /// Config file (for `store.url`).
@@ -162,5 +168,37 @@ pub enum ApikeyAction {
     Revoke {
         /// Key id.
         id: String,
+    },
+}
+
+/// `portcullis policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Parse and compile every policy; errors as file:row:col (exit 1 on errors).
+    Check {
+        /// Policy directory.
+        #[arg(default_value = "config/policies")]
+        dir: PathBuf,
+        /// Output: text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Decide one input document and print the full decision with every policy's result.
+    Eval {
+        /// JSON input document (as the gateway builds it; `agent` may be omitted with --agent).
+        #[arg(long)]
+        input: PathBuf,
+        /// Take `input.agent` from this registered agent (reads the store).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Config file (policy dir, bindings, default; store for --agent).
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run `test_*` rules and the decision fixtures in DIR/tests/*.yaml|json (exit 1 on failures).
+    Test {
+        /// Policy directory.
+        #[arg(default_value = "config/policies")]
+        dir: PathBuf,
     },
 }

@@ -200,3 +200,51 @@ fn label<T: serde::Serialize>(v: &T) -> String {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
 }
+
+/// `portcullis policy ...`; returns whether everything passed.
+pub(crate) async fn policy(
+    action: crate::cli::PolicyAction,
+    cfg: Option<Config>,
+) -> anyhow::Result<bool> {
+    use crate::cli::PolicyAction;
+    match action {
+        PolicyAction::Check { dir, format } => {
+            let sources = portcullis_policy::read_dir(&dir)?;
+            let n = sources.len();
+            let report = portcullis_policy::validate_sources(sources);
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else if report.is_empty() {
+                println!("{}: {n} files ok", dir.display());
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(report.is_empty())
+        }
+        PolicyAction::Test { dir } => {
+            let report = portcullis_policy::run_tests(&dir, Arc::new(SystemClock))?;
+            print!("{}", report.to_text());
+            Ok(report.failed == 0)
+        }
+        PolicyAction::Eval { input, agent, .. } => {
+            let cfg = cfg.unwrap_or_default();
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let mut doc: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", input.display()))?;
+            if let Some(id) = agent {
+                let store = bootstrap::open_store(&cfg).await?;
+                let a = get(&store, &id).await?;
+                store.close().await;
+                let registry = portcullis_identity::Registry::from_agents(vec![a]);
+                let snapshot = registry.snapshot();
+                let entry = snapshot.get(&id).context("agent vanished")?;
+                doc = portcullis_policy::with_principal(doc, entry.principal());
+            }
+            let engine = crate::policy::engine(&cfg, Arc::new(SystemClock))?;
+            let sim = engine.simulate_json(doc)?;
+            println!("{}", serde_json::to_string_pretty(&sim)?);
+            Ok(true)
+        }
+    }
+}

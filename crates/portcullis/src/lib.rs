@@ -41,6 +41,25 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Apikey { config, action } => with_store(config.as_deref(), |cfg| async move {
             commands::apikey(&cfg, action).await
         }),
+        Command::Policy { action } => {
+            let cfg_path = match &action {
+                cli::PolicyAction::Eval { config, .. } => config.clone(),
+                _ => None,
+            };
+            let mut ok = true;
+            let code = with_store(cfg_path.as_deref(), |cfg| {
+                let ok = &mut ok;
+                async move {
+                    *ok = commands::policy(action, Some(cfg)).await?;
+                    Ok(())
+                }
+            });
+            if code == ExitCode::SUCCESS && !ok {
+                ExitCode::FAILURE
+            } else {
+                code
+            }
+        }
         Command::CheckConfig { config } => match load(Some(&config)) {
             Ok(_) => {
                 println!("{}: ok", config.display());
