@@ -172,10 +172,10 @@ fn switch_protocols(
         let (c, u) = tokio::join!(client_upgrade, upstream_upgrade);
         match (c, u) {
             (Ok(c), Ok(u)) => {
-                let mut c = TokioIo::new(c);
+                let mut c = crate::connect::Counted::new(TokioIo::new(c));
                 let mut u = TokioIo::new(u);
                 let r = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                let (up, down) = r.as_ref().map(|x| *x).unwrap_or((0, 0));
+                let (up, down) = (c.read, c.written);
                 pending.finish(
                     &shared,
                     101,
