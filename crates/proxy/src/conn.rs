@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 const NONE: u64 = u64::MAX;
@@ -22,6 +22,7 @@ pub struct Activity {
     in_flight: AtomicU32,
     head_started_ms: AtomicU64,
     last_ms: AtomicU64,
+    head_notify: Notify,
 }
 
 /// What the watchdog should do next.
@@ -43,6 +44,7 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             head_started_ms: AtomicU64::new(NONE),
             last_ms: AtomicU64::new(0),
+            head_notify: Notify::new(),
         }
     }
 
@@ -54,14 +56,21 @@ impl Activity {
     pub fn on_read(&self) {
         let now = self.now_ms();
         self.last_ms.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ = self.head_started_ms.compare_exchange(
-                NONE,
-                now,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .head_started_ms
+                .compare_exchange(NONE, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            // The watchdog may be sleeping towards the idle deadline: wake it
+            // so the header-read deadline applies.
+            self.head_notify.notify_one();
         }
+    }
+
+    /// Completes when a request head starts arriving (after the last call).
+    pub fn head_started(&self) -> tokio::sync::futures::Notified<'_> {
+        self.head_notify.notified()
     }
 
     /// A complete request head was parsed.
@@ -229,6 +238,15 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(a.check(Instant::now(), H, I), Watch::HeaderTimeout);
+    }
+
+    #[tokio::test]
+    async fn head_start_wakes_the_watchdog() {
+        let a = Activity::new();
+        a.on_read();
+        tokio::time::timeout(Duration::from_secs(5), a.head_started())
+            .await
+            .expect("the start of a head is signalled");
     }
 
     #[tokio::test(start_paused = true)]

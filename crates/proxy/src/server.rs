@@ -214,6 +214,7 @@ async fn serve_connection(
                 break;
             }
             _ = tokio::time::sleep_until(next) => {}
+            _ = ctx.activity.head_started() => {}
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
