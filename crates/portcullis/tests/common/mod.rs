@@ -118,11 +118,16 @@ impl Gateway {
     /// Starts the gateway. `proxy_lines` go into `[proxy]` (after `listen` and
     /// `allow_unauthenticated`); `rest` is appended verbatim (other sections).
     pub fn start(proxy_lines: &str, rest: &str) -> Self {
+        Self::start_on("127.0.0.1:0", "127.0.0.1:0", proxy_lines, rest)
+    }
+
+    /// Like [`Gateway::start`] with explicit listen addresses.
+    pub fn start_on(proxy_listen: &str, admin_listen: &str, proxy_lines: &str, rest: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("portcullis.toml");
         let doc = format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n{proxy_lines}\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"debug\"\n{rest}"
+            "[proxy]\nlisten = \"{proxy_listen}\"\nallow_unauthenticated = true\n{proxy_lines}\n\
+             [admin]\nlisten = \"{admin_listen}\"\n\n[log]\nlevel = \"debug\"\n{rest}"
         );
         std::fs::write(&cfg, doc).expect("write config");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
