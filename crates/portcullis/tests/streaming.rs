@@ -533,3 +533,91 @@ print(json.dumps(r.json()))
     assert_eq!(header_values(&v, "content-length"), vec!["10"]);
     assert_eq!(v["method"], "POST");
 }
+
+#[test]
+fn plaintext_connect_tunnel_bytes_are_counted_exactly() {
+    let origin = Origin::start();
+    let gw = Gateway::start_for(&[origin.port()]);
+    let mut s = connect(gw.proxy);
+    let p = origin.port();
+    s.write_all(
+        format!("CONNECT 127.0.0.1:{p} HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut r = BufReader::new(s);
+    assert_eq!(read_response(&mut r, true).expect("200").status, 200);
+    let inner =
+        format!("GET /big/chunked HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nConnection: close\r\n\r\n");
+    r.get_mut()
+        .write_all(inner.as_bytes())
+        .expect("write inner");
+    let mut down = Vec::new();
+    r.read_to_end(&mut down).expect("read tunnel");
+    drop(r);
+    // The inner response is the origin's, byte for byte (de-chunked body).
+    let resp = read_response(&mut &down[..], false).expect("inner response");
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == big_body(), "tunnelled body differs");
+    let m = gw.metrics_until("tunnel closed", |m| {
+        m.value("portcullis_tunnels_active", &[]) == 0.0
+            && m.value(
+                "portcullis_tunnel_bytes_total",
+                &[("direction", "downstream")],
+            ) > 0.0
+    });
+    assert_eq!(
+        m.value(
+            "portcullis_tunnel_bytes_total",
+            &[("direction", "upstream")]
+        ),
+        inner.len() as f64
+    );
+    assert_eq!(
+        m.value(
+            "portcullis_tunnel_bytes_total",
+            &[("direction", "downstream")]
+        ),
+        down.len() as f64
+    );
+}
+
+const PY_DOWNLOAD: &str = r#"
+import sys, hashlib, requests
+proxy, base, pem = sys.argv[1], sys.argv[2], sys.argv[3]
+s = requests.Session()
+s.trust_env = False
+for path in ("/big/cl", "/big/chunked"):
+    r = s.get(base + path, proxies={"http": proxy}, timeout=60)
+    assert r.status_code == 200, r.status_code
+    print(path, len(r.content), hashlib.sha256(r.content).hexdigest())
+tls = sys.argv[4]
+r = s.get(tls + "/big/cl", proxies={"https": proxy}, verify=pem, timeout=60)
+assert r.status_code == 200, r.status_code
+print("tls", len(r.content), hashlib.sha256(r.content).hexdigest())
+"#;
+
+#[test]
+fn python_requests_downloads_ten_megabytes_plain_and_through_connect() {
+    let origin = Origin::start();
+    let tls = Origin::start_tls();
+    let gw = Gateway::start_for(&[origin.port(), tls.port()]);
+    let out = run_python(
+        PY_DOWNLOAD,
+        &[
+            gw.proxy_url(),
+            format!("http://127.0.0.1:{}", origin.port()),
+            tls.cert_pem
+                .as_ref()
+                .expect("pem")
+                .to_str()
+                .expect("path")
+                .to_owned(),
+            format!("https://localhost:{}", tls.port()),
+        ],
+    );
+    let sha = sha256_hex(&big_body());
+    assert_eq!(
+        out,
+        format!("/big/cl {BIG_LEN} {sha}\n/big/chunked {BIG_LEN} {sha}\ntls {BIG_LEN} {sha}\n")
+    );
+}
