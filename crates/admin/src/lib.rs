@@ -209,8 +209,11 @@ pub fn register_build_info(registry: &Registry, version: &str) -> prometheus::Re
     registry.register(Box::new(g))
 }
 
-/// Serves the admin listener until `shutdown` turns true.
+/// Serves the admin listener until its task is dropped or aborted. It keeps
+/// answering after `shutdown` turns true so that, while the proxy drains,
+/// `/readyz` reports `draining` (503) and `/metrics` stays scrapeable.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+    let mut draining = false;
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -221,7 +224,14 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            r = shutdown.changed(), if !draining => {
+                // Sender gone or shutdown begun: stop watching, keep serving.
+                draining = true;
+                if r.is_ok() {
+                    debug!("admin listener serving through the drain");
+                }
+                continue;
+            }
         };
         let admin = admin.clone();
         tokio::spawn(async move {

@@ -125,7 +125,9 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    fn recorder() -> (Arc<Mutex<Vec<(u64, BodyEnd)>>>, OnEnd) {
+    type Log = Arc<Mutex<Vec<(u64, BodyEnd)>>>;
+
+    fn recorder() -> (Log, OnEnd) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let l = log.clone();
         (log, Box::new(move |n, e| l.lock().unwrap().push((n, e))))

@@ -13,8 +13,13 @@ use http::header::PROXY_AUTHORIZATION;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use portcullis_core::ApiError;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -114,20 +119,24 @@ pub(crate) async fn handle(
 async fn splice(
     shared: &Shared,
     pending: Pending,
-    mut client: TokioIo<hyper::upgrade::Upgraded>,
+    client: TokioIo<hyper::upgrade::Upgraded>,
     mut upstream: TcpStream,
 ) {
     let gauge = shared.metrics.tunnels_active.with_label_values(&["false"]);
     gauge.inc();
+    // Count on the client side as bytes move: copy_bidirectional reports no
+    // totals when it fails, and a reset at the end of a tunnel is common.
+    let mut client = Counted::new(client);
     // copy_bidirectional propagates EOF as a write shutdown (half-close) and keeps
     // the other direction running until it ends too.
     let r = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     gauge.dec();
-    let (up, down, error) = match r {
-        Ok((up, down)) => (up, down, None),
+    let (up, down) = (client.read, client.written);
+    let error = match r {
+        Ok(_) => None,
         Err(e) => {
             debug!(error = %e, "tunnel ended with error");
-            (0, 0, Some("tunnel_io_error".to_owned()))
+            Some("tunnel_io_error".to_owned())
         }
     };
     let m = &shared.metrics.tunnel_bytes;
@@ -141,6 +150,63 @@ async fn splice(
         "tunnel closed"
     );
     pending.finish(shared, 200, error, up, down, completed);
+}
+
+pin_project! {
+    /// IO that counts bytes read from and written to it.
+    pub(crate) struct Counted<T> {
+        #[pin]
+        io: T,
+        pub(crate) read: u64,
+        pub(crate) written: u64,
+    }
+}
+
+impl<T> Counted<T> {
+    pub(crate) fn new(io: T) -> Self {
+        Self {
+            io,
+            read: 0,
+            written: 0,
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.io.poll_read(cx, buf);
+        *this.read += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.io.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            *this.written += n as u64;
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
 }
 
 fn connect_target<B>(req: &Request<B>) -> Result<Target, ApiError> {

@@ -9,7 +9,7 @@ use crate::record::Pending;
 use crate::server::Shared;
 use crate::target::{parse_host_port, Target, TargetError};
 use crate::upstream::find_dial_error;
-use http::header::{HeaderValue, HOST, PROXY_AUTHORIZATION};
+use http::header::{HeaderValue, CONNECTION, HOST, PROXY_AUTHORIZATION};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -28,7 +28,12 @@ pub(crate) async fn handle(
     let mut pending = Pending::from_request(RequestKind::Http, &req, ctx);
     let cfg = &shared.cfg;
     if let Err(e) = check_request(&req, cfg.max_header_bytes, cfg.max_headers) {
-        return shared.refuse(pending, e);
+        // The framing of whatever follows on this connection cannot be trusted:
+        // answer and close instead of parsing the rest as further requests.
+        let mut resp = shared.refuse(pending, e);
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return resp;
     }
     let target = match absolute_target(req.uri()) {
         Ok(t) => t,
@@ -180,10 +185,10 @@ fn switch_protocols(
         let (c, u) = tokio::join!(client_upgrade, upstream_upgrade);
         match (c, u) {
             (Ok(c), Ok(u)) => {
-                let mut c = TokioIo::new(c);
+                let mut c = crate::connect::Counted::new(TokioIo::new(c));
                 let mut u = TokioIo::new(u);
                 let r = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                let (up, down) = r.as_ref().map(|x| *x).unwrap_or((0, 0));
+                let (up, down) = (c.read, c.written);
                 pending.finish(
                     &shared,
                     101,

@@ -214,6 +214,7 @@ async fn serve_connection(
                 break;
             }
             _ = tokio::time::sleep_until(next) => {}
+            _ = ctx.activity.head_started() => {}
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
@@ -229,7 +230,21 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let in_flight = InFlight::start(ctx.activity.clone());
-    let resp = if req.method() == Method::CONNECT {
+    let resp = if ctx.activity.take_ambiguous_framing() {
+        let pending = Pending::from_request(crate::pipeline::RequestKind::Http, &req, &ctx);
+        let mut r = shared.refuse(
+            pending,
+            ApiError::bad_request(
+                "ambiguous_framing",
+                "both Content-Length and Transfer-Encoding are present",
+            ),
+        );
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        r
+    } else if req.method() == Method::CONNECT {
         connect::handle(&shared, &ctx, req).await
     } else if req.uri().scheme().is_some() {
         forward::handle(&shared, &ctx, req).await
