@@ -132,7 +132,8 @@ impl Gateway {
         std::fs::write(&cfg, doc).expect("write config");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.arg("serve")
+        cmd.current_dir(dir.path())
+            .arg("serve")
             .arg("--config")
             .arg(&cfg)
             .stdin(Stdio::null())
