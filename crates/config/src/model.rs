@@ -3,6 +3,7 @@
 use crate::{duration, ConfigError};
 use ipnet::IpNet;
 use portcullis_core::{is_valid_id, is_valid_scope, AgentMode, RiskLevel};
+pub use portcullis_llm::ProviderEntry;
 pub use portcullis_policy::{Binding, DefaultDecision, OnBlock};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -25,8 +26,19 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Rego policy.
     pub policy: PolicyConfig,
+    /// LLM provider recognition.
+    pub llm: LlmConfig,
     /// Agents declared in the config (GitOps), upserted at start.
     pub agents: Vec<AgentConfig>,
+}
+
+/// `[llm]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// Extra OpenAI- or Anthropic-compatible hosts (`[[llm.providers]]`), on top of the
+    /// built-in api.openai.com and api.anthropic.com.
+    pub providers: Vec<ProviderEntry>,
 }
 
 /// `[policy]`.
@@ -167,6 +179,9 @@ pub struct ProxyConfig {
     pub allow_private: Vec<IpNet>,
     /// Development only: serve without authenticating agents.
     pub allow_unauthenticated: bool,
+    /// Largest request body buffered for classification and policy (LLM requests);
+    /// larger bodies are streamed and classified without body fields.
+    pub max_inspect_body: usize,
     /// Largest request head (request line + headers) accepted; larger → 431.
     pub max_header_bytes: usize,
     /// Most request headers accepted; more → 431.
@@ -199,6 +214,7 @@ impl Default for ProxyConfig {
             allowed_ports: vec![80, 443],
             allow_private: Vec::new(),
             allow_unauthenticated: false,
+            max_inspect_body: 1024 * 1024,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
@@ -319,6 +335,9 @@ impl Config {
                 "identity.token_ttl",
                 "must be between 60s and 24h",
             ));
+        }
+        if let Err(e) = portcullis_llm::Classifier::new(&self.llm.providers) {
+            return Err(ConfigError::new("llm.providers", e.to_string()));
         }
         for (i, b) in self.policy.bindings.iter().enumerate() {
             if b.policy.is_empty() {

@@ -5,11 +5,12 @@ use anyhow::Context;
 use portcullis_admin::ReadyCheck;
 use portcullis_config::Config;
 use portcullis_core::{ApiError, Clock, Decision, Principal};
+use portcullis_llm::{Api, Classification};
 use portcullis_policy::{
-    blocked_error, example_sources, EngineConfig, PolicyEngine, PolicyInput, RequestFacts,
-    RequestKind,
+    blocked_error, example_sources, stub_response, EngineConfig, LlmFacts, OnBlock, PolicyEngine,
+    PolicyInput, RequestFacts, RequestKind, StubFormat,
 };
-use portcullis_proxy::pipeline::{self, Authorizer};
+use portcullis_proxy::pipeline::{self, Authorization, Authorizer, Stub};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
@@ -188,7 +189,7 @@ impl PolicyAuthorizer {
 }
 
 impl Authorizer for PolicyAuthorizer {
-    fn authorize(&self, f: &pipeline::RequestFacts<'_>) -> Decision {
+    fn authorize(&self, f: &pipeline::RequestFacts<'_>) -> Authorization {
         let kind = match f.kind {
             pipeline::RequestKind::Connect => RequestKind::Connect,
             pipeline::RequestKind::Http => RequestKind::Http,
@@ -201,18 +202,47 @@ impl Authorizer for PolicyAuthorizer {
             path: f.path,
             query: f.query,
             headers: Some(f.headers),
-            body: None,
+            body: f.body,
         });
         if let Some(s) = f.subagent {
             input = input.with_subagent(s);
         }
+        if let Some(c) = f.llm {
+            input = input.with_llm(LlmFacts {
+                provider: &c.provider,
+                api: c.api.map(|a| a.as_str()).unwrap_or(""),
+                model: c.model.as_deref(),
+                stream: c.stream,
+                max_tokens: c.max_tokens,
+            });
+        }
         let out = self.engine.decide(&input);
         self.metrics.observe(&out.decision);
-        out.decision
+        Authorization {
+            stub: out.on_block == OnBlock::Stub,
+            decision: out.decision,
+        }
     }
 
     fn blocked(&self, decision: &Decision) -> ApiError {
         blocked_error(decision)
+    }
+
+    fn stub(&self, decision: &Decision, llm: &Classification) -> Option<Stub> {
+        let format = match llm.api? {
+            Api::ChatCompletions => StubFormat::OpenAiChat,
+            Api::Messages => StubFormat::AnthropicMessages,
+            Api::Responses | Api::Embeddings => return None,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let s = stub_response(format, decision, llm.model.as_deref(), llm.stream, now);
+        Some(Stub {
+            body: s.body,
+            content_type: s.content_type,
+        })
     }
 }
 

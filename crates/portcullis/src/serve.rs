@@ -77,11 +77,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let store = bootstrap::open_store(&cfg).await?;
+    let classifier =
+        Arc::new(portcullis_llm::Classifier::new(&cfg.llm.providers).context("llm.providers")?);
     let agents = Arc::new(AgentRegistry::new());
     let mut demo_secret = None;
     let mut policy_engine = None;
     let pipeline = if cfg.proxy.allow_unauthenticated {
-        Pipeline::unauthenticated()
+        Pipeline {
+            classifier: Some(classifier.clone()),
+            ..Pipeline::unauthenticated()
+        }
     } else {
         let (key, generated) = bootstrap::signing_key(&cfg)?;
         if generated {
@@ -106,6 +111,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             )),
             authorizer: authorizer.clone(),
             recorder: Arc::new(LogRecorder),
+            classifier: Some(classifier.clone()),
             local: Some(Arc::new(TokenService::new(
                 agents.clone(),
                 issuer,

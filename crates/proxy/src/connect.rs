@@ -59,7 +59,7 @@ pub(crate) async fn handle(
     }
 
     let host = target.host_str();
-    let decision = Arc::new(shared.pipeline.authorizer.authorize(&RequestFacts {
+    let authz = shared.pipeline.authorizer.authorize(&RequestFacts {
         kind: RequestKind::Connect,
         principal: &principal,
         subagent: subagent.as_deref(),
@@ -71,7 +71,10 @@ pub(crate) async fn handle(
         query: None,
         headers: req.headers(),
         client_addr: ctx.client_addr,
-    }));
+        llm: None,
+        body: None,
+    });
+    let decision = Arc::new(authz.decision);
     pending.set_decision(decision.clone());
     if !decision.allowed {
         return shared.refuse(pending, shared.pipeline.authorizer.blocked(&decision));

@@ -1,20 +1,23 @@
 //! Absolute-form forwarding (`GET http://host:port/path`): every method, bodies
 //! streamed both ways, WebSocket upgrades relayed and spliced.
 
-use crate::body::{BodyEnd, Metered, ProxyBody};
+use crate::body::{full, BodyEnd, Metered, ProxyBody};
 use crate::conn::ConnCtx;
 use crate::headers::{check_request, strip_hop_by_hop, strip_portcullis_headers, wants_upgrade};
+use crate::inspect::{read_prefix, rejoin, Prefix};
 use crate::pipeline::{RequestFacts, RequestKind};
 use crate::record::Pending;
 use crate::server::Shared;
 use crate::target::{parse_host_port, Target, TargetError};
 use crate::upstream::find_dial_error;
+use http::header::CONTENT_TYPE;
 use http::header::{HeaderValue, CONNECTION, HOST, PROXY_AUTHORIZATION};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use portcullis_core::{ApiError, ErrorSource};
+use portcullis_llm::RequestHead;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::debug;
@@ -63,29 +66,93 @@ pub(crate) async fn handle(
         return shared.refuse(pending, port_not_allowed(target.port));
     }
 
-    let host = target.host_str();
-    let decision = shared.pipeline.authorizer.authorize(&RequestFacts {
-        kind: RequestKind::Http,
-        principal: &principal,
-        subagent: subagent.as_deref(),
-        method: req.method(),
-        scheme: "http",
-        host: &host,
-        port: target.port,
-        path: req.uri().path(),
-        query: req.uri().query(),
-        headers: req.headers(),
-        client_addr: ctx.client_addr,
-    });
-    let decision = Arc::new(decision);
-    pending.set_decision(decision.clone());
-    if !decision.allowed {
-        return shared.refuse(pending, shared.pipeline.authorizer.blocked(&decision));
-    }
-
     let upgrade = wants_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let host = target.host_str();
+
+    // Classify: a request to a known LLM provider has its JSON body (bounded) read
+    // so policy sees model, stream, max_tokens and the body itself.
+    let mut body: ProxyBody = body.map_err(Into::into).boxed();
+    let mut llm = None;
+    let mut body_json = None;
+    if let Some(classifier) = &shared.pipeline.classifier {
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let head = RequestHead {
+            method: parts.method.as_str(),
+            host: &host,
+            port: target.port,
+            path: parts.uri.path(),
+            content_type,
+        };
+        if let Some(mut c) = classifier.classify_head(&head) {
+            if !upgrade && classifier.wants_body(&head) {
+                let max = cfg.max_inspect_body;
+                match read_prefix(body, max).await {
+                    Ok(Prefix::Complete(bytes)) => {
+                        c.inspect_body(content_type, &bytes, max);
+                        if c.body_inspected {
+                            body_json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+                        }
+                        body = full(bytes);
+                    }
+                    Ok(Prefix::Partial(prefix, rest)) => {
+                        c.inspect_body(content_type, &prefix, max);
+                        body = rejoin(prefix, rest);
+                    }
+                    Err(_) => {
+                        return shared.refuse(
+                            pending,
+                            ApiError::bad_request(
+                                "bad_request_body",
+                                "the request body could not be read",
+                            ),
+                        )
+                    }
+                }
+            }
+            pending.set_llm(&c);
+            llm = Some(c);
+        }
+    }
+    let envelope = llm.as_ref().map(|c| c.error_envelope());
+
+    let authz = shared.pipeline.authorizer.authorize(&RequestFacts {
+        kind: RequestKind::Http,
+        principal: &principal,
+        subagent: subagent.as_deref(),
+        method: &parts.method,
+        scheme: "http",
+        host: &host,
+        port: target.port,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        client_addr: ctx.client_addr,
+        llm: llm.as_ref(),
+        body: body_json.as_ref(),
+    });
+    let decision = Arc::new(authz.decision);
+    pending.set_decision(decision.clone());
+    if !decision.allowed {
+        if authz.stub {
+            if let Some(stub) = llm
+                .as_ref()
+                .and_then(|c| shared.pipeline.authorizer.stub(&decision, c))
+            {
+                return shared.stub(pending, &decision, stub);
+            }
+        }
+        return shared.refuse_with(
+            pending,
+            shared.pipeline.authorizer.blocked(&decision),
+            envelope,
+        );
+    }
+
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_portcullis_headers(&mut parts.headers);
     let authority = target.to_string();
@@ -132,7 +199,7 @@ pub(crate) async fn handle(
         .await
     {
         Ok(r) => r,
-        Err(e) => return shared.refuse(pending, upstream_error(shared, &e)),
+        Err(e) => return shared.refuse_with(pending, upstream_error(shared, &e), envelope),
     };
     pending.set_ttfb();
 

@@ -12,6 +12,7 @@ pub mod dial;
 mod forward;
 pub mod headers;
 pub mod ids;
+pub mod inspect;
 pub mod metrics;
 pub mod pipeline;
 mod record;

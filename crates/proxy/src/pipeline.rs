@@ -7,6 +7,7 @@
 
 use http::{HeaderMap, HeaderValue, Method};
 use portcullis_core::{ApiError, Decision, Principal, Verdict};
+use portcullis_llm::{Classification, Classifier};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -54,6 +55,28 @@ pub struct RequestFacts<'a> {
     pub headers: &'a HeaderMap,
     /// Client address.
     pub client_addr: SocketAddr,
+    /// LLM classification, when the destination is a known provider.
+    pub llm: Option<&'a Classification>,
+    /// The JSON body, when it was inspected.
+    pub body: Option<&'a serde_json::Value>,
+}
+
+/// A decision and how to answer it if it blocks.
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    /// The decision.
+    pub decision: Decision,
+    /// Answer a block with a provider-shaped stub (`on_block = "stub"`) when possible.
+    pub stub: bool,
+}
+
+/// A provider-shaped refusal (`on_block = "stub"`).
+#[derive(Debug, Clone)]
+pub struct Stub {
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// `application/json` or `text/event-stream`.
+    pub content_type: &'static str,
 }
 
 /// Phase 1: who is this?
@@ -118,10 +141,15 @@ pub trait LocalService: Send + Sync + 'static {
 /// Phase 2: may it?
 pub trait Authorizer: Send + Sync + 'static {
     /// Decides one request. Must not fail: an internal error is a deny (fail closed).
-    fn authorize(&self, facts: &RequestFacts<'_>) -> Decision;
+    fn authorize(&self, facts: &RequestFacts<'_>) -> Authorization;
 
     /// The error answered for a denied decision (403 with the policy's reason).
     fn blocked(&self, decision: &Decision) -> ApiError;
+
+    /// A provider-shaped refusal for a recognised LLM API, if one exists for it.
+    fn stub(&self, _decision: &Decision, _llm: &Classification) -> Option<Stub> {
+        None
+    }
 }
 
 /// Development mode (`proxy.allow_unauthenticated = true`): everyone is `anonymous`.
@@ -154,8 +182,11 @@ impl Authenticator for Unauthenticated {
 pub struct AllowAll;
 
 impl Authorizer for AllowAll {
-    fn authorize(&self, _: &RequestFacts<'_>) -> Decision {
-        Decision::allow_unconditionally(crate::ids::new_id())
+    fn authorize(&self, _: &RequestFacts<'_>) -> Authorization {
+        Authorization {
+            decision: Decision::allow_unconditionally(crate::ids::new_id()),
+            stub: false,
+        }
     }
 
     fn blocked(&self, decision: &Decision) -> ApiError {
@@ -180,6 +211,14 @@ pub struct Record {
     pub tenant: Option<Arc<str>>,
     /// Sub-agent, when given.
     pub subagent: Option<String>,
+    /// LLM provider, when classified.
+    pub provider: Option<Arc<str>>,
+    /// LLM API (`chat.completions`, `messages`, ...), when recognised.
+    pub api: Option<&'static str>,
+    /// Model, when read from the body (or an Azure deployment).
+    pub model: Option<String>,
+    /// Whether the LLM request asked for a stream.
+    pub stream: bool,
     /// Method.
     pub method: String,
     /// `http` or `https`.
@@ -229,6 +268,9 @@ impl Recorder for LogRecorder {
             id = %r.id,
             kind = r.kind,
             agent = r.agent_id.as_deref().unwrap_or("-"),
+            subagent = r.subagent.as_deref().unwrap_or("-"),
+            provider = r.provider.as_deref().unwrap_or("-"),
+            model = r.model.as_deref().unwrap_or("-"),
             method = %r.method,
             scheme = r.scheme,
             host = %r.host,
@@ -258,6 +300,8 @@ pub struct Pipeline {
     pub recorder: Arc<dyn Recorder>,
     /// Gateway-local endpoints on the proxy port.
     pub local: Option<Arc<dyn LocalService>>,
+    /// LLM provider classifier (pure; `None` disables classification).
+    pub classifier: Option<Arc<Classifier>>,
 }
 
 impl Pipeline {
@@ -268,6 +312,7 @@ impl Pipeline {
             authorizer: Arc::new(AllowAll),
             recorder: Arc::new(LogRecorder),
             local: None,
+            classifier: None,
         }
     }
 }

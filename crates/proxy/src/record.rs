@@ -45,6 +45,10 @@ impl Pending {
                 agent_id: None,
                 tenant: None,
                 subagent: None,
+                provider: None,
+                api: None,
+                model: None,
+                stream: false,
                 method: req.method().as_str().to_owned(),
                 scheme: if kind == RequestKind::Connect {
                     "https"
@@ -84,6 +88,13 @@ impl Pending {
 
     pub(crate) fn set_subagent(&mut self, s: Option<String>) {
         self.rec.subagent = s;
+    }
+
+    pub(crate) fn set_llm(&mut self, c: &portcullis_llm::Classification) {
+        self.rec.provider = Some(c.provider.clone());
+        self.rec.model = c.model.clone();
+        self.rec.api = c.api.map(|a| a.as_str());
+        self.rec.stream = c.stream;
     }
 
     pub(crate) fn set_decision(&mut self, d: Arc<Decision>) {
@@ -131,15 +142,16 @@ impl Pending {
             None => Verdict::Allow,
         };
         let agent = r.agent_id.as_deref().unwrap_or(NO_AGENT);
+        let provider = r.provider.as_deref().unwrap_or(NO_PROVIDER);
         shared
             .metrics
             .requests
-            .with_label_values(&[agent, r.verdict.as_str(), NO_PROVIDER])
+            .with_label_values(&[agent, r.verdict.as_str(), provider])
             .inc();
         shared
             .metrics
             .duration
-            .with_label_values(&[NO_PROVIDER])
+            .with_label_values(&[provider])
             .observe(elapsed.as_secs_f64());
         shared.pipeline.recorder.record(self.rec);
     }

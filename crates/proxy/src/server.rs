@@ -67,10 +67,47 @@ impl Shared {
 
     /// Answers `err` and records the refusal.
     pub(crate) fn refuse(&self, pending: Pending, err: ApiError) -> Response<ProxyBody> {
+        self.refuse_with(pending, err, None)
+    }
+
+    /// Answers `err` (with a provider error envelope for recognised LLM APIs, so SDK
+    /// exceptions show our reason) and records the refusal.
+    pub(crate) fn refuse_with(
+        &self,
+        pending: Pending,
+        err: ApiError,
+        envelope: Option<portcullis_core::ErrorEnvelope>,
+    ) -> Response<ProxyBody> {
         self.metrics.refused.with_label_values(&[&err.code]).inc();
-        let resp = error_response(&err, None);
+        let resp = error_response(&err, envelope);
         pending.finish_now(self, err.status, Some(err.code.into_owned()));
         resp
+    }
+
+    /// Answers a block with a provider-shaped stub (`on_block = "stub"`), 200 with
+    /// `X-Portcullis-Blocked: true`, and records it as denied.
+    pub(crate) fn stub(
+        &self,
+        pending: Pending,
+        decision: &portcullis_core::Decision,
+        stub: crate::pipeline::Stub,
+    ) -> Response<ProxyBody> {
+        let len = stub.body.len() as u64;
+        let mut r = Response::new(full(stub.body));
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(stub.content_type),
+        );
+        h.insert(
+            "x-portcullis-blocked",
+            http::HeaderValue::from_static("true"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&decision.decision_id) {
+            h.insert(crate::respond::X_PORTCULLIS_DECISION_ID, v);
+        }
+        pending.finish(self, 200, Some("policy_denied".to_owned()), 0, len, true);
+        r
     }
 }
 
