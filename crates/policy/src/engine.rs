@@ -501,7 +501,7 @@ impl PolicyEngine {
         } else {
             mask
         };
-        let value = input.to_value_masked(now, read);
+        let value = input.build_value(now, read);
         let results = evaluate_rvm(&state.set, &applicable, value, self.config.strategy);
         let applied: Vec<Applied> = applicable
             .iter()

@@ -158,13 +158,13 @@ impl<'a> PolicyInput<'a> {
 
     /// Builds the regorus input value.
     pub fn to_value(&self, now: SystemTime) -> Value {
-        self.to_value_masked(now, FieldMask::ALL)
+        self.build_value(now, FieldMask::ALL)
     }
 
     /// Builds the input value with only the expensive fields (`request.headers`,
     /// `request.body`, `agent.attributes`) that `mask` selects: a field no applicable policy
     /// reads is left out, which no policy can observe.
-    pub(crate) fn to_value_masked(&self, now: SystemTime, mask: FieldMask) -> Value {
+    pub(crate) fn build_value(&self, now: SystemTime, mask: FieldMask) -> Value {
         let p = self.principal;
         let mut root = BTreeMap::new();
         root.insert(s("kind"), s(self.kind.as_str()));
