@@ -570,3 +570,145 @@ fn body_and_headers_reach_policies_that_read_them() {
     input.request.body = Some(&body);
     assert_eq!(e.decide(&input).decision.reasons, vec!["no temperature"]);
 }
+
+#[test]
+fn engine_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PolicyEngine>();
+    let (e, _) = engine_with(&base(), EngineConfig::default());
+    let e = Arc::new(e);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let p = principal("demo", "default", &[]);
+                let path = format!("/{i}");
+                (0..50)
+                    .filter(|_| {
+                        e.decide(&http(&p, "GET", "api.openai.com", &path))
+                            .decision
+                            .allowed
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 50);
+    }
+    assert_eq!(e.stats().decisions, 200);
+}
+
+#[test]
+fn simulator_traces_every_policy_and_matches_the_rvm() {
+    let cfg = EngineConfig {
+        bindings: vec![Binding {
+            groups: vec!["ops".into()],
+            ..Binding::all("no_delete", PolicyMode::Active)
+        }],
+        ..Default::default()
+    };
+    let (e, _) = engine_with(&base(), cfg);
+    let p = principal("demo", "default", &["ops"]);
+    let input = http(&p, "DELETE", "api.openai.com", "/admin");
+    let sim = e.simulate(&input);
+    let rvm = e.decide(&input).decision;
+    assert_eq!(
+        (sim.decision.verdict, &sim.decision.reasons),
+        (rvm.verdict, &rvm.reasons)
+    );
+    assert_eq!(sim.trace.len(), 2);
+    let nd = sim.trace.iter().find(|t| t.policy == "no_delete").unwrap();
+    assert!(nd.applicable && nd.deny.len() == 2);
+    assert_eq!(sim.input["request"]["method"], "DELETE");
+    // Outside the group the policy is traced as not applicable.
+    let q = principal("other", "default", &[]);
+    let sim = e.simulate(&http(&q, "DELETE", "api.openai.com", "/admin"));
+    assert!(sim.decision.allowed);
+    assert!(
+        !sim.trace
+            .iter()
+            .find(|t| t.policy == "no_delete")
+            .unwrap()
+            .applicable
+    );
+    // Raw documents: agent fields drive bindings and mode.
+    let doc = serde_json::json!({
+        "kind": "http",
+        "agent": {"id": "x", "tenant": "default", "groups": ["ops"], "mode": "shadow"},
+        "request": {"method": "DELETE", "host": "api.openai.com", "path": "/", "port": 443}
+    });
+    let sim = e.simulate_json(doc.clone()).unwrap();
+    assert_eq!(sim.decision.verdict, Verdict::WouldDeny);
+    assert_eq!(e.decide_json(doc).unwrap().verdict, Verdict::WouldDeny);
+    assert!(e
+        .simulate_json(serde_json::json!({"kind": "http"}))
+        .is_err());
+    let bad_mode = serde_json::json!({"agent": {"id": "x", "mode": "sideways"}});
+    assert!(matches!(
+        e.simulate_json(bad_mode),
+        Err(EngineError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn validate_source_uses_active_libraries() {
+    let lib = "package portcullis.lib.hosts\nimport rego.v1\n\nopenai := \"api.openai.com\"\n";
+    let (e, _) = engine_with(
+        &[("openai.rego", ALLOW_OPENAI), ("lib/hosts.rego", lib)],
+        EngineConfig::default(),
+    );
+    let good = "package portcullis.policy.new\nimport rego.v1\nimport data.portcullis.lib.hosts\n\nallow if input.request.host == hosts.openai\n";
+    assert!(e.validate_source("new", good).is_empty());
+    let bad = "package portcullis.policy.new\nimport rego.v1\n\nallow if nope(1)\n";
+    let errs = e.validate_source("new", bad);
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].file.as_str(), errs[0].row), ("new.rego", 4));
+    // Validation never changes the active set.
+    assert_eq!(e.compiled().policies().len(), 1);
+}
+
+#[test]
+fn token_requests_see_requested_scopes() {
+    let token_policy = "package portcullis.policy.tokens\nimport rego.v1\n\ndefault allow := false\nallow if input.kind == \"token\"\ndeny contains sprintf(\"scope %s may not be requested\", [s]) if {\n  input.kind == \"token\"\n  some s in input.token.scopes\n  startswith(s, \"admin:\")\n}\n";
+    let (e, _) = engine_with(&[("t.rego", token_policy)], EngineConfig::default());
+    let p = principal("demo", "default", &[]);
+    let requested = portcullis_core::TokenInfo {
+        scopes: vec!["admin:all".into(), "openai:chat:create".into()],
+        exp: 1_800_000_600,
+        jti: "j".into(),
+    };
+    let input = PolicyInput {
+        token: Some(&requested),
+        ..PolicyInput::new(RequestKind::Token, &p)
+    };
+    let d = e.decide(&input).decision;
+    assert_eq!(d.reasons, vec!["scope admin:all may not be requested"]);
+}
+
+#[test]
+fn fixture_failures_are_reported() {
+    let sources = vec![SourceFile::new("openai.rego", ALLOW_OPENAI)];
+    let fixture = r#"
+cases:
+  - name: right
+    input: {kind: http, agent: {id: a}, request: {host: api.openai.com}}
+    verdict: allow
+    policy: openai
+  - name: wrong
+    input: {kind: http, agent: {id: a}, request: {host: api.openai.com}}
+    verdict: deny
+"#;
+    let mut report = TestReport::default();
+    let clock = Arc::new(ManualClock::at(1));
+    run_fixture_text(&sources, "f.yaml", fixture, clock.clone(), &mut report).unwrap();
+    assert_eq!((report.passed, report.failed), (1, 1));
+    assert!(report.results[1]
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("verdict allow (expected deny)"));
+    assert!(report.to_text().ends_with("1 passed, 1 failed\n"));
+    let unknown_key = "cases:\n  - {name: x, input: {}, verdict: allow, surprise: 1}\n";
+    assert!(run_fixture_text(&sources, "g.yaml", unknown_key, clock, &mut report).is_err());
+}
