@@ -712,3 +712,17 @@ cases:
     let unknown_key = "cases:\n  - {name: x, input: {}, verdict: allow, surprise: 1}\n";
     assert!(run_fixture_text(&sources, "g.yaml", unknown_key, clock, &mut report).is_err());
 }
+
+#[test]
+fn coverage_reports_evaluated_lines() {
+    let (e, _) = engine_with(&base(), EngineConfig::default());
+    let doc = serde_json::json!({
+        "kind": "http",
+        "agent": {"id": "x"},
+        "request": {"method": "DELETE", "host": "api.openai.com", "path": "/", "port": 443}
+    });
+    let cov = e.coverage_json(&doc).unwrap();
+    let nd = cov.iter().find(|f| f.path == "no_delete.rego").unwrap();
+    assert!(nd.covered.contains(&4), "{cov:?}");
+    assert!(cov.iter().all(|f| !f.path.starts_with('<')));
+}

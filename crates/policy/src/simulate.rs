@@ -294,6 +294,47 @@ impl PolicyEngine {
     }
 }
 
+/// Line coverage of one policy file after a simulation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CoverageFile {
+    /// File path.
+    pub path: String,
+    /// Lines evaluated.
+    pub covered: Vec<u32>,
+    /// Lines not evaluated.
+    pub not_covered: Vec<u32>,
+}
+
+impl PolicyEngine {
+    /// Line coverage of every policy file when evaluating `doc` with the interpreter
+    /// (`portcullis policy eval --coverage`).
+    pub fn coverage_json(&self, doc: &Json) -> Result<Vec<CoverageFile>, EngineError> {
+        let subject = DocSubject::from_doc(doc)?;
+        let state = self.state();
+        let applicable = state.applicable(&subject.subject());
+        let mut engine = state.set.engine.clone();
+        engine.set_enable_coverage(true);
+        engine.set_input(regorus::Value::from(doc.clone()));
+        for a in &applicable {
+            // Errors are part of the decision trace; coverage still reports what ran.
+            let _ = engine.eval_rule(policy_entry(a.index));
+        }
+        let report = engine
+            .get_coverage_report()
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+        Ok(report
+            .files
+            .into_iter()
+            .filter(|f| !f.path.starts_with("<portcullis"))
+            .map(|f| CoverageFile {
+                path: f.path,
+                covered: f.covered.into_iter().collect(),
+                not_covered: f.not_covered.into_iter().collect(),
+            })
+            .collect())
+    }
+}
+
 /// Validates `src` (shown as `path`) together with the libraries of `set`.
 pub fn validate_with(set: &CompiledSet, path: &str, src: &str) -> Vec<PolicyError> {
     let lib_packages: Vec<String> = set
