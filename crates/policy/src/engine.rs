@@ -591,9 +591,12 @@ pub(crate) fn evaluate_rvm(
     let one_pass = one_pass(strategy, applicable.len(), set.policies.len());
     set.with_vm(|vm| {
         vm.set_input(input);
-        if one_pass {
-            match vm.execute_entry_point_by_index(0) {
-                Ok(Value::Array(items)) if items.len() == set.policies.len() => applicable
+        if !one_pass {
+            return per_policy(vm, set, applicable);
+        }
+        match vm.execute_entry_point_by_index(0) {
+            Ok(Value::Array(items)) if items.len() == set.policies.len() => {
+                let results = applicable
                     .iter()
                     .map(|a| {
                         interpret(
@@ -601,28 +604,44 @@ pub(crate) fn evaluate_rvm(
                             &set.policies[a.index],
                         )
                     })
-                    .collect(),
-                Ok(other) => {
-                    let msg = format!("{ENTRY_ALL} is {}", kind_of(&other));
-                    applicable
-                        .iter()
-                        .map(|_| PolicyResult::Error(format!("undefined result ({msg})")))
-                        .collect()
-                }
-                // One failure fails the whole pass: re-run policies one by one so only
-                // the failing policy is reported.
-                Err(_) => applicable
-                    .iter()
-                    .map(|a| run_entry(vm, a.index, &set.policies[a.index]))
-                    .collect(),
+                    .collect();
+                (results, true)
             }
-        } else {
-            applicable
-                .iter()
-                .map(|a| run_entry(vm, a.index, &set.policies[a.index]))
-                .collect()
+            Ok(other) => {
+                let msg = format!("{ENTRY_ALL} is {}", kind_of(&other));
+                let results = applicable
+                    .iter()
+                    .map(|_| PolicyResult::Error(format!("undefined result ({msg})")))
+                    .collect();
+                (results, true)
+            }
+            // One failure fails the whole pass: re-run policies one by one so only the
+            // failing policy is reported.
+            Err(_) => {
+                let (results, _) = per_policy(vm, set, applicable);
+                (results, false)
+            }
         }
     })
+}
+
+fn per_policy(
+    vm: &mut regorus::rvm::vm::RegoVM,
+    set: &CompiledSet,
+    applicable: &[Applicable],
+) -> (Vec<PolicyResult>, bool) {
+    let mut healthy = true;
+    let results = applicable
+        .iter()
+        .map(|a| {
+            let r = run_entry(vm, a.index, &set.policies[a.index]);
+            if matches!(r, PolicyResult::Error(_)) {
+                healthy = false;
+            }
+            r
+        })
+        .collect();
+    (results, healthy)
 }
 
 fn one_pass(strategy: EvalStrategy, applicable: usize, total: usize) -> bool {

@@ -726,3 +726,27 @@ fn coverage_reports_evaluated_lines() {
     assert!(nd.covered.contains(&4), "{cov:?}");
     assert!(cov.iter().all(|f| !f.path.starts_with('<')));
 }
+
+#[test]
+fn runaway_policies_hit_the_instruction_limit_and_fail_closed() {
+    let runaway = "package portcullis.policy.runaway\nimport rego.v1\n\nallow if {\n  input.request.method == \"GET\"\n  n := count([1 | some i in numbers.range(1, 1500); some j in numbers.range(1, 1500)])\n  n > 0\n}\n";
+    let (e, _) = engine_with(
+        &[("openai.rego", ALLOW_OPENAI), ("runaway.rego", runaway)],
+        EngineConfig::default(),
+    );
+    let p = principal("demo", "default", &[]);
+    let out = e.decide(&http(&p, "GET", "api.openai.com", "/"));
+    assert!(out.policy_error);
+    assert!(!out.decision.allowed);
+    assert_eq!(out.decision.policy.as_deref(), Some("runaway"));
+    assert!(
+        out.decision.reasons[0]
+            .to_lowercase()
+            .contains("instruction"),
+        "{:?}",
+        out.decision.reasons
+    );
+    // The engine keeps serving: the runaway branch is not taken for POST.
+    let d = e.decide(&http(&p, "POST", "api.openai.com", "/")).decision;
+    assert!(d.allowed, "{d:?}");
+}
