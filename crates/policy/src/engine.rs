@@ -80,6 +80,8 @@ pub struct ReloadStatus {
     pub policies: usize,
     /// Errors of the last reload (empty when ok).
     pub errors: Vec<crate::PolicyError>,
+    /// Non-fatal problems, e.g. a binding naming a policy that does not exist.
+    pub warnings: Vec<String>,
 }
 
 /// Counters the caller exports as metrics.
@@ -227,6 +229,14 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
+fn binding_warnings(set: &CompiledSet, bindings: &[Binding]) -> Vec<String> {
+    bindings
+        .iter()
+        .filter(|b| set.position(&b.policy).is_none())
+        .map(|b| format!("binding names unknown policy {:?}", b.policy))
+        .collect()
+}
+
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
@@ -241,6 +251,7 @@ impl PolicyEngine {
         sources: Vec<SourceFile>,
     ) -> Result<Self, EngineError> {
         let set = compile(sources).map_err(EngineError::Invalid)?;
+        let warnings = binding_warnings(&set, &config.bindings);
         let now = clock.unix_secs();
         let policies = set.policies.len();
         let state = State::new(Arc::new(set), 1, BTreeMap::new(), &config.bindings);
@@ -255,6 +266,7 @@ impl PolicyEngine {
                 version: 1,
                 policies,
                 errors: Vec::new(),
+                warnings,
             }),
             clock,
             ids: DecisionIds::default(),
@@ -341,6 +353,7 @@ impl PolicyEngine {
             Ok(set) => {
                 let version = self.next_version.fetch_add(1, Ordering::SeqCst);
                 let policies = set.policies.len();
+                let warnings = binding_warnings(&set, &self.config.bindings);
                 let old = self.state.load();
                 let state = State::new(
                     Arc::new(set),
@@ -357,6 +370,7 @@ impl PolicyEngine {
                     version,
                     policies,
                     errors: Vec::new(),
+                    warnings,
                 };
                 *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
                 tracing::info!(version, policies, "policy set reloaded");
@@ -381,6 +395,7 @@ impl PolicyEngine {
             version: state.version,
             policies: state.set.policies.len(),
             errors: report.errors.clone(),
+            warnings: Vec::new(),
         };
     }
 

@@ -102,6 +102,7 @@ fn bindings_by_agent_group_and_tenant() {
         ..Default::default()
     };
     let (e, _) = engine_with(&base(), cfg);
+    assert!(e.reload_status().warnings.is_empty());
     // In group research: openai applies and allows.
     let r = principal("r1", "other", &["research"]);
     let d = e
@@ -749,4 +750,17 @@ fn runaway_policies_hit_the_instruction_limit_and_fail_closed() {
     // The engine keeps serving: the runaway branch is not taken for POST.
     let d = e.decide(&http(&p, "POST", "api.openai.com", "/")).decision;
     assert!(d.allowed, "{d:?}");
+}
+
+#[test]
+fn bindings_for_unknown_policies_are_reported() {
+    let cfg = EngineConfig {
+        bindings: vec![Binding::all("typo", PolicyMode::Shadow)],
+        ..Default::default()
+    };
+    let (e, _) = engine_with(&base(), cfg);
+    assert_eq!(
+        e.reload_status().warnings,
+        vec!["binding names unknown policy \"typo\""]
+    );
 }
