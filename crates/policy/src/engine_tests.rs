@@ -764,3 +764,48 @@ fn bindings_for_unknown_policies_are_reported() {
         vec!["binding names unknown policy \"typo\""]
     );
 }
+
+#[test]
+fn one_pass_and_per_policy_strategies_agree() {
+    let conflict = "package portcullis.policy.conflict\nimport rego.v1\n\ndefault allow := false\nallow := true if input.request.method == \"GET\"\nallow := false if input.request.path == \"/\"\n";
+    let mk = |strategy| {
+        let cfg = EngineConfig {
+            strategy,
+            cache_ttl: Duration::ZERO,
+            ..Default::default()
+        };
+        engine_with(
+            &[
+                ("openai.rego", ALLOW_OPENAI),
+                ("no_delete.rego", DENY_DELETE),
+                ("conflict.rego", conflict),
+            ],
+            cfg,
+        )
+        .0
+    };
+    let one = mk(EvalStrategy::OnePass);
+    let per = mk(EvalStrategy::PerPolicy);
+    let p = principal("demo", "default", &[]);
+    for (m, h, path) in [
+        ("GET", "api.openai.com", "/"),
+        ("GET", "api.openai.com", "/x"),
+        ("DELETE", "api.openai.com", "/admin"),
+        ("POST", "example.com", "/"),
+    ] {
+        let a = one.decide(&http(&p, m, h, path)).decision;
+        let b = per.decide(&http(&p, m, h, path)).decision;
+        assert_eq!(
+            (a.verdict, &a.reasons, &a.policy, &a.code, &a.evaluations),
+            (b.verdict, &b.reasons, &b.policy, &b.code, &b.evaluations),
+            "{m} {h}{path}"
+        );
+    }
+    assert_eq!(
+        one.decide(&http(&p, "GET", "api.openai.com", "/"))
+            .decision
+            .code
+            .as_deref(),
+        Some(CODE_POLICY_ERROR)
+    );
+}

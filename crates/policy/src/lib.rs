@@ -3,8 +3,9 @@
 //! Policies are `.rego` files with `package portcullis.policy.<name>` defining `allow`
 //! (boolean) and/or `deny` (set of reason strings); other packages (`portcullis.lib.*`)
 //! are libraries. [`compile`] validates a set in stages (parse, compile, RVM compile,
-//! forbidden builtins) and compiles it to regorus RVM bytecode with a generated wrapper
-//! that evaluates every policy in one pass. [`PolicyEngine`] holds the active set behind
+//! forbidden builtins) and compiles it to regorus RVM bytecode: a generated wrapper gives
+//! one entry point per policy and one for all policies in one pass (per policy measured
+//! faster and is the default, see [`EvalStrategy`]). [`PolicyEngine`] holds the active set behind
 //! `arc-swap`, applies bindings and modes, combines results (deny-overrides, fail closed),
 //! caches decisions and reloads atomically. The tree-walking interpreter serves the
 //! simulator and test runner. No sockets, no async except the optional directory watch.
