@@ -255,6 +255,12 @@ impl PolicyEngine {
     ) -> Result<Self, EngineError> {
         let set = compile(sources).map_err(EngineError::Invalid)?;
         let warnings = binding_warnings(&set, &config.bindings);
+        // Compiled glob/regex patterns are cached process-wide by regorus; size the caches
+        // for catalogue-style policies so patterns are not recompiled per request.
+        regorus::cache::configure(regorus::cache::Config {
+            regex: 1024,
+            glob: 1024,
+        });
         let now = clock.unix_secs();
         let policies = set.policies.len();
         let state = State::new(Arc::new(set), 1, BTreeMap::new(), &config.bindings);
