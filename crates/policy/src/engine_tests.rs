@@ -285,12 +285,12 @@ fn interpret_undefined_result_is_an_error() {
     let set = e.compiled();
     let meta = &set.policies()[0];
     assert!(matches!(
-        engine::interpret(&regorus::Value::Undefined, meta),
+        crate::eval::interpret(&regorus::Value::Undefined, meta),
         PolicyResult::Error(m) if m.contains("undefined")
     ));
     let no_slots = regorus::Value::new_object();
     assert!(matches!(
-        engine::interpret(&no_slots, meta),
+        crate::eval::interpret(&no_slots, meta),
         PolicyResult::Error(_)
     ));
 }

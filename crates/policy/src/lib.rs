@@ -17,6 +17,7 @@ mod combine;
 mod compile;
 mod engine;
 mod error;
+mod eval;
 mod ids;
 mod input;
 mod loader;

@@ -5,8 +5,9 @@
 use crate::binding::{OnBlock, Subject};
 use crate::combine::{combine, Applied, PolicyResult};
 use crate::compile::{compile, policy_entry, CompiledSet, SourceFile};
-use crate::engine::{evaluate_rvm, first_line, interpret, PolicyEngine, State};
+use crate::engine::{PolicyEngine, State};
 use crate::error::{EngineError, PolicyError};
+use crate::eval::{evaluate_rvm, first_line, interpret};
 use crate::input::{agent_mode_str, rfc3339, risk_str, PolicyInput};
 use portcullis_core::{AgentMode, Decision, PolicyMode, Principal};
 use serde::Serialize;
