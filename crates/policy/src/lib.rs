@@ -4,8 +4,8 @@
 //! (boolean) and/or `deny` (set of reason strings); other packages (`portcullis.lib.*`)
 //! are libraries. [`compile`] validates a set in stages (parse, compile, RVM compile,
 //! forbidden builtins) and compiles it to regorus RVM bytecode: a generated wrapper gives
-//! one entry point per policy and one for all policies in one pass (per policy measured
-//! faster and is the default, see [`EvalStrategy`]). [`PolicyEngine`] holds the active set behind
+//! one entry point per policy and one for all policies in one pass (per policy is the
+//! default, see [`EvalStrategy`]). [`PolicyEngine`] holds the active set behind
 //! `arc-swap`, applies bindings and modes, combines results (deny-overrides, fail closed),
 //! caches decisions and reloads atomically. The tree-walking interpreter serves the
 //! simulator and test runner. No sockets, no async except the optional directory watch.
