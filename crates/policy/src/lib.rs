@@ -45,9 +45,6 @@ pub use input::{
     RequestKind, UsageFacts,
 };
 pub use loader::{example_sources, read_dir};
-
-#[cfg(test)]
-mod engine_tests;
 pub use simulate::{
     decision_json, principal_json, validate_sources, validate_with, with_principal, CoverageFile,
     PolicyTrace, Simulation,
@@ -55,3 +52,6 @@ pub use simulate::{
 pub use stub::{blocked_error, refusal_text, stub_response, StubFormat, StubResponse};
 pub use testing::{run_fixture_text, run_rego_tests, run_tests, TestReport, TestResult};
 pub use watch::{watch, WatchHandle};
+
+#[cfg(test)]
+mod engine_tests;
