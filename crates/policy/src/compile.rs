@@ -20,7 +20,7 @@ const WRAPPER_FILE: &str = "<portcullis:eval>";
 /// Entry point returning `[{allow, deny}, ...]` for every policy, in name order.
 pub(crate) const ENTRY_ALL: &str = "data.portcullis.__eval.all";
 /// Upper bound on VM instructions per evaluation: bounds CPU per request.
-pub(crate) const MAX_INSTRUCTIONS: usize = 2_000_000;
+pub(crate) const MAX_INSTRUCTIONS: usize = 1_000_000;
 
 /// A policy source file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,7 +475,9 @@ impl CompiledSet {
     }
 
     /// Runs `f` with a VM loaded with this set's program, reusing pooled VMs.
-    pub(crate) fn with_vm<R>(&self, f: impl FnOnce(&mut RegoVM) -> R) -> R {
+    /// The closure returns its result and whether the VM is still healthy; a VM that saw
+    /// an execution error is dropped rather than reused.
+    pub(crate) fn with_vm<R>(&self, f: impl FnOnce(&mut RegoVM) -> (R, bool)) -> R {
         let pooled = self.vms.lock().ok().and_then(|mut v| v.pop());
         let mut vm = match pooled {
             Some(vm) => vm,
@@ -486,10 +488,12 @@ impl CompiledSet {
                 vm
             }
         };
-        let r = f(&mut vm);
-        if let Ok(mut v) = self.vms.lock() {
-            if v.len() < 64 {
-                v.push(vm);
+        let (r, healthy) = f(&mut vm);
+        if healthy {
+            if let Ok(mut v) = self.vms.lock() {
+                if v.len() < 64 {
+                    v.push(vm);
+                }
             }
         }
         r

@@ -3,16 +3,16 @@
 
 use crate::binding::{Binding, DefaultDecision, OnBlock, Subject};
 use crate::cache::DecisionCache;
-use crate::combine::{combine, Applied, Combined, PolicyResult};
-use crate::compile::{compile, CompiledSet, PolicyMeta, SourceFile, ENTRY_ALL};
+use crate::combine::{combine, Applied, Combined};
+use crate::compile::{compile, CompiledSet, SourceFile};
 use crate::error::{EngineError, ErrorReport};
+use crate::eval::{evaluate_rvm, one_pass};
 use crate::ids::DecisionIds;
 use crate::input::PolicyInput;
 use crate::loader::read_dir;
 use crate::mask::FieldMask;
 use arc_swap::ArcSwap;
 use portcullis_core::{AgentMode, Clock, Decision, PolicyMode};
-use regorus::Value;
 use serde::Serialize;
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
@@ -41,10 +41,14 @@ pub struct EngineConfig {
 }
 
 /// How the applicable policies of a request are evaluated on the RVM.
+///
+/// Measured on the example set (4 policies, all applicable; `benches/eval.rs`, loaded 2-core
+/// machine): one entry point per policy 43–55 µs, one pass over the generated wrapper
+/// 49–53 µs, i.e. equal within noise. Per policy also skips policies that do not apply and
+/// isolates a failing policy without a second run, so `Auto` evaluates per policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EvalStrategy {
-    /// One pass over the generated wrapper when at least half the policies apply,
-    /// per-policy entry points otherwise.
+    /// The measured faster strategy (currently per policy).
     #[default]
     Auto,
     /// Always one pass over every policy.
@@ -80,6 +84,8 @@ pub struct ReloadStatus {
     pub policies: usize,
     /// Errors of the last reload (empty when ok).
     pub errors: Vec<crate::PolicyError>,
+    /// Non-fatal problems, e.g. a binding naming a policy that does not exist.
+    pub warnings: Vec<String>,
 }
 
 /// Counters the caller exports as metrics.
@@ -227,6 +233,14 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
+fn binding_warnings(set: &CompiledSet, bindings: &[Binding]) -> Vec<String> {
+    bindings
+        .iter()
+        .filter(|b| set.position(&b.policy).is_none())
+        .map(|b| format!("binding names unknown policy {:?}", b.policy))
+        .collect()
+}
+
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
@@ -241,6 +255,13 @@ impl PolicyEngine {
         sources: Vec<SourceFile>,
     ) -> Result<Self, EngineError> {
         let set = compile(sources).map_err(EngineError::Invalid)?;
+        let warnings = binding_warnings(&set, &config.bindings);
+        // Compiled glob/regex patterns are cached process-wide by regorus; size the caches
+        // for catalogue-style policies so patterns are not recompiled per request.
+        regorus::cache::configure(regorus::cache::Config {
+            regex: 1024,
+            glob: 1024,
+        });
         let now = clock.unix_secs();
         let policies = set.policies.len();
         let state = State::new(Arc::new(set), 1, BTreeMap::new(), &config.bindings);
@@ -255,6 +276,7 @@ impl PolicyEngine {
                 version: 1,
                 policies,
                 errors: Vec::new(),
+                warnings,
             }),
             clock,
             ids: DecisionIds::default(),
@@ -341,6 +363,7 @@ impl PolicyEngine {
             Ok(set) => {
                 let version = self.next_version.fetch_add(1, Ordering::SeqCst);
                 let policies = set.policies.len();
+                let warnings = binding_warnings(&set, &self.config.bindings);
                 let old = self.state.load();
                 let state = State::new(
                     Arc::new(set),
@@ -357,6 +380,7 @@ impl PolicyEngine {
                     version,
                     policies,
                     errors: Vec::new(),
+                    warnings,
                 };
                 *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
                 tracing::info!(version, policies, "policy set reloaded");
@@ -381,6 +405,7 @@ impl PolicyEngine {
             version: state.version,
             policies: state.set.policies.len(),
             errors: report.errors.clone(),
+            warnings: Vec::new(),
         };
     }
 
@@ -501,7 +526,7 @@ impl PolicyEngine {
         } else {
             mask
         };
-        let value = input.to_value_masked(now, read);
+        let value = input.build_value(now, read);
         let results = evaluate_rvm(&state.set, &applicable, value, self.config.strategy);
         let applied: Vec<Applied> = applicable
             .iter()
@@ -575,158 +600,4 @@ impl PolicyEngine {
             self.policy_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-/// Evaluates the applicable policies on the VM. One pass over the generated wrapper when
-/// most policies apply; per-policy entry points otherwise.
-pub(crate) fn evaluate_rvm(
-    set: &CompiledSet,
-    applicable: &[Applicable],
-    input: Value,
-    strategy: EvalStrategy,
-) -> Vec<PolicyResult> {
-    if applicable.is_empty() {
-        return Vec::new();
-    }
-    let one_pass = one_pass(strategy, applicable.len(), set.policies.len());
-    set.with_vm(|vm| {
-        vm.set_input(input);
-        if one_pass {
-            match vm.execute_entry_point_by_index(0) {
-                Ok(Value::Array(items)) if items.len() == set.policies.len() => applicable
-                    .iter()
-                    .map(|a| {
-                        interpret(
-                            items.get(a.index).unwrap_or(&Value::Undefined),
-                            &set.policies[a.index],
-                        )
-                    })
-                    .collect(),
-                Ok(other) => {
-                    let msg = format!("{ENTRY_ALL} is {}", kind_of(&other));
-                    applicable
-                        .iter()
-                        .map(|_| PolicyResult::Error(format!("undefined result ({msg})")))
-                        .collect()
-                }
-                // One failure fails the whole pass: re-run policies one by one so only
-                // the failing policy is reported.
-                Err(_) => applicable
-                    .iter()
-                    .map(|a| run_entry(vm, a.index, &set.policies[a.index]))
-                    .collect(),
-            }
-        } else {
-            applicable
-                .iter()
-                .map(|a| run_entry(vm, a.index, &set.policies[a.index]))
-                .collect()
-        }
-    })
-}
-
-fn one_pass(strategy: EvalStrategy, applicable: usize, total: usize) -> bool {
-    match strategy {
-        EvalStrategy::Auto => applicable * 2 >= total,
-        EvalStrategy::OnePass => true,
-        EvalStrategy::PerPolicy => false,
-    }
-}
-
-fn run_entry(vm: &mut regorus::rvm::vm::RegoVM, index: usize, meta: &PolicyMeta) -> PolicyResult {
-    match vm.execute_entry_point_by_index(index + 1) {
-        Ok(v) => interpret(&v, meta),
-        Err(e) => PolicyResult::Error(first_line(&e.to_string())),
-    }
-}
-
-pub(crate) fn first_line(s: &str) -> String {
-    let t = s.trim();
-    t.rsplit_once("error: ")
-        .map(|(_, m)| m)
-        .unwrap_or(t)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(300)
-        .collect()
-}
-
-pub(crate) fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Set(_) => "a set",
-        Value::Object(_) => "an object",
-        Value::Undefined => "undefined",
-    }
-}
-
-/// Interprets one `{"allow": [v] | [], "deny": [v] | []}` wrapper value.
-///
-/// An undefined `allow` means "does not allow" unless the policy declares `default allow`:
-/// then only conflicting definitions can make it undefined, which is an error. The same
-/// holds for `deny`. Ill-typed values are errors. Errors fail closed.
-pub(crate) fn interpret(v: &Value, meta: &PolicyMeta) -> PolicyResult {
-    let Value::Object(obj) = v else {
-        return PolicyResult::Error(format!(
-            "undefined result (policy result is {})",
-            kind_of(v)
-        ));
-    };
-    let slot = |key: &str| -> Result<Option<Value>, String> {
-        match obj.get(&Value::from(key)) {
-            // The RVM may yield `[undefined]` where the interpreter yields `[]`.
-            Some(Value::Array(a)) => Ok(a.iter().find(|x| !matches!(x, Value::Undefined)).cloned()),
-            other => Err(format!(
-                "undefined result (`{key}` slot is {})",
-                other.map(kind_of).unwrap_or("missing")
-            )),
-        }
-    };
-    let allow = match slot("allow") {
-        Err(e) => return PolicyResult::Error(e),
-        Ok(None) if meta.default_allow => {
-            return PolicyResult::Error(
-                "`allow` is undefined despite its default (conflicting definitions)".to_owned(),
-            )
-        }
-        Ok(None) => false,
-        Ok(Some(Value::Bool(b))) => b,
-        Ok(Some(other)) => {
-            return PolicyResult::Error(format!(
-                "`allow` must be a boolean, got {}",
-                kind_of(&other)
-            ))
-        }
-    };
-    let mut deny: Vec<String> = Vec::new();
-    let mut push = |x: &Value| match x {
-        Value::String(s) => deny.push(s.to_string()),
-        other => deny.push(crate::input::value_to_json(other).to_string()),
-    };
-    match slot("deny") {
-        Err(e) => return PolicyResult::Error(e),
-        Ok(None) if meta.default_deny => {
-            return PolicyResult::Error(
-                "`deny` is undefined despite its default (conflicting definitions)".to_owned(),
-            )
-        }
-        Ok(None) => {}
-        Ok(Some(Value::Set(s))) => s.iter().for_each(&mut push),
-        Ok(Some(Value::Array(a))) => a.iter().for_each(&mut push),
-        Ok(Some(other)) => {
-            return PolicyResult::Error(format!(
-                "`deny` must be a set of strings, got {}",
-                kind_of(&other)
-            ))
-        }
-    }
-    deny.sort();
-    deny.dedup();
-    PolicyResult::Evaluated { allow, deny }
 }

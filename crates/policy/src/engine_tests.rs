@@ -102,6 +102,7 @@ fn bindings_by_agent_group_and_tenant() {
         ..Default::default()
     };
     let (e, _) = engine_with(&base(), cfg);
+    assert!(e.reload_status().warnings.is_empty());
     // In group research: openai applies and allows.
     let r = principal("r1", "other", &["research"]);
     let d = e
@@ -284,12 +285,12 @@ fn interpret_undefined_result_is_an_error() {
     let set = e.compiled();
     let meta = &set.policies()[0];
     assert!(matches!(
-        engine::interpret(&regorus::Value::Undefined, meta),
+        crate::eval::interpret(&regorus::Value::Undefined, meta),
         PolicyResult::Error(m) if m.contains("undefined")
     ));
     let no_slots = regorus::Value::new_object();
     assert!(matches!(
-        engine::interpret(&no_slots, meta),
+        crate::eval::interpret(&no_slots, meta),
         PolicyResult::Error(_)
     ));
 }
@@ -569,4 +570,242 @@ fn body_and_headers_reach_policies_that_read_them() {
     );
     input.request.body = Some(&body);
     assert_eq!(e.decide(&input).decision.reasons, vec!["no temperature"]);
+}
+
+#[test]
+fn engine_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PolicyEngine>();
+    let (e, _) = engine_with(&base(), EngineConfig::default());
+    let e = Arc::new(e);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let p = principal("demo", "default", &[]);
+                let path = format!("/{i}");
+                (0..50)
+                    .filter(|_| {
+                        e.decide(&http(&p, "GET", "api.openai.com", &path))
+                            .decision
+                            .allowed
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 50);
+    }
+    assert_eq!(e.stats().decisions, 200);
+}
+
+#[test]
+fn simulator_traces_every_policy_and_matches_the_rvm() {
+    let cfg = EngineConfig {
+        bindings: vec![Binding {
+            groups: vec!["ops".into()],
+            ..Binding::all("no_delete", PolicyMode::Active)
+        }],
+        ..Default::default()
+    };
+    let (e, _) = engine_with(&base(), cfg);
+    let p = principal("demo", "default", &["ops"]);
+    let input = http(&p, "DELETE", "api.openai.com", "/admin");
+    let sim = e.simulate(&input);
+    let rvm = e.decide(&input).decision;
+    assert_eq!(
+        (sim.decision.verdict, &sim.decision.reasons),
+        (rvm.verdict, &rvm.reasons)
+    );
+    assert_eq!(sim.trace.len(), 2);
+    let nd = sim.trace.iter().find(|t| t.policy == "no_delete").unwrap();
+    assert!(nd.applicable && nd.deny.len() == 2);
+    assert_eq!(sim.input["request"]["method"], "DELETE");
+    // Outside the group the policy is traced as not applicable.
+    let q = principal("other", "default", &[]);
+    let sim = e.simulate(&http(&q, "DELETE", "api.openai.com", "/admin"));
+    assert!(sim.decision.allowed);
+    assert!(
+        !sim.trace
+            .iter()
+            .find(|t| t.policy == "no_delete")
+            .unwrap()
+            .applicable
+    );
+    // Raw documents: agent fields drive bindings and mode.
+    let doc = serde_json::json!({
+        "kind": "http",
+        "agent": {"id": "x", "tenant": "default", "groups": ["ops"], "mode": "shadow"},
+        "request": {"method": "DELETE", "host": "api.openai.com", "path": "/", "port": 443}
+    });
+    let sim = e.simulate_json(doc.clone()).unwrap();
+    assert_eq!(sim.decision.verdict, Verdict::WouldDeny);
+    assert_eq!(e.decide_json(doc).unwrap().verdict, Verdict::WouldDeny);
+    assert!(e
+        .simulate_json(serde_json::json!({"kind": "http"}))
+        .is_err());
+    let bad_mode = serde_json::json!({"agent": {"id": "x", "mode": "sideways"}});
+    assert!(matches!(
+        e.simulate_json(bad_mode),
+        Err(EngineError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn validate_source_uses_active_libraries() {
+    let lib = "package portcullis.lib.hosts\nimport rego.v1\n\nopenai := \"api.openai.com\"\n";
+    let (e, _) = engine_with(
+        &[("openai.rego", ALLOW_OPENAI), ("lib/hosts.rego", lib)],
+        EngineConfig::default(),
+    );
+    let good = "package portcullis.policy.new\nimport rego.v1\nimport data.portcullis.lib.hosts\n\nallow if input.request.host == hosts.openai\n";
+    assert!(e.validate_source("new", good).is_empty());
+    let bad = "package portcullis.policy.new\nimport rego.v1\n\nallow if nope(1)\n";
+    let errs = e.validate_source("new", bad);
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].file.as_str(), errs[0].row), ("new.rego", 4));
+    // Validation never changes the active set.
+    assert_eq!(e.compiled().policies().len(), 1);
+}
+
+#[test]
+fn token_requests_see_requested_scopes() {
+    let token_policy = "package portcullis.policy.tokens\nimport rego.v1\n\ndefault allow := false\nallow if input.kind == \"token\"\ndeny contains sprintf(\"scope %s may not be requested\", [s]) if {\n  input.kind == \"token\"\n  some s in input.token.scopes\n  startswith(s, \"admin:\")\n}\n";
+    let (e, _) = engine_with(&[("t.rego", token_policy)], EngineConfig::default());
+    let p = principal("demo", "default", &[]);
+    let requested = portcullis_core::TokenInfo {
+        scopes: vec!["admin:all".into(), "openai:chat:create".into()],
+        exp: 1_800_000_600,
+        jti: "j".into(),
+    };
+    let input = PolicyInput {
+        token: Some(&requested),
+        ..PolicyInput::new(RequestKind::Token, &p)
+    };
+    let d = e.decide(&input).decision;
+    assert_eq!(d.reasons, vec!["scope admin:all may not be requested"]);
+}
+
+#[test]
+fn fixture_failures_are_reported() {
+    let sources = vec![SourceFile::new("openai.rego", ALLOW_OPENAI)];
+    let fixture = r#"
+cases:
+  - name: right
+    input: {kind: http, agent: {id: a}, request: {host: api.openai.com}}
+    verdict: allow
+    policy: openai
+  - name: wrong
+    input: {kind: http, agent: {id: a}, request: {host: api.openai.com}}
+    verdict: deny
+"#;
+    let mut report = TestReport::default();
+    let clock = Arc::new(ManualClock::at(1));
+    run_fixture_text(&sources, "f.yaml", fixture, clock.clone(), &mut report).unwrap();
+    assert_eq!((report.passed, report.failed), (1, 1));
+    assert!(report.results[1]
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("verdict allow (expected deny)"));
+    assert!(report.to_text().ends_with("1 passed, 1 failed\n"));
+    let unknown_key = "cases:\n  - {name: x, input: {}, verdict: allow, surprise: 1}\n";
+    assert!(run_fixture_text(&sources, "g.yaml", unknown_key, clock, &mut report).is_err());
+}
+
+#[test]
+fn coverage_reports_evaluated_lines() {
+    let (e, _) = engine_with(&base(), EngineConfig::default());
+    let doc = serde_json::json!({
+        "kind": "http",
+        "agent": {"id": "x"},
+        "request": {"method": "DELETE", "host": "api.openai.com", "path": "/", "port": 443}
+    });
+    let cov = e.coverage_json(&doc).unwrap();
+    let nd = cov.iter().find(|f| f.path == "no_delete.rego").unwrap();
+    assert!(nd.covered.contains(&4), "{cov:?}");
+    assert!(cov.iter().all(|f| !f.path.starts_with('<')));
+}
+
+#[test]
+fn runaway_policies_hit_the_instruction_limit_and_fail_closed() {
+    let runaway = "package portcullis.policy.runaway\nimport rego.v1\n\nallow if {\n  input.request.method == \"GET\"\n  n := count([1 | some i in numbers.range(1, 1500); some j in numbers.range(1, 1500)])\n  n > 0\n}\n";
+    let (e, _) = engine_with(
+        &[("openai.rego", ALLOW_OPENAI), ("runaway.rego", runaway)],
+        EngineConfig::default(),
+    );
+    let p = principal("demo", "default", &[]);
+    let out = e.decide(&http(&p, "GET", "api.openai.com", "/"));
+    assert!(out.policy_error);
+    assert!(!out.decision.allowed);
+    assert_eq!(out.decision.policy.as_deref(), Some("runaway"));
+    assert!(
+        out.decision.reasons[0]
+            .to_lowercase()
+            .contains("instruction"),
+        "{:?}",
+        out.decision.reasons
+    );
+    // The engine keeps serving: the runaway branch is not taken for POST.
+    let d = e.decide(&http(&p, "POST", "api.openai.com", "/")).decision;
+    assert!(d.allowed, "{d:?}");
+}
+
+#[test]
+fn bindings_for_unknown_policies_are_reported() {
+    let cfg = EngineConfig {
+        bindings: vec![Binding::all("typo", PolicyMode::Shadow)],
+        ..Default::default()
+    };
+    let (e, _) = engine_with(&base(), cfg);
+    assert_eq!(
+        e.reload_status().warnings,
+        vec!["binding names unknown policy \"typo\""]
+    );
+}
+
+#[test]
+fn one_pass_and_per_policy_strategies_agree() {
+    let conflict = "package portcullis.policy.conflict\nimport rego.v1\n\ndefault allow := false\nallow := true if input.request.method == \"GET\"\nallow := false if input.request.path == \"/\"\n";
+    let mk = |strategy| {
+        let cfg = EngineConfig {
+            strategy,
+            cache_ttl: Duration::ZERO,
+            ..Default::default()
+        };
+        engine_with(
+            &[
+                ("openai.rego", ALLOW_OPENAI),
+                ("no_delete.rego", DENY_DELETE),
+                ("conflict.rego", conflict),
+            ],
+            cfg,
+        )
+        .0
+    };
+    let one = mk(EvalStrategy::OnePass);
+    let per = mk(EvalStrategy::PerPolicy);
+    let p = principal("demo", "default", &[]);
+    for (m, h, path) in [
+        ("GET", "api.openai.com", "/"),
+        ("GET", "api.openai.com", "/x"),
+        ("DELETE", "api.openai.com", "/admin"),
+        ("POST", "example.com", "/"),
+    ] {
+        let a = one.decide(&http(&p, m, h, path)).decision;
+        let b = per.decide(&http(&p, m, h, path)).decision;
+        assert_eq!(
+            (a.verdict, &a.reasons, &a.policy, &a.code, &a.evaluations),
+            (b.verdict, &b.reasons, &b.policy, &b.code, &b.evaluations),
+            "{m} {h}{path}"
+        );
+    }
+    assert_eq!(
+        one.decide(&http(&p, "GET", "api.openai.com", "/"))
+            .decision
+            .code
+            .as_deref(),
+        Some(CODE_POLICY_ERROR)
+    );
 }

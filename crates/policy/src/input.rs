@@ -158,48 +158,51 @@ impl<'a> PolicyInput<'a> {
 
     /// Builds the regorus input value.
     pub fn to_value(&self, now: SystemTime) -> Value {
-        self.to_value_masked(now, FieldMask::ALL)
+        self.build_value(now, FieldMask::ALL)
     }
 
     /// Builds the input value with only the expensive fields (`request.headers`,
     /// `request.body`, `agent.attributes`) that `mask` selects: a field no applicable policy
     /// reads is left out, which no policy can observe.
-    pub(crate) fn to_value_masked(&self, now: SystemTime, mask: FieldMask) -> Value {
+    pub(crate) fn build_value(&self, now: SystemTime, mask: FieldMask) -> Value {
         let p = self.principal;
         let mut root = BTreeMap::new();
-        root.insert(s("kind"), s(self.kind.as_str()));
+        root.insert(key(Key::Kind), s(self.kind.as_str()));
         let mut agent = BTreeMap::new();
-        agent.insert(s("id"), s(&p.agent_id));
-        agent.insert(s("tenant"), s(&p.tenant));
-        agent.insert(s("groups"), strings(p.groups.iter()));
-        agent.insert(s("risk_level"), s(risk_str(p.risk_level)));
-        agent.insert(s("mode"), s(agent_mode_str(p.mode)));
+        agent.insert(key(Key::Id), s(&p.agent_id));
+        agent.insert(key(Key::Tenant), s(&p.tenant));
+        agent.insert(key(Key::Groups), strings(p.groups.iter()));
+        agent.insert(key(Key::RiskLevel), s(risk_str(p.risk_level)));
+        agent.insert(key(Key::Mode), s(agent_mode_str(p.mode)));
         if mask.has(FieldMask::AGENT) && !p.attributes.is_empty() {
             agent.insert(
-                s("attributes"),
+                key(Key::Attributes),
                 Value::from(Json::Object((*p.attributes).clone())),
             );
         } else {
-            agent.insert(s("attributes"), Value::new_object());
+            agent.insert(key(Key::Attributes), Value::new_object());
         }
-        agent.insert(s("scopes"), strings(p.scopes.iter()));
-        root.insert(s("agent"), Value::from(agent));
-        root.insert(s("subagent"), self.subagent.map(s).unwrap_or(Value::Null));
+        agent.insert(key(Key::Scopes), strings(p.scopes.iter()));
+        root.insert(key(Key::Agent), Value::from(agent));
+        root.insert(
+            key(Key::Subagent),
+            self.subagent.map(s).unwrap_or(Value::Null),
+        );
         if let Some(t) = self.token {
             let mut tok = BTreeMap::new();
-            tok.insert(s("scopes"), strings(t.scopes.iter()));
-            tok.insert(s("exp"), Value::from(t.exp));
-            tok.insert(s("jti"), s(&t.jti));
-            root.insert(s("token"), Value::from(tok));
+            tok.insert(key(Key::Scopes), strings(t.scopes.iter()));
+            tok.insert(key(Key::Exp), Value::from(t.exp));
+            tok.insert(key(Key::Jti), s(&t.jti));
+            root.insert(key(Key::Token), Value::from(tok));
         }
         let r = &self.request;
         let mut req = BTreeMap::new();
-        req.insert(s("method"), s(r.method));
-        req.insert(s("scheme"), s(r.scheme));
-        req.insert(s("host"), s(r.host));
-        req.insert(s("port"), Value::from(u64::from(r.port)));
-        req.insert(s("path"), s(r.path));
-        req.insert(s("query"), query_value(r.query.unwrap_or("")));
+        req.insert(key(Key::Method), s(r.method));
+        req.insert(key(Key::Scheme), s(r.scheme));
+        req.insert(key(Key::Host), s(r.host));
+        req.insert(key(Key::Port), Value::from(u64::from(r.port)));
+        req.insert(key(Key::Path), s(r.path));
+        req.insert(key(Key::Query), query_value(r.query.unwrap_or("")));
         let mut headers = BTreeMap::new();
         if let Some(h) = r.headers.filter(|_| mask.has(FieldMask::HEADERS)) {
             for name in h.keys() {
@@ -209,35 +212,35 @@ impl<'a> PolicyInput<'a> {
                 headers.insert(s(name.as_str()), s(&joined_header(h, name)));
             }
         }
-        req.insert(s("headers"), Value::from(headers));
+        req.insert(key(Key::Headers), Value::from(headers));
         if let Some(body) = r.body.filter(|_| mask.has(FieldMask::BODY)) {
-            req.insert(s("body"), Value::from(body.clone()));
+            req.insert(key(Key::Body), Value::from(body.clone()));
         }
-        root.insert(s("request"), Value::from(req));
+        root.insert(key(Key::Request), Value::from(req));
         if let Some(l) = &self.llm {
             let mut llm = BTreeMap::new();
-            llm.insert(s("provider"), s(l.provider));
-            llm.insert(s("api"), s(l.api));
-            llm.insert(s("model"), l.model.map(s).unwrap_or(Value::Null));
-            llm.insert(s("stream"), Value::from(l.stream));
+            llm.insert(key(Key::Provider), s(l.provider));
+            llm.insert(key(Key::Api), s(l.api));
+            llm.insert(key(Key::Model), l.model.map(s).unwrap_or(Value::Null));
+            llm.insert(key(Key::Stream), Value::from(l.stream));
             llm.insert(
-                s("max_tokens"),
+                key(Key::MaxTokens),
                 l.max_tokens.map(Value::from).unwrap_or(Value::Null),
             );
-            root.insert(s("llm"), Value::from(llm));
+            root.insert(key(Key::Llm), Value::from(llm));
         }
         let mut usage = BTreeMap::new();
         usage.insert(
-            s("requests_last_minute"),
+            key(Key::RequestsLastMinute),
             Value::from(self.usage.requests_last_minute),
         );
-        usage.insert(s("tokens_today"), Value::from(self.usage.tokens_today));
-        root.insert(s("usage"), Value::from(usage));
+        usage.insert(key(Key::TokensToday), Value::from(self.usage.tokens_today));
+        root.insert(key(Key::Usage), Value::from(usage));
         root.insert(
-            s("credential"),
+            key(Key::Credential),
             self.credential.map(s).unwrap_or(Value::Null),
         );
-        root.insert(s("now"), s(&rfc3339(now)));
+        root.insert(key(Key::Now), s(&rfc3339(now)));
         Value::from(root)
     }
 
@@ -350,6 +353,88 @@ impl<'a> PolicyInput<'a> {
         self.hash_into(mask, &mut b);
         (u128::from(a.finish()) << 64) | u128::from(b.finish())
     }
+}
+
+/// Interned object keys of the input document: cloning an interned key is a reference
+/// count increment instead of an allocation.
+#[derive(Clone, Copy)]
+enum Key {
+    Agent,
+    Api,
+    Attributes,
+    Body,
+    Credential,
+    Exp,
+    Groups,
+    Headers,
+    Host,
+    Id,
+    Jti,
+    Kind,
+    Llm,
+    MaxTokens,
+    Method,
+    Mode,
+    Model,
+    Now,
+    Path,
+    Port,
+    Provider,
+    Query,
+    Request,
+    RequestsLastMinute,
+    RiskLevel,
+    Scheme,
+    Scopes,
+    Stream,
+    Subagent,
+    Tenant,
+    Token,
+    TokensToday,
+    Usage,
+}
+
+const KEY_NAMES: &[&str] = &[
+    "agent",
+    "api",
+    "attributes",
+    "body",
+    "credential",
+    "exp",
+    "groups",
+    "headers",
+    "host",
+    "id",
+    "jti",
+    "kind",
+    "llm",
+    "max_tokens",
+    "method",
+    "mode",
+    "model",
+    "now",
+    "path",
+    "port",
+    "provider",
+    "query",
+    "request",
+    "requests_last_minute",
+    "risk_level",
+    "scheme",
+    "scopes",
+    "stream",
+    "subagent",
+    "tenant",
+    "token",
+    "tokens_today",
+    "usage",
+];
+
+static KEYS: std::sync::LazyLock<Vec<Value>> =
+    std::sync::LazyLock::new(|| KEY_NAMES.iter().map(|k| Value::from(*k)).collect());
+
+fn key(k: Key) -> Value {
+    KEYS.get(k as usize).cloned().unwrap_or(Value::Undefined)
 }
 
 fn s(v: &str) -> Value {

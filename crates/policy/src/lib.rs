@@ -3,8 +3,9 @@
 //! Policies are `.rego` files with `package portcullis.policy.<name>` defining `allow`
 //! (boolean) and/or `deny` (set of reason strings); other packages (`portcullis.lib.*`)
 //! are libraries. [`compile`] validates a set in stages (parse, compile, RVM compile,
-//! forbidden builtins) and compiles it to regorus RVM bytecode with a generated wrapper
-//! that evaluates every policy in one pass. [`PolicyEngine`] holds the active set behind
+//! forbidden builtins) and compiles it to regorus RVM bytecode: a generated wrapper gives
+//! one entry point per policy and one for all policies in one pass (per policy is the
+//! default, see [`EvalStrategy`]). [`PolicyEngine`] holds the active set behind
 //! `arc-swap`, applies bindings and modes, combines results (deny-overrides, fail closed),
 //! caches decisions and reloads atomically. The tree-walking interpreter serves the
 //! simulator and test runner. No sockets, no async except the optional directory watch.
@@ -16,6 +17,7 @@ mod combine;
 mod compile;
 mod engine;
 mod error;
+mod eval;
 mod ids;
 mod input;
 mod loader;
@@ -43,13 +45,13 @@ pub use input::{
     RequestKind, UsageFacts,
 };
 pub use loader::{example_sources, read_dir};
-
-#[cfg(test)]
-mod engine_tests;
 pub use simulate::{
-    decision_json, principal_json, validate_sources, validate_with, with_principal, PolicyTrace,
-    Simulation,
+    decision_json, principal_json, validate_sources, validate_with, with_principal, CoverageFile,
+    PolicyTrace, Simulation,
 };
 pub use stub::{blocked_error, refusal_text, stub_response, StubFormat, StubResponse};
 pub use testing::{run_fixture_text, run_rego_tests, run_tests, TestReport, TestResult};
 pub use watch::{watch, WatchHandle};
+
+#[cfg(test)]
+mod engine_tests;

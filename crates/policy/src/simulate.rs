@@ -5,8 +5,9 @@
 use crate::binding::{OnBlock, Subject};
 use crate::combine::{combine, Applied, PolicyResult};
 use crate::compile::{compile, policy_entry, CompiledSet, SourceFile};
-use crate::engine::{evaluate_rvm, first_line, interpret, PolicyEngine, State};
+use crate::engine::{PolicyEngine, State};
 use crate::error::{EngineError, PolicyError};
+use crate::eval::{evaluate_rvm, first_line, interpret};
 use crate::input::{agent_mode_str, rfc3339, risk_str, PolicyInput};
 use portcullis_core::{AgentMode, Decision, PolicyMode, Principal};
 use serde::Serialize;
@@ -291,6 +292,47 @@ impl PolicyEngine {
             format!("{name}.rego")
         };
         validate_with(&set, &path, src)
+    }
+}
+
+/// Line coverage of one policy file after a simulation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CoverageFile {
+    /// File path.
+    pub path: String,
+    /// Lines evaluated.
+    pub covered: Vec<u32>,
+    /// Lines not evaluated.
+    pub not_covered: Vec<u32>,
+}
+
+impl PolicyEngine {
+    /// Line coverage of every policy file when evaluating `doc` with the interpreter
+    /// (`portcullis policy eval --coverage`).
+    pub fn coverage_json(&self, doc: &Json) -> Result<Vec<CoverageFile>, EngineError> {
+        let subject = DocSubject::from_doc(doc)?;
+        let state = self.state();
+        let applicable = state.applicable(&subject.subject());
+        let mut engine = state.set.engine.clone();
+        engine.set_enable_coverage(true);
+        engine.set_input(regorus::Value::from(doc.clone()));
+        for a in &applicable {
+            // Errors are part of the decision trace; coverage still reports what ran.
+            let _ = engine.eval_rule(policy_entry(a.index));
+        }
+        let report = engine
+            .get_coverage_report()
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+        Ok(report
+            .files
+            .into_iter()
+            .filter(|f| !f.path.starts_with("<portcullis"))
+            .map(|f| CoverageFile {
+                path: f.path,
+                covered: f.covered.into_iter().collect(),
+                not_covered: f.not_covered.into_iter().collect(),
+            })
+            .collect())
     }
 }
 

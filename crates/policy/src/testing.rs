@@ -185,7 +185,7 @@ pub fn run_rego_tests(sources: &[SourceFile], report: &mut TestReport) -> Result
                 false,
                 Some(format!("result {}", crate::input::value_to_json(&other))),
             ),
-            Err(e) => (false, Some(crate::engine::first_line(&e.to_string()))),
+            Err(e) => (false, Some(crate::eval::first_line(&e.to_string()))),
         };
         report.push(TestResult {
             kind: "rego",
