@@ -61,6 +61,9 @@ fn init_logging(cfg: &Config) {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    // Before anything serves: a SIGTERM that arrives as soon as the banner is
+    // out must drain, not kill the process with the default action.
+    let signals = Signals::install();
     let proxy_listener = TcpListener::bind(cfg.proxy.listen)
         .await
         .with_context(|| format!("binding proxy listener {}", cfg.proxy.listen))?;
@@ -195,7 +198,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let proxy_task = tokio::spawn(portcullis_proxy::serve(proxy_listener, shared, shutdown_rx));
 
-    wait_for_signal().await;
+    signals.wait().await;
     info!("shutdown requested; draining");
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
@@ -205,24 +208,39 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, registered up front.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
+            };
+            Self { streams }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = self.streams {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -792,7 +792,8 @@ impl RawResponse {
 
 /// Connects to `addr` with read/write timeouts of [`TIMEOUT`].
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+    let s = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
     s.set_write_timeout(Some(TIMEOUT)).expect("timeout");
     s
