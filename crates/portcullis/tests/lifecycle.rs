@@ -292,21 +292,59 @@ fn invalid_configs_exit_2_and_name_the_key() {
 }
 
 #[test]
-fn serve_refuses_to_run_without_explicit_allow_unauthenticated() {
+fn serve_authenticates_by_default_and_creates_the_demo_agent_once() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_file(
         dir.path(),
         "c.toml",
         b"[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
-    let out = portcullis(&["serve", "--config", cfg.to_str().expect("path")]);
-    assert!(!out.status.success());
-    assert!(
-        out.stdout.is_empty(),
-        "no banner: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_unauthenticated"));
+    let first_run = |expect_demo: bool| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .current_dir(dir.path())
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut banner = String::new();
+        std::io::BufRead::read_line(&mut out, &mut banner).expect("banner");
+        assert!(banner.contains(" auth=required "), "{banner}");
+        assert!(banner.contains(" agents=1 "), "{banner}");
+        let proxy = banner
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("proxy="))
+            .expect("proxy addr")
+            .to_owned();
+        if expect_demo {
+            let mut l1 = String::new();
+            let mut l2 = String::new();
+            std::io::BufRead::read_line(&mut out, &mut l1).expect("demo line");
+            std::io::BufRead::read_line(&mut out, &mut l2).expect("export line");
+            assert!(l1.contains("created agent `demo`"), "{l1}");
+            assert!(l2.contains("export HTTP_PROXY=http://demo:"), "{l2}");
+        }
+        // No credentials: 407 with the Basic challenge, never a forward.
+        let r = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x"])
+            .arg(format!("http://{proxy}"))
+            .arg("http://127.0.0.1:9/")
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&r.stdout), "407");
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    first_run(true);
+    for f in ["data/portcullis.db", "data/signing.key"] {
+        let mode = std::fs::metadata(dir.path().join(f)).expect(f).permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{f} must be private, mode {mode:o}");
+    }
+    // Second start: same store, no new demo agent, no secret printed.
+    first_run(false);
 }
 
 #[test]
@@ -318,6 +356,7 @@ fn config_from_the_environment_variable() {
         b"[proxy]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
         .arg("serve")
         .env("PORTCULLIS_CONFIG", &cfg)
         .stdout(std::process::Stdio::piped())
