@@ -37,6 +37,8 @@ RATE_DELAY_MS="${RATE_DELAY_MS:-20}" # pause per connection: 20 conns / 20 ms = 
 TTFB_RUNS="${TTFB_RUNS:-200}"
 IDLE_CONNS="${IDLE_CONNS:-1000}"
 GATEWAY="${GATEWAY:-$ROOT/target/release/portcullis}"
+# Extra lines for the gateway's [proxy] table, for experiments, e.g.
+#   GATEWAY_PROXY_EXTRA='upstream_pool_max_idle = 64' benches/load.sh
 
 say() { printf '%s\n' "$*" >&2; }
 
@@ -153,6 +155,7 @@ listen = "127.0.0.1:0"
 allow_unauthenticated = true
 allow_private = ["127.0.0.1/32"]
 allowed_ports = [$ORIGIN_PORT, $STREAM_PORT]
+${GATEWAY_PROXY_EXTRA:-}
 [admin]
 listen = "127.0.0.1:0"
 [log]
