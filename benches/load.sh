@@ -28,8 +28,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/benches"
-DURATION="${DURATION:-10}"          # seconds per measured run
+DURATION="${DURATION:-8}"           # seconds per measured run
 WARMUP="${WARMUP:-2}"               # seconds of warm-up before each measured run
+ROUNDS="${ROUNDS:-3}"               # direct/gateway pairs, interleaved; medians reported
 CONNS="${CONNS:-50}"                # connections for the throughput runs
 THREADS="${THREADS:-2}"             # wrk threads
 RATE_CONNS="${RATE_CONNS:-20}"      # connections for the fixed-rate runs
@@ -221,21 +222,48 @@ measure() { # conns delay direct|gateway  -> RESULT line
 
 field() { echo "$1" | awk -v i="$2" '{print $i}'; }
 
-say "throughput, $CONNS connections, ${DURATION}s each"
-T_DIRECT="$(measure "$CONNS" 0 direct)"
-T_GW="$(measure "$CONNS" 0 gateway)"
-say "fixed rate (~$((RATE_CONNS * 1000 / RATE_DELAY_MS)) req/s), ${DURATION}s each"
-R_DIRECT="$(measure "$RATE_CONNS" "$RATE_DELAY_MS" direct)"
-R_GW="$(measure "$RATE_CONNS" "$RATE_DELAY_MS" gateway)"
+# Interleaved rounds (direct, gateway, direct, gateway, ...) so a burst of
+# outside load hits both sides alike; the median of the rounds is reported.
+median_result() { # file -> a RESULT line whose every field is the median over rounds
+  awk '{for (i = 2; i <= NF; i++) v[i, NR] = $i; n = NR; nf = NF}
+    END {printf "RESULT"
+      for (i = 2; i <= nf; i++) {
+        for (a = 1; a <= n; a++) c[a] = v[i, a]
+        for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (c[b] + 0 < c[a] + 0) {t = c[a]; c[a] = c[b]; c[b] = t}
+        printf " %s", (n % 2) ? c[(n + 1) / 2] : (c[n / 2] + c[n / 2 + 1]) / 2
+      }
+      printf "\n"}' "$1"
+}
+rounds() { # conns delay prefix
+  local r
+  : >"$WORK/$3.direct"; : >"$WORK/$3.gateway"
+  for r in $(seq 1 "$ROUNDS"); do
+    measure "$1" "$2" direct >>"$WORK/$3.direct"
+    measure "$1" "$2" gateway >>"$WORK/$3.gateway"
+    say "  round $r: direct $(cut -d' ' -f2-4 "$WORK/$3.direct" | tail -1)  gateway $(cut -d' ' -f2-4 "$WORK/$3.gateway" | tail -1)  (req/s p50us p99us)"
+  done
+}
+say "throughput, $CONNS connections, $ROUNDS x ${DURATION}s each side"
+rounds "$CONNS" 0 thr
+T_DIRECT="$(median_result "$WORK/thr.direct")"
+T_GW="$(median_result "$WORK/thr.gateway")"
+say "fixed rate (~$((RATE_CONNS * 1000 / RATE_DELAY_MS)) req/s), $ROUNDS x ${DURATION}s each side"
+rounds "$RATE_CONNS" "$RATE_DELAY_MS" rate
+R_DIRECT="$(median_result "$WORK/rate.direct")"
+R_GW="$(median_result "$WORK/rate.gateway")"
 RSS_AFTER_LOAD="$(rss_kb "$GW_PID")"
 
-say "time to first byte of a stream, $TTFB_RUNS fresh connections each"
-python3 "$BENCH/load_helpers.py" ttfb 10 "http://$STREAM/stream" "$PROXY" >/dev/null
+say "time to first byte of a stream, $TTFB_RUNS requests per row"
+H="$BENCH/load_helpers.py"
+python3 "$H" ttfb 10 "http://$STREAM/stream" "$PROXY" >/dev/null
+python3 "$H" ttfb 10 "http://$STREAM/stream" "" >/dev/null
 ttfb_stats() { # -> "median p90 mean" in microseconds
   sort -n | awk '{v[NR]=$1; s+=$1} END {printf "%d %d %d\n", v[int((NR+1)/2)], v[int(NR*0.9)], s/NR}'
 }
-TT_DIRECT="$(python3 "$BENCH/load_helpers.py" ttfb "$TTFB_RUNS" "http://$STREAM/stream" | ttfb_stats)"
-TT_GW="$(python3 "$BENCH/load_helpers.py" ttfb "$TTFB_RUNS" "http://$STREAM/stream" "$PROXY" | ttfb_stats)"
+TK_DIRECT="$(python3 "$H" ttfb "$TTFB_RUNS" "http://$STREAM/stream" "" keepalive | ttfb_stats)"
+TK_GW="$(python3 "$H" ttfb "$TTFB_RUNS" "http://$STREAM/stream" "$PROXY" keepalive | ttfb_stats)"
+TT_DIRECT="$(python3 "$H" ttfb "$TTFB_RUNS" "http://$STREAM/stream" "" | ttfb_stats)"
+TT_GW="$(python3 "$H" ttfb "$TTFB_RUNS" "http://$STREAM/stream" "$PROXY" | ttfb_stats)"
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 UPSTREAM_ERRORS="$(curl -fsS "http://$ADMIN/metrics" | awk '/^portcullis_upstream_errors_total/ {s+=$2} END {print s+0}')"
 
@@ -252,12 +280,14 @@ added_p99="$(awk -v a="$rg_p99" -v b="$rd_p99" 'BEGIN {print a-b}')"
 added_p50="$(awk -v a="$rg_p50" -v b="$rd_p50" 'BEGIN {print a-b}')"
 ttd="$(field "$TT_DIRECT" 1)"; ttg="$(field "$TT_GW" 1)"
 added_tt="$(awk -v a="$ttg" -v b="$ttd" 'BEGIN {print a-b}')"
+tkd="$(field "$TK_DIRECT" 1)"; tkg="$(field "$TK_GW" 1)"
+added_tk="$(awk -v a="$tkg" -v b="$tkd" 'BEGIN {print a-b}')"
 idle_delta="$((RSS_IDLE_WITH - RSS_IDLE_BEFORE))"
 
 cat <<EOF
 
 portcullis load benchmark  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) CPUs  load avg before: $LOAD_BEFORE  after: $LOAD_AFTER
-origin: nginx 1 worker, ${BODY_BYTES}-byte JSON; wrk ${THREADS} threads, ${DURATION}s runs after ${WARMUP}s warm-up
+origin: nginx 1 worker, ${BODY_BYTES}-byte JSON; wrk ${THREADS} threads; medians of $ROUNDS interleaved ${DURATION}s runs per side, each after ${WARMUP}s warm-up
 
 throughput, $CONNS connections        req/s        p50 ms    p99 ms   errors  non-2xx
   direct                        $(printf '%10s  %9s  %9s  %6s  %6s' "$td_rps" "$(ms "$(field "$T_DIRECT" 3)")" "$(ms "$(field "$T_DIRECT" 4)")" "$(field "$T_DIRECT" 6)" "$(field "$T_DIRECT" 7)")
@@ -269,10 +299,14 @@ fixed rate, $RATE_CONNS conns x 1/${RATE_DELAY_MS}ms     req/s        p50 ms    
   gateway                       $(printf '%10s  %9s  %9s' "$(field "$R_GW" 2)" "$(ms "$rg_p50")" "$(ms "$rg_p99")")
   added by the gateway                       $(printf '%9s  %9s' "$(ms "$added_p50")" "$(ms "$added_p99")")   (target p99 <= 0.300 ms: $(verdict "$added_p99 <= 300"))
 
-stream time to first byte ($TTFB_RUNS fresh connections)   median ms   p90 ms   mean ms
-  direct                        $(printf '%9s  %9s  %9s' "$(ms "$ttd")" "$(ms "$(field "$TT_DIRECT" 2)")" "$(ms "$(field "$TT_DIRECT" 3)")")
-  gateway                       $(printf '%9s  %9s  %9s' "$(ms "$ttg")" "$(ms "$(field "$TT_GW" 2)")" "$(ms "$(field "$TT_GW" 3)")")
-  added (median)                $(printf '%9s' "$(ms "$added_tt")")   (target <= 0.100 ms: $(verdict "$added_tt <= 100"))
+stream time to first byte, $TTFB_RUNS requests   median ms   p90 ms   mean ms
+  keep-alive connection, direct     $(printf '%9s  %9s  %9s' "$(ms "$tkd")" "$(ms "$(field "$TK_DIRECT" 2)")" "$(ms "$(field "$TK_DIRECT" 3)")")
+  keep-alive connection, gateway    $(printf '%9s  %9s  %9s' "$(ms "$tkg")" "$(ms "$(field "$TK_GW" 2)")" "$(ms "$(field "$TK_GW" 3)")")
+  added (median)                    $(printf '%9s' "$(ms "$added_tk")")   (target <= 0.100 ms: $(verdict "$added_tk <= 100"))
+  new connection each, direct       $(printf '%9s  %9s  %9s' "$(ms "$ttd")" "$(ms "$(field "$TT_DIRECT" 2)")" "$(ms "$(field "$TT_DIRECT" 3)")")
+  new connection each, gateway      $(printf '%9s  %9s  %9s' "$(ms "$ttg")" "$(ms "$(field "$TT_GW" 2)")" "$(ms "$(field "$TT_GW" 3)")")
+  added (median)                    $(printf '%9s' "$(ms "$added_tt")")   (the gateway reuses a pooled upstream connection,
+                                               so the origin's own accept cost is skipped on that path)
 
 gateway memory (VmRSS)                          MB
   idle after start                      $(printf '%6s' "$(mb "$RSS_START")")   (target <= 20: $(verdict "$RSS_START <= 20480"))

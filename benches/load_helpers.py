@@ -6,9 +6,11 @@ Subcommands:
   stream-origin PORT              serve an SSE-like chunked stream on 127.0.0.1:PORT:
                                   headers + the first event are written at once, a second
                                   event follows after 20 ms, then the stream ends
-  ttfb N URL [PROXY]              fetch URL N times (a fresh connection each time, through
-                                  PROXY if given) and print the time to first response byte
-                                  in microseconds, one per line
+  ttfb N URL [PROXY [keepalive]]  fetch URL N times (through PROXY if not empty; a fresh
+                                  connection each time, or one reused keep-alive connection)
+                                  and print the time from sending the request (and
+                                  connecting, if fresh) to the first response byte in
+                                  microseconds, one per line
   idle-conns PROXY URL N          open N keep-alive connections to PROXY, send one
                                   absolute-form request for URL on each and read the whole
                                   response, print "READY <n>" and hold them open until stdin
@@ -83,33 +85,43 @@ def _addr(hostport):
     return host, int(port)
 
 
-def ttfb(n, url, proxy=None):
+def _drain_stream(s, data):
+    """Reads the rest of a chunked response so the stream completes normally."""
+    s.settimeout(2)
+    try:
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+    except socket.timeout:
+        return False
+    return True
+
+
+def ttfb(n, url, proxy=None, keepalive=False):
     parts = urlsplit(url)
     dest = _addr(proxy) if proxy else (parts.hostname, parts.port or 80)
     req = _request_bytes(url, absolute=proxy is not None)
+    s = None
     for _ in range(n):
         t0 = time.perf_counter()
-        s = socket.create_connection(dest)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if s is None:
+            s = socket.create_connection(dest)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(req)
         first = s.recv(1)
         t1 = time.perf_counter()
         if not first:
             print("error: connection closed before the first byte", file=sys.stderr)
             sys.exit(1)
-        # drain the rest so the origin's stream completes normally
-        s.settimeout(2)
-        data = first
-        try:
-            while not data.endswith(b"0\r\n\r\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except socket.timeout:
-            pass
-        s.close()
+        complete = _drain_stream(s, first)
+        if not keepalive or not complete:
+            s.close()
+            s = None
         print(int((t1 - t0) * 1e6))
+    if s is not None:
+        s.close()
 
 
 def _read_response(sock):
@@ -164,7 +176,8 @@ def main(argv):
     elif cmd == "stream-origin":
         stream_origin(int(argv[2]))
     elif cmd == "ttfb":
-        ttfb(int(argv[2]), argv[3], argv[4] if len(argv) > 4 else None)
+        proxy = argv[4] if len(argv) > 4 and argv[4] else None
+        ttfb(int(argv[2]), argv[3], proxy, keepalive=len(argv) > 5 and argv[5] == "keepalive")
     elif cmd == "idle-conns":
         idle_conns(argv[2], argv[3], int(argv[4]))
     else:
