@@ -79,7 +79,13 @@ WORK="$(mktemp -d /tmp/portcullis-load.XXXXXX)"
 PIDS=()
 HOLDER_PID=""
 cleanup() {
-  local pid
+  local pid status=$?
+  if [ -n "${GW_PID:-}" ] && ! kill -0 "$GW_PID" 2>/dev/null; then
+    wait "$GW_PID" 2>/dev/null; say "the gateway exited early (status $?); its stderr:"
+    tail -n 30 "$WORK/gateway.err" >&2 2>/dev/null || true
+  elif [ "$status" != 0 ] && [ -s "$WORK/gateway.err" ]; then
+    say "gateway stderr:"; tail -n 30 "$WORK/gateway.err" >&2
+  fi
   if [ -n "$HOLDER_PID" ]; then kill "$HOLDER_PID" 2>/dev/null || true; fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
