@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# Load benchmark: the same load directly against a local origin and through the
+# gateway, in one run. Prints throughput, p50/p99 and the ratios; the targets of
+# issue 2 are reported, never asserted (this script exits 0 whatever the figures).
+#
+#   benches/load.sh                 # builds target/release/portcullis if needed
+#   DURATION=10 CONNS=50 benches/load.sh
+#
+# Tools (chosen because they install from Debian in seconds; `oha` from crates.io
+# is a multi-minute build on this 2-core machine):
+#   wrk    load generator. It has no proxy option, so for the gateway runs
+#          benches/wrk.lua rewrites the request line to absolute form
+#          (`GET http://127.0.0.1:ORIGIN/json HTTP/1.1`) while the connections
+#          go to the gateway: exactly what a forward-proxy client sends.
+#          Fixed rate: wrk has no -R (that is wrk2, not packaged), so the
+#          1,000 req/s runs pace 20 connections with a 20 ms pause after each
+#          response (wrk's delay() hook); the achieved rate is printed.
+#   nginx  the origin: one worker, `return 200` of a 1 KiB JSON body, keep-alive,
+#          no access log. It is compiled and fast, so it is not the bottleneck.
+#   python3 benches/load_helpers.py: the SSE-like stream origin for the TTFB
+#          measurement, the TTFB client, and the holder of 1,000 idle
+#          keep-alive connections.
+# Missing wrk/nginx are installed with apt-get when running as root.
+#
+# Everything started here (nginx, the stream origin, the gateway, the idle
+# connection holder) is stopped on exit by the trap below.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/benches"
+DURATION="${DURATION:-8}"           # seconds per measured run
+WARMUP="${WARMUP:-2}"               # seconds of warm-up before each measured run
+ROUNDS="${ROUNDS:-3}"               # direct/gateway pairs, interleaved; medians reported
+CONNS="${CONNS:-50}"                # connections for the throughput runs
+THREADS="${THREADS:-2}"             # wrk threads
+RATE_CONNS="${RATE_CONNS:-20}"      # connections for the fixed-rate runs
+RATE_DELAY_MS="${RATE_DELAY_MS:-20}" # pause per connection: 20 conns / 20 ms = 1,000 req/s
+TTFB_RUNS="${TTFB_RUNS:-200}"
+IDLE_CONNS="${IDLE_CONNS:-1000}"
+GATEWAY="${GATEWAY:-$ROOT/target/release/portcullis}"
+# NICE=-10 runs every benchmark process at that priority (negative needs root):
+# on a machine shared with builds it makes the figures less noisy, at the
+# cost of slowing the other work for the few minutes of the run.
+NICE="${NICE:-}"
+# Extra lines for the gateway's [proxy] table, for experiments, e.g.
+#   GATEWAY_PROXY_EXTRA='upstream_pool_max_idle = 64' benches/load.sh
+
+say() { printf '%s\n' "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v python3 >/dev/null || need+=(python3)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing: ${need[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    say "missing tools: ${need[*]} (install them, e.g. apt-get install ${need[*]})"
+    exit 1
+  fi
+fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  say "building the gateway (cargo build --release -p portcullis)"
+  (cd "$ROOT" && cargo build --release -p portcullis --quiet)
+fi
+[ -x "$GATEWAY" ] || { say "no gateway binary at $GATEWAY"; exit 1; }
+
+ulimit -n 8192 2>/dev/null || true
+RUN=()
+if [ -n "$NICE" ]; then RUN=(nice -n "$NICE"); fi
+
+# --- lifecycle ----------------------------------------------------------------
+WORK="$(mktemp -d /tmp/portcullis-load.XXXXXX)"
+PIDS=()
+HOLDER_PID=""
+cleanup() {
+  local pid status=$?
+  if [ -n "${GW_PID:-}" ] && ! kill -0 "$GW_PID" 2>/dev/null; then
+    wait "$GW_PID" 2>/dev/null; say "the gateway exited early (status $?); its stderr:"
+    tail -n 30 "$WORK/gateway.err" >&2 2>/dev/null || true
+  elif [ "$status" != 0 ] && [ -s "$WORK/gateway.err" ]; then
+    say "gateway stderr:"; tail -n 30 "$WORK/gateway.err" >&2
+  fi
+  if [ -n "$HOLDER_PID" ]; then kill "$HOLDER_PID" 2>/dev/null || true; fi
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 "$BENCH/load_helpers.py" free-port; }
+
+wait_http() { # URL [proxy]
+  local i
+  for i in $(seq 1 100); do
+    if curl -fsS -o /dev/null ${2:+-x "$2"} "$1" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  say "timed out waiting for $1"; exit 1
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# --- origin: nginx -------------------------------------------------------------
+ORIGIN_PORT="$(free_port)"
+JSON="$(python3 - <<'EOF'
+import json
+doc = {"id": "bench", "object": "chat.completion", "items": []}
+i = 0
+while len(json.dumps(doc, separators=(",", ":"))) < 1000:
+    doc["items"].append({"n": i, "text": "lorem ipsum"})
+    i += 1
+s = json.dumps(doc, separators=(",", ":"))
+pad = 1024 - len(s) - len(',"pad":""')
+doc["pad"] = "x" * max(pad, 0)
+print(json.dumps(doc, separators=(",", ":")))
+EOF
+)"
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
+    location = /json {
+      default_type application/json;
+      return 200 '$JSON';
+    }
+  }
+}
+EOF
+"${RUN[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/stderr" &
+PIDS+=($!)
+ORIGIN="127.0.0.1:$ORIGIN_PORT"
+wait_http "http://$ORIGIN/json"
+BODY_BYTES="$(curl -fsS "http://$ORIGIN/json" | wc -c)"
+
+# --- origin: stream -------------------------------------------------------------
+STREAM_PORT="$(free_port)"
+"${RUN[@]}" python3 "$BENCH/load_helpers.py" stream-origin "$STREAM_PORT" &
+PIDS+=($!)
+STREAM="127.0.0.1:$STREAM_PORT"
+wait_http "http://$STREAM/stream"
+
+# --- gateway --------------------------------------------------------------------
+cat >"$WORK/gateway.toml" <<EOF
+[proxy]
+listen = "127.0.0.1:0"
+allow_unauthenticated = true
+allow_private = ["127.0.0.1/32"]
+allowed_ports = [$ORIGIN_PORT, $STREAM_PORT]
+${GATEWAY_PROXY_EXTRA:-}
+[admin]
+listen = "127.0.0.1:0"
+[log]
+level = "warn"
+EOF
+"${RUN[@]}" "$GATEWAY" serve --config "$WORK/gateway.toml" >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
+GW_PID=$!
+PIDS+=("$GW_PID")
+for _ in $(seq 1 100); do
+  grep -q 'proxy=' "$WORK/gateway.out" 2>/dev/null && break
+  kill -0 "$GW_PID" 2>/dev/null || { say "gateway exited:"; cat "$WORK/gateway.err" >&2; exit 1; }
+  sleep 0.05
+done
+PROXY="$(grep -o 'proxy=[0-9.:]*' "$WORK/gateway.out" | head -1 | cut -d= -f2)"
+ADMIN="$(grep -o 'admin=[0-9.:]*' "$WORK/gateway.out" | head -1 | cut -d= -f2)"
+[ -n "$PROXY" ] || { say "no banner from the gateway"; cat "$WORK/gateway.err" >&2; exit 1; }
+sleep 1
+RSS_START="$(rss_kb "$GW_PID")"
+wait_http "http://$ORIGIN/json" "http://$PROXY"
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+say "origin=$ORIGIN ($BODY_BYTES-byte JSON) stream=$STREAM gateway proxy=$PROXY admin=$ADMIN"
+say "load average before: $LOAD_BEFORE"
+
+# --- idle keep-alive connections (first, on a fresh gateway) ----------------------
+say "opening $IDLE_CONNS idle keep-alive connections through the gateway"
+RSS_IDLE_BEFORE="$(rss_kb "$GW_PID")"
+mkfifo "$WORK/holder.in"
+"${RUN[@]}" python3 "$BENCH/load_helpers.py" idle-conns "$PROXY" "http://$ORIGIN/json" "$IDLE_CONNS" \
+  <"$WORK/holder.in" >"$WORK/holder.out" 2>"$WORK/holder.err" &
+HOLDER_PID=$!
+exec 9>"$WORK/holder.in"
+for _ in $(seq 1 600); do
+  grep -q READY "$WORK/holder.out" 2>/dev/null && break
+  kill -0 "$HOLDER_PID" 2>/dev/null || break
+  sleep 0.05
+done
+HOLDER_STATUS="$(cat "$WORK/holder.out" 2>/dev/null || true)"
+[ -n "$HOLDER_STATUS" ] || { say "idle-connection holder failed:"; cat "$WORK/holder.err" >&2; }
+sleep 1
+RSS_IDLE_WITH="$(rss_kb "$GW_PID")"
+ACTIVE_CONNS="$(curl -fsS "http://$ADMIN/metrics" | awk '/^portcullis_connections_active/ {print $2}')"
+exec 9>&-
+wait "$HOLDER_PID" 2>/dev/null || true
+HOLDER_PID=""
+sleep 1
+RSS_IDLE_AFTER="$(rss_kb "$GW_PID")"
+
+# --- wrk runs -------------------------------------------------------------------
+run_wrk() { # label conns duration target-env delay-env url
+  local out
+  out="$(WRK_TARGET="$4" WRK_DELAY_MS="$5" "${RUN[@]}" wrk -t"$THREADS" -c"$2" -d"$3"s \
+    -s "$BENCH/wrk.lua" "$6" 2>&1)" || { say "wrk failed: $out"; exit 1; }
+  echo "$out" | grep '^RESULT' | tail -1
+}
+
+measure() { # conns delay direct|gateway  -> RESULT line
+  local conns="$1" delay="$2" mode="$3" target="" url="http://$ORIGIN/json"
+  if [ "$mode" = gateway ]; then target="http://$ORIGIN/json"; url="http://$PROXY/"; fi
+  run_wrk warm "$conns" "$WARMUP" "$target" "$delay" "$url" >/dev/null
+  run_wrk "$mode" "$conns" "$DURATION" "$target" "$delay" "$url"
+}
+
+field() { echo "$1" | awk -v i="$2" '{print $i}'; }
+
+# Interleaved rounds (direct, gateway, direct, gateway, ...) so a burst of
+# outside load hits both sides alike; the median of the rounds is reported.
+median_result() { # file -> a RESULT line whose every field is the median over rounds
+  awk '{for (i = 2; i <= NF; i++) v[i, NR] = $i; n = NR; nf = NF}
+    END {printf "RESULT"
+      for (i = 2; i <= nf; i++) {
+        for (a = 1; a <= n; a++) c[a] = v[i, a]
+        for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (c[b] + 0 < c[a] + 0) {t = c[a]; c[a] = c[b]; c[b] = t}
+        printf " %s", (n % 2) ? c[(n + 1) / 2] : (c[n / 2] + c[n / 2 + 1]) / 2
+      }
+      printf "\n"}' "$1"
+}
+rounds() { # conns delay prefix
+  local r
+  : >"$WORK/$3.direct"; : >"$WORK/$3.gateway"
+  for r in $(seq 1 "$ROUNDS"); do
+    measure "$1" "$2" direct >>"$WORK/$3.direct"
+    measure "$1" "$2" gateway >>"$WORK/$3.gateway"
+    say "  round $r: direct $(cut -d' ' -f2-4 "$WORK/$3.direct" | tail -1)  gateway $(cut -d' ' -f2-4 "$WORK/$3.gateway" | tail -1)  (req/s p50us p99us)"
+  done
+}
+say "throughput, $CONNS connections, $ROUNDS x ${DURATION}s each side"
+rounds "$CONNS" 0 thr
+T_DIRECT="$(median_result "$WORK/thr.direct")"
+T_GW="$(median_result "$WORK/thr.gateway")"
+say "fixed rate (~$((RATE_CONNS * 1000 / RATE_DELAY_MS)) req/s), $ROUNDS x ${DURATION}s each side"
+rounds "$RATE_CONNS" "$RATE_DELAY_MS" rate
+R_DIRECT="$(median_result "$WORK/rate.direct")"
+R_GW="$(median_result "$WORK/rate.gateway")"
+RSS_AFTER_LOAD="$(rss_kb "$GW_PID")"
+
+say "time to first byte of a stream, $TTFB_RUNS requests per row"
+H="$BENCH/load_helpers.py"
+ttfb() { "${RUN[@]}" python3 "$H" ttfb "$@"; }
+ttfb 10 "http://$STREAM/stream" "$PROXY" >/dev/null
+ttfb 10 "http://$STREAM/stream" "" >/dev/null
+ttfb_stats() { # -> "median p90 mean" in microseconds
+  sort -n | awk '{v[NR]=$1; s+=$1} END {printf "%d %d %d\n", v[int((NR+1)/2)], v[int(NR*0.9)], s/NR}'
+}
+TK_DIRECT="$(ttfb "$TTFB_RUNS" "http://$STREAM/stream" "" keepalive | ttfb_stats)"
+TK_GW="$(ttfb "$TTFB_RUNS" "http://$STREAM/stream" "$PROXY" keepalive | ttfb_stats)"
+TT_DIRECT="$(ttfb "$TTFB_RUNS" "http://$STREAM/stream" "" | ttfb_stats)"
+TT_GW="$(ttfb "$TTFB_RUNS" "http://$STREAM/stream" "$PROXY" | ttfb_stats)"
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+UPSTREAM_ERRORS="$(curl -fsS "http://$ADMIN/metrics" | awk '/^portcullis_upstream_errors_total/ {s+=$2} END {print s+0}')"
+
+# --- report ---------------------------------------------------------------------
+ms() { awk -v u="$1" 'BEGIN {printf "%.3f", u/1000}'; }
+mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
+verdict() { if awk "BEGIN {exit !($1)}"; then echo met; else echo MISSED; fi; }
+
+td_rps="$(field "$T_DIRECT" 2)"; tg_rps="$(field "$T_GW" 2)"
+ratio="$(awk -v a="$tg_rps" -v b="$td_rps" 'BEGIN {printf "%.2f", a/b}')"
+rd_p99="$(field "$R_DIRECT" 4)"; rg_p99="$(field "$R_GW" 4)"
+rd_p50="$(field "$R_DIRECT" 3)"; rg_p50="$(field "$R_GW" 3)"
+added_p99="$(awk -v a="$rg_p99" -v b="$rd_p99" 'BEGIN {print a-b}')"
+added_p50="$(awk -v a="$rg_p50" -v b="$rd_p50" 'BEGIN {print a-b}')"
+ttd="$(field "$TT_DIRECT" 1)"; ttg="$(field "$TT_GW" 1)"
+added_tt="$(awk -v a="$ttg" -v b="$ttd" 'BEGIN {print a-b}')"
+tkd="$(field "$TK_DIRECT" 1)"; tkg="$(field "$TK_GW" 1)"
+added_tk="$(awk -v a="$tkg" -v b="$tkd" 'BEGIN {print a-b}')"
+idle_delta="$((RSS_IDLE_WITH - RSS_IDLE_BEFORE))"
+
+cat <<EOF
+
+portcullis load benchmark  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) CPUs  load avg before: $LOAD_BEFORE  after: $LOAD_AFTER
+priority: ${NICE:-default (nice 0)}; origin: nginx 1 worker, ${BODY_BYTES}-byte JSON; wrk ${THREADS} threads; medians of $ROUNDS interleaved ${DURATION}s runs per side, each after ${WARMUP}s warm-up
+
+throughput, $CONNS connections        req/s        p50 ms    p99 ms   errors  non-2xx
+  direct                        $(printf '%10s  %9s  %9s  %6s  %6s' "$td_rps" "$(ms "$(field "$T_DIRECT" 3)")" "$(ms "$(field "$T_DIRECT" 4)")" "$(field "$T_DIRECT" 6)" "$(field "$T_DIRECT" 7)")
+  gateway                       $(printf '%10s  %9s  %9s  %6s  %6s' "$tg_rps" "$(ms "$(field "$T_GW" 3)")" "$(ms "$(field "$T_GW" 4)")" "$(field "$T_GW" 6)" "$(field "$T_GW" 7)")
+  ratio gateway/direct          $ratio     (target >= 0.45: $(verdict "$ratio >= 0.45"))
+
+fixed rate, $RATE_CONNS conns x 1/${RATE_DELAY_MS}ms     req/s        p50 ms    p99 ms
+  direct                        $(printf '%10s  %9s  %9s' "$(field "$R_DIRECT" 2)" "$(ms "$rd_p50")" "$(ms "$rd_p99")")
+  gateway                       $(printf '%10s  %9s  %9s' "$(field "$R_GW" 2)" "$(ms "$rg_p50")" "$(ms "$rg_p99")")
+  added by the gateway                       $(printf '%9s  %9s' "$(ms "$added_p50")" "$(ms "$added_p99")")   (target p99 <= 0.300 ms: $(verdict "$added_p99 <= 300"))
+
+stream time to first byte, $TTFB_RUNS requests   median ms   p90 ms   mean ms
+  keep-alive connection, direct     $(printf '%9s  %9s  %9s' "$(ms "$tkd")" "$(ms "$(field "$TK_DIRECT" 2)")" "$(ms "$(field "$TK_DIRECT" 3)")")
+  keep-alive connection, gateway    $(printf '%9s  %9s  %9s' "$(ms "$tkg")" "$(ms "$(field "$TK_GW" 2)")" "$(ms "$(field "$TK_GW" 3)")")
+  added (median)                    $(printf '%9s' "$(ms "$added_tk")")   (target <= 0.100 ms: $(verdict "$added_tk <= 100"))
+  new connection each, direct       $(printf '%9s  %9s  %9s' "$(ms "$ttd")" "$(ms "$(field "$TT_DIRECT" 2)")" "$(ms "$(field "$TT_DIRECT" 3)")")
+  new connection each, gateway      $(printf '%9s  %9s  %9s' "$(ms "$ttg")" "$(ms "$(field "$TT_GW" 2)")" "$(ms "$(field "$TT_GW" 3)")")
+  added (median)                    $(printf '%9s' "$(ms "$added_tt")")   (the gateway reuses a pooled upstream connection,
+                                               so the origin's own accept cost is skipped on that path)
+
+gateway memory (VmRSS)                          MB
+  idle after start                      $(printf '%6s' "$(mb "$RSS_START")")   (target <= 20: $(verdict "$RSS_START <= 20480"))
+  before idle connections               $(printf '%6s' "$(mb "$RSS_IDLE_BEFORE")")
+  with $IDLE_CONNS idle keep-alive conns      $(printf '%6s' "$(mb "$RSS_IDLE_WITH")")   delta $(mb "$idle_delta") (target <= +30: $(verdict "$idle_delta <= 30720"))
+  after they closed                     $(printf '%6s' "$(mb "$RSS_IDLE_AFTER")")
+  after the load runs                   $(printf '%6s' "$(mb "$RSS_AFTER_LOAD")")
+  holder: ${HOLDER_STATUS:-failed}; portcullis_connections_active while held: ${ACTIVE_CONNS:-?}
+  portcullis_upstream_errors_total at the end: $UPSTREAM_ERRORS
+EOF
