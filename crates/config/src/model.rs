@@ -221,7 +221,7 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(90),
             connect_timeout: Duration::from_secs(10),
             upstream_idle_timeout: Duration::from_secs(90),
-            upstream_pool_max_idle: 32,
+            upstream_pool_max_idle: 256,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
         }
