@@ -393,13 +393,14 @@ impl Config {
                         "an agent needs secret_sha256 or secret_env",
                     ))
                 }
-                (Some(h), None) => {
-                    if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                        return Err(ConfigError::new(
-                            key("secret_sha256"),
-                            "must be 64 lower-case hex characters",
-                        ));
-                    }
+                (Some(h), None)
+                    if h.len() != 64
+                        || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+                {
+                    return Err(ConfigError::new(
+                        key("secret_sha256"),
+                        "must be 64 lower-case hex characters",
+                    ));
                 }
                 (None, Some(e)) if e.is_empty() => {
                     return Err(ConfigError::new(key("secret_env"), "must name a variable"))

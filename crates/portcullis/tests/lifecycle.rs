@@ -340,7 +340,10 @@ fn serve_authenticates_by_default_and_creates_the_demo_agent_once() {
     };
     first_run(true);
     for f in ["data/portcullis.db", "data/signing.key"] {
-        let mode = std::fs::metadata(dir.path().join(f)).expect(f).permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(f))
+            .expect(f)
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "{f} must be private, mode {mode:o}");
     }
     // Second start: same store, no new demo agent, no secret printed.
