@@ -1,0 +1,184 @@
+//! `on_block = "stub"` and provider error envelopes, driven by the official
+//! `openai` Python SDK through the real gateway (absolute-form to an
+//! OpenAI-compatible host declared in `[[llm.providers]]`).
+//!
+//! The denied requests never reach an upstream, so the "provider" is a closed
+//! local port: any forward would fail with 502 and the test would see it.
+
+mod common;
+
+use common::run_python;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A running authenticated gateway with a policy dir and the demo agent's secret.
+struct Gw {
+    child: Child,
+    proxy: String,
+    secret: String,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const POLICY: &str = r#"package portcullis.policy.models
+
+import rego.v1
+
+default allow := false
+
+allow if input.llm.provider == "local"
+
+deny contains sprintf("model %s is not allowed", [input.llm.model]) if {
+	input.llm.model == "gpt-forbidden"
+}
+"#;
+
+fn start(on_block: &str) -> Gw {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+    std::fs::write(dir.path().join("policies/models.rego"), POLICY).expect("policy");
+    // A port nothing listens on: the provider must never be contacted.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let cfg = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nallow_private = [\"127.0.0.1/32\"]\nallowed_ports = [{port}]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [policy]\ndir = \"policies\"\non_block = \"{on_block}\"\n\
+         [[llm.providers]]\nname = \"local\"\nhost = \"127.0.0.1:{port}\"\n"
+    );
+    std::fs::write(dir.path().join("c.toml"), cfg).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .args(["serve", "--config", "c.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).expect("stdout line");
+        lines.push(l);
+    }
+    let proxy = lines[0]
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("proxy="))
+        .expect("proxy= in banner")
+        .to_owned();
+    let secret = lines[2]
+        .split("http://demo:")
+        .nth(1)
+        .and_then(|s| s.split('@').next())
+        .expect("demo secret")
+        .to_owned();
+    Gw {
+        child,
+        proxy,
+        secret,
+        base: format!("http://127.0.0.1:{port}/v1"),
+        _dir: dir,
+    }
+}
+
+impl Gw {
+    fn proxy_url(&self) -> String {
+        format!("http://demo:{}@{}", self.secret, self.proxy)
+    }
+}
+
+const SDK: &str = r#"
+import json, sys, httpx, openai
+proxy, base, model, stream = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+client = openai.OpenAI(base_url=base, api_key="placeholder", max_retries=0,
+                       http_client=httpx.Client(proxy=proxy))
+try:
+    if stream:
+        text = ""
+        for chunk in client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], stream=True):
+            for c in chunk.choices:
+                text += c.delta.content or ""
+        print(json.dumps({"ok": True, "text": text}))
+    else:
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": "hi"}])
+        r = raw.parse()
+        print(json.dumps({"ok": True, "text": r.choices[0].message.content,
+                          "blocked": raw.headers.get("x-portcullis-blocked"),
+                          "finish": r.choices[0].finish_reason}))
+except openai.APIStatusError as e:
+    print(json.dumps({"ok": False, "status": e.status_code, "type": type(e).__name__,
+                      "message": e.message, "body": e.body}))
+"#;
+
+fn sdk(gw: &Gw, model: &str, stream: bool) -> serde_json::Value {
+    let out = run_python(
+        SDK,
+        &[
+            gw.proxy_url(),
+            gw.base.clone(),
+            model.to_owned(),
+            if stream { "1" } else { "0" }.to_owned(),
+        ],
+    );
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn stub_mode_answers_a_refusal_the_openai_sdk_parses() {
+    let gw = start("stub");
+    let r = sdk(&gw, "gpt-forbidden", false);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["blocked"], "true", "{r}");
+    assert_eq!(r["finish"], "stop", "{r}");
+    let text = r["text"].as_str().expect("text");
+    assert!(
+        text.contains("model gpt-forbidden is not allowed"),
+        "{text}"
+    );
+    assert!(text.contains("models"), "names the policy: {text}");
+
+    let r = sdk(&gw, "gpt-forbidden", true);
+    assert_eq!(r["ok"], true, "{r}");
+    let text = r["text"].as_str().expect("text");
+    assert!(
+        text.contains("model gpt-forbidden is not allowed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_mode_denial_is_a_permission_error_carrying_our_detail() {
+    let gw = start("json");
+    let r = sdk(&gw, "gpt-forbidden", false);
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["status"], 403, "{r}");
+    assert_eq!(r["type"], "PermissionDeniedError", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("model gpt-forbidden is not allowed")),
+        "{r}"
+    );
+    // The SDK exposes the provider envelope (`error`) as the body; our fields ride along.
+    assert_eq!(r["body"]["code"], "policy_denied", "{r}");
+    let msg = r["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("'policy': 'models'"), "{r}");
+    assert!(msg.contains("'decision_id': '"), "{r}");
+
+    // An allowed model is forwarded: the dead provider port proves it (502, not a stub).
+    let r = sdk(&gw, "gpt-ok", false);
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["status"], 502, "{r}");
+    assert_eq!(r["body"]["code"], "upstream_unreachable", "{r}");
+    assert_eq!(r["type"], "InternalServerError", "{r}");
+}
