@@ -59,7 +59,7 @@
 //!     Vec::new(),
 //!     shutdown_rx.clone(),
 //!     cp,
-//!     PolicyApi::new(engine), // .platform_tenant("ops") to change who may set modes
+//!     Some(PolicyApi::new(engine)), // .platform_tenant("ops"): who may set modes
 //! );
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
 //! tokio::spawn(serve(listener, admin, shutdown_rx));
@@ -153,20 +153,21 @@ impl Admin {
     }
 
     /// Like [`Admin::with_control_plane`], and also serves `/v1/policies...` on `policy`
-    /// (without it those paths answer 404 `policy_disabled`).
+    /// (with `None`, as with [`Admin::with_control_plane`], those paths answer 404
+    /// `policy_disabled`).
     pub fn with_policy(
         registry: Registry,
         checks: Vec<Arc<dyn ReadyCheck>>,
         draining: watch::Receiver<bool>,
         control: Arc<ControlPlane>,
-        policy: PolicyApi,
+        policy: Option<PolicyApi>,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry,
             checks,
             draining,
             control: Some(control),
-            policy: Some(policy),
+            policy,
         })
     }
 
