@@ -1,6 +1,7 @@
 //! The operator API under `/v1`: authentication, role and tenant checks, agent CRUD and
 //! lifecycle. Every write goes to the store, then the registry is reloaded before the
-//! answer is sent, so the next proxy request sees the change.
+//! answer is sent, so the next proxy request sees the change. `/v1/policies...` are
+//! authenticated and role-checked here and answered by [`crate::policies`].
 
 use crate::body::read_json_body;
 use crate::control::ControlPlane;

@@ -213,7 +213,7 @@ fn described(body: &Map<String, Value>, e: &mut Errors) -> Described {
         ],
     );
     let kind = match req.get("kind") {
-        None | Some(Value::Null) if req.is_empty() && !body.contains_key("request") => {
+        None | Some(Value::Null) if body.get("request").is_none_or(Value::is_null) => {
             RequestKind::Token
         }
         None | Some(Value::Null) => RequestKind::Http,
@@ -851,6 +851,24 @@ mod tests {
             ))),
             ["request.path"]
         );
+    }
+
+    #[test]
+    fn header_floods_and_null_request_are_handled() {
+        let many: Map<String, Value> = (0..101)
+            .map(|i| (format!("x-h{i}"), Value::from("v")))
+            .collect();
+        assert_eq!(
+            fields(parse(&obj(
+                json!({"agent": "bot", "request": {"host": "a.b", "headers": many}})
+            ))),
+            ["request.headers"]
+        );
+        let r = parse(&obj(
+            json!({"agent": "bot", "request": null, "token": {"scopes": []}}),
+        ))
+        .unwrap();
+        assert_eq!(r.what.to_doc(&principal(), 0, 0)["kind"], "token");
     }
 
     #[test]
