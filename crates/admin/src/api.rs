@@ -1,15 +1,17 @@
 //! The operator API under `/v1`: authentication, role and tenant checks, agent CRUD and
 //! lifecycle. Every write goes to the store, then the registry is reloaded before the
-//! answer is sent, so the next proxy request sees the change.
+//! answer is sent, so the next proxy request sees the change. `/v1/policies...` are
+//! authenticated and role-checked here and answered by [`crate::policies`].
 
 use crate::body::read_json_body;
 use crate::control::ControlPlane;
 use crate::operator::{authenticate, Operator};
+use crate::policies::{self, PolicyApi};
 use crate::respond::{agent_not_found, error, json_response, no_store, store_error};
 use crate::routes::{Action, Route};
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use portcullis_core::{Agent, AgentMode, AgentStatus, ApiError, ErrorSource};
@@ -20,9 +22,14 @@ use portcullis_identity::{
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-/// Answers one `/v1/*` request.
-pub(crate) async fn handle(cp: &ControlPlane, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    no_store(match dispatch(cp, req).await {
+/// Answers one `/v1/*` request; `/v1/policies...` go to `policy` (404 `policy_disabled`
+/// when the gateway runs without a policy engine).
+pub(crate) async fn handle(
+    cp: &ControlPlane,
+    policy: Option<&PolicyApi>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    no_store(match dispatch(cp, policy, req).await {
         Ok(r) => r,
         Err(e) => error(e),
     })
@@ -30,6 +37,7 @@ pub(crate) async fn handle(cp: &ControlPlane, req: Request<Incoming>) -> Respons
 
 async fn dispatch(
     cp: &ControlPlane,
+    policy: Option<&PolicyApi>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
@@ -54,7 +62,10 @@ async fn dispatch(
             .insert(ALLOW, HeaderValue::from_static(route.allow_header()));
         return Ok(r);
     }
-    let write = *req.method() != Method::GET;
+    if route.is_policy() && policy.is_none() {
+        return Err(policies::disabled());
+    }
+    let write = route.is_write(req.method());
     if write && !op.can_write() {
         return Err(ApiError::new(
             403,
@@ -78,6 +89,9 @@ async fn dispatch(
             update_config(cp, &op, id, &body).await
         }
         Route::Action(id, action) => lifecycle(cp, &op, id, action).await,
+        Route::Policies | Route::Validate | Route::Simulate | Route::PolicyMode(_) => {
+            policies::handle(cp, policy, &op, route, req).await
+        }
     }
 }
 

@@ -21,6 +21,15 @@
 //! | POST | `/v1/agents/{id}/activate` | agent (status `active`); 409 when revoked |
 //! | POST | `/v1/agents/{id}/revoke` | agent (status `revoked`, permanent) |
 //!
+//! | GET | `/v1/policies` | `{"version","default","on_block","reload": {ok, at, version, policies, errors}, "policies": [{name, file, mode, mode_override, bindings, cacheable, non_deterministic}]}` |
+//! | POST | `/v1/policies/validate` | `{"source", "name"?}` → `{"valid", "errors": [{file, row, col, message, stage}]}` |
+//! | POST | `/v1/policies/simulate` | request description + agent → `{decision, on_block, trace, input, version, agent, authenticates, forwarded: false}`; 404 unknown or other tenant's agent |
+//! | PUT | `/v1/policies/{name}/mode` | `{"mode": "active\|shadow\|disabled"\|null}` → the policy; 404 unknown, 422 bad mode; platform-tenant admins only |
+//!
+//! Validate and simulate change nothing, so viewers may call them. The policy routes
+//! need a [`PolicyApi`] ([`Admin::with_policy`]); without one they answer 404
+//! `policy_disabled`. See [`PolicyApi`] for tenant rules and the simulate body format.
+//!
 //! Errors are `{"detail","code"}` (422 adds `errors: [{field, reason}]`). Bodies over
 //! 64 KiB are 413, malformed JSON 400, a wrong method on a known path 405.
 //!
@@ -28,7 +37,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use portcullis_admin::{serve, Admin, ControlPlane};
+//! use portcullis_admin::{serve, Admin, ControlPlane, PolicyApi};
 //! use std::sync::Arc;
 //! let store = portcullis_store::Store::connect("sqlite://data/portcullis.db").await?;
 //! let registry = Arc::new(portcullis_identity::Registry::new());
@@ -40,11 +49,17 @@
 //!     let rx = shutdown_rx.clone();
 //!     async move { cp.watch(rx).await } // CLI writes reach the registry within ~1 s
 //! });
-//! let admin = Admin::with_control_plane(
+//! let engine = Arc::new(portcullis_policy::PolicyEngine::with_sources(
+//!     portcullis_policy::EngineConfig::default(),
+//!     Arc::new(portcullis_core::SystemClock),
+//!     portcullis_policy::example_sources(),
+//! )?);
+//! let admin = Admin::with_policy(
 //!     prometheus::Registry::new(),
 //!     Vec::new(),
 //!     shutdown_rx.clone(),
 //!     cp,
+//!     Some(PolicyApi::new(engine)), // .platform_tenant("ops"): who may set modes
 //! );
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
 //! tokio::spawn(serve(listener, admin, shutdown_rx));
@@ -58,12 +73,15 @@ mod api;
 mod body;
 mod control;
 mod operator;
+mod policies;
 mod respond;
 mod routes;
+mod sim_request;
 
 pub use body::MAX_BODY_BYTES;
 pub use control::{ControlPlane, WATCH_INTERVAL};
 pub use operator::{Operator, KEY_CACHE_TTL};
+pub use policies::{PolicyApi, DEFAULT_PLATFORM_TENANT, MAX_CONCURRENT_EVALS};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -98,6 +116,7 @@ pub struct Admin {
     checks: Vec<Arc<dyn ReadyCheck>>,
     draining: watch::Receiver<bool>,
     control: Option<Arc<ControlPlane>>,
+    policy: Option<PolicyApi>,
 }
 
 impl Admin {
@@ -113,6 +132,7 @@ impl Admin {
             checks,
             draining,
             control: None,
+            policy: None,
         })
     }
 
@@ -128,7 +148,32 @@ impl Admin {
             checks,
             draining,
             control: Some(control),
+            policy: None,
         })
+    }
+
+    /// Like [`Admin::with_control_plane`], and also serves `/v1/policies...` on `policy`
+    /// (with `None`, as with [`Admin::with_control_plane`], those paths answer 404
+    /// `policy_disabled`).
+    pub fn with_policy(
+        registry: Registry,
+        checks: Vec<Arc<dyn ReadyCheck>>,
+        draining: watch::Receiver<bool>,
+        control: Arc<ControlPlane>,
+        policy: Option<PolicyApi>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            checks,
+            draining,
+            control: Some(control),
+            policy,
+        })
+    }
+
+    /// The policy API, when configured.
+    pub fn policy(&self) -> Option<&PolicyApi> {
+        self.policy.as_ref()
     }
 
     /// The operator API's control plane, when configured.
@@ -140,7 +185,7 @@ impl Admin {
         if let Some(cp) = &self.control {
             let path = req.uri().path();
             if path == "/v1" || path.starts_with("/v1/") {
-                return api::handle(cp, req).await;
+                return api::handle(cp, self.policy.as_ref(), req).await;
             }
         }
         let get = matches!(*req.method(), Method::GET | Method::HEAD);

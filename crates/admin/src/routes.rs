@@ -38,6 +38,14 @@ pub(crate) enum Route<'a> {
     Config(&'a str),
     /// `/v1/agents/{id}/{rotate|suspend|activate|revoke}`
     Action(&'a str, Action),
+    /// `/v1/policies`
+    Policies,
+    /// `/v1/policies/validate`
+    Validate,
+    /// `/v1/policies/simulate`
+    Simulate,
+    /// `/v1/policies/{name}/mode`
+    PolicyMode(&'a str),
 }
 
 impl Route<'_> {
@@ -45,8 +53,10 @@ impl Route<'_> {
     pub(crate) fn parse(path: &str) -> Option<Route<'_>> {
         let rest = path.strip_prefix("/v1/")?;
         let mut parts = rest.split('/');
-        if parts.next()? != "agents" {
-            return None;
+        match parts.next()? {
+            "agents" => {}
+            "policies" => return Self::parse_policies(parts),
+            _ => return None,
         }
         let id = match parts.next() {
             None => return Some(Route::Agents),
@@ -68,6 +78,39 @@ impl Route<'_> {
         }
     }
 
+    /// The `/v1/policies...` routes (`parts` follows `policies`). A policy named
+    /// `validate` or `simulate` is still reachable as `/v1/policies/{name}/mode`.
+    fn parse_policies<'p>(mut parts: std::str::Split<'p, char>) -> Option<Route<'p>> {
+        let route = match (parts.next(), parts.next()) {
+            (None, _) => Route::Policies,
+            (Some("validate"), None) => Route::Validate,
+            (Some("simulate"), None) => Route::Simulate,
+            (Some(name), Some("mode")) if !name.is_empty() => Route::PolicyMode(name),
+            _ => return None,
+        };
+        match parts.next() {
+            None => Some(route),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether `method` changes state on this resource (role `admin` only). Validation
+    /// and simulation are `POST`s that change nothing, so viewers may call them.
+    pub(crate) fn is_write(&self, method: &Method) -> bool {
+        match self {
+            Route::Validate | Route::Simulate => false,
+            _ => method != Method::GET,
+        }
+    }
+
+    /// Whether this is a `/v1/policies...` route.
+    pub(crate) fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Route::Policies | Route::Validate | Route::Simulate | Route::PolicyMode(_)
+        )
+    }
+
     /// Methods the resource answers, for `405` and its `Allow` header.
     pub(crate) fn allowed(&self) -> &'static [Method] {
         const GET_POST: &[Method] = &[Method::GET, Method::POST];
@@ -76,9 +119,9 @@ impl Route<'_> {
         const POST: &[Method] = &[Method::POST];
         match self {
             Route::Agents => GET_POST,
-            Route::Agent(_) => GET,
-            Route::Config(_) => PUT,
-            Route::Action(..) => POST,
+            Route::Agent(_) | Route::Policies => GET,
+            Route::Config(_) | Route::PolicyMode(_) => PUT,
+            Route::Action(..) | Route::Validate | Route::Simulate => POST,
         }
     }
 
@@ -86,9 +129,9 @@ impl Route<'_> {
     pub(crate) fn allow_header(&self) -> &'static str {
         match self {
             Route::Agents => "GET, POST",
-            Route::Agent(_) => "GET",
-            Route::Config(_) => "PUT",
-            Route::Action(..) => "POST",
+            Route::Agent(_) | Route::Policies => "GET",
+            Route::Config(_) | Route::PolicyMode(_) => "PUT",
+            Route::Action(..) | Route::Validate | Route::Simulate => "POST",
         }
     }
 }
@@ -129,12 +172,45 @@ mod tests {
             "/v1/agents/bot/delete",
             "/v1/agentsx",
             "/v2/agents",
-            "/v1/policies",
+            "/v1/policies/",
+            "/v1/policies/x",
+            "/v1/policies//mode",
+            "/v1/policies/x/mode/",
+            "/v1/policies/x/mode/y",
+            "/v1/policies/validate/",
+            "/v1/policies/simulate/x",
+            "/v1/policiesx",
             "//v1/agents",
             "/v1/agents/bot/rotate/",
         ] {
             assert_eq!(Route::parse(p), None, "{p:?}");
         }
+    }
+
+    #[test]
+    fn parses_policy_paths() {
+        assert_eq!(Route::parse("/v1/policies"), Some(Route::Policies));
+        assert_eq!(Route::parse("/v1/policies/validate"), Some(Route::Validate));
+        assert_eq!(Route::parse("/v1/policies/simulate"), Some(Route::Simulate));
+        assert_eq!(
+            Route::parse("/v1/policies/baseline/mode"),
+            Some(Route::PolicyMode("baseline"))
+        );
+        assert_eq!(
+            Route::parse("/v1/policies/validate/mode"),
+            Some(Route::PolicyMode("validate"))
+        );
+    }
+
+    #[test]
+    fn reads_and_writes() {
+        assert!(!Route::Simulate.is_write(&Method::POST));
+        assert!(!Route::Validate.is_write(&Method::POST));
+        assert!(!Route::Policies.is_write(&Method::GET));
+        assert!(Route::PolicyMode("x").is_write(&Method::PUT));
+        assert!(Route::Agents.is_write(&Method::POST));
+        assert!(!Route::Agents.is_write(&Method::GET));
+        assert!(Route::Simulate.is_policy() && !Route::Agents.is_policy());
     }
 
     #[test]
