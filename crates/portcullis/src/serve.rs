@@ -5,9 +5,9 @@ use crate::bootstrap;
 use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
 use crate::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
 use anyhow::Context;
-use portcullis_admin::Admin;
 use portcullis_admin::ControlPlane;
 use portcullis_admin::ReadyCheck;
+use portcullis_admin::{Admin, PolicyApi};
 use portcullis_config::{Config, LogFormat};
 use portcullis_core::{Clock, SystemClock};
 use portcullis_identity::{Authenticator, Registry as AgentRegistry, TokenIssuer};
@@ -172,7 +172,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => "policies=off default=allow".to_owned(),
     };
-    let admin = Admin::with_control_plane(registry, checks, shutdown_rx.clone(), control);
+    let admin = Admin::with_policy(
+        registry,
+        checks,
+        shutdown_rx.clone(),
+        control,
+        policy_engine.clone().map(PolicyApi::new),
+    );
 
     println!(
         "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={} ports={:?} allow_private={} log={}",
