@@ -15,6 +15,7 @@
 //! Validation and simulation compile or evaluate Rego off the async threads, at most
 //! [`MAX_CONCURRENT_EVALS`] at a time.
 
+use crate::api::parse_object;
 use crate::body::read_json_body;
 use crate::control::ControlPlane;
 use crate::operator::Operator;
@@ -28,7 +29,7 @@ use hyper::body::Incoming;
 use portcullis_core::{AgentStatus, ApiError, ErrorSource, PolicyMode};
 use portcullis_identity::{FieldError, Snapshot, ValidationErrors};
 use portcullis_policy::{Binding, EngineError, PolicyEngine, PolicySummary};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -216,20 +217,6 @@ pub(crate) async fn handle(
             "not_found",
             "no such endpoint",
             ErrorSource::Client,
-        )),
-    }
-}
-
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request(
-            "invalid_request",
-            "body must be a JSON object",
-        )),
-        Err(_) => Err(ApiError::bad_request(
-            "invalid_json",
-            "body is not valid JSON",
         )),
     }
 }

@@ -42,8 +42,8 @@ pub(crate) fn decode(input: &[u8]) -> Result<String, FormError> {
                 i += 1;
             }
             b'%' => {
-                let hi = input.get(i + 1).and_then(|c| hex(*c));
-                let lo = input.get(i + 2).and_then(|c| hex(*c));
+                let hi = input.get(i + 1).and_then(|c| crate::secret::hex_value(*c));
+                let lo = input.get(i + 2).and_then(|c| crate::secret::hex_value(*c));
                 match (hi, lo) {
                     (Some(h), Some(l)) => out.push((h << 4) | l),
                     _ => return Err(FormError::BadEscape),
@@ -57,15 +57,6 @@ pub(crate) fn decode(input: &[u8]) -> Result<String, FormError> {
         }
     }
     String::from_utf8(out).map_err(|_| FormError::NotUtf8)
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
