@@ -98,6 +98,8 @@ pub(crate) async fn create_demo_agent(
     let secret = generate_secret();
     let mut agent = Agent::new(DEMO_AGENT, "default", now);
     agent.status = AgentStatus::Active;
+    // Enough for the default policy's catalog checks on the LLM providers.
+    agent.allowed_scopes = vec!["openai:*:*".to_owned(), "anthropic:*:*".to_owned()];
     agent.token_ttl_secs = cfg.identity.token_ttl.as_secs();
     agent.secret_sha256 = Some(hash_secret(&secret));
     store.create_agent(&agent).await?;
