@@ -28,8 +28,19 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// LLM provider recognition.
     pub llm: LlmConfig,
+    /// Sidecar mode: one agent per gateway, loopback clients need no credentials.
+    pub sidecar: SidecarConfig,
     /// Agents declared in the config (GitOps), upserted at start.
     pub agents: Vec<AgentConfig>,
+}
+
+/// `[sidecar]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SidecarConfig {
+    /// Requests from 127.0.0.1/::1 without `Proxy-Authorization` are attributed to this
+    /// agent. Every container sharing the pod's network namespace shares this identity.
+    pub agent: Option<String>,
 }
 
 /// `[llm]`.
@@ -335,6 +346,20 @@ impl Config {
                 "identity.token_ttl",
                 "must be between 60s and 24h",
             ));
+        }
+        if let Some(a) = &self.sidecar.agent {
+            if !is_valid_id(a) {
+                return Err(ConfigError::new(
+                    "sidecar.agent",
+                    "must match ^[a-z][a-z0-9_]{1,63}$",
+                ));
+            }
+            if self.proxy.allow_unauthenticated {
+                return Err(ConfigError::new(
+                    "sidecar.agent",
+                    "cannot be combined with proxy.allow_unauthenticated",
+                ));
+            }
         }
         if let Err(e) = portcullis_llm::Classifier::new(&self.llm.providers) {
             return Err(ConfigError::new("llm.providers", e.to_string()));

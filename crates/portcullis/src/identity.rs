@@ -5,8 +5,8 @@ use crate::policy::PolicyAuthorizer;
 use http::{HeaderValue, Method};
 use portcullis_core::{ApiError, Clock, Principal, TokenInfo};
 use portcullis_identity::{
-    authenticate_client, issue_token, validate_subagent, Authenticator, ClientGrantRequest,
-    OAuthError, Registry, TokenIssuer, TOKEN_RESPONSE_HEADERS,
+    authenticate_client, issue_token, validate_subagent, AuthError, Authenticator,
+    ClientGrantRequest, OAuthError, Registry, TokenIssuer, TOKEN_RESPONSE_HEADERS,
 };
 use portcullis_proxy::pipeline::{LocalRequest, LocalResponse, LocalService};
 use portcullis_store::Store;
@@ -58,6 +58,7 @@ pub(crate) struct ProxyAuth {
     clock: Arc<dyn Clock>,
     metrics: IdentityMetrics,
     registering: Arc<Mutex<HashSet<(String, String)>>>,
+    sidecar: Option<String>,
 }
 
 impl ProxyAuth {
@@ -73,6 +74,27 @@ impl ProxyAuth {
             clock,
             metrics,
             registering: Arc::default(),
+            sidecar: None,
+        }
+    }
+
+    /// Sidecar mode: loopback clients without credentials act as `agent`.
+    pub(crate) fn with_sidecar(mut self, agent: Option<String>) -> Self {
+        self.sidecar = agent;
+        self
+    }
+
+    /// The sidecar agent's principal, checked like any credential (status, mode).
+    fn sidecar_principal(&self, agent: &str) -> Result<Principal, AuthError> {
+        let principal = self
+            .inner
+            .registry()
+            .snapshot()
+            .get(agent)
+            .map(|e| e.principal().clone());
+        match principal {
+            Some(p) => self.inner.recheck(&p),
+            None => self.inner.authenticate(None),
         }
     }
 }
@@ -81,17 +103,21 @@ impl portcullis_proxy::pipeline::Authenticator for ProxyAuth {
     fn authenticate(
         &self,
         proxy_authorization: Option<&HeaderValue>,
-        _client: SocketAddr,
+        client: SocketAddr,
     ) -> Result<Principal, ApiError> {
-        self.inner
-            .authenticate(proxy_authorization.map(|v| v.as_bytes()))
-            .map_err(|e| {
-                self.metrics
-                    .auth_failures
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                e.to_api_error()
-            })
+        let result = match sidecar_agent(self.sidecar.as_deref(), proxy_authorization, client) {
+            Some(agent) => self.sidecar_principal(agent),
+            None => self
+                .inner
+                .authenticate(proxy_authorization.map(|v| v.as_bytes())),
+        };
+        result.map_err(|e| {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[e.reason()])
+                .inc();
+            e.to_api_error()
+        })
     }
 
     fn subagent(&self, principal: &Principal, value: &HeaderValue) -> Result<String, ApiError> {
@@ -136,6 +162,17 @@ impl portcullis_proxy::pipeline::Authenticator for ProxyAuth {
         }
         Ok(name)
     }
+}
+
+/// The sidecar agent a request is attributed to: only without credentials and only
+/// from loopback (IPv4-mapped loopback included, for dual-stack listeners).
+fn sidecar_agent<'a>(
+    sidecar: Option<&'a str>,
+    proxy_authorization: Option<&HeaderValue>,
+    client: SocketAddr,
+) -> Option<&'a str> {
+    let agent = sidecar?;
+    (proxy_authorization.is_none() && client.ip().to_canonical().is_loopback()).then_some(agent)
 }
 
 async fn register_subagent(store: Store, registry: Arc<Registry>, key: (String, String), now: u64) {
@@ -275,6 +312,35 @@ impl LocalService for TokenService {
                 headers: vec![("cache-control", "public, max-age=300".to_owned())],
                 body: self.jwks.clone(),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_only_for_loopback_clients_without_credentials() {
+        let hv = HeaderValue::from_static("Basic eDp5");
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let table = [
+            (Some("bot"), None, "127.0.0.1:5000", Some("bot")),
+            (Some("bot"), None, "127.8.9.1:5000", Some("bot")),
+            (Some("bot"), None, "[::1]:5000", Some("bot")),
+            (Some("bot"), None, "[::ffff:127.0.0.1]:5000", Some("bot")),
+            (Some("bot"), None, "10.0.0.7:5000", None),
+            (Some("bot"), None, "[::ffff:10.0.0.7]:5000", None),
+            (Some("bot"), None, "[fe80::1]:5000", None),
+            (Some("bot"), Some(&hv), "127.0.0.1:5000", None),
+            (None, None, "127.0.0.1:5000", None),
+        ];
+        for (sidecar, header, client, want) in table {
+            assert_eq!(
+                sidecar_agent(sidecar, header, at(client)),
+                want,
+                "{client} {header:?}"
+            );
         }
     }
 }

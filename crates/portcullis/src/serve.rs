@@ -106,12 +106,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         policy_engine = Some(engine);
         let auth = Authenticator::new(agents.clone(), issuer.clone(), clock.clone());
         Pipeline {
-            authenticator: Arc::new(ProxyAuth::new(
-                auth,
-                store.clone(),
-                clock.clone(),
-                imetrics.clone(),
-            )),
+            authenticator: Arc::new(
+                ProxyAuth::new(auth, store.clone(), clock.clone(), imetrics.clone())
+                    .with_sidecar(cfg.sidecar.agent.clone()),
+            ),
             authorizer: authorizer.clone(),
             recorder: Arc::new(LogRecorder),
             classifier: Some(classifier.clone()),
@@ -181,9 +179,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
 
     println!(
-        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={} ports={:?} allow_private={} log={}",
+        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} log={}",
         store.describe(),
         if open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
+        cfg.sidecar.agent.as_ref().map(|a| format!(" sidecar={a}(loopback clients without credentials)")).unwrap_or_default(),
         cfg.proxy.allowed_ports,
         cfg.proxy.allow_private.len(),
         match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
