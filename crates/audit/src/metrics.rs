@@ -60,17 +60,23 @@ impl AuditMetrics {
 
     /// Records `sink` wrote.
     pub fn written(&self, sink: SinkKind) -> u64 {
-        self.records.with_label_values(&[sink.as_str(), "written"]).get()
+        self.records
+            .with_label_values(&[sink.as_str(), "written"])
+            .get()
     }
 
     /// Record write attempts of `sink` that failed.
     pub fn failed(&self, sink: SinkKind) -> u64 {
-        self.records.with_label_values(&[sink.as_str(), "failed"]).get()
+        self.records
+            .with_label_values(&[sink.as_str(), "failed"])
+            .get()
     }
 
     /// Records `sink` gave up on.
     pub fn dropped(&self, sink: SinkKind) -> u64 {
-        self.records.with_label_values(&[sink.as_str(), "dropped"]).get()
+        self.records
+            .with_label_values(&[sink.as_str(), "dropped"])
+            .get()
     }
 
     /// Records refused because the queue was full, under either policy.

@@ -341,6 +341,7 @@ impl Writer {
                     if n == 0 {
                         break;
                     }
+                    self.taken(n);
                 }
                 res = shutdown.changed(), if !closing => {
                     // A dropped sender (Err) means the same as a shutdown request.
@@ -357,9 +358,6 @@ impl Writer {
             if !closing && batch.len() < self.batch_max {
                 closing = self.fill(&mut batch, &mut shutdown).await;
             }
-            self.metrics
-                .queue_depth
-                .sub(i64::try_from(batch.len()).unwrap_or(i64::MAX));
             self.write_all(&batch).await;
             batch.clear();
         }
@@ -367,7 +365,11 @@ impl Writer {
     }
 
     /// Waits up to `flush_interval` for the batch to fill; returns whether shutdown began.
-    async fn fill(&mut self, batch: &mut Vec<AuditRow>, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn fill(
+        &mut self,
+        batch: &mut Vec<AuditRow>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         let deadline = Instant::now() + self.flush_interval;
         while batch.len() < self.batch_max {
             let room = self.batch_max - batch.len();
@@ -376,6 +378,7 @@ impl Writer {
                     if n == 0 {
                         return true;
                     }
+                    self.taken(n);
                 }
                 _ = shutdown.changed() => {
                     self.rx.close();
@@ -405,12 +408,20 @@ impl Writer {
                 keep(slot, batch, self.pending_cap, &self.metrics);
                 slot.target.write(&slot.pending, &self.jsonl).await
             };
-            let n = if slot.pending.is_empty() { batch.len() } else { slot.pending.len() };
+            let n = if slot.pending.is_empty() {
+                batch.len()
+            } else {
+                slot.pending.len()
+            };
             match res {
                 Ok(()) => {
                     self.metrics.add(slot.kind, "written", n);
                     if slot.retry_at.is_some() {
-                        tracing::info!(sink = slot.kind.as_str(), records = n, "audit sink recovered");
+                        tracing::info!(
+                            sink = slot.kind.as_str(),
+                            records = n,
+                            "audit sink recovered"
+                        );
                     }
                     slot.pending.clear();
                     slot.backoff = MIN_BACKOFF;
@@ -453,6 +464,13 @@ impl Writer {
         }
     }
 
+    /// `n` records left the queue.
+    fn taken(&self, n: usize) {
+        self.metrics
+            .queue_depth
+            .sub(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     fn next_retry(&self) -> Option<Instant> {
         self.sinks
             .iter()
@@ -481,7 +499,10 @@ fn keep(slot: &mut Slot, batch: &[AuditRow], cap: usize, metrics: &AuditMetrics)
 
 fn log_failure(slot: &mut Slot, error: &str) {
     let now = Instant::now();
-    if slot.last_log.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+    if slot
+        .last_log
+        .is_some_and(|t| now.duration_since(t) < LOG_EVERY)
+    {
         slot.unlogged += 1;
         return;
     }

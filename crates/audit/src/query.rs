@@ -43,8 +43,16 @@ impl QueryError {
 
     /// 422 `validation_error` with `errors: [{field, reason}]`, as the admin API answers.
     pub fn to_api_error(&self) -> ApiError {
-        ApiError::new(422, "validation_error", self.to_string(), ErrorSource::Client)
-            .with("errors", json!([{"field": self.field, "reason": self.reason}]))
+        ApiError::new(
+            422,
+            "validation_error",
+            self.to_string(),
+            ErrorSource::Client,
+        )
+        .with(
+            "errors",
+            json!([{"field": self.field, "reason": self.reason}]),
+        )
     }
 }
 
@@ -97,7 +105,11 @@ pub(crate) fn parse_rfc3339_ms(value: &str) -> Result<i64, String> {
 /// `limit` is 1–200 (default 50), `offset` ≥ 0 (default 0), `since` defaults to 24 h
 /// before `now_ms`, `until` to none; `verdict` must be a known verdict. An unknown or
 /// repeated parameter, an empty value, or `since` after `until` is refused.
-pub fn build_query<'a, I>(params: I, tenant: Option<&str>, now_ms: i64) -> Result<AuditQuery, QueryError>
+pub fn build_query<'a, I>(
+    params: I,
+    tenant: Option<&str>,
+    now_ms: i64,
+) -> Result<AuditQuery, QueryError>
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {

@@ -15,7 +15,11 @@ pub(crate) enum Target {
 
 impl Target {
     /// Writes `rows` (one batch) to the target.
-    pub(crate) async fn write(&mut self, rows: &[AuditRow], jsonl: &JsonlConfig) -> Result<(), String> {
+    pub(crate) async fn write(
+        &mut self,
+        rows: &[AuditRow],
+        jsonl: &JsonlConfig,
+    ) -> Result<(), String> {
         match self {
             Target::Store(store) => store
                 .insert_audit_batch(rows)
@@ -116,10 +120,10 @@ impl JsonlFile {
         }
         let fsync = self.cfg.fsync;
         let open = self.ensure_open()?;
-        let res = open
-            .file
-            .write_all(buf)
-            .and_then(|()| if fsync { open.file.sync_data() } else { Ok(()) });
+        let res =
+            open.file
+                .write_all(buf)
+                .and_then(|()| if fsync { open.file.sync_data() } else { Ok(()) });
         match res {
             Ok(()) => {
                 open.size = open.size.saturating_add(len);

@@ -4,7 +4,9 @@ use portcullis_audit::query::{build_query, parse_time, DEFAULT_SINCE_MS};
 
 const NOW: i64 = 1_800_000_000_000;
 
-fn q(params: &[(&str, &str)]) -> Result<portcullis_store::AuditQuery, portcullis_audit::QueryError> {
+fn q(
+    params: &[(&str, &str)],
+) -> Result<portcullis_store::AuditQuery, portcullis_audit::QueryError> {
     build_query(params.iter().copied(), Some("acme"), NOW)
 }
 

@@ -9,10 +9,37 @@ use std::collections::BTreeSet;
 
 /// DESIGN §5's fields, plus `credential` (a name, for a later issue).
 const DESIGN_FIELDS: [&str; 31] = [
-    "id", "ts", "tenant", "agent_id", "subagent", "kind", "method", "scheme", "host", "port",
-    "path", "provider", "api", "model", "stream", "verdict", "policy", "reasons", "would_deny",
-    "decision_id", "status", "error", "latency_ms", "policy_us", "upstream_ttfb_ms", "bytes_in",
-    "bytes_out", "usage", "tls_intercepted", "client_addr", "credential",
+    "id",
+    "ts",
+    "tenant",
+    "agent_id",
+    "subagent",
+    "kind",
+    "method",
+    "scheme",
+    "host",
+    "port",
+    "path",
+    "provider",
+    "api",
+    "model",
+    "stream",
+    "verdict",
+    "policy",
+    "reasons",
+    "would_deny",
+    "decision_id",
+    "status",
+    "error",
+    "latency_ms",
+    "policy_us",
+    "upstream_ttfb_ms",
+    "bytes_in",
+    "bytes_out",
+    "usage",
+    "tls_intercepted",
+    "client_addr",
+    "credential",
 ];
 
 fn full_record() -> AuditRecord {
@@ -64,7 +91,12 @@ fn has_exactly_the_design_fields() {
         assert_eq!(keys, expected);
     }
     let v: Value = serde_json::from_str(&full_record().to_json()).unwrap();
-    let usage: BTreeSet<&str> = v["usage"].as_object().unwrap().keys().map(String::as_str).collect();
+    let usage: BTreeSet<&str> = v["usage"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let want: BTreeSet<&str> = [
         "input_tokens",
         "output_tokens",
