@@ -55,14 +55,18 @@ fn pipeline(c: &mut Criterion) {
     };
     let Ok(dir) = tempfile::tempdir() else { return };
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let Ok(store) = rt.block_on(Store::connect(&db)) else { return };
+    let Ok(store) = rt.block_on(Store::connect(&db)) else {
+        return;
+    };
     let cfg = AuditSettings {
         sinks: vec![SinkKind::Store, SinkKind::Jsonl],
         jsonl_path: dir.path().join("audit.jsonl"),
         jsonl_max_bytes: 256 * 1024 * 1024,
         ..AuditSettings::default()
     };
-    let Ok(metrics) = AuditMetrics::unregistered() else { return };
+    let Ok(metrics) = AuditMetrics::unregistered() else {
+        return;
+    };
     let started = rt.block_on(async { AuditPipeline::start(cfg, Some(store), metrics) });
     let Ok((audit, _task)) = started else { return };
 
@@ -84,7 +88,9 @@ fn pipeline(c: &mut Criterion) {
                     }
                 }
                 let m = audit.metrics();
-                while m.written(SinkKind::Store) < last || m.written(SinkKind::Jsonl) < last {
+                while (m.written(SinkKind::Store) < last || m.written(SinkKind::Jsonl) < last)
+                    && m.failed(SinkKind::Store) + m.failed(SinkKind::Jsonl) == 0
+                {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 start.elapsed()

@@ -56,16 +56,24 @@ impl QueryError {
     }
 }
 
-/// Parses a point in time: RFC 3339 (`2026-01-02T03:04:05Z`, any offset, optional
-/// fraction) or relative to `now_ms` (`90s`, `30m`, `1h`, `7d`: that long ago).
-/// Returns Unix milliseconds.
+/// Parses `field`'s point in time: RFC 3339 (`2026-01-02T03:04:05Z`, any offset,
+/// optional fraction; a space where a `+` offset belongs is read as `+`, as form decoding
+/// turns an unencoded `+` into a space) or relative to `now_ms` (`90s`, `30m`, `1h`, `7d`:
+/// that long ago). Returns Unix milliseconds.
 pub fn parse_time(field: &str, value: &str, now_ms: i64) -> Result<i64, QueryError> {
-    let value = value.trim();
     if let Some(ago) = parse_relative(value) {
         return ago
             .and_then(|ms| now_ms.checked_sub(ms))
             .ok_or_else(|| QueryError::new(field, "relative time is too large"));
     }
+    // An unencoded `+` offset arrives as a space after form decoding: take it back.
+    let restored;
+    let value = if value.contains(' ') {
+        restored = value.replace(' ', "+");
+        restored.as_str()
+    } else {
+        value
+    };
     parse_rfc3339_ms(value).map_err(|_| {
         QueryError::new(
             field,

@@ -425,3 +425,36 @@ fn metrics_register_once() {
         "{names:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_records_answer_a_built_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let audit = start(
+        settings(dir.path(), vec![SinkKind::Store]),
+        Some(store.clone()),
+    );
+    let now = 1_700_000_100_000;
+    for i in 0..30 {
+        let mut r = rec(i);
+        r.verdict = if i % 3 == 0 {
+            Verdict::Deny
+        } else {
+            Verdict::Allow
+        };
+        if i % 5 == 0 {
+            r.tenant = "other".into();
+        }
+        audit.submit(r).unwrap();
+    }
+    audit.shutdown().await;
+    let params = [("verdict", "deny"), ("limit", "3"), ("since", "1h")];
+    let q = portcullis_audit::build_query(params, Some("acme"), now).unwrap();
+    let page = store.query_audit(&q).await.unwrap();
+    // deny: i in {0,3,...,27} = 10; minus the "other" tenant's {0,15} = 8.
+    assert_eq!(page.total, 8);
+    assert_eq!(page.records.len(), 3);
+    assert_eq!(page.records[0]["id"], rec(27).id);
+    assert_eq!(page.records[0]["verdict"], "deny");
+    assert_eq!(page.records[0]["tenant"], "acme");
+}

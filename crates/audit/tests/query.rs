@@ -61,6 +61,14 @@ fn relative_times() {
     ] {
         assert_eq!(parse_time("since", text, NOW), Ok(NOW - ago), "{text}");
     }
+    assert_eq!(
+        parse_time("since", "2026-01-02T05:04:05 02:00", NOW),
+        parse_time("since", "2026-01-02T03:04:05Z", NOW)
+    );
+    assert!(parse_time("since", " 1h", NOW).is_err());
+    assert!(parse_time("since", "1 h", NOW).is_err());
+    assert!(parse_time("since", "1hé", NOW).is_err());
+    assert!(parse_time("since", "", NOW).is_err());
     let query = q(&[("since", "2h"), ("until", "1h")]).unwrap();
     assert_eq!(query.since_ms, Some(NOW - 7_200_000));
     assert_eq!(query.until_ms, Some(NOW - 3_600_000));
