@@ -1,0 +1,33 @@
+//! Portcullis audit trail.
+//!
+//! Every governed call ends as one [`AuditRecord`] (DESIGN §5): who, what, the verdict,
+//! which policy and why, how long, how many tokens. Records never carry secrets.
+//!
+//! The data plane hands records to an [`AuditHandle`]; it never waits on disk. A bounded
+//! queue feeds one batching writer task that writes each batch to every configured sink
+//! (the queryable [`portcullis_store::Store`], a rotating JSON Lines file, stdout). A
+//! failing sink is logged, counted and retried with backoff; it never crashes the
+//! gateway. [`AuditHandle::shutdown`] drains the queue: no record accepted is lost.
+//!
+//! When the queue is full the configured [`OnFull`] policy applies: `block` waits a
+//! bounded time, `fail_closed` refuses at once so the proxy answers 503
+//! `audit_unavailable` — ideally before forwarding, by holding an [`AuditSlot`].
+//!
+//! [`query`] turns the admin/CLI query parameters into a [`portcullis_store::AuditQuery`].
+
+#![warn(missing_docs)]
+
+mod metrics;
+mod pipeline;
+pub mod query;
+mod record;
+mod settings;
+mod sink;
+mod timefmt;
+
+pub use metrics::AuditMetrics;
+pub use pipeline::{AuditFull, AuditHandle, AuditPipeline, AuditSlot, StartError};
+pub use query::{build_query, parse_time, QueryError};
+pub use record::{AuditKind, AuditRecord, AuditUsage};
+pub use settings::{AuditSettings, OnFull, SinkKind};
+pub use timefmt::format_rfc3339_ms;
