@@ -10,6 +10,8 @@
 #      every mounted ConfigMap is rendered, hardened securityContext
 #   6. `portcullis check-config` accepts every rendered portcullis.toml
 #   7. `promtool check rules` on the PrometheusRule groups
+#   7b. the Grafana dashboard: valid JSON, every query valid PromQL (promtool), every
+#      metric it or an alert uses is documented in docs/metrics.md
 #   8. `promtool check metrics` on a live scrape of a running gateway after real traffic
 # The Docker image is NOT built here (no container engine on the CI machine).
 # Installs what is missing: kubectl (apt kubernetes-client), promtool (apt prometheus),
@@ -235,6 +237,40 @@ done
 # ---------------------------------------------------------------- 7. rules
 say "promtool check rules"
 promtool check rules "$WORK"/rules/*.yaml
+
+# ---------------------------------------------------------------- 7b. dashboard
+say "Grafana dashboard: JSON, unique panel ids, every query is valid PromQL, every metric documented"
+$PY - "$WORK" deploy/grafana/*.json <<'PYEOF'
+import json, pathlib, re, sys, yaml
+work = pathlib.Path(sys.argv[1])
+documented = set(re.findall(r"`(portcullis_[a-z0-9_]+)`", pathlib.Path("docs/metrics.md").read_text()))
+exprs, errors = [], []
+for f in sys.argv[2:]:
+    d = json.loads(pathlib.Path(f).read_text())
+    ids = [p["id"] for p in d["panels"]]
+    if len(ids) != len(set(ids)):
+        errors.append(f"{f}: duplicate panel ids")
+    for p in d["panels"]:
+        for t in p.get("targets", []):
+            exprs.append((f"{f}: {p['title']}", t["expr"]))
+for r in (work / "rules").glob("*.yaml"):
+    for g in yaml.safe_load(r.read_text())["groups"]:
+        exprs += [(f"alert {x['alert']}", x["expr"]) for x in g["rules"]]
+rules = []
+for i, (where, e) in enumerate(exprs):
+    for m in set(re.findall(r"\bportcullis_[a-z0-9_]+", e)):
+        base = re.sub(r"_(bucket|sum|count)$", "", m)
+        if base not in documented and m not in documented:
+            errors.append(f"{where}: {m} is not documented in docs/metrics.md")
+    e = e.replace("$__rate_interval", "5m").replace("$namespace", ".*").replace("$agent", ".*")
+    rules.append({"record": f"dashboard:q{i}", "expr": e})
+(work / "dashboard-rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+print(f"{len(exprs)} dashboard and alert queries reference documented metrics only")
+if errors:
+    print("\n".join(errors), file=sys.stderr)
+    sys.exit(1)
+PYEOF
+promtool check rules "$WORK/dashboard-rules.yaml"
 
 # ---------------------------------------------------------------- 8. live scrape
 say "promtool check metrics (live scrape after traffic)"
