@@ -12,7 +12,9 @@
 #   7. `promtool check rules` on the PrometheusRule groups
 #   7b. the Grafana dashboard: valid JSON, every query valid PromQL (promtool), every
 #      metric it or an alert uses is documented in docs/metrics.md
-#   8. `promtool check metrics` on a live scrape of a running gateway after real traffic
+#   8. `promtool check metrics` on a live scrape of a running gateway after real traffic,
+#      whose policies are the rendered ConfigMap laid out as the kubelet does; then a
+#      ConfigMap update (symlink swap) reloads, and a broken one keeps the last good set
 # The Docker image is NOT built here (no container engine on the CI machine).
 # Installs what is missing: kubectl (apt kubernetes-client), promtool (apt prometheus),
 # kubernetes-validate and yamllint (pip, into .venv).
@@ -142,6 +144,10 @@ for f in sorted(render.rglob("*.yaml")):
                     (work / "rules" / f"{name.replace('/', '__')}__{meta['name']}.yaml").write_text(
                         yaml.safe_dump({"groups": groups}))
             continue
+        if kind == "ConfigMap" and meta["name"] == "portcullis-policies" and not (work / "cm-policies").exists():
+            (work / "cm-policies").mkdir()
+            for k, v in d["data"].items():
+                (work / "cm-policies" / k).write_text(v)
         if kind == "ConfigMap" and "portcullis.toml" in d.get("data", {}):
             (work / "configs" / f"{name.replace('/', '__')}__{meta['name']}.toml").write_text(
                 d["data"]["portcullis.toml"])
@@ -276,6 +282,13 @@ promtool check rules "$WORK/dashboard-rules.yaml"
 say "promtool check metrics (live scrape after traffic)"
 GW=$WORK/gw
 mkdir -p "$GW"
+# The policies exactly as the rendered ConfigMap lays them out in a pod: files in a hidden
+# timestamped directory, a ..data symlink to it, and one symlink per key.
+POL=$GW/policies
+mkdir -p "$POL/..v1"
+cp "$WORK"/cm-policies/* "$POL/..v1/"
+ln -s ..v1 "$POL/..data"
+for f in "$POL"/..v1/*; do ln -s "..data/$(basename "$f")" "$POL/$(basename "$f")"; done
 cat >"$GW/portcullis.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:0"
@@ -287,7 +300,7 @@ format = "json"
 [identity]
 create_demo_agent = true
 [policy]
-dir = "$ROOT/config/policies"
+dir = "$POL"
 EOF
 (cd "$GW" && exec "$BIN" serve --config portcullis.toml >out.log 2>err.log) &
 GW_PID=$!
@@ -322,6 +335,36 @@ for m in portcullis_requests_total portcullis_proxy_auth_failures_total portcull
 done
 promtool check metrics <"$WORK/metrics.txt"
 echo "$(grep -c '^portcullis_' "$WORK/metrics.txt") portcullis_ samples, $(grep -c '^# TYPE' "$WORK/metrics.txt") families"
+
+say "policy ConfigMap update (kubelet symlink swap): good edit reloads, broken edit keeps the last good set"
+metric() { curl -s -m 5 "http://$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+swap() { # swap NEW_DIR: what the kubelet does on a ConfigMap update
+    ln -sfn "$1" "$POL/..data_tmp"
+    mv -T "$POL/..data_tmp" "$POL/..data"
+}
+wait_metric() { # wait_metric NAME VALUE
+    for _ in $(seq 1 100); do
+        [[ $(metric "$1") == "$2" ]] && return 0
+        sleep 0.1
+    done
+    die "$1 stayed at $(metric "$1"), expected $2"
+}
+ok0=$(metric 'portcullis_policy_reloads_total{result="ok"}')
+err0=$(metric 'portcullis_policy_reloads_total{result="error"}')
+cp -r "$POL/..v1" "$POL/..v2"
+printf '\n# rolled out through the ConfigMap\n' >>"$POL/..v2/baseline.rego"
+swap ..v2
+wait_metric 'portcullis_policy_reloads_total{result="ok"}' "$((ok0 + 1))"
+echo "good edit: reloaded (reloads ok $ok0 -> $((ok0 + 1)))"
+cp -r "$POL/..v2" "$POL/..v3"
+printf 'this is not rego {\n' >>"$POL/..v3/baseline.rego"
+swap ..v3
+wait_metric 'portcullis_policy_reloads_total{result="error"}' "$((err0 + 1))"
+ready=$(curl -s -m 5 -w '\n%{http_code}' "http://$ADMIN/readyz")
+[[ $ready == *'"last_reload":"error"'* && $ready == *baseline.rego:* && ${ready##*$'\n'} == 200 ]] \
+    || die "/readyz after a broken edit: $ready"
+expect 403 -x "http://$CRED@$PROXY" http://example.com/still-governed
+echo "broken edit: rejected, last good set serves, /readyz shows the error"
 
 # SIGTERM drains and exits 0 (what the pod's terminationGracePeriodSeconds relies on).
 kill -TERM "$GW_PID"
