@@ -17,7 +17,7 @@
 #      ConfigMap update (symlink swap) reloads, and a broken one keeps the last good set
 # The Docker image is NOT built here (no container engine on the CI machine).
 # Installs what is missing: kubectl (apt kubernetes-client), promtool (apt prometheus),
-# kubernetes-validate and yamllint (pip, into .venv).
+# kubernetes-validate and yamllint (pip, into $PORTCULLIS_VENV, default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,15 +48,16 @@ apt_install() {
 }
 command -v kubectl >/dev/null || { say "installing kubectl (kubernetes-client)"; apt_install kubernetes-client; }
 command -v promtool >/dev/null || { say "installing promtool (prometheus)"; apt_install prometheus; }
-if [[ ! -x .venv/bin/python ]]; then
-    say "creating .venv"
-    python3 -m venv .venv
+VENV=${PORTCULLIS_VENV:-.venv}
+if [[ ! -x $VENV/bin/python ]]; then
+    say "creating $VENV"
+    python3 -m venv "$VENV"
 fi
-if [[ ! -x .venv/bin/kubernetes-validate || ! -x .venv/bin/yamllint ]]; then
-    say "installing kubernetes-validate, yamllint into .venv"
-    .venv/bin/pip install --quiet --disable-pip-version-check kubernetes-validate yamllint
+if [[ ! -x $VENV/bin/kubernetes-validate || ! -x $VENV/bin/yamllint ]]; then
+    say "installing kubernetes-validate, yamllint into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate yamllint
 fi
-PY=.venv/bin/python
+PY=$VENV/bin/python
 
 # ---------------------------------------------------------------- 1. policy copies
 say "policy copies in deploy/kubernetes/base/policies match config/policies"
@@ -72,7 +73,7 @@ echo "$(wc -l <"$WORK/src.list") files identical"
 
 # ---------------------------------------------------------------- 2. yamllint
 say "yamllint"
-.venv/bin/yamllint --strict -c .yamllint deploy .yamllint
+"$VENV/bin/yamllint" --strict -c .yamllint deploy .yamllint
 
 # ---------------------------------------------------------------- 3. render
 say "kubectl kustomize (every overlay)"
@@ -212,7 +213,7 @@ if errors:
 PYEOF
 
 say "kubernetes-validate --strict (offline, Kubernetes $K8S_VERSION)"
-.venv/bin/kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$WORK"/native/*.yaml
+"$VENV/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" "$WORK"/native/*.yaml
 echo "$(cat "$WORK"/native/*.yaml | grep -c '^kind:') objects valid"
 
 # ---------------------------------------------------------------- 6. check-config
@@ -323,9 +324,9 @@ expect() { # expect CODE curl-args...
 }
 expect 200 "http://$ADMIN/healthz"
 expect 200 "http://$ADMIN/readyz"
-expect 407 -x "http://$PROXY" http://example.com/
-expect 407 -x "http://demo:wrong@$PROXY" http://example.com/
-expect 403 -x "http://$CRED@$PROXY" http://example.com/denied   # no policy allows it
+expect 407 -x "http://$PROXY" http://denied.invalid/
+expect 407 -x "http://demo:wrong@$PROXY" http://denied.invalid/
+expect 403 -x "http://$CRED@$PROXY" http://denied.invalid/   # no policy allows it (decided before DNS)
 expect 403 -x "http://$CRED@$PROXY" http://127.0.0.1:22/        # port not allowed
 expect 403 -x "http://$CRED@$PROXY" http://169.254.169.254:80/  # cloud metadata (SSRF)
 curl -s -m 10 "http://$ADMIN/metrics" >"$WORK/metrics.txt"
@@ -363,7 +364,7 @@ wait_metric 'portcullis_policy_reloads_total{result="error"}' "$((err0 + 1))"
 ready=$(curl -s -m 5 -w '\n%{http_code}' "http://$ADMIN/readyz")
 [[ $ready == *'"last_reload":"error"'* && $ready == *baseline.rego:* && ${ready##*$'\n'} == 200 ]] \
     || die "/readyz after a broken edit: $ready"
-expect 403 -x "http://$CRED@$PROXY" http://example.com/still-governed
+expect 403 -x "http://$CRED@$PROXY" http://still-governed.invalid/
 echo "broken edit: rejected, last good set serves, /readyz shows the error"
 
 # SIGTERM drains and exits 0 (what the pod's terminationGracePeriodSeconds relies on).
