@@ -15,6 +15,8 @@
 #   8. `promtool check metrics` on a live scrape of a running gateway after real traffic,
 #      whose policies are the rendered ConfigMap laid out as the kubelet does; then a
 #      ConfigMap update (symlink swap) reloads, and a broken one keeps the last good set
+#   9. the sidecar overlay's config, live: a loopback client without credentials is the
+#      configured agent and governed by policy; a non-loopback one gets 407
 # The Docker image is NOT built here (no container engine on the CI machine).
 # Installs what is missing: kubectl (apt kubernetes-client), promtool (apt prometheus),
 # kubernetes-validate and yamllint (pip, into $PORTCULLIS_VENV, default .venv).
@@ -374,5 +376,47 @@ wait "$GW_PID" || rc=$?
 GW_PID=
 [[ $rc -eq 0 ]] || die "gateway exited $rc on SIGTERM"
 echo "SIGTERM: drained, exit 0"
+
+# ---------------------------------------------------------------- 9. sidecar config, live
+say "sidecar overlay config, live: loopback without credentials is the agent; other clients get 407"
+SC=$WORK/sc
+mkdir -p "$SC/policies"
+cp "$WORK"/cm-policies/* "$SC/policies/"
+sc_cfg=$(ls "$WORK"/configs/sidecar__*.toml)
+# The rendered config (already checked above), with ephemeral ports and local paths; the
+# proxy also listens on the non-loopback address to show that the sidecar rule is loopback-only.
+$PY - "$sc_cfg" "$SC/portcullis.toml" "$SC/policies" <<'PYEOF'
+import re, sys
+t = open(sys.argv[1]).read()
+t = re.sub(r'(?m)^listen = "127\.0\.0\.1:8080"$', 'listen = "0.0.0.0:0"', t, count=1)
+t = re.sub(r'(?m)^listen = "0\.0\.0\.0:8081"$', 'listen = "127.0.0.1:0"', t, count=1)
+t = re.sub(r'(?m)^dir = ".*"$', f'dir = "{sys.argv[3]}"', t, count=1)
+open(sys.argv[2], "w").write(t)
+PYEOF
+(cd "$SC" && RESEARCH_AGENT_SECRET=validate-deploy-secret exec "$BIN" serve --config portcullis.toml >out.log 2>err.log) &
+GW_PID=$!
+for _ in $(seq 1 100); do
+    grep -q 'admin=' "$SC/out.log" 2>/dev/null && break
+    kill -0 "$GW_PID" 2>/dev/null || { cat "$SC/err.log" >&2; die "sidecar gateway exited at start"; }
+    sleep 0.1
+done
+SC_PORT=$(grep -o 'proxy=[0-9.:]*' "$SC/out.log" | head -1 | sed 's/.*://')
+ADMIN=$(grep -o 'admin=[0-9.:]*' "$SC/out.log" | head -1 | cut -d= -f2)
+[[ -n $SC_PORT && -n $ADMIN ]] || { cat "$SC/out.log" "$SC/err.log" >&2; die "no sidecar banner"; }
+expect 403 -x "http://127.0.0.1:$SC_PORT" http://denied.invalid/     # attributed, then denied by policy
+[[ $(metric 'portcullis_requests_total{agent="research_agent",provider="none",verdict="deny"}') == 1 ]] \
+    || die "the loopback request was not attributed to research_agent"
+echo "loopback, no credentials: attributed to research_agent, governed by policy"
+expect 407 -x "http://research_agent:wrong@127.0.0.1:$SC_PORT" http://denied.invalid/
+OTHER_IP=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$' | grep -v '^127\.' | head -1 || true)
+if [[ -n $OTHER_IP ]]; then
+    expect 407 -x "http://$OTHER_IP:$SC_PORT" http://denied.invalid/
+    echo "non-loopback ($OTHER_IP), no credentials: 407"
+else
+    echo "no non-loopback IPv4 address on this machine: non-loopback case not checked"
+fi
+kill -TERM "$GW_PID"
+wait "$GW_PID" || die "sidecar gateway exited $? on SIGTERM"
+GW_PID=
 
 say "validate-deploy ok in $(( $(date +%s) - start ))s (Docker image not built: no container engine)"
