@@ -49,6 +49,9 @@ apt_install() {
             $sudo apt-get install -y --no-install-recommends "$@" >/dev/null; }
 }
 command -v kubectl >/dev/null || { say "installing kubectl (kubernetes-client)"; apt_install kubernetes-client; }
+# The manifests use kustomize v4+ features (labels:, per-generator options).
+kz=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')
+[[ ${kz:-0} -ge 4 ]] || die "kubectl $(kubectl version --client 2>/dev/null | head -1) embeds kustomize < v4; install kubectl >= 1.21"
 command -v promtool >/dev/null || { say "installing promtool (prometheus)"; apt_install prometheus; }
 VENV=${PORTCULLIS_VENV:-.venv}
 if [[ ! -x $VENV/bin/python ]]; then
