@@ -228,8 +228,13 @@ BIN=$(cargo metadata --format-version 1 --no-deps | $PY -c 'import json,sys; pri
 [[ -x $BIN ]] || die "no binary at $BIN"
 
 say "portcullis check-config (every rendered portcullis.toml)"
+# Does this binary know the [tls] section (TLS interception)? Ask it, not a guess.
+printf '[tls]\n' >"$WORK/tls-probe.toml"
+tls_known=1
+probe=$("$BIN" check-config --config "$WORK/tls-probe.toml" 2>&1 || true)
+if [[ $probe == *'unknown field `tls`'* ]]; then tls_known=0; fi
 for cfg in "$WORK"/configs/*.toml; do
-    if ! grep -q '^\[tls\]' config/portcullis.toml && grep -q '^\[tls\]' "$cfg"; then
+    if [[ $tls_known -eq 0 ]] && grep -q '^\[tls\]' "$cfg"; then
         # The [tls] section lands with TLS interception; until the binary knows it, check
         # everything else.
         $PY - "$cfg" <<'PYEOF'
