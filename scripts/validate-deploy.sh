@@ -66,8 +66,8 @@ PY=$VENV/bin/python
 
 # ---------------------------------------------------------------- 1. policy copies
 say "policy copies in deploy/kubernetes/base/policies match config/policies"
-(cd config/policies && find . -name '*.rego' | sort) >"$WORK/src.list"
-(cd deploy/kubernetes/base/policies && find . -name '*.rego' | sort) >"$WORK/copy.list"
+(cd config/policies && find . -name '*.rego' | sed 's|^\./||' | sort) >"$WORK/src.list"
+(cd deploy/kubernetes/base/policies && find . -name '*.rego' | sed 's|^\./||' | sort) >"$WORK/copy.list"
 diff -u "$WORK/src.list" "$WORK/copy.list" \
     || die "the .rego file sets differ (left: config/policies, right: the base copy)"
 while read -r f; do
@@ -150,6 +150,11 @@ for f in sorted(render.rglob("*.yaml")):
                     (work / "rules" / f"{name.replace('/', '__')}__{meta['name']}.yaml").write_text(
                         yaml.safe_dump({"groups": groups}))
             continue
+        if kind == "ConfigMap" and meta["name"] == "portcullis-policies":
+            want = {l.replace("/", "_") for l in (work / "src.list").read_text().split()}
+            if set(d["data"]) != want:
+                err(f"{where}: keys {sorted(d['data'])} != config/policies {sorted(want)} "
+                    "(list every file in configMapGenerator, lib/x.rego as lib_x.rego)")
         if kind == "ConfigMap" and meta["name"] == "portcullis-policies" and not (work / "cm-policies").exists():
             (work / "cm-policies").mkdir()
             for k, v in d["data"].items():
