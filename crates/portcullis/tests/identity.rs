@@ -66,14 +66,31 @@ fn echo_header_names(body: &str) -> Vec<String> {
 
 fn assert_no_credential_reached(body: &str) {
     let names = echo_header_names(body);
-    for banned in ["proxy-authorization", "x-portcullis-subagent", "authorization"] {
-        assert!(!names.iter().any(|n| n == banned), "{banned} reached the origin: {body}");
+    for banned in [
+        "proxy-authorization",
+        "x-portcullis-subagent",
+        "authorization",
+    ] {
+        assert!(
+            !names.iter().any(|n| n == banned),
+            "{banned} reached the origin: {body}"
+        );
     }
 }
 
 /// Status of one proxied GET with `Proxy-Authorization: auth`.
 fn status_with(gw: &Gateway, origin: &Origin, auth: &str) -> u16 {
     proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(auth), &[]).status
+}
+
+/// Waits (bounded) until a CLI-created agent is known to the gateway (store poll).
+fn wait_known(gw: &Gateway, origin: &Origin, id: &str, secret: &str) {
+    let auth = basic(id, secret);
+    gw.eventually(
+        "the agent is known",
+        || status_with(gw, origin, &auth),
+        |s| *s == 200,
+    );
 }
 
 /// A 407 exactly as the contract says: header, JSON code and reason.
@@ -144,6 +161,7 @@ fn basic_secret_reaches_origin_with_curl_and_python_and_is_stripped() {
     let gw = authed_gateway(origin.port());
     let demo = gw.demo_secret();
     let secret = gw.create_agent("bot_one", "t1", &[]);
+    wait_known(&gw, &origin, "bot_one", &secret);
 
     for (id, s) in [("demo", demo.as_str()), ("bot_one", secret.as_str())] {
         let (status, body) = curl_via(&gw, id, s, &origin.url("/echo/curl"));
@@ -156,6 +174,29 @@ fn basic_secret_reaches_origin_with_curl_and_python_and_is_stripped() {
         assert_no_credential_reached(&body);
     }
 
+    // The access log records the agent and a complete response (all bytes reached curl).
+    let log = gw.eventually(
+        "the access log records the requests",
+        || strip_ansi(&gw.stderr()),
+        |log| {
+            log.lines()
+                .filter(|l| l.contains("path=/echo/curl"))
+                .count()
+                >= 2
+        },
+    );
+    for l in log.lines().filter(|l| l.contains("path=/echo/")) {
+        assert!(
+            l.contains("status=200") && l.contains("completed=true"),
+            "{l}"
+        );
+        assert!(!l.contains("client_aborted"), "{l}");
+        assert!(
+            l.contains("agent=\"demo\"") || l.contains("agent=\"bot_one\""),
+            "{l}"
+        );
+    }
+
     // CONNECT: the identity binds to the tunnel (curl to a TLS origin).
     let tls = Origin::start_tls();
     drop(gw);
@@ -164,6 +205,7 @@ fn basic_secret_reaches_origin_with_curl_and_python_and_is_stripped() {
         ..opts_for(origin.port())
     });
     let secret = gw.create_agent("tunnel_bot", "t1", &[]);
+    wait_known(&gw, &origin, "tunnel_bot", &secret);
     let cert = tls.cert_pem.as_ref().expect("pem").display().to_string();
     let ok = curl(&[
         "-x",
@@ -175,7 +217,12 @@ fn basic_secret_reaches_origin_with_curl_and_python_and_is_stripped() {
         &format!("https://127.0.0.1:{}/echo", tls.port()),
     ]);
     let (status, body) = split_status(&String::from_utf8_lossy(&ok.stdout));
-    assert_eq!(status, 200, "{body} {}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        status,
+        200,
+        "{body} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_no_credential_reached(&body);
     // Without credentials the CONNECT itself gets 407.
     let r = send_raw(
@@ -275,29 +322,51 @@ fn tokens_from_the_endpoint_work_as_basic_password_and_bearer() {
     assert_eq!(r.status, 200, "{r:?}");
     let jwks = r.json();
     let k = &jwks["keys"][0];
-    assert_eq!((k["kty"].as_str(), k["crv"].as_str()), (Some("OKP"), Some("Ed25519")), "{jwks}");
+    assert_eq!(
+        (k["kty"].as_str(), k["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519")),
+        "{jwks}"
+    );
     assert!(k["x"].as_str().is_some_and(|x| !x.is_empty()), "{jwks}");
 
     // Errors: 401 invalid_client (wrong secret, unknown client), 403 invalid_scope, 400.
     let form = "Content-Type: application/x-www-form-urlencoded";
     let wrong = format!("Authorization: {}", basic("tok_bot", "not-the-secret"));
     let r = token_call(&gw, &[&wrong, form], "grant_type=client_credentials");
-    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("invalid_client")));
-    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"portcullis\""));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"portcullis\"")
+    );
     let unknown = format!("Authorization: {}", basic("nobody_here", &secret));
     let r = token_call(&gw, &[&unknown, form], "grant_type=client_credentials");
-    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("invalid_client")));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
     let good = format!("Authorization: {}", basic("tok_bot", &secret));
     let r = token_call(
         &gw,
         &[&good, form],
         "grant_type=client_credentials&scope=github:repo:write",
     );
-    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("invalid_scope")));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("invalid_scope"))
+    );
     let r = token_call(&gw, &[&good, form], "scope=openai:chat:create");
-    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
     let r = token_call(&gw, &[&good, "Content-Type: application/json"], "{not json");
-    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
     let r = token_call(&gw, &[&good, form], "grant_type=password");
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
@@ -305,13 +374,22 @@ fn tokens_from_the_endpoint_work_as_basic_password_and_bearer() {
     );
 
     let m = gw.metrics();
-    assert_eq!(m.value("portcullis_tokens_issued_total", &[("result", "issued")]), 2.0);
     assert_eq!(
-        m.value("portcullis_tokens_issued_total", &[("result", "invalid_client")]),
+        m.value("portcullis_tokens_issued_total", &[("result", "issued")]),
         2.0
     );
     assert_eq!(
-        m.value("portcullis_tokens_issued_total", &[("result", "invalid_scope")]),
+        m.value(
+            "portcullis_tokens_issued_total",
+            &[("result", "invalid_client")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.value(
+            "portcullis_tokens_issued_total",
+            &[("result", "invalid_scope")]
+        ),
         1.0
     );
     let log = gw.stderr();
@@ -331,20 +409,36 @@ fn missing_credentials_get_407_and_the_same_connection_then_succeeds() {
     let s = connect(gw.proxy);
     let mut w = s.try_clone().expect("clone");
     let mut r = BufReader::new(s);
-    w.write_all(&proxy_request("GET", &url, None, &[])).expect("write");
+    w.write_all(&proxy_request("GET", &url, None, &[]))
+        .expect("write");
     let first = read_response(&mut r, false).expect("407");
     assert_407(&first, "missing");
-    w.write_all(&proxy_request("GET", &url, Some(&basic("demo", &demo)), &[]))
-        .expect("write");
+    w.write_all(&proxy_request(
+        "GET",
+        &url,
+        Some(&basic("demo", &demo)),
+        &[],
+    ))
+    .expect("write");
     let second = read_response(&mut r, false).expect("retry");
     assert_eq!(second.status, 200, "{second:?}");
     assert_no_credential_reached(&String::from_utf8_lossy(&second.body));
     // ... and a wrong secret on the same connection is a 407 again, connection still usable.
-    w.write_all(&proxy_request("GET", &url, Some(&basic("demo", "wrong-secret-value")), &[]))
-        .expect("write");
+    w.write_all(&proxy_request(
+        "GET",
+        &url,
+        Some(&basic("demo", "wrong-secret-value")),
+        &[],
+    ))
+    .expect("write");
     assert_407(&read_response(&mut r, false).expect("407"), "bad_secret");
-    w.write_all(&proxy_request("GET", &url, Some(&basic("demo", &demo)), &[]))
-        .expect("write");
+    w.write_all(&proxy_request(
+        "GET",
+        &url,
+        Some(&basic("demo", &demo)),
+        &[],
+    ))
+    .expect("write");
     assert_eq!(read_response(&mut r, false).expect("200").status, 200);
 
     // curl's own 407 dance: --proxy-anyauth first asks without credentials,
@@ -361,7 +455,12 @@ fn missing_credentials_get_407_and_the_same_connection_then_succeeds() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (_, last) = text.rsplit_once('\n').expect("write-out");
-    assert_eq!(last.trim(), "200 1", "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        last.trim(),
+        "200 1",
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Malformed and unknown.
     let r = proxy_send(gw.proxy, "GET", &url, Some("Basic !!!not-base64"), &[]);
@@ -370,7 +469,12 @@ fn missing_credentials_get_407_and_the_same_connection_then_succeeds() {
     assert_407(&r, "unknown_agent");
 
     let m = gw.metrics();
-    let f = |reason| m.value("portcullis_proxy_auth_failures_total", &[("reason", reason)]);
+    let f = |reason| {
+        m.value(
+            "portcullis_proxy_auth_failures_total",
+            &[("reason", reason)],
+        )
+    };
     assert!(f("missing") >= 2.0, "{}", m.0);
     assert_eq!(f("bad_secret"), 1.0);
     assert_eq!(f("malformed"), 1.0);
@@ -384,16 +488,28 @@ fn cli_suspend_revoke_and_rotate_apply_without_restart() {
     let gw = authed_gateway(origin.port());
     let secret = gw.create_agent("life_bot", "t1", &[]);
     let auth = basic("life_bot", &secret);
-    gw.eventually("agent known", || status_with(&gw, &origin, &auth), |s| *s == 200);
+    gw.eventually(
+        "agent known",
+        || status_with(&gw, &origin, &auth),
+        |s| *s == 200,
+    );
     let token = fetch_token(&gw, "life_bot", &secret);
     let bearer = format!("Bearer {token}");
     assert_eq!(status_with(&gw, &origin, &bearer), 200);
 
     gw.cli_ok(&["agent", "suspend", "life_bot"]);
-    gw.eventually("suspension applies", || status_with(&gw, &origin, &auth), |s| *s == 407);
+    gw.eventually(
+        "suspension applies",
+        || status_with(&gw, &origin, &auth),
+        |s| *s == 407,
+    );
     let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&auth), &[]);
     assert_407(&r, "suspended");
-    assert_eq!(status_with(&gw, &origin, &bearer), 407, "token of a suspended agent");
+    assert_eq!(
+        status_with(&gw, &origin, &bearer),
+        407,
+        "token of a suspended agent"
+    );
     let r = token_call(
         &gw,
         &[
@@ -402,10 +518,17 @@ fn cli_suspend_revoke_and_rotate_apply_without_restart() {
         ],
         "grant_type=client_credentials",
     );
-    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("invalid_client")));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
 
     gw.cli_ok(&["agent", "activate", "life_bot"]);
-    gw.eventually("activation applies", || status_with(&gw, &origin, &auth), |s| *s == 200);
+    gw.eventually(
+        "activation applies",
+        || status_with(&gw, &origin, &auth),
+        |s| *s == 200,
+    );
     assert_eq!(status_with(&gw, &origin, &bearer), 200);
 
     // Rotation: old secret and old token refused, the new secret and its tokens work.
@@ -413,7 +536,11 @@ fn cli_suspend_revoke_and_rotate_apply_without_restart() {
     let new_secret = out.lines().nth(1).expect("new secret").trim().to_owned();
     assert_ne!(new_secret, secret);
     let new_auth = basic("life_bot", &new_secret);
-    gw.eventually("rotation applies", || status_with(&gw, &origin, &new_auth), |s| *s == 200);
+    gw.eventually(
+        "rotation applies",
+        || status_with(&gw, &origin, &new_auth),
+        |s| *s == 200,
+    );
     let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&auth), &[]);
     assert_407(&r, "bad_secret");
     let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&bearer), &[]);
@@ -421,13 +548,20 @@ fn cli_suspend_revoke_and_rotate_apply_without_restart() {
     let (status, _) = curl_via(&gw, "life_bot", &token, &origin.url("/echo"));
     assert_eq!(status, 407, "old token as Basic password");
     let new_token = fetch_token(&gw, "life_bot", &new_secret);
-    assert_eq!(status_with(&gw, &origin, &format!("Bearer {new_token}")), 200);
+    assert_eq!(
+        status_with(&gw, &origin, &format!("Bearer {new_token}")),
+        200
+    );
     let (status, _) = curl_via(&gw, "life_bot", &new_secret, &origin.url("/echo"));
     assert_eq!(status, 200);
 
     // Revocation is final.
     gw.cli_ok(&["agent", "revoke", "life_bot"]);
-    gw.eventually("revocation applies", || status_with(&gw, &origin, &new_auth), |s| *s == 407);
+    gw.eventually(
+        "revocation applies",
+        || status_with(&gw, &origin, &new_auth),
+        |s| *s == 407,
+    );
     let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&new_auth), &[]);
     assert_407(&r, "revoked");
     let out = gw.cli(&[
@@ -437,11 +571,19 @@ fn cli_suspend_revoke_and_rotate_apply_without_restart() {
         "--config",
         &gw.config_path().display().to_string(),
     ]);
-    assert!(!out.status.success(), "re-activating a revoked agent must fail");
+    assert!(
+        !out.status.success(),
+        "re-activating a revoked agent must fail"
+    );
     assert_eq!(status_with(&gw, &origin, &new_auth), 407);
 
     let m = gw.metrics();
-    let f = |reason| m.value("portcullis_proxy_auth_failures_total", &[("reason", reason)]);
+    let f = |reason| {
+        m.value(
+            "portcullis_proxy_auth_failures_total",
+            &[("reason", reason)],
+        )
+    };
     assert!(f("suspended") >= 2.0, "{}", m.0);
     assert!(f("rotated") >= 1.0, "{}", m.0);
     assert!(f("revoked") >= 1.0, "{}", m.0);
@@ -466,7 +608,11 @@ fn admin_api_changes_apply_to_the_very_next_request_with_roles_and_tenants() {
         Some(&admin_a),
         Some(&json!({"id": "api_bot", "scopes": ["openai:chat:create"]})),
     );
-    assert!(r.status == 201 || r.status == 200, "{r:?} {}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.status == 201 || r.status == 200,
+        "{r:?} {}",
+        String::from_utf8_lossy(&r.body)
+    );
     let created = r.json();
     let secret = created["client_secret"]
         .as_str()
@@ -526,7 +672,10 @@ fn admin_api_changes_apply_to_the_very_next_request_with_roles_and_tenants() {
         &proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&auth), &[]),
         "bad_secret",
     );
-    assert_eq!(status_with(&gw, &origin, &basic("api_bot", &new_secret)), 200);
+    assert_eq!(
+        status_with(&gw, &origin, &basic("api_bot", &new_secret)),
+        200
+    );
 
     // A viewer reads but cannot write.
     let r = gw.admin_call("GET", "/v1/agents/api_bot", Some(&viewer_a), None);
@@ -536,12 +685,24 @@ fn admin_api_changes_apply_to_the_very_next_request_with_roles_and_tenants() {
     for (m, p, b) in [
         ("POST", "/v1/agents/api_bot/suspend", None),
         ("POST", "/v1/agents", Some(json!({"id": "viewer_made"}))),
-        ("PUT", "/v1/agents/api_bot/config", Some(json!({"mode": "shadow"}))),
+        (
+            "PUT",
+            "/v1/agents/api_bot/config",
+            Some(json!({"mode": "shadow"})),
+        ),
     ] {
         let r = gw.admin_call(m, p, Some(&viewer_a), b.as_ref());
-        assert_eq!(r.status, 403, "{m} {p}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            403,
+            "{m} {p}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
-    assert_eq!(status_with(&gw, &origin, &basic("api_bot", &new_secret)), 200);
+    assert_eq!(
+        status_with(&gw, &origin, &basic("api_bot", &new_secret)),
+        200
+    );
 
     // Tenant B sees nothing of tenant A's agent and cannot act on it.
     for (m, p) in [
@@ -552,17 +713,24 @@ fn admin_api_changes_apply_to_the_very_next_request_with_roles_and_tenants() {
         let r = gw.admin_call(m, p, Some(&admin_b), None);
         assert!(r.status == 404 || r.status == 403, "{m} {p}: {r:?}");
         let body = String::from_utf8_lossy(&r.body);
-        assert!(!body.contains("tenant_a") && !body.contains("openai:chat"), "{body}");
+        assert!(
+            !body.contains("tenant_a") && !body.contains("openai:chat"),
+            "{body}"
+        );
     }
     let r = gw.admin_call("GET", "/v1/agents", Some(&admin_b), None);
     assert_eq!(r.status, 200);
     assert!(!String::from_utf8_lossy(&r.body).contains("api_bot"));
-    assert_eq!(status_with(&gw, &origin, &basic("api_bot", &new_secret)), 200);
+    assert_eq!(
+        status_with(&gw, &origin, &basic("api_bot", &new_secret)),
+        200
+    );
 
     // No key / a wrong key.
     assert_eq!(gw.admin_call("GET", "/v1/agents", None, None).status, 401);
     assert_eq!(
-        gw.admin_call("GET", "/v1/agents", Some("pk_not_a_real_key"), None).status,
+        gw.admin_call("GET", "/v1/agents", Some("pk_not_a_real_key"), None)
+            .status,
         401
     );
     let log = gw.stderr();
@@ -594,7 +762,11 @@ fn subagent_header_is_validated_stripped_and_registered() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     assert_no_credential_reached(&String::from_utf8_lossy(&r.body));
-    assert_eq!(origin_requests(&origin), before + 1, "invalid ones never reached the origin");
+    assert_eq!(
+        origin_requests(&origin),
+        before + 1,
+        "invalid ones never reached the origin"
+    );
 
     // Also with curl as the client.
     let out = curl(&[
@@ -647,7 +819,12 @@ fn config_declared_agent_with_secret_sha256_authenticates() {
     let (status, body) = curl_via(&gw, "gitops_bot", secret, &origin.url("/echo"));
     assert_eq!(status, 200, "{body}");
     assert_no_credential_reached(&body);
-    let (status, _) = curl_via(&gw, "gitops_bot", "config-declared-secret-wrong", &origin.url("/echo"));
+    let (status, _) = curl_via(
+        &gw,
+        "gitops_bot",
+        "config-declared-secret-wrong",
+        &origin.url("/echo"),
+    );
     assert_eq!(status, 407);
     let t = fetch_token(&gw, "gitops_bot", secret);
     assert_eq!(status_with(&gw, &origin, &format!("Bearer {t}")), 200);

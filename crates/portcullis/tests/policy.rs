@@ -64,7 +64,10 @@ impl Setup {
         let mut ports = vec![origin.port()];
         ports.extend_from_slice(extra_ports);
         let mut files = vec![
-            ("policies/test_allow.rego".to_owned(), ALLOW.as_bytes().to_vec()),
+            (
+                "policies/test_allow.rego".to_owned(),
+                ALLOW.as_bytes().to_vec(),
+            ),
             (
                 "policies/guard.rego".to_owned(),
                 guard("/echo/forbidden").into_bytes(),
@@ -112,7 +115,11 @@ impl Setup {
         let (body, code) = text.rsplit_once('\n').expect("status");
         let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
         let _ = std::fs::remove_file(&hdr);
-        (code.trim().parse().expect("status"), headers, body.to_owned())
+        (
+            code.trim().parse().expect("status"),
+            headers,
+            body.to_owned(),
+        )
     }
 
     fn status(&self, path: &str) -> u16 {
@@ -186,7 +193,11 @@ fn allowed_passes_denied_gets_403_json_with_matching_decision_id() {
         dumped_header(&headers, "x-portcullis-error").as_deref(),
         Some("policy_denied")
     );
-    assert_eq!(v.as_object().map(|o| o.len()), Some(4), "exactly detail, code, policy, decision_id: {v}");
+    assert_eq!(
+        v.as_object().map(|o| o.len()),
+        Some(4),
+        "exactly detail, code, policy, decision_id: {v}"
+    );
 
     // Nothing matching → default deny (no policy allows /big).
     let before = s.origin.requests();
@@ -194,8 +205,15 @@ fn allowed_passes_denied_gets_403_json_with_matching_decision_id() {
     assert_eq!(status, 403, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["code"], "policy_denied", "{v}");
-    assert!(v["decision_id"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
-    assert_eq!(s.origin.requests(), before, "denied requests never reach the origin");
+    assert!(
+        v["decision_id"].as_str().is_some_and(|d| !d.is_empty()),
+        "{v}"
+    );
+    assert_eq!(
+        s.origin.requests(),
+        before,
+        "denied requests never reach the origin"
+    );
 
     let m = s.gw.metrics();
     assert!(
@@ -214,7 +232,12 @@ fn allowed_passes_denied_gets_403_json_with_matching_decision_id() {
         "{}",
         m.0
     );
-    assert!(m.get("portcullis_policy_eval_duration_seconds_count", &[]).is_some(), "{}", m.0);
+    assert!(
+        m.get("portcullis_policy_eval_duration_seconds_count", &[])
+            .is_some(),
+        "{}",
+        m.0
+    );
 }
 
 #[test]
@@ -233,9 +256,20 @@ fn connect_denial_keeps_reason_phrase_and_error_header() {
     );
     let r = send_raw(s.gw.proxy, req.as_bytes());
     assert_eq!(r.status, 403, "{r:?}");
-    assert!(!r.reason.is_empty() && r.reason != "Forbidden", "reason phrase: {:?}", r.reason);
-    assert_eq!(r.header("x-portcullis-error"), Some("policy_denied"), "{r:?}");
-    let id = r.header("x-portcullis-decision-id").expect("decision id").to_owned();
+    assert!(
+        !r.reason.is_empty() && r.reason != "Forbidden",
+        "reason phrase: {:?}",
+        r.reason
+    );
+    assert_eq!(
+        r.header("x-portcullis-error"),
+        Some("policy_denied"),
+        "{r:?}"
+    );
+    let id = r
+        .header("x-portcullis-decision-id")
+        .expect("decision id")
+        .to_owned();
     if !r.body.is_empty() {
         let v = r.json();
         assert_eq!(v["decision_id"], id.as_str(), "{v}");
@@ -270,15 +304,22 @@ fn editing_a_policy_applies_without_restart_and_a_broken_edit_keeps_the_last_goo
         |v| *v == (403, 200),
     );
     let (status, headers, body) = s.curl("/echo/changed/x");
-    assert_denied(status, &headers, &body, "guard", "path /echo/changed is off limits");
-    let reloads_ok = s.gw.metrics().value("portcullis_policy_reloads_total", &[("result", "ok")]);
+    assert_denied(
+        status,
+        &headers,
+        &body,
+        "guard",
+        "path /echo/changed is off limits",
+    );
+    let reloads_ok =
+        s.gw.metrics()
+            .value("portcullis_policy_reloads_total", &[("result", "ok")]);
     assert!(reloads_ok >= 1.0);
 
-    // Broken edit: syntax error on line 6.
-    let errors_before = s
-        .gw
-        .metrics()
-        .value("portcullis_policy_reloads_total", &[("result", "error")]);
+    // Broken edit: an expression missing its right-hand side (reported at 7:1, the `}`).
+    let errors_before =
+        s.gw.metrics()
+            .value("portcullis_policy_reloads_total", &[("result", "error")]);
     let broken = "package portcullis.policy.guard\n\nimport rego.v1\n\n\
                   deny contains \"x\" if {\n\tinput.kind == \n}\n";
     replace_file(&s.policy_file("guard.rego"), broken);
@@ -297,16 +338,23 @@ fn editing_a_policy_applies_without_restart_and_a_broken_edit_keeps_the_last_goo
         .as_array()
         .expect("errors array")
         .iter()
-        .map(|e| e.as_str().map(str::to_owned).unwrap_or_else(|| e.to_string()))
+        .map(|e| {
+            e.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| e.to_string())
+        })
         .collect();
     assert!(
-        errs.iter().any(|e| has_file_line_col(e, "guard.rego")),
+        errs.iter()
+            .any(|e| has_file_line_col(e, "guard.rego") && e.contains("guard.rego:7:1")),
         "readyz errors lack file:line:col: {text}"
     );
     assert!(text.contains("\"error\""), "last_reload error: {text}");
-    let log = s.gw.stderr();
+    let log = strip_ansi(&s.gw.stderr());
+    // The log names the file, row and column (as text or as structured fields).
     assert!(
-        log.lines().any(|l| has_file_line_col(l, "guard.rego")),
+        log.lines().any(|l| has_file_line_col(l, "guard.rego")
+            || (l.contains("guard.rego") && l.contains("row=7") && l.contains("col="))),
         "the log lacks file:line:col"
     );
 
@@ -319,7 +367,9 @@ fn editing_a_policy_applies_without_restart_and_a_broken_edit_keeps_the_last_goo
     );
     let r = s.gw.admin_get("/readyz");
     assert_eq!(r.status, 200);
-    let errs = find_key(&r.json(), "errors").cloned().unwrap_or(Value::Null);
+    let errs = find_key(&r.json(), "errors")
+        .cloned()
+        .unwrap_or(Value::Null);
     assert!(errs.as_array().is_none_or(|a| a.is_empty()), "{errs}");
 
     // A new file is picked up too; removing it drops it.
@@ -329,9 +379,17 @@ fn editing_a_policy_applies_without_restart_and_a_broken_edit_keeps_the_last_goo
         "package portcullis.policy.extra\n\nimport rego.v1\n\n\
          deny contains \"extra says no\" if input.request.path == \"/echo/extra\"\n",
     );
-    s.gw.eventually("a new policy file applies", || s.status("/echo/extra"), |v| *v == 403);
+    s.gw.eventually(
+        "a new policy file applies",
+        || s.status("/echo/extra"),
+        |v| *v == 403,
+    );
     std::fs::remove_file(&extra).expect("rm");
-    s.gw.eventually("a removed policy file stops applying", || s.status("/echo/extra"), |v| *v == 200);
+    s.gw.eventually(
+        "a removed policy file stops applying",
+        || s.status("/echo/extra"),
+        |v| *v == 200,
+    );
 }
 
 fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -396,7 +454,13 @@ fn agent_mode_disabled_is_403_agent_disabled_and_shadow_agent_passes() {
 
     s.gw.cli_ok(&["agent", "set", "mode_bot", "--mode", "disabled"]);
     s.gw.eventually("agent disabled applies", || status(&s), |v| *v == 403);
-    let r = proxy_send(s.gw.proxy, "GET", &s.origin.url("/echo/ok"), Some(&auth), &[]);
+    let r = proxy_send(
+        s.gw.proxy,
+        "GET",
+        &s.origin.url("/echo/ok"),
+        Some(&auth),
+        &[],
+    );
     r.assert_error(403, "agent_disabled");
 }
 
@@ -436,7 +500,13 @@ fn token_kind_deny_is_403_invalid_scope_with_the_reason() {
         "{v}"
     );
     let m = s.gw.metrics();
-    assert_eq!(m.value("portcullis_tokens_issued_total", &[("result", "invalid_scope")]), 1.0);
+    assert_eq!(
+        m.value(
+            "portcullis_tokens_issued_total",
+            &[("result", "invalid_scope")]
+        ),
+        1.0
+    );
     assert!(
         m.value(
             "portcullis_policy_decisions_total",
@@ -472,9 +542,12 @@ fn policy_check_reports_file_row_col_and_exits_1() {
     let d = dir.path().display().to_string();
     let out = portcullis(&["policy", "check", &d], dir.path());
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
-    assert!(text.lines().any(|l| has_file_line_col(l, "bad.rego")), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.lines().any(|l| has_file_line_col(l, "bad.rego")),
+        "{text}"
+    );
     assert!(!text.contains("ok.rego:"), "{text}");
 
     let out = portcullis(&["policy", "check", &d, "--format", "json"], dir.path());
@@ -482,7 +555,10 @@ fn policy_check_reports_file_row_col_and_exits_1() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     let s = v.to_string();
     assert!(s.contains("bad.rego"), "{s}");
-    assert!(find_key(&v, "row").is_some() || find_key(&v, "line").is_some(), "{s}");
+    assert!(
+        find_key(&v, "row").is_some() || find_key(&v, "line").is_some(),
+        "{s}"
+    );
 
     // Unknown builtins and http.send are refused.
     let dir2 = tempfile::tempdir().expect("tmp");
@@ -492,20 +568,32 @@ fn policy_check_reports_file_row_col_and_exits_1() {
         b"package portcullis.policy.send\n\nimport rego.v1\n\nallow if {\n\
           \tr := http.send({\"method\": \"GET\", \"url\": \"http://x\"})\n\tr.status_code == 200\n}\n",
     );
-    let out = portcullis(&["policy", "check", &dir2.path().display().to_string()], dir2.path());
+    let out = portcullis(
+        &["policy", "check", &dir2.path().display().to_string()],
+        dir2.path(),
+    );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| has_file_line_col(l, "send.rego")), "{text}");
+    assert!(
+        text.lines().any(|l| has_file_line_col(l, "send.rego")),
+        "{text}"
+    );
 
     // The shipped set is clean.
-    let out = portcullis(&["policy", "check", &repo_policies().display().to_string()], dir.path());
+    let out = portcullis(
+        &["policy", "check", &repo_policies().display().to_string()],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
 #[test]
 fn policy_test_passes_on_the_shipped_set_and_fails_on_a_wrong_fixture() {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = portcullis(&["policy", "test", &repo_policies().display().to_string()], dir.path());
+    let out = portcullis(
+        &["policy", "test", &repo_policies().display().to_string()],
+        dir.path(),
+    );
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -520,7 +608,10 @@ fn policy_test_passes_on_the_shipped_set_and_fails_on_a_wrong_fixture() {
         b"package portcullis.policy.t\n\nimport rego.v1\n\nallow if input.kind == \"http\"\n\n\
           test_wrong if allow with input as {\"kind\": \"connect\"}\n",
     );
-    let out = portcullis(&["policy", "test", &dir.path().display().to_string()], dir.path());
+    let out = portcullis(
+        &["policy", "test", &dir.path().display().to_string()],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("test_wrong"));
 }
@@ -554,7 +645,14 @@ fn policy_eval_prints_the_decision() {
             serde_json::to_vec(&input(path)).expect("json").as_slice(),
         );
         let out = portcullis(
-            &["policy", "eval", "--input", &f.display().to_string(), "--config", &cfg_s],
+            &[
+                "policy",
+                "eval",
+                "--input",
+                &f.display().to_string(),
+                "--config",
+                &cfg_s,
+            ],
             dir.path(),
         );
         assert!(out.status.success(), "{out:?}");
@@ -565,7 +663,10 @@ fn policy_eval_prints_the_decision() {
             .unwrap_or_else(|| panic!("no allowed in {v}"));
         assert_eq!(allowed_v, allowed, "{path}: {v}");
         let s = v.to_string();
-        assert!(s.contains("guard") && s.contains("test_allow"), "every policy's result: {s}");
+        assert!(
+            s.contains("guard") && s.contains("test_allow"),
+            "every policy's result: {s}"
+        );
         if !allowed {
             assert!(s.contains("path /echo/forbidden is off limits"), "{s}");
         }

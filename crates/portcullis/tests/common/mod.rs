@@ -265,7 +265,9 @@ impl Gateway {
     /// key paths resolve to the gateway's) with proxy variables cleared.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.current_dir(self.dir.path()).args(args).stdin(Stdio::null());
+        cmd.current_dir(self.dir.path())
+            .args(args)
+            .stdin(Stdio::null());
         for k in PROXY_ENV {
             cmd.env_remove(k);
         }
@@ -322,7 +324,9 @@ impl Gateway {
         if let Some(k) = key {
             req.push_str(&format!("Authorization: Bearer {k}\r\n"));
         }
-        let body = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+        let body = body
+            .map(|b| serde_json::to_vec(b).expect("json"))
+            .unwrap_or_default();
         if !body.is_empty() || method != "GET" {
             req.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -1198,4 +1202,22 @@ pub fn proxy_send(
     let mut all: Vec<&str> = extra.to_vec();
     all.push("Connection: close");
     send_raw(proxy, &proxy_request(method, url, auth, &all))
+}
+
+/// The log without ANSI colour sequences.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
