@@ -224,6 +224,25 @@ fn basic_secret_reaches_origin_with_curl_and_python_and_is_stripped() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert_no_credential_reached(&body);
+    // Python requests sends Proxy-Authorization on the CONNECT.
+    let out = run_python(
+        r#"
+import json, sys, requests
+proxy, url, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+s = requests.Session()
+s.trust_env = False
+r = s.get(url, proxies={"https": proxy}, verify=ca, timeout=60)
+print(json.dumps({"status": r.status_code, "body": r.text}))
+"#,
+        &[
+            format!("http://tunnel_bot:{secret}@{}", gw.proxy),
+            format!("https://127.0.0.1:{}/echo/py", tls.port()),
+            cert.clone(),
+        ],
+    );
+    let v: Value = serde_json::from_str(out.trim()).expect("python json");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_no_credential_reached(v["body"].as_str().expect("body"));
     // Without credentials the CONNECT itself gets 407.
     let r = send_raw(
         gw.proxy,

@@ -672,3 +672,194 @@ fn policy_eval_prints_the_decision() {
         }
     }
 }
+
+#[test]
+fn bindings_by_group_and_agent_and_subagent_input() {
+    let sub_policy = r#"package portcullis.policy.subagents
+
+import rego.v1
+
+deny contains "sub-agent scraper may not call the origin" if input.subagent == "scraper"
+"#;
+    let s = Setup::new(
+        "\n[[policy.bindings]]\npolicy = \"guard\"\ngroups = [\"restricted\"]\n\
+         \n[[policy.bindings]]\npolicy = \"guard\"\nagents = [\"named_bot\"]\nmode = \"active\"\n",
+        &[],
+        vec![(
+            "policies/subagents.rego".to_owned(),
+            sub_policy.as_bytes().to_vec(),
+        )],
+    );
+    let restricted =
+        s.gw.create_agent("group_bot", "default", &["--groups", "restricted,other"]);
+    let named = s.gw.create_agent("named_bot", "default", &[]);
+    let free =
+        s.gw.create_agent("free_bot", "default", &["--groups", "other"]);
+    let url = s.origin.url("/echo/forbidden");
+    let st = |id: &str, secret: &str| {
+        proxy_send(s.gw.proxy, "GET", &url, Some(&basic(id, secret)), &[]).status
+    };
+    // free_bot is outside both bindings: guard does not apply, test_allow allows.
+    s.gw.eventually("free_bot known", || st("free_bot", &free), |v| *v == 200);
+    s.gw.eventually(
+        "group_bot known",
+        || st("group_bot", &restricted),
+        |v| *v == 403,
+    );
+    s.gw.eventually("named_bot known", || st("named_bot", &named), |v| *v == 403);
+    // demo is in no group either.
+    assert_eq!(s.status("/echo/forbidden"), 200);
+    let r = proxy_send(
+        s.gw.proxy,
+        "GET",
+        &url,
+        Some(&basic("group_bot", &restricted)),
+        &[],
+    );
+    let v = r.assert_error(403, "policy_denied");
+    assert_eq!(v["policy"], "guard", "{v}");
+
+    // The sub-agent is in the input (and the header is validated first).
+    let auth = basic("free_bot", &free);
+    let ok = s.origin.url("/echo/ok");
+    let r = proxy_send(
+        s.gw.proxy,
+        "GET",
+        &ok,
+        Some(&auth),
+        &["X-Portcullis-Subagent: scraper"],
+    );
+    let v = r.assert_error(403, "policy_denied");
+    assert_eq!(v["policy"], "subagents", "{v}");
+    assert_eq!(
+        v["detail"], "sub-agent scraper may not call the origin",
+        "{v}"
+    );
+    let r = proxy_send(
+        s.gw.proxy,
+        "GET",
+        &ok,
+        Some(&auth),
+        &["X-Portcullis-Subagent: summarizer"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn default_allow_decides_only_when_no_policy_applies() {
+    // guard applies to bound_bot only; for demo no policy applies, so the default decides.
+    let origin = Origin::start();
+    let gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: loopback_proxy_section(&[origin.port()]),
+        rest: "\n[policy]\ndir = \"{DIR}/policies\"\ndefault = \"allow\"\n\
+               \n[[policy.bindings]]\npolicy = \"guard\"\nagents = [\"bound_bot\"]\n"
+            .to_owned(),
+        files: vec![(
+            "policies/guard.rego".to_owned(),
+            guard("/echo/forbidden").into_bytes(),
+        )],
+    });
+    assert!(gw.banner.contains("default=ALLOW"), "{}", gw.banner);
+    let auth = basic("demo", &gw.demo_secret());
+    for path in ["/echo/ok", "/echo/forbidden"] {
+        let r = proxy_send(gw.proxy, "GET", &origin.url(path), Some(&auth), &[]);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+    }
+    // An applicable policy that denies still wins; one that merely does not allow
+    // (guard has no allow rule) denies too: the default is only for "nothing applies".
+    let bound = gw.create_agent("bound_bot", "default", &[]);
+    let bauth = basic("bound_bot", &bound);
+    let st = |path: &str| proxy_send(gw.proxy, "GET", &origin.url(path), Some(&bauth), &[]);
+    let r = gw.eventually(
+        "bound_bot known",
+        || st("/echo/forbidden"),
+        |r| r.status == 403,
+    );
+    assert_eq!(r.json()["policy"], "guard");
+    let r = st("/echo/ok");
+    let v = r.assert_error(403, "policy_denied");
+    assert!(v["policy"].is_null(), "{v}");
+}
+
+#[test]
+fn a_policy_failing_at_runtime_fails_closed() {
+    // Conflicting values for a complete rule are an evaluation error (on /echo/boom only).
+    let failing = r#"package portcullis.policy.failing
+
+import rego.v1
+
+default allow := false
+
+allow := true if startswith(input.request.path, "/echo/boom")
+
+allow := false if startswith(input.request.path, "/echo/boom")
+"#;
+    let s = Setup::new(
+        "",
+        &[],
+        vec![(
+            "policies/failing.rego".to_owned(),
+            failing.as_bytes().to_vec(),
+        )],
+    );
+    let before = s.origin.requests();
+    let (status, headers, body) = s.curl("/echo/boom");
+    assert_eq!(
+        status, 403,
+        "an erroring policy must not let a request through: {body}"
+    );
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["code"], "policy_error", "{v}");
+    assert_eq!(
+        dumped_header(&headers, "x-portcullis-decision-id").as_deref(),
+        v["decision_id"].as_str()
+    );
+    assert_eq!(s.origin.requests(), before);
+    assert!(s.gw.metrics().value("portcullis_policy_errors_total", &[]) >= 1.0);
+    assert_eq!(s.status("/echo/ok"), 200);
+}
+
+#[test]
+fn policy_eval_with_an_agent_from_the_store() {
+    let s = Setup::new("", &[], vec![]);
+    s.gw.create_agent(
+        "eval_bot",
+        "acme",
+        &["--groups", "restricted", "--risk", "HIGH"],
+    );
+    let input = serde_json::json!({
+        "kind": "http",
+        "request": {"method": "GET", "scheme": "http", "host": "127.0.0.1", "port": 80,
+                    "path": "/echo/forbidden", "query": {}, "headers": {}}
+    });
+    let f = write_file(
+        s.gw.dir(),
+        "input.json",
+        serde_json::to_vec(&input).expect("json").as_slice(),
+    );
+    let out = s.gw.cli_ok(&[
+        "policy",
+        "eval",
+        "--input",
+        &f.display().to_string(),
+        "--agent",
+        "eval_bot",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        find_key(&v, "allowed").and_then(Value::as_bool),
+        Some(false),
+        "{v}"
+    );
+    let agent = find_key(&v, "input")
+        .and_then(|i| i.get("agent"))
+        .unwrap_or_else(|| panic!("no input.agent in {v}"));
+    assert_eq!(agent["id"], "eval_bot", "{v}");
+    assert_eq!(agent["tenant"], "acme", "{v}");
+    assert_eq!(agent["risk_level"], "HIGH", "{v}");
+    assert!(
+        v.to_string().contains("path /echo/forbidden is off limits"),
+        "{v}"
+    );
+}
