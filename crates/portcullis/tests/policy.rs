@@ -614,6 +614,44 @@ fn policy_test_passes_on_the_shipped_set_and_fails_on_a_wrong_fixture() {
     );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("test_wrong"));
+
+    // A fixture expecting the wrong verdict fails, naming the case; a right one passes.
+    let fx = tempfile::tempdir().expect("tmp");
+    write_file(fx.path(), "guard.rego", guard("/echo/forbidden").as_bytes());
+    write_file(fx.path(), "allow.rego", ALLOW.as_bytes());
+    std::fs::create_dir_all(fx.path().join("tests")).expect("mkdir");
+    let case = |name: &str, path: &str, verdict: &str| {
+        format!(
+            "  - name: {name}\n    agent: {{id: demo, tenant: default}}\n    input:\n      kind: http\n      \
+             request: {{method: GET, scheme: http, host: 127.0.0.1, port: 80, path: {path}}}\n    \
+             verdict: {verdict}\n"
+        )
+    };
+    let good = format!(
+        "cases:\n{}{}",
+        case("forbidden path is denied", "/echo/forbidden", "deny"),
+        case("other paths pass", "/echo/ok", "allow")
+    );
+    write_file(&fx.path().join("tests"), "good.yaml", good.as_bytes());
+    let d = fx.path().display().to_string();
+    let out = portcullis(&["policy", "test", &d], fx.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bad = format!(
+        "cases:\n{}",
+        case("wrongly expected allow", "/echo/forbidden", "allow")
+    );
+    write_file(&fx.path().join("tests"), "bad.yaml", bad.as_bytes());
+    let out = portcullis(&["policy", "test", &d], fx.path());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("wrongly expected allow"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
