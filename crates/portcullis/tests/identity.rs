@@ -816,6 +816,29 @@ fn subagent_header_is_validated_stripped_and_registered() {
         .find(|a| a["id"] == "helper_one")
         .expect("helper_one listed");
     assert_eq!(sub["parent"], "demo", "{sub}");
+
+    // The admin API lists it under its parent too.
+    let key = gw.create_api_key("default", "viewer");
+    let r = gw.admin_call("GET", "/v1/agents", Some(&key), None);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let sub = v["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .find(|a| a["id"] == "helper_one")
+        .unwrap_or_else(|| panic!("helper_one missing: {v}"));
+    assert_eq!(sub["parent"], "demo", "{sub}");
+
+    // A sub-agent has no credentials of its own.
+    let r = proxy_send(
+        gw.proxy,
+        "GET",
+        &url,
+        Some(&basic("helper_one", &demo)),
+        &[],
+    );
+    assert_407(&r, "unknown_agent");
 }
 
 fn origin_requests(o: &Origin) -> usize {

@@ -296,12 +296,24 @@ fn editing_a_policy_applies_without_restart_and_a_broken_edit_keeps_the_last_goo
     assert_eq!(s.status("/echo/forbidden"), 403);
     assert_eq!(s.status("/echo/changed"), 200);
 
-    // Edit: move the denial to another path.
+    // Edit: move the denial to another path. Once the reload is counted, the very
+    // next requests see the new set (the decision cache is keyed by the set version).
+    let ok_before =
+        s.gw.metrics()
+            .value("portcullis_policy_reloads_total", &[("result", "ok")]);
     replace_file(&s.policy_file("guard.rego"), &guard("/echo/changed"));
-    s.gw.eventually(
-        "the edited policy applies",
-        || (s.status("/echo/changed"), s.status("/echo/forbidden")),
-        |v| *v == (403, 200),
+    s.gw.metrics_until("the edit is reloaded", |m| {
+        m.value("portcullis_policy_reloads_total", &[("result", "ok")]) > ok_before
+    });
+    assert_eq!(
+        s.status("/echo/changed"),
+        403,
+        "the very next request after the reload"
+    );
+    assert_eq!(
+        s.status("/echo/forbidden"),
+        200,
+        "cached deny must not survive the reload"
     );
     let (status, headers, body) = s.curl("/echo/changed/x");
     assert_denied(
