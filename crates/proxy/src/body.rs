@@ -6,6 +6,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use pin_project_lite::pin_project;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 /// Error type of every body crossing the proxy.
@@ -41,6 +42,9 @@ pub type OnEnd = Box<dyn FnOnce(u64, BodyEnd) + Send + Sync>;
 struct Finish {
     bytes: u64,
     cb: Option<OnEnd>,
+    /// The inner body reported `is_end_stream()`: a consumer (hyper) may drop it
+    /// without polling for the final `None`, which is still a complete body.
+    at_end: AtomicBool,
 }
 
 impl Finish {
@@ -53,7 +57,12 @@ impl Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        self.fire(BodyEnd::Aborted);
+        let end = if *self.at_end.get_mut() {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::Aborted
+        };
+        self.fire(end);
     }
 }
 
@@ -74,6 +83,7 @@ impl<B> Metered<B> {
             finish: Finish {
                 bytes: 0,
                 cb: Some(on_end),
+                at_end: AtomicBool::new(false),
             },
         }
     }
@@ -91,11 +101,16 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.finish.bytes += d.len() as u64;
+                }
+                // hyper stops polling (and drops the body) once `is_end_stream()`
+                // holds after a frame, e.g. when a Content-Length is satisfied.
+                if this.inner.is_end_stream() {
+                    this.finish.fire(BodyEnd::Complete);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -112,7 +127,11 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end {
+            self.finish.at_end.store(true, Ordering::Relaxed);
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -140,6 +159,26 @@ mod tests {
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello world");
         assert_eq!(*log.lock().unwrap(), vec![(11, BodyEnd::Complete)]);
+    }
+
+    #[tokio::test]
+    async fn dropped_after_the_last_frame_of_a_sized_body_is_complete() {
+        // hyper does this with a satisfied Content-Length: one frame, then drop.
+        let (log, cb) = recorder();
+        let mut body = Metered::new(Full::new(Bytes::from_static(b"hello")), cb);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.data_ref().unwrap().len(), 5);
+        drop(body);
+        assert_eq!(*log.lock().unwrap(), vec![(5, BodyEnd::Complete)]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_never_polled_is_complete() {
+        let (log, cb) = recorder();
+        let body = Metered::new(Empty::<Bytes>::new(), cb);
+        assert!(body.is_end_stream());
+        drop(body);
+        assert_eq!(*log.lock().unwrap(), vec![(0, BodyEnd::Complete)]);
     }
 
     #[tokio::test]

@@ -102,6 +102,22 @@ pub struct Gateway {
     /// The banner line.
     pub banner: String,
     dir: tempfile::TempDir,
+    cfg: PathBuf,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Options for [`Gateway::launch`]: authentication on or off, config sections, and
+/// files written into the gateway's directory before it starts.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayOpts {
+    /// Require proxy authentication (omit `allow_unauthenticated = true`).
+    pub auth: bool,
+    /// Lines inside `[proxy]`. `{DIR}` is replaced by the gateway's directory.
+    pub proxy_lines: String,
+    /// Other sections, appended verbatim. `{DIR}` is replaced by the gateway's directory.
+    pub rest: String,
+    /// `(relative path, contents)` written before start (directories created).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// `[proxy]` lines allowing loopback destinations on `ports`.
@@ -124,11 +140,40 @@ impl Gateway {
     /// Like [`Gateway::start`] with explicit listen addresses.
     pub fn start_on(proxy_listen: &str, admin_listen: &str, proxy_lines: &str, rest: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("portcullis.toml");
         let doc = format!(
             "[proxy]\nlisten = \"{proxy_listen}\"\nallow_unauthenticated = true\n{proxy_lines}\n\
              [admin]\nlisten = \"{admin_listen}\"\n\n[log]\nlevel = \"debug\"\n{rest}"
         );
+        Self::spawn_in(dir, &doc)
+    }
+
+    /// Starts the gateway as [`GatewayOpts`] describe, on `127.0.0.1:0` for both listeners.
+    pub fn launch(opts: GatewayOpts) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, data) in &opts.files {
+            let p = dir.path().join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).expect("create dir");
+            }
+            std::fs::write(&p, data).expect("write file");
+        }
+        let d = dir.path().display().to_string();
+        let auth = if opts.auth {
+            ""
+        } else {
+            "allow_unauthenticated = true\n"
+        };
+        let doc = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n{auth}{}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"debug\"\n{}",
+            opts.proxy_lines.replace("{DIR}", &d),
+            opts.rest.replace("{DIR}", &d)
+        );
+        Self::spawn_in(dir, &doc)
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, doc: &str) -> Self {
+        let cfg = dir.path().join("portcullis.toml");
         std::fs::write(&cfg, doc).expect("write config");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -145,13 +190,20 @@ impl Gateway {
         let mut child = cmd.spawn().expect("spawn portcullis");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        let all = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = all.clone();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             if let Some(Ok(first)) = lines.next() {
                 let _ = tx.send(first);
             }
-            // Keep draining so the child never blocks on a full pipe.
-            for _ in lines {}
+            // Keep draining so the child never blocks on a full pipe; keep
+            // the lines after the banner for [`Gateway::stdout_lines`].
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(line);
+                }
+            }
         });
         let mut gw = Self {
             child: Some(child),
@@ -159,6 +211,8 @@ impl Gateway {
             admin: SocketAddr::from(([0, 0, 0, 0], 0)),
             banner: String::new(),
             dir,
+            cfg,
+            lines: all,
         };
         let banner = match rx.recv_timeout(TIMEOUT) {
             Ok(b) => b,
@@ -168,6 +222,142 @@ impl Gateway {
         gw.admin = banner_addr(&banner, "admin=");
         gw.banner = banner;
         gw
+    }
+
+    /// The gateway's working directory (holds `data/`, the config, `stderr.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file the gateway was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.cfg
+    }
+
+    /// Stdout lines printed after the banner so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.lines.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The first-run `demo` agent's secret, parsed (bounded wait) from the
+    /// `export HTTP_PROXY=http://demo:SECRET@ADDR ...` line after the banner.
+    pub fn demo_secret(&self) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            for l in self.stdout_lines() {
+                let Some(rest) = l.trim().strip_prefix("export HTTP_PROXY=http://demo:") else {
+                    continue;
+                };
+                if let Some((secret, _)) = rest.split_once('@') {
+                    return secret.to_owned();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no demo secret on stdout: {:?}",
+                self.stdout_lines()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs `portcullis ARGS` in the gateway's directory (so relative store and
+    /// key paths resolve to the gateway's) with proxy variables cleared.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.current_dir(self.dir.path())
+            .args(args)
+            .stdin(Stdio::null());
+        for k in PROXY_ENV {
+            cmd.env_remove(k);
+        }
+        cmd.output().expect("run portcullis")
+    }
+
+    /// Runs `portcullis ARGS --config CONFIG`; panics with its output unless it
+    /// exits 0; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let cfg = self.cfg.display().to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", cfg.as_str()]);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "portcullis {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// `portcullis agent create ID --tenant T [EXTRA...]`; returns the secret
+    /// (the second stdout line).
+    pub fn create_agent(&self, id: &str, tenant: &str, extra: &[&str]) -> String {
+        let mut args = vec!["agent", "create", id, "--tenant", tenant];
+        args.extend_from_slice(extra);
+        let out = self.cli_ok(&args);
+        out.lines()
+            .nth(1)
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|| panic!("no secret in: {out}"))
+    }
+
+    /// `portcullis apikey create --tenant T --role R`; returns the key (second line).
+    pub fn create_api_key(&self, tenant: &str, role: &str) -> String {
+        let out = self.cli_ok(&["apikey", "create", "--tenant", tenant, "--role", role]);
+        out.lines()
+            .nth(1)
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|| panic!("no key in: {out}"))
+    }
+
+    /// An admin API request with `Authorization: Bearer KEY` (when given) and a JSON body.
+    pub fn admin_call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> RawResponse {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
+        if let Some(k) = key {
+            req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+        }
+        let body = body
+            .map(|b| serde_json::to_vec(b).expect("json"))
+            .unwrap_or_default();
+        if !body.is_empty() || method != "GET" {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(&body);
+        send_raw(self.admin, &bytes)
+    }
+
+    /// Polls `pred` against the gateway (bounded by [`TIMEOUT`]), returning its
+    /// last value once it holds; panics with `what` and the stderr log otherwise.
+    pub fn eventually<T: std::fmt::Debug>(
+        &self,
+        what: &str,
+        f: impl Fn() -> T,
+        pred: impl Fn(&T) -> bool,
+    ) -> T {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let v = f();
+            if pred(&v) {
+                return v;
+            }
+            if Instant::now() >= deadline {
+                panic!("timed out waiting until {what}; last: {v:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Everything the gateway wrote to stderr so far.
@@ -966,4 +1156,69 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, data).expect("write file");
     p
+}
+
+// ---------------------------------------------------------------- proxy auth
+
+/// `Basic base64(user:pass)`.
+pub fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// An absolute-form request for `url` as sent to a proxy, with an optional
+/// `Proxy-Authorization` value and extra header lines (`"Name: value"`).
+pub fn proxy_request(method: &str, url: &str, auth: Option<&str>, extra: &[&str]) -> Vec<u8> {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("");
+    let mut req = format!("{method} {url} HTTP/1.1\r\nHost: {host}\r\n");
+    if let Some(a) = auth {
+        req.push_str(&format!("Proxy-Authorization: {a}\r\n"));
+    }
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if method != "GET" && method != "HEAD" {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
+}
+
+/// Sends one proxied request on a fresh connection (`Connection: close`).
+pub fn proxy_send(
+    proxy: SocketAddr,
+    method: &str,
+    url: &str,
+    auth: Option<&str>,
+    extra: &[&str],
+) -> RawResponse {
+    let mut all: Vec<&str> = extra.to_vec();
+    all.push("Connection: close");
+    send_raw(proxy, &proxy_request(method, url, auth, &all))
+}
+
+/// The log without ANSI colour sequences.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -1,0 +1,915 @@
+//! End-to-end policy: the real `portcullis` binary deciding real curl requests
+//! with Rego from a watched directory; hot reload, broken edits, shadow mode,
+//! agent modes, default deny, `kind=token`, and the `policy` CLI.
+//! Every wait is bounded; nothing asserts on timing.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Lets agents reach the local origin, except under `/big` (left to the default).
+const ALLOW: &str = r#"package portcullis.policy.test_allow
+
+import rego.v1
+
+allow if {
+	input.request.host == "127.0.0.1"
+	not startswith(input.request.path, "/big")
+}
+
+allow if input.kind == "token"
+"#;
+
+fn guard(denied_prefix: &str) -> String {
+    format!(
+        r#"package portcullis.policy.guard
+
+import rego.v1
+
+deny contains "path {denied_prefix} is off limits" if {{
+	startswith(input.request.path, "{denied_prefix}")
+}}
+
+deny contains "scope stripe:customer:write may not be put in a token" if {{
+	input.kind == "token"
+	"stripe:customer:write" in input.token.scopes
+}}
+"#
+    )
+}
+
+const NO_TUNNELS: &str = r#"package portcullis.policy.no_tunnels
+
+import rego.v1
+
+deny contains "tunnels to this port are not allowed" if {
+	input.kind == "connect"
+	input.request.port == TUNNEL_PORT
+}
+"#;
+
+struct Setup {
+    gw: Gateway,
+    origin: Origin,
+    user: String,
+    secret: String,
+}
+
+impl Setup {
+    fn new(extra_config: &str, extra_ports: &[u16], extra_files: Vec<(String, Vec<u8>)>) -> Self {
+        let origin = Origin::start();
+        let mut ports = vec![origin.port()];
+        ports.extend_from_slice(extra_ports);
+        let mut files = vec![
+            (
+                "policies/test_allow.rego".to_owned(),
+                ALLOW.as_bytes().to_vec(),
+            ),
+            (
+                "policies/guard.rego".to_owned(),
+                guard("/echo/forbidden").into_bytes(),
+            ),
+        ];
+        files.extend(extra_files);
+        let gw = Gateway::launch(GatewayOpts {
+            auth: true,
+            proxy_lines: loopback_proxy_section(&ports),
+            rest: format!("\n[policy]\ndir = \"{{DIR}}/policies\"\n{extra_config}"),
+            files,
+        });
+        let secret = gw.demo_secret();
+        Self {
+            gw,
+            origin,
+            user: "demo".to_owned(),
+            secret,
+        }
+    }
+
+    fn proxy_with_creds(&self) -> String {
+        format!("http://{}:{}@{}", self.user, self.secret, self.gw.proxy)
+    }
+
+    /// curl GET `path` on the origin through the proxy: (status, headers, body).
+    fn curl(&self, path: &str) -> (u16, String, String) {
+        let hdr = self.gw.dir().join(format!("hdr-{}", std::process::id()));
+        let hdr = unique(&hdr);
+        let out = curl(&[
+            "-x",
+            &self.proxy_with_creds(),
+            "-D",
+            &hdr.display().to_string(),
+            "-w",
+            "\n%{http_code}",
+            &self.origin.url(path),
+        ]);
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("status");
+        let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
+        let _ = std::fs::remove_file(&hdr);
+        (
+            code.trim().parse().expect("status"),
+            headers,
+            body.to_owned(),
+        )
+    }
+
+    fn status(&self, path: &str) -> u16 {
+        self.curl(path).0
+    }
+
+    fn policy_file(&self, name: &str) -> PathBuf {
+        self.gw.dir().join("policies").join(name)
+    }
+}
+
+fn unique(base: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    base.with_extension(n.to_string())
+}
+
+/// Header `name` from a `curl -D` dump (last response).
+fn dumped_header(dump: &str, name: &str) -> Option<String> {
+    let last = dump.rsplit("HTTP/").next().unwrap_or("");
+    last.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+fn assert_denied(status: u16, headers: &str, body: &str, policy: &str, reason: &str) -> Value {
+    assert_eq!(status, 403, "{headers}{body}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["code"], "policy_denied", "{v}");
+    assert_eq!(v["policy"], policy, "{v}");
+    assert!(
+        v["detail"].as_str().is_some_and(|d| d.contains(reason)),
+        "{v}"
+    );
+    let id = v["decision_id"].as_str().expect("decision_id");
+    assert!(!id.is_empty());
+    assert_eq!(
+        dumped_header(headers, "x-portcullis-decision-id").as_deref(),
+        Some(id),
+        "{headers}"
+    );
+    v
+}
+
+/// Writes a file atomically enough for the watcher (write then rename).
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[test]
+fn allowed_passes_denied_gets_403_json_with_matching_decision_id() {
+    let s = Setup::new("", &[], vec![]);
+    let (status, _, body) = s.curl("/echo/ok");
+    assert_eq!(status, 200, "{body}");
+
+    let (status, headers, body) = s.curl("/echo/forbidden/thing");
+    let v = assert_denied(
+        status,
+        &headers,
+        &body,
+        "guard",
+        "path /echo/forbidden is off limits",
+    );
+    assert_eq!(
+        dumped_header(&headers, "x-portcullis-error").as_deref(),
+        Some("policy_denied")
+    );
+    assert_eq!(
+        v.as_object().map(|o| o.len()),
+        Some(4),
+        "exactly detail, code, policy, decision_id: {v}"
+    );
+
+    // Nothing matching → default deny (no policy allows /big).
+    let before = s.origin.requests();
+    let (status, _, body) = s.curl("/big/cl");
+    assert_eq!(status, 403, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["code"], "policy_denied", "{v}");
+    assert!(
+        v["decision_id"].as_str().is_some_and(|d| !d.is_empty()),
+        "{v}"
+    );
+    assert_eq!(
+        s.origin.requests(),
+        before,
+        "denied requests never reach the origin"
+    );
+
+    let m = s.gw.metrics();
+    assert!(
+        m.value(
+            "portcullis_policy_decisions_total",
+            &[("policy", "guard"), ("mode", "active"), ("result", "deny")]
+        ) >= 1.0,
+        "{}",
+        m.0
+    );
+    assert!(
+        m.value(
+            "portcullis_policy_decisions_total",
+            &[("policy", "test_allow"), ("result", "allow")]
+        ) >= 1.0,
+        "{}",
+        m.0
+    );
+    assert!(
+        m.get("portcullis_policy_eval_duration_seconds_count", &[])
+            .is_some(),
+        "{}",
+        m.0
+    );
+}
+
+#[test]
+fn connect_denial_keeps_reason_phrase_and_error_header() {
+    let tls = Origin::start_tls();
+    let policy = NO_TUNNELS.replace("TUNNEL_PORT", &tls.port().to_string());
+    let s = Setup::new(
+        "",
+        &[tls.port()],
+        vec![("policies/no_tunnels.rego".to_owned(), policy.into_bytes())],
+    );
+    let req = format!(
+        "CONNECT 127.0.0.1:{p} HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nProxy-Authorization: {}\r\n\r\n",
+        basic("demo", &s.secret),
+        p = tls.port()
+    );
+    let r = send_raw(s.gw.proxy, req.as_bytes());
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(
+        !r.reason.is_empty() && r.reason != "Forbidden",
+        "reason phrase: {:?}",
+        r.reason
+    );
+    assert_eq!(
+        r.header("x-portcullis-error"),
+        Some("policy_denied"),
+        "{r:?}"
+    );
+    let id = r
+        .header("x-portcullis-decision-id")
+        .expect("decision id")
+        .to_owned();
+    if !r.body.is_empty() {
+        let v = r.json();
+        assert_eq!(v["decision_id"], id.as_str(), "{v}");
+        assert_eq!(v["policy"], "no_tunnels", "{v}");
+    }
+    // curl sees the refused tunnel too.
+    let cert = tls.cert_pem.as_ref().expect("pem").display().to_string();
+    let out = curl(&[
+        "-x",
+        &s.proxy_with_creds(),
+        "--cacert",
+        &cert,
+        "-w",
+        "%{http_connect}",
+        &format!("https://127.0.0.1:{}/echo", tls.port()),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("403"));
+}
+
+#[test]
+fn editing_a_policy_applies_without_restart_and_a_broken_edit_keeps_the_last_good_set() {
+    let s = Setup::new("", &[], vec![]);
+    assert_eq!(s.status("/echo/forbidden"), 403);
+    assert_eq!(s.status("/echo/changed"), 200);
+
+    // Edit: move the denial to another path. Once the reload is counted, the very
+    // next requests see the new set (the decision cache is keyed by the set version).
+    let ok_before =
+        s.gw.metrics()
+            .value("portcullis_policy_reloads_total", &[("result", "ok")]);
+    replace_file(&s.policy_file("guard.rego"), &guard("/echo/changed"));
+    s.gw.metrics_until("the edit is reloaded", |m| {
+        m.value("portcullis_policy_reloads_total", &[("result", "ok")]) > ok_before
+    });
+    assert_eq!(
+        s.status("/echo/changed"),
+        403,
+        "the very next request after the reload"
+    );
+    assert_eq!(
+        s.status("/echo/forbidden"),
+        200,
+        "cached deny must not survive the reload"
+    );
+    let (status, headers, body) = s.curl("/echo/changed/x");
+    assert_denied(
+        status,
+        &headers,
+        &body,
+        "guard",
+        "path /echo/changed is off limits",
+    );
+    let reloads_ok =
+        s.gw.metrics()
+            .value("portcullis_policy_reloads_total", &[("result", "ok")]);
+    assert!(reloads_ok >= 1.0);
+
+    // Broken edit: an expression missing its right-hand side (reported at 7:1, the `}`).
+    let errors_before =
+        s.gw.metrics()
+            .value("portcullis_policy_reloads_total", &[("result", "error")]);
+    let broken = "package portcullis.policy.guard\n\nimport rego.v1\n\n\
+                  deny contains \"x\" if {\n\tinput.kind == \n}\n";
+    replace_file(&s.policy_file("guard.rego"), broken);
+    s.gw.metrics_until("a failed reload is counted", |m| {
+        m.value("portcullis_policy_reloads_total", &[("result", "error")]) > errors_before
+    });
+    // The previous behaviour stays.
+    assert_eq!(s.status("/echo/changed"), 403);
+    assert_eq!(s.status("/echo/forbidden"), 200);
+    let r = s.gw.admin_get("/readyz");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let v = r.json();
+    let errs = find_key(&v, "errors").unwrap_or_else(|| panic!("no errors in {v}"));
+    let errs: Vec<String> = errs
+        .as_array()
+        .expect("errors array")
+        .iter()
+        .map(|e| {
+            e.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| e.to_string())
+        })
+        .collect();
+    assert!(
+        errs.iter()
+            .any(|e| has_file_line_col(e, "guard.rego") && e.contains("guard.rego:7:1")),
+        "readyz errors lack file:line:col: {text}"
+    );
+    assert!(text.contains("\"error\""), "last_reload error: {text}");
+    let log = strip_ansi(&s.gw.stderr());
+    // The log names the file, row and column (as text or as structured fields).
+    assert!(
+        log.lines().any(|l| has_file_line_col(l, "guard.rego")
+            || (l.contains("guard.rego") && l.contains("row=7") && l.contains("col="))),
+        "the log lacks file:line:col"
+    );
+
+    // Fixing it recovers.
+    replace_file(&s.policy_file("guard.rego"), &guard("/echo/forbidden"));
+    s.gw.eventually(
+        "the fixed policy applies",
+        || (s.status("/echo/changed"), s.status("/echo/forbidden")),
+        |v| *v == (200, 403),
+    );
+    let r = s.gw.admin_get("/readyz");
+    assert_eq!(r.status, 200);
+    let errs = find_key(&r.json(), "errors")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert!(errs.as_array().is_none_or(|a| a.is_empty()), "{errs}");
+
+    // A new file is picked up too; removing it drops it.
+    let extra = s.policy_file("extra.rego");
+    replace_file(
+        &extra,
+        "package portcullis.policy.extra\n\nimport rego.v1\n\n\
+         deny contains \"extra says no\" if input.request.path == \"/echo/extra\"\n",
+    );
+    s.gw.eventually(
+        "a new policy file applies",
+        || s.status("/echo/extra"),
+        |v| *v == 403,
+    );
+    std::fs::remove_file(&extra).expect("rm");
+    s.gw.eventually(
+        "a removed policy file stops applying",
+        || s.status("/echo/extra"),
+        |v| *v == 200,
+    );
+}
+
+fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+/// Whether `s` mentions `file` followed by `:LINE:COL`.
+fn has_file_line_col(s: &str, file: &str) -> bool {
+    s.match_indices(file).any(|(i, _)| {
+        let rest = &s[i + file.len()..];
+        let mut parts = rest.splitn(3, ':');
+        parts.next() == Some("")
+            && parts
+                .next()
+                .is_some_and(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()))
+            && parts
+                .next()
+                .is_some_and(|c| c.chars().next().is_some_and(|c| c.is_ascii_digit()))
+    })
+}
+
+#[test]
+fn shadow_binding_lets_the_request_through_and_counts_the_would_deny() {
+    let s = Setup::new(
+        "\n[[policy.bindings]]\npolicy = \"guard\"\nmode = \"shadow\"\n",
+        &[],
+        vec![],
+    );
+    let (status, headers, body) = s.curl("/echo/forbidden");
+    assert_eq!(status, 200, "{headers}{body}");
+    assert!(body.contains("/echo/forbidden"), "{body}");
+    let m = s.gw.metrics();
+    assert!(
+        m.value(
+            "portcullis_policy_decisions_total",
+            &[("policy", "guard"), ("mode", "shadow"), ("result", "deny")]
+        ) >= 1.0,
+        "{}",
+        m.0
+    );
+    // A shadow policy never turns a deny into an allow: /big is still default-denied.
+    assert_eq!(s.status("/big/cl"), 403);
+}
+
+#[test]
+fn agent_mode_disabled_is_403_agent_disabled_and_shadow_agent_passes() {
+    let s = Setup::new("", &[], vec![]);
+    let secret = s.gw.create_agent("mode_bot", "default", &[]);
+    let auth = basic("mode_bot", &secret);
+    let url = s.origin.url("/echo/forbidden");
+    let status = |s: &Setup| proxy_send(s.gw.proxy, "GET", &url, Some(&auth), &[]).status;
+    s.gw.eventually("agent known", || status(&s), |v| *v == 403);
+
+    s.gw.cli_ok(&["agent", "set", "mode_bot", "--mode", "shadow"]);
+    s.gw.eventually("agent shadow mode applies", || status(&s), |v| *v == 200);
+
+    s.gw.cli_ok(&["agent", "set", "mode_bot", "--mode", "disabled"]);
+    s.gw.eventually("agent disabled applies", || status(&s), |v| *v == 403);
+    let r = proxy_send(
+        s.gw.proxy,
+        "GET",
+        &s.origin.url("/echo/ok"),
+        Some(&auth),
+        &[],
+    );
+    r.assert_error(403, "agent_disabled");
+}
+
+#[test]
+fn token_kind_deny_is_403_invalid_scope_with_the_reason() {
+    let s = Setup::new("", &[], vec![]);
+    let secret = s.gw.create_agent(
+        "pay_bot",
+        "default",
+        &["--scopes", "stripe:customer:read,stripe:customer:write"],
+    );
+    let call = |scope: &str| {
+        let body = format!("grant_type=client_credentials&scope={scope}");
+        let req = format!(
+            "POST /oauth/token HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\
+             Authorization: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            basic("pay_bot", &secret),
+            body.len()
+        );
+        send_raw(s.gw.proxy, req.as_bytes())
+    };
+    let r = s.gw.eventually(
+        "the agent can get a read token",
+        || call("stripe:customer:read"),
+        |r| r.status == 200,
+    );
+    assert!(r.json()["access_token"].is_string());
+    let r = call("stripe:customer:write");
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["error"], "invalid_scope", "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("may not be put in a token")),
+        "{v}"
+    );
+    let m = s.gw.metrics();
+    assert_eq!(
+        m.value(
+            "portcullis_tokens_issued_total",
+            &[("result", "invalid_scope")]
+        ),
+        1.0
+    );
+    assert!(
+        m.value(
+            "portcullis_policy_decisions_total",
+            &[("policy", "guard"), ("result", "deny")]
+        ) >= 1.0
+    );
+}
+
+// ---------------------------------------------------------------- CLI
+
+fn portcullis(args: &[&str], cwd: &Path) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.current_dir(cwd).args(args);
+    for k in ["PORTCULLIS_CONFIG", "PORTCULLIS_LOG"] {
+        cmd.env_remove(k);
+    }
+    cmd.output().expect("run portcullis")
+}
+
+fn repo_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/policies")
+}
+
+#[test]
+fn policy_check_reports_file_row_col_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_file(dir.path(), "ok.rego", ALLOW.as_bytes());
+    write_file(
+        dir.path(),
+        "bad.rego",
+        b"package portcullis.policy.bad\n\nimport rego.v1\n\nallow if {\n\tinput.kind ==\n}\n",
+    );
+    let d = dir.path().display().to_string();
+    let out = portcullis(&["policy", "check", &d], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.lines().any(|l| has_file_line_col(l, "bad.rego")),
+        "{text}"
+    );
+    assert!(!text.contains("ok.rego:"), "{text}");
+
+    let out = portcullis(&["policy", "check", &d, "--format", "json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let s = v.to_string();
+    assert!(s.contains("bad.rego"), "{s}");
+    assert!(
+        find_key(&v, "row").is_some() || find_key(&v, "line").is_some(),
+        "{s}"
+    );
+
+    // Unknown builtins and http.send are refused.
+    let dir2 = tempfile::tempdir().expect("tmp");
+    write_file(
+        dir2.path(),
+        "send.rego",
+        b"package portcullis.policy.send\n\nimport rego.v1\n\nallow if {\n\
+          \tr := http.send({\"method\": \"GET\", \"url\": \"http://x\"})\n\tr.status_code == 200\n}\n",
+    );
+    let out = portcullis(
+        &["policy", "check", &dir2.path().display().to_string()],
+        dir2.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| has_file_line_col(l, "send.rego")),
+        "{text}"
+    );
+
+    // The shipped set is clean.
+    let out = portcullis(
+        &["policy", "check", &repo_policies().display().to_string()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn policy_test_passes_on_the_shipped_set_and_fails_on_a_wrong_fixture() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = portcullis(
+        &["policy", "test", &repo_policies().display().to_string()],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A failing rego test exits 1.
+    write_file(
+        dir.path(),
+        "t.rego",
+        b"package portcullis.policy.t\n\nimport rego.v1\n\nallow if input.kind == \"http\"\n\n\
+          test_wrong if allow with input as {\"kind\": \"connect\"}\n",
+    );
+    let out = portcullis(
+        &["policy", "test", &dir.path().display().to_string()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test_wrong"));
+
+    // A fixture expecting the wrong verdict fails, naming the case; a right one passes.
+    let fx = tempfile::tempdir().expect("tmp");
+    write_file(fx.path(), "guard.rego", guard("/echo/forbidden").as_bytes());
+    write_file(fx.path(), "allow.rego", ALLOW.as_bytes());
+    std::fs::create_dir_all(fx.path().join("tests")).expect("mkdir");
+    let case = |name: &str, path: &str, verdict: &str| {
+        format!(
+            "  - name: {name}\n    agent: {{id: demo, tenant: default}}\n    input:\n      kind: http\n      \
+             request: {{method: GET, scheme: http, host: 127.0.0.1, port: 80, path: {path}}}\n    \
+             verdict: {verdict}\n"
+        )
+    };
+    let good = format!(
+        "cases:\n{}{}",
+        case("forbidden path is denied", "/echo/forbidden", "deny"),
+        case("other paths pass", "/echo/ok", "allow")
+    );
+    write_file(&fx.path().join("tests"), "good.yaml", good.as_bytes());
+    let d = fx.path().display().to_string();
+    let out = portcullis(&["policy", "test", &d], fx.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bad = format!(
+        "cases:\n{}",
+        case("wrongly expected allow", "/echo/forbidden", "allow")
+    );
+    write_file(&fx.path().join("tests"), "bad.yaml", bad.as_bytes());
+    let out = portcullis(&["policy", "test", &d], fx.path());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("wrongly expected allow"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn policy_eval_prints_the_decision() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    write_file(&pol, "test_allow.rego", ALLOW.as_bytes());
+    write_file(&pol, "guard.rego", guard("/echo/forbidden").as_bytes());
+    let cfg = write_file(
+        dir.path(),
+        "portcullis.toml",
+        format!("[policy]\ndir = \"{}\"\n", pol.display()).as_bytes(),
+    );
+    let input = |path: &str| {
+        serde_json::json!({
+            "kind": "http",
+            "agent": {"id": "demo", "tenant": "default", "groups": [], "risk_level": "LOW",
+                      "mode": "active", "attributes": {}, "scopes": []},
+            "request": {"method": "GET", "scheme": "http", "host": "127.0.0.1", "port": 80,
+                        "path": path, "query": {}, "headers": {}}
+        })
+    };
+    let cfg_s = cfg.display().to_string();
+    for (path, allowed) in [("/echo/forbidden", false), ("/echo/fine", true)] {
+        let f = write_file(
+            dir.path(),
+            "input.json",
+            serde_json::to_vec(&input(path)).expect("json").as_slice(),
+        );
+        let out = portcullis(
+            &[
+                "policy",
+                "eval",
+                "--input",
+                &f.display().to_string(),
+                "--config",
+                &cfg_s,
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let allowed_v = find_key(&v, "allowed")
+            .and_then(Value::as_bool)
+            .unwrap_or_else(|| panic!("no allowed in {v}"));
+        assert_eq!(allowed_v, allowed, "{path}: {v}");
+        let s = v.to_string();
+        assert!(
+            s.contains("guard") && s.contains("test_allow"),
+            "every policy's result: {s}"
+        );
+        if !allowed {
+            assert!(s.contains("path /echo/forbidden is off limits"), "{s}");
+        }
+    }
+}
+
+#[test]
+fn bindings_by_group_and_agent_and_subagent_input() {
+    let sub_policy = r#"package portcullis.policy.subagents
+
+import rego.v1
+
+deny contains "sub-agent scraper may not call the origin" if input.subagent == "scraper"
+"#;
+    let s = Setup::new(
+        "\n[[policy.bindings]]\npolicy = \"guard\"\ngroups = [\"restricted\"]\n\
+         \n[[policy.bindings]]\npolicy = \"guard\"\nagents = [\"named_bot\"]\nmode = \"active\"\n",
+        &[],
+        vec![(
+            "policies/subagents.rego".to_owned(),
+            sub_policy.as_bytes().to_vec(),
+        )],
+    );
+    let restricted =
+        s.gw.create_agent("group_bot", "default", &["--groups", "restricted,other"]);
+    let named = s.gw.create_agent("named_bot", "default", &[]);
+    let free =
+        s.gw.create_agent("free_bot", "default", &["--groups", "other"]);
+    let url = s.origin.url("/echo/forbidden");
+    let st = |id: &str, secret: &str| {
+        proxy_send(s.gw.proxy, "GET", &url, Some(&basic(id, secret)), &[]).status
+    };
+    // free_bot is outside both bindings: guard does not apply, test_allow allows.
+    s.gw.eventually("free_bot known", || st("free_bot", &free), |v| *v == 200);
+    s.gw.eventually(
+        "group_bot known",
+        || st("group_bot", &restricted),
+        |v| *v == 403,
+    );
+    s.gw.eventually("named_bot known", || st("named_bot", &named), |v| *v == 403);
+    // demo is in no group either.
+    assert_eq!(s.status("/echo/forbidden"), 200);
+    let r = proxy_send(
+        s.gw.proxy,
+        "GET",
+        &url,
+        Some(&basic("group_bot", &restricted)),
+        &[],
+    );
+    let v = r.assert_error(403, "policy_denied");
+    assert_eq!(v["policy"], "guard", "{v}");
+
+    // The sub-agent is in the input (and the header is validated first).
+    let auth = basic("free_bot", &free);
+    let ok = s.origin.url("/echo/ok");
+    let r = proxy_send(
+        s.gw.proxy,
+        "GET",
+        &ok,
+        Some(&auth),
+        &["X-Portcullis-Subagent: scraper"],
+    );
+    let v = r.assert_error(403, "policy_denied");
+    assert_eq!(v["policy"], "subagents", "{v}");
+    assert_eq!(
+        v["detail"], "sub-agent scraper may not call the origin",
+        "{v}"
+    );
+    let r = proxy_send(
+        s.gw.proxy,
+        "GET",
+        &ok,
+        Some(&auth),
+        &["X-Portcullis-Subagent: summarizer"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn default_allow_decides_only_when_no_policy_applies() {
+    // guard applies to bound_bot only; for demo no policy applies, so the default decides.
+    let origin = Origin::start();
+    let gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: loopback_proxy_section(&[origin.port()]),
+        rest: "\n[policy]\ndir = \"{DIR}/policies\"\ndefault = \"allow\"\n\
+               \n[[policy.bindings]]\npolicy = \"guard\"\nagents = [\"bound_bot\"]\n"
+            .to_owned(),
+        files: vec![(
+            "policies/guard.rego".to_owned(),
+            guard("/echo/forbidden").into_bytes(),
+        )],
+    });
+    assert!(gw.banner.contains("default=ALLOW"), "{}", gw.banner);
+    let auth = basic("demo", &gw.demo_secret());
+    for path in ["/echo/ok", "/echo/forbidden"] {
+        let r = proxy_send(gw.proxy, "GET", &origin.url(path), Some(&auth), &[]);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+    }
+    // An applicable policy that denies still wins; one that merely does not allow
+    // (guard has no allow rule) denies too: the default is only for "nothing applies".
+    let bound = gw.create_agent("bound_bot", "default", &[]);
+    let bauth = basic("bound_bot", &bound);
+    let st = |path: &str| proxy_send(gw.proxy, "GET", &origin.url(path), Some(&bauth), &[]);
+    let r = gw.eventually(
+        "bound_bot known",
+        || st("/echo/forbidden"),
+        |r| r.status == 403,
+    );
+    assert_eq!(r.json()["policy"], "guard");
+    let r = st("/echo/ok");
+    let v = r.assert_error(403, "policy_denied");
+    assert!(v["policy"].is_null(), "{v}");
+}
+
+#[test]
+fn a_policy_failing_at_runtime_fails_closed() {
+    // Conflicting values for a complete rule are an evaluation error (on /echo/boom only).
+    let failing = r#"package portcullis.policy.failing
+
+import rego.v1
+
+default allow := false
+
+allow := true if startswith(input.request.path, "/echo/boom")
+
+allow := false if startswith(input.request.path, "/echo/boom")
+"#;
+    let s = Setup::new(
+        "",
+        &[],
+        vec![(
+            "policies/failing.rego".to_owned(),
+            failing.as_bytes().to_vec(),
+        )],
+    );
+    let before = s.origin.requests();
+    let (status, headers, body) = s.curl("/echo/boom");
+    assert_eq!(
+        status, 403,
+        "an erroring policy must not let a request through: {body}"
+    );
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["code"], "policy_error", "{v}");
+    assert_eq!(
+        dumped_header(&headers, "x-portcullis-decision-id").as_deref(),
+        v["decision_id"].as_str()
+    );
+    assert_eq!(s.origin.requests(), before);
+    assert!(s.gw.metrics().value("portcullis_policy_errors_total", &[]) >= 1.0);
+    assert_eq!(s.status("/echo/ok"), 200);
+}
+
+#[test]
+fn policy_eval_with_an_agent_from_the_store() {
+    let s = Setup::new("", &[], vec![]);
+    s.gw.create_agent(
+        "eval_bot",
+        "acme",
+        &["--groups", "restricted", "--risk", "HIGH"],
+    );
+    let input = serde_json::json!({
+        "kind": "http",
+        "request": {"method": "GET", "scheme": "http", "host": "127.0.0.1", "port": 80,
+                    "path": "/echo/forbidden", "query": {}, "headers": {}}
+    });
+    let f = write_file(
+        s.gw.dir(),
+        "input.json",
+        serde_json::to_vec(&input).expect("json").as_slice(),
+    );
+    let out = s.gw.cli_ok(&[
+        "policy",
+        "eval",
+        "--input",
+        &f.display().to_string(),
+        "--agent",
+        "eval_bot",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        find_key(&v, "allowed").and_then(Value::as_bool),
+        Some(false),
+        "{v}"
+    );
+    let agent = find_key(&v, "input")
+        .and_then(|i| i.get("agent"))
+        .unwrap_or_else(|| panic!("no input.agent in {v}"));
+    assert_eq!(agent["id"], "eval_bot", "{v}");
+    assert_eq!(agent["tenant"], "acme", "{v}");
+    assert_eq!(agent["risk_level"], "HIGH", "{v}");
+    assert!(
+        v.to_string().contains("path /echo/forbidden is off limits"),
+        "{v}"
+    );
+}
