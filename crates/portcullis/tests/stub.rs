@@ -7,25 +7,7 @@
 
 mod common;
 
-use common::run_python;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-/// A running authenticated gateway with a policy dir and the demo agent's secret.
-struct Gw {
-    child: Child,
-    proxy: String,
-    secret: String,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::*;
 
 const POLICY: &str = r#"package portcullis.policy.models
 
@@ -40,59 +22,25 @@ deny contains sprintf("model %s is not allowed", [input.llm.model]) if {
 }
 "#;
 
-fn start(on_block: &str) -> Gw {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
-    std::fs::write(dir.path().join("policies/models.rego"), POLICY).expect("policy");
-    // A port nothing listens on: the provider must never be contacted.
+/// An authenticated gateway whose `local` provider is a port nothing listens on,
+/// and the OpenAI base URL pointing there.
+fn start(on_block: &str) -> (Gateway, String) {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = dead.local_addr().expect("addr").port();
     drop(dead);
-    let cfg = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\nallow_private = [\"127.0.0.1/32\"]\nallowed_ports = [{port}]\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\
-         [policy]\ndir = \"policies\"\non_block = \"{on_block}\"\n\
-         [[llm.providers]]\nname = \"local\"\nhost = \"127.0.0.1:{port}\"\n"
-    );
-    std::fs::write(dir.path().join("c.toml"), cfg).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .current_dir(dir.path())
-        .args(["serve", "--config", "c.toml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut lines = Vec::new();
-    for _ in 0..3 {
-        let mut l = String::new();
-        out.read_line(&mut l).expect("stdout line");
-        lines.push(l);
-    }
-    let proxy = lines[0]
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("proxy="))
-        .expect("proxy= in banner")
-        .to_owned();
-    let secret = lines[2]
-        .split("http://demo:")
-        .nth(1)
-        .and_then(|s| s.split('@').next())
-        .expect("demo secret")
-        .to_owned();
-    Gw {
-        child,
-        proxy,
-        secret,
-        base: format!("http://127.0.0.1:{port}/v1"),
-        _dir: dir,
-    }
-}
-
-impl Gw {
-    fn proxy_url(&self) -> String {
-        format!("http://demo:{}@{}", self.secret, self.proxy)
-    }
+    let gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: loopback_proxy_section(&[port]),
+        rest: format!(
+            "\n[policy]\ndir = \"{{DIR}}/policies\"\non_block = \"{on_block}\"\n\
+             [[llm.providers]]\nname = \"local\"\nhost = \"127.0.0.1:{port}\"\n"
+        ),
+        files: vec![(
+            "policies/models.rego".to_owned(),
+            POLICY.as_bytes().to_vec(),
+        )],
+    });
+    (gw, format!("http://127.0.0.1:{port}/v1"))
 }
 
 const SDK: &str = r#"
@@ -120,12 +68,13 @@ except openai.APIStatusError as e:
                       "message": e.message, "body": e.body}))
 "#;
 
-fn sdk(gw: &Gw, model: &str, stream: bool) -> serde_json::Value {
+fn sdk(gw: &(Gateway, String), model: &str, stream: bool) -> serde_json::Value {
+    let proxy = format!("http://demo:{}@{}", gw.0.demo_secret(), gw.0.proxy);
     let out = run_python(
         SDK,
         &[
-            gw.proxy_url(),
-            gw.base.clone(),
+            proxy,
+            gw.1.clone(),
             model.to_owned(),
             if stream { "1" } else { "0" }.to_owned(),
         ],
