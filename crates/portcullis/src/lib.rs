@@ -3,6 +3,7 @@
 //! Kept in a library so end-to-end tests can reuse what the binary does.
 #![warn(missing_docs)]
 
+mod audit;
 mod bootstrap;
 pub mod cli;
 mod commands;

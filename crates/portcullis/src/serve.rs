@@ -1,6 +1,7 @@
 //! `portcullis serve`: build the components, bind the listeners, print the
 //! banner, run until SIGTERM/SIGINT, drain, exit 0.
 
+use crate::audit::AuditRecorder;
 use crate::bootstrap;
 use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
 use crate::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
@@ -8,11 +9,12 @@ use anyhow::Context;
 use portcullis_admin::ControlPlane;
 use portcullis_admin::ReadyCheck;
 use portcullis_admin::{Admin, PolicyApi};
+use portcullis_audit::{AuditMetrics, AuditPipeline};
 use portcullis_config::{Config, LogFormat};
 use portcullis_core::{Clock, SystemClock};
 use portcullis_identity::{Authenticator, Registry as AgentRegistry, TokenIssuer};
 use portcullis_policy::DefaultDecision;
-use portcullis_proxy::pipeline::LogRecorder;
+use portcullis_proxy::pipeline::Recorder;
 use portcullis_proxy::{Pipeline, ProxyMetrics, Shared};
 use prometheus::Registry;
 use std::process::ExitCode;
@@ -85,9 +87,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let agents = Arc::new(AgentRegistry::new());
     let mut demo_secret = None;
     let mut policy_engine = None;
+    let audit_metrics = AuditMetrics::register(&registry)?;
+    let (audit, audit_writer) = AuditPipeline::start(
+        crate::audit::settings(&cfg.audit),
+        Some(store.clone()),
+        audit_metrics,
+    )
+    .context("starting the audit pipeline")?;
+    let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
     let pipeline = if cfg.proxy.allow_unauthenticated {
         Pipeline {
             classifier: Some(classifier.clone()),
+            recorder: recorder.clone(),
             ..Pipeline::unauthenticated()
         }
     } else {
@@ -111,7 +122,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     .with_sidecar(cfg.sidecar.agent.clone()),
             ),
             authorizer: authorizer.clone(),
-            recorder: Arc::new(LogRecorder),
+            recorder: recorder.clone(),
             classifier: Some(classifier.clone()),
             local: Some(Arc::new(TokenService::new(
                 agents.clone(),
@@ -207,6 +218,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     info!("shutdown requested; draining");
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
+    // Every record of every finished request is written before exit.
+    audit.shutdown().await;
+    let _ = audit_writer.await;
     admin_task.abort();
     store.close().await;
     info!("stopped");

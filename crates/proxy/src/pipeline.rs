@@ -255,6 +255,12 @@ pub struct Record {
 pub trait Recorder: Send + Sync + 'static {
     /// Takes one record.
     fn record(&self, record: Record);
+
+    /// Whether a request may start: a fail-closed audit trail refuses (503) while
+    /// it cannot take more records, before anything is forwarded.
+    fn admit(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// Writes each record as a structured log line (target `portcullis::access`).
@@ -263,6 +269,13 @@ pub struct LogRecorder;
 
 impl Recorder for LogRecorder {
     fn record(&self, r: Record) {
+        self.record_ref(&r);
+    }
+}
+
+impl LogRecorder {
+    /// Writes the access line for `r`.
+    pub fn record_ref(&self, r: &Record) {
         tracing::info!(
             target: "portcullis::access",
             id = %r.id,

@@ -1,0 +1,153 @@
+//! The audit trail end to end: every request that got an answer has exactly one
+//! record, with the right verdict, policy, reason and status, in the JSONL file and
+//! the store, and SIGTERM drains the queue before exit.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const POLICY: &str = r#"package portcullis.policy.audit_test
+
+import rego.v1
+
+allow if input.request.host == "127.0.0.1"
+
+deny contains "path /echo/deny is off limits" if input.request.path == "/echo/deny"
+"#;
+
+const FIELDS: [&str; 31] = [
+    "id",
+    "ts",
+    "tenant",
+    "agent_id",
+    "subagent",
+    "kind",
+    "method",
+    "scheme",
+    "host",
+    "port",
+    "path",
+    "provider",
+    "api",
+    "model",
+    "stream",
+    "verdict",
+    "policy",
+    "reasons",
+    "would_deny",
+    "decision_id",
+    "status",
+    "error",
+    "latency_ms",
+    "policy_us",
+    "upstream_ttfb_ms",
+    "bytes_in",
+    "bytes_out",
+    "usage",
+    "tls_intercepted",
+    "client_addr",
+    "credential",
+];
+
+#[test]
+fn every_answered_request_has_one_record_and_shutdown_drains() {
+    let origin = Origin::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let mut gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: loopback_proxy_section(&[origin.port(), dead_port]),
+        rest: "\n[policy]\ndir = \"{DIR}/policies\"\n".to_owned(),
+        files: vec![("policies/audit.rego".to_owned(), POLICY.as_bytes().to_vec())],
+    });
+    let secret = gw.demo_secret();
+    let authed = format!("http://demo:{secret}@{}", gw.proxy);
+    let anon = format!("http://{}", gw.proxy);
+    let code = |proxy: &str, url: &str| {
+        let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-x", proxy, url]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut expected: Vec<(&str, &str, &str)> = Vec::new(); // (path, verdict, status)
+    for _ in 0..20 {
+        assert_eq!(code(&authed, &origin.url("/echo/ok")), "200");
+        expected.push(("/echo/ok", "allow", "200"));
+    }
+    for _ in 0..5 {
+        assert_eq!(code(&authed, &origin.url("/echo/deny")), "403");
+        expected.push(("/echo/deny", "deny", "403"));
+    }
+    for _ in 0..3 {
+        assert_eq!(code(&anon, &origin.url("/echo/ok")), "407");
+        expected.push(("/echo/ok", "error", "407"));
+    }
+    let dead = format!("http://127.0.0.1:{dead_port}/echo/down");
+    assert_eq!(code(&authed, &dead), "502");
+    expected.push(("/echo/down", "allow", "502"));
+
+    // SIGTERM right away: the queue must be drained before the process exits.
+    gw.sigterm();
+    assert!(gw.wait_exit(Duration::from_secs(30)).success());
+
+    let text = std::fs::read_to_string(gw.dir().join("data/audit.jsonl")).expect("audit.jsonl");
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        records.len(),
+        expected.len(),
+        "one record per answered request"
+    );
+
+    let mut want: HashMap<(String, String, String), usize> = HashMap::new();
+    for (p, v, s) in &expected {
+        *want
+            .entry((p.to_string(), v.to_string(), s.to_string()))
+            .or_default() += 1;
+    }
+    let mut got: HashMap<(String, String, String), usize> = HashMap::new();
+    for r in &records {
+        let obj = r.as_object().expect("object");
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut fields = FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(keys, fields, "exactly the DESIGN §5 fields");
+        let key = (
+            r["path"].as_str().unwrap_or_default().to_owned(),
+            r["verdict"].as_str().unwrap_or_default().to_owned(),
+            r["status"].to_string(),
+        );
+        *got.entry(key).or_default() += 1;
+        match r["verdict"].as_str() {
+            Some("deny") => {
+                assert_eq!(r["policy"], "audit_test", "{r}");
+                assert_eq!(r["reasons"][0], "path /echo/deny is off limits", "{r}");
+                assert_eq!(r["agent_id"], "demo", "{r}");
+            }
+            Some("allow") if r["status"] == 200 => {
+                assert_eq!(r["policy"], "audit_test", "{r}");
+                assert_eq!(r["error"], Value::Null, "{r}");
+                assert!(r["bytes_out"].as_u64().unwrap_or(0) > 0, "{r}");
+            }
+            Some("allow") => assert_eq!(r["error"], "upstream_unreachable", "{r}"),
+            Some("error") => {
+                assert_eq!(r["error"], "proxy_auth_required", "{r}");
+                assert_eq!(r["agent_id"], "", "{r}");
+            }
+            other => panic!("unexpected verdict {other:?}: {r}"),
+        }
+        // Secrets never appear in a record.
+        assert!(!r.to_string().contains(&secret), "secret leaked: {r}");
+    }
+    assert_eq!(got, want);
+    // Ids are unique.
+    let mut ids: Vec<&str> = records.iter().filter_map(|r| r["id"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), records.len());
+}
