@@ -68,6 +68,7 @@ pub(crate) fn to_audit(r: Record) -> AuditRecord {
     let kind = match r.kind {
         "tunnel" => AuditKind::Tunnel,
         "connect" => AuditKind::Connect,
+        "token" => AuditKind::Token,
         _ => AuditKind::Http,
     };
     let mut a = AuditRecord::new(

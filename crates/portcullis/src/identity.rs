@@ -3,17 +3,19 @@
 
 use crate::policy::PolicyAuthorizer;
 use http::{HeaderValue, Method};
-use portcullis_core::{ApiError, Clock, Principal, TokenInfo};
+use portcullis_core::{Agent, ApiError, Clock, Decision, Principal, TokenInfo, Verdict};
 use portcullis_identity::{
     authenticate_client, issue_token, validate_subagent, AuthError, Authenticator,
     ClientGrantRequest, OAuthError, Registry, TokenIssuer, TOKEN_RESPONSE_HEADERS,
 };
 use portcullis_proxy::pipeline::{LocalRequest, LocalResponse, LocalService};
+use portcullis_proxy::pipeline::{Record, Recorder};
 use portcullis_store::Store;
 use prometheus::{IntCounterVec, Opts, Registry as Metrics};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tracing::{info, warn};
 
 /// Most sub-agents one agent may register.
@@ -196,6 +198,7 @@ pub(crate) struct TokenService {
     clock: Arc<dyn Clock>,
     metrics: IdentityMetrics,
     policy: Option<Arc<PolicyAuthorizer>>,
+    recorder: Option<Arc<dyn Recorder>>,
 }
 
 impl TokenService {
@@ -214,17 +217,74 @@ impl TokenService {
             clock,
             metrics,
             policy,
+            recorder: None,
         }
     }
 
+    /// Audits every token request (one record each, secrets never included).
+    pub(crate) fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    fn record(&self, req: &LocalRequest, started: Instant, outcome: TokenOutcome<'_>) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let (agent, status, verdict, error, decision) = match outcome {
+            TokenOutcome::Issued(agent) => (Some(agent), 200, Verdict::Allow, None, None),
+            TokenOutcome::Refused(agent, e, d) => (
+                agent,
+                e.status,
+                if d.is_some() || e.status == 403 {
+                    Verdict::Deny
+                } else {
+                    Verdict::Error
+                },
+                Some(e.code.to_owned()),
+                d,
+            ),
+        };
+        recorder.record(Record {
+            id: portcullis_proxy::ids::new_id(),
+            ts_ms: self.clock.unix_secs().saturating_mul(1000),
+            kind: "token",
+            agent_id: agent.map(|a| Arc::from(a.id.as_str())),
+            tenant: agent.map(|a| Arc::from(a.tenant.as_str())),
+            subagent: None,
+            provider: None,
+            api: None,
+            model: None,
+            stream: false,
+            method: req.method.as_str().to_owned(),
+            scheme: "http",
+            host: String::new(),
+            port: 0,
+            path: req.path.clone(),
+            verdict,
+            decision,
+            status,
+            error,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ttfb_ms: None,
+            bytes_in: req.body.len() as u64,
+            bytes_out: 0,
+            completed: true,
+            client_addr: req.client_addr,
+        });
+    }
+
     /// The `kind=token` policy check between client authentication and issuance.
-    fn check_policy(&self, grant: &ClientGrantRequest) -> Result<(), OAuthError> {
+    fn check_policy(
+        &self,
+        grant: &ClientGrantRequest,
+    ) -> Result<(), (OAuthError, Option<Arc<Decision>>)> {
         let Some(policy) = &self.policy else {
             return Ok(());
         };
         let snapshot = self.registry.snapshot();
         let Some(entry) = snapshot.get(&grant.agent.id) else {
-            return Err(OAuthError::invalid_client("unknown client"));
+            return Err((OAuthError::invalid_client("unknown client"), None));
         };
         let mut principal = entry.principal().clone();
         principal.scopes = Arc::from(grant.scopes.clone());
@@ -242,57 +302,77 @@ impl TokenService {
             .first()
             .cloned()
             .unwrap_or_else(|| "denied by policy".to_owned());
-        Err(OAuthError::scope_denied(format!(
-            "{reason} (decision {})",
-            d.decision_id
-        )))
+        let e = OAuthError::scope_denied(format!("{reason} (decision {})", d.decision_id));
+        Err((e, Some(Arc::new(d))))
     }
 
     fn token(&self, req: &LocalRequest) -> LocalResponse {
+        let started = Instant::now();
         let h = |n: &str| req.headers.get(n).map(|v| v.as_bytes());
-        let result = authenticate_client(
+        let headers: Vec<(&'static str, String)> = TOKEN_RESPONSE_HEADERS
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        let grant = match authenticate_client(
             h("content-type"),
             h("authorization"),
             &req.body,
             &self.registry,
-        )
-        .and_then(|grant| {
-            self.check_policy(&grant)?;
-            issue_token(&grant, &self.issuer, self.clock.unix_secs())
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                self.record(req, started, TokenOutcome::Refused(None, &e, None));
+                return self.refused(e, headers);
+            }
+        };
+        let result = self.check_policy(&grant).and_then(|()| {
+            issue_token(&grant, &self.issuer, self.clock.unix_secs()).map_err(|e| (e, None))
         });
-        let mut headers: Vec<(&'static str, String)> = TOKEN_RESPONSE_HEADERS
-            .iter()
-            .map(|(k, v)| (*k, (*v).to_owned()))
-            .collect();
         match result {
-            Ok(grant) => {
+            Ok(issued) => {
                 self.metrics
                     .tokens_issued
                     .with_label_values(&["issued"])
                     .inc();
-                info!(agent = %grant.agent.id, scope = %grant.token.scope, "token issued");
+                info!(agent = %issued.agent.id, scope = %issued.token.scope, "token issued");
+                self.record(req, started, TokenOutcome::Issued(&grant.agent));
                 LocalResponse {
                     status: 200,
                     headers,
-                    body: grant.to_json(),
+                    body: issued.to_json(),
                 }
             }
-            Err(e) => {
-                self.metrics
-                    .tokens_issued
-                    .with_label_values(&[e.result()])
-                    .inc();
-                if let Some(w) = e.www_authenticate() {
-                    headers.push(("www-authenticate", w.to_owned()));
-                }
-                LocalResponse {
-                    status: e.status,
-                    headers,
-                    body: e.to_json(),
-                }
+            Err((e, decision)) => {
+                self.record(
+                    req,
+                    started,
+                    TokenOutcome::Refused(Some(&grant.agent), &e, decision),
+                );
+                self.refused(e, headers)
             }
         }
     }
+
+    fn refused(&self, e: OAuthError, mut headers: Vec<(&'static str, String)>) -> LocalResponse {
+        self.metrics
+            .tokens_issued
+            .with_label_values(&[e.result()])
+            .inc();
+        if let Some(w) = e.www_authenticate() {
+            headers.push(("www-authenticate", w.to_owned()));
+        }
+        LocalResponse {
+            status: e.status,
+            headers,
+            body: e.to_json(),
+        }
+    }
+}
+
+/// How a token request ended, for its audit record.
+enum TokenOutcome<'a> {
+    Issued(&'a Agent),
+    Refused(Option<&'a Agent>, &'a OAuthError, Option<Arc<Decision>>),
 }
 
 impl LocalService for TokenService {

@@ -124,14 +124,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             authorizer: authorizer.clone(),
             recorder: recorder.clone(),
             classifier: Some(classifier.clone()),
-            local: Some(Arc::new(TokenService::new(
-                agents.clone(),
-                issuer,
-                key.jwks(),
-                clock.clone(),
-                imetrics,
-                Some(authorizer),
-            ))),
+            local: Some(Arc::new(
+                TokenService::new(
+                    agents.clone(),
+                    issuer,
+                    key.jwks(),
+                    clock.clone(),
+                    imetrics,
+                    Some(authorizer),
+                )
+                .with_recorder(recorder.clone()),
+            )),
         }
     };
     let control = ControlPlane::new(store.clone(), agents.clone(), clock.clone());

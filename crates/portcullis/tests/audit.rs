@@ -15,6 +15,8 @@ import rego.v1
 
 allow if input.request.host == "127.0.0.1"
 
+allow if input.kind == "token"
+
 deny contains "path /echo/deny is off limits" if input.request.path == "/echo/deny"
 "#;
 
@@ -88,6 +90,27 @@ fn every_answered_request_has_one_record_and_shutdown_drains() {
     assert_eq!(code(&authed, &dead), "502");
     expected.push(("/echo/down", "allow", "502"));
 
+    // Token requests are audited too (kind = token), never with the secret.
+    let token_url = format!("http://{}/oauth/token", gw.proxy);
+    let tok = |user: &str| {
+        let out = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            user,
+            "-d",
+            "grant_type=client_credentials",
+            &token_url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(tok(&format!("demo:{secret}")), "200");
+    expected.push(("/oauth/token", "allow", "200"));
+    assert_eq!(tok("demo:not-the-secret"), "401");
+    expected.push(("/oauth/token", "error", "401"));
+
     // SIGTERM right away: the queue must be drained before the process exits.
     gw.sigterm();
     assert!(gw.wait_exit(Duration::from_secs(30)).success());
@@ -128,6 +151,13 @@ fn every_answered_request_has_one_record_and_shutdown_drains() {
                 assert_eq!(r["policy"], "audit_test", "{r}");
                 assert_eq!(r["reasons"][0], "path /echo/deny is off limits", "{r}");
                 assert_eq!(r["agent_id"], "demo", "{r}");
+            }
+            _ if r["kind"] == "token" => {
+                assert_eq!(
+                    r["agent_id"],
+                    if r["status"] == 200 { "demo" } else { "" },
+                    "{r}"
+                );
             }
             Some("allow") if r["status"] == 200 => {
                 assert_eq!(r["policy"], "audit_test", "{r}");
