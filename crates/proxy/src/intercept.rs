@@ -1,0 +1,369 @@
+//! TLS interception of CONNECT tunnels: sniff the first bytes the client sends,
+//! terminate TLS with a leaf minted for the CONNECT host (or read plaintext HTTP),
+//! and run every inner request through the same pipeline as absolute-form
+//! requests. Anything else is spliced to the already-dialed upstream.
+
+use crate::body::ProxyBody;
+use crate::forward::{process, Tunnel};
+use crate::record::Pending;
+use crate::server::Shared;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use portcullis_tls::rustls::ClientConfig;
+use portcullis_tls::{sniff, InterceptRules, LeafCache, Sniff, MAX_SNIFF_BYTES};
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+/// Most hosts remembered for "client rejected our certificate" warnings.
+const MAX_WARNED_HOSTS: usize = 1024;
+
+/// Interception settings and state shared by every tunnel.
+pub struct Intercept {
+    /// Minted leaf configurations per host.
+    pub cache: Arc<LeafCache>,
+    /// Which tunnels are intercepted.
+    pub rules: InterceptRules,
+    /// Client configuration for upstream `https` (roots + `tls.upstream_ca`).
+    pub upstream_tls: Arc<ClientConfig>,
+    warned: Mutex<HashSet<String>>,
+}
+
+impl Intercept {
+    /// Interception with `cache`, `rules` and the upstream client configuration.
+    pub fn new(
+        cache: Arc<LeafCache>,
+        rules: InterceptRules,
+        upstream_tls: Arc<ClientConfig>,
+    ) -> Self {
+        Self {
+            cache,
+            rules,
+            upstream_tls,
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether this is the first handshake failure seen for `host` (warn once per host).
+    fn first_failure(&self, host: &str) -> bool {
+        let Ok(mut w) = self.warned.lock() else {
+            return false;
+        };
+        if w.contains(host) {
+            return false;
+        }
+        if w.len() >= MAX_WARNED_HOSTS {
+            w.clear();
+        }
+        w.insert(host.to_owned())
+    }
+}
+
+/// Runs an intercepted tunnel after the 200: sniff, then TLS-terminate and serve,
+/// serve plaintext HTTP, or splice what is neither.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    client_addr: SocketAddr,
+    pending: Pending,
+    client: TokioIo<hyper::upgrade::Upgraded>,
+    upstream: TcpStream,
+    tunnel: Tunnel,
+) {
+    let Some(icpt) = shared.intercept.as_ref() else {
+        crate::connect::splice(&shared, pending, client, upstream, Vec::new()).await;
+        return;
+    };
+    let mut client = client;
+    let mut first = Vec::with_capacity(1024);
+    let verdict = tokio::time::timeout(
+        shared.cfg.header_read_timeout,
+        read_sniff(&mut client, &mut first),
+    )
+    .await;
+    let kind = match verdict {
+        Ok(Ok(k)) => k,
+        Ok(Err(e)) => {
+            debug!(error = %e, "tunnel closed before its first bytes");
+            pending.finish(&shared, 200, Some("client_aborted".to_owned()), 0, 0, false);
+            return;
+        }
+        // Nothing from the client in time (a server-speaks-first protocol): splice.
+        Err(_) => Sniff::Other,
+    };
+    if first.is_empty() {
+        pending.finish(&shared, 200, None, 0, 0, true);
+        return;
+    }
+    let host = tunnel.target.host_str();
+    match kind {
+        Sniff::TlsClientHello { sni, .. } => {
+            if let Some(sni) = sni.filter(|s| !same_host(s, &host)) {
+                debug!(connect = %host, sni = %sni, "SNI differs from the CONNECT host; closing");
+                shared
+                    .metrics
+                    .refused
+                    .with_label_values(&["sni_mismatch"])
+                    .inc();
+                pending.finish(&shared, 403, Some("sni_mismatch".to_owned()), 0, 0, false);
+                return;
+            }
+            // The dialed connection proved the destination reachable; inner requests
+            // go through the pooled client.
+            drop(upstream);
+            let config = match icpt.cache.server_config(&host).await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(host = %host, error = %e, "could not mint a certificate");
+                    pending.finish(
+                        &shared,
+                        200,
+                        Some("cert_mint_failed".to_owned()),
+                        0,
+                        0,
+                        false,
+                    );
+                    return;
+                }
+            };
+            let (io, counts) = Tally::new(Prefixed::new(first, client));
+            let tls = match TlsAcceptor::from(config).accept(io).await {
+                Ok(t) => t,
+                Err(e) => {
+                    shared
+                        .metrics
+                        .tls_handshake_failures
+                        .with_label_values(&["client"])
+                        .inc();
+                    if icpt.first_failure(&host) {
+                        warn!(host = %host, error = %e, "client rejected the gateway certificate (does it trust the gateway CA, or pin certificates? consider tls.passthrough)");
+                    } else {
+                        debug!(host = %host, error = %e, "client TLS handshake failed");
+                    }
+                    pending.finish(
+                        &shared,
+                        200,
+                        Some("client_tls_handshake_failed".to_owned()),
+                        0,
+                        0,
+                        false,
+                    );
+                    return;
+                }
+            };
+            serve_inner(shared, client_addr, pending, tls, counts, tunnel, "https").await;
+        }
+        Sniff::Http => {
+            drop(upstream);
+            let (io, counts) = Tally::new(Prefixed::new(first, client));
+            serve_inner(shared, client_addr, pending, io, counts, tunnel, "http").await;
+        }
+        Sniff::Other | Sniff::NeedMore => {
+            crate::connect::splice(&shared, pending, client, upstream, first).await;
+        }
+    }
+}
+
+/// Reads until the sniffer decides (or [`MAX_SNIFF_BYTES`] or end of stream).
+async fn read_sniff<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<Sniff> {
+    let mut chunk = [0u8; 2048];
+    loop {
+        let room = MAX_SNIFF_BYTES.saturating_sub(buf.len()).min(chunk.len());
+        if room == 0 {
+            return Ok(Sniff::Other);
+        }
+        let n = r.read(&mut chunk[..room]).await?;
+        if n == 0 {
+            return Ok(Sniff::Other);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match sniff(buf) {
+            Sniff::NeedMore => continue,
+            s => return Ok(s),
+        }
+    }
+}
+
+fn same_host(sni: &str, host: &str) -> bool {
+    let h = host.trim_end_matches('.');
+    sni.trim_end_matches('.').eq_ignore_ascii_case(h)
+}
+
+/// Serves the inner HTTP/1.1 or h2 connection of an intercepted tunnel.
+async fn serve_inner<I>(
+    shared: Arc<Shared>,
+    client_addr: SocketAddr,
+    pending: Pending,
+    io: I,
+    counts: Arc<(AtomicU64, AtomicU64)>,
+    tunnel: Tunnel,
+    scheme: &'static str,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let gauge = shared.metrics.tunnels_active.with_label_values(&["true"]);
+    gauge.inc();
+    let tunnel = Arc::new(Tunnel { scheme, ..tunnel });
+    let svc = {
+        let shared = shared.clone();
+        let tunnel = tunnel.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            let tunnel = tunnel.clone();
+            async move {
+                Ok::<Response<ProxyBody>, Infallible>(
+                    process(&shared, client_addr, req, Some(&tunnel)).await,
+                )
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(shared.cfg.idle_timeout)
+        .max_buf_size((shared.cfg.max_header_bytes * 2).max(8192));
+    builder.http2().timer(TokioTimer::new());
+    let r = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await;
+    gauge.dec();
+    if let Err(e) = &r {
+        debug!(error = %e, "intercepted tunnel ended with error");
+    }
+    let (up, down) = (
+        counts.0.load(Ordering::Relaxed),
+        counts.1.load(Ordering::Relaxed),
+    );
+    let m = &shared.metrics.tunnel_bytes;
+    m.with_label_values(&["upstream"]).inc_by(up);
+    m.with_label_values(&["downstream"]).inc_by(down);
+    pending.finish(&shared, 200, None, up, down, true);
+}
+
+/// IO counting bytes read from and written to it into shared counters, so the
+/// counts survive the IO being moved into a connection.
+pub(crate) struct Tally<T> {
+    inner: T,
+    counts: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl<T> Tally<T> {
+    fn new(inner: T) -> (Self, Arc<(AtomicU64, AtomicU64)>) {
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        (
+            Self {
+                inner,
+                counts: counts.clone(),
+            },
+            counts,
+        )
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tally<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        this.counts.0.fetch_add(n, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tally<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.counts.1.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// IO that yields `prefix` (bytes already read while sniffing) before the rest.
+pub(crate) struct Prefixed<T> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: T) -> Self {
+        Self {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let rest = &this.prefix[this.pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
