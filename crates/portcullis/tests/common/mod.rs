@@ -170,6 +170,11 @@ impl Gateway {
         gw
     }
 
+    /// The gateway's working directory (a temporary directory; `data/` lives here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Everything the gateway wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
