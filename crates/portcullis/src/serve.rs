@@ -187,13 +187,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         if cfg.tls.intercept_all { "all".to_owned() } else { format!("{}hosts", cfg.tls.intercept.len()) },
         match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
     );
-    if tls.generated {
-        println!(
-            "generated a development gateway CA at {}: clients must trust it for intercepted hosts (e.g. SSL_CERT_FILE={}; `portcullis ca init --help`)",
-            tls.ca_cert.display(),
-            tls.bundle.display(),
-        );
-    }
     if open {
         warn!("authentication is DISABLED (proxy.allow_unauthenticated = true): development only");
     }
@@ -203,6 +196,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
 
+    if tls.generated {
+        println!(
+            "generated a development gateway CA at {}: clients must trust it for intercepted hosts (e.g. SSL_CERT_FILE={}; `portcullis ca init --help`)",
+            tls.ca_cert.display(),
+            tls.bundle.display(),
+        );
+    }
     let admin_task = tokio::spawn(portcullis_admin::serve(
         admin_listener,
         admin,
