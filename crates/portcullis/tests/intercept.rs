@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use portcullis_tls::{mint_leaf, server_config_for, CertificateAuthority};
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -522,4 +523,76 @@ fn ca_init_writes_a_ca_and_refuses_to_overwrite_it() {
         std::fs::read(dir.path().join("mycerts/ca.pem")).expect("ca.pem"),
         pem
     );
+}
+
+#[test]
+fn plaintext_http_inside_an_intercepted_connect_runs_the_pipeline() {
+    let origin = Origin::start();
+    let gw = gateway(origin.port(), "intercept = [\"localhost\"]\n");
+    let port = origin.port();
+    let s = connect(gw.proxy);
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    w.write_all(
+        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+    )
+    .expect("connect");
+    let resp = read_response(&mut r, true).expect("connect response");
+    assert_eq!(resp.status, 200);
+
+    // Origin-form with the CONNECT host: forwarded over plain HTTP.
+    w.write_all(format!("GET /echo/plain HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes())
+        .expect("inner request");
+    let resp = read_response(&mut r, false).expect("inner response");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json()["uri"], "/echo/plain");
+    assert_eq!(origin.requests(), 1);
+
+    // Another host on the same tunnel: refused, the origin never sees it.
+    w.write_all(b"GET /echo/x HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        .expect("inner request");
+    let resp = read_response(&mut r, false).expect("inner response");
+    resp.assert_error(403, "host_mismatch");
+    assert_eq!(origin.requests(), 1);
+}
+
+#[test]
+fn an_sni_different_from_the_connect_host_closes_the_tunnel() {
+    let origin = TlsOrigin::start();
+    let gw = intercepting(&origin);
+    let ca = gateway_ca(&gw);
+    let script = r#"
+import sys, socket, ssl
+proxy_port, port, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.create_connection(("127.0.0.1", proxy_port), timeout=20)
+s.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(1)
+    if not chunk:
+        break
+    head += chunk
+assert head.startswith(b"HTTP/1.1 200"), head
+ctx = ssl.create_default_context(cafile=ca)
+try:
+    t = ctx.wrap_socket(s, server_hostname="other.example")
+    print("handshake-ok")
+except (ssl.SSLError, OSError) as e:
+    print("refused")
+"#;
+    let out = run_python(
+        script,
+        &[gw.proxy.port().to_string(), origin.port().to_string(), ca],
+    );
+    assert_eq!(out.trim(), "refused");
+    let m = gw.metrics();
+    assert_eq!(
+        m.value(
+            "portcullis_requests_refused_total",
+            &[("code", "sni_mismatch")]
+        ),
+        1.0
+    );
+    assert_eq!(m.value("portcullis_certs_minted_total", &[]), 0.0);
+    assert_eq!(origin.requests(), 0);
 }
