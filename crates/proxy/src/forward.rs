@@ -412,3 +412,74 @@ fn upstream_error(shared: &Shared, e: &hyper_util::client::legacy::Error) -> Api
         ErrorSource::Upstream,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::parse_authority;
+
+    fn tunnel(authority: &str, scheme: &'static str) -> Tunnel {
+        Tunnel {
+            target: parse_authority(authority).unwrap(),
+            scheme,
+            principal: Principal::anonymous(),
+            subagent: None,
+        }
+    }
+
+    fn req(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn code(r: Result<Target, ApiError>) -> String {
+        r.unwrap_err().code.into_owned()
+    }
+
+    #[test]
+    fn inner_requests_must_target_the_connect_destination() {
+        let t = tunnel("api.example.com:443", "https");
+        for (uri, host) in [
+            ("/v1", Some("api.example.com")),
+            ("/v1", Some("api.example.com:443")),
+            ("/v1", Some("API.Example.com.")),
+            // h2: :authority arrives in the URI.
+            ("https://api.example.com/v1", None),
+            ("https://api.example.com:443/v1", Some("ignored.example")),
+        ] {
+            let got = inner_target(&req(uri, host), &t)
+                .unwrap_or_else(|e| panic!("{uri} {host:?}: {e:?}"));
+            assert_eq!(got, t.target);
+        }
+        for (uri, host) in [
+            ("/v1", Some("other.example")),
+            ("/v1", Some("api.example.com:8443")),
+            ("/v1", Some("api.example.com.evil.test")),
+            ("/v1", Some("user@api.example.com")),
+            ("https://other.example/v1", Some("api.example.com")),
+            ("/v1", Some("api.example.com:443:1")),
+        ] {
+            assert_eq!(
+                code(inner_target(&req(uri, host), &t)),
+                "host_mismatch",
+                "{uri} {host:?}"
+            );
+        }
+        assert_eq!(code(inner_target(&req("/v1", None), &t)), "bad_target");
+    }
+
+    #[test]
+    fn default_port_follows_the_inner_scheme() {
+        let plain = tunnel("localhost:80", "http");
+        assert!(inner_target(&req("/", Some("localhost")), &plain).is_ok());
+        let odd = tunnel("localhost:8080", "https");
+        assert_eq!(
+            code(inner_target(&req("/", Some("localhost")), &odd)),
+            "host_mismatch"
+        );
+        assert!(inner_target(&req("/", Some("localhost:8080")), &odd).is_ok());
+    }
+}

@@ -367,3 +367,55 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn prefixed_replays_the_sniffed_bytes_then_the_rest() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b" world").await.unwrap();
+        drop(a);
+        let mut p = Prefixed::new(b"hello".to_vec(), b);
+        let mut out = Vec::new();
+        p.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"hello world");
+    }
+
+    #[tokio::test]
+    async fn sniffing_reads_until_it_can_decide() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            a.write_all(b"GE").await.unwrap();
+            a.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
+            a
+        });
+        let mut buf = Vec::new();
+        let s = read_sniff(&mut b, &mut buf).await.unwrap();
+        assert_eq!(s, Sniff::Http);
+        assert!(buf.starts_with(b"GE"));
+        drop(writer.await.unwrap());
+
+        // End of stream before a decision: not intercepted (spliced).
+        let (a, mut b) = tokio::io::duplex(64);
+        drop(a);
+        let mut buf = Vec::new();
+        assert_eq!(read_sniff(&mut b, &mut buf).await.unwrap(), Sniff::Other);
+        assert!(buf.is_empty());
+
+        // Binary garbage: Other at once.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0u8, 1, 2, 3]).await.unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_sniff(&mut b, &mut buf).await.unwrap(), Sniff::Other);
+        assert_eq!(buf, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn sni_comparison_ignores_case_and_trailing_dot() {
+        assert!(same_host("api.example.com", "API.example.com."));
+        assert!(!same_host("api.example.com", "example.com"));
+    }
+}
