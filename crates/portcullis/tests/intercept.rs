@@ -596,3 +596,105 @@ except (ssl.SSLError, OSError) as e:
     assert_eq!(m.value("portcullis_certs_minted_total", &[]), 0.0);
     assert_eq!(origin.requests(), 0);
 }
+
+#[test]
+fn authenticated_tunnel_inner_requests_are_decided_by_policy_and_denials_reach_the_sdk() {
+    let origin = TlsOrigin::start();
+    let port = origin.port();
+    let pol = tempfile::tempdir().expect("tempdir");
+    write_file(
+        pol.path(),
+        "e2e.rego",
+        br#"package portcullis.policy.e2e
+import rego.v1
+
+default allow := false
+
+allow if input.request.host == "localhost"
+
+deny contains "inner requests must be https" if {
+	input.kind == "http"
+	input.request.scheme != "https"
+}
+
+deny contains "model forbidden-model is not allowed" if {
+	input.kind == "http"
+	input.llm.model == "forbidden-model"
+}
+
+deny contains "only GET on /echo" if {
+	input.kind == "http"
+	startswith(input.request.path, "/echo")
+	input.request.method != "GET"
+}
+"#,
+    );
+    let doc = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nallowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"debug\"\n\
+         [identity]\ncreate_demo_agent = false\n\
+         [policy]\ndir = {:?}\n\
+         [llm]\nproviders = [{{ name = \"local\", host = \"localhost:{port}\", format = \"openai\" }}]\n\
+         [tls]\nintercept = [\"localhost\"]\nupstream_ca = [{:?}]\n\
+         [[agents]]\nid = \"bot\"\nsecret_sha256 = \"{}\"\n",
+        pol.path().display().to_string(),
+        origin.ca_pem.display().to_string(),
+        sha256_hex(b"s3cret"),
+    );
+    let gw = Gateway::start_with_config(&doc);
+    assert!(gw.banner.contains(" auth=required "), "{}", gw.banner);
+    let ca = gateway_ca(&gw);
+    let proxy = format!("http://bot:s3cret@{}", gw.proxy);
+
+    // Without credentials the CONNECT itself is refused.
+    let out = curl(&["-x", &gw.proxy_url(), "--cacert", &ca, &origin.url("/echo")]);
+    assert!(!out.status.success());
+
+    // GET is allowed, POST is denied inside the same kind of tunnel by policy kind=http.
+    let out = curl(&["-x", &proxy, "--cacert", &ca, &origin.url("/echo/ok")]);
+    let v: serde_json::Value = serde_json::from_slice(&ok_stdout(&out)).expect("echo");
+    assert_eq!(v["uri"], "/echo/ok");
+    let before = origin.requests();
+    let out = curl(&[
+        "-x",
+        &proxy,
+        "--cacert",
+        &ca,
+        "-X",
+        "POST",
+        "-d",
+        "x",
+        "-w",
+        "\n%{http_code}",
+        &origin.url("/echo/post"),
+    ]);
+    let text = String::from_utf8_lossy(&ok_stdout(&out)).into_owned();
+    assert!(text.ends_with("\n403"), "{text}");
+    assert!(text.contains("only GET on /echo"), "{text}");
+    assert_eq!(origin.requests(), before);
+
+    let script = r#"
+import sys, json, httpx, openai
+proxy, ca, base = sys.argv[1:4]
+client = openai.OpenAI(base_url=base, api_key="x", max_retries=0,
+                       http_client=httpx.Client(proxy=proxy, verify=ca))
+ok = client.chat.completions.create(model="gpt-4o-mini",
+                                    messages=[{"role": "user", "content": "hi"}])
+try:
+    client.chat.completions.create(model="forbidden-model",
+                                   messages=[{"role": "user", "content": "hi"}])
+    denied = None
+except openai.PermissionDeniedError as e:
+    denied = {"status": e.status_code, "message": e.message}
+print(json.dumps({"ok": ok.choices[0].message.content, "denied": denied}))
+"#;
+    let out = run_python(
+        script,
+        &[proxy.clone(), ca, format!("https://localhost:{port}/v1")],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["ok"], "Hello from origin");
+    assert_eq!(v["denied"]["status"], 403, "{v}");
+    let msg = v["denied"]["message"].as_str().expect("message");
+    assert!(msg.contains("forbidden-model is not allowed"), "{msg}");
+}

@@ -170,6 +170,51 @@ impl Gateway {
         gw
     }
 
+    /// Starts the gateway with `doc` as its whole config file (nothing added: set
+    /// `proxy.listen` and `admin.listen`, e.g. to `127.0.0.1:0`).
+    pub fn start_with_config(doc: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("portcullis.toml");
+        std::fs::write(&cfg, doc).expect("write config");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.current_dir(dir.path())
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        for k in PROXY_ENV {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd.spawn().expect("spawn portcullis");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let mut gw = Self {
+            child: Some(child),
+            proxy: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+            banner: String::new(),
+            dir,
+        };
+        let banner = match rx.recv_timeout(TIMEOUT) {
+            Ok(b) => b,
+            Err(_) => panic!("no banner from portcullis; stderr:\n{}", gw.stderr()),
+        };
+        gw.proxy = banner_addr(&banner, "proxy=");
+        gw.admin = banner_addr(&banner, "admin=");
+        gw.banner = banner;
+        gw
+    }
+
     /// The gateway's working directory (a temporary directory; `data/` lives here).
     pub fn dir(&self) -> &Path {
         self.dir.path()
