@@ -397,6 +397,29 @@ fn a_client_not_trusting_the_gateway_ca_fails_cleanly_and_is_counted() {
             &[("side", "client")],
         ) == 1.0
     });
+    // Counted every time, logged at warn once per host.
+    let again = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        &origin_ca,
+        &origin.url("/echo"),
+    ]);
+    assert_eq!(again.status.code(), Some(60), "{again:?}");
+    gw.metrics_until("second client handshake failure counted", |m| {
+        m.value(
+            "portcullis_tls_handshake_failures_total",
+            &[("side", "client")],
+        ) == 2.0
+    });
+    let warned = |gw: &Gateway| {
+        gw.stderr()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("client rejected the gateway certificate"))
+            .count()
+    };
+    wait_until("warning logged", || warned(&gw) >= 1);
+    assert_eq!(warned(&gw), 1, "{}", gw.stderr());
     assert_eq!(origin.requests(), 0);
     // Still serving: a trusting client gets through.
     let ca = gateway_ca(&gw);
