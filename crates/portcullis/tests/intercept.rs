@@ -721,3 +721,34 @@ print(json.dumps({"ok": ok.choices[0].message.content, "denied": denied}))
     let msg = v["denied"]["message"].as_str().expect("message");
     assert!(msg.contains("forbidden-model is not allowed"), "{msg}");
 }
+
+#[test]
+fn idle_intercepted_tunnels_are_closed_after_idle_timeout() {
+    let origin = Origin::start();
+    let port = origin.port();
+    let gw = Gateway::start(
+        &format!(
+            "allowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\nidle_timeout = \"1s\"\n"
+        ),
+        "\n[tls]\nintercept = [\"localhost\"]\n",
+    );
+    let s = connect(gw.proxy);
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    w.write_all(
+        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+    )
+    .expect("connect");
+    assert_eq!(read_response(&mut r, true).expect("connect").status, 200);
+    w.write_all(format!("GET /echo HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes())
+        .expect("inner request");
+    assert_eq!(read_response(&mut r, false).expect("inner").status, 200);
+    // Nothing more is sent: the gateway closes the tunnel (bounded wait).
+    let mut s = r.into_inner();
+    let (rest, closed) = read_until_close(&mut s);
+    assert!(closed, "tunnel still open");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    gw.metrics_until("tunnel closed", |m| {
+        m.value("portcullis_tunnels_active", &[("intercepted", "true")]) == 0.0
+    });
+}

@@ -236,9 +236,28 @@ async fn serve_inner<I>(
         .header_read_timeout(shared.cfg.idle_timeout)
         .max_buf_size((shared.cfg.max_header_bytes * 2).max(8192));
     builder.http2().timer(TokioTimer::new());
-    let r = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    // Idle tunnels (no byte either way for `idle_timeout`) are shut down gracefully:
+    // requests still in flight finish, then the connection closes.
+    let idle = shared.cfg.idle_timeout;
+    let total = || counts.0.load(Ordering::Relaxed) + counts.1.load(Ordering::Relaxed);
+    let mut seen = total();
+    let mut draining = false;
+    let r = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = tokio::time::sleep(idle), if !draining => {
+                let now = total();
+                if now == seen {
+                    debug!("intercepted tunnel idle; closing");
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                seen = now;
+            }
+        }
+    };
     gauge.dec();
     if let Err(e) = &r {
         debug!(error = %e, "intercepted tunnel ended with error");
