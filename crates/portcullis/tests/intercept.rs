@@ -752,3 +752,32 @@ fn idle_intercepted_tunnels_are_closed_after_idle_timeout() {
         m.value("portcullis_tunnels_active", &[("intercepted", "true")]) == 0.0
     });
 }
+
+#[test]
+fn shutdown_drains_an_open_intercepted_tunnel() {
+    let origin = Origin::start();
+    let port = origin.port();
+    let mut gw = Gateway::start(
+        &format!(
+            "allowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\nidle_timeout = \"300s\"\nshutdown_grace = \"300s\"\n"
+        ),
+        "\n[tls]\nintercept = [\"localhost\"]\n",
+    );
+    let s = connect(gw.proxy);
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    w.write_all(
+        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+    )
+    .expect("connect");
+    assert_eq!(read_response(&mut r, true).expect("connect").status, 200);
+    w.write_all(format!("GET /echo HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes())
+        .expect("inner request");
+    assert_eq!(read_response(&mut r, false).expect("inner").status, 200);
+    gw.sigterm();
+    // The idle keep-alive tunnel is closed by the drain, long before the grace period.
+    let mut s = r.into_inner();
+    let (_, closed) = read_until_close(&mut s);
+    assert!(closed, "tunnel still open after SIGTERM");
+    assert!(gw.wait_exit(TIMEOUT).success());
+}

@@ -109,6 +109,7 @@ pub(crate) async fn handle(
     let shared = shared.clone();
     let permit = ctx.permit.clone();
     let client_addr = ctx.client_addr;
+    let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         let _permit = permit;
         match on_upgrade.await {
@@ -120,6 +121,7 @@ pub(crate) async fn handle(
                     TokioIo::new(client),
                     upstream,
                     tunnel,
+                    shutdown,
                 )
                 .await
             }

@@ -80,6 +80,7 @@ pub(crate) async fn run(
     client: TokioIo<hyper::upgrade::Upgraded>,
     upstream: TcpStream,
     tunnel: Tunnel,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let Some(icpt) = shared.intercept.as_ref() else {
         crate::connect::splice(&shared, pending, client, upstream, Vec::new()).await;
@@ -162,12 +163,36 @@ pub(crate) async fn run(
                     return;
                 }
             };
-            serve_inner(shared, client_addr, pending, tls, counts, tunnel, "https").await;
+            serve_inner(
+                shared,
+                client_addr,
+                pending,
+                tls,
+                counts,
+                Tunnel {
+                    scheme: "https",
+                    ..tunnel
+                },
+                shutdown,
+            )
+            .await;
         }
         Sniff::Http => {
             drop(upstream);
             let (io, counts) = Tally::new(Prefixed::new(first, client));
-            serve_inner(shared, client_addr, pending, io, counts, tunnel, "http").await;
+            serve_inner(
+                shared,
+                client_addr,
+                pending,
+                io,
+                counts,
+                Tunnel {
+                    scheme: "http",
+                    ..tunnel
+                },
+                shutdown,
+            )
+            .await;
         }
         Sniff::Other | Sniff::NeedMore => {
             crate::connect::splice(&shared, pending, client, upstream, first).await;
@@ -208,13 +233,13 @@ async fn serve_inner<I>(
     io: I,
     counts: Arc<(AtomicU64, AtomicU64)>,
     tunnel: Tunnel,
-    scheme: &'static str,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let gauge = shared.metrics.tunnels_active.with_label_values(&["true"]);
     gauge.inc();
-    let tunnel = Arc::new(Tunnel { scheme, ..tunnel });
+    let tunnel = Arc::new(tunnel);
     let svc = {
         let shared = shared.clone();
         let tunnel = tunnel.clone();
@@ -243,10 +268,18 @@ async fn serve_inner<I>(
     let idle = shared.cfg.idle_timeout;
     let total = || counts.0.load(Ordering::Relaxed) + counts.1.load(Ordering::Relaxed);
     let mut seen = total();
-    let mut draining = false;
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
     let r = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
+            // Gateway shutdown: finish in-flight requests, then close.
+            _ = shutdown.changed(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
             _ = tokio::time::sleep(idle), if !draining => {
                 let now = total();
                 if now == seen {

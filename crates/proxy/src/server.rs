@@ -164,6 +164,7 @@ pub async fn serve(
             client_addr: addr,
             activity: Arc::new(Activity::new()),
             permit: Arc::new(permit),
+            shutdown: shutdown.clone(),
         };
         tokio::spawn(serve_connection(
             stream,
