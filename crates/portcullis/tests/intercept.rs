@@ -781,3 +781,46 @@ fn shutdown_drains_an_open_intercepted_tunnel() {
     assert!(closed, "tunnel still open after SIGTERM");
     assert!(gw.wait_exit(TIMEOUT).success());
 }
+
+#[test]
+fn undecided_first_bytes_fail_closed_and_non_tls_non_http_is_spliced() {
+    let origin = Origin::start();
+    let port = origin.port();
+    let gw = gateway(port, "intercept = [\"localhost\"]\n");
+    let open_tunnel = || {
+        let mut s = connect(gw.proxy);
+        s.write_all(
+            format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("connect");
+        let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+        assert_eq!(read_response(&mut r, true).expect("connect").status, 200);
+        s
+    };
+
+    // Half a TLS record header, then end of stream: never spliced (no bypass of
+    // interception by dribbling a ClientHello).
+    let mut s = open_tunnel();
+    s.write_all(&[0x16, 0x03]).expect("partial");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let (rest, closed) = read_until_close(&mut s);
+    assert!(closed && rest.is_empty());
+    gw.metrics_until("undecided tunnel refused", |m| {
+        m.value(
+            "portcullis_requests_refused_total",
+            &[("code", "tunnel_undecided")],
+        ) == 1.0
+    });
+
+    // Bytes that are neither TLS nor HTTP are spliced to the origin, which answers
+    // its own 400 to the garbage.
+    let mut s = open_tunnel();
+    s.write_all(b"\x00\x01garbage\r\n\r\n").expect("garbage");
+    let (rest, _) = read_until_close(&mut s);
+    assert!(
+        rest.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -94,19 +94,21 @@ pub(crate) async fn run(
     )
     .await;
     let kind = match verdict {
+        Ok(Ok(_)) if first.is_empty() => {
+            // Closed by the client before sending anything.
+            pending.finish(&shared, 200, None, 0, 0, true);
+            return;
+        }
         Ok(Ok(k)) => k,
         Ok(Err(e)) => {
             debug!(error = %e, "tunnel closed before its first bytes");
             pending.finish(&shared, 200, Some("client_aborted".to_owned()), 0, 0, false);
             return;
         }
-        // Nothing from the client in time (a server-speaks-first protocol): splice.
-        Err(_) => Sniff::Other,
+        // Undecided in time. Splicing now would let a client bypass interception by
+        // waiting (or by dribbling a ClientHello): fail closed.
+        Err(_) => Sniff::NeedMore,
     };
-    if first.is_empty() {
-        pending.finish(&shared, 200, None, 0, 0, true);
-        return;
-    }
     let host = tunnel.target.host_str();
     match kind {
         Sniff::TlsClientHello { sni, .. } => {
@@ -194,23 +196,43 @@ pub(crate) async fn run(
             )
             .await;
         }
-        Sniff::Other | Sniff::NeedMore => {
+        // TLS records other than a ClientHello (an alert first, say) are not spliced
+        // either: a TLS session to an intercepted host must go through the acceptor.
+        Sniff::Other if !first.first().is_some_and(|b| (0x14..=0x17).contains(b)) => {
             crate::connect::splice(&shared, pending, client, upstream, first).await;
+        }
+        Sniff::Other | Sniff::NeedMore => {
+            debug!(host = %host, bytes = first.len(), "intercepted tunnel undecided; closing");
+            shared
+                .metrics
+                .refused
+                .with_label_values(&["tunnel_undecided"])
+                .inc();
+            pending.finish(
+                &shared,
+                200,
+                Some("tunnel_undecided".to_owned()),
+                0,
+                0,
+                false,
+            );
         }
     }
 }
 
-/// Reads until the sniffer decides (or [`MAX_SNIFF_BYTES`] or end of stream).
+/// Reads until the sniffer decides. [`Sniff::NeedMore`] when it could not (end of
+/// stream or [`MAX_SNIFF_BYTES`] first); an empty `buf` then means the client
+/// closed without sending anything.
 async fn read_sniff<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<Sniff> {
     let mut chunk = [0u8; 2048];
     loop {
         let room = MAX_SNIFF_BYTES.saturating_sub(buf.len()).min(chunk.len());
         if room == 0 {
-            return Ok(Sniff::Other);
+            return Ok(Sniff::NeedMore);
         }
         let n = r.read(&mut chunk[..room]).await?;
         if n == 0 {
-            return Ok(Sniff::Other);
+            return Ok(Sniff::NeedMore);
         }
         buf.extend_from_slice(&chunk[..n]);
         match sniff(buf) {
@@ -450,12 +472,18 @@ mod tests {
         assert!(buf.starts_with(b"GE"));
         drop(writer.await.unwrap());
 
-        // End of stream before a decision: not intercepted (spliced).
+        // End of stream before a decision: undecided (the tunnel is closed).
         let (a, mut b) = tokio::io::duplex(64);
         drop(a);
         let mut buf = Vec::new();
-        assert_eq!(read_sniff(&mut b, &mut buf).await.unwrap(), Sniff::Other);
+        assert_eq!(read_sniff(&mut b, &mut buf).await.unwrap(), Sniff::NeedMore);
         assert!(buf.is_empty());
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0x16, 0x03]).await.unwrap();
+        drop(a);
+        let mut buf = Vec::new();
+        assert_eq!(read_sniff(&mut b, &mut buf).await.unwrap(), Sniff::NeedMore);
+        assert_eq!(buf, [0x16, 0x03]);
 
         // Binary garbage: Other at once.
         let (mut a, mut b) = tokio::io::duplex(64);
