@@ -34,6 +34,62 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Agents declared in the config (GitOps), upserted at start.
     pub agents: Vec<AgentConfig>,
+    /// TLS interception of CONNECT tunnels.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: the gateway CA and which CONNECT tunnels are intercepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Gateway CA certificate (PEM). Unset (with `ca_key` unset): a dev CA is loaded from,
+    /// or generated into, `data/ca/`.
+    pub ca_cert: Option<PathBuf>,
+    /// Gateway CA private key (PEM); set together with `ca_cert`.
+    pub ca_key: Option<PathBuf>,
+    /// Extra PEM files of CAs trusted for upstream certificates, on top of the public
+    /// and the system roots.
+    pub upstream_ca: Vec<PathBuf>,
+    /// Host globs whose tunnels are intercepted (default: the known LLM provider hosts).
+    pub intercept: Vec<String>,
+    /// Intercept every tunnel except `passthrough` hosts.
+    pub intercept_all: bool,
+    /// Host globs never intercepted (clients that pin certificates); wins over the rest.
+    pub passthrough: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_cert: None,
+            ca_key: None,
+            upstream_ca: Vec::new(),
+            intercept: portcullis_tls::DEFAULT_INTERCEPT_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+            intercept_all: false,
+            passthrough: Vec::new(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Default directory of the dev CA when `ca_cert`/`ca_key` are unset.
+    pub const DEFAULT_CA_DIR: &'static str = "data/ca";
+
+    /// The interception rules these settings describe.
+    pub fn intercept_rules(&self) -> Result<portcullis_tls::InterceptRules, ConfigError> {
+        let intercept = portcullis_tls::HostMatcher::new(&self.intercept)
+            .map_err(|e| ConfigError::new("tls.intercept", e.to_string()))?;
+        let passthrough = portcullis_tls::HostMatcher::new(&self.passthrough)
+            .map_err(|e| ConfigError::new("tls.passthrough", e.to_string()))?;
+        Ok(portcullis_tls::InterceptRules {
+            intercept,
+            intercept_all: self.intercept_all,
+            passthrough,
+        })
+    }
 }
 
 /// Where audit records go.
@@ -520,6 +576,17 @@ impl Config {
                 }
             }
         }
+        self.tls.intercept_rules()?;
+        if self.tls.ca_cert.is_some() != self.tls.ca_key.is_some() {
+            return Err(ConfigError::new(
+                if self.tls.ca_cert.is_some() {
+                    "tls.ca_key"
+                } else {
+                    "tls.ca_cert"
+                },
+                "tls.ca_cert and tls.ca_key must be set together",
+            ));
+        }
         if p.listen == self.admin.listen && p.listen.port() != 0 {
             return Err(ConfigError::new(
                 "admin.listen",
@@ -533,6 +600,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_globs_are_validated_naming_the_key() {
+        let c = Config::from_toml("[tls]\nintercept = [\"a.*.com\"]\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "tls.intercept");
+        let c = Config::from_toml("[tls]\npassthrough = [\"\"]\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "tls.passthrough");
+        let c = Config::from_toml("[tls]\nca_cert = \"x.pem\"\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "tls.ca_key");
+        let c = Config::from_toml(
+            "[tls]\nintercept = [\"localhost\", \"*.example.com\"]\npassthrough = [\"pinned.example.com\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let rules = c.tls.intercept_rules().unwrap();
+        assert!(rules.should_intercept("localhost"));
+        assert!(rules.should_intercept("api.example.com"));
+        assert!(!rules.should_intercept("pinned.example.com"));
+        assert!(!rules.should_intercept("api.openai.com"));
+        let d = Config::default().tls.intercept_rules().unwrap();
+        assert!(d.should_intercept("api.openai.com"));
+        assert!(!d.should_intercept("example.com"));
+    }
 
     #[test]
     fn empty_document_is_the_defaults() {

@@ -54,6 +54,12 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Manage the gateway certificate authority (TLS interception).
+    Ca {
+        /// What to do.
+        #[command(subcommand)]
+        action: CaAction,
+    },
     /// Manage operator API keys for the admin API.
     Apikey {
         /// Config file (for `store.url`).
@@ -62,6 +68,18 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: ApikeyAction,
+    },
+}
+
+/// `portcullis ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaAction {
+    /// Generate a gateway CA (`ca.pem`, `ca.key` mode 0600, `ca-bundle.pem`) and print
+    /// how to trust it. Refuses to overwrite an existing CA.
+    Init {
+        /// Directory to write into (created if needed).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
     },
 }
 

@@ -122,6 +122,16 @@ impl portcullis_proxy::pipeline::Authenticator for ProxyAuth {
         })
     }
 
+    fn recheck(&self, principal: &Principal) -> Result<Principal, ApiError> {
+        self.inner.recheck(principal).map_err(|e| {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[e.reason()])
+                .inc();
+            e.to_api_error()
+        })
+    }
+
     fn subagent(&self, principal: &Principal, value: &HeaderValue) -> Result<String, ApiError> {
         let name = validate_subagent(value.as_bytes())
             .map_err(|e| e.to_api_error())?

@@ -61,6 +61,18 @@ pub fn run(cli: Cli) -> ExitCode {
                 code
             }
         }
+        Command::Ca {
+            action: cli::CaAction::Init { dir },
+        } => match ca_init(&dir) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { config } => match load(Some(&config)) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -69,6 +81,30 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(code) => code,
         },
     }
+}
+
+/// `portcullis ca init`: generates a CA into `dir` unless one is there; returns
+/// what to print.
+fn ca_init(dir: &Path) -> anyhow::Result<String> {
+    use portcullis_tls::{trust_instructions, CaPaths, CertificateAuthority};
+    let paths = CaPaths::in_dir(dir);
+    for p in [&paths.cert, &paths.key] {
+        if p.exists() {
+            anyhow::bail!(
+                "{} already exists; refusing to overwrite the gateway CA (remove it first to replace it)",
+                p.display()
+            );
+        }
+    }
+    let ca = CertificateAuthority::generate(portcullis_tls::DEFAULT_CA_COMMON_NAME)?;
+    let paths = ca.write(dir)?;
+    Ok(format!(
+        "wrote the gateway CA: {} (key {}, bundle {})\n{}",
+        paths.cert.display(),
+        paths.key.display(),
+        paths.bundle.display(),
+        trust_instructions(&paths)
+    ))
 }
 
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {

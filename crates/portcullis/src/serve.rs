@@ -17,6 +17,7 @@ use portcullis_policy::DefaultDecision;
 use portcullis_proxy::pipeline::Recorder;
 use portcullis_proxy::{Pipeline, ProxyMetrics, Shared};
 use prometheus::Registry;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,11 +146,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
 
     let open = pipeline.authenticator.is_open();
-    let shared = Shared::new(
+    let tls = intercept(&cfg, &registry)?;
+    let shared = Shared::with_intercept(
         cfg.proxy.clone(),
         vec![proxy_addr, admin_addr],
         pipeline,
         metrics,
+        Some(tls.intercept),
     );
     let mut checks: Vec<Arc<dyn ReadyCheck>> = Vec::new();
     let mut _policy_watch = None;
@@ -193,12 +196,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
 
     println!(
-        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} log={}",
+        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} ca={} intercept={} log={}",
         store.describe(),
         if open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
         cfg.sidecar.agent.as_ref().map(|a| format!(" sidecar={a}(loopback clients without credentials)")).unwrap_or_default(),
         cfg.proxy.allowed_ports,
         cfg.proxy.allow_private.len(),
+        tls.ca_cert.display(),
+        if cfg.tls.intercept_all { "all".to_owned() } else { format!("{}hosts", cfg.tls.intercept.len()) },
         match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
     );
     if open {
@@ -210,6 +215,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
 
+    if tls.generated {
+        println!(
+            "generated a development gateway CA at {}: clients must trust it for intercepted hosts (e.g. SSL_CERT_FILE={}; `portcullis ca init --help`)",
+            tls.ca_cert.display(),
+            tls.bundle.display(),
+        );
+    }
     let admin_task = tokio::spawn(portcullis_admin::serve(
         admin_listener,
         admin,
@@ -228,6 +240,57 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The interception setup and what the banner says about it.
+struct TlsSetup {
+    intercept: portcullis_proxy::intercept::Intercept,
+    ca_cert: PathBuf,
+    bundle: PathBuf,
+    generated: bool,
+}
+
+/// Loads (or, with no `tls.ca_cert`, loads or generates in `data/ca/`) the gateway CA,
+/// the upstream roots and the interception rules.
+fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
+    use portcullis_tls::{
+        CaPaths, CertificateAuthority, LeafCache, LeafCacheConfig, UpstreamRoots, UpstreamTls,
+    };
+    let t = &cfg.tls;
+    let (ca, ca_cert, bundle, generated) = match (&t.ca_cert, &t.ca_key) {
+        (Some(cert), Some(key)) => {
+            let ca = CertificateAuthority::load(cert, key)
+                .with_context(|| format!("loading the gateway CA {}", cert.display()))?;
+            (ca, cert.clone(), cert.clone(), false)
+        }
+        _ => {
+            let dir = Path::new(portcullis_config::TlsConfig::DEFAULT_CA_DIR);
+            let (ca, generated) = CertificateAuthority::load_or_generate(dir)
+                .with_context(|| format!("loading the gateway CA in {}", dir.display()))?;
+            let paths = CaPaths::in_dir(dir);
+            if generated {
+                info!(path = %paths.cert.display(), "generated a development gateway CA");
+            }
+            (ca, paths.cert, paths.bundle, generated)
+        }
+    };
+    let cache = Arc::new(
+        LeafCache::new(Arc::new(ca), LeafCacheConfig::default())
+            .context("the certificate cache")?,
+    );
+    portcullis_proxy::metrics::CertCacheCollector::register(registry, cache.clone())?;
+    let upstream = UpstreamTls::new(&UpstreamRoots {
+        extra_ca_pems: t.upstream_ca.clone(),
+        ..UpstreamRoots::default()
+    })
+    .context("tls.upstream_ca")?;
+    let rules = t.intercept_rules()?;
+    Ok(TlsSetup {
+        intercept: portcullis_proxy::intercept::Intercept::new(cache, rules, upstream.http1),
+        ca_cert,
+        bundle,
+        generated,
+    })
 }
 
 /// SIGTERM and SIGINT, registered up front.

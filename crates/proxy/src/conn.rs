@@ -291,6 +291,8 @@ pub struct ConnCtx {
     pub activity: Arc<Activity>,
     /// The connection-limit permit; tunnels keep a clone so shutdown waits for them.
     pub permit: Arc<OwnedSemaphorePermit>,
+    /// Turns true when the gateway shuts down (intercepted tunnels drain on it).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use crate::body::{empty, ProxyBody};
 use crate::conn::ConnCtx;
 use crate::dial::dial;
-use crate::forward::{port_not_allowed, target_error};
+use crate::forward::{port_not_allowed, target_error, Tunnel};
 use crate::pipeline::{RequestFacts, RequestKind};
 use crate::record::Pending;
 use crate::server::Shared;
@@ -19,7 +19,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -29,7 +29,7 @@ pub(crate) async fn handle(
     ctx: &ConnCtx,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let mut pending = Pending::from_request(RequestKind::Connect, &req, ctx);
+    let mut pending = Pending::from_request(RequestKind::Connect, &req, ctx.client_addr);
     let target = match connect_target(&req) {
         Ok(t) => t,
         Err(e) => return shared.refuse(pending, e),
@@ -95,18 +95,43 @@ pub(crate) async fn handle(
     };
     pending.set_ttfb();
 
+    let intercepted = shared
+        .intercept
+        .as_ref()
+        .is_some_and(|i| i.rules.should_intercept(&host));
+    let tunnel = Tunnel {
+        target,
+        scheme: "https",
+        principal,
+        subagent,
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let shared = shared.clone();
     let permit = ctx.permit.clone();
+    let client_addr = ctx.client_addr;
+    let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         let _permit = permit;
         match on_upgrade.await {
+            Ok(client) if intercepted => {
+                crate::intercept::run(
+                    shared.clone(),
+                    client_addr,
+                    pending.into_tunnel(),
+                    TokioIo::new(client),
+                    upstream,
+                    tunnel,
+                    shutdown,
+                )
+                .await
+            }
             Ok(client) => {
                 splice(
                     &shared,
                     pending.into_tunnel(),
                     TokioIo::new(client),
                     upstream,
+                    Vec::new(),
                 )
                 .await
             }
@@ -119,14 +144,25 @@ pub(crate) async fn handle(
     Response::new(empty())
 }
 
-async fn splice(
+/// Splices the client and the upstream until both directions end. `first` are
+/// bytes already read from the client (while sniffing), sent upstream first.
+pub(crate) async fn splice(
     shared: &Shared,
     pending: Pending,
     client: TokioIo<hyper::upgrade::Upgraded>,
     mut upstream: TcpStream,
+    first: Vec<u8>,
 ) {
     let gauge = shared.metrics.tunnels_active.with_label_values(&["false"]);
     gauge.inc();
+    if !first.is_empty() {
+        if let Err(e) = upstream.write_all(&first).await {
+            gauge.dec();
+            debug!(error = %e, "tunnel upstream closed before the first bytes");
+            pending.finish(shared, 200, Some("tunnel_io_error".to_owned()), 0, 0, false);
+            return;
+        }
+    }
     // Count on the client side as bytes move: copy_bidirectional reports no
     // totals when it fails, and a reset at the end of a tunnel is common.
     let mut client = Counted::new(client);
@@ -134,7 +170,7 @@ async fn splice(
     // the other direction running until it ends too.
     let r = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     gauge.dec();
-    let (up, down) = (client.read, client.written);
+    let (up, down) = (client.read + first.len() as u64, client.written);
     let error = match r {
         Ok(_) => None,
         Err(e) => {

@@ -29,6 +29,14 @@ pub enum DialError {
     /// Resolution or connect did not finish within the connect timeout.
     #[error("connecting to {0} timed out")]
     Timeout(String),
+    /// The TLS handshake with the upstream failed (certificate not trusted, protocol error).
+    #[error("TLS with {target} failed: {reason}")]
+    Tls {
+        /// The destination.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
     /// Every address refused or failed.
     #[error("connecting to {target} failed: {source}")]
     Connect {
@@ -48,6 +56,7 @@ impl DialError {
             DialError::Dns { .. } | DialError::NoAddress(_) => Some("dns"),
             DialError::Timeout(_) => Some("connect_timeout"),
             DialError::Connect { .. } => Some("connect"),
+            DialError::Tls { .. } => Some("tls"),
         }
     }
 
@@ -76,6 +85,12 @@ impl DialError {
                 504,
                 "upstream_timeout",
                 format!("connecting to {t} timed out"),
+                ErrorSource::Upstream,
+            ),
+            DialError::Tls { target, reason } => ApiError::new(
+                502,
+                "upstream_tls_error",
+                format!("TLS with {target} failed: {reason}"),
                 ErrorSource::Upstream,
             ),
             DialError::Connect { target, source } => ApiError::new(

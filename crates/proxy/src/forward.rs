@@ -16,8 +16,9 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Principal};
 use portcullis_llm::RequestHead;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::debug;
@@ -26,36 +27,69 @@ use tracing::debug;
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     ctx: &ConnCtx,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let mut pending = Pending::from_request(RequestKind::Http, &req, ctx);
+    process(shared, ctx.client_addr, req, None).await
+}
+
+/// The CONNECT a request arrived in, for requests inside an intercepted tunnel.
+pub(crate) struct Tunnel {
+    /// The CONNECT destination; every inner request must target it.
+    pub(crate) target: Target,
+    /// `https` (TLS intercepted) or `http` (plaintext inside CONNECT).
+    pub(crate) scheme: &'static str,
+    /// Who opened the tunnel (re-checked per inner request).
+    pub(crate) principal: Principal,
+    /// The sub-agent named on the CONNECT, if any.
+    pub(crate) subagent: Option<String>,
+}
+
+/// The per-request pipeline (authenticate, classify, authorize, stub or block,
+/// forward through the pooled client, meter, record), for absolute-form requests
+/// (`tunnel` is `None`) and for requests inside an intercepted tunnel.
+pub(crate) async fn process(
+    shared: &Arc<Shared>,
+    client_addr: SocketAddr,
+    mut req: Request<Incoming>,
+    tunnel: Option<&Tunnel>,
+) -> Response<ProxyBody> {
+    let mut pending = Pending::from_request(RequestKind::Http, &req, client_addr);
+    let scheme = tunnel.map_or("http", |t| t.scheme);
+    pending.set_scheme(scheme);
     let cfg = &shared.cfg;
     if let Err(e) = check_request(&req, cfg.max_header_bytes, cfg.max_headers) {
         // The framing of whatever follows on this connection cannot be trusted:
         // answer and close instead of parsing the rest as further requests.
         let mut resp = shared.refuse(pending, e);
-        resp.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+        if req.version() < Version::HTTP_2 {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         return resp;
     }
-    let target = match absolute_target(req.uri()) {
+    let target = match tunnel {
+        None => absolute_target(req.uri()),
+        Some(t) => inner_target(&req, t),
+    };
+    let target = match target {
         Ok(t) => t,
         Err(e) => return shared.refuse(pending, e),
     };
     pending.set_target(&target);
 
-    let principal = match shared
-        .pipeline
-        .authenticator
-        .authenticate(req.headers().get(PROXY_AUTHORIZATION), ctx.client_addr)
-    {
+    let auth = &shared.pipeline.authenticator;
+    let principal = match tunnel {
+        None => auth.authenticate(req.headers().get(PROXY_AUTHORIZATION), client_addr),
+        Some(t) => auth.recheck(&t.principal),
+    };
+    let principal = match principal {
         Ok(p) => p,
         Err(e) => return shared.refuse(pending, e),
     };
     pending.set_principal(&principal);
     let subagent = match req.headers().get(crate::headers::SUBAGENT_HEADER) {
-        None => None,
-        Some(v) => match shared.pipeline.authenticator.subagent(&principal, v) {
+        None => tunnel.and_then(|t| t.subagent.clone()),
+        Some(v) => match auth.subagent(&principal, v) {
             Ok(s) => Some(s),
             Err(e) => return shared.refuse(pending, e),
         },
@@ -125,13 +159,13 @@ pub(crate) async fn handle(
         principal: &principal,
         subagent: subagent.as_deref(),
         method: &parts.method,
-        scheme: "http",
+        scheme,
         host: &host,
         port: target.port,
         path: parts.uri.path(),
         query: parts.uri.query(),
         headers: &parts.headers,
-        client_addr: ctx.client_addr,
+        client_addr,
         llm: llm.as_ref(),
         body: body_json.as_ref(),
     });
@@ -156,7 +190,7 @@ pub(crate) async fn handle(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_portcullis_headers(&mut parts.headers);
     let authority = target.to_string();
-    let host_header = if target.port == 80 {
+    let host_header = if target.port == default_port(scheme) {
         target.host.to_string()
     } else {
         authority.clone()
@@ -170,7 +204,7 @@ pub(crate) async fn handle(
         .map(|p| p.as_str())
         .unwrap_or("/");
     parts.uri = match Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority.as_str())
         .path_and_query(pq)
         .build()
@@ -293,6 +327,42 @@ fn absolute_target(uri: &Uri) -> Result<Target, ApiError> {
     parse_host_port(auth.as_str(), Some(80)).map_err(target_error)
 }
 
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// The target of a request inside a tunnel: its `:authority` / absolute-form
+/// authority or `Host`, which must name the CONNECT destination (host and port;
+/// the scheme's default port may be omitted).
+fn inner_target<B>(req: &Request<B>, tunnel: &Tunnel) -> Result<Target, ApiError> {
+    let authority = match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(HOST).and_then(|h| h.to_str().ok()),
+    };
+    let Some(authority) = authority else {
+        return Err(ApiError::bad_request(
+            "bad_target",
+            "request inside the tunnel has no Host",
+        ));
+    };
+    let mismatch = || {
+        ApiError::forbidden(
+            "host_mismatch",
+            format!("requests inside this tunnel must target {}", tunnel.target),
+        )
+    };
+    let t =
+        parse_host_port(authority, Some(default_port(tunnel.scheme))).map_err(|_| mismatch())?;
+    if t.host_str() != tunnel.target.host_str() || t.port != tunnel.target.port {
+        return Err(mismatch());
+    }
+    Ok(tunnel.target.clone())
+}
+
 /// Maps a target parse failure to a 400.
 pub(crate) fn target_error(e: TargetError) -> ApiError {
     let code = match e {
@@ -313,6 +383,13 @@ pub(crate) fn port_not_allowed(port: u16) -> ApiError {
 /// Maps an upstream client failure and counts it.
 fn upstream_error(shared: &Shared, e: &hyper_util::client::legacy::Error) -> ApiError {
     if let Some(d) = find_dial_error(e) {
+        if matches!(d, crate::dial::DialError::Tls { .. }) {
+            shared
+                .metrics
+                .tls_handshake_failures
+                .with_label_values(&["upstream"])
+                .inc();
+        }
         if let Some(kind) = d.metric_kind() {
             shared
                 .metrics
@@ -334,4 +411,75 @@ fn upstream_error(shared: &Shared, e: &hyper_util::client::legacy::Error) -> Api
         "the upstream closed the connection or sent an invalid response",
         ErrorSource::Upstream,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::parse_authority;
+
+    fn tunnel(authority: &str, scheme: &'static str) -> Tunnel {
+        Tunnel {
+            target: parse_authority(authority).unwrap(),
+            scheme,
+            principal: Principal::anonymous(),
+            subagent: None,
+        }
+    }
+
+    fn req(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn code(r: Result<Target, ApiError>) -> String {
+        r.unwrap_err().code.into_owned()
+    }
+
+    #[test]
+    fn inner_requests_must_target_the_connect_destination() {
+        let t = tunnel("api.example.com:443", "https");
+        for (uri, host) in [
+            ("/v1", Some("api.example.com")),
+            ("/v1", Some("api.example.com:443")),
+            ("/v1", Some("API.Example.com.")),
+            // h2: :authority arrives in the URI.
+            ("https://api.example.com/v1", None),
+            ("https://api.example.com:443/v1", Some("ignored.example")),
+        ] {
+            let got = inner_target(&req(uri, host), &t)
+                .unwrap_or_else(|e| panic!("{uri} {host:?}: {e:?}"));
+            assert_eq!(got, t.target);
+        }
+        for (uri, host) in [
+            ("/v1", Some("other.example")),
+            ("/v1", Some("api.example.com:8443")),
+            ("/v1", Some("api.example.com.evil.test")),
+            ("/v1", Some("user@api.example.com")),
+            ("https://other.example/v1", Some("api.example.com")),
+            ("/v1", Some("api.example.com:443:1")),
+        ] {
+            assert_eq!(
+                code(inner_target(&req(uri, host), &t)),
+                "host_mismatch",
+                "{uri} {host:?}"
+            );
+        }
+        assert_eq!(code(inner_target(&req("/v1", None), &t)), "bad_target");
+    }
+
+    #[test]
+    fn default_port_follows_the_inner_scheme() {
+        let plain = tunnel("localhost:80", "http");
+        assert!(inner_target(&req("/", Some("localhost")), &plain).is_ok());
+        let odd = tunnel("localhost:8080", "https");
+        assert_eq!(
+            code(inner_target(&req("/", Some("localhost")), &odd)),
+            "host_mismatch"
+        );
+        assert!(inner_target(&req("/", Some("localhost:8080")), &odd).is_ok());
+    }
 }

@@ -13,6 +13,7 @@ mod forward;
 pub mod headers;
 pub mod ids;
 pub mod inspect;
+pub mod intercept;
 pub mod metrics;
 pub mod pipeline;
 mod record;

@@ -1,9 +1,13 @@
 //! Data-plane metrics, registered once; label handles are resolved per request
 //! only for the bounded label sets.
 
+use portcullis_tls::LeafCache;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use std::sync::Arc;
 
 /// Metrics the proxy updates.
 #[derive(Clone)]
@@ -24,6 +28,9 @@ pub struct ProxyMetrics {
     pub upstream_errors: IntCounterVec,
     /// `portcullis_requests_refused_total{code}`: refused before policy (malformed, SSRF, port).
     pub refused: IntCounterVec,
+    /// `portcullis_tls_handshake_failures_total{side}`: `client` (rejected our
+    /// certificate) or `upstream` (its certificate did not verify).
+    pub tls_handshake_failures: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -86,6 +93,17 @@ impl ProxyMetrics {
             ),
             &["code"],
         )?;
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "portcullis_tls_handshake_failures_total",
+                "TLS handshakes that failed on intercepted tunnels, by side.",
+            ),
+            &["side"],
+        )?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
+        for side in ["client", "upstream"] {
+            tls_handshake_failures.with_label_values(&[side]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
@@ -110,6 +128,54 @@ impl ProxyMetrics {
             tunnel_bytes,
             upstream_errors,
             refused,
+            tls_handshake_failures,
         })
+    }
+}
+
+/// Exports a [`LeafCache`]'s counters as `portcullis_certs_minted_total` and
+/// `portcullis_cert_cache_size`, read at scrape time.
+pub struct CertCacheCollector {
+    cache: Arc<LeafCache>,
+    minted: IntCounter,
+    size: IntGauge,
+}
+
+impl CertCacheCollector {
+    /// Registers a collector for `cache` in `registry`.
+    pub fn register(registry: &Registry, cache: Arc<LeafCache>) -> prometheus::Result<()> {
+        let c = Self {
+            cache,
+            minted: IntCounter::new(
+                "portcullis_certs_minted_total",
+                "Leaf certificates minted for intercepted hosts.",
+            )?,
+            size: IntGauge::new(
+                "portcullis_cert_cache_size",
+                "Hosts whose leaf certificate is cached.",
+            )?,
+        };
+        registry.register(Box::new(c))
+    }
+}
+
+impl Collector for CertCacheCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.minted.desc();
+        d.extend(self.size.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let minted = self.cache.minted_total();
+        let have = self.minted.get();
+        if minted > have {
+            self.minted.inc_by(minted - have);
+        }
+        self.size
+            .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
+        let mut m = self.minted.collect();
+        m.extend(self.size.collect());
+        m
     }
 }

@@ -93,6 +93,13 @@ pub trait Authenticator: Send + Sync + 'static {
     /// sub-agent on first use. Errors (400) are answered as they are.
     fn subagent(&self, principal: &Principal, value: &HeaderValue) -> Result<String, ApiError>;
 
+    /// Re-validates a principal authenticated earlier on the same tunnel (credential
+    /// rotated, agent disabled or suspended, token expired) before each inner request of
+    /// an intercepted tunnel. Defaults to accepting it unchanged.
+    fn recheck(&self, principal: &Principal) -> Result<Principal, ApiError> {
+        Ok(principal.clone())
+    }
+
     /// Whether every request is let through without credentials (development only).
     fn is_open(&self) -> bool {
         false

@@ -1,11 +1,11 @@
 //! Assembling the record of one request as it moves through the phases.
 
-use crate::conn::ConnCtx;
 use crate::pipeline::{Record, RequestKind};
 use crate::server::Shared;
 use crate::target::Target;
 use http::Request;
 use portcullis_core::{Decision, Principal, Verdict};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -22,7 +22,11 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) fn from_request<B>(kind: RequestKind, req: &Request<B>, ctx: &ConnCtx) -> Self {
+    pub(crate) fn from_request<B>(
+        kind: RequestKind,
+        req: &Request<B>,
+        client_addr: SocketAddr,
+    ) -> Self {
         let uri = req.uri();
         let (path, host, port) = if kind == RequestKind::Connect {
             (String::new(), String::new(), 0)
@@ -67,7 +71,7 @@ impl Pending {
                 bytes_in: 0,
                 bytes_out: 0,
                 completed: false,
-                client_addr: ctx.client_addr,
+                client_addr,
             },
         }
     }
@@ -79,6 +83,10 @@ impl Pending {
     pub(crate) fn set_target(&mut self, t: &Target) {
         self.rec.host = t.host_str();
         self.rec.port = t.port;
+    }
+
+    pub(crate) fn set_scheme(&mut self, scheme: &'static str) {
+        self.rec.scheme = scheme;
     }
 
     pub(crate) fn set_principal(&mut self, p: &Principal) {

@@ -39,15 +39,30 @@ pub struct Shared {
     pub pipeline: Pipeline,
     /// Metrics.
     pub metrics: ProxyMetrics,
+    /// TLS interception of CONNECT tunnels; `None`: every tunnel is spliced.
+    pub intercept: Option<crate::intercept::Intercept>,
 }
 
 impl Shared {
-    /// Builds the shared state. `own_listeners` are refused as destinations.
+    /// Builds the shared state without TLS interception. `own_listeners` are
+    /// refused as destinations.
     pub fn new(
         cfg: ProxyConfig,
         own_listeners: Vec<SocketAddr>,
         pipeline: Pipeline,
         metrics: ProxyMetrics,
+    ) -> Arc<Self> {
+        Self::with_intercept(cfg, own_listeners, pipeline, metrics, None)
+    }
+
+    /// Builds the shared state; with `intercept`, CONNECT tunnels to the hosts its
+    /// rules select are intercepted and the upstream client speaks `https`.
+    pub fn with_intercept(
+        cfg: ProxyConfig,
+        own_listeners: Vec<SocketAddr>,
+        pipeline: Pipeline,
+        metrics: ProxyMetrics,
+        intercept: Option<crate::intercept::Intercept>,
     ) -> Arc<Self> {
         let guard = Arc::new(Guard::new(cfg.allow_private.clone(), own_listeners));
         let client = upstream::client(
@@ -55,6 +70,7 @@ impl Shared {
             cfg.connect_timeout,
             cfg.upstream_idle_timeout,
             cfg.upstream_pool_max_idle,
+            intercept.as_ref().map(|i| i.upstream_tls.clone()),
         );
         Arc::new(Self {
             cfg,
@@ -62,6 +78,7 @@ impl Shared {
             client,
             pipeline,
             metrics,
+            intercept,
         })
     }
 
@@ -147,6 +164,7 @@ pub async fn serve(
             client_addr: addr,
             activity: Arc::new(Activity::new()),
             permit: Arc::new(permit),
+            shutdown: shutdown.clone(),
         };
         tokio::spawn(serve_connection(
             stream,
@@ -268,7 +286,8 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let in_flight = InFlight::start(ctx.activity.clone());
     let resp = if ctx.activity.take_ambiguous_framing() {
-        let pending = Pending::from_request(crate::pipeline::RequestKind::Http, &req, &ctx);
+        let pending =
+            Pending::from_request(crate::pipeline::RequestKind::Http, &req, ctx.client_addr);
         let mut r = shared.refuse(
             pending,
             ApiError::bad_request(
@@ -296,7 +315,7 @@ async fn handle(
 
 /// Origin-form requests addressed to the gateway itself.
 async fn local(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
-    let pending = Pending::from_request(crate::pipeline::RequestKind::Http, &req, ctx);
+    let pending = Pending::from_request(crate::pipeline::RequestKind::Http, &req, ctx.client_addr);
     if let (&Method::GET | &Method::HEAD, "/healthz") = (req.method(), req.uri().path()) {
         return json(200, &[], &serde_json::json!({"status": "ok"}));
     }

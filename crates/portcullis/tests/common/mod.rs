@@ -224,6 +224,12 @@ impl Gateway {
         gw
     }
 
+    /// Starts the gateway with `doc` as its whole config file (nothing added: set
+    /// `proxy.listen` and `admin.listen`, e.g. to `127.0.0.1:0`).
+    pub fn start_with_config(doc: &str) -> Self {
+        Self::spawn_in(tempfile::tempdir().expect("tempdir"), doc)
+    }
+
     /// The gateway's working directory (holds `data/`, the config, `stderr.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -1,0 +1,826 @@
+//! End-to-end TLS interception (issue 5) with the real binary and real clients:
+//! curl, httpx over HTTP/2 and the official `openai` SDK through intercepted
+//! CONNECT tunnels to a local HTTPS origin whose certificate comes from a test CA
+//! given to the gateway as `tls.upstream_ca`.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use portcullis_tls::{mint_leaf, server_config_for, CertificateAuthority};
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+type OBody = BoxBody<Bytes, Infallible>;
+
+/// A local HTTPS origin with a leaf for `localhost` issued by its own test CA.
+///
+/// - `/echo...`: JSON with the method, URI, version and headers it received.
+/// - `/big`: [`big_body`] with Content-Length.
+/// - `/v1/chat/completions`: an OpenAI-compatible answer, JSON or (with
+///   `"stream": true`) SSE chunks ending with `data: [DONE]`.
+struct TlsOrigin {
+    addr: SocketAddr,
+    ca_pem: PathBuf,
+    requests: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl TlsOrigin {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = CertificateAuthority::generate("Portcullis Test Origin CA").expect("origin CA");
+        let paths = ca.write(dir.path()).expect("write origin CA");
+        let leaf = mint_leaf(&ca, "localhost").expect("origin leaf");
+        let cfg = server_config_for(leaf, &[b"http/1.1".to_vec()]).expect("origin config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("origin runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind origin");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let n = requests.clone();
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let n = n.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let svc = service_fn(move |req| {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        route(req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            ca_pem: paths.cert,
+            requests,
+            _dir: dir,
+            rt: Some(rt),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port())
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> OBody {
+    Full::new(b.into()).boxed()
+}
+
+async fn route(req: Request<Incoming>) -> Result<Response<OBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut r = if path.starts_with("/echo") {
+        let headers: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let v = serde_json::json!({
+            "method": parts.method.as_str(),
+            "uri": parts.uri.to_string(),
+            "version": format!("{:?}", parts.version),
+            "headers": headers,
+            "body_len": body.len(),
+        });
+        let mut r = Response::new(full(serde_json::to_vec(&v).expect("json")));
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().expect("ct"));
+        r
+    } else if path == "/big" {
+        let b = big_body();
+        let mut r = Response::new(full(b));
+        r.headers_mut()
+            .insert("content-length", BIG_LEN.to_string().parse().expect("cl"));
+        r
+    } else if path == "/v1/chat/completions" {
+        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let model = req["model"].as_str().unwrap_or("unknown").to_owned();
+        if req["stream"].as_bool() == Some(true) {
+            let mut out = String::new();
+            for (i, piece) in ["Hello", " from", " origin"].iter().enumerate() {
+                let chunk = serde_json::json!({
+                    "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": if i == 0 {
+                        serde_json::json!({"role": "assistant", "content": piece})
+                    } else {
+                        serde_json::json!({"content": piece})
+                    }, "finish_reason": null}]
+                });
+                out.push_str(&format!("data: {chunk}\n\n"));
+            }
+            out.push_str("data: [DONE]\n\n");
+            let mut r = Response::new(full(out));
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().expect("ct"));
+            r
+        } else {
+            let v = serde_json::json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "Hello from origin"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+            });
+            let mut r = Response::new(full(serde_json::to_vec(&v).expect("json")));
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().expect("ct"));
+            r
+        }
+    } else {
+        let mut r = Response::new(full("no such route\n"));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        r
+    };
+    r.headers_mut()
+        .insert("x-origin", "test-origin".parse().expect("hdr"));
+    Ok(r)
+}
+
+/// A gateway allowing loopback on `port` with `[tls]` lines.
+fn gateway(port: u16, tls: &str) -> Gateway {
+    Gateway::start(
+        &format!("allowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\n"),
+        &format!("\n[tls]\n{tls}\n"),
+    )
+}
+
+fn intercepting(origin: &TlsOrigin) -> Gateway {
+    gateway(
+        origin.port(),
+        &format!(
+            "intercept = [\"localhost\"]\nupstream_ca = [{:?}]\n",
+            origin.ca_pem.display().to_string()
+        ),
+    )
+}
+
+fn gateway_ca(gw: &Gateway) -> String {
+    let p = gw.dir().join("data/ca/ca.pem");
+    assert!(p.exists(), "no dev CA at {}", p.display());
+    p.display().to_string()
+}
+
+fn ok_stdout(out: &std::process::Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "curl failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.clone()
+}
+
+#[test]
+fn banner_names_the_ca_and_the_dev_ca_hint_follows() {
+    let origin = TlsOrigin::start();
+    let gw = intercepting(&origin);
+    assert!(gw.banner.starts_with("portcullis "), "{}", gw.banner);
+    assert!(gw.banner.contains("ca=data/ca/ca.pem"), "{}", gw.banner);
+    gateway_ca(&gw);
+    let key = gw.dir().join("data/ca/ca.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "CA key readable by others: {mode:o}");
+    }
+}
+
+#[test]
+fn curl_through_an_intercepted_tunnel_is_byte_exact_and_reaches_the_origin() {
+    let origin = TlsOrigin::start();
+    let gw = intercepting(&origin);
+    let ca = gateway_ca(&gw);
+    let proxy = gw.proxy_url();
+
+    // The origin's echo comes back: the gateway terminated TLS, re-sent the request
+    // upstream and added nothing the origin would not see from a direct client.
+    let out = curl(&[
+        "-x",
+        &proxy,
+        "--cacert",
+        &ca,
+        "-H",
+        "x-probe: 42",
+        &origin.url("/echo/a?b=c"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&ok_stdout(&out)).expect("echo json");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["uri"], "/echo/a?b=c");
+    let headers = v["headers"].as_array().expect("headers");
+    let has = |k: &str, val: &str| {
+        headers
+            .iter()
+            .any(|h| h[0].as_str() == Some(k) && h[1].as_str() == Some(val))
+    };
+    assert!(has("x-probe", "42"), "{headers:?}");
+    assert!(
+        has("host", &format!("localhost:{}", origin.port())),
+        "{headers:?}"
+    );
+    assert!(!headers.iter().any(|h| h[0] == "proxy-authorization"));
+
+    // 10 MB, byte for byte, with the response headers of the origin.
+    let out = curl(&[
+        "-x",
+        &proxy,
+        "--cacert",
+        &ca,
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &origin.url("/big"),
+    ]);
+    let head = String::from_utf8_lossy(&ok_stdout(&out)).to_lowercase();
+    assert!(head.contains("x-origin: test-origin"), "{head}");
+    let out = curl(&["-x", &proxy, "--cacert", &ca, &origin.url("/big")]);
+    let body = ok_stdout(&out);
+    assert_eq!(body.len(), BIG_LEN);
+    assert_eq!(sha256_hex(&body), sha256_hex(&big_body()));
+    assert!(origin.requests() >= 3);
+
+    // The gateway minted once for localhost and counted the intercepted tunnels.
+    let m = gw.metrics_until("tunnels closed", |m| {
+        m.value("portcullis_tunnels_active", &[("intercepted", "true")]) == 0.0
+    });
+    assert_eq!(m.value("portcullis_certs_minted_total", &[]), 1.0);
+    assert_eq!(m.value("portcullis_cert_cache_size", &[]), 1.0);
+    assert_eq!(
+        m.value(
+            "portcullis_tls_handshake_failures_total",
+            &[("side", "client")]
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn host_mismatch_inside_a_tunnel_is_refused() {
+    let origin = TlsOrigin::start();
+    let gw = intercepting(&origin);
+    let ca = gateway_ca(&gw);
+    let proxy = gw.proxy_url();
+    for version in ["--http1.1", "--http2"] {
+        let before = origin.requests();
+        let out = curl(&[
+            version,
+            "-x",
+            &proxy,
+            "--cacert",
+            &ca,
+            "-H",
+            "Host: other.example",
+            "-w",
+            "\n%{http_code}",
+            &origin.url("/echo"),
+        ]);
+        let text = String::from_utf8_lossy(&ok_stdout(&out)).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("status line");
+        assert_eq!(code, "403", "{version}: {text}");
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["code"], "host_mismatch", "{version}: {body}");
+        assert_eq!(origin.requests(), before, "{version}: reached the origin");
+    }
+    // The same host with another port is another destination.
+    let out = curl(&[
+        "--http1.1",
+        "-x",
+        &proxy,
+        "--cacert",
+        &ca,
+        "-H",
+        &format!("Host: localhost:{}", origin.port().wrapping_add(1)),
+        "-w",
+        "\n%{http_code}",
+        &origin.url("/echo"),
+    ]);
+    let text = String::from_utf8_lossy(&ok_stdout(&out)).into_owned();
+    assert!(text.ends_with("\n403"), "{text}");
+}
+
+#[test]
+fn passthrough_hosts_are_spliced_with_the_origin_certificate() {
+    let origin = TlsOrigin::start();
+    let gw = gateway(
+        origin.port(),
+        "intercept_all = true\npassthrough = [\"localhost\"]\n",
+    );
+    let ca = gateway_ca(&gw);
+    let proxy = gw.proxy_url();
+    let origin_ca = origin.ca_pem.display().to_string();
+    let out = curl(&["-x", &proxy, "--cacert", &origin_ca, &origin.url("/big")]);
+    let body = ok_stdout(&out);
+    assert_eq!(sha256_hex(&body), sha256_hex(&big_body()));
+    let out = curl(&["-x", &proxy, "--cacert", &ca, &origin.url("/echo")]);
+    assert!(
+        !out.status.success(),
+        "gateway CA accepted on a spliced tunnel"
+    );
+    let m = gw.metrics();
+    assert_eq!(m.value("portcullis_certs_minted_total", &[]), 0.0);
+}
+
+#[test]
+fn a_client_not_trusting_the_gateway_ca_fails_cleanly_and_is_counted() {
+    let origin = TlsOrigin::start();
+    let gw = intercepting(&origin);
+    let origin_ca = origin.ca_pem.display().to_string();
+    let out = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        &origin_ca,
+        &origin.url("/echo"),
+    ]);
+    assert!(!out.status.success());
+    // 60: peer certificate cannot be authenticated with the given CA.
+    assert_eq!(out.status.code(), Some(60), "{out:?}");
+    gw.metrics_until("client handshake failure counted", |m| {
+        m.value(
+            "portcullis_tls_handshake_failures_total",
+            &[("side", "client")],
+        ) == 1.0
+    });
+    // Counted every time, logged at warn once per host.
+    let again = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        &origin_ca,
+        &origin.url("/echo"),
+    ]);
+    assert_eq!(again.status.code(), Some(60), "{again:?}");
+    gw.metrics_until("second client handshake failure counted", |m| {
+        m.value(
+            "portcullis_tls_handshake_failures_total",
+            &[("side", "client")],
+        ) == 2.0
+    });
+    let warned = |gw: &Gateway| {
+        gw.stderr()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("client rejected the gateway certificate"))
+            .count()
+    };
+    wait_until("warning logged", || warned(&gw) >= 1);
+    assert_eq!(warned(&gw), 1, "{}", gw.stderr());
+    assert_eq!(origin.requests(), 0);
+    // Still serving: a trusting client gets through.
+    let ca = gateway_ca(&gw);
+    let out = curl(&["-x", &gw.proxy_url(), "--cacert", &ca, &origin.url("/echo")]);
+    ok_stdout(&out);
+}
+
+#[test]
+fn an_untrusted_upstream_certificate_gives_502_inside_the_tunnel() {
+    // A self-signed origin the gateway's roots do not know.
+    let origin = Origin::start_tls();
+    let gw = gateway(origin.port(), "intercept = [\"localhost\"]\n");
+    let ca = gateway_ca(&gw);
+    let out = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        &ca,
+        "-w",
+        "\n%{http_code}",
+        &format!("https://localhost:{}/echo", origin.port()),
+    ]);
+    let text = String::from_utf8_lossy(&ok_stdout(&out)).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status");
+    assert_eq!(code, "502", "{text}");
+    let v: serde_json::Value = serde_json::from_str(body).expect("json");
+    assert_eq!(v["code"], "upstream_tls_error", "{body}");
+    assert_eq!(origin.requests(), 0);
+    gw.metrics_until("upstream handshake failure counted", |m| {
+        m.value(
+            "portcullis_tls_handshake_failures_total",
+            &[("side", "upstream")],
+        ) >= 1.0
+    });
+}
+
+#[test]
+fn httpx_http2_through_an_intercepted_tunnel() {
+    let origin = TlsOrigin::start();
+    let gw = intercepting(&origin);
+    let ca = gateway_ca(&gw);
+    let script = r#"
+import sys, json, httpx
+proxy, ca, url = sys.argv[1:4]
+with httpx.Client(proxy=proxy, verify=ca, http2=True) as c:
+    r1 = c.get(url + "/echo/h2")
+    r2 = c.get(url + "/big")
+print(json.dumps({"v": r1.http_version, "status": r1.status_code, "echo": r1.json(),
+                  "v2": r2.http_version, "big_len": len(r2.content)}))
+"#;
+    let out = run_python(
+        script,
+        &[
+            gw.proxy_url(),
+            ca,
+            format!("https://localhost:{}", origin.port()),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["v"], "HTTP/2", "{v}");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["echo"]["uri"], "/echo/h2");
+    assert_eq!(v["v2"], "HTTP/2");
+    assert_eq!(v["big_len"], BIG_LEN);
+}
+
+#[test]
+fn openai_sdk_through_an_intercepted_tunnel_json_and_streaming() {
+    let origin = TlsOrigin::start();
+    let gw = intercepting(&origin);
+    let ca = gateway_ca(&gw);
+    let script = r#"
+import sys, json, httpx, openai
+proxy, ca, base = sys.argv[1:4]
+client = openai.OpenAI(base_url=base, api_key="x",
+                       http_client=httpx.Client(proxy=proxy, verify=ca))
+r = client.chat.completions.create(model="gpt-4o-mini",
+                                   messages=[{"role": "user", "content": "hi"}])
+parts = []
+for chunk in client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                            messages=[{"role": "user", "content": "hi"}]):
+    if chunk.choices and chunk.choices[0].delta.content:
+        parts.append(chunk.choices[0].delta.content)
+print(json.dumps({"content": r.choices[0].message.content, "model": r.model,
+                  "tokens": r.usage.total_tokens, "stream": "".join(parts)}))
+"#;
+    let out = run_python(
+        script,
+        &[
+            gw.proxy_url(),
+            ca,
+            format!("https://localhost:{}/v1", origin.port()),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["content"], "Hello from origin");
+    assert_eq!(v["model"], "gpt-4o-mini");
+    assert_eq!(v["tokens"], 6);
+    assert_eq!(v["stream"], "Hello from origin");
+    assert_eq!(origin.requests(), 2);
+}
+
+#[test]
+fn ca_init_writes_a_ca_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .current_dir(dir.path())
+            .args(["ca", "init", "--dir", "mycerts"])
+            .output()
+            .expect("run ca init")
+    };
+    let out = run();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SSL_CERT_FILE="), "{text}");
+    assert!(text.contains("NODE_EXTRA_CA_CERTS="), "{text}");
+    let pem = std::fs::read(dir.path().join("mycerts/ca.pem")).expect("ca.pem");
+    assert!(dir.path().join("mycerts/ca.key").exists());
+    let again = run();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    assert_eq!(
+        std::fs::read(dir.path().join("mycerts/ca.pem")).expect("ca.pem"),
+        pem
+    );
+}
+
+#[test]
+fn plaintext_http_inside_an_intercepted_connect_runs_the_pipeline() {
+    let origin = Origin::start();
+    let gw = gateway(origin.port(), "intercept = [\"localhost\"]\n");
+    let port = origin.port();
+    let s = connect(gw.proxy);
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    w.write_all(
+        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+    )
+    .expect("connect");
+    let resp = read_response(&mut r, true).expect("connect response");
+    assert_eq!(resp.status, 200);
+
+    // Origin-form with the CONNECT host: forwarded over plain HTTP.
+    w.write_all(format!("GET /echo/plain HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes())
+        .expect("inner request");
+    let resp = read_response(&mut r, false).expect("inner response");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json()["uri"], "/echo/plain");
+    assert_eq!(origin.requests(), 1);
+
+    // Another host on the same tunnel: refused, the origin never sees it.
+    w.write_all(b"GET /echo/x HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        .expect("inner request");
+    let resp = read_response(&mut r, false).expect("inner response");
+    resp.assert_error(403, "host_mismatch");
+    assert_eq!(origin.requests(), 1);
+}
+
+#[test]
+fn an_sni_different_from_the_connect_host_closes_the_tunnel() {
+    let origin = TlsOrigin::start();
+    let gw = intercepting(&origin);
+    let ca = gateway_ca(&gw);
+    let script = r#"
+import sys, socket, ssl
+proxy_port, port, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.create_connection(("127.0.0.1", proxy_port), timeout=20)
+s.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(1)
+    if not chunk:
+        break
+    head += chunk
+assert head.startswith(b"HTTP/1.1 200"), head
+ctx = ssl.create_default_context(cafile=ca)
+try:
+    t = ctx.wrap_socket(s, server_hostname="other.example")
+    print("handshake-ok")
+except (ssl.SSLError, OSError) as e:
+    print("refused")
+"#;
+    let out = run_python(
+        script,
+        &[gw.proxy.port().to_string(), origin.port().to_string(), ca],
+    );
+    assert_eq!(out.trim(), "refused");
+    let m = gw.metrics();
+    assert_eq!(
+        m.value(
+            "portcullis_requests_refused_total",
+            &[("code", "sni_mismatch")]
+        ),
+        1.0
+    );
+    assert_eq!(m.value("portcullis_certs_minted_total", &[]), 0.0);
+    assert_eq!(origin.requests(), 0);
+}
+
+#[test]
+fn authenticated_tunnel_inner_requests_are_decided_by_policy_and_denials_reach_the_sdk() {
+    let origin = TlsOrigin::start();
+    let port = origin.port();
+    let pol = tempfile::tempdir().expect("tempdir");
+    write_file(
+        pol.path(),
+        "e2e.rego",
+        br#"package portcullis.policy.e2e
+import rego.v1
+
+default allow := false
+
+allow if input.request.host == "localhost"
+
+deny contains "inner requests must be https" if {
+	input.kind == "http"
+	input.request.scheme != "https"
+}
+
+deny contains "model forbidden-model is not allowed" if {
+	input.kind == "http"
+	input.llm.model == "forbidden-model"
+}
+
+deny contains "only GET on /echo" if {
+	input.kind == "http"
+	startswith(input.request.path, "/echo")
+	input.request.method != "GET"
+}
+"#,
+    );
+    let doc = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nallowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"debug\"\n\
+         [identity]\ncreate_demo_agent = false\n\
+         [policy]\ndir = {:?}\n\
+         [llm]\nproviders = [{{ name = \"local\", host = \"localhost:{port}\", format = \"openai\" }}]\n\
+         [tls]\nintercept = [\"localhost\"]\nupstream_ca = [{:?}]\n\
+         [[agents]]\nid = \"bot\"\nsecret_sha256 = \"{}\"\n",
+        pol.path().display().to_string(),
+        origin.ca_pem.display().to_string(),
+        sha256_hex(b"s3cret"),
+    );
+    let gw = Gateway::start_with_config(&doc);
+    assert!(gw.banner.contains(" auth=required "), "{}", gw.banner);
+    let ca = gateway_ca(&gw);
+    let proxy = format!("http://bot:s3cret@{}", gw.proxy);
+
+    // Without credentials the CONNECT itself is refused.
+    let out = curl(&["-x", &gw.proxy_url(), "--cacert", &ca, &origin.url("/echo")]);
+    assert!(!out.status.success());
+
+    // GET is allowed, POST is denied inside the same kind of tunnel by policy kind=http.
+    let out = curl(&["-x", &proxy, "--cacert", &ca, &origin.url("/echo/ok")]);
+    let v: serde_json::Value = serde_json::from_slice(&ok_stdout(&out)).expect("echo");
+    assert_eq!(v["uri"], "/echo/ok");
+    let before = origin.requests();
+    let out = curl(&[
+        "-x",
+        &proxy,
+        "--cacert",
+        &ca,
+        "-X",
+        "POST",
+        "-d",
+        "x",
+        "-w",
+        "\n%{http_code}",
+        &origin.url("/echo/post"),
+    ]);
+    let text = String::from_utf8_lossy(&ok_stdout(&out)).into_owned();
+    assert!(text.ends_with("\n403"), "{text}");
+    assert!(text.contains("only GET on /echo"), "{text}");
+    assert_eq!(origin.requests(), before);
+
+    let script = r#"
+import sys, json, httpx, openai
+proxy, ca, base = sys.argv[1:4]
+client = openai.OpenAI(base_url=base, api_key="x", max_retries=0,
+                       http_client=httpx.Client(proxy=proxy, verify=ca))
+ok = client.chat.completions.create(model="gpt-4o-mini",
+                                    messages=[{"role": "user", "content": "hi"}])
+try:
+    client.chat.completions.create(model="forbidden-model",
+                                   messages=[{"role": "user", "content": "hi"}])
+    denied = None
+except openai.PermissionDeniedError as e:
+    denied = {"status": e.status_code, "message": e.message}
+print(json.dumps({"ok": ok.choices[0].message.content, "denied": denied}))
+"#;
+    let out = run_python(
+        script,
+        &[proxy.clone(), ca, format!("https://localhost:{port}/v1")],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["ok"], "Hello from origin");
+    assert_eq!(v["denied"]["status"], 403, "{v}");
+    let msg = v["denied"]["message"].as_str().expect("message");
+    assert!(msg.contains("forbidden-model is not allowed"), "{msg}");
+}
+
+#[test]
+fn idle_intercepted_tunnels_are_closed_after_idle_timeout() {
+    let origin = Origin::start();
+    let port = origin.port();
+    let gw = Gateway::start(
+        &format!(
+            "allowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\nidle_timeout = \"1s\"\n"
+        ),
+        "\n[tls]\nintercept = [\"localhost\"]\n",
+    );
+    let s = connect(gw.proxy);
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    w.write_all(
+        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+    )
+    .expect("connect");
+    assert_eq!(read_response(&mut r, true).expect("connect").status, 200);
+    w.write_all(format!("GET /echo HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes())
+        .expect("inner request");
+    assert_eq!(read_response(&mut r, false).expect("inner").status, 200);
+    // Nothing more is sent: the gateway closes the tunnel (bounded wait).
+    let mut s = r.into_inner();
+    let (rest, closed) = read_until_close(&mut s);
+    assert!(closed, "tunnel still open");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    gw.metrics_until("tunnel closed", |m| {
+        m.value("portcullis_tunnels_active", &[("intercepted", "true")]) == 0.0
+    });
+}
+
+#[test]
+fn shutdown_drains_an_open_intercepted_tunnel() {
+    let origin = Origin::start();
+    let port = origin.port();
+    let mut gw = Gateway::start(
+        &format!(
+            "allowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\nidle_timeout = \"300s\"\nshutdown_grace = \"300s\"\n"
+        ),
+        "\n[tls]\nintercept = [\"localhost\"]\n",
+    );
+    let s = connect(gw.proxy);
+    let mut w = s.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(s);
+    w.write_all(
+        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+    )
+    .expect("connect");
+    assert_eq!(read_response(&mut r, true).expect("connect").status, 200);
+    w.write_all(format!("GET /echo HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes())
+        .expect("inner request");
+    assert_eq!(read_response(&mut r, false).expect("inner").status, 200);
+    gw.sigterm();
+    // The idle keep-alive tunnel is closed by the drain, long before the grace period.
+    let mut s = r.into_inner();
+    let (_, closed) = read_until_close(&mut s);
+    assert!(closed, "tunnel still open after SIGTERM");
+    assert!(gw.wait_exit(TIMEOUT).success());
+}
+
+#[test]
+fn undecided_first_bytes_fail_closed_and_non_tls_non_http_is_spliced() {
+    let origin = Origin::start();
+    let port = origin.port();
+    let gw = gateway(port, "intercept = [\"localhost\"]\n");
+    let open_tunnel = || {
+        let mut s = connect(gw.proxy);
+        s.write_all(
+            format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("connect");
+        let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+        assert_eq!(read_response(&mut r, true).expect("connect").status, 200);
+        s
+    };
+
+    // Half a TLS record header, then end of stream: never spliced (no bypass of
+    // interception by dribbling a ClientHello).
+    let mut s = open_tunnel();
+    s.write_all(&[0x16, 0x03]).expect("partial");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let (rest, closed) = read_until_close(&mut s);
+    assert!(closed && rest.is_empty());
+    gw.metrics_until("undecided tunnel refused", |m| {
+        m.value(
+            "portcullis_requests_refused_total",
+            &[("code", "tunnel_undecided")],
+        ) == 1.0
+    });
+
+    // Bytes that are neither TLS nor HTTP are spliced to the origin, which answers
+    // its own 400 to the garbage.
+    let mut s = open_tunnel();
+    s.write_all(b"\x00\x01garbage\r\n\r\n").expect("garbage");
+    let (rest, _) = read_until_close(&mut s);
+    assert!(
+        rest.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}
