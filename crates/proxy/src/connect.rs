@@ -79,6 +79,9 @@ pub(crate) async fn handle(
     if !decision.allowed {
         return shared.refuse(pending, shared.pipeline.authorizer.blocked(&decision));
     }
+    if let Err(e) = shared.pipeline.recorder.admit() {
+        return shared.refuse(pending, e);
+    }
 
     let upstream = match dial(&target, &shared.guard, shared.cfg.connect_timeout).await {
         Ok((s, _)) => s,

@@ -186,6 +186,10 @@ pub(crate) async fn process(
             envelope,
         );
     }
+    // A fail-closed audit trail that cannot take the record refuses before forwarding.
+    if let Err(e) = shared.pipeline.recorder.admit() {
+        return shared.refuse_with(pending, e, envelope);
+    }
 
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_portcullis_headers(&mut parts.headers);
