@@ -102,6 +102,7 @@ pub(crate) fn to_audit(r: Record) -> AuditRecord {
     a.upstream_ttfb_ms = r.upstream_ttfb_ms.map(|t| t.round() as u64);
     a.bytes_in = r.bytes_in;
     a.bytes_out = r.bytes_out;
+    a.usage = r.usage.map(Into::into);
     a.client_addr = Some(r.client_addr.to_string());
     a
 }

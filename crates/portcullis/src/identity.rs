@@ -266,6 +266,7 @@ impl TokenService {
             api: None,
             model: None,
             stream: false,
+            usage: None,
             method: req.method.as_str().to_owned(),
             scheme: "http",
             host: String::new(),

@@ -489,7 +489,16 @@ print(json.dumps({"v": r1.http_version, "status": r1.status_code, "echo": r1.jso
 #[test]
 fn openai_sdk_through_an_intercepted_tunnel_json_and_streaming() {
     let origin = TlsOrigin::start();
-    let gw = intercepting(&origin);
+    // The origin is declared an OpenAI-compatible provider, so its calls are classified
+    // and their usage tapped.
+    let gw = gateway(
+        origin.port(),
+        &format!(
+            "intercept = [\"localhost\"]\nupstream_ca = [{:?}]\n\n[[llm.providers]]\nname = \"local\"\nhost = \"localhost:{}\"\n",
+            origin.ca_pem.display().to_string(),
+            origin.port()
+        ),
+    );
     let ca = gateway_ca(&gw);
     let script = r#"
 import sys, json, httpx, openai
@@ -520,6 +529,50 @@ print(json.dumps({"content": r.choices[0].message.content, "model": r.model,
     assert_eq!(v["tokens"], 6);
     assert_eq!(v["stream"], "Hello from origin");
     assert_eq!(origin.requests(), 2);
+
+    // The usage tap read the JSON answer's usage (3 + 3); the stream carried none
+    // (no stream_options.include_usage), which is recorded as missing, not zero.
+    let m = gw.metrics_until("token usage counted", |m| {
+        m.get(
+            "portcullis_llm_tokens_total",
+            &[
+                ("provider", "local"),
+                ("model", "gpt-4o-mini"),
+                ("type", "output"),
+            ],
+        ) == Some(3.0)
+    });
+    let tokens = |t: &str| {
+        m.value(
+            "portcullis_llm_tokens_total",
+            &[("provider", "local"), ("model", "gpt-4o-mini"), ("type", t)],
+        )
+    };
+    assert_eq!(tokens("input"), 3.0);
+    assert_eq!(tokens("output"), 3.0);
+    assert_eq!(tokens("cached_input"), 0.0);
+    // The writer flushes in batches: wait (bounded) for both records.
+    let usage = gw.eventually(
+        "both chat records in the audit file",
+        || {
+            std::fs::read_to_string(gw.dir().join("data/audit.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|r| r["path"] == "/v1/chat/completions")
+                .map(|r| r["usage"].clone())
+                .collect::<Vec<_>>()
+        },
+        |u| u.len() == 2,
+    );
+    assert!(
+        usage.iter().any(|u| u["source"] == "provider"
+            && u["input_tokens"] == 3
+            && u["output_tokens"] == 3
+            && u["total_tokens"] == 6),
+        "{usage:?}"
+    );
+    assert!(usage.iter().any(|u| u["source"] == "missing"), "{usage:?}");
 }
 
 #[test]

@@ -66,12 +66,20 @@ impl Drop for Finish {
     }
 }
 
+/// Sees a copy of every data frame (the LLM usage tap); it cannot alter, delay or
+/// drop a frame: it gets a borrowed slice after the frame is already on its way.
+pub trait FrameTap: Send + 'static {
+    /// One data frame, in order.
+    fn feed(&mut self, data: &[u8]);
+}
+
 pin_project! {
     /// Wraps a body, counting data bytes and calling `on_end` once.
     pub struct Metered<B> {
         #[pin]
         inner: B,
         finish: Finish,
+        tap: Option<std::sync::Mutex<Box<dyn FrameTap>>>,
     }
 }
 
@@ -85,7 +93,14 @@ impl<B> Metered<B> {
                 cb: Some(on_end),
                 at_end: AtomicBool::new(false),
             },
+            tap: None,
         }
+    }
+
+    /// Also hands a copy of every data frame to `tap`.
+    pub fn with_tap(mut self, tap: Box<dyn FrameTap>) -> Self {
+        self.tap = Some(std::sync::Mutex::new(tap));
+        self
     }
 }
 
@@ -106,6 +121,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.finish.bytes += d.len() as u64;
+                    if let Some(Ok(tap)) = this.tap.as_mut().map(|t| t.get_mut()) {
+                        tap.feed(d);
+                    }
                 }
                 // hyper stops polling (and drops the body) once `is_end_stream()`
                 // holds after a frame, e.g. when a Content-Length is satisfied.

@@ -1,7 +1,7 @@
 //! Absolute-form forwarding (`GET http://host:port/path`): every method, bodies
 //! streamed both ways, WebSocket upgrades relayed and spliced.
 
-use crate::body::{full, BodyEnd, Metered, ProxyBody};
+use crate::body::{full, BodyEnd, FrameTap, Metered, ProxyBody};
 use crate::conn::ConnCtx;
 use crate::headers::{check_request, strip_hop_by_hop, strip_portcullis_headers, wants_upgrade};
 use crate::inspect::{read_prefix, rejoin, Prefix};
@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use portcullis_core::{ApiError, ErrorSource, Principal};
-use portcullis_llm::RequestHead;
+use portcullis_llm::{RequestHead, UsageTap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -252,10 +252,30 @@ pub(crate) async fn process(
     let status = resp.status().as_u16();
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    // The usage tap parses a copy of the frames of classified LLM responses.
+    let tap = llm.as_ref().map(|c| {
+        let h = |n| {
+            parts
+                .headers
+                .get(n)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        SharedTap(Arc::new(std::sync::Mutex::new(Some(UsageTap::new(
+            c.format,
+            c.api,
+            h(http::header::CONTENT_ENCODING),
+            h(CONTENT_TYPE),
+        )))))
+    });
+    let finish_tap = tap.clone();
     let shared2 = shared.clone();
     let body = Metered::new(
         body,
         Box::new(move |n, end| {
+            let mut pending = pending;
+            if let Some(t) = finish_tap {
+                pending.set_usage(t.finish());
+            }
             let error = match end {
                 BodyEnd::Complete => None,
                 BodyEnd::Error => Some("upstream_body_error".to_owned()),
@@ -270,9 +290,32 @@ pub(crate) async fn process(
                 end == BodyEnd::Complete,
             );
         }),
-    )
-    .boxed();
+    );
+    let body = match tap {
+        Some(t) => body.with_tap(Box::new(t)).boxed(),
+        None => body.boxed(),
+    };
     Response::from_parts(parts, body)
+}
+
+/// The usage tap, shared between the frame copy and the end-of-body record.
+#[derive(Clone)]
+struct SharedTap(Arc<std::sync::Mutex<Option<UsageTap>>>);
+
+impl SharedTap {
+    fn finish(&self) -> Option<portcullis_llm::Usage> {
+        self.0.lock().ok()?.take().map(UsageTap::finish)
+    }
+}
+
+impl FrameTap for SharedTap {
+    fn feed(&mut self, data: &[u8]) {
+        if let Ok(mut g) = self.0.lock() {
+            if let Some(t) = g.as_mut() {
+                t.feed(data);
+            }
+        }
+    }
 }
 
 /// Relays a 101 to the client and splices the two upgraded connections.

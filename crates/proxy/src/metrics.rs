@@ -31,7 +31,14 @@ pub struct ProxyMetrics {
     /// `portcullis_tls_handshake_failures_total{side}`: `client` (rejected our
     /// certificate) or `upstream` (its certificate did not verify).
     pub tls_handshake_failures: IntCounterVec,
+    /// `portcullis_llm_tokens_total{agent,provider,model,type}`.
+    pub llm_tokens: IntCounterVec,
+    models: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// Distinct model labels kept before further models are counted as `other`
+/// (the model comes from request bodies: labels must stay bounded).
+pub const MAX_MODEL_LABELS: usize = 200;
 
 impl ProxyMetrics {
     /// Registers the metrics in `registry`.
@@ -112,6 +119,14 @@ impl ProxyMetrics {
         registry.register(Box::new(tunnel_bytes.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        let llm_tokens = IntCounterVec::new(
+            Opts::new(
+                "portcullis_llm_tokens_total",
+                "LLM tokens reported by providers, by agent, provider, model and type.",
+            ),
+            &["agent", "provider", "model", "type"],
+        )?;
+        registry.register(Box::new(llm_tokens.clone()))?;
         // Make the zero-valued series visible from the first scrape.
         for i in ["false", "true"] {
             tunnels_active.with_label_values(&[i]);
@@ -129,7 +144,27 @@ impl ProxyMetrics {
             upstream_errors,
             refused,
             tls_handshake_failures,
+            llm_tokens,
+            models: Default::default(),
         })
+    }
+
+    /// A bounded label for `model`: the first [`MAX_MODEL_LABELS`] distinct models
+    /// (short, printable) keep their name; the rest are `other`.
+    pub fn model_label(&self, model: Option<&str>) -> String {
+        let Some(m) = model
+            .filter(|m| !m.is_empty() && m.len() <= 128 && m.bytes().all(|b| b.is_ascii_graphic()))
+        else {
+            return if model.is_some() { "other" } else { "unknown" }.to_owned();
+        };
+        let Ok(mut seen) = self.models.lock() else {
+            return "other".to_owned();
+        };
+        if seen.contains(m) || seen.len() < MAX_MODEL_LABELS && seen.insert(m.to_owned()) {
+            m.to_owned()
+        } else {
+            "other".to_owned()
+        }
     }
 }
 
@@ -177,5 +212,30 @@ impl Collector for CertCacheCollector {
         let mut m = self.minted.collect();
         m.extend(self.size.collect());
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_labels_stay_bounded() {
+        let m = ProxyMetrics::new(&Registry::new()).unwrap();
+        assert_eq!(m.model_label(Some("gpt-4o")), "gpt-4o");
+        assert_eq!(m.model_label(None), "unknown");
+        assert_eq!(m.model_label(Some("")), "other");
+        assert_eq!(m.model_label(Some("has space")), "other");
+        assert_eq!(m.model_label(Some(&"x".repeat(129))), "other");
+        for i in 0..MAX_MODEL_LABELS * 2 {
+            let _ = m.model_label(Some(&format!("model-{i}")));
+        }
+        assert_eq!(
+            m.model_label(Some("gpt-4o")),
+            "gpt-4o",
+            "known models keep their label"
+        );
+        assert_eq!(m.model_label(Some("brand-new")), "other");
+        assert!(m.models.lock().unwrap().len() <= MAX_MODEL_LABELS);
     }
 }

@@ -226,6 +226,8 @@ pub struct Record {
     pub model: Option<String>,
     /// Whether the LLM request asked for a stream.
     pub stream: bool,
+    /// LLM token usage read from the response (classified requests only).
+    pub usage: Option<portcullis_llm::Usage>,
     /// Method.
     pub method: String,
     /// `http` or `https`.

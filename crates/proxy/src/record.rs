@@ -53,6 +53,7 @@ impl Pending {
                 api: None,
                 model: None,
                 stream: false,
+                usage: None,
                 method: req.method().as_str().to_owned(),
                 scheme: if kind == RequestKind::Connect {
                     "https"
@@ -103,6 +104,10 @@ impl Pending {
         self.rec.model = c.model.clone();
         self.rec.api = c.api.map(|a| a.as_str());
         self.rec.stream = c.stream;
+    }
+
+    pub(crate) fn set_usage(&mut self, u: Option<portcullis_llm::Usage>) {
+        self.rec.usage = u;
     }
 
     pub(crate) fn set_decision(&mut self, d: Arc<Decision>) {
@@ -161,6 +166,25 @@ impl Pending {
             .duration
             .with_label_values(&[provider])
             .observe(elapsed.as_secs_f64());
+        if let Some(u) = r
+            .usage
+            .as_ref()
+            .filter(|u| u.source == portcullis_llm::UsageSource::Provider)
+        {
+            let model = shared.metrics.model_label(r.model.as_deref());
+            for (kind, n) in [
+                ("input", u.input_tokens),
+                ("output", u.output_tokens),
+                ("cached_input", u.cached_input_tokens),
+                ("reasoning", u.reasoning_tokens),
+            ] {
+                shared
+                    .metrics
+                    .llm_tokens
+                    .with_label_values(&[agent, provider, &model, kind])
+                    .inc_by(n);
+            }
+        }
         shared.pipeline.recorder.record(self.rec);
     }
 }
