@@ -28,6 +28,6 @@ mod timefmt;
 pub use metrics::AuditMetrics;
 pub use pipeline::{AuditFull, AuditHandle, AuditPipeline, AuditSlot, StartError};
 pub use query::{build_query, parse_time, QueryError};
-pub use record::{AuditKind, AuditRecord, AuditUsage};
+pub use record::{AuditKind, AuditRecord, AuditUsage, RECORD_FIELDS};
 pub use settings::{AuditSettings, OnFull, SinkKind};
 pub use timefmt::format_rfc3339_ms;

@@ -63,6 +63,41 @@ impl From<Usage> for AuditUsage {
     }
 }
 
+/// The record's JSON fields: DESIGN §5's, plus `credential` (a name, for a later issue).
+pub const RECORD_FIELDS: [&str; 31] = [
+    "id",
+    "ts",
+    "tenant",
+    "agent_id",
+    "subagent",
+    "kind",
+    "method",
+    "scheme",
+    "host",
+    "port",
+    "path",
+    "provider",
+    "api",
+    "model",
+    "stream",
+    "verdict",
+    "policy",
+    "reasons",
+    "would_deny",
+    "decision_id",
+    "status",
+    "error",
+    "latency_ms",
+    "policy_us",
+    "upstream_ttfb_ms",
+    "bytes_in",
+    "bytes_out",
+    "usage",
+    "tls_intercepted",
+    "client_addr",
+    "credential",
+];
+
 /// One audit record, serialised as one JSON object with exactly the fields of DESIGN §5
 /// plus `credential` (the name of an injected credential, never its value).
 ///

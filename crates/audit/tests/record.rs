@@ -7,40 +7,7 @@ use portcullis_llm::{Usage, UsageSource};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-/// DESIGN §5's fields, plus `credential` (a name, for a later issue).
-const DESIGN_FIELDS: [&str; 31] = [
-    "id",
-    "ts",
-    "tenant",
-    "agent_id",
-    "subagent",
-    "kind",
-    "method",
-    "scheme",
-    "host",
-    "port",
-    "path",
-    "provider",
-    "api",
-    "model",
-    "stream",
-    "verdict",
-    "policy",
-    "reasons",
-    "would_deny",
-    "decision_id",
-    "status",
-    "error",
-    "latency_ms",
-    "policy_us",
-    "upstream_ttfb_ms",
-    "bytes_in",
-    "bytes_out",
-    "usage",
-    "tls_intercepted",
-    "client_addr",
-    "credential",
-];
+use portcullis_audit::RECORD_FIELDS as DESIGN_FIELDS;
 
 fn full_record() -> AuditRecord {
     let mut r = AuditRecord::new(
