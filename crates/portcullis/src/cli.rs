@@ -240,10 +240,10 @@ pub struct AuditFilters {
     #[arg(long)]
     pub until: Option<String>,
     /// Page size, 1–200 (default 50).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub limit: Option<String>,
     /// Records to skip (default 0).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub offset: Option<String>,
 }
 
