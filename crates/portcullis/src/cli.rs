@@ -248,6 +248,8 @@ pub struct AuditFilters {
 }
 
 /// `portcullis audit ...`.
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
     /// Query stored decisions, newest first.
