@@ -5,6 +5,7 @@
 
 use crate::body::read_json_body;
 use crate::control::ControlPlane;
+use crate::decisions;
 use crate::operator::{authenticate, Operator};
 use crate::policies::{self, PolicyApi};
 use crate::respond::{agent_not_found, error, json_response, no_store, store_error};
@@ -89,6 +90,8 @@ async fn dispatch(
             update_config(cp, &op, id, &body).await
         }
         Route::Action(id, action) => lifecycle(cp, &op, id, action).await,
+        Route::Decisions => decisions::list(cp, &op, req.uri().query()).await,
+        Route::Decision(id) => decisions::get(cp, &op, id).await,
         Route::Policies | Route::Validate | Route::Simulate | Route::PolicyMode(_) => {
             policies::handle(cp, policy, &op, route, req).await
         }

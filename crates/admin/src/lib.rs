@@ -20,6 +20,8 @@
 //! | POST | `/v1/agents/{id}/suspend` | agent (status `suspended`) |
 //! | POST | `/v1/agents/{id}/activate` | agent (status `active`); 409 when revoked |
 //! | POST | `/v1/agents/{id}/revoke` | agent (status `revoked`, permanent) |
+//! | GET | `/v1/decisions` | `?agent_id,subagent,verdict,policy,provider,model,since,until,limit,offset` → `{"decisions": [record, ...], "total", "limit", "offset"}`, newest first, own tenant only; `since` defaults to 24 h ago; 422 bad/unknown parameter |
+//! | GET | `/v1/decisions/{id}` | the audit record; 404 unknown or another tenant's |
 //!
 //! | GET | `/v1/policies` | `{"version","default","on_block","reload": {ok, at, version, policies, errors}, "policies": [{name, file, mode, mode_override, bindings, cacheable, non_deterministic}]}` |
 //! | POST | `/v1/policies/validate` | `{"source", "name"?}` → `{"valid", "errors": [{file, row, col, message, stage}]}` |
@@ -72,6 +74,7 @@
 mod api;
 mod body;
 mod control;
+mod decisions;
 mod operator;
 mod policies;
 mod respond;

@@ -46,6 +46,10 @@ pub(crate) enum Route<'a> {
     Simulate,
     /// `/v1/policies/{name}/mode`
     PolicyMode(&'a str),
+    /// `/v1/decisions`
+    Decisions,
+    /// `/v1/decisions/{id}`
+    Decision(&'a str),
 }
 
 impl Route<'_> {
@@ -56,6 +60,13 @@ impl Route<'_> {
         match parts.next()? {
             "agents" => {}
             "policies" => return Self::parse_policies(parts),
+            "decisions" => {
+                return match (parts.next(), parts.next()) {
+                    (None, _) => Some(Route::Decisions),
+                    (Some(id), None) if !id.is_empty() => Some(Route::Decision(id)),
+                    _ => None,
+                }
+            }
             _ => return None,
         }
         let id = match parts.next() {
@@ -119,7 +130,7 @@ impl Route<'_> {
         const POST: &[Method] = &[Method::POST];
         match self {
             Route::Agents => GET_POST,
-            Route::Agent(_) | Route::Policies => GET,
+            Route::Agent(_) | Route::Policies | Route::Decisions | Route::Decision(_) => GET,
             Route::Config(_) | Route::PolicyMode(_) => PUT,
             Route::Action(..) | Route::Validate | Route::Simulate => POST,
         }
@@ -129,7 +140,7 @@ impl Route<'_> {
     pub(crate) fn allow_header(&self) -> &'static str {
         match self {
             Route::Agents => "GET, POST",
-            Route::Agent(_) | Route::Policies => "GET",
+            Route::Agent(_) | Route::Policies | Route::Decisions | Route::Decision(_) => "GET",
             Route::Config(_) | Route::PolicyMode(_) => "PUT",
             Route::Action(..) | Route::Validate | Route::Simulate => "POST",
         }
@@ -182,6 +193,10 @@ mod tests {
             "/v1/policiesx",
             "//v1/agents",
             "/v1/agents/bot/rotate/",
+            "/v1/decisions/",
+            "/v1/decisions/x/",
+            "/v1/decisions/x/y",
+            "/v1/decisionsx",
         ] {
             assert_eq!(Route::parse(p), None, "{p:?}");
         }
@@ -200,6 +215,17 @@ mod tests {
             Route::parse("/v1/policies/validate/mode"),
             Some(Route::PolicyMode("validate"))
         );
+    }
+
+    #[test]
+    fn parses_decision_paths() {
+        assert_eq!(Route::parse("/v1/decisions"), Some(Route::Decisions));
+        assert_eq!(
+            Route::parse("/v1/decisions/01J"),
+            Some(Route::Decision("01J"))
+        );
+        assert!(!Route::Decisions.is_write(&Method::GET));
+        assert_eq!(Route::Decision("x").allowed(), &[Method::GET]);
     }
 
     #[test]

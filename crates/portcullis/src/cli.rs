@@ -69,6 +69,15 @@ pub enum Command {
         #[command(subcommand)]
         action: ApikeyAction,
     },
+    /// Query and follow the audit trail in the store.
+    Audit {
+        /// Config file (for `store.url`).
+        #[arg(long, short, env = "PORTCULLIS_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: AuditAction,
+    },
 }
 
 /// `portcullis ca ...`.
@@ -218,5 +227,71 @@ pub enum PolicyAction {
         /// Policy directory.
         #[arg(default_value = "config/policies")]
         dir: PathBuf,
+    },
+}
+
+/// Filters of `audit query` (as the admin API's `GET /v1/decisions` parameters).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuditFilters {
+    /// Only this agent.
+    #[arg(long)]
+    pub agent_id: Option<String>,
+    /// Only this sub-agent.
+    #[arg(long)]
+    pub subagent: Option<String>,
+    /// Only this verdict: allow, deny, would_deny, rate_limited or error.
+    #[arg(long)]
+    pub verdict: Option<String>,
+    /// Only decisions of this policy.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Only this LLM provider.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Only this LLM model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// From: RFC 3339 or relative (30m, 1h, 7d ago); default 24 h ago.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until: RFC 3339 or relative.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[arg(long, allow_hyphen_values = true)]
+    pub limit: Option<String>,
+    /// Records to skip (default 0).
+    #[arg(long, allow_hyphen_values = true)]
+    pub offset: Option<String>,
+}
+
+/// `portcullis audit ...`.
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Query stored decisions, newest first.
+    Query {
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Filters.
+        #[command(flatten)]
+        filters: AuditFilters,
+        /// Output: table or json (`{"decisions", "total", "limit", "offset"}`).
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Follow new decisions as they are stored (polls every 500 ms; Ctrl-C stops).
+    Tail {
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print each record as one JSON line.
+        #[arg(long)]
+        json: bool,
+        /// Show this many existing records first (at most 200).
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: u32,
     },
 }

@@ -1,8 +1,8 @@
-//! CLI commands that work on the store directly: agents, tokens, API keys.
+//! CLI commands that work on the store directly: agents, tokens, API keys, audit.
 //! A running gateway sees their writes within a second (it polls the store revision).
 
 use crate::bootstrap;
-use crate::cli::{AgentAction, AgentFields, ApikeyAction};
+use crate::cli::{AgentAction, AgentFields, ApikeyAction, AuditAction, AuditFilters};
 use anyhow::{anyhow, bail, Context};
 use portcullis_config::{duration::parse_duration, Config};
 use portcullis_core::{Agent, AgentStatus, Clock, SystemClock};
@@ -11,6 +11,7 @@ use portcullis_identity::{
 };
 use portcullis_store::{Role, Store};
 use serde_json::{json, Map, Value};
+use std::io::Write;
 use std::sync::Arc;
 
 /// `portcullis agent ...`.
@@ -246,5 +247,196 @@ pub(crate) async fn policy(
             println!("{}", serde_json::to_string_pretty(&sim)?);
             Ok(true)
         }
+    }
+}
+
+/// Records fetched per `audit tail` poll (memory stays bounded by one page).
+const TAIL_PAGE: u32 = 200;
+/// Pause between `audit tail` polls when caught up.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `portcullis audit ...`.
+pub(crate) async fn audit(cfg: &Config, action: AuditAction) -> anyhow::Result<()> {
+    let store = bootstrap::open_store(cfg).await?;
+    match action {
+        AuditAction::Query {
+            tenant,
+            filters,
+            format,
+        } => audit_query(&store, tenant.as_deref(), &filters, &format).await,
+        AuditAction::Tail {
+            tenant,
+            json,
+            lines,
+        } => audit_tail(&store, tenant.as_deref(), json, lines).await,
+    }
+}
+
+async fn audit_query(
+    store: &Store,
+    tenant: Option<&str>,
+    f: &AuditFilters,
+    format: &str,
+) -> anyhow::Result<()> {
+    let params: Vec<(&str, &str)> = [
+        ("agent_id", &f.agent_id),
+        ("subagent", &f.subagent),
+        ("verdict", &f.verdict),
+        ("policy", &f.policy),
+        ("provider", &f.provider),
+        ("model", &f.model),
+        ("since", &f.since),
+        ("until", &f.until),
+        ("limit", &f.limit),
+        ("offset", &f.offset),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+    .collect();
+    let now_ms = SystemClock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let q = portcullis_audit::build_query(params, tenant, now_ms)
+        .map_err(|e| anyhow!("invalid --{}: {}", e.field.replace('_', "-"), e.reason))?;
+    let page = store.query_audit(&q).await?;
+    let mut out = std::io::stdout().lock();
+    let written = if format == "json" {
+        let v = json!({
+            "decisions": page.records,
+            "total": page.total,
+            "limit": q.limit,
+            "offset": q.offset,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)
+    } else {
+        write_table(&mut out, &page.records, page.total, q.offset)
+    };
+    ignore_broken_pipe(written)
+}
+
+fn write_table(
+    out: &mut impl Write,
+    records: &[Value],
+    total: u64,
+    offset: u64,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<24} {:<12} {:<20} {:<12} {:>4}  {:<32} {:<16} ID",
+        "TIME", "TENANT", "AGENT", "VERDICT", "CODE", "TARGET", "POLICY"
+    )?;
+    for r in records {
+        writeln!(out, "{}", record_line(r, true))?;
+    }
+    let shown = u64::try_from(records.len()).unwrap_or(u64::MAX);
+    if shown == 0 {
+        writeln!(out, "(no records; {total} match)")
+    } else {
+        writeln!(
+            out,
+            "({}-{} of {total})",
+            offset.saturating_add(1),
+            offset.saturating_add(shown)
+        )
+    }
+}
+
+/// One record on one line: time, tenant, agent[/sub-agent], verdict, status, target
+/// (`METHOD host/path` or `provider model`), policy, id.
+fn record_line(r: &Value, padded: bool) -> String {
+    let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+    let agent = match r.get("subagent").and_then(Value::as_str) {
+        Some(sub) => format!("{}/{sub}", s("agent_id")),
+        None => s("agent_id"),
+    };
+    let status = r
+        .get("status")
+        .and_then(Value::as_u64)
+        .map_or_else(|| "-".to_owned(), |c| c.to_string());
+    let target = match (
+        r.get("provider").and_then(Value::as_str),
+        r.get("model").and_then(Value::as_str),
+    ) {
+        (Some(p), Some(m)) => format!("{p} {m}"),
+        _ => format!(
+            "{} {}{}",
+            s("method"),
+            s("host"),
+            r.get("path").and_then(Value::as_str).unwrap_or("")
+        ),
+    };
+    let (ts, tenant, verdict, policy, id) =
+        (s("ts"), s("tenant"), s("verdict"), s("policy"), s("id"));
+    if padded {
+        format!("{ts:<24} {tenant:<12} {agent:<20} {verdict:<12} {status:>4}  {target:<32} {policy:<16} {id}")
+    } else {
+        format!("{ts} {tenant} {agent} {verdict} {status} {target} {policy} {id}")
+    }
+}
+
+/// Follows the trail: prints the last `lines` records, then every new one, polling every
+/// 500 ms until Ctrl-C. Holds only the cursor and one page in memory.
+async fn audit_tail(
+    store: &Store,
+    tenant: Option<&str>,
+    json: bool,
+    lines: u32,
+) -> anyhow::Result<()> {
+    let lines = lines.min(TAIL_PAGE);
+    // With nothing to show, still take the newest id as the starting cursor.
+    let first = store.audit_after(tenant, None, lines.max(1)).await?;
+    let skip = usize::from(lines == 0);
+    let mut cursor = first.last().map(|e| e.id.clone());
+    if !print_entries(&first[skip.min(first.len())..], json)? {
+        return Ok(());
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let page = store
+            .audit_after(tenant, cursor.as_deref(), TAIL_PAGE)
+            .await?;
+        if let Some(last) = page.last() {
+            cursor = Some(last.id.clone());
+        }
+        if !print_entries(&page, json)? {
+            return Ok(());
+        }
+        // A full page means more are waiting: fetch again at once.
+        if u32::try_from(page.len()).unwrap_or(u32::MAX) >= TAIL_PAGE {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            () = tokio::time::sleep(TAIL_POLL) => {}
+        }
+    }
+}
+
+/// Prints entries, flushing; `false` once stdout is closed (e.g. piped into `head`).
+fn print_entries(entries: &[portcullis_store::AuditEntry], json: bool) -> anyhow::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    let mut write = || -> std::io::Result<()> {
+        for e in entries {
+            if json {
+                writeln!(out, "{}", e.record)?;
+            } else {
+                writeln!(out, "{}", record_line(&e.record, false))?;
+            }
+        }
+        out.flush()
+    };
+    match write() {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn ignore_broken_pipe(r: std::io::Result<()>) -> anyhow::Result<()> {
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }

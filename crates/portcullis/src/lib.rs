@@ -42,6 +42,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Apikey { config, action } => with_store(config.as_deref(), |cfg| async move {
             commands::apikey(&cfg, action).await
         }),
+        Command::Audit { config, action } => with_store(config.as_deref(), |cfg| async move {
+            commands::audit(&cfg, action).await
+        }),
         Command::Policy { action } => {
             let cfg_path = match &action {
                 cli::PolicyAction::Eval { config, .. } => config.clone(),

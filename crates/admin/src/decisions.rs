@@ -1,0 +1,146 @@
+//! `GET /v1/decisions` and `GET /v1/decisions/{id}`: the operator's tenant's audit
+//! records, filtered and paged by [`portcullis_audit::build_query`], newest first.
+
+use crate::control::ControlPlane;
+use crate::operator::Operator;
+use crate::respond::{json_response, store_error};
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use portcullis_audit::{build_query, QueryError};
+use portcullis_core::{ApiError, ErrorSource};
+use serde_json::json;
+use std::time::UNIX_EPOCH;
+
+/// `GET /v1/decisions?...`: `{"decisions": [...], "total", "limit", "offset"}`; a bad,
+/// unknown or repeated parameter is 422.
+pub(crate) async fn list(
+    cp: &ControlPlane,
+    op: &Operator,
+    raw_query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let params = decode_query(raw_query.unwrap_or("")).map_err(|e| e.to_api_error())?;
+    let q = build_query(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        Some(&op.tenant),
+        now_ms(cp),
+    )
+    .map_err(|e| e.to_api_error())?;
+    let page = cp.store().query_audit(&q).await.map_err(store_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "decisions": page.records,
+            "total": page.total,
+            "limit": q.limit,
+            "offset": q.offset,
+        }),
+    ))
+}
+
+/// `GET /v1/decisions/{id}`: the record; 404 when unknown or another tenant's.
+pub(crate) async fn get(
+    cp: &ControlPlane,
+    op: &Operator,
+    id: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let id = percent_decode(id, false).map_err(|_| not_found())?;
+    match cp
+        .store()
+        .get_audit(Some(&op.tenant), &id)
+        .await
+        .map_err(store_error)?
+    {
+        Some(record) => Ok(json_response(StatusCode::OK, &record)),
+        None => Err(not_found()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(404, "not_found", "decision not found", ErrorSource::Client)
+}
+
+fn now_ms(cp: &ControlPlane) -> i64 {
+    cp.clock()
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Splits and decodes an `application/x-www-form-urlencoded` query string into
+/// key/value pairs (empty segments skipped; `key` alone has an empty value).
+pub(crate) fn decode_query(raw: &str) -> Result<Vec<(String, String)>, QueryError> {
+    let mut out = Vec::new();
+    for segment in raw.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = segment.split_once('=').unwrap_or((segment, ""));
+        let key = percent_decode(k, true).map_err(|reason| QueryError {
+            field: k.to_owned(),
+            reason,
+        })?;
+        let value = percent_decode(v, true).map_err(|reason| QueryError {
+            field: key.clone(),
+            reason,
+        })?;
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// Percent-decodes `s` (and `+` as a space when `plus` is set); malformed escapes and
+/// non-UTF-8 results are refused.
+fn percent_decode(s: &str, plus: bool) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| "malformed percent-encoding".to_owned())?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| "not valid UTF-8".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_form_queries() {
+        let q = decode_query("agent_id=a%20b&since=2026-01-01T00:00:00%2B01:00&&model=x+y&limit")
+            .unwrap();
+        assert_eq!(
+            q,
+            vec![
+                ("agent_id".into(), "a b".into()),
+                ("since".into(), "2026-01-01T00:00:00+01:00".into()),
+                ("model".into(), "x y".into()),
+                ("limit".into(), String::new()),
+            ]
+        );
+        assert!(decode_query("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_malformed_escapes() {
+        for bad in ["a=%", "a=%4", "a=%zz", "a=%ff", "%e2%82=1"] {
+            assert!(decode_query(bad).is_err(), "{bad}");
+        }
+        assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
+    }
+}
