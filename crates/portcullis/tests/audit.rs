@@ -147,3 +147,103 @@ fn every_answered_request_has_one_record_and_shutdown_drains() {
     ids.dedup();
     assert_eq!(ids.len(), records.len());
 }
+
+const SHADOW: &str = r#"package portcullis.policy.shadow_guard
+
+import rego.v1
+
+deny contains "shadow says no" if input.request.path == "/echo/shadowed"
+"#;
+
+#[test]
+fn shadow_denial_is_recorded_as_would_deny_and_forwarded() {
+    let origin = Origin::start();
+    let mut gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: loopback_proxy_section(&[origin.port()]),
+        rest: "\n[policy]\ndir = \"{DIR}/policies\"\n\
+               [[policy.bindings]]\npolicy = \"shadow_guard\"\nmode = \"shadow\"\n"
+            .to_owned(),
+        files: vec![
+            ("policies/audit.rego".to_owned(), POLICY.as_bytes().to_vec()),
+            (
+                "policies/shadow.rego".to_owned(),
+                SHADOW.as_bytes().to_vec(),
+            ),
+        ],
+    });
+    let proxy = format!("http://demo:{}@{}", gw.demo_secret(), gw.proxy);
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-x",
+        &proxy,
+        &origin.url("/echo/shadowed"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+    assert_eq!(origin.requests(), 1, "a shadow denial never blocks");
+    gw.sigterm();
+    assert!(gw.wait_exit(Duration::from_secs(30)).success());
+    let text = std::fs::read_to_string(gw.dir().join("data/audit.jsonl")).expect("audit.jsonl");
+    let r: Value = serde_json::from_str(text.lines().next().expect("one record")).expect("json");
+    assert_eq!(r["verdict"], "would_deny", "{r}");
+    assert_eq!(r["would_deny"], serde_json::json!(["shadow_guard"]), "{r}");
+    assert_eq!(r["reasons"], serde_json::json!(["shadow says no"]), "{r}");
+    assert_eq!(r["status"], 200, "{r}");
+}
+
+#[test]
+fn sigterm_under_concurrent_load_loses_no_record() {
+    let origin = Origin::start();
+    let mut gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: loopback_proxy_section(&[origin.port()]),
+        rest: "\n[policy]\ndir = \"{DIR}/policies\"\n".to_owned(),
+        files: vec![("policies/audit.rego".to_owned(), POLICY.as_bytes().to_vec())],
+    });
+    let proxy = format!("http://demo:{}@{}", gw.demo_secret(), gw.proxy);
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let (proxy, url, answered) = (proxy.clone(), origin.url("/echo/ok"), answered.clone());
+            std::thread::spawn(move || {
+                // Bounded: at most 80 requests per worker; stops at the first refusal.
+                for _ in 0..80 {
+                    let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-x", &proxy, &url]);
+                    if String::from_utf8_lossy(&out.stdout).trim() != "200" {
+                        break;
+                    }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Let some traffic through, then stop the gateway while requests are in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 60
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw.sigterm();
+    for w in workers {
+        let _ = w.join();
+    }
+    assert!(gw.wait_exit(Duration::from_secs(60)).success());
+    let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(answered >= 60, "only {answered} answered before SIGTERM");
+    let text = std::fs::read_to_string(gw.dir().join("data/audit.jsonl")).expect("audit.jsonl");
+    let ok_records = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["status"] == 200 && r["error"].is_null())
+        .count();
+    // Every response a client got is on record (the origin saw exactly those requests).
+    assert_eq!(
+        ok_records, answered,
+        "answered {answered}, recorded {ok_records}"
+    );
+    assert_eq!(origin.requests(), answered);
+}
