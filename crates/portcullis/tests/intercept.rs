@@ -111,6 +111,17 @@ fn full(b: impl Into<Bytes>) -> OBody {
     Full::new(b.into()).boxed()
 }
 
+/// An LLM answer carrying `x-body-sha256` of exactly the bytes the origin sent.
+fn llm_response(body: Vec<u8>, content_type: &str) -> Response<OBody> {
+    let sha = sha256_hex(&body);
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert("content-type", content_type.parse().expect("ct"));
+    r.headers_mut()
+        .insert("x-body-sha256", sha.parse().expect("sha"));
+    r
+}
+
 async fn route(req: Request<Incoming>) -> Result<Response<OBody>, Infallible> {
     let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
@@ -151,6 +162,7 @@ async fn route(req: Request<Incoming>) -> Result<Response<OBody>, Infallible> {
         let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let model = req["model"].as_str().unwrap_or("unknown").to_owned();
         if req["stream"].as_bool() == Some(true) {
+            let with_usage = req["stream_options"]["include_usage"].as_bool() == Some(true);
             let mut out = String::new();
             for (i, piece) in ["Hello", " from", " origin"].iter().enumerate() {
                 let chunk = serde_json::json!({
@@ -164,11 +176,17 @@ async fn route(req: Request<Incoming>) -> Result<Response<OBody>, Infallible> {
                 });
                 out.push_str(&format!("data: {chunk}\n\n"));
             }
+            if with_usage {
+                let last = serde_json::json!({
+                    "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                    "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16,
+                              "prompt_tokens_details": {"cached_tokens": 4}}
+                });
+                out.push_str(&format!("data: {last}\n\n"));
+            }
             out.push_str("data: [DONE]\n\n");
-            let mut r = Response::new(full(out));
-            r.headers_mut()
-                .insert("content-type", "text/event-stream".parse().expect("ct"));
-            r
+            llm_response(out.into_bytes(), "text/event-stream")
         } else {
             let v = serde_json::json!({
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
@@ -176,10 +194,56 @@ async fn route(req: Request<Incoming>) -> Result<Response<OBody>, Infallible> {
                     "message": {"role": "assistant", "content": "Hello from origin"}}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
             });
-            let mut r = Response::new(full(serde_json::to_vec(&v).expect("json")));
-            r.headers_mut()
-                .insert("content-type", "application/json".parse().expect("ct"));
-            r
+            llm_response(serde_json::to_vec(&v).expect("json"), "application/json")
+        }
+    } else if path == "/v1/messages" {
+        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let model = req["model"].as_str().unwrap_or("unknown").to_owned();
+        if req["stream"].as_bool() == Some(true) {
+            let ev =
+                |name: &str, data: serde_json::Value| format!("event: {name}\ndata: {data}\n\n");
+            let mut out = String::new();
+            out.push_str(&ev("message_start", serde_json::json!({"type": "message_start", "message": {
+                "id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": model,
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 1,
+                          "cache_read_input_tokens": 2, "cache_creation_input_tokens": 1}}})));
+            out.push_str(&ev(
+                "content_block_start",
+                serde_json::json!({"type": "content_block_start",
+                "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
+            for piece in ["Hello", " from", " origin"] {
+                out.push_str(&ev(
+                    "content_block_delta",
+                    serde_json::json!({"type": "content_block_delta",
+                    "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+                ));
+            }
+            out.push_str(&ev(
+                "content_block_stop",
+                serde_json::json!({"type": "content_block_stop", "index": 0}),
+            ));
+            out.push_str(&ev(
+                "message_delta",
+                serde_json::json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": 7}}),
+            ));
+            out.push_str(&ev(
+                "message_stop",
+                serde_json::json!({"type": "message_stop"}),
+            ));
+            llm_response(out.into_bytes(), "text/event-stream")
+        } else {
+            let v = serde_json::json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": "Hello from origin"}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 7,
+                          "cache_read_input_tokens": 2, "cache_creation_input_tokens": 1}
+            });
+            llm_response(serde_json::to_vec(&v).expect("json"), "application/json")
         }
     } else {
         let mut r = Response::new(full("no such route\n"));
@@ -876,4 +940,87 @@ fn undecided_first_bytes_fail_closed_and_non_tls_non_http_is_spliced() {
         "{}",
         String::from_utf8_lossy(&rest)
     );
+}
+
+#[test]
+fn official_sdks_receive_the_origins_exact_bytes_and_usage_is_recorded() {
+    let origin = TlsOrigin::start();
+    let port = origin.port();
+    let gw = gateway(
+        port,
+        &format!(
+            "intercept = [\"localhost\"]\nupstream_ca = [{:?}]\n\n\
+             [[llm.providers]]\nname = \"local\"\nhost = \"localhost:{port}\"\n",
+            origin.ca_pem.display().to_string()
+        ),
+    );
+    let ca = gateway_ca(&gw);
+    // Each call: the SHA-256 of the raw bytes the SDK's HTTP client received, and the
+    // origin's own hash of what it sent; streaming calls also parse through the SDK.
+    let script = r#"
+import sys, json, hashlib, httpx, openai, anthropic
+proxy, ca, base = sys.argv[1:4]
+hc = lambda: httpx.Client(proxy=proxy, verify=ca)
+oa = openai.OpenAI(base_url=base + "/v1", api_key="x", http_client=hc(), max_retries=0)
+an = anthropic.Anthropic(base_url=base, api_key="x", http_client=hc(), max_retries=0)
+out = {}
+def record(name, resp, body):
+    out[name] = {"got": hashlib.sha256(body).hexdigest(), "sent": resp.headers["x-body-sha256"]}
+msgs = [{"role": "user", "content": "hi"}]
+raw = oa.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs)
+record("openai_json", raw.http_response, raw.http_response.content)
+assert raw.parse().choices[0].message.content == "Hello from origin"
+with oa.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=msgs, stream=True,
+        stream_options={"include_usage": True}) as r:
+    body = b"".join(r.iter_bytes())
+    record("openai_sse", r.http_response, body)
+raw = an.messages.with_raw_response.create(model="claude-x", max_tokens=64, messages=msgs)
+record("anthropic_json", raw.http_response, raw.http_response.content)
+assert raw.parse().content[0].text == "Hello from origin"
+with an.messages.with_streaming_response.create(
+        model="claude-x", max_tokens=64, messages=msgs, stream=True) as r:
+    body = b"".join(r.iter_bytes())
+    record("anthropic_sse", r.http_response, body)
+text = "".join(e.delta.text for e in an.messages.create(
+    model="claude-x", max_tokens=64, messages=msgs, stream=True)
+    if e.type == "content_block_delta")
+out["anthropic_text"] = text
+print(json.dumps(out))
+"#;
+    let out = run_python(
+        script,
+        &[gw.proxy_url(), ca, format!("https://localhost:{port}")],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    for call in [
+        "openai_json",
+        "openai_sse",
+        "anthropic_json",
+        "anthropic_sse",
+    ] {
+        assert_eq!(v[call]["got"], v[call]["sent"], "{call}: bytes differ: {v}");
+    }
+    assert_eq!(v["anthropic_text"], "Hello from origin");
+
+    // Usage, normalised: OpenAI stream with include_usage 11 in (4 cached) / 5 out;
+    // OpenAI JSON 3/3; Anthropic input = 10 + 2 cache read + 1 cache write, output = the
+    // latest cumulative count (7), never summed with message_start's 1.
+    let m = gw.metrics_until("usage of five LLM calls", |m| {
+        m.get(
+            "portcullis_llm_tokens_total",
+            &[("model", "claude-x"), ("type", "output")],
+        ) == Some(21.0)
+    });
+    let t = |model: &str, kind: &str| {
+        m.value(
+            "portcullis_llm_tokens_total",
+            &[("provider", "local"), ("model", model), ("type", kind)],
+        )
+    };
+    assert_eq!(t("gpt-4o-mini", "input"), 14.0);
+    assert_eq!(t("gpt-4o-mini", "output"), 8.0);
+    assert_eq!(t("gpt-4o-mini", "cached_input"), 4.0);
+    assert_eq!(t("claude-x", "input"), 39.0);
+    assert_eq!(t("claude-x", "cached_input"), 6.0);
 }
