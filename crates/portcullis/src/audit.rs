@@ -1,6 +1,7 @@
 //! The audit trail plugged into the data plane: `[audit]` → pipeline settings, and
 //! the recorder that turns each finished request or tunnel into an audit record.
 
+use futures_util::future::BoxFuture;
 use portcullis_audit::{AuditHandle, AuditKind, AuditRecord, AuditSettings, OnFull, SinkKind};
 use portcullis_config::{AuditConfig, AuditOnFull, AuditSink};
 use portcullis_core::ApiError;
@@ -55,11 +56,24 @@ impl Recorder for AuditRecorder {
         }
     }
 
-    fn admit(&self) -> Result<(), ApiError> {
-        if self.handle.is_fail_closed() && !self.handle.has_capacity() {
-            return Err(portcullis_audit::AuditFull::Full.to_api_error());
+    fn admit(&self) -> BoxFuture<'_, Result<(), ApiError>> {
+        // Fast path: room in the queue (the common case costs one atomic read).
+        if self.handle.has_capacity() {
+            return Box::pin(std::future::ready(Ok(())));
         }
-        Ok(())
+        Box::pin(async move {
+            // fail_closed: refuse now; block: wait up to `block_max_wait` for room.
+            // Either refusal is counted in portcullis_audit_full_total{policy}.
+            match self.handle.reserve_wait().await {
+                Ok(slot) => {
+                    drop(slot);
+                    Ok(())
+                }
+                Err(e) if self.handle.is_fail_closed() => Err(e.to_api_error()),
+                // block: the wait is over; forward, the record may be dropped (counted).
+                Err(_) => Ok(()),
+            }
+        })
     }
 }
 

@@ -79,7 +79,7 @@ pub(crate) async fn handle(
     if !decision.allowed {
         return shared.refuse(pending, shared.pipeline.authorizer.blocked(&decision));
     }
-    if let Err(e) = shared.pipeline.recorder.admit() {
+    if let Err(e) = shared.pipeline.recorder.admit().await {
         return shared.refuse(pending, e);
     }
 

@@ -187,7 +187,7 @@ pub(crate) async fn process(
         );
     }
     // A fail-closed audit trail that cannot take the record refuses before forwarding.
-    if let Err(e) = shared.pipeline.recorder.admit() {
+    if let Err(e) = shared.pipeline.recorder.admit().await {
         return shared.refuse_with(pending, e, envelope);
     }
 

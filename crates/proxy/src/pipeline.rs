@@ -265,10 +265,10 @@ pub trait Recorder: Send + Sync + 'static {
     /// Takes one record.
     fn record(&self, record: Record);
 
-    /// Whether a request may start: a fail-closed audit trail refuses (503) while
-    /// it cannot take more records, before anything is forwarded.
-    fn admit(&self) -> Result<(), ApiError> {
-        Ok(())
+    /// Whether a request may start, decided before anything is forwarded: a full
+    /// fail-closed audit trail refuses (503); a full blocking one waits (bounded).
+    fn admit(&self) -> futures_util::future::BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
