@@ -305,8 +305,8 @@ impl UsageTap {
             let b1 = rest[0];
             let zlib =
                 b0 & 0x0f == 8 && b0 >> 4 <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0;
-            let placeholder = Decoder::Identity(placeholder_sink());
-            let Decoder::DeflateSniff(sink, _) = std::mem::replace(&mut self.decoder, placeholder)
+            let vacant = Decoder::Identity(vacant_sink());
+            let Decoder::DeflateSniff(sink, _) = std::mem::replace(&mut self.decoder, vacant)
             else {
                 return;
             };
@@ -384,7 +384,7 @@ impl UsageTap {
     }
 }
 
-fn placeholder_sink() -> Sink {
+fn vacant_sink() -> Sink {
     Sink {
         mode: Mode::Sniff,
         scan: Scanner::default(),

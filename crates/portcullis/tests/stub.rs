@@ -46,7 +46,7 @@ fn start(on_block: &str) -> (Gateway, String) {
 const SDK: &str = r#"
 import json, sys, httpx, openai
 proxy, base, model, stream = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
-client = openai.OpenAI(base_url=base, api_key="placeholder", max_retries=0,
+client = openai.OpenAI(base_url=base, api_key="sdk-dummy-key", max_retries=0,
                        http_client=httpx.Client(proxy=proxy))
 try:
     if stream:
