@@ -396,6 +396,9 @@ if [ "$TLS" != 0 ]; then
   GWCA="$WORK/gwca/ca.pem"
   curl -fsS -o /dev/null -x "http://$PROXY" --cacert "$GWCA" "$TLS_URL" \
     || { say "no intercepted HTTPS through the gateway"; exit 1; }
+  tls_version() { curl -sv -o /dev/null "$@" "$TLS_URL" 2>&1 | grep -o 'SSL connection using [^ ]*' | head -1 | cut -d' ' -f4; }
+  TLS_VER_DIRECT="$(tls_version --cacert "$WORK/tls/ca.pem")"
+  TLS_VER_GW="$(tls_version -x "http://$PROXY" --cacert "$GWCA")"
   TLS_LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
   tls_run() { # mode direct|gateway
     local ca="$WORK/tls/ca.pem" proxy=""
@@ -427,7 +430,7 @@ if [ "$TLS" != 0 ]; then
   cat <<EOF
 
 TLS interception  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) CPUs  load avg before: $TLS_LOAD_BEFORE  after: $TLS_LOAD_AFTER
-client: load_helpers.py tls, $TLS_PROCS processes x 1 connection, Python $(python3 -c 'import ssl, sys; print(sys.version.split()[0], ssl.OPENSSL_VERSION)'); origin: nginx 1 worker, TLS 1.3, ECDSA P-256 leaf
+client: load_helpers.py tls, $TLS_PROCS processes x 1 connection, Python $(python3 -c 'import ssl, sys; print(sys.version.split()[0], ssl.OPENSSL_VERSION)'); origin: nginx 1 worker, ECDSA P-256 leaf; curl negotiated ${TLS_VER_DIRECT:-?} direct, ${TLS_VER_GW:-?} with the gateway
 medians of $ROUNDS interleaved ${TLS_DURATION}s runs per side; CPU columns are microseconds of CPU per request (or connection)
 
 HTTPS keep-alive                   req/s  errors   client us  gateway us    nginx us
