@@ -5,6 +5,8 @@
 #
 #   benches/load.sh                 # builds target/release/portcullis if needed
 #   DURATION=10 CONNS=50 benches/load.sh
+#   TLS=0 benches/load.sh           # skip the TLS interception section
+#   TLS=only benches/load.sh        # only the TLS interception section
 #
 # Tools (chosen because they install from Debian in seconds; `oha` from crates.io
 # is a multi-minute build on this 2-core machine):
@@ -19,7 +21,13 @@
 #          no access log. It is compiled and fast, so it is not the bottleneck.
 #   python3 benches/load_helpers.py: the SSE-like stream origin for the TTFB
 #          measurement, the TTFB client, and the holder of 1,000 idle
-#          keep-alive connections.
+#          keep-alive connections; and the HTTPS client of the TLS section
+#          (`load_helpers.py tls`: N processes, direct TLS or CONNECT + TLS
+#          through the gateway, the same code for both sides). wrk cannot
+#          CONNECT through a proxy, h2load has no proxy support, and `oha` is
+#          a multi-minute build here.
+#   openssl a throwaway test CA and a localhost leaf for nginx's TLS listener,
+#          generated into the run's temp dir and deleted with it.
 # Missing wrk/nginx are installed with apt-get when running as root.
 #
 # Everything started here (nginx, the stream origin, the gateway, the idle
@@ -37,6 +45,9 @@ RATE_CONNS="${RATE_CONNS:-20}"      # connections for the fixed-rate runs
 RATE_DELAY_MS="${RATE_DELAY_MS:-20}" # pause per connection: 20 conns / 20 ms = 1,000 req/s
 TTFB_RUNS="${TTFB_RUNS:-200}"
 IDLE_CONNS="${IDLE_CONNS:-1000}"
+TLS="${TLS:-1}"                     # 1: also run the TLS section; 0: skip it; only: only it
+TLS_PROCS="${TLS_PROCS:-4}"         # client processes for the TLS runs (one connection each)
+TLS_DURATION="${TLS_DURATION:-5}"   # seconds per measured TLS run
 GATEWAY="${GATEWAY:-$ROOT/target/release/portcullis}"
 # NICE=-10 runs every benchmark process at that priority (negative needs root):
 # on a machine shared with builds it makes the figures less noisy, at the
@@ -52,6 +63,7 @@ need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v python3 >/dev/null || need+=(python3)
+if [ "$TLS" != 0 ]; then command -v openssl >/dev/null || need+=(openssl); fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing: ${need[*]}"
@@ -109,6 +121,22 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # --- origin: nginx -------------------------------------------------------------
 ORIGIN_PORT="$(free_port)"
+TLS_PORT="$(free_port)"
+# A throwaway test CA and a localhost leaf (ECDSA P-256, like the gateway's minted
+# leaves, so both handshakes sign with the same algorithm).
+mkdir -p "$WORK/tls"
+(
+  cd "$WORK/tls"
+  openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
+  openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=portcullis load test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out ca.pem 2>/dev/null
+  openssl ecparam -name prime256v1 -genkey -noout -out leaf.key 2>/dev/null
+  openssl req -new -key leaf.key -subj "/CN=localhost" -out leaf.csr 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >leaf.ext
+  openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -sha256 \
+    -extfile leaf.ext -out leaf.pem 2>/dev/null
+)
 JSON="$(python3 - <<'EOF'
 import json
 doc = {"id": "bench", "object": "chat.completion", "items": []}
@@ -146,6 +174,16 @@ http {
       return 200 '$JSON';
     }
   }
+  server {
+    listen 127.0.0.1:$TLS_PORT ssl backlog=4096;
+    ssl_certificate $WORK/tls/leaf.pem;
+    ssl_certificate_key $WORK/tls/leaf.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location = /json {
+      default_type application/json;
+      return 200 '$JSON';
+    }
+  }
 }
 EOF
 "${RUN[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/stderr" &
@@ -153,6 +191,9 @@ PIDS+=($!)
 ORIGIN="127.0.0.1:$ORIGIN_PORT"
 wait_http "http://$ORIGIN/json"
 BODY_BYTES="$(curl -fsS "http://$ORIGIN/json" | wc -c)"
+TLS_URL="https://localhost:$TLS_PORT/json"
+curl -fsS -o /dev/null --cacert "$WORK/tls/ca.pem" "$TLS_URL" || { say "nginx TLS listener not answering"; exit 1; }
+NGINX_WORKER="$(pgrep -P "$(cat "$WORK/nginx/nginx.pid")" | head -1)"
 
 # --- origin: stream -------------------------------------------------------------
 STREAM_PORT="$(free_port)"
@@ -162,13 +203,22 @@ STREAM="127.0.0.1:$STREAM_PORT"
 wait_http "http://$STREAM/stream"
 
 # --- gateway --------------------------------------------------------------------
+# The gateway CA comes from `portcullis ca init` into the temp dir (so no dev CA
+# is written under the current directory); tunnels to localhost are intercepted
+# and the upstream (nginx) is verified against the test CA.
+"$GATEWAY" ca init --dir "$WORK/gwca" >/dev/null
 cat >"$WORK/gateway.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:0"
 allow_unauthenticated = true
 allow_private = ["127.0.0.1/32"]
-allowed_ports = [$ORIGIN_PORT, $STREAM_PORT]
+allowed_ports = [$ORIGIN_PORT, $STREAM_PORT, $TLS_PORT]
 ${GATEWAY_PROXY_EXTRA:-}
+[tls]
+ca_cert = "$WORK/gwca/ca.pem"
+ca_key = "$WORK/gwca/ca.key"
+upstream_ca = ["$WORK/tls/ca.pem"]
+intercept = ["localhost"]
 [admin]
 listen = "127.0.0.1:0"
 [log]
@@ -193,6 +243,21 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 say "origin=$ORIGIN ($BODY_BYTES-byte JSON) stream=$STREAM gateway proxy=$PROXY admin=$ADMIN"
 say "load average before: $LOAD_BEFORE"
 
+field() { echo "$1" | awk -v i="$2" '{print $i}'; }
+
+# Interleaved rounds (direct, gateway, direct, gateway, ...) so a burst of
+# outside load hits both sides alike; the median of the rounds is reported.
+median_result() { # file -> a RESULT line whose every field is the median over rounds
+  awk '{for (i = 2; i <= NF; i++) v[i, NR] = $i; n = NR; nf = NF}
+    END {printf "RESULT"
+      for (i = 2; i <= nf; i++) {
+        for (a = 1; a <= n; a++) c[a] = v[i, a]
+        for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (c[b] + 0 < c[a] + 0) {t = c[a]; c[a] = c[b]; c[b] = t}
+        printf " %s", (n % 2) ? c[(n + 1) / 2] : (c[n / 2] + c[n / 2 + 1]) / 2
+      }
+      printf "\n"}' "$1"
+}
+if [ "$TLS" != only ]; then
 # --- idle keep-alive connections (first, on a fresh gateway) ----------------------
 say "opening $IDLE_CONNS idle keep-alive connections through the gateway"
 RSS_IDLE_BEFORE="$(rss_kb "$GW_PID")"
@@ -232,20 +297,6 @@ measure() { # conns delay direct|gateway  -> RESULT line
   run_wrk "$mode" "$conns" "$DURATION" "$target" "$delay" "$url"
 }
 
-field() { echo "$1" | awk -v i="$2" '{print $i}'; }
-
-# Interleaved rounds (direct, gateway, direct, gateway, ...) so a burst of
-# outside load hits both sides alike; the median of the rounds is reported.
-median_result() { # file -> a RESULT line whose every field is the median over rounds
-  awk '{for (i = 2; i <= NF; i++) v[i, NR] = $i; n = NR; nf = NF}
-    END {printf "RESULT"
-      for (i = 2; i <= nf; i++) {
-        for (a = 1; a <= n; a++) c[a] = v[i, a]
-        for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (c[b] + 0 < c[a] + 0) {t = c[a]; c[a] = c[b]; c[b] = t}
-        printf " %s", (n % 2) ? c[(n + 1) / 2] : (c[n / 2] + c[n / 2 + 1]) / 2
-      }
-      printf "\n"}' "$1"
-}
 rounds() { # conns delay prefix
   local r
   : >"$WORK/$3.direct"; : >"$WORK/$3.gateway"
@@ -330,3 +381,67 @@ gateway memory (VmRSS)                          MB
   holder: ${HOLDER_STATUS:-failed}; portcullis_connections_active while held: ${ACTIVE_CONNS:-?}
   portcullis_upstream_errors_total at the end: $UPSTREAM_ERRORS
 EOF
+fi
+
+# --- TLS interception ------------------------------------------------------------
+# The same Python HTTPS client (load_helpers.py tls) against nginx's TLS listener,
+# directly and through the gateway (CONNECT localhost:PORT, intercepted: the
+# client handshakes with a leaf the gateway minted, the gateway re-encrypts to
+# nginx over its pooled upstream connections). Keep-alive: one connection per
+# client process, reused. Handshake: a fresh TCP (+ CONNECT) and a full TLS
+# handshake (no resumption) plus one request per connection. Interleaved rounds,
+# medians, as above. CPU per operation of the client, the gateway and the nginx
+# worker comes from /proc over the measured window.
+if [ "$TLS" != 0 ]; then
+  GWCA="$WORK/gwca/ca.pem"
+  curl -fsS -o /dev/null -x "http://$PROXY" --cacert "$GWCA" "$TLS_URL" \
+    || { say "no intercepted HTTPS through the gateway"; exit 1; }
+  tls_version() { curl -sv -o /dev/null "$@" "$TLS_URL" 2>&1 | grep -o 'SSL connection using [^ ]*' | head -1 | cut -d' ' -f4; }
+  TLS_VER_DIRECT="$(tls_version --cacert "$WORK/tls/ca.pem")"
+  TLS_VER_GW="$(tls_version -x "http://$PROXY" --cacert "$GWCA")"
+  TLS_LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+  tls_run() { # mode direct|gateway
+    local ca="$WORK/tls/ca.pem" proxy=""
+    if [ "$2" = gateway ]; then ca="$GWCA"; proxy="$PROXY"; fi
+    "${RUN[@]}" python3 "$BENCH/load_helpers.py" tls "$1" "$TLS_PROCS" "$TLS_DURATION" \
+      "$TLS_URL" "$ca" "$proxy" "$GW_PID,$NGINX_WORKER" | grep '^RESULT' | tail -1
+  }
+  for mode in keepalive handshake; do
+    say "TLS $mode, $TLS_PROCS client processes, $ROUNDS x ${TLS_DURATION}s each side"
+    : >"$WORK/tls.$mode.direct"; : >"$WORK/tls.$mode.gateway"
+    for r in $(seq 1 "$ROUNDS"); do
+      tls_run "$mode" direct >>"$WORK/tls.$mode.direct"
+      tls_run "$mode" gateway >>"$WORK/tls.$mode.gateway"
+      say "  round $r: direct $(cut -d' ' -f2- "$WORK/tls.$mode.direct" | tail -1)  gateway $(cut -d' ' -f2- "$WORK/tls.$mode.gateway" | tail -1)  (per s, errors, client/gateway/nginx CPU us per op)"
+    done
+  done
+  K_DIRECT="$(median_result "$WORK/tls.keepalive.direct")"
+  K_GW="$(median_result "$WORK/tls.keepalive.gateway")"
+  H_DIRECT="$(median_result "$WORK/tls.handshake.direct")"
+  H_GW="$(median_result "$WORK/tls.handshake.gateway")"
+  TLS_LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+  METRICS="$(curl -fsS "http://$ADMIN/metrics")"
+  MINTED="$(echo "$METRICS" | awk '/^portcullis_certs_minted_total/ {s+=$2} END {print s+0}')"
+  HS_FAIL="$(echo "$METRICS" | awk '/^portcullis_tls_handshake_failures_total/ {s+=$2} END {print s+0}')"
+  kratio="$(awk -v a="$(field "$K_GW" 2)" -v b="$(field "$K_DIRECT" 2)" 'BEGIN {printf "%.2f", a/b}')"
+  hratio="$(awk -v a="$(field "$H_GW" 2)" -v b="$(field "$H_DIRECT" 2)" 'BEGIN {printf "%.2f", a/b}')"
+  tls_row() { printf '%10s  %6s  %10s  %10s  %10s' "$(field "$1" 2)" "$(field "$1" 3)" "$(field "$1" 4)" "$(field "$1" 5)" "$(field "$1" 6)"; }
+  if awk "BEGIN {exit !($kratio >= 0.5)}"; then kverdict=met; else kverdict=MISSED; fi
+  cat <<EOF
+
+TLS interception  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) CPUs  load avg before: $TLS_LOAD_BEFORE  after: $TLS_LOAD_AFTER
+client: load_helpers.py tls, $TLS_PROCS processes x 1 connection, Python $(python3 -c 'import ssl, sys; print(sys.version.split()[0], ssl.OPENSSL_VERSION)'); origin: nginx 1 worker, ECDSA P-256 leaf; curl negotiated ${TLS_VER_DIRECT:-?} direct, ${TLS_VER_GW:-?} with the gateway
+medians of $ROUNDS interleaved ${TLS_DURATION}s runs per side; CPU columns are microseconds of CPU per request (or connection)
+
+HTTPS keep-alive                   req/s  errors   client us  gateway us    nginx us
+  direct TLS                $(tls_row "$K_DIRECT")
+  intercepted via gateway   $(tls_row "$K_GW")
+  ratio intercepted/direct  $kratio     (target >= 0.5: $kverdict)
+
+new connection + handshake         conn/s  errors   client us  gateway us    nginx us
+  direct TLS                $(tls_row "$H_DIRECT")
+  CONNECT + intercepted     $(tls_row "$H_GW")
+  ratio intercepted/direct  $hratio
+portcullis_certs_minted_total: $MINTED   portcullis_tls_handshake_failures_total: $HS_FAIL
+EOF
+fi

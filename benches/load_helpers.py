@@ -15,10 +15,25 @@ Subcommands:
                                   absolute-form request for URL on each and read the whole
                                   response, print "READY <n>" and hold them open until stdin
                                   closes or the process is terminated
+  tls MODE PROCS SECS URL CAFILE PROXY PIDS
+                                  HTTPS load from PROCS processes for SECS seconds against
+                                  URL (https://host:port/path), verified against CAFILE;
+                                  through PROXY with CONNECT if not empty (the same client
+                                  code either way, so the two sides are comparable).
+                                  MODE keepalive: one TLS connection per process, one
+                                  request in flight, reused. MODE handshake: a new TCP (+
+                                  CONNECT) + full TLS handshake + one request per
+                                  connection, then close. PIDS: comma-separated process ids
+                                  whose CPU time over the window is reported per request.
+                                  Prints "RESULT per_s errors client_us_per_op
+                                  pid1_us_per_op pid2_us_per_op ..."
 """
 
+import multiprocessing
+import os
 import socket
 import socketserver
+import ssl
 import sys
 import time
 from urllib.parse import urlsplit
@@ -166,6 +181,106 @@ def idle_conns(proxy, url, n):
         s.close()
 
 
+def _proc_cpu_s(pid):
+    """utime + stime of a process (children excluded), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tls_open(host, port, ctx, proxy):
+    """A TLS connection to host:port, directly or through a CONNECT tunnel."""
+    if proxy:
+        s = socket.create_connection(_addr(proxy))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError("proxy closed during CONNECT")
+            buf += chunk
+        if buf.split(b" ", 2)[1] != b"200":
+            raise ConnectionError(f"CONNECT refused: {buf[:80]!r}")
+    else:
+        s = socket.create_connection((host, port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return ctx.wrap_socket(s, server_hostname=host)
+
+
+def _tls_worker(mode, url, cafile, proxy, start, stop, out):
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or 443
+    ctx = ssl.create_default_context(cafile=cafile)
+    req = _request_bytes(url, absolute=False)
+    done = errors = 0
+    conn = None
+    try:
+        if mode == "keepalive":
+            conn = _tls_open(host, port, ctx, proxy)
+            conn.sendall(req)  # warm the connection (and the gateway's upstream) once
+            _read_response(conn)
+        while time.time() < start:
+            time.sleep(0.001)
+        cpu0 = sum(os.times()[:2])
+        while time.time() < stop:
+            try:
+                if mode == "handshake":
+                    conn = _tls_open(host, port, ctx, proxy)
+                conn.sendall(req)
+                if _read_response(conn) == b"200":
+                    done += 1
+                else:
+                    errors += 1
+                if mode == "handshake":
+                    conn.close()
+                    conn = None
+            except (OSError, ConnectionError, IndexError, ValueError):
+                errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                if mode == "keepalive":
+                    conn = _tls_open(host, port, ctx, proxy)
+        cpu = sum(os.times()[:2]) - cpu0
+    finally:
+        if conn is not None:
+            conn.close()
+    out.put((done, errors, cpu))
+
+
+def tls_load(mode, procs, secs, url, cafile, proxy, pids):
+    out = multiprocessing.Queue()
+    start = time.time() + 1.0 + 0.05 * procs  # time for every worker to connect
+    stop = start + secs
+    workers = [
+        multiprocessing.Process(
+            target=_tls_worker, args=(mode, url, cafile, proxy, start, stop, out)
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    while time.time() < start:
+        time.sleep(0.001)
+    cpu0 = [_proc_cpu_s(p) for p in pids]
+    while time.time() < stop:
+        time.sleep(0.01)
+    cpu1 = [_proc_cpu_s(p) for p in pids]
+    results = [out.get(timeout=secs + 30) for _ in workers]
+    for w in workers:
+        w.join()
+    done = sum(r[0] for r in results)
+    errors = sum(r[1] for r in results)
+    per_op = lambda s: int(s * 1e6 / done) if done else 0  # noqa: E731
+    fields = [f"{done / secs:.1f}", str(errors), str(per_op(sum(r[2] for r in results)))]
+    fields += [str(per_op(b - a)) for a, b in zip(cpu0, cpu1)]
+    print("RESULT " + " ".join(fields), flush=True)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -180,6 +295,9 @@ def main(argv):
         ttfb(int(argv[2]), argv[3], proxy, keepalive=len(argv) > 5 and argv[5] == "keepalive")
     elif cmd == "idle-conns":
         idle_conns(argv[2], argv[3], int(argv[4]))
+    elif cmd == "tls":
+        pids = [int(p) for p in argv[8].split(",") if p] if len(argv) > 8 else []
+        tls_load(argv[2], int(argv[3]), float(argv[4]), argv[5], argv[6], argv[7] or None, pids)
     else:
         print(__doc__, file=sys.stderr)
         return 2
