@@ -55,6 +55,7 @@ GATEWAY="${GATEWAY:-$ROOT/target/release/portcullis}"
 NICE="${NICE:-}"
 # Extra lines for the gateway's [proxy] table, for experiments, e.g.
 #   GATEWAY_PROXY_EXTRA='upstream_pool_max_idle = 64' benches/load.sh
+#   GATEWAY_CONFIG_EXTRA=$'[audit]\nsinks = []' benches/load.sh   # other sections, e.g. audit off
 
 say() { printf '%s\n' "$*" >&2; }
 
@@ -223,6 +224,7 @@ intercept = ["localhost"]
 listen = "127.0.0.1:0"
 [log]
 level = "warn"
+${GATEWAY_CONFIG_EXTRA:-}
 EOF
 "${RUN[@]}" "$GATEWAY" serve --config "$WORK/gateway.toml" >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
 GW_PID=$!
