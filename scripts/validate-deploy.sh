@@ -400,12 +400,21 @@ sc_cfg=$(ls "$WORK"/configs/sidecar__*.toml)
 # Only loopback is used: tests here never target another address, not even this host's own
 # interface addresses. The non-loopback branch of the sidecar rule is unit-tested
 # (crates/portcullis/src/identity.rs).
-$PY - "$sc_cfg" "$SC/portcullis.toml" "$SC/policies" <<'PYEOF'
+# The CA Secret the pod mounts at /etc/portcullis/ca, generated here the way the README says.
+"$BIN" ca init --dir "$SC/ca" >/dev/null
+$PY - "$sc_cfg" "$SC/portcullis.toml" "$SC/policies" "$SC/ca" <<'PYEOF'
 import re, sys
 t = open(sys.argv[1]).read()
-t = re.sub(r'(?m)^listen = "127\.0\.0\.1:8080"$', 'listen = "127.0.0.1:0"', t, count=1)
-t = re.sub(r'(?m)^listen = "0\.0\.0\.0:8081"$', 'listen = "127.0.0.1:0"', t, count=1)
-t = re.sub(r'(?m)^dir = ".*"$', f'dir = "{sys.argv[3]}"', t, count=1)
+def sub(pattern, repl):
+    global t
+    t, n = re.subn(pattern, repl, t, count=1)
+    if n != 1:
+        sys.exit(f"sidecar config: no line matches {pattern}")
+sub(r'(?m)^listen = "127\.0\.0\.1:8080"$', 'listen = "127.0.0.1:0"')
+sub(r'(?m)^listen = "0\.0\.0\.0:8081"$', 'listen = "127.0.0.1:0"')
+sub(r'(?m)^dir = ".*"$', f'dir = "{sys.argv[3]}"')
+sub(r'(?m)^ca_cert = "/etc/portcullis/ca/ca\.pem"$', f'ca_cert = "{sys.argv[4]}/ca.pem"')
+sub(r'(?m)^ca_key = "/etc/portcullis/ca/ca\.key"$', f'ca_key = "{sys.argv[4]}/ca.key"')
 open(sys.argv[2], "w").write(t)
 PYEOF
 (cd "$SC" && RESEARCH_AGENT_SECRET=validate-deploy-secret exec "$BIN" serve --config portcullis.toml >out.log 2>err.log) &
