@@ -2,7 +2,8 @@
 
 use crate::{duration, ConfigError};
 use ipnet::IpNet;
-use portcullis_core::{is_valid_id, is_valid_scope, AgentMode, RiskLevel};
+use portcullis_core::{is_valid_id, is_valid_scope, AgentLimits, AgentMode, RiskLevel};
+pub use portcullis_limits::{LimitSettings, UtcOffset};
 pub use portcullis_llm::ProviderEntry;
 pub use portcullis_policy::{Binding, DefaultDecision, OnBlock};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,8 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     /// TLS interception of CONNECT tunnels.
     pub tls: TlsConfig,
+    /// Default per-agent rate limits and token budgets (`[agents.limits]` overrides them).
+    pub limits: LimitSettings,
 }
 
 /// `[tls]`: the gateway CA and which CONNECT tunnels are intercepted.
@@ -277,6 +280,9 @@ pub struct AgentConfig {
     /// Token lifetime; defaults to `identity.token_ttl`.
     #[serde(default, with = "opt_duration")]
     pub token_ttl: Option<Duration>,
+    /// Limit overrides (`rpm`, `tpm`, `tokens_per_day`, `max_concurrent`) on top of `[limits]`.
+    #[serde(default)]
+    pub limits: AgentLimits,
 }
 
 fn default_tenant() -> String {
@@ -575,6 +581,18 @@ impl Config {
                     ));
                 }
             }
+            if let Some((k, _)) = a.limits.entries().into_iter().find(|(_, v)| *v == Some(0)) {
+                return Err(ConfigError::new(
+                    key(&format!("limits.{k}")),
+                    "must be at least 1 (remove the key for the [limits] default)",
+                ));
+            }
+        }
+        if let Err(portcullis_limits::SettingsError::Zero { key }) = self.limits.validate() {
+            return Err(ConfigError::new(
+                format!("limits.{key}"),
+                "must be at least 1 (remove the key for unlimited)",
+            ));
         }
         self.tls.intercept_rules()?;
         if self.tls.ca_cert.is_some() != self.tls.ca_key.is_some() {
@@ -600,6 +618,57 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const AGENT: &str = "[[agents]]\nid = \"bot\"\nsecret_env = \"BOT_SECRET\"\n";
+
+    #[test]
+    fn limits_defaults_and_agent_overrides() {
+        let c = Config::from_toml(&format!(
+            "[limits]\nrpm = 60\ntpm = 1000\ndefault_max_tokens = 256\nday_reset_offset = \"+02:00\"\n\
+             {AGENT}[agents.limits]\nrpm = 5\nmax_concurrent = 2\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let s = c.limits.with_overrides(&c.agents[0].limits);
+        assert_eq!(
+            (s.rpm, s.tpm, s.tokens_per_day, s.max_concurrent),
+            (Some(5), Some(1000), None, Some(2))
+        );
+        assert_eq!(s.default_max_tokens, 256);
+        assert_eq!(s.day_reset_offset.to_string(), "+02:00");
+        // Nothing configured: unlimited, UTC.
+        let d = Config::default();
+        assert!(d.limits.is_unlimited());
+        assert_eq!(d.limits.day_reset_offset, UtcOffset::UTC);
+    }
+
+    #[test]
+    fn bad_limits_name_the_key() {
+        let c = Config::from_toml("[limits]\ntpm = 0\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "limits.tpm");
+        let c =
+            Config::from_toml(&format!("{AGENT}[agents.limits]\nmax_concurrent = 0\n")).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "agents[0].limits.max_concurrent"
+        );
+        for (doc, key) in [
+            ("[limits]\nrpn = 1\n".to_owned(), "limits"),
+            (
+                format!("{AGENT}[agents.limits]\nburst = 1\n"),
+                "agents[0].limits",
+            ),
+            ("[limits]\nrpm = -1\n".to_owned(), "limits.rpm"),
+            ("[limits]\nrpm = \"fast\"\n".to_owned(), "limits.rpm"),
+            (
+                "[limits]\nday_reset_offset = \"Europe/Paris\"\n".to_owned(),
+                "limits.day_reset_offset",
+            ),
+        ] {
+            let e = Config::from_toml(&doc).unwrap_err();
+            assert!(e.key.starts_with(key), "{doc}: {e:?}");
+        }
+    }
 
     #[test]
     fn tls_globs_are_validated_naming_the_key() {

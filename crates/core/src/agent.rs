@@ -9,6 +9,7 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 600;
 
 /// Per-agent limit overrides; `None` means "use the configured default".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentLimits {
     /// Requests per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,6 +23,18 @@ pub struct AgentLimits {
     /// Concurrent in-flight requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u64>,
+}
+
+impl AgentLimits {
+    /// The overrides as `(key, value)` pairs, in a fixed order.
+    pub fn entries(&self) -> [(&'static str, Option<u64>); 4] {
+        [
+            ("rpm", self.rpm),
+            ("tpm", self.tpm),
+            ("tokens_per_day", self.tokens_per_day),
+            ("max_concurrent", self.max_concurrent),
+        ]
+    }
 }
 
 /// Where an agent definition comes from.

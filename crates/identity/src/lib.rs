@@ -41,6 +41,6 @@ pub use token::{
 };
 pub use validate::{
     validate_agent, validate_groups, validate_id, validate_scopes, validate_tenant,
-    validate_token_ttl, AgentConfigUpdate, FieldError, UpdateError, ValidationErrors, MAX_GROUPS,
-    MAX_SCOPES, MAX_TOKEN_TTL_SECS, MIN_TOKEN_TTL_SECS,
+    validate_token_ttl, AgentConfigUpdate, FieldError, LimitsUpdate, UpdateError, ValidationErrors,
+    MAX_GROUPS, MAX_SCOPES, MAX_TOKEN_TTL_SECS, MIN_TOKEN_TTL_SECS,
 };

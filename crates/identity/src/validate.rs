@@ -2,7 +2,9 @@
 //! returning field-named errors suitable for a 422 answer.
 
 use crate::secret::parse_sha256_hex;
-use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentMode, ApiError, RiskLevel};
+use portcullis_core::{
+    is_valid_id, is_valid_scope, Agent, AgentLimits, AgentMode, ApiError, RiskLevel,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -196,6 +198,71 @@ pub struct AgentConfigUpdate {
     pub scopes: Option<Vec<String>>,
     /// New groups (replaces the list).
     pub groups: Option<Vec<String>>,
+    /// Changes to the limit overrides.
+    pub limits: Option<LimitsUpdate>,
+}
+
+/// Changes to an agent's limit overrides (`"limits": {"rpm": 60, "tpm": null}`). Per key:
+/// absent leaves it, a positive integer sets it, `null` removes the override (the `[limits]`
+/// default applies again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitsUpdate {
+    /// Requests per minute.
+    pub rpm: Option<Option<u64>>,
+    /// LLM tokens per minute.
+    pub tpm: Option<Option<u64>>,
+    /// LLM tokens per day.
+    pub tokens_per_day: Option<Option<u64>>,
+    /// Concurrent in-flight requests.
+    pub max_concurrent: Option<Option<u64>>,
+}
+
+impl LimitsUpdate {
+    fn parse(v: &Value, errs: &mut ValidationErrors) -> Option<Self> {
+        let Some(map) = v.as_object() else {
+            errs.0
+                .push(FieldError::new("limits", "must be a JSON object"));
+            return None;
+        };
+        let mut u = Self::default();
+        for (k, v) in map {
+            let slot = match k.as_str() {
+                "rpm" => &mut u.rpm,
+                "tpm" => &mut u.tpm,
+                "tokens_per_day" => &mut u.tokens_per_day,
+                "max_concurrent" => &mut u.max_concurrent,
+                _ => {
+                    errs.0
+                        .push(FieldError::new(format!("limits.{k}"), "unknown limit"));
+                    continue;
+                }
+            };
+            match v {
+                Value::Null => *slot = Some(None),
+                _ => match v.as_u64().filter(|n| *n >= 1) {
+                    Some(n) => *slot = Some(Some(n)),
+                    None => errs.0.push(FieldError::new(
+                        format!("limits.{k}"),
+                        "must be a positive integer, or null for the default",
+                    )),
+                },
+            }
+        }
+        (u != Self::default()).then_some(u)
+    }
+
+    fn apply(&self, limits: &mut AgentLimits) {
+        for (change, field) in [
+            (self.rpm, &mut limits.rpm),
+            (self.tpm, &mut limits.tpm),
+            (self.tokens_per_day, &mut limits.tokens_per_day),
+            (self.max_concurrent, &mut limits.max_concurrent),
+        ] {
+            if let Some(v) = change {
+                *field = v;
+            }
+        }
+    }
 }
 
 /// Why an update body was refused.
@@ -289,6 +356,7 @@ impl AgentConfigUpdate {
                         .0
                         .push(FieldError::new("groups", "must be an array of strings")),
                 },
+                "limits" => u.limits = LimitsUpdate::parse(&v, &mut errs),
                 _ => errs.0.push(FieldError::new(k, "unknown field")),
             }
         }
@@ -331,6 +399,9 @@ impl AgentConfigUpdate {
         }
         if let Some(g) = &self.groups {
             agent.groups.clone_from(g);
+        }
+        if let Some(l) = &self.limits {
+            l.apply(&mut agent.limits);
         }
         agent.updated_at = now_unix;
     }

@@ -57,6 +57,7 @@ pub(crate) async fn upsert_config_agents(
         agent.risk_level = a.risk_level;
         agent.token_ttl_secs = a.token_ttl.unwrap_or(cfg.identity.token_ttl).as_secs();
         agent.secret_sha256 = Some(hash);
+        agent.limits = a.limits.clone();
         agent.source = AgentSource::Config;
         store.upsert_agent(&agent, now).await?;
     }

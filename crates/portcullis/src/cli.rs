@@ -110,6 +110,18 @@ pub struct AgentFields {
     /// Token lifetime, e.g. 600s or 10m.
     #[arg(long)]
     pub ttl: Option<String>,
+    /// Requests per minute (`default`: back to the `[limits]` default).
+    #[arg(long, value_name = "N|default")]
+    pub rpm: Option<String>,
+    /// LLM tokens per minute (`default`: back to the `[limits]` default).
+    #[arg(long, value_name = "N|default")]
+    pub tpm: Option<String>,
+    /// LLM tokens per day (`default`: back to the `[limits]` default).
+    #[arg(long, value_name = "N|default")]
+    pub tokens_per_day: Option<String>,
+    /// Concurrent in-flight requests (`default`: back to the `[limits]` default).
+    #[arg(long, value_name = "N|default")]
+    pub max_concurrent: Option<String>,
 }
 
 /// `portcullis agent ...`.
@@ -160,7 +172,7 @@ pub enum AgentAction {
         /// Agent id.
         id: String,
     },
-    /// Change mode, risk level, scopes, groups or token lifetime.
+    /// Change mode, risk level, scopes, groups, token lifetime or limits.
     Set {
         /// Agent id.
         id: String,

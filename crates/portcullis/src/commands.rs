@@ -186,6 +186,26 @@ fn update_from(f: &AgentFields) -> anyhow::Result<Option<AgentConfigUpdate>> {
         let d = parse_duration(v).map_err(|e| anyhow!("--ttl: {e}"))?;
         m.insert("token_ttl".into(), json!(d.as_secs()));
     }
+    let mut limits = Map::new();
+    for (key, flag, v) in [
+        ("rpm", "--rpm", &f.rpm),
+        ("tpm", "--tpm", &f.tpm),
+        ("tokens_per_day", "--tokens-per-day", &f.tokens_per_day),
+        ("max_concurrent", "--max-concurrent", &f.max_concurrent),
+    ] {
+        let Some(v) = v else { continue };
+        let value = match v.as_str() {
+            "default" => Value::Null,
+            n => match n.parse::<u64>() {
+                Ok(n) if n >= 1 => json!(n),
+                _ => bail!("{flag}: expected a positive integer or `default`, got `{n}`"),
+            },
+        };
+        limits.insert(key.into(), value);
+    }
+    if !limits.is_empty() {
+        m.insert("limits".into(), Value::Object(limits));
+    }
     if m.is_empty() {
         return Ok(None);
     }

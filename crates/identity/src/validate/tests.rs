@@ -135,6 +135,27 @@ fn update_parsing() {
 }
 
 #[test]
+fn limit_updates_set_keep_and_clear() {
+    let mut a = Agent::new("demo", "acme", 0);
+    a.limits.tpm = Some(9_000);
+    a.limits.max_concurrent = Some(3);
+    let u = AgentConfigUpdate::from_json(
+        br#"{"limits":{"rpm":60,"tokens_per_day":1000000,"max_concurrent":null}}"#,
+    )
+    .unwrap();
+    u.apply(&mut a, 1);
+    assert_eq!(a.limits.rpm, Some(60));
+    assert_eq!(a.limits.tpm, Some(9_000), "absent keys are kept");
+    assert_eq!(a.limits.tokens_per_day, Some(1_000_000));
+    assert_eq!(a.limits.max_concurrent, None, "null removes the override");
+    // An empty limits object changes nothing, which alone is "no fields".
+    assert_eq!(
+        AgentConfigUpdate::from_json(br#"{"limits":{}}"#).unwrap_err(),
+        UpdateError::NoFields
+    );
+}
+
+#[test]
 fn update_errors() {
     for body in [&br#"{}"#[..], br#"{"mode":null}"#] {
         let e = AgentConfigUpdate::from_json(body).unwrap_err();
@@ -171,6 +192,18 @@ fn update_errors() {
         (br#"{"groups":["Ops"]}"#, "groups[0]"),
         (br#"{"name":"x"}"#, "name"),
         (br#"{"mode":"active","enabled":true}"#, "enabled"),
+        (br#"{"limits":5}"#, "limits"),
+        (br#"{"limits":{"rpm":0}}"#, "limits.rpm"),
+        (br#"{"limits":{"tpm":-5}}"#, "limits.tpm"),
+        (
+            br#"{"limits":{"tokens_per_day":1.5}}"#,
+            "limits.tokens_per_day",
+        ),
+        (
+            br#"{"limits":{"max_concurrent":"4"}}"#,
+            "limits.max_concurrent",
+        ),
+        (br#"{"limits":{"burst":4}}"#, "limits.burst"),
     ];
     for (body, field) in cases {
         let e = AgentConfigUpdate::from_json(body).unwrap_err();
