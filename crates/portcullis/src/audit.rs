@@ -110,6 +110,10 @@ pub(crate) fn to_audit(r: Record) -> AuditRecord {
         a.decision_id = Some(d.decision_id.clone());
         a.policy_us = Some(d.eval_us);
     }
+    // A request policy allowed and a limit refused: the limit is the reason.
+    if let Some(why) = r.refusal {
+        a.reasons.push(why);
+    }
     a.status = (r.status != 0).then_some(r.status);
     a.error = r.error;
     a.latency_ms = r.latency_ms.round() as u64;

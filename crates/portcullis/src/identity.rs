@@ -282,6 +282,7 @@ impl TokenService {
             bytes_out: 0,
             completed: true,
             client_addr: req.client_addr,
+            refusal: None,
         });
     }
 

@@ -8,6 +8,7 @@ mod bootstrap;
 pub mod cli;
 mod commands;
 mod identity;
+mod limits;
 mod policy;
 mod serve;
 

@@ -8,7 +8,7 @@ use portcullis_core::{ApiError, Clock, Decision, Principal};
 use portcullis_llm::{Api, Classification};
 use portcullis_policy::{
     blocked_error, example_sources, stub_response, EngineConfig, LlmFacts, OnBlock, PolicyEngine,
-    PolicyInput, RequestFacts, RequestKind, StubFormat,
+    PolicyInput, RequestFacts, RequestKind, StubFormat, UsageFacts,
 };
 use portcullis_proxy::pipeline::{self, Authorization, Authorizer, Stub};
 use prometheus::core::{Collector, Desc};
@@ -207,6 +207,10 @@ impl Authorizer for PolicyAuthorizer {
         if let Some(s) = f.subagent {
             input = input.with_subagent(s);
         }
+        input = input.with_usage(UsageFacts {
+            requests_last_minute: f.usage.requests_last_minute,
+            tokens_today: f.usage.tokens_today,
+        });
         if let Some(c) = f.llm {
             input = input.with_llm(LlmFacts {
                 provider: &c.provider,

@@ -4,6 +4,7 @@
 use crate::audit::AuditRecorder;
 use crate::bootstrap;
 use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
+use crate::limits::AgentLimits;
 use crate::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
 use anyhow::Context;
 use portcullis_admin::ControlPlane;
@@ -96,10 +97,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     )
     .context("starting the audit pipeline")?;
     let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
+    let limits = Arc::new(AgentLimits::in_memory(
+        cfg.limits.clone(),
+        agents.clone(),
+        clock.clone(),
+    ));
+    limits.spawn_sweeper(shutdown_rx.clone());
     let pipeline = if cfg.proxy.allow_unauthenticated {
         Pipeline {
             classifier: Some(classifier.clone()),
             recorder: recorder.clone(),
+            limits: Some(limits),
             ..Pipeline::unauthenticated()
         }
     } else {
@@ -124,6 +132,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             ),
             authorizer: authorizer.clone(),
             recorder: recorder.clone(),
+            limits: Some(limits),
             classifier: Some(classifier.clone()),
             local: Some(Arc::new(
                 TokenService::new(

@@ -73,6 +73,7 @@ pub(crate) async fn handle(
         client_addr: ctx.client_addr,
         llm: None,
         body: None,
+        usage: shared.usage(&principal),
     });
     let decision = Arc::new(authz.decision);
     pending.set_decision(decision.clone());

@@ -7,6 +7,7 @@ use crate::headers::{check_request, strip_hop_by_hop, strip_portcullis_headers, 
 use crate::inspect::{read_prefix, rejoin, Prefix};
 use crate::pipeline::{RequestFacts, RequestKind};
 use crate::record::Pending;
+use crate::respond::set_rate_headers;
 use crate::server::Shared;
 use crate::target::{parse_host_port, Target, TargetError};
 use crate::upstream::find_dial_error;
@@ -108,6 +109,12 @@ pub(crate) async fn process(
     // Classify: a request to a known LLM provider has its JSON body (bounded) read
     // so policy sees model, stream, max_tokens and the body itself.
     let mut body: ProxyBody = body.map_err(Into::into).boxed();
+    // Sizes the token reservation: the buffered body, else the declared length.
+    let mut body_len = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
     let mut llm = None;
     let mut body_json = None;
     if let Some(classifier) = &shared.pipeline.classifier {
@@ -127,6 +134,7 @@ pub(crate) async fn process(
                 let max = cfg.max_inspect_body;
                 match read_prefix(body, max).await {
                     Ok(Prefix::Complete(bytes)) => {
+                        body_len = bytes.len() as u64;
                         c.inspect_body(content_type, &bytes, max);
                         if c.body_inspected {
                             body_json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
@@ -134,6 +142,7 @@ pub(crate) async fn process(
                         body = full(bytes);
                     }
                     Ok(Prefix::Partial(prefix, rest)) => {
+                        body_len = body_len.max(prefix.len() as u64);
                         c.inspect_body(content_type, &prefix, max);
                         body = rejoin(prefix, rest);
                     }
@@ -168,6 +177,7 @@ pub(crate) async fn process(
         client_addr,
         llm: llm.as_ref(),
         body: body_json.as_ref(),
+        usage: shared.usage(&principal),
     });
     let decision = Arc::new(authz.decision);
     pending.set_decision(decision.clone());
@@ -190,6 +200,14 @@ pub(crate) async fn process(
     if let Err(e) = shared.pipeline.recorder.admit().await {
         return shared.refuse_with(pending, e, envelope);
     }
+    // Rate limits and token budgets: the permit is held until the response ends.
+    let permit = match &shared.pipeline.limits {
+        None => None,
+        Some(limits) => match limits.acquire(&principal, llm.as_ref(), body_len) {
+            Ok(p) => Some(p),
+            Err(r) => return shared.rate_limited(pending, &principal.agent_id, &r, envelope),
+        },
+    };
 
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_portcullis_headers(&mut parts.headers);
@@ -237,7 +255,16 @@ pub(crate) async fn process(
         .await
     {
         Ok(r) => r,
-        Err(e) => return shared.refuse_with(pending, upstream_error(shared, &e), envelope),
+        Err(e) => {
+            // Nothing reached the provider when the dial failed: give the reservation back.
+            // Other failures may come after it started working: keep it.
+            if find_dial_error(&e).is_some() {
+                if let Some(p) = permit {
+                    p.settle(Some(0));
+                }
+            }
+            return shared.refuse_with(pending, upstream_error(shared, &e), envelope);
+        }
     };
     pending.set_ttfb();
 
@@ -245,13 +272,28 @@ pub(crate) async fn process(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            return switch_protocols(shared, pending, resp, client_upgrade, upstream_upgrade);
+            return switch_protocols(
+                shared,
+                pending,
+                resp,
+                client_upgrade,
+                upstream_upgrade,
+                permit,
+            );
         }
     }
 
     let status = resp.status().as_u16();
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    if let Some(rate) = permit.as_ref().and_then(|p| p.rate_info()) {
+        set_rate_headers(
+            &mut parts.headers,
+            rate.limit_value,
+            rate.remaining,
+            rate.reset_unix,
+        );
+    }
     // The usage tap parses a copy of the frames of classified LLM responses.
     let tap = llm.as_ref().map(|c| {
         let h = |n| {
@@ -273,9 +315,11 @@ pub(crate) async fn process(
         body,
         Box::new(move |n, end| {
             let mut pending = pending;
-            if let Some(t) = finish_tap {
-                pending.set_usage(t.finish());
+            let usage = finish_tap.and_then(|t| t.finish());
+            if let Some(p) = permit {
+                p.settle(settled_tokens(usage.as_ref()));
             }
+            pending.set_usage(usage);
             let error = match end {
                 BodyEnd::Complete => None,
                 BodyEnd::Error => Some("upstream_body_error".to_owned()),
@@ -296,6 +340,15 @@ pub(crate) async fn process(
         None => body.boxed(),
     };
     Response::from_parts(parts, body)
+}
+
+/// What a finished response settles its token reservation with: the provider's count when it
+/// reported one for the whole response; otherwise `None`, which keeps the whole reservation
+/// (usage missing, a truncated stream, a client abort: what the provider bills is unknown).
+fn settled_tokens(usage: Option<&portcullis_llm::Usage>) -> Option<u64> {
+    usage
+        .filter(|u| u.source == portcullis_llm::UsageSource::Provider && !u.truncated)
+        .map(|u| u.total_tokens)
 }
 
 /// The usage tap, shared between the frame copy and the end-of-body record.
@@ -325,11 +378,14 @@ fn switch_protocols(
     resp: Response<Incoming>,
     client_upgrade: hyper::upgrade::OnUpgrade,
     upstream_upgrade: hyper::upgrade::OnUpgrade,
+    permit: Option<portcullis_limits::Permit>,
 ) -> Response<ProxyBody> {
     let (mut parts, _) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, true);
     let shared = shared.clone();
     tokio::spawn(async move {
+        // The upgraded connection holds its concurrency slot until it closes.
+        let _permit = permit;
         let (c, u) = tokio::join!(client_upgrade, upstream_upgrade);
         match (c, u) {
             (Ok(c), Ok(u)) => {
@@ -516,6 +572,32 @@ mod tests {
             );
         }
         assert_eq!(code(inner_target(&req("/v1", None), &t)), "bad_target");
+    }
+
+    #[test]
+    fn settlement_uses_complete_provider_usage_only() {
+        use portcullis_llm::{Usage, UsageSource};
+        let reported = Usage {
+            input_tokens: 30,
+            output_tokens: 12,
+            cached_input_tokens: 0,
+            reasoning_tokens: 0,
+            total_tokens: 42,
+            source: UsageSource::Provider,
+            truncated: false,
+        };
+        assert_eq!(settled_tokens(Some(&reported)), Some(42));
+        let cut = Usage {
+            truncated: true,
+            ..reported
+        };
+        assert_eq!(
+            settled_tokens(Some(&cut)),
+            None,
+            "a cut stream keeps the reservation"
+        );
+        assert_eq!(settled_tokens(Some(&Usage::missing(false))), None);
+        assert_eq!(settled_tokens(None), None);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct ProxyMetrics {
     pub tls_handshake_failures: IntCounterVec,
     /// `portcullis_llm_tokens_total{agent,provider,model,type}`.
     pub llm_tokens: IntCounterVec,
+    /// `portcullis_rate_limited_total{agent,limit}`.
+    pub rate_limited: IntCounterVec,
     models: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -127,6 +129,14 @@ impl ProxyMetrics {
             &["agent", "provider", "model", "type"],
         )?;
         registry.register(Box::new(llm_tokens.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "portcullis_rate_limited_total",
+                "Requests refused by a rate limit or token budget, by agent and limit.",
+            ),
+            &["agent", "limit"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
         // Make the zero-valued series visible from the first scrape.
         for i in ["false", "true"] {
             tunnels_active.with_label_values(&[i]);
@@ -145,6 +155,7 @@ impl ProxyMetrics {
             refused,
             tls_handshake_failures,
             llm_tokens,
+            rate_limited,
             models: Default::default(),
         })
     }

@@ -1,12 +1,13 @@
 //! The phases the data plane calls at fixed points, as narrow interfaces.
 //!
-//! `authenticate → authorize → forward → record`. The proxy owns sockets and
+//! `authenticate → authorize → limit → forward → record`. The proxy owns sockets and
 //! HTTP; these traits own decisions and bookkeeping, so each is tested alone and
 //! the proxy is tested with simple implementations. Identity, policy and audit
 //! plug in here.
 
 use http::{HeaderMap, HeaderValue, Method};
 use portcullis_core::{ApiError, Decision, Principal, Verdict};
+use portcullis_limits::{Permit, Refusal, UsageSnapshot};
 use portcullis_llm::{Classification, Classifier};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct RequestFacts<'a> {
     pub llm: Option<&'a Classification>,
     /// The JSON body, when it was inspected.
     pub body: Option<&'a serde_json::Value>,
+    /// The agent's recent usage (`input.usage`), from the limiter; zero without one.
+    pub usage: UsageSnapshot,
 }
 
 /// A decision and how to answer it if it blocks.
@@ -157,6 +160,22 @@ pub trait Authorizer: Send + Sync + 'static {
     fn stub(&self, _decision: &Decision, _llm: &Classification) -> Option<Stub> {
         None
     }
+}
+
+/// Phase 3: rate limits and token budgets, for requests policy allowed.
+pub trait RequestLimits: Send + Sync + 'static {
+    /// The agent's recent usage, for the policy input.
+    fn usage(&self, principal: &Principal) -> UsageSnapshot;
+
+    /// Admits a request or refuses it (answered 429). `llm` sizes the token reservation
+    /// of an LLM request together with `body_len`, the request body's size in bytes. The
+    /// permit is held until the response ends, then settled with the recorded usage.
+    fn acquire(
+        &self,
+        principal: &Principal,
+        llm: Option<&Classification>,
+        body_len: u64,
+    ) -> Result<Permit, Refusal>;
 }
 
 /// Development mode (`proxy.allow_unauthenticated = true`): everyone is `anonymous`.
@@ -258,6 +277,8 @@ pub struct Record {
     pub completed: bool,
     /// Client address.
     pub client_addr: SocketAddr,
+    /// Why the data plane refused a request policy allowed (the limit that was hit).
+    pub refusal: Option<String>,
 }
 
 /// Phase last: keep the record. Must not block the request path.
@@ -320,6 +341,8 @@ pub struct Pipeline {
     pub authorizer: Arc<dyn Authorizer>,
     /// Record keeping.
     pub recorder: Arc<dyn Recorder>,
+    /// Rate limits and token budgets (`None`: unlimited, no usage counters).
+    pub limits: Option<Arc<dyn RequestLimits>>,
     /// Gateway-local endpoints on the proxy port.
     pub local: Option<Arc<dyn LocalService>>,
     /// LLM provider classifier (pure; `None` disables classification).
@@ -333,6 +356,7 @@ impl Pipeline {
             authenticator: Arc::new(Unauthenticated),
             authorizer: Arc::new(AllowAll),
             recorder: Arc::new(LogRecorder),
+            limits: None,
             local: None,
             classifier: None,
         }

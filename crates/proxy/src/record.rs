@@ -73,6 +73,7 @@ impl Pending {
                 bytes_out: 0,
                 completed: false,
                 client_addr,
+                refusal: None,
             },
         }
     }
@@ -114,6 +115,11 @@ impl Pending {
         self.rec.decision = Some(d);
     }
 
+    /// Marks a request refused by a rate limit or token budget.
+    pub(crate) fn set_rate_limited(&mut self, detail: String) {
+        self.rec.refusal = Some(detail);
+    }
+
     pub(crate) fn set_ttfb(&mut self) {
         self.rec.upstream_ttfb_ms = Some(ms(self.start.elapsed()));
     }
@@ -148,6 +154,7 @@ impl Pending {
         let elapsed = self.start.elapsed();
         r.latency_ms = ms(elapsed);
         r.verdict = match &r.decision {
+            _ if r.refusal.is_some() && status == 429 => Verdict::RateLimited,
             Some(d) if !d.allowed => Verdict::Deny,
             _ if status == 403 => Verdict::Deny,
             Some(d) => d.verdict,

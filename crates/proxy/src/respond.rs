@@ -40,6 +40,35 @@ pub fn error_response(err: &ApiError, envelope: Option<ErrorEnvelope>) -> Respon
     resp
 }
 
+/// Sets `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix seconds),
+/// replacing any the upstream sent: the client is bound by the gateway's limit.
+pub fn set_rate_headers(h: &mut http::HeaderMap, limit: u64, remaining: u64, reset_unix: u64) {
+    h.insert("x-ratelimit-limit", HeaderValue::from(limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert("x-ratelimit-reset", HeaderValue::from(reset_unix));
+}
+
+/// The 429 for a refused request: the JSON error (`code: rate_limited`, `limit`), the
+/// `X-RateLimit-*` headers of the limit that refused and `Retry-After`. A request that can
+/// never fit (it needs more than the whole limit) also gets `X-Should-Retry: false`, which the
+/// OpenAI and Anthropic SDKs honour instead of retrying in vain.
+pub fn rate_limited_response(
+    refusal: &portcullis_limits::Refusal,
+    envelope: Option<ErrorEnvelope>,
+) -> Response<ProxyBody> {
+    let mut resp = error_response(&refusal.to_api_error(), envelope);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(refusal.retry_after_secs.max(1)),
+    );
+    set_rate_headers(h, refusal.limit_value, 0, refusal.reset_unix);
+    if refusal.never_fits {
+        h.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    resp
+}
+
 /// `destination_forbidden` → `Destination Forbidden`.
 pub fn reason_phrase(code: &str) -> String {
     let mut out = String::with_capacity(code.len());
@@ -68,6 +97,33 @@ mod tests {
         );
         assert_eq!(reason_phrase("upstream_timeout"), "Upstream Timeout");
         assert_eq!(reason_phrase("x"), "X");
+    }
+
+    #[test]
+    fn rate_limited_has_retry_after_and_rate_headers() {
+        use portcullis_limits::{LimitKind, Refusal, ScopeKind};
+        let mut refusal = Refusal {
+            limit: LimitKind::Tpm,
+            scope: ScopeKind::Agent,
+            limit_value: 1000,
+            remaining: 0,
+            requested: 300,
+            retry_after_secs: 7,
+            reset_unix: 1_900_000_000,
+            never_fits: false,
+        };
+        let r = rate_limited_response(&refusal, None);
+        assert_eq!(r.status(), 429);
+        let h = r.headers();
+        assert_eq!(h["retry-after"], "7");
+        assert_eq!(h["x-ratelimit-limit"], "1000");
+        assert_eq!(h["x-ratelimit-remaining"], "0");
+        assert_eq!(h["x-ratelimit-reset"], "1900000000");
+        assert_eq!(h["x-portcullis-error"], "rate_limited");
+        assert!(h.get("x-should-retry").is_none());
+        refusal.never_fits = true;
+        let r = rate_limited_response(&refusal, None);
+        assert_eq!(r.headers()["x-should-retry"], "false");
     }
 
     #[test]

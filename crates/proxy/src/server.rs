@@ -6,7 +6,7 @@ use crate::conn::{Activity, ActivityIo, ConnCtx, InFlight, Watch};
 use crate::metrics::ProxyMetrics;
 use crate::pipeline::{LocalRequest, Pipeline, MAX_LOCAL_BODY};
 use crate::record::Pending;
-use crate::respond::error_response;
+use crate::respond::{error_response, rate_limited_response};
 use crate::ssrf::Guard;
 use crate::upstream::{self, UpstreamClient};
 use crate::{connect, forward};
@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use portcullis_config::ProxyConfig;
 use portcullis_core::ApiError;
+use portcullis_limits::{Refusal, UsageSnapshot};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,37 @@ impl Shared {
         let resp = error_response(&err, envelope);
         pending.finish_now(self, err.status, Some(err.code.into_owned()));
         resp
+    }
+
+    /// The agent's usage counters for the policy input (zero without limits).
+    pub(crate) fn usage(&self, principal: &portcullis_core::Principal) -> UsageSnapshot {
+        self.pipeline
+            .limits
+            .as_ref()
+            .map(|l| l.usage(principal))
+            .unwrap_or_default()
+    }
+
+    /// Answers 429 for a request a rate limit or token budget refused, counts it and
+    /// records it (verdict `rate_limited`).
+    pub(crate) fn rate_limited(
+        &self,
+        mut pending: Pending,
+        agent: &str,
+        refusal: &Refusal,
+        envelope: Option<portcullis_core::ErrorEnvelope>,
+    ) -> Response<ProxyBody> {
+        self.metrics
+            .rate_limited
+            .with_label_values(&[agent, refusal.limit.as_str()])
+            .inc();
+        self.metrics
+            .refused
+            .with_label_values(&["rate_limited"])
+            .inc();
+        pending.set_rate_limited(refusal.detail());
+        pending.finish_now(self, 429, Some("rate_limited".to_owned()));
+        rate_limited_response(refusal, envelope)
     }
 
     /// Answers a block with a provider-shaped stub (`on_block = "stub"`), 200 with

@@ -1,0 +1,188 @@
+//! Rate limits and token budgets plugged into the data plane: per agent, the `[limits]`
+//! defaults with the agent's overrides (config `[agents.limits]`, `agent set`, or
+//! `PUT /v1/agents/{id}/config`), read from the registry on every request so a change applies
+//! to the next one.
+
+use portcullis_core::{Clock, Principal};
+use portcullis_identity::Registry;
+use portcullis_limits::{
+    LimitSettings, Limiter, MemoryLimiter, Permit, Refusal, ScopeKey, TokenReservation,
+    UsageSnapshot,
+};
+use portcullis_llm::Classification;
+use portcullis_proxy::pipeline::RequestLimits;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often idle scopes are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The limits phase: the in-memory limiter keyed by agent.
+pub(crate) struct AgentLimits {
+    limiter: Arc<dyn Limiter>,
+    defaults: LimitSettings,
+    registry: Arc<Registry>,
+}
+
+impl AgentLimits {
+    /// The embedded in-memory limiter (state is per process; see the README).
+    pub(crate) fn in_memory(
+        defaults: LimitSettings,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            limiter: Arc::new(MemoryLimiter::new(clock)),
+            defaults,
+            registry,
+        }
+    }
+
+    /// Forgets idle scopes every minute until `shutdown` turns true.
+    pub(crate) fn spawn_sweeper(&self, mut shutdown: watch::Receiver<bool>) {
+        let limiter = self.limiter.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { limiter.sweep(); }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// The limits of `agent_id`: the defaults with its overrides.
+    fn settings(&self, agent_id: &str) -> LimitSettings {
+        match self.registry.get(agent_id) {
+            Some(agent) => self.defaults.with_overrides(&agent.limits),
+            None => self.defaults.clone(),
+        }
+    }
+}
+
+/// The token reservation of a request: LLM API calls (chat, messages, responses,
+/// embeddings) reserve their worst case; everything else reserves nothing.
+fn reservation(
+    settings: &LimitSettings,
+    llm: Option<&Classification>,
+    body_len: u64,
+) -> Option<TokenReservation> {
+    let c = llm.filter(|c| c.api.is_some())?;
+    Some(TokenReservation::estimate(settings, c.max_tokens, body_len))
+}
+
+impl RequestLimits for AgentLimits {
+    fn usage(&self, principal: &Principal) -> UsageSnapshot {
+        self.limiter
+            .usage_snapshot(&ScopeKey::agent(&principal.agent_id))
+    }
+
+    fn acquire(
+        &self,
+        principal: &Principal,
+        llm: Option<&Classification>,
+        body_len: u64,
+    ) -> Result<Permit, Refusal> {
+        let settings = self.settings(&principal.agent_id);
+        let key = ScopeKey::agent(&principal.agent_id);
+        self.limiter
+            .acquire_one(&key, &settings, reservation(&settings, llm, body_len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_core::{Agent, ManualClock};
+    use portcullis_limits::LimitKind;
+    use portcullis_llm::{Classifier, RequestHead};
+
+    fn classified(body: &[u8]) -> Classification {
+        let classifier = Classifier::new(&[]).unwrap();
+        let head = RequestHead {
+            method: "POST",
+            host: "api.openai.com",
+            port: 443,
+            path: "/v1/chat/completions",
+            content_type: Some("application/json"),
+        };
+        let mut c = classifier.classify_head(&head).unwrap();
+        c.inspect_body(Some("application/json"), body, 1 << 20);
+        c
+    }
+
+    fn principal(id: &str) -> Principal {
+        let mut p = Principal::anonymous();
+        p.agent_id = Arc::from(id);
+        p
+    }
+
+    fn limits(defaults: LimitSettings, agents: Vec<Agent>) -> AgentLimits {
+        AgentLimits::in_memory(
+            defaults,
+            Arc::new(Registry::from_agents(agents)),
+            Arc::new(ManualClock::at(1_800_000_000)),
+        )
+    }
+
+    #[test]
+    fn llm_calls_reserve_max_tokens_plus_the_prompt_estimate() {
+        let s = LimitSettings::default();
+        let body = br#"{"model":"gpt-4o","max_tokens":100,"messages":[]}"#;
+        let c = classified(body);
+        let r = reservation(&s, Some(&c), body.len() as u64).unwrap();
+        assert_eq!(r.get(), 100 + (body.len() as u64).div_ceil(4));
+        // No max_tokens: the configured default.
+        let body = br#"{"model":"gpt-4o","messages":[]}"#;
+        let c = classified(body);
+        let r = reservation(&s, Some(&c), 40).unwrap();
+        assert_eq!(r.get(), s.default_max_tokens + 10);
+        // Not an LLM API call: nothing reserved.
+        assert!(reservation(&s, None, 1000).is_none());
+    }
+
+    #[test]
+    fn agent_overrides_apply_on_top_of_the_defaults() {
+        let mut strict = Agent::new("strict", "default", 0);
+        strict.limits.rpm = Some(1);
+        let l = limits(
+            LimitSettings {
+                rpm: Some(3),
+                ..LimitSettings::default()
+            },
+            vec![strict],
+        );
+        let p = l.acquire(&principal("strict"), None, 0).unwrap();
+        assert_eq!(
+            p.rate_info().map(|r| (r.limit_value, r.remaining)),
+            Some((1, 0))
+        );
+        let e = l.acquire(&principal("strict"), None, 0).unwrap_err();
+        assert_eq!((e.limit, e.limit_value), (LimitKind::Rpm, 1));
+        // Unknown to the registry (e.g. anonymous): the defaults.
+        for left in [2, 1, 0] {
+            let p = l.acquire(&principal("other"), None, 0).unwrap();
+            assert_eq!(p.rate_info().unwrap().remaining, left);
+        }
+        assert!(l.acquire(&principal("other"), None, 0).is_err());
+        assert_eq!(l.usage(&principal("other")).requests_last_minute, 3);
+        assert_eq!(l.usage(&principal("nobody")), UsageSnapshot::default());
+    }
+
+    #[test]
+    fn usage_counts_without_any_limit_configured() {
+        let l = limits(LimitSettings::default(), vec![]);
+        let body = br#"{"model":"gpt-4o","max_tokens":50,"messages":[]}"#;
+        let c = classified(body);
+        let p = l
+            .acquire(&principal("bot"), Some(&c), body.len() as u64)
+            .unwrap();
+        assert!(p.rate_info().is_none(), "no limit, no X-RateLimit headers");
+        p.settle(Some(20));
+        let u = l.usage(&principal("bot"));
+        assert_eq!((u.requests_last_minute, u.tokens_today), (1, 20));
+    }
+}
