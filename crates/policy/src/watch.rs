@@ -58,7 +58,12 @@ pub fn watch(engine: Arc<PolicyEngine>, debounce: Duration) -> Result<WatchHandl
                     .file_name()
                     .map(|n| n.to_string_lossy())
                     .unwrap_or_default();
-                !name.starts_with('.') && (name.ends_with(".rego") || p.extension().is_none())
+                // `..data` is the symlink a Kubernetes ConfigMap volume swaps to publish an
+                // update: the files were written (into a hidden directory) before, possibly
+                // longer than the debounce ago, so the swap itself must trigger a reload.
+                name == "..data"
+                    || !name.starts_with('.')
+                        && (name.ends_with(".rego") || p.extension().is_none())
             });
             if relevant && !event.kind.is_access() {
                 let _ = tx.send(());
@@ -132,6 +137,43 @@ mod tests {
         std::fs::write(&file, "package portcullis.policy.p\nallow if {\n").unwrap();
         assert!(wait(&|| !engine.reload_status().ok), "broken edit recorded");
         assert_eq!(engine.version(), v2, "last good set kept");
+        handle.stop();
+    }
+
+    /// A ConfigMap volume update: new files in a hidden directory, then (here: well after
+    /// the debounce) the `..data` symlink swap that publishes them.
+    #[cfg(unix)]
+    #[test]
+    fn a_configmap_symlink_swap_long_after_the_new_files_is_picked_up() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let v = |allow: bool| {
+            format!("package portcullis.policy.p\nimport rego.v1\nallow := {allow}\n")
+        };
+        std::fs::create_dir(d.join("..v1")).unwrap();
+        std::fs::write(d.join("..v1/p.rego"), v(true)).unwrap();
+        symlink("..v1", d.join("..data")).unwrap();
+        symlink("..data/p.rego", d.join("p.rego")).unwrap();
+        let cfg = EngineConfig {
+            dir: Some(d.to_path_buf()),
+            ..Default::default()
+        };
+        let engine = Arc::new(PolicyEngine::open(cfg, Arc::new(SystemClock)).unwrap());
+        let handle = watch(engine.clone(), Duration::from_millis(50)).unwrap();
+        std::fs::create_dir(d.join("..v2")).unwrap();
+        std::fs::write(d.join("..v2/p.rego"), v(false)).unwrap();
+        // Any reload the new files trigger (inotify may miss files in a brand-new directory)
+        // still reads the old set through `..data`.
+        std::thread::sleep(Duration::from_millis(400));
+        let v1 = engine.version();
+        symlink("..v2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        let start = Instant::now();
+        while engine.version() == v1 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(engine.version() > v1, "the swap published the new set");
         handle.stop();
     }
 }
