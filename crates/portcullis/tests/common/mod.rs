@@ -5,6 +5,8 @@
 //! Every wait is bounded by [`TIMEOUT`]; nothing asserts on timing.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod tls_origin;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
