@@ -39,6 +39,170 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Default per-agent rate limits and token budgets (`[agents.limits]` overrides them).
     pub limits: LimitSettings,
+    /// Provider credentials the gateway injects into allowed requests.
+    pub credentials: Vec<CredentialConfig>,
+}
+
+/// `[[credentials]]`: a provider credential held by the gateway and added to requests that
+/// policy allowed, so agents never hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// `^[a-z][a-z0-9_]{1,63}$`; appears in policy input, audit and metrics.
+    pub name: String,
+    /// Host globs it is injected for (`api.openai.com`, `*.openai.azure.com`). These hosts are
+    /// intercepted automatically.
+    pub hosts: Vec<String>,
+    /// Header to set.
+    #[serde(default = "default_credential_header")]
+    pub header: String,
+    /// Header value; `{secret}` is replaced by the secret.
+    #[serde(default = "default_credential_format")]
+    pub format: String,
+    /// Environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File holding the secret (surrounding whitespace ignored), re-read when it changes.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Agents that may use it.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Groups whose agents may use it.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Tenants whose agents may use it.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// `replace` (drop what the agent sent in `header`) or `if_absent`.
+    #[serde(default)]
+    pub mode: CredentialMode,
+}
+
+/// How an injected credential meets one the agent sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialMode {
+    /// Drop the agent's value of the header and set the real one.
+    #[default]
+    Replace,
+    /// Set the header only when the agent sent none.
+    IfAbsent,
+}
+
+fn default_credential_header() -> String {
+    "authorization".to_owned()
+}
+
+fn default_credential_format() -> String {
+    "Bearer {secret}".to_owned()
+}
+
+/// Headers a credential may not set: framing, routing, hop-by-hop and the gateway's own.
+const FORBIDDEN_CREDENTIAL_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+impl CredentialConfig {
+    fn validate(
+        &self,
+        i: usize,
+        passthrough: &portcullis_tls::HostMatcher,
+    ) -> Result<(), ConfigError> {
+        let key = |f: &str| format!("credentials[{i}].{f}");
+        if !is_valid_id(&self.name) {
+            return Err(ConfigError::new(
+                key("name"),
+                "must match ^[a-z][a-z0-9_]{1,63}$",
+            ));
+        }
+        if self.hosts.is_empty() {
+            return Err(ConfigError::new(
+                key("hosts"),
+                "must list at least one host glob",
+            ));
+        }
+        portcullis_tls::HostMatcher::new(&self.hosts)
+            .map_err(|e| ConfigError::new(key("hosts"), e.to_string()))?;
+        if let Some(h) = self
+            .hosts
+            .iter()
+            .find(|h| passthrough.matches(h.trim_start_matches("*.")))
+        {
+            return Err(ConfigError::new(
+                key("hosts"),
+                format!("`{h}` is in tls.passthrough: a credential cannot be injected into a spliced tunnel"),
+            ));
+        }
+        let header = self.header.as_str();
+        let token = !header.is_empty()
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !token {
+            return Err(ConfigError::new(
+                key("header"),
+                "must be a lower-case header name (letters, digits, '-', '_')",
+            ));
+        }
+        if FORBIDDEN_CREDENTIAL_HEADERS.contains(&header) || header.starts_with("x-portcullis-") {
+            return Err(ConfigError::new(
+                key("header"),
+                format!("`{header}` cannot carry a credential"),
+            ));
+        }
+        if self.format.matches("{secret}").count() != 1 {
+            return Err(ConfigError::new(
+                key("format"),
+                "must contain {secret} exactly once",
+            ));
+        }
+        if !self
+            .format
+            .bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(key("format"), "must be printable ASCII"));
+        }
+        match (&self.env, &self.file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    key("env"),
+                    "set either env or file, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    key("env"),
+                    "a credential needs env or file",
+                ))
+            }
+            (Some(e), None) if e.is_empty() => {
+                return Err(ConfigError::new(key("env"), "must name a variable"))
+            }
+            _ => {}
+        }
+        for (field, list) in [
+            ("agents", &self.agents),
+            ("groups", &self.groups),
+            ("tenants", &self.tenants),
+        ] {
+            if let Some(bad) = list.iter().find(|v| !is_valid_id(v)) {
+                return Err(ConfigError::new(key(field), format!("invalid id `{bad}`")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[tls]`: the gateway CA and which CONNECT tunnels are intercepted.
@@ -74,6 +238,18 @@ impl Default for TlsConfig {
             intercept_all: false,
             passthrough: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// Which CONNECT tunnels are intercepted: `[tls]` plus every host a credential is bound
+    /// to (a credential cannot be injected into an opaque tunnel).
+    pub fn intercept_rules(&self) -> Result<portcullis_tls::InterceptRules, ConfigError> {
+        let mut tls = self.tls.clone();
+        for c in &self.credentials {
+            tls.intercept.extend(c.hosts.iter().cloned());
+        }
+        tls.intercept_rules()
     }
 }
 
@@ -594,7 +770,17 @@ impl Config {
                 "must be at least 1 (remove the key for unlimited)",
             ));
         }
-        self.tls.intercept_rules()?;
+        let tls_rules = self.tls.intercept_rules()?;
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.credentials.iter().enumerate() {
+            c.validate(i, &tls_rules.passthrough)?;
+            if !names.insert(c.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("credentials[{i}].name"),
+                    format!("`{}` is declared twice", c.name),
+                ));
+            }
+        }
         if self.tls.ca_cert.is_some() != self.tls.ca_key.is_some() {
             return Err(ConfigError::new(
                 if self.tls.ca_cert.is_some() {
@@ -640,6 +826,102 @@ mod tests {
         let d = Config::default();
         assert!(d.limits.is_unlimited());
         assert_eq!(d.limits.day_reset_offset, UtcOffset::UTC);
+    }
+
+    fn credential_doc(fields: &[(&str, &str)]) -> String {
+        let mut f: Vec<(&str, &str)> = vec![
+            ("name", "\"openai_prod\""),
+            ("hosts", "[\"api.example.com\"]"),
+            ("file", "\"openai.key\""),
+            ("agents", "[\"bot\"]"),
+        ];
+        for (k, v) in fields {
+            f.retain(|(key, _)| key != k);
+            if !v.is_empty() {
+                f.push((k, v));
+            }
+        }
+        let body: String = f.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        format!("[tls]\npassthrough = [\"pinned.example.com\"]\n[[credentials]]\n{body}")
+    }
+
+    #[test]
+    fn credentials_default_to_bearer_replace_and_their_hosts_are_intercepted() {
+        let c = Config::from_toml(&credential_doc(&[])).unwrap();
+        c.validate().unwrap();
+        let cred = &c.credentials[0];
+        assert_eq!(cred.header, "authorization");
+        assert_eq!(cred.format, "Bearer {secret}");
+        assert_eq!(cred.mode, CredentialMode::Replace);
+        assert!(c
+            .intercept_rules()
+            .unwrap()
+            .should_intercept("api.example.com:443"));
+        assert!(!c
+            .tls
+            .intercept_rules()
+            .unwrap()
+            .should_intercept("api.example.com"));
+        let c = Config::from_toml(&credential_doc(&[
+            ("header", "\"x-api-key\""),
+            ("format", "\"{secret}\""),
+            ("mode", "\"if_absent\""),
+        ]))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.credentials[0].mode, CredentialMode::IfAbsent);
+    }
+
+    #[test]
+    fn bad_credentials_name_the_key() {
+        for (fields, key) in [
+            (vec![("name", "\"Open AI\"")], "credentials[0].name"),
+            (vec![("hosts", "[]")], "credentials[0].hosts"),
+            (vec![("hosts", "[\"api.*.com\"]")], "credentials[0].hosts"),
+            (
+                vec![("hosts", "[\"pinned.example.com\"]")],
+                "credentials[0].hosts",
+            ),
+            (
+                vec![("header", "\"Authorization\"")],
+                "credentials[0].header",
+            ),
+            (vec![("header", "\"host\"")], "credentials[0].header"),
+            (
+                vec![("header", "\"x-portcullis-key\"")],
+                "credentials[0].header",
+            ),
+            (vec![("header", "\"bad header\"")], "credentials[0].header"),
+            (vec![("format", "\"Bearer\"")], "credentials[0].format"),
+            (
+                vec![("format", "\"{secret}{secret}\"")],
+                "credentials[0].format",
+            ),
+            (
+                vec![("format", "\"Bearer {secret}\\n\"")],
+                "credentials[0].format",
+            ),
+            (vec![("env", "\"OPENAI_KEY\"")], "credentials[0].env"),
+            (vec![("file", "")], "credentials[0].env"),
+            (vec![("file", ""), ("env", "\"\"")], "credentials[0].env"),
+            (vec![("agents", "[\"Bot\"]")], "credentials[0].agents"),
+            (vec![("groups", "[\"a b\"]")], "credentials[0].groups"),
+            (vec![("tenants", "[\"\"]")], "credentials[0].tenants"),
+        ] {
+            let doc = credential_doc(&fields);
+            let c = Config::from_toml(&doc).unwrap_or_else(|e| panic!("{doc}: {e:?}"));
+            assert_eq!(c.validate().unwrap_err().key, key, "{doc}");
+        }
+        let twice = format!(
+            "{}[[credentials]]\nname = \"openai_prod\"\nhosts = [\"b.example.com\"]\nenv = \"K\"\n",
+            credential_doc(&[])
+        );
+        let c = Config::from_toml(&twice).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "credentials[1].name");
+        let e = Config::from_toml(&credential_doc(&[("secret", "\"sk-in-config\"")])).unwrap_err();
+        assert!(e.key.starts_with("credentials"), "{e:?}");
+        let e = Config::from_toml(&credential_doc(&[("mode", "\"append\"")])).unwrap_err();
+        assert!(e.key.starts_with("credentials"), "{e:?}");
     }
 
     #[test]

@@ -283,6 +283,7 @@ impl TokenService {
             completed: true,
             client_addr: req.client_addr,
             refusal: None,
+            credential: None,
         });
     }
 

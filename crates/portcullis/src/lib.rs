@@ -7,6 +7,7 @@ mod audit;
 mod bootstrap;
 pub mod cli;
 mod commands;
+mod credentials;
 mod identity;
 mod limits;
 mod policy;

@@ -207,6 +207,9 @@ impl Authorizer for PolicyAuthorizer {
         if let Some(s) = f.subagent {
             input = input.with_subagent(s);
         }
+        if let Some(c) = f.credential {
+            input = input.with_credential(c);
+        }
         input = input.with_usage(UsageFacts {
             requests_last_minute: f.usage.requests_last_minute,
             tokens_today: f.usage.tokens_today,

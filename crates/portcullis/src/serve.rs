@@ -3,6 +3,7 @@
 
 use crate::audit::AuditRecorder;
 use crate::bootstrap;
+use crate::credentials::Credentials;
 use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
 use crate::limits::AgentLimits;
 use crate::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
@@ -15,7 +16,7 @@ use portcullis_config::{Config, LogFormat};
 use portcullis_core::{Clock, SystemClock};
 use portcullis_identity::{Authenticator, Registry as AgentRegistry, TokenIssuer};
 use portcullis_policy::DefaultDecision;
-use portcullis_proxy::pipeline::Recorder;
+use portcullis_proxy::pipeline::{CredentialInjector, Recorder};
 use portcullis_proxy::{Pipeline, ProxyMetrics, Shared};
 use prometheus::Registry;
 use std::path::{Path, PathBuf};
@@ -103,11 +104,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         clock.clone(),
     ));
     limits.spawn_sweeper(shutdown_rx.clone());
+    let credentials = Arc::new(Credentials::load(&cfg.credentials)?);
+    let credential_names = credentials.names().join(",");
+    let injector = (!cfg.credentials.is_empty()).then(|| credentials.clone());
     let pipeline = if cfg.proxy.allow_unauthenticated {
         Pipeline {
             classifier: Some(classifier.clone()),
             recorder: recorder.clone(),
             limits: Some(limits),
+            credentials: injector.map(|c| c as Arc<dyn CredentialInjector>),
             ..Pipeline::unauthenticated()
         }
     } else {
@@ -133,6 +138,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             authorizer: authorizer.clone(),
             recorder: recorder.clone(),
             limits: Some(limits),
+            credentials: injector.map(|c| c as Arc<dyn CredentialInjector>),
             classifier: Some(classifier.clone()),
             local: Some(Arc::new(
                 TokenService::new(
@@ -205,7 +211,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
 
     println!(
-        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} ca={} intercept={} log={}",
+        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} ca={} intercept={} credentials={}{} log={}",
         store.describe(),
         if open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
         cfg.sidecar.agent.as_ref().map(|a| format!(" sidecar={a}(loopback clients without credentials)")).unwrap_or_default(),
@@ -213,6 +219,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.proxy.allow_private.len(),
         tls.ca_cert.display(),
         if cfg.tls.intercept_all { "all".to_owned() } else { format!("{}hosts", cfg.tls.intercept.len()) },
+        cfg.credentials.len(),
+        if credential_names.is_empty() { String::new() } else { format!("({credential_names})") },
         match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
     );
     if open {
@@ -293,7 +301,7 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         ..UpstreamRoots::default()
     })
     .context("tls.upstream_ca")?;
-    let rules = t.intercept_rules()?;
+    let rules = cfg.intercept_rules()?;
     Ok(TlsSetup {
         intercept: portcullis_proxy::intercept::Intercept::new(cache, rules, upstream.http1),
         ca_cert,

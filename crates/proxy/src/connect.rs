@@ -74,6 +74,7 @@ pub(crate) async fn handle(
         llm: None,
         body: None,
         usage: shared.usage(&principal),
+        credential: None,
     });
     let decision = Arc::new(authz.decision);
     pending.set_decision(decision.clone());

@@ -162,6 +162,12 @@ pub(crate) async fn process(
         }
     }
     let envelope = llm.as_ref().map(|c| c.error_envelope());
+    // Only requests whose TLS the gateway terminates get credentials (never plaintext), and
+    // only for the tunnel's own destination (inner_target checked it).
+    let credential = match (&shared.pipeline.credentials, scheme) {
+        (Some(c), "https") => c.bound(&principal, &host),
+        _ => None,
+    };
 
     let authz = shared.pipeline.authorizer.authorize(&RequestFacts {
         kind: RequestKind::Http,
@@ -178,6 +184,7 @@ pub(crate) async fn process(
         llm: llm.as_ref(),
         body: body_json.as_ref(),
         usage: shared.usage(&principal),
+        credential: credential.as_deref(),
     });
     let decision = Arc::new(authz.decision);
     pending.set_decision(decision.clone());
@@ -196,6 +203,15 @@ pub(crate) async fn process(
             envelope,
         );
     }
+    // The credential's secret is read now: a request is never forwarded without the
+    // credential policy was told about.
+    let injection = match (&credential, &shared.pipeline.credentials) {
+        (Some(name), Some(injector)) => match injector.injection(name) {
+            Ok(i) => Some(i),
+            Err(e) => return shared.refuse_with(pending, e, envelope),
+        },
+        _ => None,
+    };
     // A fail-closed audit trail that cannot take the record refuses before forwarding.
     if let Err(e) = shared.pipeline.recorder.admit().await {
         return shared.refuse_with(pending, e, envelope);
@@ -211,6 +227,16 @@ pub(crate) async fn process(
 
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_portcullis_headers(&mut parts.headers);
+    if let Some(inj) = injection {
+        if inj.apply(&mut parts.headers) {
+            shared
+                .metrics
+                .credential_injections
+                .with_label_values(&[&inj.name])
+                .inc();
+            pending.set_credential(inj.name);
+        }
+    }
     let authority = target.to_string();
     let host_header = if target.port == default_port(scheme) {
         target.host.to_string()

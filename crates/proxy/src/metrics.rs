@@ -35,6 +35,8 @@ pub struct ProxyMetrics {
     pub llm_tokens: IntCounterVec,
     /// `portcullis_rate_limited_total{agent,limit}`.
     pub rate_limited: IntCounterVec,
+    /// `portcullis_credential_injections_total{credential}`.
+    pub credential_injections: IntCounterVec,
     models: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -137,6 +139,14 @@ impl ProxyMetrics {
             &["agent", "limit"],
         )?;
         registry.register(Box::new(rate_limited.clone()))?;
+        let credential_injections = IntCounterVec::new(
+            Opts::new(
+                "portcullis_credential_injections_total",
+                "Upstream requests the gateway added a configured credential to, by credential.",
+            ),
+            &["credential"],
+        )?;
+        registry.register(Box::new(credential_injections.clone()))?;
         // Make the zero-valued series visible from the first scrape.
         for i in ["false", "true"] {
             tunnels_active.with_label_values(&[i]);
@@ -156,6 +166,7 @@ impl ProxyMetrics {
             tls_handshake_failures,
             llm_tokens,
             rate_limited,
+            credential_injections,
             models: Default::default(),
         })
     }

@@ -62,6 +62,8 @@ pub struct RequestFacts<'a> {
     pub body: Option<&'a serde_json::Value>,
     /// The agent's recent usage (`input.usage`), from the limiter; zero without one.
     pub usage: UsageSnapshot,
+    /// The credential that will be injected if the request is allowed (`input.credential`).
+    pub credential: Option<&'a str>,
 }
 
 /// A decision and how to answer it if it blocks.
@@ -178,6 +180,53 @@ pub trait RequestLimits: Send + Sync + 'static {
     ) -> Result<Permit, Refusal>;
 }
 
+/// A credential to set on an upstream request. Its `Debug` never shows the value, and the
+/// value is marked sensitive (never indexed by HPACK, shown as `Sensitive` by `http`).
+#[derive(Clone)]
+pub struct Injection {
+    /// The credential's name (policy input, audit, metrics).
+    pub name: Arc<str>,
+    /// Header to set.
+    pub header: http::HeaderName,
+    /// Header value, secret included.
+    pub value: HeaderValue,
+    /// `true`: replace what the agent sent; `false`: only when it sent none.
+    pub replace: bool,
+}
+
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injection")
+            .field("name", &self.name)
+            .field("header", &self.header)
+            .field("replace", &self.replace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Injection {
+    /// Applies the credential to upstream request headers; returns whether it was set.
+    pub fn apply(&self, headers: &mut HeaderMap) -> bool {
+        if !self.replace && headers.contains_key(&self.header) {
+            return false;
+        }
+        headers.insert(self.header.clone(), self.value.clone());
+        true
+    }
+}
+
+/// Phase 4: credential injection, for requests policy and limits allowed. Only requests
+/// the gateway terminates TLS for (`https` inside intercepted tunnels) get credentials: a
+/// secret never travels in plaintext.
+pub trait CredentialInjector: Send + Sync + 'static {
+    /// The credential `principal` may use for `host`, by name (nothing secret is read).
+    fn bound(&self, principal: &Principal, host: &str) -> Option<Arc<str>>;
+
+    /// The header to set for credential `name`. An error (the secret cannot be read) refuses
+    /// the request: it is never forwarded without the credential policy expected.
+    fn injection(&self, name: &str) -> Result<Injection, ApiError>;
+}
+
 /// Development mode (`proxy.allow_unauthenticated = true`): everyone is `anonymous`.
 #[derive(Debug, Default)]
 pub struct Unauthenticated;
@@ -279,6 +328,8 @@ pub struct Record {
     pub client_addr: SocketAddr,
     /// Why the data plane refused a request policy allowed (the limit that was hit).
     pub refusal: Option<String>,
+    /// Name of the credential injected upstream (never its value).
+    pub credential: Option<Arc<str>>,
 }
 
 /// Phase last: keep the record. Must not block the request path.
@@ -343,6 +394,8 @@ pub struct Pipeline {
     pub recorder: Arc<dyn Recorder>,
     /// Rate limits and token budgets (`None`: unlimited, no usage counters).
     pub limits: Option<Arc<dyn RequestLimits>>,
+    /// Credential injection (`None`: agents bring their own credentials).
+    pub credentials: Option<Arc<dyn CredentialInjector>>,
     /// Gateway-local endpoints on the proxy port.
     pub local: Option<Arc<dyn LocalService>>,
     /// LLM provider classifier (pure; `None` disables classification).
@@ -357,6 +410,7 @@ impl Pipeline {
             authorizer: Arc::new(AllowAll),
             recorder: Arc::new(LogRecorder),
             limits: None,
+            credentials: None,
             local: None,
             classifier: None,
         }

@@ -74,6 +74,7 @@ impl Pending {
                 completed: false,
                 client_addr,
                 refusal: None,
+                credential: None,
             },
         }
     }
@@ -118,6 +119,11 @@ impl Pending {
     /// Marks a request refused by a rate limit or token budget.
     pub(crate) fn set_rate_limited(&mut self, detail: String) {
         self.rec.refusal = Some(detail);
+    }
+
+    /// Names the credential injected upstream.
+    pub(crate) fn set_credential(&mut self, name: Arc<str>) {
+        self.rec.credential = Some(name);
     }
 
     pub(crate) fn set_ttfb(&mut self) {
