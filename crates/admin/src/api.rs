@@ -5,6 +5,7 @@
 
 use crate::body::read_json_body;
 use crate::control::ControlPlane;
+use crate::credentials;
 use crate::decisions;
 use crate::operator::{authenticate, Operator};
 use crate::policies::{self, PolicyApi};
@@ -94,6 +95,18 @@ async fn dispatch(
         Route::Decision(id) => decisions::get(cp, &op, id).await,
         Route::Policies | Route::Validate | Route::Simulate | Route::PolicyMode(_) => {
             policies::handle(cp, policy, &op, route, req).await
+        }
+        Route::Credentials => credentials::list(cp, &op).await,
+        Route::Credential(name) if *req.method() == http::Method::GET => {
+            credentials::get(cp, &op, name).await
+        }
+        Route::Credential(name) if *req.method() == http::Method::DELETE => {
+            credentials::delete(cp, &op, name).await
+        }
+        Route::Credential(name) => {
+            let name = name.to_owned();
+            let body = read_json_body(req).await?;
+            credentials::put(cp, &op, &name, &body).await
         }
     }
 }

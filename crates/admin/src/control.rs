@@ -2,10 +2,13 @@
 //! data plane reads, and the operator-key cache. Every write goes to the store first
 //! and is then loaded into the registry, so the next proxy request sees it.
 
+use crate::credentials::CredentialsApi;
 use crate::operator::KeyCache;
 use portcullis_core::Clock;
 use portcullis_identity::Registry;
 use portcullis_store::Store;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
@@ -31,6 +34,15 @@ pub struct ControlPlane {
     /// both start from the same generation).
     pub(crate) write_lock: Mutex<()>,
     pub(crate) keys: KeyCache,
+    hooks: std::sync::Mutex<Vec<Arc<dyn ReloadHook>>>,
+    credentials: std::sync::OnceLock<CredentialsApi>,
+}
+
+/// Something else loaded from the store along with the registry (e.g. the stored
+/// credentials the data plane injects): called after every registry reload.
+pub trait ReloadHook: Send + Sync + 'static {
+    /// Reloads from `store`; failures are the hook's to log (the last good state stays).
+    fn reload<'a>(&'a self, store: &'a Store) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 impl ControlPlane {
@@ -44,7 +56,26 @@ impl ControlPlane {
             loaded: Mutex::new(None),
             write_lock: Mutex::new(()),
             keys: KeyCache::default(),
+            hooks: std::sync::Mutex::new(Vec::new()),
+            credentials: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs `hook` after every registry reload (at start, on store changes, after writes).
+    pub fn add_reload_hook(&self, hook: Arc<dyn ReloadHook>) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(hook);
+    }
+
+    /// Enables `/v1/credentials` (once).
+    pub fn enable_credentials(&self, api: CredentialsApi) {
+        let _ = self.credentials.set(api);
+    }
+
+    pub(crate) fn credentials(&self) -> Option<&CredentialsApi> {
+        self.credentials.get()
     }
 
     /// The store.
@@ -71,6 +102,14 @@ impl ControlPlane {
         let revision = self.store.revision().await?;
         let agents = self.store.list_agents(None).await?;
         self.registry.replace(agents);
+        let hooks: Vec<_> = self
+            .hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for hook in hooks {
+            hook.reload(&self.store).await;
+        }
         *loaded = Some(revision);
         Ok(self.registry.len())
     }

@@ -74,6 +74,7 @@
 mod api;
 mod body;
 mod control;
+mod credentials;
 mod decisions;
 mod operator;
 mod policies;
@@ -82,7 +83,8 @@ mod routes;
 mod sim_request;
 
 pub use body::MAX_BODY_BYTES;
-pub use control::{ControlPlane, WATCH_INTERVAL};
+pub use control::{ControlPlane, ReloadHook, WATCH_INTERVAL};
+pub use credentials::{stored_binding, CredentialsApi};
 pub use operator::{Operator, KEY_CACHE_TTL};
 pub use policies::{PolicyApi, DEFAULT_PLATFORM_TENANT, MAX_CONCURRENT_EVALS};
 

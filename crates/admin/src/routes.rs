@@ -50,6 +50,10 @@ pub(crate) enum Route<'a> {
     Decisions,
     /// `/v1/decisions/{id}`
     Decision(&'a str),
+    /// `/v1/credentials`
+    Credentials,
+    /// `/v1/credentials/{name}`
+    Credential(&'a str),
 }
 
 impl Route<'_> {
@@ -64,6 +68,13 @@ impl Route<'_> {
                 return match (parts.next(), parts.next()) {
                     (None, _) => Some(Route::Decisions),
                     (Some(id), None) if !id.is_empty() => Some(Route::Decision(id)),
+                    _ => None,
+                }
+            }
+            "credentials" => {
+                return match (parts.next(), parts.next()) {
+                    (None, _) => Some(Route::Credentials),
+                    (Some(name), None) if !name.is_empty() => Some(Route::Credential(name)),
                     _ => None,
                 }
             }
@@ -128,9 +139,15 @@ impl Route<'_> {
         const GET: &[Method] = &[Method::GET];
         const PUT: &[Method] = &[Method::PUT];
         const POST: &[Method] = &[Method::POST];
+        const GET_PUT_DELETE: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
         match self {
             Route::Agents => GET_POST,
-            Route::Agent(_) | Route::Policies | Route::Decisions | Route::Decision(_) => GET,
+            Route::Credential(_) => GET_PUT_DELETE,
+            Route::Agent(_)
+            | Route::Policies
+            | Route::Decisions
+            | Route::Decision(_)
+            | Route::Credentials => GET,
             Route::Config(_) | Route::PolicyMode(_) => PUT,
             Route::Action(..) | Route::Validate | Route::Simulate => POST,
         }
@@ -140,7 +157,12 @@ impl Route<'_> {
     pub(crate) fn allow_header(&self) -> &'static str {
         match self {
             Route::Agents => "GET, POST",
-            Route::Agent(_) | Route::Policies | Route::Decisions | Route::Decision(_) => "GET",
+            Route::Credential(_) => "GET, PUT, DELETE",
+            Route::Agent(_)
+            | Route::Policies
+            | Route::Decisions
+            | Route::Decision(_)
+            | Route::Credentials => "GET",
             Route::Config(_) | Route::PolicyMode(_) => "PUT",
             Route::Action(..) | Route::Validate | Route::Simulate => "POST",
         }
@@ -197,6 +219,10 @@ mod tests {
             "/v1/decisions/x/",
             "/v1/decisions/x/y",
             "/v1/decisionsx",
+            "/v1/credentials/",
+            "/v1/credentials/x/",
+            "/v1/credentials/x/y",
+            "/v1/credentialsx",
         ] {
             assert_eq!(Route::parse(p), None, "{p:?}");
         }
@@ -226,6 +252,21 @@ mod tests {
         );
         assert!(!Route::Decisions.is_write(&Method::GET));
         assert_eq!(Route::Decision("x").allowed(), &[Method::GET]);
+    }
+
+    #[test]
+    fn parses_credential_paths() {
+        assert_eq!(Route::parse("/v1/credentials"), Some(Route::Credentials));
+        assert_eq!(
+            Route::parse("/v1/credentials/openai_prod"),
+            Some(Route::Credential("openai_prod"))
+        );
+        assert_eq!(Route::Credentials.allowed(), &[Method::GET]);
+        let one = Route::Credential("x");
+        assert_eq!(one.allowed(), &[Method::GET, Method::PUT, Method::DELETE]);
+        assert_eq!(one.allow_header(), "GET, PUT, DELETE");
+        assert!(!one.is_write(&Method::GET));
+        assert!(one.is_write(&Method::PUT) && one.is_write(&Method::DELETE));
     }
 
     #[test]

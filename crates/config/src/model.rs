@@ -114,12 +114,17 @@ const FORBIDDEN_CREDENTIAL_HEADERS: &[&str] = &[
 ];
 
 impl CredentialConfig {
-    fn validate(
-        &self,
-        i: usize,
-        passthrough: &portcullis_tls::HostMatcher,
-    ) -> Result<(), ConfigError> {
-        let key = |f: &str| format!("credentials[{i}].{f}");
+    /// Checks the name and the binding (hosts, header, format, who), not the secret source:
+    /// also what the admin API accepts. Keys are named under `prefix` (`credentials[0]`), or
+    /// bare when `prefix` is empty.
+    pub fn validate_binding(&self, prefix: &str) -> Result<(), ConfigError> {
+        let key = |f: &str| {
+            if prefix.is_empty() {
+                f.to_owned()
+            } else {
+                format!("{prefix}.{f}")
+            }
+        };
         if !is_valid_id(&self.name) {
             return Err(ConfigError::new(
                 key("name"),
@@ -134,16 +139,6 @@ impl CredentialConfig {
         }
         portcullis_tls::HostMatcher::new(&self.hosts)
             .map_err(|e| ConfigError::new(key("hosts"), e.to_string()))?;
-        if let Some(h) = self
-            .hosts
-            .iter()
-            .find(|h| passthrough.matches(h.trim_start_matches("*.")))
-        {
-            return Err(ConfigError::new(
-                key("hosts"),
-                format!("`{h}` is in tls.passthrough: a credential cannot be injected into a spliced tunnel"),
-            ));
-        }
         let header = self.header.as_str();
         let token = !header.is_empty()
             && header
@@ -174,6 +169,35 @@ impl CredentialConfig {
         {
             return Err(ConfigError::new(key("format"), "must be printable ASCII"));
         }
+        for (field, list) in [
+            ("agents", &self.agents),
+            ("groups", &self.groups),
+            ("tenants", &self.tenants),
+        ] {
+            if let Some(bad) = list.iter().find(|v| !is_valid_id(v)) {
+                return Err(ConfigError::new(key(field), format!("invalid id `{bad}`")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(
+        &self,
+        i: usize,
+        passthrough: &portcullis_tls::HostMatcher,
+    ) -> Result<(), ConfigError> {
+        self.validate_binding(&format!("credentials[{i}]"))?;
+        let key = |f: &str| format!("credentials[{i}].{f}");
+        if let Some(h) = self
+            .hosts
+            .iter()
+            .find(|h| passthrough.matches(h.trim_start_matches("*.")))
+        {
+            return Err(ConfigError::new(
+                key("hosts"),
+                format!("`{h}` is in tls.passthrough: a credential cannot be injected into a spliced tunnel"),
+            ));
+        }
         match (&self.env, &self.file) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -191,15 +215,6 @@ impl CredentialConfig {
                 return Err(ConfigError::new(key("env"), "must name a variable"))
             }
             _ => {}
-        }
-        for (field, list) in [
-            ("agents", &self.agents),
-            ("groups", &self.groups),
-            ("tenants", &self.tenants),
-        ] {
-            if let Some(bad) = list.iter().find(|v| !is_valid_id(v)) {
-                return Err(ConfigError::new(key(field), format!("invalid id `{bad}`")));
-            }
         }
         Ok(())
     }
@@ -238,18 +253,6 @@ impl Default for TlsConfig {
             intercept_all: false,
             passthrough: Vec::new(),
         }
-    }
-}
-
-impl Config {
-    /// Which CONNECT tunnels are intercepted: `[tls]` plus every host a credential is bound
-    /// to (a credential cannot be injected into an opaque tunnel).
-    pub fn intercept_rules(&self) -> Result<portcullis_tls::InterceptRules, ConfigError> {
-        let mut tls = self.tls.clone();
-        for c in &self.credentials {
-            tls.intercept.extend(c.hosts.iter().cloned());
-        }
-        tls.intercept_rules()
     }
 }
 
@@ -390,12 +393,17 @@ impl Default for PolicyConfig {
 pub struct StoreConfig {
     /// `sqlite://PATH` (relative to the working directory) or `sqlite::memory:`.
     pub url: String,
+    /// Key sealing the secrets of credentials managed through the admin API and CLI (base64
+    /// of 32 bytes; generated on first use, mode 0600). The environment variable
+    /// `PORTCULLIS_CREDENTIALS_KEY` (same format) takes precedence.
+    pub credentials_key: PathBuf,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://data/portcullis.db".to_owned(),
+            credentials_key: PathBuf::from("data/credentials.key"),
         }
     }
 }
@@ -846,22 +854,13 @@ mod tests {
     }
 
     #[test]
-    fn credentials_default_to_bearer_replace_and_their_hosts_are_intercepted() {
+    fn credentials_default_to_bearer_and_replace() {
         let c = Config::from_toml(&credential_doc(&[])).unwrap();
         c.validate().unwrap();
         let cred = &c.credentials[0];
         assert_eq!(cred.header, "authorization");
         assert_eq!(cred.format, "Bearer {secret}");
         assert_eq!(cred.mode, CredentialMode::Replace);
-        assert!(c
-            .intercept_rules()
-            .unwrap()
-            .should_intercept("api.example.com:443"));
-        assert!(!c
-            .tls
-            .intercept_rules()
-            .unwrap()
-            .should_intercept("api.example.com"));
         let c = Config::from_toml(&credential_doc(&[
             ("header", "\"x-api-key\""),
             ("format", "\"{secret}\""),

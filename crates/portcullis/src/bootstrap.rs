@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use portcullis_config::{AgentConfig, Config};
 use portcullis_core::{Agent, AgentSource, AgentStatus, Clock};
 use portcullis_identity::{generate_secret, hash_secret, SigningKey};
-use portcullis_store::Store;
+use portcullis_store::{SealKey, Store};
 use tracing::info;
 
 /// Id of the agent created on first run.
@@ -23,6 +23,21 @@ pub(crate) fn signing_key(cfg: &Config) -> anyhow::Result<(SigningKey, bool)> {
     portcullis_identity::load_or_generate(&cfg.identity.signing_key)
         .with_context(|| format!("signing key {}", cfg.identity.signing_key.display()))
 }
+
+/// The key sealing stored credential secrets: `PORTCULLIS_CREDENTIALS_KEY` (base64 of 32
+/// bytes), else `store.credentials_key`, generated (mode 0600) on first use.
+pub(crate) fn credentials_key(cfg: &Config) -> anyhow::Result<(SealKey, bool)> {
+    if let Ok(text) = std::env::var(CREDENTIALS_KEY_ENV) {
+        let key = SealKey::from_base64(&text).with_context(|| CREDENTIALS_KEY_ENV.to_owned())?;
+        return Ok((key, false));
+    }
+    let path = &cfg.store.credentials_key;
+    SealKey::load_or_generate(path)
+        .with_context(|| format!("store.credentials_key {}", path.display()))
+}
+
+/// Environment variable that overrides `store.credentials_key`.
+pub(crate) const CREDENTIALS_KEY_ENV: &str = "PORTCULLIS_CREDENTIALS_KEY";
 
 /// Upserts `[[agents]]` into the store; secrets from `secret_env` are hashed here
 /// and never stored in clear. Status and generation of existing agents are kept

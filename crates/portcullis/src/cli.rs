@@ -69,6 +69,16 @@ pub enum Command {
         #[command(subcommand)]
         action: ApikeyAction,
     },
+    /// Manage provider credentials the gateway injects (sealed in the store; the running
+    /// gateway picks changes up within 1 s).
+    Credential {
+        /// Config file (for `store.url` and `store.credentials_key`).
+        #[arg(long, short, env = "PORTCULLIS_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: CredentialAction,
+    },
     /// Query and follow the audit trail in the store.
     Audit {
         /// Config file (for `store.url`).
@@ -179,6 +189,61 @@ pub enum AgentAction {
         /// Fields.
         #[command(flatten)]
         fields: AgentFields,
+    },
+}
+
+/// `portcullis credential ...`.
+#[derive(Debug, Subcommand)]
+pub enum CredentialAction {
+    /// Create or replace a credential. The secret is read from a variable, a file or stdin,
+    /// never from the command line; on a replace without one the stored secret is kept.
+    Set {
+        /// Name (^[a-z][a-z0-9_]{1,63}$).
+        name: String,
+        /// Tenant that owns it; it applies to that tenant's agents only.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Host globs it is injected for, comma separated (e.g. api.openai.com).
+        #[arg(long = "hosts", value_delimiter = ',', required = true)]
+        hosts: Vec<String>,
+        /// Header to set.
+        #[arg(long, default_value = "authorization")]
+        header: String,
+        /// Header value; {secret} is replaced by the secret.
+        #[arg(long, default_value = "Bearer {secret}")]
+        format: String,
+        /// Agents that may use it, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<String>,
+        /// Groups whose agents may use it, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// replace (drop the agent's value) or if_absent.
+        #[arg(long, default_value = "replace", value_parser = ["replace", "if_absent"])]
+        mode: String,
+        /// Read the secret from this environment variable.
+        #[arg(long, conflicts_with_all = ["secret_file", "secret_stdin"])]
+        secret_env: Option<String>,
+        /// Read the secret from this file.
+        #[arg(long, conflicts_with = "secret_stdin")]
+        secret_file: Option<PathBuf>,
+        /// Read the secret from standard input.
+        #[arg(long)]
+        secret_stdin: bool,
+    },
+    /// List credentials (never their secrets).
+    List {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove a credential.
+    Remove {
+        /// Name.
+        name: String,
+        /// Tenant that owns it.
+        #[arg(long, default_value = "default")]
+        tenant: String,
     },
 }
 

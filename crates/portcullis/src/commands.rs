@@ -2,7 +2,9 @@
 //! A running gateway sees their writes within a second (it polls the store revision).
 
 use crate::bootstrap;
-use crate::cli::{AgentAction, AgentFields, ApikeyAction, AuditAction, AuditFilters};
+use crate::cli::{
+    AgentAction, AgentFields, ApikeyAction, AuditAction, AuditFilters, CredentialAction,
+};
 use anyhow::{anyhow, bail, Context};
 use portcullis_config::{duration::parse_duration, Config};
 use portcullis_core::{Agent, AgentStatus, Clock, SystemClock};
@@ -115,6 +117,142 @@ pub(crate) async fn token(cfg: &Config, agent_id: &str, scopes: Vec<String>) -> 
     println!("{}", t.access_token);
     store.close().await;
     Ok(())
+}
+
+/// `portcullis credential ...`.
+pub(crate) async fn credential(cfg: &Config, action: CredentialAction) -> anyhow::Result<()> {
+    let store = bootstrap::open_store(cfg).await?;
+    match action {
+        CredentialAction::Set {
+            name,
+            tenant,
+            hosts,
+            header,
+            format,
+            agents,
+            groups,
+            mode,
+            secret_env,
+            secret_file,
+            secret_stdin,
+        } => {
+            if cfg.credentials.iter().any(|c| c.name == name) {
+                bail!("credential `{name}` is declared in the config file; change it there");
+            }
+            let spec = json!({
+                "hosts": hosts, "header": header, "format": format, "agents": agents,
+                "groups": groups, "tenants": Vec::<String>::new(), "mode": mode,
+            });
+            let mut with_name = spec.clone();
+            with_name["name"] = json!(name);
+            let binding: portcullis_config::CredentialConfig =
+                serde_json::from_value(with_name).map_err(|e| anyhow!("{e}"))?;
+            binding
+                .validate_binding("")
+                .map_err(|e| anyhow!("--{}: {}", e.key.replace('_', "-"), e.reason))?;
+            let secret = read_secret(secret_env, secret_file, secret_stdin)?;
+            let (key, _) = bootstrap::credentials_key(cfg)?;
+            let now = SystemClock.unix_secs();
+            store
+                .put_credential(&name, &tenant, &spec, secret.as_deref(), &key, now)
+                .await?;
+            println!(
+                "credential `{name}` (tenant {tenant}) stored{}",
+                if secret.is_some() {
+                    "; secret sealed"
+                } else {
+                    "; secret kept"
+                }
+            );
+        }
+        CredentialAction::List { tenant } => {
+            println!(
+                "{:<24} {:<12} {:<7} {:<16} HOSTS / WHO",
+                "NAME", "TENANT", "SOURCE", "HEADER"
+            );
+            for c in &cfg.credentials {
+                println!(
+                    "{:<24} {:<12} {:<7} {:<16} {} / {}",
+                    c.name,
+                    "-",
+                    "config",
+                    c.header,
+                    c.hosts.join(","),
+                    who(&c.agents, &c.groups, &c.tenants)
+                );
+            }
+            for c in store.list_credentials(tenant.as_deref()).await? {
+                match portcullis_admin::stored_binding(&c) {
+                    Ok(b) => println!(
+                        "{:<24} {:<12} {:<7} {:<16} {} / {}",
+                        c.name,
+                        c.tenant,
+                        "store",
+                        b.header,
+                        b.hosts.join(","),
+                        who(&b.agents, &b.groups, &b.tenants)
+                    ),
+                    Err(e) => println!(
+                        "{:<24} {:<12} {:<7} unreadable binding: {e}",
+                        c.name, c.tenant, "store"
+                    ),
+                }
+            }
+        }
+        CredentialAction::Remove { name, tenant } => {
+            if !store.delete_credential(&name, &tenant).await? {
+                bail!("no credential `{name}` in tenant {tenant}");
+            }
+            println!("removed credential `{name}`");
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn who(agents: &[String], groups: &[String], tenants: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !agents.is_empty() {
+        parts.push(format!("agents={}", agents.join(",")));
+    }
+    if !groups.is_empty() {
+        parts.push(format!("groups={}", groups.join(",")));
+    }
+    if !tenants.is_empty() {
+        parts.push(format!("tenants={}", tenants.join(",")));
+    }
+    if parts.is_empty() {
+        "nobody".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The secret of `credential set`, from exactly one source, or `None` (keep the stored one).
+fn read_secret(
+    env: Option<String>,
+    file: Option<std::path::PathBuf>,
+    stdin: bool,
+) -> anyhow::Result<Option<String>> {
+    let raw = match (env, file, stdin) {
+        (Some(var), _, _) => {
+            std::env::var(&var).map_err(|_| anyhow!("--secret-env: variable {var} is not set"))?
+        }
+        (None, Some(path), _) => std::fs::read_to_string(&path)
+            .map_err(|e| anyhow!("--secret-file {}: {e}", path.display()))?,
+        (None, None, true) => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| anyhow!("--secret-stdin: {e}"))?;
+            s
+        }
+        (None, None, false) => return Ok(None),
+    };
+    let secret = raw.trim();
+    if secret.is_empty() || secret.bytes().any(|b| b.is_ascii_control()) {
+        bail!("the secret must be non-empty and free of control characters");
+    }
+    Ok(Some(secret.to_owned()))
 }
 
 /// `portcullis apikey ...`.

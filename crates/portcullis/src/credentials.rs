@@ -1,5 +1,10 @@
-//! Credential injection: provider keys held by the gateway (`[[credentials]]`) and added to
-//! requests that policy allowed, so agents only ever hold a placeholder.
+//! Credential injection: provider keys held by the gateway (`[[credentials]]` in the config,
+//! or managed through `/v1/credentials` and `portcullis credential`, sealed in the store) and
+//! added to requests that policy allowed, so agents only ever hold a placeholder.
+//!
+//! Config credentials come first; a stored credential applies only to agents of the tenant
+//! that manages it, and is reloaded with the agent registry (at start, after admin writes,
+//! and when the store revision changes).
 //!
 //! A credential is bound to host globs and to who may use it (agents, groups, tenants;
 //! nobody by default). The secret comes from an environment variable (read at start) or a
@@ -12,19 +17,24 @@ use http::{HeaderName, HeaderValue};
 use portcullis_config::{CredentialConfig, CredentialMode};
 use portcullis_core::{ApiError, ErrorSource, Principal};
 use portcullis_proxy::pipeline::{CredentialInjector, Injection};
+use portcullis_store::{SealKey, Store};
 use portcullis_tls::HostMatcher;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 use tracing::{info, warn};
 
-/// The configured credentials, in config order (the first binding that matches wins).
+/// The credentials, config ones first (the first binding that matches wins).
 pub(crate) struct Credentials {
-    entries: Vec<Entry>,
+    config: Vec<Entry>,
+    stored: RwLock<Arc<Vec<Entry>>>,
+    key: Option<Arc<SealKey>>,
 }
 
 struct Entry {
     name: Arc<str>,
+    /// Tenant of a stored credential: it applies to that tenant's agents only.
+    owner: Option<String>,
     hosts: HostMatcher,
     header: HeaderName,
     format: String,
@@ -109,29 +119,113 @@ impl FileSecret {
 }
 
 impl Credentials {
-    /// Loads every secret once: a missing variable or unreadable file stops the start.
-    pub(crate) fn load(configs: &[CredentialConfig]) -> anyhow::Result<Self> {
-        let entries = configs
+    /// Loads every config secret once: a missing variable or unreadable file stops the
+    /// start. `key` opens stored credentials (none are used without it).
+    pub(crate) fn load(
+        configs: &[CredentialConfig],
+        key: Option<Arc<SealKey>>,
+    ) -> anyhow::Result<Self> {
+        let config = configs
             .iter()
             .enumerate()
             .map(|(i, c)| Entry::load(i, c))
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { entries })
+        Ok(Self {
+            config,
+            stored: RwLock::new(Arc::new(Vec::new())),
+            key,
+        })
     }
 
-    /// Names, for the banner.
-    pub(crate) fn names(&self) -> Vec<&str> {
-        self.entries.iter().map(|e| &*e.name).collect()
-    }
-
-    fn find(&self, principal: &Principal, host: &str) -> Option<&Entry> {
-        self.entries
+    /// Names, config ones first, for the banner.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let stored = self.stored();
+        self.config
             .iter()
-            .find(|e| e.hosts.matches(host) && e.allows(principal))
+            .chain(stored.iter())
+            .map(|e| e.name.to_string())
+            .collect()
+    }
+
+    /// Replaces the stored credentials with what `store` holds now. A credential whose
+    /// binding is invalid, whose name a config credential uses, or whose secret does not open
+    /// with the key is skipped and logged (never its secret).
+    pub(crate) async fn reload_stored(&self, store: &Store) {
+        let Some(key) = &self.key else { return };
+        let rows = match store.list_credentials(None).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "stored credentials not reloaded; keeping the last set");
+                return;
+            }
+        };
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let loaded = portcullis_admin::stored_binding(&row)
+                .map_err(|e| anyhow!("binding: {e}"))
+                .and_then(|b| {
+                    b.validate_binding("")
+                        .map_err(|e| anyhow!("{}: {}", e.key, e.reason))?;
+                    if self.config.iter().any(|c| *c.name == *b.name) {
+                        bail!("a config credential has the same name");
+                    }
+                    let secret = row.secret(key).map_err(|e| anyhow!("{e}"))?;
+                    Entry::new(&b, Secret::Fixed(secret), Some(row.tenant.clone()))
+                });
+            match loaded {
+                Ok(e) => entries.push(e),
+                Err(e) => warn!(credential = %row.name, error = %e, "stored credential skipped"),
+            }
+        }
+        *self.stored.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(entries);
+    }
+
+    fn stored(&self) -> Arc<Vec<Entry>> {
+        self.stored
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn with_entry<T>(
+        &self,
+        pred: impl Fn(&Entry) -> bool,
+        f: impl FnOnce(&Entry) -> T,
+    ) -> Option<T> {
+        if let Some(e) = self.config.iter().find(|e| pred(e)) {
+            return Some(f(e));
+        }
+        let stored = self.stored();
+        stored.iter().find(|e| pred(e)).map(f)
+    }
+}
+
+impl portcullis_admin::ReloadHook for Credentials {
+    fn reload<'a>(
+        &'a self,
+        store: &'a Store,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.reload_stored(store))
     }
 }
 
 impl Entry {
+    fn new(c: &CredentialConfig, secret: Secret, owner: Option<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            name: Arc::from(c.name.as_str()),
+            owner,
+            hosts: HostMatcher::new(&c.hosts).map_err(|e| anyhow!("hosts: {e}"))?,
+            header: HeaderName::from_bytes(c.header.as_bytes())
+                .map_err(|_| anyhow!("header: not a header name"))?,
+            format: c.format.clone(),
+            replace: c.mode == CredentialMode::Replace,
+            agents: c.agents.clone(),
+            groups: c.groups.clone(),
+            tenants: c.tenants.clone(),
+            secret,
+        })
+    }
+
     fn load(i: usize, c: &CredentialConfig) -> anyhow::Result<Self> {
         let key = |f: &str| format!("credentials[{i}].{f}");
         let secret = match (&c.env, &c.file) {
@@ -156,22 +250,14 @@ impl Entry {
             }
             (None, None) => bail!("{}: a credential needs env or file", key("env")),
         };
-        Ok(Self {
-            name: Arc::from(c.name.as_str()),
-            hosts: HostMatcher::new(&c.hosts).map_err(|e| anyhow!("{}: {e}", key("hosts")))?,
-            header: HeaderName::from_bytes(c.header.as_bytes())
-                .map_err(|_| anyhow!("{}: not a header name", key("header")))?,
-            format: c.format.clone(),
-            replace: c.mode == CredentialMode::Replace,
-            agents: c.agents.clone(),
-            groups: c.groups.clone(),
-            tenants: c.tenants.clone(),
-            secret,
-        })
+        Self::new(c, secret, None).map_err(|e| anyhow!("credentials[{i}].{e}"))
     }
 
     /// Whether `p` may use this credential: its id, one of its groups or its tenant is listed.
     fn allows(&self, p: &Principal) -> bool {
+        if self.owner.as_deref().is_some_and(|t| *t != *p.tenant) {
+            return false;
+        }
         self.agents.iter().any(|a| **a == *p.agent_id)
             || self.groups.iter().any(|g| p.groups.contains(g))
             || self.tenants.iter().any(|t| **t == *p.tenant)
@@ -200,28 +286,38 @@ impl Entry {
 }
 
 impl CredentialInjector for Credentials {
+    fn intercepts(&self, host: &str) -> bool {
+        self.with_entry(|e| e.hosts.matches(host), |_| ()).is_some()
+    }
+
     fn bound(&self, principal: &Principal, host: &str) -> Option<Arc<str>> {
-        self.find(principal, host).map(|e| e.name.clone())
+        self.with_entry(
+            |e| e.hosts.matches(host) && e.allows(principal),
+            |e| e.name.clone(),
+        )
     }
 
     fn injection(&self, name: &str) -> Result<Injection, ApiError> {
-        let e = self
-            .entries
-            .iter()
-            .find(|e| &*e.name == name)
-            .ok_or_else(|| {
-                ApiError::new(
-                    503,
-                    "credential_unavailable",
-                    format!("credential `{name}` is not configured"),
-                    ErrorSource::Internal,
-                )
-            })?;
-        Ok(Injection {
-            name: e.name.clone(),
-            header: e.header.clone(),
-            value: e.value()?,
-            replace: e.replace,
+        self.with_entry(
+            |e| &*e.name == name,
+            |e| {
+                Ok(Injection {
+                    name: e.name.clone(),
+                    header: e.header.clone(),
+                    value: e.value()?,
+                    replace: e.replace,
+                })
+            },
+        )
+        .unwrap_or_else(|| {
+            // Deleted between the policy decision and forwarding: refuse rather than
+            // forward without the credential policy was told about.
+            Err(ApiError::new(
+                503,
+                "credential_unavailable",
+                format!("credential `{name}` is not configured"),
+                ErrorSource::Internal,
+            ))
         })
     }
 }
@@ -257,11 +353,14 @@ mod tests {
     fn file_cred(dir: &std::path::Path, c: CredentialConfig, secret: &str) -> Credentials {
         let path = dir.join(format!("{}.key", c.name));
         std::fs::write(&path, secret).unwrap();
-        Credentials::load(&[CredentialConfig {
-            env: None,
-            file: Some(path),
-            ..c
-        }])
+        Credentials::load(
+            &[CredentialConfig {
+                env: None,
+                file: Some(path),
+                ..c
+            }],
+            None,
+        )
         .unwrap()
     }
 
@@ -284,7 +383,7 @@ mod tests {
                 ..c
             });
         }
-        let creds = Credentials::load(&all).unwrap();
+        let creds = Credentials::load(&all, None).unwrap();
         assert_eq!(
             creds.names(),
             ["openai_prod", "anthropic_acme", "nobody_uses_me"]
@@ -411,11 +510,14 @@ mod tests {
     fn missing_sources_stop_the_start_naming_the_key() {
         let mut c = cfg("openai", &["api.openai.com"]);
         c.env = Some("PORTCULLIS_TEST_CRED_SURELY_UNSET".into());
-        let e = Credentials::load(&[c.clone()]).err().unwrap().to_string();
+        let e = Credentials::load(&[c.clone()], None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("credentials[0].env"), "{e}");
         c.env = None;
         c.file = Some(PathBuf::from("/nonexistent/portcullis/key"));
-        let e = Credentials::load(&[c]).err().unwrap().to_string();
+        let e = Credentials::load(&[c], None).err().unwrap().to_string();
         assert!(e.contains("credentials[0].file"), "{e}");
     }
 }

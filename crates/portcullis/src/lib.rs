@@ -44,6 +44,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Apikey { config, action } => with_store(config.as_deref(), |cfg| async move {
             commands::apikey(&cfg, action).await
         }),
+        Command::Credential { config, action } => with_store(config.as_deref(), |cfg| async move {
+            commands::credential(&cfg, action).await
+        }),
         Command::Audit { config, action } => with_store(config.as_deref(), |cfg| async move {
             commands::audit(&cfg, action).await
         }),

@@ -104,9 +104,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         clock.clone(),
     ));
     limits.spawn_sweeper(shutdown_rx.clone());
-    let credentials = Arc::new(Credentials::load(&cfg.credentials)?);
-    let credential_names = credentials.names().join(",");
-    let injector = (!cfg.credentials.is_empty()).then(|| credentials.clone());
+    let (seal_key, generated_key) = bootstrap::credentials_key(&cfg)?;
+    if generated_key {
+        info!(path = %cfg.store.credentials_key.display(), "generated the credentials sealing key");
+    }
+    let seal_key = Arc::new(seal_key);
+    let credentials = Arc::new(Credentials::load(&cfg.credentials, Some(seal_key.clone()))?);
+    let injector = Some(credentials.clone());
     let pipeline = if cfg.proxy.allow_unauthenticated {
         Pipeline {
             classifier: Some(classifier.clone()),
@@ -154,6 +158,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     };
     let control = ControlPlane::new(store.clone(), agents.clone(), clock.clone());
+    control.add_reload_hook(credentials.clone());
+    control.enable_credentials(portcullis_admin::CredentialsApi {
+        key: seal_key,
+        config: cfg.credentials.clone(),
+    });
     let n_agents = control.reload_registry().await?;
     {
         let (control, rx) = (control.clone(), shutdown_rx.clone());
@@ -210,6 +219,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         policy_engine.clone().map(PolicyApi::new),
     );
 
+    let credential_names = credentials.names();
     println!(
         "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} ca={} intercept={} credentials={}{} log={}",
         store.describe(),
@@ -219,8 +229,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.proxy.allow_private.len(),
         tls.ca_cert.display(),
         if cfg.tls.intercept_all { "all".to_owned() } else { format!("{}hosts", cfg.tls.intercept.len()) },
-        cfg.credentials.len(),
-        if credential_names.is_empty() { String::new() } else { format!("({credential_names})") },
+        credential_names.len(),
+        if credential_names.is_empty() { String::new() } else { format!("({})", credential_names.join(",")) },
         match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
     );
     if open {
@@ -301,7 +311,7 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         ..UpstreamRoots::default()
     })
     .context("tls.upstream_ca")?;
-    let rules = cfg.intercept_rules()?;
+    let rules = t.intercept_rules()?;
     Ok(TlsSetup {
         intercept: portcullis_proxy::intercept::Intercept::new(cache, rules, upstream.http1),
         ca_cert,

@@ -408,3 +408,218 @@ fn plain_http_never_carries_a_credential() {
         0.0
     );
 }
+
+const CHAT: &str = r#"
+import json, sys, httpx, openai
+proxy, ca, base = sys.argv[1:4]
+client = openai.OpenAI(base_url=base, api_key="sk-placeholder-from-agent-env", max_retries=0,
+                       http_client=httpx.Client(proxy=proxy, verify=ca))
+try:
+    r = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    print(json.dumps({"status": 200, "text": r.choices[0].message.content}))
+except openai.APIStatusError as e:
+    print(json.dumps({"status": e.status_code, "body": e.response.text}))
+"#;
+
+#[test]
+fn credentials_managed_through_the_admin_api_and_cli_are_sealed_and_write_only() {
+    let (first, rotated, via_cli) = (
+        "sk-API-first-77aa10-do-not-leak",
+        "sk-API-rotated-88bb20-do-not-leak",
+        "sk-CLI-managed-99cc30-do-not-leak",
+    );
+    let origin = TlsOrigin::requiring_key(first);
+    let port = origin.port();
+    // No [[credentials]]: what the API stores alone decides interception and injection.
+    let gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: format!("allowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\n"),
+        rest: format!(
+            "\n[policy]\ndir = \"{{DIR}}/policies\"\n\
+             [tls]\nintercept = []\nupstream_ca = [{:?}]\n\
+             [audit]\nsinks = [\"store\", \"jsonl\", \"stdout\"]\n\
+             [[agents]]\nid = \"bot\"\nsecret_sha256 = \"{}\"\n",
+            origin.ca_pem.display().to_string(),
+            sha256_hex(BOT_SECRET.as_bytes()),
+        ),
+        files: vec![(
+            "policies/p.rego".to_owned(),
+            b"package portcullis.policy.p\nimport rego.v1\nallow if input.request.host == \"localhost\"\n"
+                .to_vec(),
+        )],
+    });
+    assert!(gw.banner.contains(" credentials=0 "), "{}", gw.banner);
+    // Trust both the gateway CA (intercepted) and the origin's (spliced tunnels).
+    let bundle = gw.dir().join("both-cas.pem");
+    let mut pem = std::fs::read(ca(&gw)).expect("gateway ca");
+    pem.extend(std::fs::read(&origin.ca_pem).expect("origin ca"));
+    std::fs::write(&bundle, pem).expect("bundle");
+    let chat = || -> serde_json::Value {
+        let out = run_python(
+            CHAT,
+            &[
+                bot_proxy(&gw),
+                bundle.display().to_string(),
+                format!("https://localhost:{port}/v1"),
+            ],
+        );
+        assert_secret_absent("the SDK output", &out, &[first, rotated, via_cli]);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    // Nothing bound yet: the tunnel is spliced and the placeholder reaches the origin.
+    assert_eq!(chat()["status"], 401);
+
+    let admin = gw.create_api_key("default", "admin");
+    let viewer = gw.create_api_key("default", "viewer");
+    let stranger = gw.create_api_key("acme", "admin");
+    let put = |key: &str, body: serde_json::Value| {
+        gw.admin_call("PUT", "/v1/credentials/openai_api", Some(key), Some(&body))
+    };
+    let binding = serde_json::json!({"hosts": ["localhost"], "agents": ["bot"]});
+
+    // Refusals: no secret on create, bad bindings, sources meant for the config file,
+    // another tenant's agents, a viewer.
+    let r = put(&admin, binding.clone());
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    for (body, field) in [
+        (serde_json::json!({"hosts": [], "secret": first}), "hosts"),
+        (
+            serde_json::json!({"hosts": ["localhost"], "header": "Host", "secret": first}),
+            "header",
+        ),
+        (
+            serde_json::json!({"hosts": ["localhost"], "format": "Bearer", "secret": first}),
+            "format",
+        ),
+        (
+            serde_json::json!({"hosts": ["localhost"], "file": "/etc/passwd"}),
+            "file",
+        ),
+        (
+            serde_json::json!({"hosts": ["localhost"], "tenants": ["acme"], "secret": first}),
+            "tenants",
+        ),
+        (
+            serde_json::json!({"hosts": ["localhost"], "secret": "two\nlines"}),
+            "secret",
+        ),
+        (
+            serde_json::json!({"hosts": ["localhost"], "secret": first, "surprise": 1}),
+            "body",
+        ),
+    ] {
+        let r = put(&admin, body.clone());
+        assert_eq!(
+            r.status,
+            422,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["errors"][0]["field"], field, "{body}");
+        assert_secret_absent("a 422 answer", &String::from_utf8_lossy(&r.body), &[first]);
+    }
+    let mut with_secret = binding.clone();
+    with_secret["secret"] = serde_json::json!(first);
+    assert_eq!(put(&viewer, with_secret.clone()).status, 403);
+
+    // Created: 201, and the secret is never shown again.
+    let r = put(&admin, with_secret.clone());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["name"], "openai_api");
+    assert_eq!(v["source"], "store");
+    assert_eq!(v["secret"], "(write-only)");
+    assert_eq!(v["header"], "authorization");
+    for path in ["/v1/credentials", "/v1/credentials/openai_api"] {
+        let r = gw.admin_call("GET", path, Some(&viewer), None);
+        assert_eq!(r.status, 200, "{path}");
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(text.contains("openai_api"), "{text}");
+        assert_secret_absent(path, &text, &[first]);
+    }
+    // Another tenant sees nothing and cannot take the name.
+    assert_eq!(
+        gw.admin_call("GET", "/v1/credentials/openai_api", Some(&stranger), None)
+            .status,
+        404
+    );
+    assert_eq!(put(&stranger, with_secret.clone()).status, 409);
+
+    // The bound agent's request now gets the real key (the host is intercepted on its own).
+    let ok = chat();
+    assert_eq!(ok["status"], 200, "{ok}");
+    assert_eq!(ok["text"], "Hello from origin");
+    assert_eq!(
+        origin.seen_credentials().last().map(String::as_str),
+        Some(format!("Bearer {first}").as_str())
+    );
+
+    // An update without a secret keeps it; one with a secret rotates it at once.
+    let r = put(
+        &admin,
+        serde_json::json!({"hosts": ["localhost"], "agents": ["bot"], "mode": "replace"}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(chat()["status"], 200);
+    origin.set_key(rotated);
+    let mut rotate = binding.clone();
+    rotate["secret"] = serde_json::json!(rotated);
+    assert_eq!(put(&admin, rotate).status, 200);
+    assert_eq!(chat()["status"], 200);
+    assert_eq!(
+        origin.seen_credentials().last().map(String::as_str),
+        Some(format!("Bearer {rotated}").as_str())
+    );
+
+    // Deleted: 204, gone from the list, the placeholder reaches the origin again.
+    let r = gw.admin_call("DELETE", "/v1/credentials/openai_api", Some(&admin), None);
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        gw.admin_call("DELETE", "/v1/credentials/openai_api", Some(&admin), None)
+            .status,
+        404
+    );
+    assert_eq!(chat()["status"], 401);
+
+    // The CLI: the secret from a file, never the command line; the gateway follows the store.
+    let secret_file = gw.dir().join("cli-secret.txt");
+    std::fs::write(&secret_file, format!("{via_cli}\n")).expect("write");
+    let out = gw.cli_ok(&[
+        "credential",
+        "set",
+        "cli_cred",
+        "--hosts",
+        "localhost",
+        "--agents",
+        "bot",
+        "--secret-file",
+        &secret_file.display().to_string(),
+    ]);
+    assert!(out.contains("secret sealed"), "{out}");
+    std::fs::remove_file(&secret_file).expect("rm");
+    let listed = gw.cli_ok(&["credential", "list"]);
+    assert!(
+        listed.contains("cli_cred") && listed.contains("agents=bot"),
+        "{listed}"
+    );
+    origin.set_key(via_cli);
+    gw.eventually("the CLI credential applies", chat, |v| v["status"] == 200);
+    let bad = gw.cli(&[
+        "credential",
+        "set",
+        "bad",
+        "--hosts",
+        "localhost",
+        "--header",
+        "Host",
+    ]);
+    assert!(!bad.status.success());
+    gw.cli_ok(&["credential", "remove", "cli_cred"]);
+    gw.eventually("the removal applies", chat, |v| v["status"] == 401);
+
+    // No secret in any surface; the store holds them sealed.
+    for (what, text) in &surfaces(&gw) {
+        assert_secret_absent(what, text, &[first, rotated, via_cli]);
+    }
+    assert!(gw.dir().join("data/credentials.key").exists());
+}

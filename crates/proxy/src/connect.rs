@@ -100,10 +100,17 @@ pub(crate) async fn handle(
     };
     pending.set_ttfb();
 
-    let intercepted = shared
-        .intercept
-        .as_ref()
-        .is_some_and(|i| i.rules.should_intercept(&host));
+    // A host some credential is bound to is intercepted too (a key cannot be added to an
+    // opaque tunnel); passthrough still wins.
+    let intercepted = shared.intercept.as_ref().is_some_and(|i| {
+        i.rules.should_intercept(&host)
+            || !i.rules.passthrough.matches(&host)
+                && shared
+                    .pipeline
+                    .credentials
+                    .as_ref()
+                    .is_some_and(|c| c.intercepts(&host))
+    });
     let tunnel = Tunnel {
         target,
         scheme: "https",

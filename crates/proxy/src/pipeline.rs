@@ -219,6 +219,9 @@ impl Injection {
 /// the gateway terminates TLS for (`https` inside intercepted tunnels) get credentials: a
 /// secret never travels in plaintext.
 pub trait CredentialInjector: Send + Sync + 'static {
+    /// Whether any credential is bound to `host`: its CONNECT tunnels are intercepted.
+    fn intercepts(&self, host: &str) -> bool;
+
     /// The credential `principal` may use for `host`, by name (nothing secret is read).
     fn bound(&self, principal: &Principal, host: &str) -> Option<Arc<str>>;
 

@@ -1,5 +1,5 @@
-//! Persistence of Portcullis: agents and sub-agents, operator API keys, and the queryable
-//! audit table.
+//! Persistence of Portcullis: agents and sub-agents, operator API keys, provider credentials
+//! (secrets sealed with a key kept outside the database), and the queryable audit table.
 //!
 //! One schema, written in portable SQL (TEXT and BIGINT only) and applied by embedded
 //! migrations at [`Store::connect`]. The backend today is SQLite (`sqlite://PATH`, WAL
@@ -36,13 +36,17 @@
 mod agents;
 mod api_keys;
 mod audit;
+mod credentials;
 mod error;
 mod migrate;
+mod seal;
 mod secret;
 mod store;
 
 pub use api_keys::{ApiKeyRecord, Role};
 pub use audit::{AuditEntry, AuditPage, AuditQuery, AuditRow, MAX_AUDIT_PAGE};
+pub use credentials::StoredCredential;
 pub use error::{Result, StoreError};
+pub use seal::{SealKey, SEAL_KEY_LEN};
 pub use secret::{generate_api_key, is_sha256_hex, sha256_hex, API_KEY_PREFIX};
 pub use store::Store;

@@ -8,8 +8,14 @@ use std::pin::Pin;
 
 /// Migrations in order: (version, description, SQL). Never edit a released entry
 /// (its checksum is recorded); add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "credentials",
+        include_str!("../migrations/0002_credentials.sql"),
+    ),
+];
 
 /// A [`MigrationSource`] over [`MIGRATIONS`], so no file is read at run time.
 #[derive(Debug)]

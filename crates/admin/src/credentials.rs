@@ -1,0 +1,270 @@
+//! `/v1/credentials`: provider credentials the gateway injects. The secret is write-only:
+//! it is sealed into the store on `PUT` and never appears in an answer, a log line or an
+//! error. Credentials from the config file are listed read-only (platform tenant only).
+
+use crate::api::parse_object;
+use crate::control::ControlPlane;
+use crate::operator::Operator;
+use crate::respond::{json_response, store_error};
+use crate::DEFAULT_PLATFORM_TENANT;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use portcullis_config::CredentialConfig;
+use portcullis_core::{ApiError, ErrorSource};
+use portcullis_store::{SealKey, StoredCredential};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use tracing::info;
+
+/// What the credentials endpoints need: the sealing key and the config-declared credentials.
+pub struct CredentialsApi {
+    /// Seals secrets written through the API.
+    pub key: Arc<SealKey>,
+    /// `[[credentials]]` of the config file (read-only here).
+    pub config: Vec<CredentialConfig>,
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        404,
+        "not_found",
+        "credential not found",
+        ErrorSource::Client,
+    )
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+    let reason = reason.into();
+    ApiError::new(
+        422,
+        "validation_error",
+        format!("{field}: {reason}"),
+        ErrorSource::Client,
+    )
+    .with("errors", json!([{"field": field, "reason": reason}]))
+}
+
+/// The answer for a credential: its binding, never its secret.
+fn view(
+    c: &CredentialConfig,
+    source: &str,
+    tenant: Option<&str>,
+    times: Option<(u64, u64)>,
+) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(c.name));
+    m.insert("source".into(), json!(source));
+    m.insert("tenant".into(), json!(tenant));
+    m.insert("hosts".into(), json!(c.hosts));
+    m.insert("header".into(), json!(c.header));
+    m.insert("format".into(), json!(c.format));
+    m.insert("agents".into(), json!(c.agents));
+    m.insert("groups".into(), json!(c.groups));
+    m.insert("tenants".into(), json!(c.tenants));
+    m.insert("mode".into(), json!(c.mode));
+    m.insert("secret".into(), json!("(write-only)"));
+    if let Some((created, updated)) = times {
+        m.insert("created_at".into(), json!(created));
+        m.insert("updated_at".into(), json!(updated));
+    }
+    Value::Object(m)
+}
+
+/// The binding of a stored credential, as the config model (`env`/`file` unset).
+pub fn stored_binding(c: &StoredCredential) -> Result<CredentialConfig, String> {
+    let mut spec = match &c.spec {
+        Value::Object(m) => m.clone(),
+        _ => return Err("spec is not an object".to_owned()),
+    };
+    spec.insert("name".into(), json!(c.name));
+    serde_json::from_value(Value::Object(spec)).map_err(|e| e.to_string())
+}
+
+fn stored_view(c: &StoredCredential) -> Value {
+    match stored_binding(c) {
+        Ok(b) => view(
+            &b,
+            "store",
+            Some(&c.tenant),
+            Some((c.created_at, c.updated_at)),
+        ),
+        Err(_) => {
+            json!({"name": c.name, "source": "store", "tenant": c.tenant, "error": "unreadable binding"})
+        }
+    }
+}
+
+fn api(cp: &ControlPlane) -> Result<&CredentialsApi, ApiError> {
+    cp.credentials().ok_or_else(|| {
+        ApiError::new(
+            404,
+            "credentials_disabled",
+            "credential management is not enabled on this gateway",
+            ErrorSource::Client,
+        )
+    })
+}
+
+/// `GET /v1/credentials`.
+pub(crate) async fn list(
+    cp: &ControlPlane,
+    op: &Operator,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let a = api(cp)?;
+    let mut items: Vec<Value> = Vec::new();
+    if op.tenant == DEFAULT_PLATFORM_TENANT {
+        items.extend(a.config.iter().map(|c| view(c, "config", None, None)));
+    }
+    let stored = cp
+        .store()
+        .list_credentials(Some(&op.tenant))
+        .await
+        .map_err(store_error)?;
+    items.extend(stored.iter().map(stored_view));
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "credentials": items }),
+    ))
+}
+
+/// `GET /v1/credentials/{name}`.
+pub(crate) async fn get(
+    cp: &ControlPlane,
+    op: &Operator,
+    name: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let a = api(cp)?;
+    if let Some(c) = a.config.iter().find(|c| c.name == name) {
+        if op.tenant == DEFAULT_PLATFORM_TENANT {
+            return Ok(json_response(
+                StatusCode::OK,
+                &view(c, "config", None, None),
+            ));
+        }
+        return Err(not_found());
+    }
+    match cp.store().get_credential(name).await.map_err(store_error)? {
+        Some(c) if c.tenant == op.tenant => Ok(json_response(StatusCode::OK, &stored_view(&c))),
+        _ => Err(not_found()),
+    }
+}
+
+/// `PUT /v1/credentials/{name}`: `hosts` (required), `header`, `format`, `agents`, `groups`,
+/// `tenants` (only the operator's own), `mode`, and `secret` (required to create; omitted on
+/// an update keeps the stored one). Answers 201 on create, 200 on update.
+pub(crate) async fn put(
+    cp: &ControlPlane,
+    op: &Operator,
+    name: &str,
+    body: &[u8],
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let a = api(cp)?;
+    let mut map = parse_object(body)?;
+    let secret = match map.remove("secret") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let s = s.trim().to_owned();
+            if s.is_empty() || s.bytes().any(|b| b.is_ascii_control()) {
+                return Err(invalid(
+                    "secret",
+                    "must be a non-empty string without control characters",
+                ));
+            }
+            Some(s)
+        }
+        Some(_) => return Err(invalid("secret", "must be a string")),
+    };
+    if map.contains_key("name") {
+        return Err(invalid("name", "is taken from the path"));
+    }
+    for source in ["env", "file"] {
+        if map.contains_key(source) {
+            return Err(invalid(
+                source,
+                "is for config-file credentials; send `secret`",
+            ));
+        }
+    }
+    let mut spec_with_name = map.clone();
+    spec_with_name.insert("name".into(), json!(name));
+    let binding: CredentialConfig = serde_json::from_value(Value::Object(spec_with_name))
+        .map_err(|e| invalid("body", e.to_string()))?;
+    binding
+        .validate_binding("")
+        .map_err(|e| invalid(&e.key, e.reason))?;
+    if let Some(t) = binding.tenants.iter().find(|t| **t != op.tenant) {
+        return Err(invalid(
+            "tenants",
+            format!("`{t}`: a credential applies to its own tenant's agents only"),
+        ));
+    }
+    if a.config.iter().any(|c| c.name == name) {
+        return Err(ApiError::new(
+            409,
+            "conflict",
+            format!("credential {name:?} is declared in the config file; change it there"),
+            ErrorSource::Client,
+        ));
+    }
+    let now = cp.clock().unix_secs();
+    let existed = cp
+        .store()
+        .get_credential(name)
+        .await
+        .map_err(store_error)?
+        .is_some();
+    let _write = cp.write_lock.lock().await;
+    let stored = cp
+        .store()
+        .put_credential(
+            name,
+            &op.tenant,
+            &Value::Object(map),
+            secret.as_deref(),
+            &a.key,
+            now,
+        )
+        .await
+        .map_err(store_error)?;
+    cp.reload_after_write().await;
+    info!(operator = %op.key_id, tenant = %op.tenant, credential = name, secret_changed = secret.is_some(), "credential written");
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(json_response(status, &stored_view(&stored)))
+}
+
+/// `DELETE /v1/credentials/{name}`: 204, or 404.
+pub(crate) async fn delete(
+    cp: &ControlPlane,
+    op: &Operator,
+    name: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let a = api(cp)?;
+    if a.config.iter().any(|c| c.name == name) {
+        return Err(ApiError::new(
+            409,
+            "conflict",
+            format!("credential {name:?} is declared in the config file; remove it there"),
+            ErrorSource::Client,
+        ));
+    }
+    let _write = cp.write_lock.lock().await;
+    if !cp
+        .store()
+        .delete_credential(name, &op.tenant)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(not_found());
+    }
+    cp.reload_after_write().await;
+    info!(operator = %op.key_id, tenant = %op.tenant, credential = name, "credential deleted");
+    let mut r = json_response(StatusCode::NO_CONTENT, &Value::Null);
+    *r.body_mut() = Full::new(Bytes::new());
+    r.headers_mut().remove(http::header::CONTENT_TYPE);
+    Ok(r)
+}
