@@ -330,10 +330,14 @@ fn anthropic_sdk_gets_x_api_key_injected_json_and_streaming() {
         real,
     );
     let script = r#"
-import json, sys, httpx, anthropic
+import json, os, sys
 proxy, ca, base = sys.argv[1:4]
-client = anthropic.Anthropic(base_url=base, api_key="sk-ant-placeholder", max_retries=0,
-                             http_client=httpx.Client(proxy=proxy, verify=ca))
+# Exactly as docs/credentials.md sets an agent up: environment only, placeholder key.
+os.environ.update({"HTTPS_PROXY": proxy, "SSL_CERT_FILE": ca, "ANTHROPIC_API_KEY": "sk-ant-placeholder"})
+for k in ("NO_PROXY", "no_proxy"):
+    os.environ.pop(k, None)
+import anthropic
+client = anthropic.Anthropic(base_url=base, max_retries=0)
 msgs = [{"role": "user", "content": "hi"}]
 m = client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=msgs)
 text = ""
