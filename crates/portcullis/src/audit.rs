@@ -123,7 +123,6 @@ pub(crate) fn to_audit(r: Record) -> AuditRecord {
     a.usage = r.usage.map(Into::into);
     a.client_addr = Some(r.client_addr.to_string());
     a.credential = r.credential.map(|c| c.to_string());
-    // An https request the gateway saw is one it decrypted: inside an intercepted tunnel.
-    a.tls_intercepted = kind == AuditKind::Http && r.scheme == "https";
+    a.tls_intercepted = r.tls_intercepted;
     a
 }

@@ -284,6 +284,7 @@ impl TokenService {
             client_addr: req.client_addr,
             refusal: None,
             credential: None,
+            tls_intercepted: false,
         });
     }
 

@@ -279,6 +279,8 @@ fn openai_sdk_with_a_placeholder_key_gets_the_real_one_injected_and_rotated() {
         if r["kind"] == "http" {
             assert_eq!(r["credential"], "openai_prod", "{r}");
         }
+        // Every request and tunnel of the bot went through interception.
+        assert_eq!(r["tls_intercepted"], true, "{r}");
     }
     let demo_q = gw.cli_ok(&[
         "audit",
@@ -403,6 +405,14 @@ fn plain_http_never_carries_a_credential() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("echo json");
     let headers = v["headers"].to_string();
     assert!(headers.contains("Bearer agent-own"), "{headers}");
+    let q = gw.eventually(
+        "the plain request is audited",
+        || gw.cli_ok(&["audit", "query", "--agent-id", "bot", "--format", "json"]),
+        |out| out.contains("/echo/x"),
+    );
+    let q: serde_json::Value = serde_json::from_str(q.trim()).expect("json");
+    assert_eq!(q["decisions"][0]["tls_intercepted"], false, "{q}");
+    assert!(q["decisions"][0]["credential"].is_null(), "{q}");
     assert!(!headers.contains("sk-REAL-plaintext-never"), "{headers}");
     assert_eq!(
         gw.metrics().value(

@@ -57,6 +57,9 @@ pub(crate) async fn process(
     let mut pending = Pending::from_request(RequestKind::Http, &req, client_addr);
     let scheme = tunnel.map_or("http", |t| t.scheme);
     pending.set_scheme(scheme);
+    if scheme == "https" {
+        pending.set_tls_intercepted();
+    }
     let cfg = &shared.cfg;
     if let Err(e) = check_request(&req, cfg.max_header_bytes, cfg.max_headers) {
         // The framing of whatever follows on this connection cannot be trusted:

@@ -165,6 +165,8 @@ pub(crate) async fn run(
                     return;
                 }
             };
+            let mut pending = pending;
+            pending.set_tls_intercepted();
             serve_inner(
                 shared,
                 client_addr,

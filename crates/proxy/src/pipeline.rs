@@ -333,6 +333,8 @@ pub struct Record {
     pub refusal: Option<String>,
     /// Name of the credential injected upstream (never its value).
     pub credential: Option<Arc<str>>,
+    /// The gateway terminated the client's TLS: an intercepted tunnel, or a request in one.
+    pub tls_intercepted: bool,
 }
 
 /// Phase last: keep the record. Must not block the request path.

@@ -75,6 +75,7 @@ impl Pending {
                 client_addr,
                 refusal: None,
                 credential: None,
+                tls_intercepted: false,
             },
         }
     }
@@ -119,6 +120,11 @@ impl Pending {
     /// Marks a request refused by a rate limit or token budget.
     pub(crate) fn set_rate_limited(&mut self, detail: String) {
         self.rec.refusal = Some(detail);
+    }
+
+    /// Marks a tunnel whose TLS the gateway terminated, or a request inside one.
+    pub(crate) fn set_tls_intercepted(&mut self) {
+        self.rec.tls_intercepted = true;
     }
 
     /// Names the credential injected upstream.
