@@ -208,13 +208,13 @@ pub(crate) async fn put(
         ));
     }
     let now = cp.clock().unix_secs();
+    let _write = cp.write_lock.lock().await;
     let existed = cp
         .store()
         .get_credential(name)
         .await
         .map_err(store_error)?
         .is_some();
-    let _write = cp.write_lock.lock().await;
     let stored = cp
         .store()
         .put_credential(
@@ -263,8 +263,7 @@ pub(crate) async fn delete(
     }
     cp.reload_after_write().await;
     info!(operator = %op.key_id, tenant = %op.tenant, credential = name, "credential deleted");
-    let mut r = json_response(StatusCode::NO_CONTENT, &Value::Null);
-    *r.body_mut() = Full::new(Bytes::new());
-    r.headers_mut().remove(http::header::CONTENT_TYPE);
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
 }

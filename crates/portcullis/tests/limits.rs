@@ -8,20 +8,14 @@
 mod common;
 
 use bytes::Bytes;
+use common::server::{OBody, TestServer};
 use common::*;
 use http::{Request, Response};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-type OBody = BoxBody<Bytes, Infallible>;
 
 /// Prompt tokens the origin reports for every request.
 const PROMPT_TOKENS: u64 = 25;
@@ -29,67 +23,23 @@ const PROMPT_TOKENS: u64 = 25;
 /// An OpenAI-compatible origin: `POST /v1/chat/completions` answers JSON or (with
 /// `"stream": true`) SSE chunks paced 40 ms apart, ending with a usage chunk and
 /// `[DONE]`. Usage: 25 prompt tokens, `max_tokens` (default 16) completion tokens.
-struct LlmOrigin {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    rt: Option<tokio::runtime::Runtime>,
-}
+struct LlmOrigin(TestServer);
 
 impl LlmOrigin {
     fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("origin runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind origin");
-        let addr = listener.local_addr().expect("addr");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let n = requests.clone();
-        rt.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let n = n.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        n.fetch_add(1, Ordering::SeqCst);
-                        chat(req)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Self {
-            addr,
-            requests,
-            rt: Some(rt),
-        }
+        Self(TestServer::start(None, Arc::new(|req| Box::pin(chat(req)))))
     }
 
     fn port(&self) -> u16 {
-        self.addr.port()
+        self.0.port()
     }
 
     fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.0.requests()
     }
 }
 
-impl Drop for LlmOrigin {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-async fn chat(req: Request<Incoming>) -> Result<Response<OBody>, Infallible> {
+async fn chat(req: Request<Incoming>) -> Response<OBody> {
     let body = req
         .into_body()
         .collect()
@@ -114,7 +64,7 @@ async fn chat(req: Request<Incoming>) -> Result<Response<OBody>, Infallible> {
         let mut r = Response::new(Full::new(Bytes::from(doc.to_string())).boxed());
         r.headers_mut()
             .insert("content-type", "application/json".parse().expect("ct"));
-        return Ok(r);
+        return r;
     }
     let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
         serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
@@ -157,7 +107,7 @@ async fn chat(req: Request<Incoming>) -> Result<Response<OBody>, Infallible> {
     let mut r = Response::new(StreamBody::new(stream).boxed());
     r.headers_mut()
         .insert("content-type", "text/event-stream".parse().expect("ct"));
-    Ok(r)
+    r
 }
 
 /// An authenticated gateway whose `local` provider is `origin`, with `limits` as the

@@ -5,6 +5,7 @@
 //! Every wait is bounded by [`TIMEOUT`]; nothing asserts on timing.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod server;
 pub mod tls_origin;
 
 use bytes::Bytes;

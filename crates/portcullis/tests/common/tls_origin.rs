@@ -5,22 +5,16 @@
 //! `/v1/models`, `x-api-key: KEY` on `/v1/messages`; anything else gets 401 (which never
 //! echoes what was sent).
 
+use super::server::{Handler, OBody, TestServer};
 use super::{big_body, sha256_hex, BIG_LEN};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use portcullis_tls::{mint_leaf, server_config_for, CertificateAuthority};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-type OBody = BoxBody<Bytes, Infallible>;
 
 /// A local HTTPS origin with a leaf for `localhost` issued by its own test CA.
 ///
@@ -33,10 +27,9 @@ pub struct TlsOrigin {
     pub addr: SocketAddr,
     /// PEM of the origin's test CA.
     pub ca_pem: PathBuf,
-    requests: Arc<AtomicUsize>,
     auth: Arc<KeyCheck>,
+    server: TestServer,
     _dir: tempfile::TempDir,
-    rt: Option<tokio::runtime::Runtime>,
 }
 
 /// The API key the origin requires (none: everything is accepted) and the credentials it saw.
@@ -109,46 +102,14 @@ impl TlsOrigin {
         let leaf = mint_leaf(&ca, "localhost").expect("origin leaf");
         let cfg = server_config_for(leaf, &[b"http/1.1".to_vec()]).expect("origin config");
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("origin runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind origin");
-        let addr = listener.local_addr().expect("addr");
-        let requests = Arc::new(AtomicUsize::new(0));
-        let n = requests.clone();
-        rt.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let n = n.clone();
-                let check = check.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let svc = service_fn(move |req| {
-                        n.fetch_add(1, Ordering::SeqCst);
-                        route(check.clone(), req)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
+        let handler: Handler = Arc::new(move |req| Box::pin(route(check.clone(), req)));
+        let server = TestServer::start(Some(acceptor), handler);
         Self {
-            addr,
+            addr: server.addr,
             ca_pem: paths.cert,
-            requests,
             auth,
+            server,
             _dir: dir,
-            rt: Some(rt),
         }
     }
 
@@ -164,15 +125,7 @@ impl TlsOrigin {
 
     /// Requests received.
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for TlsOrigin {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.server.requests()
     }
 }
 
@@ -191,14 +144,11 @@ fn llm_response(body: Vec<u8>, content_type: &str) -> Response<OBody> {
     r
 }
 
-async fn route(
-    check: Arc<KeyCheck>,
-    req: Request<Incoming>,
-) -> Result<Response<OBody>, Infallible> {
+async fn route(check: Arc<KeyCheck>, req: Request<Incoming>) -> Response<OBody> {
     let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
     if let Some(refused) = check.check(&path, &parts.headers) {
-        return Ok(refused);
+        return refused;
     }
     let body = body
         .collect()
@@ -330,5 +280,5 @@ async fn route(
     };
     r.headers_mut()
         .insert("x-origin", "test-origin".parse().expect("hdr"));
-    Ok(r)
+    r
 }
