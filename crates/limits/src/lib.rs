@@ -105,6 +105,6 @@ pub use estimate::{
 pub use limiter::Limiter;
 pub use memory::MemoryLimiter;
 pub use outcome::{LimitKind, RateInfo, Refusal, UsageSnapshot};
-pub use permit::{Lease, Permit};
+pub use permit::{Admission, Lease, Permit};
 pub use scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
 pub use settings::{LimitSettings, SettingsError, UtcOffset, DEFAULT_MAX_TOKENS};

@@ -2,7 +2,7 @@
 
 use crate::estimate::TokenReservation;
 use crate::outcome::{Refusal, UsageSnapshot};
-use crate::permit::Permit;
+use crate::permit::{Admission, Permit};
 use crate::scope::{LimitScopes, ScopeKey};
 use crate::settings::LimitSettings;
 
@@ -21,6 +21,21 @@ pub trait Limiter: Send + Sync {
         &self,
         scopes: &LimitScopes<'_>,
         reservation: Option<TokenReservation>,
+    ) -> Result<Permit, Refusal>;
+
+    /// Takes a concurrency slot in every scope of `scopes` for a request that just arrived
+    /// (before its body is read, so a stalled upload holds a slot too). Charges nothing else.
+    fn admit(&self, scopes: &LimitScopes<'_>) -> Result<Admission, Refusal>;
+
+    /// [`Limiter::acquire`] for a request that holds `admission` (its concurrency slot, taken by
+    /// [`Limiter::admit`] with the same scopes): checks and charges the requests-per-minute and
+    /// token limits, all or nothing. On success the permit holds the slot; on refusal the
+    /// admission is dropped and the slot freed.
+    fn acquire_admitted(
+        &self,
+        scopes: &LimitScopes<'_>,
+        reservation: Option<TokenReservation>,
+        admission: Admission,
     ) -> Result<Permit, Refusal>;
 
     /// Usage of one scope, for the policy input. Unknown keys report zero.

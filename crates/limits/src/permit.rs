@@ -78,3 +78,44 @@ impl fmt::Debug for Permit {
             .finish()
     }
 }
+
+/// A request's concurrency slot, taken when it arrives (before its body is read), so a stalled
+/// upload holds a slot too. [`Limiter::acquire_admitted`](crate::Limiter::acquire_admitted)
+/// turns it into the request's [`Permit`]; dropping it frees the slot.
+#[must_use = "dropping an admission frees its concurrency slot"]
+pub struct Admission {
+    lease: Option<Box<dyn Lease>>,
+}
+
+impl Admission {
+    /// An admission from a backend `lease` that frees the slot when finished.
+    pub fn new(lease: Box<dyn Lease>) -> Self {
+        Self { lease: Some(lease) }
+    }
+
+    /// An admission that holds nothing (no limiter).
+    pub fn none() -> Self {
+        Self { lease: None }
+    }
+
+    /// The slot now belongs to the request's permit, whose lease frees it: forget it here.
+    pub fn into_permit(mut self) {
+        self.lease = None;
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.finish(None);
+        }
+    }
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("open", &self.lease.is_some())
+            .finish()
+    }
+}

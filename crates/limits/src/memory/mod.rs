@@ -16,10 +16,10 @@ use std::time::UNIX_EPOCH;
 
 use crate::estimate::TokenReservation;
 use crate::limiter::Limiter;
-use crate::outcome::{Refusal, UsageSnapshot};
-use crate::permit::{Lease, Permit};
+use crate::outcome::{RateInfo, Refusal, UsageSnapshot};
+use crate::permit::{Admission, Lease, Permit};
 use crate::scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
-use state::{Charge, Now, ScopeState};
+use state::{Charge, Now, ScopeState, Stage};
 
 type Shared = Arc<Mutex<ScopeState>>;
 
@@ -88,12 +88,14 @@ impl std::fmt::Debug for MemoryLimiter {
     }
 }
 
-impl Limiter for MemoryLimiter {
-    fn acquire(
+impl MemoryLimiter {
+    /// Checks and charges `stage` of a request against every scope, all or nothing.
+    fn run(
         &self,
         scopes: &LimitScopes<'_>,
         reservation: Option<TokenReservation>,
-    ) -> Result<Permit, Refusal> {
+        stage: Stage,
+    ) -> Result<(MemoryLease, Option<RateInfo>), Refusal> {
         let now = now_of(self.clock.as_ref());
         let tokens = reservation.map(TokenReservation::get);
 
@@ -130,6 +132,7 @@ impl Limiter for MemoryLimiter {
                     scope.settings,
                     KINDS[i],
                     now,
+                    stage,
                     tokens,
                     &mut worst,
                     &mut tightest,
@@ -145,7 +148,7 @@ impl Limiter for MemoryLimiter {
             if let (Some((scope, _)), Some(guard), Some(pass)) =
                 (&found[i], guards[i].as_mut(), &passes[i])
             {
-                charges[i] = Some(guard.commit(pass, scope.settings, tokens.unwrap_or(0)));
+                charges[i] = Some(guard.commit(pass, scope.settings, stage, tokens.unwrap_or(0)));
             }
         }
         drop(guards);
@@ -162,7 +165,37 @@ impl Limiter for MemoryLimiter {
             clock: Arc::clone(&self.clock),
             held,
         };
-        Ok(Permit::new(Box::new(lease), tightest, tokens.unwrap_or(0)))
+        Ok((lease, tightest))
+    }
+}
+
+impl Limiter for MemoryLimiter {
+    fn acquire(
+        &self,
+        scopes: &LimitScopes<'_>,
+        reservation: Option<TokenReservation>,
+    ) -> Result<Permit, Refusal> {
+        let tokens = reservation.map_or(0, TokenReservation::get);
+        let (lease, tightest) = self.run(scopes, reservation, Stage::Both)?;
+        Ok(Permit::new(Box::new(lease), tightest, tokens))
+    }
+
+    fn admit(&self, scopes: &LimitScopes<'_>) -> Result<Admission, Refusal> {
+        let (lease, _) = self.run(scopes, None, Stage::Slot)?;
+        Ok(Admission::new(Box::new(lease)))
+    }
+
+    fn acquire_admitted(
+        &self,
+        scopes: &LimitScopes<'_>,
+        reservation: Option<TokenReservation>,
+        admission: Admission,
+    ) -> Result<Permit, Refusal> {
+        let tokens = reservation.map_or(0, TokenReservation::get);
+        let (lease, tightest) = self.run(scopes, reservation, Stage::Charge)?;
+        // The permit's lease frees the slot the admission took: the admission must not.
+        admission.into_permit();
+        Ok(Permit::new(Box::new(lease), tightest, tokens))
     }
 
     fn usage_snapshot(&self, key: &ScopeKey) -> UsageSnapshot {
@@ -234,5 +267,67 @@ mod tests {
         drop(state);
         assert_eq!(limiter.sweep(), 1);
         assert!(limiter.is_empty());
+    }
+
+    #[test]
+    fn admission_holds_the_slot_until_the_permit_ends() {
+        let clock = Arc::new(ManualClock::at(1_700_000_000));
+        let limiter = MemoryLimiter::new(clock);
+        let key = ScopeKey::agent("bot");
+        let settings = LimitSettings {
+            max_concurrent: Some(1),
+            rpm: Some(2),
+            ..LimitSettings::default()
+        };
+        let scopes = LimitScopes::agent(&key, &settings);
+        let in_flight = || {
+            let state = Arc::clone(limiter.scopes.get(key.as_str()).unwrap().value());
+            let n = lock(&state).in_flight();
+            n
+        };
+
+        // The slot is taken on arrival; a second arrival is refused while it is held.
+        let first = limiter.admit(&scopes).unwrap();
+        assert_eq!(in_flight(), 1);
+        let refused = limiter.admit(&scopes).unwrap_err();
+        assert_eq!(refused.limit, crate::LimitKind::Concurrent);
+        assert_eq!(
+            limiter.usage_snapshot(&key).requests_last_minute,
+            0,
+            "nothing charged yet"
+        );
+
+        // Admitted: the permit holds the same slot (not a second one) and charges the request.
+        let permit = limiter.acquire_admitted(&scopes, None, first).unwrap();
+        assert_eq!(in_flight(), 1);
+        assert_eq!(limiter.usage_snapshot(&key).requests_last_minute, 1);
+        assert_eq!(permit.rate_info().map(|r| r.remaining), Some(1));
+        assert!(limiter.admit(&scopes).is_err());
+        drop(permit);
+        assert_eq!(in_flight(), 0);
+
+        // A refusal at the second stage frees the slot and charges nothing.
+        let _burn = limiter.acquire(
+            &LimitScopes::agent(
+                &key,
+                &LimitSettings {
+                    rpm: Some(2),
+                    ..LimitSettings::default()
+                },
+            ),
+            None,
+        );
+        drop(_burn);
+        let a = limiter.admit(&scopes).unwrap();
+        let r = limiter.acquire_admitted(&scopes, None, a).unwrap_err();
+        assert_eq!(r.limit, crate::LimitKind::Rpm);
+        assert_eq!(in_flight(), 0, "the refused request's slot is free");
+        assert_eq!(limiter.usage_snapshot(&key).requests_last_minute, 2);
+
+        // Dropping an admission without a permit frees its slot.
+        let a = limiter.admit(&scopes).unwrap();
+        assert_eq!(in_flight(), 1);
+        drop(a);
+        assert_eq!(in_flight(), 0);
     }
 }

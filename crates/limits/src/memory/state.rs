@@ -78,6 +78,26 @@ pub(crate) struct Charge {
     tokens: u64,
 }
 
+/// Which limits one call checks and charges: a request takes its concurrency slot when it
+/// arrives ([`Stage::Slot`]) and is charged its request and tokens once policy allowed it
+/// ([`Stage::Charge`]); [`Stage::Both`] does both at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Slot,
+    Charge,
+    Both,
+}
+
+impl Stage {
+    fn takes_slot(self) -> bool {
+        self != Stage::Charge
+    }
+
+    fn charges(self) -> bool {
+        self != Stage::Slot
+    }
+}
+
 /// A check that passed, ready to commit.
 #[derive(Debug)]
 pub(crate) struct Pass {
@@ -132,13 +152,15 @@ impl ScopeState {
             .advance(i64::try_from(now.secs).unwrap_or(i64::MAX), offset);
     }
 
-    /// Checks every limit in `settings` without charging anything. Refusals go to `worst`, rate
-    /// figures (as they would be after admission) to `tightest`.
+    /// Checks the limits of `stage` in `settings` without charging anything. Refusals go to
+    /// `worst`, rate figures (as they would be after admission) to `tightest`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn check(
         &mut self,
         settings: &LimitSettings,
         scope: ScopeKind,
         now: Now,
+        stage: Stage,
         reservation: Option<u64>,
         worst: &mut Option<Refusal>,
         tightest: &mut Option<RateInfo>,
@@ -157,7 +179,23 @@ impl ScopeState {
             };
         let never_fits_reset = now.secs.saturating_add(NEVER_FITS_RETRY_SECS);
 
+        if stage.takes_slot() {
+            if let Some(max) = settings.max_concurrent {
+                if self.in_flight >= max {
+                    let never = max == 0;
+                    let retry = if never { NEVER_FITS_RETRY_SECS } else { 1 };
+                    let reset = now.secs.saturating_add(retry);
+                    keep_worst(
+                        worst,
+                        refuse(LimitKind::Concurrent, max, 1, retry, reset, never),
+                    );
+                }
+            }
+        }
         let mut gcra = None;
+        if !stage.charges() {
+            return Pass { gcra };
+        }
         if let Some(rpm) = settings.rpm {
             if rpm == 0 {
                 let r = refuse(
@@ -188,18 +226,6 @@ impl ScopeState {
                         keep_worst(worst, refuse(LimitKind::Rpm, rpm, 1, retry, reset, false));
                     }
                 }
-            }
-        }
-
-        if let Some(max) = settings.max_concurrent {
-            if self.in_flight >= max {
-                let never = max == 0;
-                let retry = if never { NEVER_FITS_RETRY_SECS } else { 1 };
-                let reset = now.secs.saturating_add(retry);
-                keep_worst(
-                    worst,
-                    refuse(LimitKind::Concurrent, max, 1, retry, reset, never),
-                );
             }
         }
 
@@ -276,13 +302,23 @@ impl ScopeState {
 
     /// Charges an admitted request (after every scope passed [`ScopeState::check`] at the same
     /// `now`, under the same lock).
-    pub(crate) fn commit(&mut self, pass: &Pass, settings: &LimitSettings, tokens: u64) -> Charge {
-        if let Some(admit) = &pass.gcra {
-            self.gcra.commit(admit);
+    pub(crate) fn commit(
+        &mut self,
+        pass: &Pass,
+        settings: &LimitSettings,
+        stage: Stage,
+        tokens: u64,
+    ) -> Charge {
+        if stage.takes_slot() {
+            self.in_flight = self.in_flight.saturating_add(1);
         }
-        self.in_flight = self.in_flight.saturating_add(1);
-        self.window.charge(tokens, 1);
-        self.day.tokens = self.day.tokens.saturating_add(tokens);
+        if stage.charges() {
+            if let Some(admit) = &pass.gcra {
+                self.gcra.commit(admit);
+            }
+            self.window.charge(tokens, 1);
+            self.day.tokens = self.day.tokens.saturating_add(tokens);
+        }
         Charge {
             sec: self.window.head(),
             day_start: self.day.start,
