@@ -238,6 +238,10 @@ pub struct TlsConfig {
     pub intercept_all: bool,
     /// Host globs never intercepted (clients that pin certificates); wins over the rest.
     pub passthrough: Vec<String>,
+    /// Host globs whose intercepted tunnels may carry a protocol that is neither TLS nor HTTP,
+    /// spliced to the origin unexamined (shown in the banner). Empty by default: such tunnels
+    /// are closed, and anything that could be HTTP goes to the HTTP parser.
+    pub splice_unknown: Vec<String>,
 }
 
 impl Default for TlsConfig {
@@ -252,6 +256,7 @@ impl Default for TlsConfig {
                 .collect(),
             intercept_all: false,
             passthrough: Vec::new(),
+            splice_unknown: Vec::new(),
         }
     }
 }
@@ -271,6 +276,12 @@ impl TlsConfig {
             intercept_all: self.intercept_all,
             passthrough,
         })
+    }
+
+    /// The hosts of `splice_unknown`.
+    pub fn splice_unknown_hosts(&self) -> Result<portcullis_tls::HostMatcher, ConfigError> {
+        portcullis_tls::HostMatcher::new(&self.splice_unknown)
+            .map_err(|e| ConfigError::new("tls.splice_unknown", e.to_string()))
     }
 }
 
@@ -529,6 +540,15 @@ pub struct ProxyConfig {
     /// On SIGTERM/SIGINT, time allowed for in-flight requests and tunnels to finish.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// A request body that sends nothing for this long is cut: 408 `body_read_timeout`.
+    #[serde(with = "duration")]
+    pub body_read_timeout: Duration,
+    /// Keep `%2F`, `%5C` and `\` in request paths as sent instead of refusing them (400
+    /// `ambiguous_path`). They are never decoded; the rest of the path is still canonicalised.
+    pub allow_encoded_slashes: bool,
+    /// `Upgrade` protocols relayed to the upstream (case-insensitive tokens). Any other token is
+    /// stripped from the request, and a 101 the client did not get through this list is refused.
+    pub allowed_upgrades: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -548,6 +568,9 @@ impl Default for ProxyConfig {
             upstream_pool_max_idle: 256,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            allow_encoded_slashes: false,
+            allowed_upgrades: vec!["websocket".to_owned()],
         }
     }
 }
@@ -639,11 +662,25 @@ impl Config {
             ("proxy.header_read_timeout", p.header_read_timeout),
             ("proxy.idle_timeout", p.idle_timeout),
             ("proxy.connect_timeout", p.connect_timeout),
+            ("proxy.body_read_timeout", p.body_read_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::new(key, "must be greater than zero"));
             }
         }
+        for token in &p.allowed_upgrades {
+            let is_token = !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+            if !is_token {
+                return Err(ConfigError::new(
+                    "proxy.allowed_upgrades",
+                    format!("`{token}` is not an HTTP upgrade token"),
+                ));
+            }
+        }
+        self.tls.splice_unknown_hosts()?;
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres://")) {
             return Err(ConfigError::new(
                 "store.url",

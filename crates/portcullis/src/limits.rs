@@ -6,8 +6,8 @@
 use portcullis_core::{Clock, Principal};
 use portcullis_identity::Registry;
 use portcullis_limits::{
-    LimitSettings, Limiter, MemoryLimiter, Permit, Refusal, ScopeKey, TokenReservation,
-    UsageSnapshot,
+    Admission, LimitScopes, LimitSettings, Limiter, MemoryLimiter, Permit, Refusal, ScopeKey,
+    TokenReservation, UsageSnapshot,
 };
 use portcullis_llm::Classification;
 use portcullis_proxy::pipeline::RequestLimits;
@@ -80,16 +80,26 @@ impl RequestLimits for AgentLimits {
             .usage_snapshot(&ScopeKey::agent(&principal.agent_id))
     }
 
+    fn admit(&self, principal: &Principal) -> Result<Admission, Refusal> {
+        let settings = self.settings(&principal.agent_id);
+        let key = ScopeKey::agent(&principal.agent_id);
+        self.limiter.admit(&LimitScopes::agent(&key, &settings))
+    }
+
     fn acquire(
         &self,
         principal: &Principal,
         llm: Option<&Classification>,
         body_len: u64,
+        admission: Admission,
     ) -> Result<Permit, Refusal> {
         let settings = self.settings(&principal.agent_id);
         let key = ScopeKey::agent(&principal.agent_id);
-        self.limiter
-            .acquire_one(&key, &settings, reservation(&settings, llm, body_len))
+        self.limiter.acquire_admitted(
+            &LimitScopes::agent(&key, &settings),
+            reservation(&settings, llm, body_len),
+            admission,
+        )
     }
 }
 
@@ -144,6 +154,11 @@ mod tests {
         assert!(reservation(&s, None, 1000).is_none());
     }
 
+    fn acquire(l: &AgentLimits, agent: &str) -> Result<Permit, Refusal> {
+        let admission = l.admit(&principal(agent))?;
+        l.acquire(&principal(agent), None, 0, admission)
+    }
+
     #[test]
     fn agent_overrides_apply_on_top_of_the_defaults() {
         let mut strict = Agent::new("strict", "default", 0);
@@ -155,19 +170,19 @@ mod tests {
             },
             vec![strict],
         );
-        let p = l.acquire(&principal("strict"), None, 0).unwrap();
+        let p = acquire(&l, "strict").unwrap();
         assert_eq!(
             p.rate_info().map(|r| (r.limit_value, r.remaining)),
             Some((1, 0))
         );
-        let e = l.acquire(&principal("strict"), None, 0).unwrap_err();
+        let e = acquire(&l, "strict").unwrap_err();
         assert_eq!((e.limit, e.limit_value), (LimitKind::Rpm, 1));
         // Unknown to the registry (e.g. anonymous): the defaults.
         for left in [2, 1, 0] {
-            let p = l.acquire(&principal("other"), None, 0).unwrap();
+            let p = acquire(&l, "other").unwrap();
             assert_eq!(p.rate_info().unwrap().remaining, left);
         }
-        assert!(l.acquire(&principal("other"), None, 0).is_err());
+        assert!(acquire(&l, "other").is_err());
         assert_eq!(l.usage(&principal("other")).requests_last_minute, 3);
         assert_eq!(l.usage(&principal("nobody")), UsageSnapshot::default());
     }
@@ -176,9 +191,10 @@ mod tests {
     fn usage_counts_without_any_limit_configured() {
         let l = limits(LimitSettings::default(), vec![]);
         let body = br#"{"model":"gpt-4o","max_tokens":50,"messages":[]}"#;
+        let admission = l.admit(&principal("bot")).unwrap();
         let c = classified(body);
         let p = l
-            .acquire(&principal("bot"), Some(&c), body.len() as u64)
+            .acquire(&principal("bot"), Some(&c), body.len() as u64, admission)
             .unwrap();
         assert!(p.rate_info().is_none(), "no limit, no X-RateLimit headers");
         p.settle(Some(20));

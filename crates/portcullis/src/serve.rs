@@ -221,7 +221,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let credential_names = credentials.names();
     println!(
-        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} ca={} intercept={} credentials={}{} log={}",
+        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} ca={} intercept={}{} credentials={}{} log={}",
         store.describe(),
         if open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
         cfg.sidecar.agent.as_ref().map(|a| format!(" sidecar={a}(loopback clients without credentials)")).unwrap_or_default(),
@@ -229,6 +229,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.proxy.allow_private.len(),
         tls.ca_cert.display(),
         if cfg.tls.intercept_all { "all".to_owned() } else { format!("{}hosts", cfg.tls.intercept.len()) },
+        if cfg.tls.splice_unknown.is_empty() { String::new() } else { format!(" splice_unknown=({}: non-TLS, non-HTTP tunnels spliced unexamined)", cfg.tls.splice_unknown.join(",")) },
         credential_names.len(),
         if credential_names.is_empty() { String::new() } else { format!("({})", credential_names.join(",")) },
         match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
@@ -313,7 +314,8 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
     .context("tls.upstream_ca")?;
     let rules = t.intercept_rules()?;
     Ok(TlsSetup {
-        intercept: portcullis_proxy::intercept::Intercept::new(cache, rules, upstream.http1),
+        intercept: portcullis_proxy::intercept::Intercept::new(cache, rules, upstream.http1)
+            .with_splice_unknown(t.splice_unknown_hosts()?),
         ca_cert,
         bundle,
         generated,

@@ -654,7 +654,7 @@ fn shutdown_drains_an_open_intercepted_tunnel() {
 }
 
 #[test]
-fn undecided_first_bytes_fail_closed_and_non_tls_non_http_is_spliced() {
+fn undecided_first_bytes_and_non_tls_non_http_bytes_fail_closed() {
     let origin = Origin::start();
     let port = origin.port();
     let gw = gateway(port, "intercept = [\"localhost\"]\n");
@@ -684,16 +684,23 @@ fn undecided_first_bytes_fail_closed_and_non_tls_non_http_is_spliced() {
         ) == 1.0
     });
 
-    // Bytes that are neither TLS nor HTTP are spliced to the origin, which answers
-    // its own 400 to the garbage.
+    // Bytes that are neither TLS nor HTTP are not spliced past policy: the tunnel closes
+    // (with a record) and the origin never sees them.
     let mut s = open_tunnel();
     s.write_all(b"\x00\x01garbage\r\n\r\n").expect("garbage");
-    let (rest, _) = read_until_close(&mut s);
+    let (rest, closed) = read_until_close(&mut s);
     assert!(
-        rest.starts_with(b"HTTP/1.1 400"),
+        closed && rest.is_empty(),
         "{}",
         String::from_utf8_lossy(&rest)
     );
+    gw.metrics_until("refused tunnel counted", |m| {
+        m.value(
+            "portcullis_requests_refused_total",
+            &[("code", "tunnel_protocol_refused")],
+        ) == 1.0
+    });
+    assert_eq!(origin.requests(), 0);
 }
 
 #[test]

@@ -215,3 +215,89 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), vec![(3, BodyEnd::Aborted)]);
     }
 }
+
+/// The error a request body yields when the client sent nothing for the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled: nothing received for {0:?}")]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
+/// Whether `e` (or its cause) is a [`BodyReadTimeout`].
+pub fn is_body_read_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<BodyReadTimeout>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+pin_project! {
+    /// A request body that fails with [`BodyReadTimeout`] when no frame arrives for `timeout`
+    /// while it is being read. The clock starts at the first poll (not while the request waits
+    /// for policy or an upstream connection) and restarts at every frame.
+    pub struct ReadTimeout<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        timeout: std::time::Duration,
+        armed: bool,
+        fired: std::sync::Arc<AtomicBool>,
+    }
+}
+
+impl<B> ReadTimeout<B> {
+    /// Wraps `inner`; `fired` turns true when the timeout cut the body.
+    pub fn new(inner: B, timeout: std::time::Duration, fired: std::sync::Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            sleep: tokio::time::sleep(timeout),
+            timeout,
+            armed: false,
+            fired,
+        }
+    }
+}
+
+impl<B> Body for ReadTimeout<B>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let deadline = || tokio::time::Instant::now() + *this.timeout;
+        if !*this.armed {
+            *this.armed = true;
+            this.sleep.as_mut().reset(deadline());
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep.as_mut().reset(deadline());
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match std::future::Future::poll(this.sleep, cx) {
+                Poll::Ready(()) => {
+                    this.fired.store(true, Ordering::Release);
+                    Poll::Ready(Some(Err(Box::new(BodyReadTimeout(*this.timeout)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,12 +1,14 @@
 //! One client connection: activity tracking for the header-read and idle
 //! timeouts, the HTTP/1 server with upgrades, and graceful shutdown.
 
+use crate::framing::{FramingFlaw, HeadScanner};
 use pin_project_lite::pin_project;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,8 +26,23 @@ pub struct Activity {
     last_ms: AtomicU64,
     head_notify: Notify,
     started: AtomicU64,
-    ambiguous: AtomicBool,
+    /// Multiplexed (h2): reads between requests are frames, not the start of a head.
+    multiplexed: AtomicBool,
+    framing: Mutex<Framing>,
+    /// Bytes read from and written to the client.
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
 }
+
+/// The raw-head scanner of an HTTP/1 connection and the heads it found flawed.
+#[derive(Debug)]
+struct Framing {
+    scanner: Option<HeadScanner>,
+    flawed: VecDeque<(u64, FramingFlaw)>,
+}
+
+/// Most flawed heads remembered before their requests are served (each closes the connection).
+const MAX_FLAWED: usize = 16;
 
 /// What the watchdog should do next.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,8 +56,18 @@ pub enum Watch {
 }
 
 impl Activity {
-    /// A fresh connection: idle since now.
-    pub fn new() -> Self {
+    /// A fresh HTTP/1 connection whose heads are scanned for ambiguous framing (heads of at
+    /// most `max_head` bytes and `max_headers` headers, hyper's limits): idle since now.
+    pub fn new(max_head: usize, max_headers: usize) -> Self {
+        Self::with_scanner(Some(HeadScanner::new(max_head, max_headers)))
+    }
+
+    /// A connection whose bytes are not HTTP/1 heads (h2, tests): no framing scan.
+    pub fn unscanned() -> Self {
+        Self::with_scanner(None)
+    }
+
+    fn with_scanner(scanner: Option<HeadScanner>) -> Self {
         Self {
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
@@ -48,8 +75,86 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             head_notify: Notify::new(),
             started: AtomicU64::new(0),
-            ambiguous: AtomicBool::new(false),
+            multiplexed: AtomicBool::new(false),
+            framing: Mutex::new(Framing {
+                scanner,
+                flawed: VecDeque::new(),
+            }),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
         }
+    }
+
+    /// The connection turned out to be h2: no head timer between requests (frames such as
+    /// PING arrive while idle) and no HTTP/1 framing scan.
+    pub fn set_multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Release);
+        self.head_started_ms.store(NONE, Ordering::Release);
+        self.lock_framing().scanner = None;
+    }
+
+    fn lock_framing(&self) -> std::sync::MutexGuard<'_, Framing> {
+        self.framing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Raw bytes read from the client, in order.
+    fn scan(&self, bytes: &[u8]) {
+        let mut f = self.lock_framing();
+        let Framing { scanner, flawed } = &mut *f;
+        if let Some(s) = scanner.as_mut() {
+            s.feed(bytes, &mut |n, flaw| {
+                if flawed.len() < MAX_FLAWED {
+                    flawed.push_back((n, flaw));
+                }
+            });
+            if s.is_stopped() {
+                *scanner = None;
+            }
+        }
+    }
+
+    /// The framing flaw of request number `n` on this connection (see [`InFlight::number`]),
+    /// if its head had one.
+    pub fn take_framing_flaw(&self, n: u64) -> Option<FramingFlaw> {
+        let mut f = self.lock_framing();
+        while f.flawed.front().is_some_and(|(m, _)| *m < n) {
+            f.flawed.pop_front();
+        }
+        match f.flawed.front() {
+            Some((m, flaw)) if *m == n => {
+                let flaw = *flaw;
+                f.flawed.pop_front();
+                Some(flaw)
+            }
+            _ => None,
+        }
+    }
+
+    /// A CONNECT or `Upgrade` request was answered: `upgraded` when the connection became a
+    /// tunnel (its bytes are no longer heads), else the scan goes on with the next request.
+    pub fn upgrade_answered(&self, upgraded: bool) {
+        let mut f = self.lock_framing();
+        let Framing { scanner, flawed } = &mut *f;
+        if let Some(s) = scanner.as_mut() {
+            s.resume(upgraded, &mut |n, flaw| {
+                if flawed.len() < MAX_FLAWED {
+                    flawed.push_back((n, flaw));
+                }
+            });
+            if s.is_stopped() {
+                *scanner = None;
+            }
+        }
+    }
+
+    /// Bytes read from the client so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the client so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -61,6 +166,7 @@ impl Activity {
         let now = self.now_ms();
         self.last_ms.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Acquire) == 0
+            && !self.multiplexed.load(Ordering::Acquire)
             && self
                 .head_started_ms
                 .compare_exchange(NONE, now, Ordering::AcqRel, Ordering::Relaxed)
@@ -77,11 +183,12 @@ impl Activity {
         self.head_notify.notified()
     }
 
-    /// A complete request head was parsed.
-    pub fn request_started(&self) {
-        self.started.fetch_add(1, Ordering::AcqRel);
+    /// A complete request head was parsed; returns its number on the connection (1-based).
+    pub fn request_started(&self) -> u64 {
+        let n = self.started.fetch_add(1, Ordering::AcqRel) + 1;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started_ms.store(NONE, Ordering::Release);
+        n
     }
 
     /// A response finished (or was abandoned).
@@ -90,11 +197,8 @@ impl Activity {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Whether the head of the request being started carried both
-    /// `Content-Length` and `Transfer-Encoding` (hyper drops the former before
-    /// the service sees the request). Clears the flag.
-    pub fn take_ambiguous_framing(&self) -> bool {
-        self.ambiguous.swap(false, Ordering::AcqRel)
+    fn on_write(&self, n: usize) {
+        self.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Requests currently in flight.
@@ -126,20 +230,19 @@ impl Activity {
     }
 }
 
-impl Default for Activity {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Marks a request in flight until dropped.
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight(Arc<Activity>, u64);
 
 impl InFlight {
     /// Starts a request on `a`.
     pub fn start(a: Arc<Activity>) -> Self {
-        a.request_started();
-        Self(a)
+        let n = a.request_started();
+        Self(a, n)
+    }
+
+    /// The request's number on its connection (1-based).
+    pub fn number(&self) -> u64 {
+        self.1
     }
 }
 
@@ -150,87 +253,18 @@ impl Drop for InFlight {
 }
 
 pin_project! {
-    /// Client IO that reports reads to [`Activity`].
+    /// Client IO that reports reads and writes to [`Activity`], which scans HTTP/1 heads.
     pub struct ActivityIo<T> {
         #[pin]
         io: T,
         activity: Arc<Activity>,
-        scan: HeadScan,
-    }
-}
-
-/// Watches the raw bytes of each request head for framing headers hyper
-/// normalises away: a head with both `Content-Length` and `Transfer-Encoding`
-/// sets [`Activity`]'s ambiguous-framing flag. Best effort by design (a head
-/// pipelined behind a body is not scanned); hyper's own handling stays the
-/// safety net (Transfer-Encoding wins, the connection is closed).
-const SCAN_LIMIT: usize = 4 * 1024 * 1024;
-
-#[derive(Debug, Default)]
-struct HeadScan {
-    /// The head of this request number is complete; idle until the next one.
-    done_at: Option<u64>,
-    lines: u32,
-    scanned: usize,
-    prefix: [u8; 18],
-    plen: usize,
-    line_empty: bool,
-    saw_cl: bool,
-    saw_te: bool,
-}
-
-impl HeadScan {
-    fn feed(&mut self, bytes: &[u8], activity: &Activity) {
-        let started = activity.started.load(Ordering::Acquire);
-        match self.done_at {
-            Some(n) if n == started => return,
-            Some(_) => *self = HeadScan::default(),
-            None => {}
-        }
-        // Heads are bounded (hyper refuses larger ones); past that the bytes
-        // are a tunnel or an upgraded stream, not a head.
-        if self.scanned > SCAN_LIMIT {
-            self.done_at = Some(started);
-            return;
-        }
-        self.scanned += bytes.len();
-        for &b in bytes {
-            if b == b'\n' {
-                if self.line_empty {
-                    if self.lines > 0 {
-                        if self.saw_cl && self.saw_te {
-                            activity.ambiguous.store(true, Ordering::Release);
-                        }
-                        self.done_at = Some(started);
-                        return;
-                    }
-                } else {
-                    let p = &self.prefix[..self.plen];
-                    self.saw_cl |= p.starts_with(b"content-length:");
-                    self.saw_te |= p.starts_with(b"transfer-encoding:");
-                    self.lines += 1;
-                }
-                self.plen = 0;
-                self.line_empty = true;
-            } else if b != b'\r' {
-                self.line_empty = false;
-                if self.plen < self.prefix.len() {
-                    self.prefix[self.plen] = b.to_ascii_lowercase();
-                    self.plen += 1;
-                }
-            }
-        }
     }
 }
 
 impl<T> ActivityIo<T> {
     /// Wraps `io`.
     pub fn new(io: T, activity: Arc<Activity>) -> Self {
-        Self {
-            io,
-            activity,
-            scan: HeadScan::default(),
-        }
+        Self { io, activity }
     }
 }
 
@@ -243,11 +277,13 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
         let this = self.project();
         let before = buf.filled().len();
         let r = this.io.poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
             this.activity.on_read();
-            if this.activity.in_flight() == 0 {
-                this.scan.feed(&buf.filled()[before..], this.activity);
-            }
+            this.activity
+                .bytes_read
+                .fetch_add(read.len() as u64, Ordering::Relaxed);
+            this.activity.scan(read);
         }
         r
     }
@@ -259,7 +295,12 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let r = this.io.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.activity.on_write(n);
+        }
+        r
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -275,11 +316,64 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let r = this.io.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            this.activity.on_write(n);
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+/// Why [`drive`] stopped serving a connection.
+#[derive(Debug)]
+pub enum Ended<E> {
+    /// The connection future finished (the client closed, or an error).
+    Closed(Result<(), E>),
+    /// A request head took longer than the header-read timeout.
+    HeaderTimeout,
+    /// No request in flight for longer than the idle timeout.
+    Idle,
+}
+
+/// Drives an HTTP connection future `conn` under `activity`'s header-read and idle timeouts,
+/// shutting it down gracefully (`graceful`) when `shutdown` turns true. On a timeout the
+/// connection is simply dropped: nothing is in flight (idle) or no request has started
+/// (a slow head).
+pub async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    graceful: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Ended<E>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+{
+    let mut draining = *shutdown.borrow();
+    if draining {
+        graceful(conn.as_mut());
+    }
+    loop {
+        let next = match activity.check(Instant::now(), header_timeout, idle_timeout) {
+            Watch::Until(t) => t,
+            Watch::HeaderTimeout => return Ended::HeaderTimeout,
+            Watch::Idle => return Ended::Idle,
+        };
+        tokio::select! {
+            r = conn.as_mut() => return Ended::Closed(r),
+            _ = tokio::time::sleep_until(next) => {}
+            _ = activity.head_started() => {}
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                graceful(conn.as_mut());
+            }
+        }
     }
 }
 
@@ -304,7 +398,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_then_timeout() {
-        let a = Activity::new();
+        let a = activity();
         let t0 = Instant::now();
         assert_eq!(a.check(t0, H, I), Watch::Until(t0 + I));
         tokio::time::advance(I).await;
@@ -313,7 +407,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn slow_head_hits_header_timeout() {
-        let a = Arc::new(Activity::new());
+        let a = Arc::new(activity());
         tokio::time::advance(Duration::from_secs(1)).await;
         a.on_read();
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -328,70 +422,77 @@ mod tests {
 
     #[tokio::test]
     async fn head_start_wakes_the_watchdog() {
-        let a = Activity::new();
+        let a = activity();
         a.on_read();
         tokio::time::timeout(Duration::from_secs(5), a.head_started())
             .await
             .expect("the start of a head is signalled");
     }
 
-    fn scan(chunks: &[&[u8]]) -> bool {
-        let a = Activity::new();
-        let mut s = HeadScan::default();
-        for c in chunks {
-            s.feed(c, &a);
-        }
-        a.take_ambiguous_framing()
+    fn activity() -> Activity {
+        Activity::new(65536, 100)
     }
 
     #[test]
-    fn head_scan_flags_cl_with_te_only() {
-        let both = b"POST http://x/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(scan(&[both]));
-        let te_first =
-            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 5\r\n\r\n";
-        assert!(scan(&[te_first]));
+    fn flawed_heads_are_matched_to_their_request_numbers() {
+        let a = activity();
+        let pipelined: &[u8] = b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /2 HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+GET /3 HTTP/1.1\r\nHost: x\r\n\r\n";
         // Split across reads at awkward places.
-        let (a, b) = both.split_at(47);
-        assert!(scan(&[a, b]));
-        assert!(!scan(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"]));
-        assert!(!scan(&[
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ]));
-        // A body after the head is not scanned.
-        assert!(!scan(&[
-            b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ]));
-        // Header values mentioning the names do not count.
-        assert!(!scan(&[
-            b"GET / HTTP/1.1\r\nX-Note: content-length: 1\r\nX-B: transfer-encoding\r\n\r\n"
-        ]));
+        for c in pipelined.chunks(7) {
+            a.scan(c);
+        }
+        let mut seen = Vec::new();
+        for n in 1..=3 {
+            seen.push(a.take_framing_flaw(n));
+        }
+        assert_eq!(
+            seen,
+            [
+                None,
+                Some(FramingFlaw::ContentLengthWithTransferEncoding),
+                None
+            ]
+        );
+        assert_eq!(a.take_framing_flaw(2), None, "taken once");
+        assert_eq!(a.bytes_read(), 0, "scan alone counts nothing");
     }
 
     #[test]
-    fn head_scan_rearms_for_the_next_request() {
-        let a = Activity::new();
-        let mut s = HeadScan::default();
-        s.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &a);
-        // Same request, more bytes (body): ignored.
-        s.feed(
-            b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            &a,
+    fn a_refused_connect_keeps_scanning_a_tunnel_stops() {
+        let a = activity();
+        a.scan(b"CONNECT h:443 HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(
+            a.take_framing_flaw(2),
+            None,
+            "undecided while the CONNECT is answered"
         );
-        assert!(!a.take_ambiguous_framing());
-        a.request_started();
-        a.request_finished();
-        s.feed(
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            &a,
+        a.upgrade_answered(false);
+        assert_eq!(
+            a.take_framing_flaw(2),
+            Some(FramingFlaw::DuplicateContentLength)
         );
-        assert!(a.take_ambiguous_framing());
-        assert!(!a.take_ambiguous_framing(), "the flag is taken once");
+
+        let a = activity();
+        a.scan(b"CONNECT h:443 HTTP/1.1\r\n\r\n");
+        a.upgrade_answered(true);
+        a.scan(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(a.take_framing_flaw(2), None, "tunnel bytes are not heads");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn multiplexed_connections_have_no_head_timer() {
+        let a = activity();
+        a.set_multiplexed();
+        a.on_read();
+        let t0 = Instant::now();
+        assert_eq!(a.check(t0, H, I), Watch::Until(t0 + I));
     }
 
     #[tokio::test(start_paused = true)]
     async fn in_flight_is_never_idle() {
-        let a = Arc::new(Activity::new());
+        let a = Arc::new(activity());
         a.on_read();
         let g = InFlight::start(a.clone());
         tokio::time::advance(I * 3).await;

@@ -9,6 +9,7 @@ use crate::pipeline::{RequestFacts, RequestKind};
 use crate::record::Pending;
 use crate::server::Shared;
 use crate::target::{parse_authority, Target};
+use futures_util::future::BoxFuture;
 use http::header::PROXY_AUTHORIZATION;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -118,11 +119,34 @@ pub(crate) async fn handle(
         subagent,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let shared = shared.clone();
+    tokio::spawn(tunnel_task(
+        shared.clone(),
+        ctx,
+        pending,
+        on_upgrade,
+        upstream,
+        tunnel,
+        intercepted,
+    ));
+    Response::new(empty())
+}
+
+/// The tunnel after the 200: intercepted or spliced. A plain function returning a boxed
+/// future: the requests of an intercepted tunnel are served by the same code as the listener's,
+/// so the future types would otherwise be recursive.
+fn tunnel_task(
+    shared: Arc<Shared>,
+    ctx: &ConnCtx,
+    pending: Pending,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    upstream: TcpStream,
+    tunnel: Tunnel,
+    intercepted: bool,
+) -> BoxFuture<'static, ()> {
     let permit = ctx.permit.clone();
     let client_addr = ctx.client_addr;
     let shutdown = ctx.shutdown.clone();
-    tokio::spawn(async move {
+    Box::pin(async move {
         let _permit = permit;
         match on_upgrade.await {
             Ok(client) if intercepted => {
@@ -152,8 +176,7 @@ pub(crate) async fn handle(
                 pending.finish(&shared, 200, Some("client_aborted".to_owned()), 0, 0, false);
             }
         }
-    });
-    Response::new(empty())
+    })
 }
 
 /// Splices the client and the upstream until both directions end. `first` are

@@ -1,10 +1,13 @@
 //! Absolute-form forwarding (`GET http://host:port/path`): every method, bodies
 //! streamed both ways, WebSocket upgrades relayed and spliced.
 
-use crate::body::{full, BodyEnd, FrameTap, Metered, ProxyBody};
+use crate::body::{
+    full, is_body_read_timeout, BodyEnd, BodyReadTimeout, FrameTap, Metered, ProxyBody, ReadTimeout,
+};
 use crate::conn::ConnCtx;
 use crate::headers::{check_request, strip_hop_by_hop, strip_portcullis_headers, wants_upgrade};
 use crate::inspect::{read_prefix, rejoin, Prefix};
+use crate::path::canonical_path;
 use crate::pipeline::{RequestFacts, RequestKind};
 use crate::record::Pending;
 use crate::respond::set_rate_headers;
@@ -19,8 +22,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use portcullis_core::{ApiError, ErrorSource, Principal};
 use portcullis_llm::{RequestHead, UsageTap};
+use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::debug;
 
@@ -57,8 +61,9 @@ pub(crate) async fn process(
     let mut pending = Pending::from_request(RequestKind::Http, &req, client_addr);
     let scheme = tunnel.map_or("http", |t| t.scheme);
     pending.set_scheme(scheme);
-    if scheme == "https" {
-        pending.set_tls_intercepted();
+    // Inside a tunnel the agent is known from the CONNECT: every refusal is attributed to it.
+    if let Some(t) = tunnel {
+        pending.set_tunnel(t);
     }
     let cfg = &shared.cfg;
     if let Err(e) = check_request(&req, cfg.max_header_bytes, cfg.max_headers) {
@@ -70,6 +75,15 @@ pub(crate) async fn process(
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         return resp;
+    }
+    if tunnel.is_some() && req.method() == http::Method::CONNECT {
+        return shared.refuse(
+            pending,
+            ApiError::bad_request(
+                "bad_method",
+                "CONNECT inside an intercepted tunnel is not supported",
+            ),
+        );
     }
     let target = match tunnel {
         None => absolute_target(req.uri()),
@@ -103,15 +117,39 @@ pub(crate) async fn process(
     if !cfg.allowed_ports.contains(&target.port) {
         return shared.refuse(pending, port_not_allowed(target.port));
     }
+    // One canonical path for classification, policy, audit and the upstream request.
+    let canonical = match canonical_path(req.uri().path(), cfg.allow_encoded_slashes) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(p)) => Some(p),
+        Err(e) => return shared.refuse(pending, ApiError::bad_request(e.code(), e.to_string())),
+    };
+    if let Some(p) = &canonical {
+        pending.set_path(p);
+    }
+    // The concurrency slot covers the whole exchange, body upload included.
+    let admission = match &shared.pipeline.limits {
+        None => None,
+        Some(limits) => match limits.admit(&principal) {
+            Ok(a) => Some(a),
+            Err(r) => return shared.rate_limited(pending, &principal.agent_id, &r, None),
+        },
+    };
 
-    let upgrade = wants_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade = allowed_upgrade(&req, &cfg.allowed_upgrades);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let path = canonical.as_deref().unwrap_or(parts.uri.path()).to_owned();
     let host = target.host_str();
 
     // Classify: a request to a known LLM provider has its JSON body (bounded) read
-    // so policy sees model, stream, max_tokens and the body itself.
-    let mut body: ProxyBody = body.map_err(Into::into).boxed();
+    // so policy sees model, stream, max_tokens and the body itself. A body that stalls is cut.
+    let body_timed_out = Arc::new(AtomicBool::new(false));
+    let mut body: ProxyBody = ReadTimeout::new(
+        body.map_err(Into::into),
+        cfg.body_read_timeout,
+        body_timed_out.clone(),
+    )
+    .boxed();
     // Sizes the token reservation: the buffered body, else the declared length.
     let mut body_len = parts
         .headers
@@ -129,11 +167,11 @@ pub(crate) async fn process(
             method: parts.method.as_str(),
             host: &host,
             port: target.port,
-            path: parts.uri.path(),
+            path: &path,
             content_type,
         };
         if let Some(mut c) = classifier.classify_head(&head) {
-            if !upgrade && classifier.wants_body(&head) {
+            if upgrade.is_none() && classifier.wants_body(&head) {
                 let max = cfg.max_inspect_body;
                 match read_prefix(body, max).await {
                     Ok(Prefix::Complete(bytes)) => {
@@ -149,15 +187,7 @@ pub(crate) async fn process(
                         c.inspect_body(content_type, &prefix, max);
                         body = rejoin(prefix, rest);
                     }
-                    Err(_) => {
-                        return shared.refuse(
-                            pending,
-                            ApiError::bad_request(
-                                "bad_request_body",
-                                "the request body could not be read",
-                            ),
-                        )
-                    }
+                    Err(e) => return shared.refuse(pending, body_error(e.as_ref())),
                 }
             }
             pending.set_llm(&c);
@@ -180,7 +210,7 @@ pub(crate) async fn process(
         scheme,
         host: &host,
         port: target.port,
-        path: parts.uri.path(),
+        path: &path,
         query: parts.uri.query(),
         headers: &parts.headers,
         client_addr,
@@ -220,15 +250,21 @@ pub(crate) async fn process(
         return shared.refuse_with(pending, e, envelope);
     }
     // Rate limits and token budgets: the permit is held until the response ends.
-    let permit = match &shared.pipeline.limits {
-        None => None,
-        Some(limits) => match limits.acquire(&principal, llm.as_ref(), body_len) {
-            Ok(p) => Some(p),
-            Err(r) => return shared.rate_limited(pending, &principal.agent_id, &r, envelope),
-        },
+    let permit = match (&shared.pipeline.limits, admission) {
+        (Some(limits), Some(admission)) => {
+            match limits.acquire(&principal, llm.as_ref(), body_len, admission) {
+                Ok(p) => Some(p),
+                Err(r) => return shared.rate_limited(pending, &principal.agent_id, &r, envelope),
+            }
+        }
+        _ => None,
     };
 
-    strip_hop_by_hop(&mut parts.headers, upgrade);
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    if let Some(v) = upgrade {
+        // Only the allowed protocols are offered upstream.
+        parts.headers.insert(http::header::UPGRADE, v);
+    }
     strip_portcullis_headers(&mut parts.headers);
     if let Some(inj) = injection {
         if inj.apply(&mut parts.headers) {
@@ -249,15 +285,15 @@ pub(crate) async fn process(
     if let Ok(v) = HeaderValue::from_str(&host_header) {
         parts.headers.insert(HOST, v);
     }
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let pq = match (&canonical, parts.uri.query()) {
+        (None, _) => Cow::Borrowed(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+        (Some(p), None) => Cow::Borrowed(p.as_str()),
+        (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
+    };
     parts.uri = match Uri::builder()
         .scheme(scheme)
         .authority(authority.as_str())
-        .path_and_query(pq)
+        .path_and_query(pq.as_ref())
         .build()
     {
         Ok(u) => u,
@@ -292,29 +328,43 @@ pub(crate) async fn process(
                     p.settle(Some(0));
                 }
             }
-            return shared.refuse_with(pending, upstream_error(shared, &e), envelope);
+            let err = if body_timed_out.load(Ordering::Acquire) {
+                body_error(&BodyReadTimeout(cfg.body_read_timeout))
+            } else {
+                upstream_error(shared, &e)
+            };
+            return shared.refuse_with(pending, err, envelope);
         }
     };
     pending.set_ttfb();
 
     let mut resp = resp;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            return switch_protocols(
-                shared,
-                pending,
-                resp,
-                client_upgrade,
-                upstream_upgrade,
-                permit,
-            );
-        }
+        // Relayed only for an upgrade the client asked for, to a protocol it offered.
+        return match (
+            client_upgrade,
+            upgrade_accepted(&resp, &cfg.allowed_upgrades),
+        ) {
+            (Some(client_upgrade), true) => {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                switch_protocols(
+                    shared,
+                    pending,
+                    resp,
+                    client_upgrade,
+                    upstream_upgrade,
+                    permit,
+                )
+            }
+            _ => shared.refuse_with(pending, bad_upgrade(), envelope),
+        };
     }
 
     let status = resp.status().as_u16();
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    // Nothing from an origin may speak for the gateway.
+    strip_portcullis_headers(&mut parts.headers);
     if let Some(rate) = permit.as_ref().and_then(|p| p.rate_info()) {
         set_rate_headers(
             &mut parts.headers,
@@ -411,6 +461,7 @@ fn switch_protocols(
 ) -> Response<ProxyBody> {
     let (mut parts, _) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, true);
+    strip_portcullis_headers(&mut parts.headers);
     let shared = shared.clone();
     tokio::spawn(async move {
         // The upgraded connection holds its concurrency slot until it closes.
@@ -493,6 +544,64 @@ fn inner_target<B>(req: &Request<B>, tunnel: &Tunnel) -> Result<Target, ApiError
         return Err(mismatch());
     }
     Ok(tunnel.target.clone())
+}
+
+/// The `Upgrade` value to offer upstream: the client's protocols that `allowed` lists (case
+/// insensitive), or `None` when the request is not an upgrade or offers none of them (then the
+/// upgrade is stripped and the request forwarded as an ordinary one).
+fn allowed_upgrade<B>(req: &Request<B>, allowed: &[String]) -> Option<HeaderValue> {
+    if !wants_upgrade(req) || req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let offered: Vec<&str> = req
+        .headers()
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| is_allowed_upgrade(t, allowed))
+        .collect();
+    if offered.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&offered.join(", ")).ok()
+}
+
+/// Whether `token` (`name` or `name/version`) names an allowed upgrade protocol.
+fn is_allowed_upgrade(token: &str, allowed: &[String]) -> bool {
+    let name = token.split('/').next().unwrap_or(token);
+    !name.is_empty()
+        && allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(name) || a.eq_ignore_ascii_case(token))
+}
+
+/// Whether a 101 switches to an allowed protocol.
+fn upgrade_accepted<B>(resp: &Response<B>, allowed: &[String]) -> bool {
+    resp.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').all(|t| is_allowed_upgrade(t.trim(), allowed)))
+}
+
+/// 502 for a 101 the client did not ask for, or to a protocol not allowed.
+fn bad_upgrade() -> ApiError {
+    ApiError::new(
+        502,
+        "upstream_bad_upgrade",
+        "the upstream switched to a protocol the request did not ask for or that is not allowed",
+        ErrorSource::Upstream,
+    )
+}
+
+/// Maps a failure to read the request body: 408 when it stalled, else 400.
+fn body_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
+    if is_body_read_timeout(e) {
+        ApiError::new(408, "body_read_timeout", e.to_string(), ErrorSource::Client)
+    } else {
+        ApiError::bad_request("bad_request_body", "the request body could not be read")
+    }
 }
 
 /// Maps a target parse failure to a 400.

@@ -5,7 +5,7 @@ use http::Request;
 use portcullis_core::ApiError;
 
 /// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -14,6 +14,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // h2c's upgrade settings (RFC 7540 §3.2.1): hop-by-hop by definition.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Header naming the sub-agent acting under the authenticated agent.

@@ -4,15 +4,17 @@
 //! requests. Anything else is spliced to the already-dialed upstream.
 
 use crate::body::ProxyBody;
-use crate::forward::{process, Tunnel};
+use crate::conn::{drive, Activity, ActivityIo, Ended};
+use crate::forward::Tunnel;
 use crate::record::Pending;
-use crate::server::Shared;
+use crate::server::{exchange, max_head, Exchange, Shared};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use portcullis_tls::rustls::ClientConfig;
+use portcullis_tls::HostMatcher;
 use portcullis_tls::{sniff, InterceptRules, LeafCache, Sniff, MAX_SNIFF_BYTES};
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -38,6 +40,9 @@ pub struct Intercept {
     pub rules: InterceptRules,
     /// Client configuration for upstream `https` (roots + `tls.upstream_ca`).
     pub upstream_tls: Arc<ClientConfig>,
+    /// Hosts whose intercepted tunnels may carry a protocol that is neither TLS nor HTTP, spliced
+    /// to the origin (`tls.splice_unknown`; empty by default: such tunnels are closed).
+    pub splice_unknown: HostMatcher,
     warned: Mutex<HashSet<String>>,
 }
 
@@ -52,8 +57,15 @@ impl Intercept {
             cache,
             rules,
             upstream_tls,
+            splice_unknown: HostMatcher::default(),
             warned: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Lets the intercepted tunnels of `hosts` splice protocols that are neither TLS nor HTTP.
+    pub fn with_splice_unknown(mut self, hosts: HostMatcher) -> Self {
+        self.splice_unknown = hosts;
+        self
     }
 
     /// Whether this is the first handshake failure seen for `host` (warn once per host).
@@ -167,6 +179,7 @@ pub(crate) async fn run(
             };
             let mut pending = pending;
             pending.set_tls_intercepted();
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             serve_inner(
                 shared,
                 client_addr,
@@ -178,48 +191,85 @@ pub(crate) async fn run(
                     ..tunnel
                 },
                 shutdown,
+                h2,
             )
             .await;
         }
-        Sniff::Http => {
-            drop(upstream);
-            let (io, counts) = Tally::new(Prefixed::new(first, client));
-            serve_inner(
-                shared,
-                client_addr,
-                pending,
-                io,
-                counts,
-                Tunnel {
-                    scheme: "http",
-                    ..tunnel
-                },
-                shutdown,
-            )
-            .await;
-        }
-        // TLS records other than a ClientHello (an alert first, say) are not spliced
-        // either: a TLS session to an intercepted host must go through the acceptor.
-        Sniff::Other if !first.first().is_some_and(|b| (0x14..=0x17).contains(b)) => {
-            crate::connect::splice(&shared, pending, client, upstream, first).await;
-        }
-        Sniff::Other | Sniff::NeedMore => {
-            debug!(host = %host, bytes = first.len(), "intercepted tunnel undecided; closing");
-            shared
-                .metrics
-                .refused
-                .with_label_values(&["tunnel_undecided"])
-                .inc();
-            pending.finish(
-                &shared,
-                200,
-                Some("tunnel_undecided".to_owned()),
-                0,
-                0,
-                false,
-            );
-        }
+        other => match route(&other, &first, icpt.splice_unknown.matches(&host)) {
+            Route::Http => {
+                drop(upstream);
+                let (io, counts) = Tally::new(Prefixed::new(first, client));
+                serve_inner(
+                    shared,
+                    client_addr,
+                    pending,
+                    io,
+                    counts,
+                    Tunnel {
+                        scheme: "http",
+                        ..tunnel
+                    },
+                    shutdown,
+                    false,
+                )
+                .await;
+            }
+            Route::Splice => {
+                crate::connect::splice(&shared, pending, client, upstream, first).await;
+            }
+            Route::Close(code) => {
+                debug!(host = %host, bytes = first.len(), code, "intercepted tunnel: not TLS, not HTTP; closing");
+                shared.metrics.refused.with_label_values(&[code]).inc();
+                pending.finish(
+                    &shared,
+                    200,
+                    Some(code.to_owned()),
+                    first.len() as u64,
+                    0,
+                    false,
+                );
+            }
+        },
     }
+}
+
+/// What an intercepted tunnel whose first bytes are not a TLS ClientHello becomes.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// Served by the HTTP/1 parser (which serves or refuses it): nothing is spliced past policy.
+    Http,
+    /// Spliced to the origin: only for hosts in `tls.splice_unknown`.
+    Splice,
+    /// Closed, with this error code in the tunnel's record.
+    Close(&'static str),
+}
+
+/// Decides the fate of a tunnel from what the sniffer said of its `first` bytes. Anything that
+/// could be HTTP goes to the real HTTP parser; TLS records other than a ClientHello are never
+/// spliced (a TLS session to an intercepted host must go through the acceptor); the rest is
+/// closed, unless the host is opted into splicing unknown protocols.
+fn route(sniffed: &Sniff, first: &[u8], splice_unknown: bool) -> Route {
+    let tls_record = first.first().is_some_and(|b| (0x14..=0x17).contains(b));
+    match sniffed {
+        Sniff::Http => Route::Http,
+        Sniff::NeedMore if splice_unknown && !tls_record => Route::Splice,
+        // Nothing decidable within `header_read_timeout`, or the client half-closed before:
+        // waiting cannot bypass interception.
+        Sniff::NeedMore | Sniff::TlsClientHello { .. } => Route::Close("tunnel_undecided"),
+        Sniff::Other if tls_record => Route::Close("tunnel_protocol_refused"),
+        Sniff::Other if splice_unknown => Route::Splice,
+        Sniff::Other if could_be_http(first) => Route::Http,
+        Sniff::Other => Route::Close("tunnel_protocol_refused"),
+    }
+}
+
+/// Whether `first` could start an HTTP/1 request: optional empty lines, then a token byte (the
+/// first byte of a method). The parser decides the rest.
+fn could_be_http(first: &[u8]) -> bool {
+    first
+        .iter()
+        .find(|b| **b != b'\r' && **b != b'\n')
+        .is_none_or(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
 }
 
 /// Reads until the sniffer decides. [`Sniff::NeedMore`] when it could not (end of
@@ -249,7 +299,10 @@ fn same_host(sni: &str, host: &str) -> bool {
     sni.trim_end_matches('.').eq_ignore_ascii_case(h)
 }
 
-/// Serves the inner HTTP/1.1 or h2 connection of an intercepted tunnel.
+/// Serves the inner HTTP/1.1 or h2 (`h2`, from ALPN; h2 with prior knowledge is detected by
+/// hyper) connection of an intercepted tunnel, under the same header-read and idle timeouts
+/// and framing checks as the proxy listener.
+#[allow(clippy::too_many_arguments)]
 async fn serve_inner<I>(
     shared: Arc<Shared>,
     client_addr: SocketAddr,
@@ -258,23 +311,29 @@ async fn serve_inner<I>(
     counts: Arc<(AtomicU64, AtomicU64)>,
     tunnel: Tunnel,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    h2: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let gauge = shared.metrics.tunnels_active.with_label_values(&["true"]);
     gauge.inc();
-    let tunnel = Arc::new(tunnel);
+    let cfg = &shared.cfg;
+    let activity = Arc::new(Activity::new(max_head(cfg), cfg.max_headers * 2));
+    if h2 {
+        activity.set_multiplexed();
+    }
+    let io = MultiplexDetect::new(ActivityIo::new(io, activity.clone()), activity.clone());
+    let ex = Arc::new(Exchange {
+        client_addr,
+        activity: activity.clone(),
+        tunnel: Some(Arc::new(tunnel)),
+    });
     let svc = {
         let shared = shared.clone();
-        let tunnel = tunnel.clone();
         service_fn(move |req: Request<Incoming>| {
             let shared = shared.clone();
-            let tunnel = tunnel.clone();
-            async move {
-                Ok::<Response<ProxyBody>, Infallible>(
-                    process(&shared, client_addr, req, Some(&tunnel)).await,
-                )
-            }
+            let ex = ex.clone();
+            async move { Ok::<Response<ProxyBody>, Infallible>(exchange(shared, None, &ex, req).await) }
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -282,43 +341,43 @@ async fn serve_inner<I>(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(shared.cfg.idle_timeout)
-        .max_buf_size((shared.cfg.max_header_bytes * 2).max(8192));
+        // Our own watchdog (`drive`) times heads from their first byte, and idleness.
+        .header_read_timeout(None)
+        .max_buf_size(max_head(cfg))
+        .max_headers(cfg.max_headers * 2);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    // Idle tunnels (no byte either way for `idle_timeout`) are shut down gracefully:
-    // requests still in flight finish, then the connection closes.
-    let idle = shared.cfg.idle_timeout;
-    let total = || counts.0.load(Ordering::Relaxed) + counts.1.load(Ordering::Relaxed);
-    let mut seen = total();
-    let mut draining = *shutdown.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
-    let r = loop {
-        tokio::select! {
-            r = conn.as_mut() => break r,
-            // Gateway shutdown: finish in-flight requests, then close.
-            _ = shutdown.changed(), if !draining => {
-                conn.as_mut().graceful_shutdown();
-                draining = true;
-            }
-            _ = tokio::time::sleep(idle), if !draining => {
-                let now = total();
-                if now == seen {
-                    debug!("intercepted tunnel idle; closing");
-                    conn.as_mut().graceful_shutdown();
-                    draining = true;
-                }
-                seen = now;
-            }
+    let ended = drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        &activity,
+        cfg.header_read_timeout,
+        cfg.idle_timeout,
+        &mut shutdown,
+    )
+    .await;
+    gauge.dec();
+    let error = match ended {
+        Ended::Closed(Ok(())) => None,
+        Ended::Closed(Err(e)) => {
+            debug!(error = %e, "intercepted tunnel ended with error");
+            inner_error_code(e.as_ref())
+        }
+        Ended::HeaderTimeout => {
+            debug!("intercepted tunnel: request head not received in time; closing");
+            shared
+                .metrics
+                .connections_rejected
+                .with_label_values(&["header_timeout"])
+                .inc();
+            Some("header_timeout")
+        }
+        Ended::Idle => {
+            debug!("intercepted tunnel idle; closing");
+            None
         }
     };
-    gauge.dec();
-    if let Err(e) = &r {
-        debug!(error = %e, "intercepted tunnel ended with error");
-    }
     let (up, down) = (
         counts.0.load(Ordering::Relaxed),
         counts.1.load(Ordering::Relaxed),
@@ -326,7 +385,91 @@ async fn serve_inner<I>(
     let m = &shared.metrics.tunnel_bytes;
     m.with_label_values(&["upstream"]).inc_by(up);
     m.with_label_values(&["downstream"]).inc_by(down);
-    pending.finish(&shared, 200, None, up, down, true);
+    pending.finish(
+        &shared,
+        200,
+        error.map(str::to_owned),
+        up,
+        down,
+        error.is_none(),
+    );
+}
+
+/// The tunnel record's error for an inner connection that ended with `e`: a request hyper's
+/// parser refused (answered 400/431 by hyper) is `malformed_request`; IO errors are the
+/// client going away, which is how tunnels end.
+fn inner_error_code(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_too_large() {
+                return Some("malformed_request");
+            }
+            if h.is_timeout() {
+                return Some("header_timeout");
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+pin_project_lite::pin_project! {
+    /// Marks the connection's [`Activity`] multiplexed when the client opens with the h2
+    /// preface (h2 with prior knowledge inside a plaintext tunnel), before hyper reads it.
+    struct MultiplexDetect<T> {
+        #[pin]
+        io: T,
+        activity: Arc<Activity>,
+        checked: bool,
+    }
+}
+
+impl<T> MultiplexDetect<T> {
+    fn new(io: T, activity: Arc<Activity>) -> Self {
+        Self {
+            io,
+            activity,
+            checked: false,
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for MultiplexDetect<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.io.poll_read(cx, buf);
+        if !*this.checked && buf.filled().len() > before {
+            *this.checked = true;
+            if buf.filled()[before..].starts_with(b"PRI * HTTP/2.0") {
+                this.activity.set_multiplexed();
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for MultiplexDetect<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
 }
 
 /// IO counting bytes read from and written to it into shared counters, so the
@@ -493,6 +636,30 @@ mod tests {
         let mut buf = Vec::new();
         assert_eq!(read_sniff(&mut b, &mut buf).await.unwrap(), Sniff::Other);
         assert_eq!(buf, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn tunnels_that_are_not_tls_go_to_the_parser_or_close() {
+        use Route::*;
+        let cases: [(&[u8], Sniff, bool, Route); 14] = [
+            (b"GET / HTTP/1.1\r\n", Sniff::Http, false, Http),
+            (b"\r\nGET / HTTP/1.1\r\n", Sniff::Other, false, Http),
+            (b"GET\t/ HTTP/1.1\r\n", Sniff::Other, false, Http),
+            (b"GET  / HTTP/1.1\r\n", Sniff::Other, false, Http),
+            (b"GET /\r\n", Sniff::Other, false, Http),
+            (b"SSH-2.0-x\r\n", Sniff::Other, false, Http),
+            (b"\x00\x01", Sniff::Other, false, Close("tunnel_protocol_refused")),
+            (b"\x15\x03\x03", Sniff::Other, false, Close("tunnel_protocol_refused")),
+            (b"\x15\x03\x03", Sniff::Other, true, Close("tunnel_protocol_refused")),
+            (b"\x16\x03", Sniff::NeedMore, false, Close("tunnel_undecided")),
+            (b"\x16\x03", Sniff::NeedMore, true, Close("tunnel_undecided")),
+            (b"", Sniff::NeedMore, false, Close("tunnel_undecided")),
+            (b"\x00\x01", Sniff::Other, true, Splice),
+            (b"GE", Sniff::NeedMore, true, Splice),
+        ];
+        for (first, sniffed, splice, want) in cases {
+            assert_eq!(route(&sniffed, first, splice), want, "{first:?} {splice}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use http::{HeaderMap, HeaderValue, Method};
 use portcullis_core::{ApiError, Decision, Principal, Verdict};
-use portcullis_limits::{Permit, Refusal, UsageSnapshot};
+use portcullis_limits::{Admission, Permit, Refusal, UsageSnapshot};
 use portcullis_llm::{Classification, Classifier};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -169,14 +169,20 @@ pub trait RequestLimits: Send + Sync + 'static {
     /// The agent's recent usage, for the policy input.
     fn usage(&self, principal: &Principal) -> UsageSnapshot;
 
-    /// Admits a request or refuses it (answered 429). `llm` sizes the token reservation
-    /// of an LLM request together with `body_len`, the request body's size in bytes. The
-    /// permit is held until the response ends, then settled with the recorded usage.
+    /// Takes the agent's concurrency slot as soon as it is authenticated, before its body is
+    /// read (a stalled upload holds a slot too), or refuses (answered 429).
+    fn admit(&self, principal: &Principal) -> Result<Admission, Refusal>;
+
+    /// Admits a request policy allowed, holding `admission`, or refuses it (answered 429).
+    /// `llm` sizes the token reservation of an LLM request together with `body_len`, the
+    /// request body's size in bytes. The permit is held until the response ends, then settled
+    /// with the recorded usage.
     fn acquire(
         &self,
         principal: &Principal,
         llm: Option<&Classification>,
         body_len: u64,
+        admission: Admission,
     ) -> Result<Permit, Refusal>;
 }
 

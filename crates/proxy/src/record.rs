@@ -89,6 +89,13 @@ impl Pending {
         self.rec.port = t.port;
     }
 
+    /// The canonical path (what policy and the upstream see).
+    pub(crate) fn set_path(&mut self, path: &str) {
+        if self.rec.path != path {
+            path.clone_into(&mut self.rec.path);
+        }
+    }
+
     pub(crate) fn set_scheme(&mut self, scheme: &'static str) {
         self.rec.scheme = scheme;
     }
@@ -96,6 +103,17 @@ impl Pending {
     pub(crate) fn set_principal(&mut self, p: &Principal) {
         self.rec.agent_id = Some(p.agent_id.clone());
         self.rec.tenant = Some(p.tenant.clone());
+    }
+
+    /// A request inside an intercepted tunnel: the tunnel's agent, sub-agent and destination
+    /// until the request itself says more (a refusal before that is still attributed).
+    pub(crate) fn set_tunnel(&mut self, t: &crate::forward::Tunnel) {
+        self.set_principal(&t.principal);
+        self.rec.subagent = t.subagent.clone();
+        self.rec.scheme = t.scheme;
+        if t.scheme == "https" {
+            self.rec.tls_intercepted = true;
+        }
     }
 
     pub(crate) fn set_subagent(&mut self, s: Option<String>) {

@@ -2,7 +2,8 @@
 //! request routing and graceful shutdown.
 
 use crate::body::{full, Metered, ProxyBody};
-use crate::conn::{Activity, ActivityIo, ConnCtx, InFlight, Watch};
+use crate::conn::{drive, Activity, ActivityIo, ConnCtx, Ended, InFlight};
+use crate::framing::FramingFlaw;
 use crate::metrics::ProxyMetrics;
 use crate::pipeline::{LocalRequest, Pipeline, MAX_LOCAL_BODY};
 use crate::record::Pending;
@@ -194,7 +195,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let ctx = ConnCtx {
             client_addr: addr,
-            activity: Arc::new(Activity::new()),
+            activity: Arc::new(Activity::new(
+                max_head(&shared.cfg),
+                shared.cfg.max_headers * 2,
+            )),
             permit: Arc::new(permit),
             shutdown: shutdown.clone(),
         };
@@ -263,52 +267,105 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .keep_alive(true)
         .half_close(false)
-        // Parse up to twice our limits so requests slightly over them get our JSON 431.
-        .max_buf_size((cfg.max_header_bytes * 2).max(8192))
+        // Our own watchdog (`drive`) times heads from their first byte, and idleness; hyper's
+        // would also cut idle keep-alive connections after 30 s.
+        .header_read_timeout(None)
+        .max_buf_size(max_head(cfg))
         .max_headers(cfg.max_headers * 2);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
-    let (header_timeout, idle_timeout) = (cfg.header_read_timeout, cfg.idle_timeout);
-    let mut draining = *shutdown.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
-    loop {
-        let next =
-            match ctx
-                .activity
-                .check(tokio::time::Instant::now(), header_timeout, idle_timeout)
-            {
-                Watch::Until(t) => t,
-                Watch::HeaderTimeout => {
-                    debug!(client = %ctx.client_addr, "request head not received in time; closing");
-                    metrics
-                        .connections_rejected
-                        .with_label_values(&["header_timeout"])
-                        .inc();
-                    break;
-                }
-                Watch::Idle => {
-                    debug!(client = %ctx.client_addr, "idle connection closed");
-                    break;
-                }
-            };
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    debug!(client = %ctx.client_addr, error = %e, "connection ended with error");
-                }
-                break;
-            }
-            _ = tokio::time::sleep_until(next) => {}
-            _ = ctx.activity.head_started() => {}
-            _ = shutdown.changed(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
+    let ended = drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        &ctx.activity,
+        cfg.header_read_timeout,
+        cfg.idle_timeout,
+        &mut shutdown,
+    )
+    .await;
+    match ended {
+        Ended::Closed(Err(e)) => {
+            debug!(client = %ctx.client_addr, error = %e, "connection ended with error")
         }
+        Ended::HeaderTimeout => {
+            debug!(client = %ctx.client_addr, "request head not received in time; closing");
+            metrics
+                .connections_rejected
+                .with_label_values(&["header_timeout"])
+                .inc();
+        }
+        Ended::Idle => debug!(client = %ctx.client_addr, "idle connection closed"),
+        Ended::Closed(Ok(())) => {}
     }
     metrics.connections_active.dec();
+}
+
+/// hyper's head buffer: twice our limits, so heads slightly over them get our JSON 431.
+pub(crate) fn max_head(cfg: &ProxyConfig) -> usize {
+    (cfg.max_header_bytes * 2).max(8192)
+}
+
+/// What one HTTP/1 or h2 connection's requests share: its activity (timeouts, framing scan)
+/// and, inside an intercepted tunnel, the tunnel.
+pub(crate) struct Exchange {
+    pub(crate) client_addr: SocketAddr,
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) tunnel: Option<Arc<crate::forward::Tunnel>>,
+}
+
+/// Serves one request of a connection: refuses a head whose framing was ambiguous on the
+/// wire, routes the rest, and keeps the request in flight until its response body ends.
+pub(crate) async fn exchange(
+    shared: Arc<Shared>,
+    ctx: Option<Arc<ConnCtx>>,
+    ex: &Exchange,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let in_flight = InFlight::start(ex.activity.clone());
+    let is_connect = req.method() == Method::CONNECT;
+    let upgrade_asked = is_connect || req.headers().contains_key(http::header::UPGRADE);
+    let resp = if let Some(flaw) = ex.activity.take_framing_flaw(in_flight.number()) {
+        let mut pending =
+            Pending::from_request(crate::pipeline::RequestKind::Http, &req, ex.client_addr);
+        if let Some(t) = &ex.tunnel {
+            pending.set_tunnel(t);
+        }
+        let err = match flaw {
+            FramingFlaw::ContentLengthWithTransferEncoding => ApiError::bad_request(
+                "ambiguous_framing",
+                "both Content-Length and Transfer-Encoding are present",
+            ),
+            FramingFlaw::DuplicateContentLength => {
+                ApiError::bad_request("bad_content_length", "multiple Content-Length headers")
+            }
+        };
+        // The framing of whatever follows cannot be trusted: answer and close.
+        let mut r = shared.refuse(pending, err);
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        r
+    } else {
+        match (&ex.tunnel, &ctx) {
+            (Some(t), _) => forward::process(&shared, ex.client_addr, req, Some(t)).await,
+            (None, Some(ctx)) if is_connect => connect::handle(&shared, ctx, req).await,
+            (None, Some(ctx)) if req.uri().scheme().is_some() => {
+                forward::handle(&shared, ctx, req).await
+            }
+            (None, Some(ctx)) => local(&shared, ctx, req).await,
+            (None, None) => forward::process(&shared, ex.client_addr, req, None).await,
+        }
+    };
+    if upgrade_asked {
+        let upgraded = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            || (is_connect && ex.tunnel.is_none() && resp.status().is_success());
+        ex.activity.upgrade_answered(upgraded);
+    }
+    // The request stays in flight until its response body is done.
+    let (parts, body) = resp.into_parts();
+    let body = Metered::new(body, Box::new(move |_, _| drop(in_flight))).boxed();
+    Response::from_parts(parts, body)
 }
 
 async fn handle(
@@ -316,33 +373,12 @@ async fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let in_flight = InFlight::start(ctx.activity.clone());
-    let resp = if ctx.activity.take_ambiguous_framing() {
-        let pending =
-            Pending::from_request(crate::pipeline::RequestKind::Http, &req, ctx.client_addr);
-        let mut r = shared.refuse(
-            pending,
-            ApiError::bad_request(
-                "ambiguous_framing",
-                "both Content-Length and Transfer-Encoding are present",
-            ),
-        );
-        r.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        r
-    } else if req.method() == Method::CONNECT {
-        connect::handle(&shared, &ctx, req).await
-    } else if req.uri().scheme().is_some() {
-        forward::handle(&shared, &ctx, req).await
-    } else {
-        local(&shared, &ctx, req).await
+    let ex = Exchange {
+        client_addr: ctx.client_addr,
+        activity: ctx.activity.clone(),
+        tunnel: None,
     };
-    // The request stays in flight until its response body is done.
-    let (parts, body) = resp.into_parts();
-    let body = Metered::new(body, Box::new(move |_, _| drop(in_flight))).boxed();
-    Ok(Response::from_parts(parts, body))
+    Ok(exchange(shared, Some(ctx), &ex, req).await)
 }
 
 /// Origin-form requests addressed to the gateway itself.
