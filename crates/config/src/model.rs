@@ -270,12 +270,12 @@ impl TlsConfig {
     /// (when `intercept_defaults`), `intercept`, then the `providers`' hosts without their
     /// ports. `passthrough` is not applied here (see [`TlsConfig::intercept_rules`]).
     pub fn intercept_hosts(&self, providers: &[ProviderEntry]) -> Result<Vec<String>, ConfigError> {
-        let defaults = self
-            .intercept_defaults
-            .then_some(portcullis_tls::DEFAULT_INTERCEPT_HOSTS)
-            .unwrap_or_default()
-            .iter()
-            .map(|h| (*h).to_owned());
+        let defaults: &[&str] = if self.intercept_defaults {
+            portcullis_tls::DEFAULT_INTERCEPT_HOSTS
+        } else {
+            &[]
+        };
+        let defaults = defaults.iter().map(|h| (*h).to_owned());
         let mut globs: Vec<String> = defaults.chain(self.intercept.iter().cloned()).collect();
         for (i, p) in providers.iter().enumerate() {
             let glob = p

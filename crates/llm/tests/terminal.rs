@@ -98,7 +98,9 @@ fn markers_of_another_format_or_inside_strings_do_not_count() {
     use Api::*;
     use Format::*;
     let sse = Some("text/event-stream");
-    let cases: &[(Format, Option<Api>, &[u8], bool, &str)] = &[
+    /// (format, API, body, marker seen, what the case is).
+    type Case = (Format, Option<Api>, &'static [u8], bool, &'static str);
+    let cases: &[Case] = &[
         (OpenAi, Some(ChatCompletions), b"data: [DONE]\n\n", true, "done"),
         (OpenAi, Some(ChatCompletions), b"data:[DONE]\r\n\r\n", true, "done, no space, crlf"),
         (OpenAi, Some(ChatCompletions), b"data: [DONE]\n", false, "no blank line yet"),

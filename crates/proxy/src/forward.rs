@@ -677,14 +677,12 @@ mod tests {
         }
     }
 
+    /// What a body's end recorded: error, completed, usage.
+    type EndLog = Arc<std::sync::Mutex<Vec<(Option<&'static str>, bool, portcullis_llm::Usage)>>>;
+
     /// A body whose origin keeps the connection open after `frames`, metered with the usage
-    /// tap; returns the body and what its end recorded (error, completed, usage).
-    fn tapped(
-        frames: &[&'static str],
-    ) -> (
-        ProxyBody,
-        Arc<std::sync::Mutex<Vec<(Option<&'static str>, bool, portcullis_llm::Usage)>>>,
-    ) {
+    /// tap; returns the body and what its end recorded.
+    fn tapped(frames: &[&'static str]) -> (ProxyBody, EndLog) {
         use futures_util::StreamExt;
         let tap = SharedTap(Arc::new(std::sync::Mutex::new(Some(UsageTap::new(
             portcullis_llm::Format::OpenAi,
