@@ -33,18 +33,22 @@ impl AuditKind {
 }
 
 /// Normalised token usage as audited: the same meaning for every provider (DESIGN §5).
+///
+/// When the response reported no usage (`source = missing`) every count is `None`,
+/// serialised as `null`: the tokens spent are unknown, and a sum over records (SQL `SUM`
+/// skips `NULL`) must not count them as zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditUsage {
     /// All prompt tokens, cache reads and writes included.
-    pub input_tokens: u64,
+    pub input_tokens: Option<u64>,
     /// Generated tokens, reasoning included.
-    pub output_tokens: u64,
+    pub output_tokens: Option<u64>,
     /// Prompt tokens read from the provider's cache.
-    pub cached_input_tokens: u64,
-    /// Reasoning tokens, when reported.
-    pub reasoning_tokens: u64,
+    pub cached_input_tokens: Option<u64>,
+    /// Reasoning tokens, when reported (0 when the provider reports none).
+    pub reasoning_tokens: Option<u64>,
     /// `input_tokens + output_tokens`.
-    pub total_tokens: u64,
+    pub total_tokens: Option<u64>,
     /// `provider` when the response reported the counts, `missing` otherwise (never a
     /// silent zero).
     pub source: UsageSource,
@@ -52,12 +56,14 @@ pub struct AuditUsage {
 
 impl From<Usage> for AuditUsage {
     fn from(u: Usage) -> Self {
+        let c = u.counts();
+        let at = |i: usize| c.map(|c| c[i]);
         Self {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-            cached_input_tokens: u.cached_input_tokens,
-            reasoning_tokens: u.reasoning_tokens,
-            total_tokens: u.total_tokens,
+            input_tokens: at(0),
+            output_tokens: at(1),
+            cached_input_tokens: at(2),
+            reasoning_tokens: at(3),
+            total_tokens: at(4),
             source: u.source,
         }
     }
@@ -161,7 +167,8 @@ pub struct AuditRecord {
     pub bytes_in: u64,
     /// Bytes sent to the client.
     pub bytes_out: u64,
-    /// Token usage; `null` when the request is not an LLM request.
+    /// Token usage; `null` when the request is not an LLM request; its counts are `null`
+    /// when the response reported none (`source = missing`).
     pub usage: Option<AuditUsage>,
     /// Whether TLS was intercepted.
     pub tls_intercepted: bool,

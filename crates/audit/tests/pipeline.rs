@@ -461,3 +461,50 @@ async fn stored_records_answer_a_built_query() {
     assert_eq!(page.records[0]["verdict"], "deny");
     assert_eq!(page.records[0]["tenant"], "acme");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_usage_is_null_in_the_store_and_the_jsonl_file() {
+    use portcullis_llm::Usage;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let cfg = settings(dir.path(), vec![SinkKind::Store, SinkKind::Jsonl]);
+    let path = cfg.jsonl_path.clone();
+    let (audit, task) = AuditPipeline::start(
+        cfg,
+        Some(store.clone()),
+        AuditMetrics::unregistered().unwrap(),
+    )
+    .unwrap();
+    let mut missing = rec(1);
+    missing.usage = Some(Usage::missing(true).into());
+    let mut reported = rec(2);
+    reported.usage = Some(Usage::provider(11, 5, 4, 0).into());
+    audit.submit_wait(missing).await.unwrap();
+    audit.submit_wait(reported).await.unwrap();
+    audit.shutdown().await;
+    task.await.unwrap();
+
+    let nulls = serde_json::json!({"input_tokens": null, "output_tokens": null,
+        "cached_input_tokens": null, "reasoning_tokens": null, "total_tokens": null,
+        "source": "missing"});
+    let counted = serde_json::json!({"input_tokens": 11, "output_tokens": 5,
+        "cached_input_tokens": 4, "reasoning_tokens": 0, "total_tokens": 16,
+        "source": "provider"});
+    let page = store.query_audit(&AuditQuery::default()).await.unwrap();
+    let by_id = |id: &str| {
+        page.records
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["usage"].clone())
+    };
+    assert_eq!(by_id("rec-00000001"), Some(nulls.clone()));
+    assert_eq!(by_id("rec-00000002"), Some(counted.clone()));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["usage"], nulls);
+    assert_eq!(lines[1]["usage"], counted);
+}

@@ -103,12 +103,39 @@ fn values_are_serialised_as_documented() {
 }
 
 #[test]
-fn missing_usage_says_so() {
-    let u: AuditUsage = Usage::missing(true).into();
-    assert_eq!(u.source, UsageSource::Missing);
-    assert_eq!(u.total_tokens, 0);
-    let v = serde_json::to_value(u).unwrap();
-    assert_eq!(v["source"], "missing");
+fn missing_usage_has_null_counts_not_zeros() {
+    for truncated in [true, false] {
+        let u: AuditUsage = Usage::missing(truncated).into();
+        assert_eq!(u.source, UsageSource::Missing);
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_input_tokens,
+                u.reasoning_tokens,
+                u.total_tokens
+            ),
+            (None, None, None, None, None)
+        );
+    }
+    let mut rec = full_record();
+    rec.usage = Some(Usage::missing(false).into());
+    let v: Value = serde_json::from_str(&rec.to_json()).unwrap();
+    // Same keys as reported usage; every count null.
+    assert_eq!(
+        v["usage"],
+        serde_json::json!({"input_tokens": null, "output_tokens": null,
+            "cached_input_tokens": null, "reasoning_tokens": null, "total_tokens": null,
+            "source": "missing"})
+    );
+    let back: AuditRecord = serde_json::from_str(&rec.to_json()).unwrap();
+    assert_eq!(back.usage, rec.usage);
+    // Reported zeros stay zeros: only unknown counts are null.
+    let zero: AuditUsage = Usage::provider(0, 0, 0, 0).into();
+    let v = serde_json::to_value(zero).unwrap();
+    assert_eq!(v["input_tokens"], 0);
+    assert_eq!(v["total_tokens"], 0);
+    assert_eq!(v["source"], "provider");
 }
 
 #[test]

@@ -221,6 +221,11 @@ impl CredentialConfig {
 }
 
 /// `[tls]`: the gateway CA and which CONNECT tunnels are intercepted.
+///
+/// Intercepted hosts are the union of the built-in LLM provider hosts
+/// ([`portcullis_tls::DEFAULT_INTERCEPT_HOSTS`], unless `intercept_defaults = false`),
+/// `intercept`, and the host of every `[[llm.providers]]` entry; `passthrough` wins over
+/// all of them (and over `intercept_all`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -232,8 +237,11 @@ pub struct TlsConfig {
     /// Extra PEM files of CAs trusted for upstream certificates, on top of the public
     /// and the system roots.
     pub upstream_ca: Vec<PathBuf>,
-    /// Host globs whose tunnels are intercepted (default: the known LLM provider hosts).
+    /// Host globs intercepted in addition to the defaults and the `[[llm.providers]]` hosts.
     pub intercept: Vec<String>,
+    /// Intercept the built-in LLM provider hosts (`false`: only `intercept` and the
+    /// `[[llm.providers]]` hosts).
+    pub intercept_defaults: bool,
     /// Intercept every tunnel except `passthrough` hosts.
     pub intercept_all: bool,
     /// Host globs never intercepted (clients that pin certificates); wins over the rest.
@@ -250,10 +258,8 @@ impl Default for TlsConfig {
             ca_cert: None,
             ca_key: None,
             upstream_ca: Vec::new(),
-            intercept: portcullis_tls::DEFAULT_INTERCEPT_HOSTS
-                .iter()
-                .map(|h| (*h).to_owned())
-                .collect(),
+            intercept: Vec::new(),
+            intercept_defaults: true,
             intercept_all: false,
             passthrough: Vec::new(),
             splice_unknown: Vec::new(),
@@ -265,12 +271,47 @@ impl TlsConfig {
     /// Default directory of the dev CA when `ca_cert`/`ca_key` are unset.
     pub const DEFAULT_CA_DIR: &'static str = "data/ca";
 
-    /// The interception rules these settings describe.
-    pub fn intercept_rules(&self) -> Result<portcullis_tls::InterceptRules, ConfigError> {
-        let intercept = portcullis_tls::HostMatcher::new(&self.intercept)
+    /// Every intercepted host glob, each once, in order: the built-in provider hosts
+    /// (when `intercept_defaults`), `intercept`, then the `providers`' hosts without their
+    /// ports. `passthrough` is not applied here (see [`TlsConfig::intercept_rules`]).
+    pub fn intercept_hosts(&self, providers: &[ProviderEntry]) -> Result<Vec<String>, ConfigError> {
+        let defaults: &[&str] = if self.intercept_defaults {
+            portcullis_tls::DEFAULT_INTERCEPT_HOSTS
+        } else {
+            &[]
+        };
+        let defaults = defaults.iter().map(|h| (*h).to_owned());
+        let mut globs: Vec<String> = defaults.chain(self.intercept.iter().cloned()).collect();
+        for (i, p) in providers.iter().enumerate() {
+            let glob = p
+                .host_glob()
+                .map_err(|e| ConfigError::new(format!("llm.providers[{i}].host"), e.to_string()))?;
+            globs.push(glob);
+        }
+        let mut seen = std::collections::HashSet::new();
+        globs.retain(|g| seen.insert(g.trim_end_matches('.').to_ascii_lowercase()));
+        Ok(globs)
+    }
+
+    /// The interception rules these settings and the `[[llm.providers]]` entries describe.
+    pub fn intercept_rules(
+        &self,
+        providers: &[ProviderEntry],
+    ) -> Result<portcullis_tls::InterceptRules, ConfigError> {
+        // Compiled apart first so an error names the key that holds the bad glob.
+        portcullis_tls::HostMatcher::new(&self.intercept)
             .map_err(|e| ConfigError::new("tls.intercept", e.to_string()))?;
         let passthrough = portcullis_tls::HostMatcher::new(&self.passthrough)
             .map_err(|e| ConfigError::new("tls.passthrough", e.to_string()))?;
+        for (i, p) in providers.iter().enumerate() {
+            if let Ok(glob) = p.host_glob() {
+                portcullis_tls::HostMatcher::new([&glob]).map_err(|e| {
+                    ConfigError::new(format!("llm.providers[{i}].host"), e.to_string())
+                })?;
+            }
+        }
+        let intercept = portcullis_tls::HostMatcher::new(self.intercept_hosts(providers)?)
+            .map_err(|e| ConfigError::new("tls.intercept", e.to_string()))?;
         Ok(portcullis_tls::InterceptRules {
             intercept,
             intercept_all: self.intercept_all,
@@ -359,12 +400,55 @@ pub struct SidecarConfig {
     pub agent: Option<String>,
 }
 
+impl Config {
+    /// The interception rules: `[tls]` plus every `[[llm.providers]]` host.
+    pub fn intercept_rules(&self) -> Result<portcullis_tls::InterceptRules, ConfigError> {
+        self.tls.intercept_rules(&self.llm.providers)
+    }
+
+    /// What makes a declared provider unreachable or unaudited, one sentence each, for the
+    /// startup log: a host under `tls.passthrough` (its HTTPS tunnels are spliced, so its
+    /// calls are neither classified nor metered) or a port outside `proxy.allowed_ports`.
+    pub fn provider_warnings(&self) -> Vec<String> {
+        let Ok(rules) = self.intercept_rules() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in &self.llm.providers {
+            let Ok(glob) = p.host_glob() else { continue };
+            // A wildcard entry is checked with a label no real host uses.
+            let probe = match glob.strip_prefix('*') {
+                Some(suffix) => format!("_{suffix}"),
+                None => glob.clone(),
+            };
+            if rules.passthrough.matches(&probe) {
+                out.push(format!(
+                    "llm provider `{}` ({}) is in tls.passthrough: its HTTPS tunnels are spliced, \
+                     so its calls are neither classified nor metered",
+                    p.name, p.host
+                ));
+            }
+            if let Some(port) = p
+                .port()
+                .filter(|port| !self.proxy.allowed_ports.contains(port))
+            {
+                out.push(format!(
+                    "llm provider `{}` ({}) is unreachable through the gateway: add {port} to \
+                     proxy.allowed_ports",
+                    p.name, p.host
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// `[llm]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
     /// Extra OpenAI- or Anthropic-compatible hosts (`[[llm.providers]]`), on top of the
-    /// built-in api.openai.com and api.anthropic.com.
+    /// built-in api.openai.com and api.anthropic.com. Each host is also intercepted (HTTPS).
     pub providers: Vec<ProviderEntry>,
 }
 
@@ -815,7 +899,7 @@ impl Config {
                 "must be at least 1 (remove the key for unlimited)",
             ));
         }
-        let tls_rules = self.tls.intercept_rules()?;
+        let tls_rules = self.intercept_rules()?;
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.credentials.iter().enumerate() {
             c.validate(i, &tls_rules.passthrough)?;
@@ -1001,14 +1085,137 @@ mod tests {
         )
         .unwrap();
         c.validate().unwrap();
-        let rules = c.tls.intercept_rules().unwrap();
+        let rules = c.intercept_rules().unwrap();
         assert!(rules.should_intercept("localhost"));
         assert!(rules.should_intercept("api.example.com"));
         assert!(!rules.should_intercept("pinned.example.com"));
-        assert!(!rules.should_intercept("api.openai.com"));
-        let d = Config::default().tls.intercept_rules().unwrap();
+        // `intercept` adds to the defaults.
+        assert!(rules.should_intercept("api.openai.com"));
+        let d = Config::default().intercept_rules().unwrap();
         assert!(d.should_intercept("api.openai.com"));
         assert!(!d.should_intercept("example.com"));
+    }
+
+    fn intercepted(doc: &str) -> (Vec<String>, portcullis_tls::InterceptRules) {
+        let c = Config::from_toml(doc).unwrap();
+        c.validate().unwrap_or_else(|e| panic!("{doc}: {e}"));
+        (
+            c.tls.intercept_hosts(&c.llm.providers).unwrap(),
+            c.intercept_rules().unwrap(),
+        )
+    }
+
+    const VLLM: &str = "[[llm.providers]]\nname = \"vllm\"\nhost = \"vllm.internal:8443\"\n";
+    const AZURE: &str = "[[llm.providers]]\nname = \"azure\"\nhost = \"*.corp-openai.example\"\n";
+
+    #[test]
+    fn one_provider_entry_makes_its_host_intercepted() {
+        let defaults = portcullis_tls::DEFAULT_INTERCEPT_HOSTS.len();
+        // Unset `tls.intercept`: defaults plus the providers' hosts (port dropped).
+        let (hosts, rules) = intercepted(&format!("{VLLM}{AZURE}"));
+        assert_eq!(hosts.len(), defaults + 2, "{hosts:?}");
+        assert_eq!(
+            &hosts[defaults..],
+            ["vllm.internal", "*.corp-openai.example"]
+        );
+        for host in [
+            "vllm.internal",
+            "VLLM.internal.:8443",
+            "eastus.corp-openai.example",
+            "api.openai.com",
+            "api.anthropic.com",
+            "x.openai.azure.com",
+        ] {
+            assert!(rules.should_intercept(host), "{host}");
+        }
+        for host in [
+            "corp-openai.example",
+            "internal",
+            "example.com",
+            "vllm.internal.evil",
+        ] {
+            assert!(!rules.should_intercept(host), "{host}");
+        }
+
+        // `tls.intercept` set to another host adds to defaults and providers.
+        let (hosts, rules) =
+            intercepted(&format!("[tls]\nintercept = [\"git.example.com\"]\n{VLLM}"));
+        assert_eq!(&hosts[defaults..], ["git.example.com", "vllm.internal"]);
+        for host in ["git.example.com", "vllm.internal", "api.openai.com"] {
+            assert!(rules.should_intercept(host), "{host}");
+        }
+
+        // Defaults dropped explicitly: only what is listed, providers included.
+        let (hosts, rules) = intercepted(&format!(
+            "[tls]\nintercept_defaults = false\nintercept = [\"git.example.com\"]\n{VLLM}"
+        ));
+        assert_eq!(hosts, ["git.example.com", "vllm.internal"]);
+        assert!(rules.should_intercept("vllm.internal"));
+        assert!(!rules.should_intercept("api.openai.com"));
+        assert!(!rules.should_intercept("api.anthropic.com"));
+        let (hosts, _) = intercepted("[tls]\nintercept_defaults = false\n");
+        assert!(hosts.is_empty());
+
+        // Duplicates (any case, trailing dot) are listed once.
+        let (hosts, _) = intercepted(
+            "[tls]\nintercept = [\"API.OpenAI.com.\", \"vllm.internal\"]\n[[llm.providers]]\nname = \"corp\"\nhost = \"api.openai.com\"\n[[llm.providers]]\nname = \"vllm\"\nhost = \"VLLM.internal\"\n",
+        );
+        assert_eq!(&hosts[defaults..], ["vllm.internal"]);
+    }
+
+    #[test]
+    fn passthrough_still_wins_over_provider_hosts_and_is_reported() {
+        let doc = format!(
+            "[tls]\npassthrough = [\"vllm.internal\", \"*.corp-openai.example\"]\n{VLLM}{AZURE}"
+        );
+        let (_, rules) = intercepted(&doc);
+        assert!(!rules.should_intercept("vllm.internal"));
+        assert!(!rules.should_intercept("eu.corp-openai.example"));
+        let c = Config::from_toml(&doc).unwrap();
+        let w = c.provider_warnings();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].contains("`vllm`") && w[0].contains("tls.passthrough"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("add 8443 to proxy.allowed_ports"), "{w:?}");
+        assert!(
+            w[2].contains("`azure`") && w[2].contains("tls.passthrough"),
+            "{w:?}"
+        );
+        // intercept_all does not override passthrough either.
+        let c = Config::from_toml(&format!(
+            "[tls]\nintercept_all = true\npassthrough = [\"vllm.internal\"]\n{VLLM}"
+        ))
+        .unwrap();
+        assert!(!c
+            .intercept_rules()
+            .unwrap()
+            .should_intercept("vllm.internal"));
+        // Nothing to say when the port is allowed and nothing is spliced.
+        let c = Config::from_toml(&format!(
+            "[proxy]\nallowed_ports = [443, 8443]\n{VLLM}{AZURE}\n[[llm.providers]]\nname = \"six\"\nhost = \"[::1]:443\"\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.provider_warnings(), Vec::<String>::new());
+        let c = Config::from_toml("[[llm.providers]]\nname = \"six\"\nhost = \"[fd00::1]:9000\"\n")
+            .unwrap();
+        assert_eq!(c.provider_warnings().len(), 1);
+        assert!(c.provider_warnings()[0].contains("add 9000"));
+    }
+
+    #[test]
+    fn provider_hosts_that_cannot_be_intercepted_are_refused_naming_the_entry() {
+        // Valid for classification, not as a certificate name (numeric last label).
+        let c = Config::from_toml(
+            "[[llm.providers]]\nname = \"ok\"\nhost = \"a.example\"\n[[llm.providers]]\nname = \"odd\"\nhost = \"gpu.42\"\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "llm.providers[1].host", "{e:?}");
+        let c = Config::from_toml("[tls]\nintercept_defaults = \"no\"\n");
+        assert!(c.unwrap_err().key.starts_with("tls.intercept_defaults"));
     }
 
     #[test]

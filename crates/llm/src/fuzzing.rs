@@ -166,14 +166,20 @@ pub fn tap(data: &[u8]) {
     };
     let mut whole = UsageTap::with_limits(format, api, enc.header(), ct, limits);
     run_tap(&mut whole, &body, &[]);
+    let whole_terminal = whole.terminal_seen();
     let whole = whole.finish();
     check_usage(&whole);
     let mut split = UsageTap::with_limits(format, api, enc.header(), ct, limits);
     run_tap(&mut split, &body, &cuts);
+    let split_terminal = split.terminal_seen();
     let split = split.finish();
     check_usage(&split);
     if !raw || enc == Encoding::Identity {
         assert_eq!(whole, split, "usage depends on chunking");
+        assert_eq!(
+            whole_terminal, split_terminal,
+            "terminal marker depends on chunking"
+        );
     }
 }
 

@@ -37,6 +37,32 @@ impl ProviderEntry {
             None => Format::OpenAi,
         }
     }
+
+    /// The port the entry is limited to (`host:port`), if any; `None` also for an invalid
+    /// host (refused by [`Providers::new`]).
+    pub fn port(&self) -> Option<u16> {
+        parse_pattern(&self.host).ok()?.port
+    }
+
+    /// The entry's host as a host glob without its port (`api.example.com`,
+    /// `*.openai.azure.com`, `[::1]`), lower case: the form `tls.intercept` takes, so the
+    /// provider's HTTPS tunnels are intercepted. Interception is decided per host, so an
+    /// entry for `host:8443` intercepts `host` on every allowed port (only port 8443 is
+    /// classified as this provider).
+    pub fn host_glob(&self) -> Result<String, ProviderError> {
+        let pat = parse_pattern(&self.host).map_err(|reason| ProviderError::InvalidHost {
+            name: self.name.clone(),
+            host: self.host.clone(),
+            reason,
+        })?;
+        Ok(if pat.wildcard {
+            format!("*{}", pat.host)
+        } else if pat.host.contains(':') {
+            format!("[{}]", pat.host)
+        } else {
+            pat.host
+        })
+    }
 }
 
 /// Why a provider table was refused.
@@ -353,6 +379,41 @@ mod tests {
         assert_eq!((&*v6.name, v6.format), ("proxy6", Format::Anthropic));
         assert!(t.lookup("[::1]", 9001).is_none());
         assert_eq!(t.lookup("localhost", 8000).unwrap().format, Format::OpenAi);
+    }
+
+    #[test]
+    fn host_globs_drop_the_port_and_keep_the_wildcard() {
+        for (host, glob) in [
+            ("api.example.com", "api.example.com"),
+            ("API.Example.COM.", "api.example.com"),
+            ("vllm.internal:8000", "vllm.internal"),
+            ("*.openai.azure.com", "*.openai.azure.com"),
+            ("*.Eu.OpenAI.Azure.com:8443", "*.eu.openai.azure.com"),
+            ("[::1]:9000", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("10.0.0.7:8000", "10.0.0.7"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(
+                entry("p", host, None).host_glob().as_deref(),
+                Ok(glob),
+                "{host}"
+            );
+        }
+        assert_eq!(entry("p", "vllm.internal:8000", None).port(), Some(8000));
+        assert_eq!(entry("p", "[::1]:9000", None).port(), Some(9000));
+        assert_eq!(entry("p", "[::1]", None).port(), None);
+        assert_eq!(entry("p", "*.a.example", None).port(), None);
+        assert_eq!(entry("p", "host:0", None).port(), None);
+        for bad in ["", "host:0", "[::1", "a b", "*."] {
+            assert!(
+                matches!(
+                    entry("p", bad, None).host_glob(),
+                    Err(ProviderError::InvalidHost { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

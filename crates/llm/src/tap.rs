@@ -320,7 +320,42 @@ impl UsageTap {
         match &mut self.decoder {
             Decoder::Identity(sink) => sink.consume(rest),
             Decoder::Unsupported(_) | Decoder::DeflateSniff(..) => {}
-            _ => self.write_decoded(rest),
+            _ => {
+                self.write_decoded(rest);
+                self.flush_decoded();
+            }
+        }
+    }
+
+    /// Pushes what the decompressor holds back through to the parser, so every fed byte
+    /// is parsed now: [`terminal_seen`](UsageTap::terminal_seen) must not lag behind the
+    /// frames the client already has.
+    fn flush_decoded(&mut self) {
+        if self.broken {
+            return;
+        }
+        if let Some(w) = self.decoder.writer() {
+            if w.flush().is_err() {
+                self.broken = true;
+            }
+        }
+    }
+
+    /// Whether the bytes fed so far hold the response's end marker: the `data: [DONE]`
+    /// event of an OpenAI chat stream, `message_stop` of an Anthropic stream,
+    /// `response.completed | response.incomplete | response.failed` of a Responses API
+    /// stream, an `error` event that ends a stream, or the end of a JSON document.
+    ///
+    /// An SSE event counts once it is dispatched (its blank line was fed), as a client's
+    /// SSE parser sees it; compressed bodies are decoded as they are fed, so this never
+    /// lags behind the frames fed. A response whose marker was delivered is complete even
+    /// if the client closes before the origin does. Pure: feeding is the only input.
+    pub fn terminal_seen(&self) -> bool {
+        let sink = self.decoder.sink();
+        match sink.mode {
+            Mode::Sse => sink.acc.terminal,
+            Mode::Json => sink.scan.complete(),
+            Mode::Sniff => false,
         }
     }
 

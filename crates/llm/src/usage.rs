@@ -8,13 +8,17 @@ use serde::{Deserialize, Serialize};
 pub enum UsageSource {
     /// The provider reported the counts in the response.
     Provider,
-    /// No usage was found: the counts are zero because they are unknown, not
-    /// because nothing was spent.
+    /// No usage was found: the counts are unknown (held as 0 in [`Usage`], serialised
+    /// as `null`), not evidence that nothing was spent.
     Missing,
 }
 
 /// Token usage of one response, normalised across providers.
+///
+/// With `source = missing` the counts are unknown, not zero: they serialise as `null`
+/// (and must never be summed). [`Usage::counts`] gives them only when reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "UsageJson", try_from = "UsageJson")]
 pub struct Usage {
     /// All prompt tokens, including cache reads and cache writes
     /// (OpenAI `prompt_tokens`/`input_tokens`; Anthropic `input_tokens` +
@@ -73,6 +77,69 @@ impl Usage {
     pub fn is_reported(&self) -> bool {
         self.source == UsageSource::Provider
     }
+
+    /// The counts `[input, output, cached_input, reasoning, total]` when the provider
+    /// reported them; `None` when they are missing (unknown, not zero).
+    pub fn counts(&self) -> Option<[u64; 5]> {
+        self.is_reported().then_some([
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.reasoning_tokens,
+            self.total_tokens,
+        ])
+    }
+}
+
+/// The serialised form: counts are `null` when the usage is missing.
+#[derive(Serialize, Deserialize)]
+struct UsageJson {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cached_input_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    source: UsageSource,
+    truncated: bool,
+}
+
+impl From<Usage> for UsageJson {
+    fn from(u: Usage) -> Self {
+        let c = u.counts();
+        let at = |i: usize| c.map(|c| c[i]);
+        Self {
+            input_tokens: at(0),
+            output_tokens: at(1),
+            cached_input_tokens: at(2),
+            reasoning_tokens: at(3),
+            total_tokens: at(4),
+            source: u.source,
+            truncated: u.truncated,
+        }
+    }
+}
+
+impl TryFrom<UsageJson> for Usage {
+    type Error = &'static str;
+
+    fn try_from(j: UsageJson) -> Result<Self, Self::Error> {
+        match j.source {
+            UsageSource::Missing => Ok(Self::missing(j.truncated)),
+            UsageSource::Provider => {
+                let (Some(input), Some(output)) = (j.input_tokens, j.output_tokens) else {
+                    return Err("provider usage needs input_tokens and output_tokens");
+                };
+                let mut u = Self::provider(
+                    input,
+                    output,
+                    j.cached_input_tokens.unwrap_or(0),
+                    j.reasoning_tokens.unwrap_or(0),
+                );
+                u.truncated = j.truncated;
+                Ok(u)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -88,12 +155,45 @@ mod tests {
     }
 
     #[test]
-    fn missing_serializes_as_missing() {
+    fn missing_serializes_as_missing_with_null_counts() {
         let v = serde_json::to_value(Usage::missing(true)).unwrap();
-        assert_eq!(v["source"], "missing");
-        assert_eq!(v["truncated"], true);
+        assert_eq!(
+            v,
+            serde_json::json!({"input_tokens": null, "output_tokens": null,
+                "cached_input_tokens": null, "reasoning_tokens": null, "total_tokens": null,
+                "source": "missing", "truncated": true})
+        );
+        assert_eq!(Usage::missing(false).counts(), None);
         let v = serde_json::to_value(Usage::provider(1, 2, 0, 0)).unwrap();
         assert_eq!(v["source"], "provider");
         assert_eq!(v["total_tokens"], 3);
+        assert_eq!(v["cached_input_tokens"], 0);
+        assert_eq!(Usage::provider(1, 2, 0, 0).counts(), Some([1, 2, 0, 0, 3]));
+    }
+
+    #[test]
+    fn round_trips_and_refuses_provider_usage_without_counts() {
+        for u in [
+            Usage::missing(true),
+            Usage::missing(false),
+            Usage::provider(7, 3, 2, 1),
+            Usage {
+                truncated: true,
+                ..Usage::provider(u64::MAX, 1, 0, 0)
+            },
+        ] {
+            let text = serde_json::to_string(&u).unwrap();
+            assert_eq!(serde_json::from_str::<Usage>(&text).unwrap(), u, "{text}");
+        }
+        // Counts sent with `missing` are ignored: unknown stays unknown.
+        let u: Usage = serde_json::from_str(
+            r#"{"input_tokens":5,"output_tokens":5,"cached_input_tokens":0,"reasoning_tokens":0,"total_tokens":10,"source":"missing","truncated":false}"#,
+        )
+        .unwrap();
+        assert_eq!(u, Usage::missing(false));
+        assert!(serde_json::from_str::<Usage>(
+            r#"{"input_tokens":null,"output_tokens":3,"cached_input_tokens":null,"reasoning_tokens":null,"total_tokens":null,"source":"provider","truncated":false}"#
+        )
+        .is_err());
     }
 }

@@ -228,7 +228,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.proxy.allowed_ports,
         cfg.proxy.allow_private.len(),
         tls.ca_cert.display(),
-        if cfg.tls.intercept_all { "all".to_owned() } else { format!("{}hosts", cfg.tls.intercept.len()) },
+        intercept_banner(&cfg),
         if cfg.tls.splice_unknown.is_empty() { String::new() } else { format!(" splice_unknown=({}: non-TLS, non-HTTP tunnels spliced unexamined)", cfg.tls.splice_unknown.join(",")) },
         credential_names.len(),
         if credential_names.is_empty() { String::new() } else { format!("({})", credential_names.join(",")) },
@@ -312,7 +312,10 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         ..UpstreamRoots::default()
     })
     .context("tls.upstream_ca")?;
-    let rules = t.intercept_rules()?;
+    let rules = cfg.intercept_rules()?;
+    for w in cfg.provider_warnings() {
+        warn!("{w}");
+    }
     Ok(TlsSetup {
         intercept: portcullis_proxy::intercept::Intercept::new(cache, rules, upstream.http1)
             .with_splice_unknown(t.splice_unknown_hosts()?),
@@ -320,6 +323,44 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         bundle,
         generated,
     })
+}
+
+/// Most non-default intercepted hosts named in the banner.
+const BANNER_HOSTS: usize = 8;
+
+/// The banner's `intercept=`: `all`, or how many host globs are intercepted and which
+/// (`defaults` for the built-in provider hosts, then the others: `tls.intercept` and the
+/// `[[llm.providers]]` hosts).
+fn intercept_banner(cfg: &Config) -> String {
+    if cfg.tls.intercept_all {
+        return "all".to_owned();
+    }
+    let hosts = cfg
+        .tls
+        .intercept_hosts(&cfg.llm.providers)
+        .unwrap_or_default();
+    let skip = if cfg.tls.intercept_defaults {
+        portcullis_tls::DEFAULT_INTERCEPT_HOSTS.len()
+    } else {
+        0
+    };
+    let extra = hosts.get(skip..).unwrap_or_default();
+    let mut names: Vec<&str> = Vec::new();
+    if skip > 0 {
+        names.push("defaults");
+    }
+    names.extend(extra.iter().take(BANNER_HOSTS).map(String::as_str));
+    let more = extra.len().saturating_sub(BANNER_HOSTS);
+    let more = if more > 0 {
+        format!(",+{more} more")
+    } else {
+        String::new()
+    };
+    if names.is_empty() {
+        format!("{}hosts", hosts.len())
+    } else {
+        format!("{}hosts({}{more})", hosts.len(), names.join(","))
+    }
 }
 
 /// SIGTERM and SIGINT, registered up front.
@@ -356,5 +397,41 @@ impl Signals {
             return;
         }
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn banner(doc: &str) -> String {
+        let cfg = Config::from_toml(doc).expect("config");
+        cfg.validate().expect("valid");
+        intercept_banner(&cfg)
+    }
+
+    #[test]
+    fn the_banner_names_what_is_intercepted() {
+        let n = portcullis_tls::DEFAULT_INTERCEPT_HOSTS.len();
+        assert_eq!(banner(""), format!("{n}hosts(defaults)"));
+        let vllm = "[[llm.providers]]\nname = \"vllm\"\nhost = \"vllm.internal:8000\"\n";
+        assert_eq!(
+            banner(&format!("[tls]\nintercept = [\"localhost\"]\n{vllm}")),
+            format!("{}hosts(defaults,localhost,vllm.internal)", n + 2)
+        );
+        assert_eq!(
+            banner(&format!("[tls]\nintercept_defaults = false\n{vllm}")),
+            "1hosts(vllm.internal)"
+        );
+        assert_eq!(banner("[tls]\nintercept_defaults = false\n"), "0hosts");
+        assert_eq!(banner("[tls]\nintercept_all = true\n"), "all");
+        let many: Vec<String> = (0..10).map(|i| format!("\"h{i}.example\"")).collect();
+        assert_eq!(
+            banner(&format!(
+                "[tls]\nintercept_defaults = false\nintercept = [{}]\n",
+                many.join(",")
+            )),
+            "10hosts(h0.example,h1.example,h2.example,h3.example,h4.example,h5.example,h6.example,h7.example,+2 more)"
+        );
     }
 }

@@ -265,6 +265,13 @@ fn an_untrusted_upstream_certificate_gives_502_inside_the_tunnel() {
     assert_eq!(code, "502", "{text}");
     let v: serde_json::Value = serde_json::from_str(body).expect("json");
     assert_eq!(v["code"], "upstream_tls_error", "{body}");
+    // A sentence naming the fix, not the library's error name.
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("is not signed by a trusted CA") && detail.contains("tls.upstream_ca"),
+        "{body}"
+    );
+    assert!(!detail.contains("UnknownIssuer"), "{body}");
     assert_eq!(origin.requests(), 0);
     gw.metrics_until("upstream handshake failure counted", |m| {
         m.value(
@@ -784,4 +791,387 @@ print(json.dumps(out))
     assert_eq!(t("gpt-4o-mini", "cached_input"), 4.0);
     assert_eq!(t("claude-x", "input"), 39.0);
     assert_eq!(t("claude-x", "cached_input"), 6.0);
+}
+
+/// The HTTP request records (not the tunnels they came in) of the audit JSONL file so far.
+fn jsonl_records(gw: &Gateway) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(gw.dir().join("data/audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "http")
+        .collect()
+}
+
+/// The HTTP request records of `/v1/decisions` for tenant `default` (newest first).
+fn decisions(gw: &Gateway, key: &str) -> Vec<serde_json::Value> {
+    let r = gw.admin_call("GET", "/v1/decisions?limit=200", Some(key), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["decisions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["kind"] == "http")
+        .collect()
+}
+
+/// The one record whose `model` is `model`.
+fn by_model<'a>(records: &'a [serde_json::Value], model: &str) -> &'a serde_json::Value {
+    let found: Vec<_> = records.iter().filter(|r| r["model"] == model).collect();
+    assert_eq!(found.len(), 1, "records for {model}: {records:?}");
+    found[0]
+}
+
+/// A gateway intercepting the origin, which is declared an LLM provider, with every
+/// audit sink.
+fn provider_gateway(origin: &TlsOrigin) -> Gateway {
+    gateway(
+        origin.port(),
+        &format!(
+            "upstream_ca = [{:?}]\n\n[audit]\nsinks = [\"store\", \"jsonl\", \"stdout\"]\n\n\
+             [[llm.providers]]\nname = \"local\"\nhost = \"localhost:{}\"\n",
+            origin.ca_pem.display().to_string(),
+            origin.port()
+        ),
+    )
+}
+
+const NULL_USAGE: &str = r#"{"input_tokens": null, "output_tokens": null,
+    "cached_input_tokens": null, "reasoning_tokens": null, "total_tokens": null,
+    "source": "missing"}"#;
+
+#[test]
+fn a_stream_without_usage_has_null_counts_everywhere_and_counts_no_tokens() {
+    let origin = TlsOrigin::start();
+    let gw = provider_gateway(&origin);
+    let ca = gateway_ca(&gw);
+    // No stream_options.include_usage: the provider reports no usage.
+    let script = r#"
+import sys, httpx, openai
+proxy, ca, base = sys.argv[1:4]
+client = openai.OpenAI(base_url=base, api_key="x", max_retries=0,
+                       http_client=httpx.Client(proxy=proxy, verify=ca))
+parts = [c.choices[0].delta.content for c in client.chat.completions.create(
+    model="no-usage-model", stream=True, messages=[{"role": "user", "content": "hi"}])
+    if c.choices and c.choices[0].delta.content]
+r = client.chat.completions.create(model="usage-model",
+                                   messages=[{"role": "user", "content": "hi"}])
+print("".join(parts), r.usage.total_tokens)
+"#;
+    let out = run_python(script, &[gw.proxy_url(), ca, origin.url("/v1")]);
+    assert_eq!(out.trim(), "Hello from origin 6");
+
+    let nulls: serde_json::Value = serde_json::from_str(NULL_USAGE).expect("json");
+    let key = gw.create_api_key("default", "viewer");
+    let records = gw.eventually(
+        "both records in /v1/decisions",
+        || decisions(&gw, &key),
+        |r| r.len() == 2,
+    );
+    let missing = by_model(&records, "no-usage-model");
+    assert_eq!(missing["usage"], nulls, "{missing}");
+    assert_eq!(missing["error"], serde_json::Value::Null, "{missing}");
+    assert_eq!(missing["provider"], "local");
+    assert_eq!(missing["stream"], true);
+    let reported = by_model(&records, "usage-model");
+    assert_eq!(reported["usage"]["total_tokens"], 6, "{reported}");
+    assert_eq!(reported["usage"]["source"], "provider");
+
+    let lines = gw.eventually("two JSONL records", || jsonl_records(&gw), |r| r.len() == 2);
+    assert_eq!(by_model(&lines, "no-usage-model")["usage"], nulls);
+    let stdout: Vec<serde_json::Value> = gw
+        .stdout_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(by_model(&stdout, "no-usage-model")["usage"], nulls);
+
+    // Tokens are counted for the reported usage only: none for the unknown one.
+    let m = gw.metrics();
+    let tokens = |model: &str, kind: &str| {
+        m.get(
+            "portcullis_llm_tokens_total",
+            &[("provider", "local"), ("model", model), ("type", kind)],
+        )
+    };
+    assert_eq!(tokens("usage-model", "input"), Some(3.0));
+    for kind in ["input", "output", "cached_input", "reasoning"] {
+        assert_eq!(tokens("no-usage-model", kind), None, "{kind}:\n{}", m.0);
+    }
+}
+
+#[test]
+fn sdks_that_stop_at_the_terminal_event_are_complete_and_mid_stream_closes_are_aborts() {
+    // The origin sends every event, terminal one included, and keeps the response open
+    // (`hold-open...`), or stops after the first events (`hold-mid...`). The SDKs read
+    // to the terminal event (or the first text) and close.
+    let origin = TlsOrigin::start();
+    let gw = provider_gateway(&origin);
+    let ca = gateway_ca(&gw);
+    let script = r#"
+import sys, json, httpx, openai, anthropic
+proxy, ca, base = sys.argv[1:4]
+hc = lambda: httpx.Client(proxy=proxy, verify=ca)
+oa = openai.OpenAI(base_url=base + "/v1", api_key="x", http_client=hc(), max_retries=0)
+an = anthropic.Anthropic(base_url=base, api_key="x", http_client=hc(), max_retries=0)
+msgs = [{"role": "user", "content": "hi"}]
+out = {}
+
+def openai_text(model, **kw):
+    text = []
+    with oa.chat.completions.create(model=model, messages=msgs, stream=True, **kw) as s:
+        for c in s:
+            if c.choices and c.choices[0].delta.content:
+                text.append(c.choices[0].delta.content)
+            # The last chunk before [DONE]: usage when asked for, else the finish reason.
+            if c.usage is not None or (not kw and c.choices and c.choices[0].finish_reason):
+                break
+    return "".join(text)
+
+out["openai_usage"] = openai_text("hold-open-usage", stream_options={"include_usage": True})
+out["openai_plain"] = openai_text("hold-open-plain")
+text = []
+with an.messages.create(model="hold-open-claude", max_tokens=64, messages=msgs, stream=True) as s:
+    for e in s:
+        if e.type == "content_block_delta":
+            text.append(e.delta.text)
+        if e.type == "message_stop":
+            break
+out["anthropic"] = "".join(text)
+
+# Genuine aborts: the first text arrives, the rest never does; the client gives up.
+with oa.chat.completions.create(model="hold-mid-gpt", messages=msgs, stream=True) as s:
+    for c in s:
+        out["openai_first"] = c.choices[0].delta.content
+        break
+with an.messages.create(model="hold-mid-claude", max_tokens=64, messages=msgs, stream=True) as s:
+    for e in s:
+        if e.type == "content_block_delta":
+            out["anthropic_first"] = e.delta.text
+            break
+print(json.dumps(out))
+"#;
+    let out = run_python(
+        script,
+        &[
+            gw.proxy_url(),
+            ca,
+            format!("https://localhost:{}", origin.port()),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        v,
+        serde_json::json!({"openai_usage": "Hello from origin", "openai_plain": "Hello from origin",
+            "anthropic": "Hello from origin", "openai_first": "Hello", "anthropic_first": "Hello"})
+    );
+
+    let key = gw.create_api_key("default", "viewer");
+    let records = gw.eventually(
+        "five records in /v1/decisions",
+        || decisions(&gw, &key),
+        |r| r.len() == 5,
+    );
+    let null = serde_json::Value::Null;
+    let r = by_model(&records, "hold-open-usage");
+    assert_eq!(
+        (&r["error"], &r["status"]),
+        (&null, &serde_json::json!(200)),
+        "{r}"
+    );
+    assert_eq!(
+        r["usage"],
+        serde_json::json!({"input_tokens": 11, "output_tokens": 5, "cached_input_tokens": 4,
+            "reasoning_tokens": 0, "total_tokens": 16, "source": "provider"})
+    );
+    let r = by_model(&records, "hold-open-plain");
+    assert_eq!(r["error"], null, "{r}");
+    assert_eq!(
+        r["usage"],
+        serde_json::from_str::<serde_json::Value>(NULL_USAGE).expect("json")
+    );
+    let r = by_model(&records, "hold-open-claude");
+    assert_eq!(r["error"], null, "{r}");
+    assert_eq!(
+        r["usage"],
+        serde_json::json!({"input_tokens": 13, "output_tokens": 7, "cached_input_tokens": 2,
+            "reasoning_tokens": 0, "total_tokens": 20, "source": "provider"})
+    );
+    let r = by_model(&records, "hold-mid-gpt");
+    assert_eq!(r["error"], "client_aborted", "{r}");
+    assert_eq!(r["usage"]["source"], "missing");
+    let r = by_model(&records, "hold-mid-claude");
+    assert_eq!(r["error"], "client_aborted", "{r}");
+    // What message_start reported is kept (the stream was cut: the reservation is not
+    // settled with it).
+    assert_eq!(r["usage"]["input_tokens"], 13, "{r}");
+    assert_eq!(r["usage"]["output_tokens"], 1, "{r}");
+    assert_eq!(origin.requests(), 5);
+}
+
+#[test]
+fn one_provider_entry_intercepts_classifies_and_meters_its_host() {
+    let origin = TlsOrigin::start();
+    let port = origin.port();
+    let defaults = portcullis_tls::DEFAULT_INTERCEPT_HOSTS.len();
+    // `tls.intercept` unset, set to another host, and the defaults dropped: the provider's
+    // host is intercepted in every case.
+    for (tls_lines, banner) in [
+        (
+            "",
+            format!("intercept={}hosts(defaults,localhost)", defaults + 1),
+        ),
+        (
+            "intercept = [\"git.example.com\"]\n",
+            format!(
+                "intercept={}hosts(defaults,git.example.com,localhost)",
+                defaults + 2
+            ),
+        ),
+        (
+            "intercept_defaults = false\n",
+            "intercept=1hosts(localhost)".to_owned(),
+        ),
+    ] {
+        let gw = gateway(
+            port,
+            &format!(
+                "{tls_lines}upstream_ca = [{:?}]\n\n[[llm.providers]]\nname = \"local\"\nhost = \"localhost:{port}\"\n",
+                origin.ca_pem.display().to_string()
+            ),
+        );
+        assert!(gw.banner.contains(&banner), "{banner} not in {}", gw.banner);
+        // The client trusts only the gateway CA: only an intercepted tunnel succeeds.
+        let ca = gateway_ca(&gw);
+        let out = curl(&[
+            "-x",
+            &gw.proxy_url(),
+            "--cacert",
+            &ca,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"model":"one-entry","messages":[{"role":"user","content":"hi"}]}"#,
+            &origin.url("/v1/chat/completions"),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&ok_stdout(&out)).expect("completion json");
+        assert_eq!(
+            v["choices"][0]["message"]["content"], "Hello from origin",
+            "{tls_lines}"
+        );
+        let records = gw.eventually(
+            "the request's record",
+            || jsonl_records(&gw),
+            |r| r.len() == 1,
+        );
+        let r = &records[0];
+        assert_eq!(r["tls_intercepted"], true, "{r}");
+        assert_eq!(r["provider"], "local", "{r}");
+        assert_eq!(r["api"], "chat.completions", "{r}");
+        assert_eq!(r["model"], "one-entry", "{r}");
+        assert_eq!(r["error"], serde_json::Value::Null, "{r}");
+        assert_eq!(
+            r["usage"],
+            serde_json::json!({"input_tokens": 3, "output_tokens": 3, "cached_input_tokens": 0,
+                "reasoning_tokens": 0, "total_tokens": 6, "source": "provider"}),
+            "{tls_lines}"
+        );
+    }
+    assert_eq!(origin.requests(), 3);
+
+    // passthrough still wins, and says so at start.
+    let gw = gateway(
+        port,
+        &format!(
+            "passthrough = [\"localhost\"]\nupstream_ca = [{:?}]\n\n[[llm.providers]]\nname = \"local\"\nhost = \"localhost:{port}\"\n",
+            origin.ca_pem.display().to_string()
+        ),
+    );
+    let out = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        &origin.ca_pem.display().to_string(),
+        &origin.url("/v1/models"),
+    ]);
+    ok_stdout(&out);
+    wait_until("the passthrough warning", || {
+        gw.stderr().contains("llm provider `local` (localhost:")
+    });
+    assert!(
+        gw.stderr().contains("is in tls.passthrough"),
+        "{}",
+        gw.stderr()
+    );
+}
+
+/// An HTTPS origin whose server certificate is a self-signed CA certificate (for
+/// `localhost`), and that certificate's PEM file.
+fn ca_certificate_origin() -> (common::server::TestServer, tempfile::TempDir, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).expect("self-signed CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pem = dir.path().join("ca-as-server.pem");
+    std::fs::write(&pem, cert.pem()).expect("write pem");
+    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], der)
+    .expect("server config");
+    let handler: common::server::Handler = std::sync::Arc::new(|_| {
+        Box::pin(async {
+            http::Response::new(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"must not be reached"),
+            )))
+        })
+    });
+    let server = common::server::TestServer::start(
+        Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg))),
+        handler,
+    );
+    (server, dir, pem.display().to_string())
+}
+
+#[test]
+fn an_upstream_serving_a_ca_certificate_gets_a_502_that_says_how_to_fix_it() {
+    let (origin, _dir, pem) = ca_certificate_origin();
+    // The operator trusted the certificate as a CA, as one would for a self-signed server.
+    let gw = gateway(
+        origin.port(),
+        &format!("intercept = [\"localhost\"]\nupstream_ca = [{pem:?}]\n"),
+    );
+    let ca = gateway_ca(&gw);
+    let out = curl(&[
+        "-x",
+        &gw.proxy_url(),
+        "--cacert",
+        &ca,
+        "-w",
+        "\n%{http_code}",
+        &format!("https://localhost:{}/v1/models", origin.port()),
+    ]);
+    let text = String::from_utf8_lossy(&ok_stdout(&out)).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status");
+    assert_eq!(code, "502", "{text}");
+    let v: serde_json::Value = serde_json::from_str(body).expect("json");
+    assert_eq!(v["code"], "upstream_tls_error", "{body}");
+    assert_eq!(
+        v["detail"],
+        format!(
+            "TLS with localhost:{} failed: the upstream presented a CA certificate as its \
+             server certificate; issue a leaf certificate for localhost signed by that CA and \
+             add the CA to tls.upstream_ca",
+            origin.port()
+        ),
+        "{body}"
+    );
+    assert_eq!(origin.requests(), 0);
 }

@@ -34,7 +34,7 @@ pub enum DialError {
     Tls {
         /// The destination.
         target: String,
-        /// What failed.
+        /// What failed, as a sentence saying how to fix it (never a library's error name).
         reason: String,
     },
     /// Every address refused or failed.
@@ -48,6 +48,16 @@ pub enum DialError {
 }
 
 impl DialError {
+    /// A failed TLS handshake with `target`: the reason says what is wrong with the
+    /// upstream's certificate or TLS and how to fix it (see
+    /// [`portcullis_tls::explain_handshake_error`]).
+    pub fn tls_handshake(target: &Target, err: &io::Error) -> Self {
+        DialError::Tls {
+            target: target.to_string(),
+            reason: portcullis_tls::explain_handshake_error(err, &target.host_str()),
+        }
+    }
+
     /// Metric label for `portcullis_upstream_errors_total{kind}`; `None` when the
     /// refusal is ours (SSRF guard), not an upstream failure.
     pub fn metric_kind(&self) -> Option<&'static str> {
@@ -169,4 +179,45 @@ pub async fn dial(
         target: target.to_string(),
         source: last.unwrap_or_else(|| io::Error::other("no address")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_tls::rustls::{CertificateError, Error as TlsError};
+
+    #[test]
+    fn tls_handshake_failures_answer_502_with_a_sentence() {
+        let target = crate::target::parse_authority("localhost:8443").expect("target");
+        let e = io::Error::new(
+            io::ErrorKind::InvalidData,
+            TlsError::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        let d = DialError::tls_handshake(&target, &e);
+        assert_eq!(d.metric_kind(), Some("tls"));
+        let api = d.to_api_error();
+        assert_eq!(api.status, 502);
+        assert_eq!(api.code, "upstream_tls_error");
+        assert_eq!(
+            api.detail,
+            format!(
+                "TLS with localhost:8443 failed: {}",
+                portcullis_tls::explain_handshake_error(&e, "localhost")
+            )
+        );
+        assert!(
+            api.detail.contains("is not signed by a trusted CA")
+                && api.detail.contains("tls.upstream_ca")
+                && !api.detail.contains("UnknownIssuer"),
+            "{}",
+            api.detail
+        );
+        let eof = DialError::tls_handshake(&target, &io::Error::from(io::ErrorKind::UnexpectedEof));
+        assert!(
+            eof.to_api_error()
+                .detail
+                .ends_with("check that localhost serves HTTPS on this port"),
+            "{eof}"
+        );
+    }
 }

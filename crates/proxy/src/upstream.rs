@@ -147,7 +147,7 @@ impl tower_service::Service<Uri> for GuardedConnector {
                 .map_err(|e| tls_error(e.to_string()))?;
             match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await {
                 Err(_) => Err(DialError::Timeout(target.to_string())),
-                Ok(Err(e)) => Err(tls_error(e.to_string())),
+                Ok(Err(e)) => Err(DialError::tls_handshake(&target, &e)),
                 Ok(Ok(s)) => Ok(TokioIo::new(UpstreamStream::Tls(Box::new(s)))),
             }
         })

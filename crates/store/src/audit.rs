@@ -328,6 +328,74 @@ mod tests {
 }
 
 #[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    fn row(id: &str, usage: Value) -> AuditRow {
+        AuditRow {
+            id: id.to_owned(),
+            ts_ms: 1,
+            tenant: "acme".to_owned(),
+            agent_id: "bot".to_owned(),
+            subagent: None,
+            verdict: "allow".to_owned(),
+            policy: None,
+            provider: Some("openai".to_owned()),
+            model: None,
+            kind: "http".to_owned(),
+            status: Some(200),
+            record_json: serde_json::json!({"id": id, "usage": usage}).to_string(),
+        }
+    }
+
+    /// Missing usage is stored with `null` counts (the audit record's form): they come back
+    /// as `null`, and a sum over the table skips them instead of adding zeros.
+    #[tokio::test]
+    async fn null_counts_round_trip_and_are_skipped_by_sums() -> Result<()> {
+        let store = Store::connect("sqlite::memory:").await?;
+        let counts = |i: u64, o: u64| {
+            serde_json::json!({"input_tokens": i, "output_tokens": o, "cached_input_tokens": 0,
+                "reasoning_tokens": 0, "total_tokens": i + o, "source": "provider"})
+        };
+        let missing = serde_json::json!({"input_tokens": null, "output_tokens": null,
+            "cached_input_tokens": null, "reasoning_tokens": null, "total_tokens": null,
+            "source": "missing"});
+        let rows = [
+            row("a", counts(10, 5)),
+            row("b", missing.clone()),
+            row("c", counts(7, 0)),
+            row("d", Value::Null),
+        ];
+        assert_eq!(store.insert_audit_batch(&rows).await?, 4);
+        let back = store.get_audit(None, "b").await?;
+        assert_eq!(back.map(|r| r["usage"].clone()), Some(missing));
+
+        let (sum, counted, all): (Option<i64>, i64, i64) = sqlx::query_as(
+            "SELECT SUM(json_extract(record, '$.usage.total_tokens')), \
+             COUNT(json_extract(record, '$.usage.total_tokens')), COUNT(*) FROM audit_records",
+        )
+        .fetch_one(&store.pool)
+        .await?;
+        assert_eq!((sum, counted, all), (Some(22), 2, 4));
+        let avg: Option<f64> = sqlx::query_scalar(
+            "SELECT AVG(json_extract(record, '$.usage.input_tokens')) FROM audit_records",
+        )
+        .fetch_one(&store.pool)
+        .await?;
+        assert_eq!(avg, Some(8.5), "an average over known counts only");
+        let missing_rows: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_records \
+             WHERE json_extract(record, '$.usage.source') = 'missing' \
+             AND json_type(record, '$.usage.input_tokens') = 'null'",
+        )
+        .fetch_one(&store.pool)
+        .await?;
+        assert_eq!(missing_rows, 1);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
 mod plan_tests {
     use super::*;
 

@@ -43,6 +43,7 @@ mod cache;
 mod client;
 mod der;
 mod error;
+mod explain;
 mod host;
 mod leaf;
 mod matcher;
@@ -68,6 +69,7 @@ pub use client::{
     UpstreamTls, ALPN_H2_HTTP11, ALPN_HTTP11,
 };
 pub use error::TlsError;
+pub use explain::{explain_handshake_error, explain_tls_error};
 pub use host::LeafHost;
 pub use leaf::{
     mint_leaf, mint_leaf_with, server_config_for, LeafParams, DEFAULT_LEAF_BACKDATE,

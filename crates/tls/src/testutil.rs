@@ -97,3 +97,56 @@ pub(crate) fn drive_full(
     }
     Err("handshake did not finish".into())
 }
+
+/// A server presenting `ca`'s own certificate as its server certificate (its key is read
+/// from the PEM files `ca` writes into `dir`).
+pub(crate) fn server_presenting_ca(
+    ca: &CertificateAuthority,
+    dir: &std::path::Path,
+) -> Arc<ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let paths = ca.write(dir).expect("write CA");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&paths.key).expect("CA key");
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![ca.cert_der().clone()], key)
+        .expect("server config");
+    Arc::new(config)
+}
+
+/// Runs an in-memory handshake expected to fail on the client side; returns the client's
+/// error as rustls reports it.
+pub(crate) fn client_error(
+    client: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+    server_name: &str,
+) -> rustls::Error {
+    let name = ServerName::try_from(server_name.to_string()).expect("server name");
+    let mut client = ClientConnection::new(client, name).expect("client");
+    let mut server = ServerConnection::new(server).expect("server");
+    for _ in 0..32 {
+        let mut buf = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut buf).expect("client write");
+        }
+        let mut slice = &buf[..];
+        while !slice.is_empty() {
+            server.read_tls(&mut slice).expect("server read");
+            server.process_new_packets().expect("server");
+        }
+        let mut buf = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut buf).expect("server write");
+        }
+        let mut slice = &buf[..];
+        while !slice.is_empty() {
+            client.read_tls(&mut slice).expect("client read");
+            if let Err(e) = client.process_new_packets() {
+                return e;
+            }
+        }
+    }
+    panic!("the handshake did not fail");
+}

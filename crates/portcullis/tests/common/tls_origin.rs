@@ -22,6 +22,11 @@ use std::sync::{Arc, Mutex};
 /// - `/big`: [`big_body`] with Content-Length.
 /// - `/v1/chat/completions`: an OpenAI-compatible answer, JSON or (with
 ///   `"stream": true`) SSE chunks ending with `data: [DONE]`.
+/// - `/v1/messages`: an Anthropic-compatible answer, JSON or SSE ending with `message_stop`.
+///
+/// A streamed answer for a model named `hold-open...` is sent whole, terminal event
+/// included, and the response is then kept open (the body never ends), as a provider that
+/// closes late; for `hold-mid...` only the first events are sent before it is kept open.
 pub struct TlsOrigin {
     /// Listening address.
     pub addr: SocketAddr,
@@ -133,6 +138,52 @@ fn full(b: impl Into<Bytes>) -> OBody {
     Full::new(b.into()).boxed()
 }
 
+/// How a streamed answer ends, chosen by the model name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The body ends after the terminal event.
+    Close,
+    /// Every event is sent, then the body stays open.
+    HoldOpen,
+    /// The first `n` events are sent, then the body stays open.
+    HoldAfter(usize),
+}
+
+impl Ending {
+    fn of(model: &str) -> Self {
+        if model.starts_with("hold-open") {
+            Self::HoldOpen
+        } else if model.starts_with("hold-mid") {
+            Self::HoldAfter(3)
+        } else {
+            Self::Close
+        }
+    }
+}
+
+/// An SSE answer made of `events` (each a complete event with its blank line), ending as
+/// `ending` says.
+fn sse_response(events: Vec<String>, ending: Ending) -> Response<OBody> {
+    let (events, hold) = match ending {
+        Ending::Close => (events, false),
+        Ending::HoldOpen => (events, true),
+        Ending::HoldAfter(n) => (events.into_iter().take(n).collect(), true),
+    };
+    let body = events.concat().into_bytes();
+    if !hold {
+        return llm_response(body, "text/event-stream");
+    }
+    use futures_util::StreamExt;
+    let sent = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        http_body::Frame::data(Bytes::from(body)),
+    )]);
+    let body = http_body_util::StreamBody::new(sent.chain(futures_util::stream::pending()));
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().expect("ct"));
+    r
+}
+
 /// An LLM answer carrying `x-body-sha256` of exactly the bytes the origin sent.
 fn llm_response(body: Vec<u8>, content_type: &str) -> Response<OBody> {
     let sha = sha256_hex(&body);
@@ -188,7 +239,7 @@ async fn route(check: Arc<KeyCheck>, req: Request<Incoming>) -> Response<OBody> 
         let model = req["model"].as_str().unwrap_or("unknown").to_owned();
         if req["stream"].as_bool() == Some(true) {
             let with_usage = req["stream_options"]["include_usage"].as_bool() == Some(true);
-            let mut out = String::new();
+            let mut out = Vec::new();
             for (i, piece) in ["Hello", " from", " origin"].iter().enumerate() {
                 let chunk = serde_json::json!({
                     "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
@@ -199,8 +250,14 @@ async fn route(check: Arc<KeyCheck>, req: Request<Incoming>) -> Response<OBody> 
                         serde_json::json!({"content": piece})
                     }, "finish_reason": null}]
                 });
-                out.push_str(&format!("data: {chunk}\n\n"));
+                out.push(format!("data: {chunk}\n\n"));
             }
+            let stop = serde_json::json!({
+                "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+            });
+            out.push(format!("data: {stop}\n\n"));
             if with_usage {
                 let last = serde_json::json!({
                     "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
@@ -208,10 +265,10 @@ async fn route(check: Arc<KeyCheck>, req: Request<Incoming>) -> Response<OBody> 
                     "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16,
                               "prompt_tokens_details": {"cached_tokens": 4}}
                 });
-                out.push_str(&format!("data: {last}\n\n"));
+                out.push(format!("data: {last}\n\n"));
             }
-            out.push_str("data: [DONE]\n\n");
-            llm_response(out.into_bytes(), "text/event-stream")
+            out.push("data: [DONE]\n\n".to_owned());
+            sse_response(out, Ending::of(&model))
         } else {
             let v = serde_json::json!({
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
@@ -230,39 +287,39 @@ async fn route(check: Arc<KeyCheck>, req: Request<Incoming>) -> Response<OBody> 
         if req["stream"].as_bool() == Some(true) {
             let ev =
                 |name: &str, data: serde_json::Value| format!("event: {name}\ndata: {data}\n\n");
-            let mut out = String::new();
-            out.push_str(&ev("message_start", serde_json::json!({"type": "message_start", "message": {
+            let mut out = Vec::new();
+            out.push(ev("message_start", serde_json::json!({"type": "message_start", "message": {
                 "id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": model,
                 "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 10, "output_tokens": 1,
                           "cache_read_input_tokens": 2, "cache_creation_input_tokens": 1}}})));
-            out.push_str(&ev(
+            out.push(ev(
                 "content_block_start",
                 serde_json::json!({"type": "content_block_start",
                 "index": 0, "content_block": {"type": "text", "text": ""}}),
             ));
             for piece in ["Hello", " from", " origin"] {
-                out.push_str(&ev(
+                out.push(ev(
                     "content_block_delta",
                     serde_json::json!({"type": "content_block_delta",
                     "index": 0, "delta": {"type": "text_delta", "text": piece}}),
                 ));
             }
-            out.push_str(&ev(
+            out.push(ev(
                 "content_block_stop",
                 serde_json::json!({"type": "content_block_stop", "index": 0}),
             ));
-            out.push_str(&ev(
+            out.push(ev(
                 "message_delta",
                 serde_json::json!({"type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                 "usage": {"output_tokens": 7}}),
             ));
-            out.push_str(&ev(
+            out.push(ev(
                 "message_stop",
                 serde_json::json!({"type": "message_stop"}),
             ));
-            llm_response(out.into_bytes(), "text/event-stream")
+            sse_response(out, Ending::of(&model))
         } else {
             let v = serde_json::json!({
                 "id": "msg_1", "type": "message", "role": "assistant", "model": model,
