@@ -861,3 +861,45 @@ async fn a_custom_platform_tenant_owns_mode_changes() {
         Some(PolicyMode::Shadow)
     );
 }
+
+#[tokio::test]
+async fn validate_refuses_foreign_packages_and_unused_libraries() {
+    let h = start().await;
+    let typo = h
+        .validate(
+            &h.viewer_a,
+            json!({"name": "guard.rego", "source": "# Guard.\npackage portcullis.policies.guard\nimport rego.v1\n\ndeny contains \"no\" if true\n"}),
+        )
+        .await;
+    assert_eq!(typo.status, 200, "{}", typo.body);
+    assert_eq!(
+        typo.json(),
+        json!({"valid": false, "errors": [{
+            "file": "guard.rego", "row": 2, "col": 1, "stage": "validate",
+            "message": "package portcullis.policies.guard would never be evaluated: a policy's package must be portcullis.policy.<name> (e.g. portcullis.policy.guard), and a library's must be imported by a policy (import data.portcullis.policies.guard)"}]})
+    );
+    let lib = h
+        .validate(
+            &h.viewer_a,
+            json!({"name": "lib/extra.rego", "source": "package portcullis.lib.extra\nimport rego.v1\n\nx := 1\n"}),
+        )
+        .await
+        .json();
+    assert_eq!(lib["valid"], false, "{lib}");
+    assert_eq!(lib["errors"][0]["file"], "lib/extra.rego");
+    // The active catalog is imported by the baseline: editing it validates.
+    let catalog = include_str!("../../../config/policies/lib/catalog.rego");
+    let ok = h
+        .validate(
+            &h.viewer_a,
+            json!({"name": "lib/catalog.rego", "source": catalog}),
+        )
+        .await
+        .json();
+    assert_eq!(ok, json!({"valid": true, "errors": []}));
+    assert_eq!(
+        h.engine.list_policies().len(),
+        4,
+        "validation changes nothing"
+    );
+}

@@ -2,13 +2,15 @@
 //!
 //! Policies are `.rego` files with `package portcullis.policy.<name>` defining `allow`
 //! (boolean) and/or `deny` (set of reason strings); other packages (`portcullis.lib.*`)
-//! are libraries. [`compile`] validates a set in stages (parse, compile, RVM compile,
-//! forbidden builtins) and compiles it to regorus RVM bytecode: a generated wrapper gives
-//! one entry point per policy and one for all policies in one pass (per policy is the
-//! default, see [`EvalStrategy`]). [`PolicyEngine`] holds the active set behind
-//! `arc-swap`, applies bindings and modes, combines results (deny-overrides, fail closed),
-//! caches decisions and reloads atomically. The tree-walking interpreter serves the
-//! simulator and test runner. No sockets, no async except the optional directory watch.
+//! are libraries and must be imported by a policy (or be `*_test.rego` test modules):
+//! anything else is refused, never silently ignored. [`compile`] validates a set in
+//! stages (parse, compile, RVM compile, forbidden builtins) and compiles it to regorus RVM
+//! bytecode: a generated wrapper gives one entry point per policy and one for all
+//! policies in one pass (per policy is the default, see [`EvalStrategy`]).
+//! [`PolicyEngine`] holds the active set behind `arc-swap`, applies bindings and modes,
+//! combines results (deny-overrides, fail closed), caches decisions and reloads
+//! atomically. The tree-walking interpreter serves the simulator and test runner. No
+//! sockets, no async except the optional directory watch.
 #![warn(missing_docs)]
 
 mod binding;
@@ -55,3 +57,5 @@ pub use watch::{watch, WatchHandle};
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod package_tests;

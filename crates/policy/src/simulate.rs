@@ -282,8 +282,9 @@ impl PolicyEngine {
             .decision)
     }
 
-    /// Validates one policy source against the active libraries (`POST /v1/policies/validate`).
-    /// An empty list means the source would load.
+    /// Validates one policy source as an addition to (or, under an existing file name, a
+    /// replacement in) the active set (`POST /v1/policies/validate`). An empty list means
+    /// a reload with the source would succeed.
     pub fn validate_source(&self, name: &str, src: &str) -> Vec<PolicyError> {
         let set = self.compiled();
         let path = if name.ends_with(".rego") {
@@ -336,17 +337,14 @@ impl PolicyEngine {
     }
 }
 
-/// Validates `src` (shown as `path`) together with the libraries of `set`.
+/// Validates `src` (shown as `path`) as if it were added to the sources of `set` (or
+/// replaced the file at `path`): the result is what a reload with it would say, so a
+/// library no policy imports, or a policy whose package is mistyped, is refused here too.
 pub fn validate_with(set: &CompiledSet, path: &str, src: &str) -> Vec<PolicyError> {
-    let lib_packages: Vec<String> = set
-        .libraries
-        .iter()
-        .map(|l| format!("package {l}"))
-        .collect();
     let mut sources: Vec<SourceFile> = set
         .sources
         .iter()
-        .filter(|s| s.path != path && lib_packages.iter().any(|p| s.contents.contains(p.as_str())))
+        .filter(|s| s.path != path)
         .cloned()
         .collect();
     sources.push(SourceFile::new(path, src));

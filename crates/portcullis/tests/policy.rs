@@ -913,3 +913,177 @@ fn policy_eval_with_an_agent_from_the_store() {
         "{v}"
     );
 }
+
+// ------------------------------------------------------- foreign packages (issue 12)
+
+/// A policy whose package misses the `portcullis.policy.` prefix by one letter.
+fn typo_policy(path: &str) -> String {
+    format!(
+        "package portcullis.policies.block\n\nimport rego.v1\n\n\
+         deny contains \"blocked\" if input.request.path == \"{path}\"\n"
+    )
+}
+
+const TYPO_MESSAGE: &str = "package portcullis.policies.block would never be evaluated: a \
+    policy's package must be portcullis.policy.<name> (e.g. portcullis.policy.block), and a \
+    library's must be imported by a policy (import data.portcullis.policies.block)";
+
+#[test]
+fn policy_check_refuses_foreign_packages_and_unused_libraries() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_file(dir.path(), "ok.rego", ALLOW.as_bytes());
+    write_file(dir.path(), "typo.rego", typo_policy("/x").as_bytes());
+    let d = dir.path().display().to_string();
+    let out = portcullis(&["policy", "check", &d], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text, format!("typo.rego:1:1: {TYPO_MESSAGE}\n"));
+    let out = portcullis(&["policy", "check", &d, "--format", "json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v,
+        serde_json::json!({"errors": [{"file": "typo.rego", "row": 1, "col": 1,
+                                       "stage": "validate", "message": TYPO_MESSAGE}]})
+    );
+
+    // A library: refused while no policy imports it, accepted once one does.
+    let libs = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(libs.path().join("lib")).expect("mkdir");
+    write_file(libs.path(), "ok.rego", ALLOW.as_bytes());
+    write_file(
+        &libs.path().join("lib"),
+        "paths.rego",
+        b"package portcullis.lib.paths\n\nimport rego.v1\n\nsecret := \"/echo/secret\"\n",
+    );
+    let d = libs.path().display().to_string();
+    let out = portcullis(&["policy", "check", &d], libs.path());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(
+            "lib/paths.rego:1:1: package portcullis.lib.paths would never be evaluated"
+        ),
+        "{out:?}"
+    );
+    write_file(
+        libs.path(),
+        "secret.rego",
+        b"package portcullis.policy.secret\n\nimport rego.v1\nimport data.portcullis.lib.paths\n\n\
+          deny contains \"secret\" if input.request.path == paths.secret\n",
+    );
+    let out = portcullis(&["policy", "check", &d], libs.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{d}: 3 files ok\n")
+    );
+}
+
+#[test]
+fn a_reload_with_a_foreign_package_keeps_the_last_good_set() {
+    let s = Setup::new("", &[], vec![]);
+    assert_eq!(s.status("/echo/typo"), 200);
+    let errors = |s: &Setup| {
+        s.gw.metrics()
+            .value("portcullis_policy_reloads_total", &[("result", "error")])
+    };
+    let before = errors(&s);
+    replace_file(&s.policy_file("typo.rego"), &typo_policy("/echo/typo"));
+    s.gw.metrics_until("the foreign package is refused", |m| {
+        m.value("portcullis_policy_reloads_total", &[("result", "error")]) > before
+    });
+    // A valid edit next to it does not apply either: the whole set is refused.
+    let before = errors(&s);
+    replace_file(&s.policy_file("guard.rego"), &guard("/echo/changed"));
+    s.gw.metrics_until("the set with the foreign package is refused again", |m| {
+        m.value("portcullis_policy_reloads_total", &[("result", "error")]) > before
+    });
+    assert_eq!(s.status("/echo/changed"), 200, "the last good set serves");
+    assert_eq!(s.status("/echo/forbidden"), 403, "the last good set serves");
+    let r = s.gw.admin_get("/readyz");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let errs = find_key(&v, "errors").cloned().unwrap_or(Value::Null);
+    assert_eq!(
+        errs,
+        serde_json::json!([format!("typo.rego:1:1: {TYPO_MESSAGE}")]),
+        "{v}"
+    );
+    let log = strip_ansi(&s.gw.stderr());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("typo.rego") && l.contains("would never be evaluated")),
+        "the log names the file and the reason"
+    );
+
+    // Fixing the package applies both the new policy and the pending edit.
+    replace_file(
+        &s.policy_file("typo.rego"),
+        &typo_policy("/echo/typo").replace("portcullis.policies.block", "portcullis.policy.block"),
+    );
+    s.gw.eventually(
+        "the fixed set applies",
+        || (s.status("/echo/typo"), s.status("/echo/changed")),
+        |v| *v == (403, 403),
+    );
+}
+
+/// Runs `portcullis serve` on a config whose policy dir holds `files`, expecting it to
+/// exit (bounded); returns the exit code and stderr.
+fn serve_fails(files: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    for (name, src) in files {
+        write_file(&pol, name, src.as_bytes());
+    }
+    let cfg = write_file(
+        dir.path(),
+        "portcullis.toml",
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [policy]\ndir = \"{}\"\n",
+            pol.display()
+        )
+        .as_bytes(),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .args(["serve", "--config", &cfg.display().to_string()])
+        .env_remove("PORTCULLIS_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("portcullis serve kept running with an invalid policy set");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (status.code(), err)
+}
+
+#[test]
+fn a_start_with_a_foreign_package_fails_like_a_compile_error() {
+    let allow = ALLOW.to_owned();
+    let broken = "package portcullis.policy.bad\n\nallow if {\n";
+    let (code_broken, _) = serve_fails(&[("ok.rego", &allow), ("bad.rego", broken)]);
+    let typo = typo_policy("/x");
+    let (code, err) = serve_fails(&[("ok.rego", &allow), ("typo.rego", &typo)]);
+    assert!(code.is_some_and(|c| c != 0), "{code:?} {err}");
+    assert_eq!(code, code_broken, "same exit as a compile error: {err}");
+    assert!(
+        err.contains(&format!("typo.rego:1:1: {TYPO_MESSAGE}")),
+        "{err}"
+    );
+}
