@@ -24,6 +24,7 @@ mod ids;
 mod input;
 mod loader;
 mod mask;
+mod overrides;
 mod scan;
 mod simulate;
 mod stub;
@@ -47,6 +48,9 @@ pub use input::{
     RequestKind, UsageFacts,
 };
 pub use loader::{example_sources, read_dir};
+pub use overrides::{
+    method_override, AMBIGUOUS_METHOD, METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAM,
+};
 pub use simulate::{
     decision_json, principal_json, validate_sources, validate_with, with_principal, CoverageFile,
     PolicyTrace, Simulation,

@@ -1087,3 +1087,113 @@ fn a_start_with_a_foreign_package_fails_like_a_compile_error() {
         "{err}"
     );
 }
+
+// ------------------------------------------------------------ method override (issue 12)
+
+/// Reads under `/echo/ro` must stay reads, whatever method override they carry.
+const READ_ONLY: &str = r#"package portcullis.policy.read_only
+
+import rego.v1
+
+import data.portcullis.lib.catalog
+
+deny contains sprintf("%s %s is read-only", [m, input.request.path]) if {
+	input.kind == "http"
+	startswith(input.request.path, "/echo/ro")
+	some m in catalog.methods
+	not m in {"GET", "HEAD"}
+}
+"#;
+
+#[test]
+fn a_method_override_is_denied_like_the_method_it_asks_for_and_never_forwarded() {
+    let s = Setup::new(
+        "",
+        &[],
+        vec![
+            (
+                "policies/read_only.rego".to_owned(),
+                READ_ONLY.as_bytes().to_vec(),
+            ),
+            (
+                "policies/lib/catalog.rego".to_owned(),
+                include_bytes!("../../../config/policies/lib/catalog.rego").to_vec(),
+            ),
+        ],
+    );
+    let auth = basic("demo", &s.secret);
+    let send = |method: &str, path: &str, extra: &[&str]| {
+        proxy_send(s.gw.proxy, method, &s.origin.url(path), Some(&auth), extra)
+    };
+    let before = s.origin.requests();
+    assert_eq!(send("GET", "/echo/ro", &[]).status, 200);
+    assert_eq!(s.origin.requests(), before + 1);
+
+    let plain_post = send("POST", "/echo/ro", &[]);
+    let post = plain_post.assert_error(403, "policy_denied");
+    assert_eq!(post["detail"], "POST /echo/ro is read-only");
+    for (path, extra, detail) in [
+        (
+            "/echo/ro",
+            vec!["X-HTTP-Method-Override: POST"],
+            "POST /echo/ro is read-only",
+        ),
+        (
+            "/echo/ro",
+            vec!["X-HTTP-Method: post"],
+            "POST /echo/ro is read-only",
+        ),
+        (
+            "/echo/ro",
+            vec!["X-Method-Override: DELETE"],
+            "DELETE /echo/ro is read-only",
+        ),
+        ("/echo/ro?_method=put", vec![], "PUT /echo/ro is read-only"),
+        (
+            "/echo/ro?%5Fmethod=POST",
+            vec![],
+            "POST /echo/ro is read-only",
+        ),
+        (
+            "/echo/ro?_method=DELETE",
+            vec!["X-HTTP-Method-Override: POST"],
+            "* /echo/ro is read-only",
+        ),
+        (
+            "/echo/ro",
+            vec!["X-HTTP-Method-Override: GET, POST"],
+            "* /echo/ro is read-only",
+        ),
+    ] {
+        let before = s.origin.requests();
+        let r = send("GET", path, &extra);
+        let v = r.assert_error(403, "policy_denied");
+        assert_eq!(v["policy"], "read_only", "{path} {extra:?}: {v}");
+        assert_eq!(v["detail"], detail, "{path} {extra:?}");
+        assert_eq!(
+            s.origin.requests(),
+            before,
+            "{path} {extra:?}: a denied override never reaches the origin"
+        );
+    }
+    // The same as the plain POST: same policy, same reason.
+    let r = send("GET", "/echo/ro", &["X-HTTP-Method-Override: POST"]);
+    let v = r.assert_error(403, "policy_denied");
+    assert_eq!(
+        (&v["policy"], &v["detail"]),
+        (&post["policy"], &post["detail"])
+    );
+
+    // Overrides asking for a read stay allowed and reach the origin with the header.
+    let before = s.origin.requests();
+    let r = send("GET", "/echo/ro", &["X-HTTP-Method-Override: head"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(s.origin.requests(), before + 1);
+    let echoed = r.json();
+    assert!(
+        echoed["headers"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|p| p[0] == "x-http-method-override")),
+        "{echoed}"
+    );
+}
