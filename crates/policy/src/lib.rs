@@ -9,8 +9,10 @@
 //! policies in one pass (per policy is the default, see [`EvalStrategy`]).
 //! [`PolicyEngine`] holds the active set behind `arc-swap`, applies bindings and modes,
 //! combines results (deny-overrides, fail closed), caches decisions and reloads
-//! atomically. The tree-walking interpreter serves the simulator and test runner. No
-//! sockets, no async except the optional directory watch.
+//! atomically. [`build_input`] is the one builder of the input document from the data
+//! plane's facts (the gateway, the simulator and `policy eval` all use it, with
+//! [`inspect_buffered`] for the body). The tree-walking interpreter serves the simulator
+//! and test runner. No sockets, no async except the optional directory watch.
 #![warn(missing_docs)]
 
 mod binding;
@@ -20,6 +22,7 @@ mod compile;
 mod engine;
 mod error;
 mod eval;
+mod facts;
 mod ids;
 mod input;
 mod loader;
@@ -42,6 +45,7 @@ pub use engine::{
     ReloadStatus,
 };
 pub use error::{EngineError, ErrorReport, PolicyError, Stage};
+pub use facts::{build_input, inspect_buffered, ExchangeFacts, Inspected};
 pub use ids::DecisionIds;
 pub use input::{
     is_credential_header, parse_query, rfc3339, value_to_json, LlmFacts, PolicyInput, RequestFacts,

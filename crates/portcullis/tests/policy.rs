@@ -59,6 +59,7 @@ struct Setup {
 }
 
 impl Setup {
+    /// `{ORIGIN_PORT}` in `extra_config` is replaced by the origin's port.
     fn new(extra_config: &str, extra_ports: &[u16], extra_files: Vec<(String, Vec<u8>)>) -> Self {
         let origin = Origin::start();
         let mut ports = vec![origin.port()];
@@ -77,7 +78,10 @@ impl Setup {
         let gw = Gateway::launch(GatewayOpts {
             auth: true,
             proxy_lines: loopback_proxy_section(&ports),
-            rest: format!("\n[policy]\ndir = \"{{DIR}}/policies\"\n{extra_config}"),
+            rest: format!(
+                "\n[policy]\ndir = \"{{DIR}}/policies\"\n{}",
+                extra_config.replace("{ORIGIN_PORT}", &origin.port().to_string())
+            ),
             files,
         });
         let secret = gw.demo_secret();
@@ -705,7 +709,12 @@ fn policy_eval_prints_the_decision() {
             ],
             dir.path(),
         );
-        assert!(out.status.success(), "{out:?}");
+        // 0 when the decision allows, 1 when it denies.
+        assert_eq!(
+            out.status.code(),
+            Some(if allowed { 0 } else { 1 }),
+            "{out:?}"
+        );
         let v: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         let allowed_v = find_key(&v, "allowed")
@@ -888,14 +897,19 @@ fn policy_eval_with_an_agent_from_the_store() {
         "input.json",
         serde_json::to_vec(&input).expect("json").as_slice(),
     );
-    let out = s.gw.cli_ok(&[
+    let cfg = s.gw.config_path().display().to_string();
+    let out = s.gw.cli(&[
         "policy",
         "eval",
         "--input",
         &f.display().to_string(),
         "--agent",
         "eval_bot",
+        "--config",
+        &cfg,
     ]);
+    assert_eq!(out.status.code(), Some(1), "denied: {out:?}");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(
         find_key(&v, "allowed").and_then(Value::as_bool),
@@ -1086,6 +1100,254 @@ fn a_start_with_a_foreign_package_fails_like_a_compile_error() {
         err.contains(&format!("typo.rego:1:1: {TYPO_MESSAGE}")),
         "{err}"
     );
+}
+
+// ------------------------------------------- simulation agrees with the gateway (issue 12)
+
+/// The shipped model allowlist, on an OpenAI-compatible local origin declared as provider
+/// `openai` (`/echo/v1/chat/completions` is recognised by its last segments).
+fn llm_setup() -> Setup {
+    Setup::new(
+        "\n[[llm.providers]]\nname = \"openai\"\nhost = \"127.0.0.1:{ORIGIN_PORT}\"\n",
+        &[],
+        vec![(
+            "policies/model_allowlist.rego".to_owned(),
+            include_bytes!("../../../config/policies/model_allowlist.rego").to_vec(),
+        )],
+    )
+}
+
+/// POSTs `body` as JSON to `path` on the origin through the proxy, as `demo`.
+fn post_json(s: &Setup, path: &str, body: &str) -> RawResponse {
+    let mut req = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nProxy-Authorization: {}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.origin.url(path),
+        s.origin.addr,
+        basic("demo", &s.secret),
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body.as_bytes());
+    send_raw(s.gw.proxy, &req)
+}
+
+/// (verdict, policy, reasons) of a decision object.
+fn vpr(d: &Value) -> (Value, Value, Value) {
+    (
+        d["verdict"].clone(),
+        d["policy"].clone(),
+        d["reasons"].clone(),
+    )
+}
+
+/// The audit record of `decision_id` (written off the request path: polled, bounded).
+fn audit_record(s: &Setup, key: &str, decision_id: &str) -> Value {
+    s.gw.eventually(
+        "the decision is in the audit trail",
+        || {
+            let r = s.gw.admin_call(
+                "GET",
+                "/v1/decisions?agent_id=demo&limit=200",
+                Some(key),
+                None,
+            );
+            r.json()["decisions"]
+                .as_array()
+                .and_then(|a| a.iter().find(|d| d["decision_id"] == decision_id).cloned())
+        },
+        Option::is_some,
+    )
+    .unwrap_or(Value::Null)
+}
+
+#[test]
+fn simulate_and_eval_decide_on_the_body_exactly_as_the_gateway() {
+    let s = llm_setup();
+    let key = s.gw.create_api_key("default", "viewer");
+    let cfg = s.gw.config_path().display().to_string();
+    let path = "/echo/v1/chat/completions";
+    for (model, allowed) in [("gpt-4-32k", false), ("gpt-4o", true)] {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let before = s.origin.requests();
+        let r = post_json(&s, path, &body.to_string());
+        let gateway = if allowed {
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(s.origin.requests(), before + 1);
+            let id = r.header("x-portcullis-decision-id").map(str::to_owned);
+            let rec = s.gw.eventually(
+                "the allowed request is in the audit trail",
+                || {
+                    let page = s.gw.admin_call(
+                        "GET",
+                        "/v1/decisions?agent_id=demo&verdict=allow&limit=200",
+                        Some(&key),
+                        None,
+                    );
+                    page.json()["decisions"].as_array().and_then(|a| {
+                        a.iter()
+                            .find(|d| {
+                                d["model"] == model
+                                    && id.as_deref().is_none_or(|i| d["decision_id"] == i)
+                            })
+                            .cloned()
+                    })
+                },
+                Option::is_some,
+            );
+            rec.unwrap_or(Value::Null)
+        } else {
+            let v = r.assert_error(403, "policy_denied");
+            assert_eq!(v["policy"], "model_allowlist", "{v}");
+            assert_eq!(
+                v["detail"],
+                "model gpt-4-32k is not on the openai allowlist"
+            );
+            assert_eq!(
+                s.origin.requests(),
+                before,
+                "a denied request never reaches the origin"
+            );
+            let id = v["decision_id"].as_str().expect("decision_id").to_owned();
+            audit_record(&s, &key, &id)
+        };
+        assert_eq!(gateway["model"], model, "{gateway}");
+
+        // The same request, described to the simulator.
+        let described = serde_json::json!({
+            "agent": "demo",
+            "request": {"method": "POST", "scheme": "http", "host": "127.0.0.1",
+                        "port": s.origin.port(), "path": path,
+                        "headers": {"content-type": "application/json"}, "body": body}
+        });
+        let sim = s.gw.admin_call(
+            "POST",
+            "/v1/policies/simulate",
+            Some(&key),
+            Some(&described),
+        );
+        assert_eq!(sim.status, 200, "{:?}", String::from_utf8_lossy(&sim.body));
+        let sim = sim.json();
+        assert_eq!(
+            vpr(&sim["decision"]),
+            vpr(&gateway),
+            "simulate vs gateway: {sim}"
+        );
+        assert_eq!(sim["input"]["llm"]["model"], model);
+
+        // And to `policy eval`.
+        let f = write_file(
+            s.gw.dir(),
+            &format!("eval-{model}.json"),
+            described.to_string().as_bytes(),
+        );
+        let out = s.gw.cli(&[
+            "policy",
+            "eval",
+            "--input",
+            &f.display().to_string(),
+            "--config",
+            &cfg,
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(if allowed { 0 } else { 1 }),
+            "{out:?}"
+        );
+        let ev: Value = serde_json::from_slice(&out.stdout).expect("eval json");
+        assert_eq!(vpr(&ev["decision"]), vpr(&gateway), "eval vs gateway: {ev}");
+        assert_eq!(ev["classification"]["model"], model, "{ev}");
+    }
+    assert_eq!(
+        (
+            Value::from("deny"),
+            Value::from("model_allowlist"),
+            serde_json::json!(["model gpt-4-32k is not on the openai allowlist"])
+        ),
+        {
+            let d = serde_json::json!({"agent": "demo", "request": {"method": "POST", "scheme": "http",
+                "host": "127.0.0.1", "port": s.origin.port(), "path": path,
+                "body": {"model": "gpt-4-32k"}}});
+            vpr(&s
+                .gw
+                .admin_call("POST", "/v1/policies/simulate", Some(&key), Some(&d))
+                .json()["decision"])
+        }
+    );
+
+    // An invalid description cannot be decided: 2, never "allowed" or "denied".
+    let bad = write_file(
+        s.gw.dir(),
+        "bad.json",
+        br#"{"agent": "demo", "request": {"port": 0}}"#,
+    );
+    let out = s.gw.cli(&[
+        "policy",
+        "eval",
+        "--input",
+        &bad.display().to_string(),
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("request.port: must be between 1 and 65535"),
+        "{out:?}"
+    );
+    let out = s.gw.cli(&[
+        "policy",
+        "eval",
+        "--input",
+        &bad.display().to_string(),
+        "--agent",
+        "nobody",
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn the_readme_eval_example_works_as_written() {
+    // The README runs it from the repository root with the shipped policies and the
+    // `demo` agent of the first start; the store here is the gateway's (PORTCULLIS_CONFIG).
+    let gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: String::new(),
+        rest: format!(
+            "\n[store]\nurl = \"sqlite://{{DIR}}/data/portcullis.db\"\n\n[policy]\ndir = \"{}\"\n",
+            repo_policies().display()
+        ),
+        files: vec![],
+    });
+    let root = repo_policies().join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(&root)
+        .args([
+            "policy",
+            "eval",
+            "--input",
+            "config/examples/eval-request.json",
+            "--agent",
+            "demo",
+        ])
+        .env("PORTCULLIS_CONFIG", gw.config_path())
+        .output()
+        .expect("run portcullis");
+    assert_eq!(out.status.code(), Some(1), "the example is denied: {out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        vpr(&v["decision"]),
+        (
+            Value::from("deny"),
+            Value::from("model_allowlist"),
+            serde_json::json!(["model gpt-4-32k is not on the openai allowlist"])
+        ),
+        "{v}"
+    );
+    assert_eq!(v["input"]["agent"]["id"], "demo");
+    assert_eq!(v["input"]["llm"]["model"], "gpt-4-32k");
 }
 
 // ------------------------------------------------------------ method override (issue 12)
