@@ -24,8 +24,8 @@
 //! | GET | `/v1/decisions/{id}` | the audit record; 404 unknown or another tenant's |
 //!
 //! | GET | `/v1/policies` | `{"version","default","on_block","reload": {ok, at, version, policies, errors}, "policies": [{name, file, mode, mode_override, bindings, cacheable, non_deterministic}]}` |
-//! | POST | `/v1/policies/validate` | `{"source", "name"?}` → `{"valid", "errors": [{file, row, col, message, stage}]}` |
-//! | POST | `/v1/policies/simulate` | request description + agent → `{decision, on_block, trace, input, version, agent, authenticates, forwarded: false}`; 404 unknown or other tenant's agent |
+//! | POST | `/v1/policies/validate` | `{"source", "name"?}` → `{"valid", "errors": [{file, row, col, message, stage}]}`, as a reload with the file added (or replacing `name`) would report them |
+//! | POST | `/v1/policies/simulate` | request description (body included) + agent → `{decision, on_block, trace, input, version, agent, authenticates, forwarded: false, classification}`, decided on the facts the data plane would derive; 404 unknown or other tenant's agent |
 //! | PUT | `/v1/policies/{name}/mode` | `{"mode": "active\|shadow\|disabled"\|null}` → the policy; 404 unknown, 422 bad mode; platform-tenant admins only |
 //!
 //! Validate and simulate change nothing, so viewers may call them. The policy routes
@@ -61,7 +61,9 @@
 //!     Vec::new(),
 //!     shutdown_rx.clone(),
 //!     cp,
-//!     Some(PolicyApi::new(engine)), // .platform_tenant("ops"): who may set modes
+//!     // .platform_tenant("ops"): who may set modes; .request_reader(..): the gateway's
+//!     // classifier and proxy.max_inspect_body, so simulations see what the data plane sees
+//!     Some(PolicyApi::new(engine)),
 //! );
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
 //! tokio::spawn(serve(listener, admin, shutdown_rx));
@@ -87,6 +89,7 @@ pub use control::{ControlPlane, ReloadHook, WATCH_INTERVAL};
 pub use credentials::{stored_binding, CredentialsApi};
 pub use operator::{Operator, KEY_CACHE_TTL};
 pub use policies::{PolicyApi, DEFAULT_PLATFORM_TENANT, MAX_CONCURRENT_EVALS};
+pub use sim_request::{RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};

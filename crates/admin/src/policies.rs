@@ -21,7 +21,7 @@ use crate::control::ControlPlane;
 use crate::operator::Operator;
 use crate::respond::{agent_not_found, json_response};
 use crate::routes::Route;
-use crate::sim_request;
+use crate::sim_request::{RequestReader, SimRequest};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -51,7 +51,10 @@ const MAX_NAME_LEN: usize = 128;
 ///
 /// Evaluates a described request as the data plane would (interpreter path, no cache,
 /// nothing forwarded, no metrics counted) and answers the full decision with a
-/// per-policy trace. Malformed JSON is 400; an invalid body 422 with
+/// per-policy trace. The input document comes from the data plane's own builder
+/// ([`portcullis_policy::build_input`]) over the facts the gateway would derive: the
+/// request is classified with the gateway's classifier and body bound (see
+/// [`PolicyApi::request_reader`]). Malformed JSON is 400; an invalid body 422 with
 /// `errors: [{field, reason}]`; an unknown agent or another tenant's agent 404.
 ///
 /// Two forms, exactly one of `request` and `input`:
@@ -62,9 +65,8 @@ const MAX_NAME_LEN: usize = 128;
 ///              "host": "api.openai.com", "port": 443,
 ///              "path": "/v1/chat/completions", "query": "a=1",
 ///              "headers": {"content-type": "application/json", "x-multi": ["a", "b"]},
-///              "body": {"model": "gpt-4o"}},
-///  "llm": {"provider": "openai", "api": "chat.completions", "model": "gpt-4o",
-///          "stream": false, "max_tokens": 512},
+///              "body": {"model": "gpt-4o", "stream": false, "max_tokens": 512}},
+///  "llm": {"provider": "openai", "api": "chat.completions", "model": "gpt-4o"},
 ///  "usage": {"requests_last_minute": 3, "tokens_today": 1200},
 ///  "token": {"scopes": ["openai:chat:create"], "exp": 1767225600},
 ///  "subagent": "planner", "credential": "openai_prod",
@@ -87,10 +89,23 @@ const MAX_NAME_LEN: usize = 128;
 ///   the scopes being requested); without it the agent's allowed scopes apply, as for
 ///   secret authentication. Scopes are not checked against the agent's allowed scopes:
 ///   the simulator shows what policy says, the token endpoint enforces the rest.
-/// - `llm` is the classification the data plane would attach (`provider` and `api`
-///   required); the simulator does not classify by itself.
-/// - `input`: a raw input document (DESIGN §4) evaluated as given, except that
-///   `input.agent` is replaced with the registered agent's. It cannot be combined with
+/// - `request.body` is the body the agent sends, as JSON (sent serialized), or
+///   `request.body_raw` as its exact text (malformed JSON, a duplicated field, a form).
+///   As in the gateway, the body is read only for a request the gateway buffers: a `POST`
+///   to an LLM provider (built-in or `[[llm.providers]]`), not an upgrade, JSON by
+///   `content-type` if one is given, at most `proxy.max_inspect_body` bytes. Then
+///   `input.llm` has the provider, API, model, stream and max tokens it states and
+///   `input.request.body` the parsed body; otherwise the body reaches no policy (a request
+///   to a provider still gets `input.llm` without body fields). Only `http` requests have
+///   a body. `input.request.method_override` is derived from the headers and query.
+/// - `llm` (optional; `provider` and `api` required when given) states the classification
+///   the caller expects; every stated field that differs from what the gateway derives is
+///   a 422 naming it (`llm.model`: "the gateway derives model \"gpt-4-32k\" from the
+///   request body ..."). It never replaces the derived classification.
+/// - `input`: a raw input document (DESIGN §4) evaluated as given (nothing is classified),
+///   except that `input.agent` is replaced with the registered agent's and
+///   `input.request.method_override` is derived from its headers and query, as the gateway
+///   derives it. It cannot be combined with
 ///   `request`, `llm`, `usage`, `token`, `subagent`, `credential` or `now`.
 ///
 /// In both forms credential headers (`authorization`, `cookie`, `x-api-key`, anything
@@ -100,11 +115,15 @@ const MAX_NAME_LEN: usize = 128;
 /// The answer: `{"decision": {allowed, verdict, policy, reasons, code, decision_id,
 /// would_deny, evaluations, eval_us, cached}, "on_block", "trace": [{policy, applicable,
 /// mode, allow, deny, error, eval_us}], "input", "version", "agent": {id, tenant, status,
-/// mode}, "authenticates", "forwarded": false}`. `authenticates` is false for a suspended
-/// or revoked agent, which the proxy refuses before policy is consulted.
+/// mode}, "authenticates", "forwarded": false, "classification"}`. `authenticates` is false
+/// for a suspended or revoked agent, which the proxy refuses before policy is consulted;
+/// `classification` is the derived one (`provider`, `api`, `model`, `stream`,
+/// `max_tokens`, `tools`, `body_inspected`, `note` saying why body fields are absent), or
+/// null.
 pub struct PolicyApi {
     engine: Arc<PolicyEngine>,
     platform_tenant: String,
+    reader: RequestReader,
     slots: Semaphore,
 }
 
@@ -115,8 +134,17 @@ impl PolicyApi {
         Self {
             engine,
             platform_tenant: DEFAULT_PLATFORM_TENANT.to_owned(),
+            reader: RequestReader::default(),
             slots: Semaphore::new(MAX_CONCURRENT_EVALS),
         }
+    }
+
+    /// Sets how simulated requests are read: the gateway's own classifier and
+    /// `proxy.max_inspect_body` (default: the built-in providers and 1 MiB), so a
+    /// simulation sees the facts the data plane would.
+    pub fn request_reader(mut self, reader: RequestReader) -> Self {
+        self.reader = reader;
+        self
     }
 
     /// Sets the tenant whose admins may change policy modes (and who see every binding).
@@ -356,16 +384,16 @@ async fn simulate(
     body: &[u8],
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let map = parse_object(body)?;
-    let sim = sim_request::parse(&map).map_err(|v| v.to_api_error())?;
-    if !portcullis_core::is_valid_id(&sim.agent) {
+    let sim = SimRequest::parse(&map, &api.reader).map_err(|v| v.to_api_error())?;
+    if !portcullis_core::is_valid_id(sim.agent()) {
         return Err(agent_not_found());
     }
     let snapshot = cp.registry().snapshot();
-    let entry = match snapshot.get(&sim.agent) {
+    let entry = match snapshot.get(sim.agent()) {
         Some(e) if e.agent.tenant == op.tenant => e.clone(),
         _ => return Err(agent_not_found()),
     };
-    let doc = sim.what.to_doc(
+    let doc = sim.to_doc(
         entry.principal(),
         cp.clock().unix_secs(),
         entry.agent.token_ttl_secs,
@@ -395,6 +423,10 @@ async fn simulate(
         Value::Bool(a.status == AgentStatus::Active),
     );
     out.insert("forwarded".into(), Value::Bool(false));
+    out.insert(
+        "classification".into(),
+        serde_json::to_value(sim.classification()).unwrap_or(Value::Null),
+    );
     info!(operator = %op.key_id, tenant = %op.tenant, agent = %a.id, verdict = ?simulation.decision.verdict, "policy simulation");
     Ok(json_response(StatusCode::OK, &Value::Object(out)))
 }

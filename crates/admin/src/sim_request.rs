@@ -1,16 +1,18 @@
-//! The body of `POST /v1/policies/simulate`: parsing and validating a request description
-//! (or a raw input document) and turning it into the policy input document for a
-//! registered agent. Pure: no engine, no store, no sockets.
+//! The body of `POST /v1/policies/simulate` (and the file of `portcullis policy eval`):
+//! parsing and validating a request description (or a raw input document) and turning it
+//! into the policy input document for a registered agent, with the data plane's own
+//! classifier and input builder. Pure: no engine, no store, no sockets.
 //!
 //! The format is documented on [`crate::PolicyApi`].
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
 use portcullis_core::{is_valid_id, is_valid_scope, Principal, TokenInfo};
 use portcullis_identity::{validate_subagent, FieldError, ValidationErrors};
+use portcullis_llm::{Classification, Classifier, RequestHead};
 use portcullis_policy::{
-    is_credential_header, with_principal, LlmFacts, PolicyInput, RequestFacts, RequestKind,
-    UsageFacts,
+    build_input, inspect_buffered, is_credential_header, with_principal, ExchangeFacts, Inspected,
+    RequestKind, UsageFacts,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -23,13 +25,68 @@ const MAX_URI_PART: usize = 8192;
 /// Most token scopes accepted.
 const MAX_SCOPES: usize = 256;
 
+/// Default `proxy.max_inspect_body`: the largest request body the gateway inspects.
+pub const DEFAULT_MAX_INSPECT_BODY: usize = 1024 * 1024;
+
+/// How the data plane reads a request: its classifier (built-in providers plus
+/// `[[llm.providers]]`) and body bound (`proxy.max_inspect_body`). The simulator reads a
+/// described request with these, so it sees the facts the gateway would.
+#[derive(Debug, Clone)]
+pub struct RequestReader {
+    /// The gateway's classifier.
+    pub classifier: Arc<Classifier>,
+    /// `proxy.max_inspect_body`.
+    pub max_inspect_body: usize,
+}
+
+impl Default for RequestReader {
+    /// The built-in providers and the default body bound.
+    fn default() -> Self {
+        Self {
+            classifier: Arc::new(Classifier::new(&[]).unwrap_or_default()),
+            max_inspect_body: DEFAULT_MAX_INSPECT_BODY,
+        }
+    }
+}
+
 /// A validated simulate body.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SimRequest {
+pub struct SimRequest {
     /// The agent to simulate as (tenant checked by the caller).
     pub(crate) agent: String,
     /// What to evaluate.
     pub(crate) what: What,
+}
+
+impl SimRequest {
+    /// Validates a simulate body (already parsed as a JSON object) and classifies the
+    /// described request with `reader`. Every invalid field is reported (422 in the API).
+    pub fn parse(
+        body: &Map<String, Value>,
+        reader: &RequestReader,
+    ) -> Result<Self, ValidationErrors> {
+        parse(body, reader)
+    }
+
+    /// The agent to simulate as.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// The classification the gateway derives for the described request (`None` for a
+    /// raw input document or a request to a host that is not an LLM provider).
+    pub fn classification(&self) -> Option<&Classification> {
+        match &self.what {
+            What::Request(d) => d.inspected.llm.as_ref(),
+            What::Input(_) => None,
+        }
+    }
+
+    /// The input document to evaluate for `principal` (the registered agent's; a described
+    /// token's expiry defaults to `now_secs + ttl_secs`), credential headers removed.
+    pub fn to_doc(&self, principal: &Principal, now_secs: u64, ttl_secs: u64) -> Value {
+        self.what.to_doc(principal, now_secs, ttl_secs)
+    }
 }
 
 /// The two forms of a simulate body.
@@ -52,8 +109,8 @@ pub(crate) struct Described {
     path: String,
     query: Option<String>,
     headers: HeaderMap,
-    body: Option<Value>,
-    llm: Option<Llm>,
+    /// Classification and JSON body, as the data plane would derive them.
+    inspected: Inspected,
     usage: UsageFacts,
     token: Option<(Vec<String>, Option<u64>)>,
     subagent: Option<String>,
@@ -61,12 +118,13 @@ pub(crate) struct Described {
     now: Option<String>,
 }
 
+/// A stated classification: checked against the derived one, never used instead of it.
 #[derive(Debug, Clone, PartialEq)]
 struct Llm {
     provider: String,
     api: String,
     model: Option<String>,
-    stream: bool,
+    stream: Option<bool>,
     max_tokens: Option<u64>,
 }
 
@@ -149,7 +207,10 @@ const TOP_FIELDS: &[&str] = &[
 ];
 
 /// Validates a simulate body (already parsed as a JSON object).
-pub(crate) fn parse(body: &Map<String, Value>) -> Result<SimRequest, ValidationErrors> {
+pub(crate) fn parse(
+    body: &Map<String, Value>,
+    reader: &RequestReader,
+) -> Result<SimRequest, ValidationErrors> {
     let mut e = Errors::default();
     e.unknown_fields("", body, TOP_FIELDS);
     let agent = match body.get("agent") {
@@ -164,7 +225,7 @@ pub(crate) fn parse(body: &Map<String, Value>) -> Result<SimRequest, ValidationE
         }
     };
     let what = match body.get("input") {
-        None | Some(Value::Null) => What::Request(Box::new(described(body, &mut e))),
+        None | Some(Value::Null) => What::Request(Box::new(described(body, reader, &mut e))),
         Some(Value::Object(input)) => {
             for k in TOP_FIELDS[3..].iter().chain(["request"].iter()) {
                 if body.get(*k).is_some_and(|v| !v.is_null()) {
@@ -190,7 +251,7 @@ pub(crate) fn parse(body: &Map<String, Value>) -> Result<SimRequest, ValidationE
     }
 }
 
-fn described(body: &Map<String, Value>, e: &mut Errors) -> Described {
+fn described(body: &Map<String, Value>, reader: &RequestReader, e: &mut Errors) -> Described {
     let empty = Map::new();
     let req = match body.get("request") {
         Some(Value::Object(r)) => r,
@@ -210,6 +271,7 @@ fn described(body: &Map<String, Value>, e: &mut Errors) -> Described {
         req,
         &[
             "kind", "method", "scheme", "host", "port", "path", "query", "headers", "body",
+            "body_raw",
         ],
     );
     let kind = match req.get("kind") {
@@ -283,7 +345,29 @@ fn described(body: &Map<String, Value>, e: &mut Errors) -> Described {
     });
     let (path, query) = path_and_query(req, kind, e);
     let headers = headers(req, e);
-    let body_json = req.get("body").filter(|v| !v.is_null()).cloned();
+    let raw_body = request_body(req, kind, e);
+    let stated = llm(body, e);
+    let inspected = if kind == RequestKind::Http {
+        let head = RequestHead {
+            method: &method,
+            host: &host,
+            port,
+            path: &path,
+            content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        };
+        inspect_buffered(
+            &reader.classifier,
+            &head,
+            &headers,
+            raw_body.as_deref().unwrap_or_default(),
+            reader.max_inspect_body,
+        )
+    } else {
+        Inspected::default()
+    };
+    if let Some(stated) = &stated {
+        check_llm(stated, kind, inspected.llm.as_ref(), &host, port, e);
+    }
     Described {
         kind,
         method,
@@ -293,8 +377,7 @@ fn described(body: &Map<String, Value>, e: &mut Errors) -> Described {
         path,
         query,
         headers,
-        body: body_json,
-        llm: llm(body, e),
+        inspected,
         usage: usage(body, e),
         token: token(body, e),
         subagent: subagent(body, e),
@@ -387,6 +470,95 @@ fn headers(req: &Map<String, Value>, e: &mut Errors) -> HeaderMap {
     map
 }
 
+/// The request body as the agent would send it: `body` (JSON, sent serialized) or
+/// `body_raw` (the exact text, e.g. malformed JSON or a duplicated field).
+fn request_body(req: &Map<String, Value>, kind: RequestKind, e: &mut Errors) -> Option<Vec<u8>> {
+    let json = req.get("body").filter(|v| !v.is_null());
+    let raw = e.string(req, "body_raw", "request.body_raw");
+    let bytes = match (json, raw) {
+        (Some(_), Some(_)) => {
+            e.push(
+                "request.body_raw",
+                "give request.body or request.body_raw, not both",
+            );
+            return None;
+        }
+        (Some(v), None) => serde_json::to_vec(v).ok(),
+        (None, Some(text)) => Some(text.into_bytes()),
+        (None, None) => None,
+    };
+    if bytes.is_some() && kind != RequestKind::Http {
+        let field = if json.is_some() {
+            "request.body"
+        } else {
+            "request.body_raw"
+        };
+        e.push(field, "only http requests have a body");
+        return None;
+    }
+    bytes
+}
+
+/// Checks a stated `llm` against the classification the gateway derives from the
+/// request (host, method, path and body): a simulation never decides on facts the
+/// gateway would not have.
+fn check_llm(
+    stated: &Llm,
+    kind: RequestKind,
+    derived: Option<&Classification>,
+    host: &str,
+    port: u16,
+    e: &mut Errors,
+) {
+    let Some(c) = derived else {
+        let reason = if kind == RequestKind::Http {
+            format!(
+                "the gateway does not classify requests to {host}:{port} (not an LLM provider \
+                 in its table); leave llm out"
+            )
+        } else {
+            "only http requests are classified; leave llm out".to_owned()
+        };
+        e.push("llm", reason);
+        return;
+    };
+    let not_inspected = match c.note {
+        Some(note) if !c.body_inspected => format!(
+            " (the body was not inspected: {})",
+            serde_json::to_value(note)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+        _ => String::new(),
+    };
+    let mut mismatch = |field: &str, derived: String, from: &str| {
+        e.push(
+            format!("llm.{field}"),
+            format!("the gateway derives {derived} from {from}{not_inspected}; give that or leave it out"),
+        );
+    };
+    if !stated.provider.is_empty() && stated.provider != *c.provider {
+        mismatch("provider", format!("\"{}\"", c.provider), "the host");
+    }
+    let api = c.api.map(|a| a.as_str()).unwrap_or("");
+    if !stated.api.is_empty() && stated.api != api {
+        mismatch("api", format!("{api:?}"), "the method and path");
+    }
+    let show = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+    if stated.model.is_some() && stated.model != c.model {
+        let m = show(c.model.as_ref().map(|m| format!("\"{m}\"")));
+        mismatch("model", format!("model {m}"), "the request body");
+    }
+    if stated.stream.is_some_and(|s| s != c.stream) {
+        mismatch("stream", format!("stream {}", c.stream), "the request body");
+    }
+    if stated.max_tokens.is_some() && stated.max_tokens != c.max_tokens {
+        let n = show(c.max_tokens.map(|n| n.to_string()));
+        mismatch("max_tokens", format!("max_tokens {n}"), "the request body");
+    }
+}
+
 fn llm(body: &Map<String, Value>, e: &mut Errors) -> Option<Llm> {
     let l = e.object(body, "llm", "llm")?;
     e.unknown_fields(
@@ -403,11 +575,11 @@ fn llm(body: &Map<String, Value>, e: &mut Errors) -> Option<Llm> {
         e.push("llm.api", "is required");
     }
     let stream = match l.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
         Some(_) => {
             e.push("llm.stream", "must be a boolean");
-            false
+            None
         }
     };
     Some(Llm {
@@ -583,35 +755,25 @@ impl Described {
         p
     }
 
-    /// The input document, without `now` unless the description fixed it (the engine
-    /// fills in its own clock).
+    /// The input document, built by the data plane's builder, without `now` unless the
+    /// description fixed it (the engine fills in its own clock).
     fn to_doc(&self, principal: &Principal) -> Value {
-        let mut input = PolicyInput::new(self.kind, principal).with_request(RequestFacts {
+        let input = build_input(&ExchangeFacts {
+            kind: self.kind,
+            principal,
+            subagent: self.subagent.as_deref(),
             method: &self.method,
             scheme: &self.scheme,
             host: &self.host,
             port: self.port,
             path: &self.path,
             query: self.query.as_deref(),
-            headers: Some(&self.headers),
-            body: self.body.as_ref(),
+            headers: &self.headers,
+            llm: self.inspected.llm.as_ref(),
+            body: self.inspected.body.as_ref(),
+            usage: self.usage,
+            credential: self.credential.as_deref(),
         });
-        if let Some(l) = &self.llm {
-            input = input.with_llm(LlmFacts {
-                provider: &l.provider,
-                api: &l.api,
-                model: l.model.as_deref(),
-                stream: l.stream,
-                max_tokens: l.max_tokens,
-            });
-        }
-        input = input.with_usage(self.usage);
-        if let Some(s) = &self.subagent {
-            input = input.with_subagent(s);
-        }
-        if let Some(c) = &self.credential {
-            input = input.with_credential(c);
-        }
         let mut doc = input.to_json(SystemTime::now());
         if let Some(obj) = doc.as_object_mut() {
             match &self.now {
@@ -654,246 +816,5 @@ fn strip_credential_headers(doc: &mut Value) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use portcullis_core::{AgentMode, RiskLevel};
-    use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
-
-    fn fields(r: Result<SimRequest, ValidationErrors>) -> Vec<String> {
-        match r {
-            Ok(_) => Vec::new(),
-            Err(v) => v.0.into_iter().map(|e| e.field).collect(),
-        }
-    }
-
-    fn principal() -> Principal {
-        Principal {
-            agent_id: Arc::from("bot"),
-            tenant: Arc::from("acme"),
-            groups: Arc::from(vec!["llm".to_owned()]),
-            risk_level: RiskLevel::High,
-            mode: AgentMode::Active,
-            attributes: Arc::new(Map::new()),
-            scopes: Arc::from(vec!["openai:*:*".to_owned()]),
-            token: None,
-            generation: 1,
-        }
-    }
-
-    #[test]
-    fn full_description_builds_the_design_input() {
-        let r = parse(&obj(json!({
-            "agent": "bot",
-            "request": {"method": "POST", "host": "API.OpenAI.com", "path": "/v1/chat/completions?x=1",
-                        "headers": {"Content-Type": "application/json", "Authorization": "Bearer sk-live",
-                                    "X-Api-Key": "k", "Cookie": "s=1", "x-multi": ["a", "b"]},
-                        "body": {"model": "gpt-4o"}},
-            "llm": {"provider": "openai", "api": "chat.completions", "model": "gpt-4o", "stream": true, "max_tokens": 10},
-            "usage": {"requests_last_minute": 3},
-            "subagent": "planner",
-            "now": "2026-01-01T12:00:00Z"
-        })))
-        .unwrap();
-        assert_eq!(r.agent, "bot");
-        let doc = r.what.to_doc(&principal(), 100, 600);
-        assert_eq!(doc["kind"], "http");
-        assert_eq!(doc["agent"]["id"], "bot");
-        assert_eq!(doc["agent"]["tenant"], "acme");
-        let req = &doc["request"];
-        assert_eq!(req["host"], "api.openai.com");
-        assert_eq!(req["scheme"], "https");
-        assert_eq!(req["port"], 443);
-        assert_eq!(req["path"], "/v1/chat/completions");
-        assert_eq!(req["query"], json!({"x": "1"}));
-        assert_eq!(
-            req["headers"],
-            json!({"content-type": "application/json", "x-multi": "a, b"})
-        );
-        assert_eq!(req["body"], json!({"model": "gpt-4o"}));
-        assert_eq!(doc["llm"]["stream"], true);
-        assert_eq!(doc["usage"]["requests_last_minute"], 3);
-        assert_eq!(doc["subagent"], "planner");
-        assert_eq!(doc["now"], "2026-01-01T12:00:00Z");
-        let text = doc.to_string();
-        for secret in ["sk-live", "Bearer", "s=1", "x-api-key"] {
-            assert!(!text.contains(secret), "{secret} leaked: {text}");
-        }
-    }
-
-    #[test]
-    fn defaults_by_kind() {
-        let d = |v: Value| parse(&obj(v)).unwrap().what.to_doc(&principal(), 100, 600);
-        let c =
-            d(json!({"agent": "bot", "request": {"kind": "connect", "host": "api.stripe.com"}}));
-        assert_eq!(
-            (
-                &c["request"]["method"],
-                &c["request"]["port"],
-                &c["request"]["path"]
-            ),
-            (&json!("CONNECT"), &json!(443), &json!(""))
-        );
-        assert!(c.get("now").is_none(), "engine clock fills now");
-        let h = d(json!({"agent": "bot", "request": {"host": "example.com", "port": 80}}));
-        assert_eq!(h["request"]["scheme"], "http");
-        assert_eq!(h["request"]["method"], "GET");
-        assert_eq!(h["request"]["path"], "/");
-        let t = d(json!({"agent": "bot", "token": {"scopes": ["openai:chat:create"]}}));
-        assert_eq!(t["kind"], "token");
-        assert_eq!(t["token"]["scopes"], json!(["openai:chat:create"]));
-        assert_eq!(t["token"]["exp"], 700);
-        assert_eq!(t["agent"]["scopes"], json!(["openai:chat:create"]));
-    }
-
-    #[test]
-    fn raw_input_keeps_the_document_but_not_the_identity_or_credentials() {
-        let r = parse(&obj(json!({
-            "agent": "bot",
-            "input": {"kind": "http", "agent": {"id": "root", "tenant": "globex"},
-                      "request": {"host": "api.stripe.com", "method": "POST",
-                                  "headers": {"authorization": "Bearer x", "proxy-authorization": "Basic y", "accept": "*/*"}},
-                      "custom": [1, 2]}
-        })))
-        .unwrap();
-        let doc = r.what.to_doc(&principal(), 0, 0);
-        assert_eq!(doc["agent"]["id"], "bot");
-        assert_eq!(doc["agent"]["tenant"], "acme");
-        assert_eq!(doc["request"]["headers"], json!({"accept": "*/*"}));
-        assert_eq!(doc["custom"], json!([1, 2]));
-    }
-
-    #[test]
-    fn invalid_bodies_name_every_bad_field() {
-        assert_eq!(fields(parse(&obj(json!({})))), ["agent", "request"]);
-        assert_eq!(
-            fields(parse(&obj(json!({"agent": 7, "request": {"host": "a.b"}})))),
-            ["agent"]
-        );
-        assert_eq!(
-            fields(parse(&obj(
-                json!({"agent": "bot", "request": {"host": "a.b"}, "extra": 1})
-            ))),
-            ["extra"]
-        );
-        assert_eq!(
-            fields(parse(&obj(
-                json!({"agent": "bot", "request": {"host": "a.b"}, "input": {}})
-            ))),
-            ["request"]
-        );
-        assert_eq!(
-            fields(parse(&obj(
-                json!({"agent": "bot", "input": {"kind": "ftp"}})
-            ))),
-            ["input.kind"]
-        );
-        assert_eq!(
-            fields(parse(&obj(json!({"agent": "bot", "input": []})))),
-            ["input"]
-        );
-        let bad = json!({"agent": "bot",
-            "request": {"kind": "gopher", "method": "GE T", "host": "a b", "port": 70000,
-                        "scheme": "ftp", "path": "nope", "headers": {"bad name": "x", "x": 1, "y": "a\u{0}b"},
-                        "frob": 1},
-            "llm": {"model": 3, "stream": "yes", "max_tokens": -1},
-            "usage": {"tokens_today": "many"},
-            "token": {"scopes": ["Not A Scope"]},
-            "subagent": "Bad Name",
-            "credential": "../x",
-            "now": "yesterday"});
-        let f = fields(parse(&obj(bad)));
-        for want in [
-            "request.frob",
-            "request.kind",
-            "request.method",
-            "request.host",
-            "request.port",
-            "request.scheme",
-            "request.path",
-            "request.headers.bad name",
-            "request.headers.x",
-            "request.headers.y",
-            "llm.provider",
-            "llm.api",
-            "llm.model",
-            "llm.stream",
-            "llm.max_tokens",
-            "usage.tokens_today",
-            "token.scopes[0]",
-            "subagent",
-            "credential",
-            "now",
-        ] {
-            assert!(f.iter().any(|x| x == want), "{want} missing from {f:?}");
-        }
-        assert_eq!(
-            fields(parse(&obj(
-                json!({"agent": "bot", "request": {"kind": "http"}})
-            ))),
-            ["request.host"]
-        );
-        assert_eq!(
-            fields(parse(&obj(
-                json!({"agent": "bot", "request": {"host": "a.b", "path": "/x?a", "query": "b"}})
-            ))),
-            ["request.query"]
-        );
-        assert_eq!(
-            fields(parse(&obj(
-                json!({"agent": "bot", "request": {"kind": "connect", "host": "a.b", "path": "/x"}})
-            ))),
-            ["request.path"]
-        );
-    }
-
-    #[test]
-    fn header_floods_and_null_request_are_handled() {
-        let many: Map<String, Value> = (0..101)
-            .map(|i| (format!("x-h{i}"), Value::from("v")))
-            .collect();
-        assert_eq!(
-            fields(parse(&obj(
-                json!({"agent": "bot", "request": {"host": "a.b", "headers": many}})
-            ))),
-            ["request.headers"]
-        );
-        let r = parse(&obj(
-            json!({"agent": "bot", "request": null, "token": {"scopes": []}}),
-        ))
-        .unwrap();
-        assert_eq!(r.what.to_doc(&principal(), 0, 0)["kind"], "token");
-    }
-
-    #[test]
-    fn rfc3339_shapes() {
-        for ok in [
-            "2026-01-01T12:00:00Z",
-            "2026-01-01t12:00:00z",
-            "2026-12-31T23:59:60.123456789+05:30",
-            "2026-01-01T00:00:00-00:00",
-        ] {
-            assert!(is_rfc3339(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "2026-01-01",
-            "2026-13-01T00:00:00Z",
-            "2026-01-01T24:00:00Z",
-            "2026-01-01T00:00:00",
-            "2026-01-01T00:00:00.Z",
-            "2026-01-01T00:00:00+5:30",
-            "2026-01-01 00:00:00Z",
-            "２０２６-01-01T00:00:00Z",
-            "2026-01-01T00:00:00Zjunk",
-        ] {
-            assert!(!is_rfc3339(bad), "{bad}");
-        }
-    }
-}
+#[path = "sim_request_tests.rs"]
+mod tests;

@@ -4,8 +4,10 @@
 use portcullis_admin::{serve, Admin, ControlPlane, PolicyApi};
 use portcullis_core::{Agent, AgentStatus, PolicyMode, RiskLevel, SystemClock, Verdict};
 use portcullis_identity::Registry;
+use portcullis_llm::{Classifier, RequestHead};
 use portcullis_policy::{
-    example_sources, Binding, EngineConfig, PolicyEngine, PolicyInput, RequestFacts, RequestKind,
+    build_input, example_sources, Binding, EngineConfig, ExchangeFacts, PolicyEngine, RequestKind,
+    UsageFacts,
 };
 use portcullis_store::{Role, Store};
 use serde_json::{json, Value};
@@ -178,26 +180,73 @@ impl Harness {
         .await
     }
 
-    /// The data plane's path: `PolicyEngine::decide` for a registered agent.
-    fn decide_chat(&self, agent: &str) -> portcullis_core::Decision {
+    /// The data plane's path for a registered agent, step by step as the proxy takes it:
+    /// classify the head, inspect the buffered JSON body, build the input with the one
+    /// builder, `PolicyEngine::decide`.
+    fn decide_http(
+        &self,
+        agent: &str,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> portcullis_core::Decision {
         let entry = self.registry.snapshot().get(agent).cloned().unwrap();
-        let input = PolicyInput::new(RequestKind::Http, entry.principal())
-            .with_request(RequestFacts {
-                method: "POST",
-                scheme: "https",
-                host: "api.openai.com",
-                port: 443,
-                path: "/v1/chat/completions",
-                ..RequestFacts::default()
-            })
-            .with_llm(portcullis_policy::LlmFacts {
-                provider: "openai",
-                api: "chat.completions",
-                model: Some("gpt-3.5-turbo"),
-                stream: false,
-                max_tokens: None,
-            });
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let classifier = Classifier::new(&[]).unwrap();
+        let content_type = h.get("content-type").and_then(|v| v.to_str().ok());
+        let head = RequestHead {
+            method,
+            host,
+            port: 443,
+            path,
+            content_type,
+        };
+        let mut llm = classifier.classify_head(&head);
+        let mut json = None;
+        if let Some(c) = llm.as_mut() {
+            if classifier.wants_body(&head) {
+                c.inspect_body(content_type, body, 1024 * 1024);
+                if c.body_inspected {
+                    json = serde_json::from_slice::<Value>(body).ok();
+                }
+            }
+        }
+        let input = build_input(&ExchangeFacts {
+            kind: RequestKind::Http,
+            principal: entry.principal(),
+            subagent: None,
+            method,
+            scheme: "https",
+            host,
+            port: 443,
+            path,
+            query: None,
+            headers: &h,
+            llm: llm.as_ref(),
+            body: json.as_ref(),
+            usage: UsageFacts::default(),
+            credential: None,
+        });
         self.engine.decide(&input).decision
+    }
+
+    fn decide_chat(&self, agent: &str) -> portcullis_core::Decision {
+        self.decide_http(
+            agent,
+            "POST",
+            "api.openai.com",
+            "/v1/chat/completions",
+            &[("content-type", "application/json")],
+            br#"{"model": "gpt-3.5-turbo", "messages": []}"#,
+        )
     }
 }
 
@@ -210,8 +259,7 @@ fn chat(agent: &str, model: &str) -> Value {
                                 "authorization": "Bearer sk-live-SECRET-1",
                                 "x-api-key": "SECRET-2", "cookie": "session=SECRET-3",
                                 "openai-organization": "org-visible"},
-                    "body": {"model": model, "messages": []}},
-        "llm": {"provider": "openai", "api": "chat.completions", "model": model}
+                    "body": {"model": model, "messages": []}}
     })
 }
 
@@ -504,7 +552,7 @@ async fn simulate_allowed_and_denied_requests_with_trace() {
 
     // A declared shadow policy reports would_deny without blocking.
     let mut risky = chat("risky", "gpt-4o");
-    risky["llm"]["stream"] = json!(true);
+    risky["request"]["body"]["stream"] = json!(true);
     let v = h.simulate(&h.admin_a, risky).await.json();
     assert_eq!(v["decision"]["verdict"], "would_deny", "{v}");
     assert_eq!(v["decision"]["allowed"], true);
@@ -733,7 +781,7 @@ async fn mode_override_changes_the_next_decision() {
         .await;
     assert_eq!(r.status, 200);
     let mut risky = chat("risky", "gpt-4o");
-    risky["llm"]["stream"] = json!(true);
+    risky["request"]["body"]["stream"] = json!(true);
     let v = h.simulate(&h.admin_a, risky).await.json();
     assert_eq!(v["decision"]["verdict"], "deny");
     assert_eq!(v["decision"]["policy"], "high_risk_llm");
@@ -859,5 +907,183 @@ async fn a_custom_platform_tenant_owns_mode_changes() {
     assert_eq!(
         engine.list_policies()[0].mode_override,
         Some(PolicyMode::Shadow)
+    );
+}
+
+/// (verdict, policy, reasons) of a simulate answer and of a data-plane decision.
+fn verdict_of(v: &Value) -> (Value, Value, Value) {
+    (
+        v["decision"]["verdict"].clone(),
+        v["decision"]["policy"].clone(),
+        v["decision"]["reasons"].clone(),
+    )
+}
+
+fn verdict_of_decision(d: &portcullis_core::Decision) -> (Value, Value, Value) {
+    (json!(d.verdict), json!(d.policy), json!(d.reasons))
+}
+
+#[tokio::test]
+async fn simulate_decides_on_the_body_exactly_as_the_data_plane() {
+    let h = start().await;
+    let ct = [("content-type", "application/json")];
+    for model in ["gpt-4-32k", "gpt-4o"] {
+        let r = h.simulate(&h.admin_a, chat("bot", model)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        let body = json!({"model": model, "messages": []}).to_string();
+        let d = h.decide_http(
+            "bot",
+            "POST",
+            "api.openai.com",
+            "/v1/chat/completions",
+            &ct,
+            body.as_bytes(),
+        );
+        assert_eq!(verdict_of(&v), verdict_of_decision(&d), "{model}: {v}");
+        assert_eq!(v["input"]["llm"]["model"], model);
+        assert_eq!(v["input"]["request"]["body"]["model"], model);
+        assert_eq!(v["classification"]["model"], model);
+        assert_eq!(v["classification"]["body_inspected"], true);
+    }
+    let v = h
+        .simulate(&h.admin_a, chat("bot", "gpt-4-32k"))
+        .await
+        .json();
+    assert_eq!(
+        verdict_of(&v),
+        (
+            json!("deny"),
+            json!("model_allowlist"),
+            json!(["model gpt-4-32k is not on the openai allowlist"])
+        )
+    );
+
+    // The exact bytes: a duplicated model is ambiguous to the gateway, and to the simulator.
+    let dup = r#"{"model":"gpt-4o","model":"gpt-4-32k","messages":[]}"#;
+    let mut raw = chat("bot", "x");
+    raw["request"]["body"] = Value::Null;
+    raw["request"]["body_raw"] = json!(dup);
+    let v = h.simulate(&h.admin_a, raw).await.json();
+    let d = h.decide_http(
+        "bot",
+        "POST",
+        "api.openai.com",
+        "/v1/chat/completions",
+        &ct,
+        dup.as_bytes(),
+    );
+    assert_eq!(verdict_of(&v), verdict_of_decision(&d), "{v}");
+    assert_eq!(
+        v["decision"]["reasons"],
+        json!(["openai requests must name a model"])
+    );
+    assert_eq!(v["classification"]["note"], "invalid_json");
+
+    // A stated classification that contradicts the body is refused, naming the field.
+    let mut stated = chat("bot", "gpt-4-32k");
+    stated["llm"] = json!({"provider": "openai", "api": "chat.completions", "model": "gpt-4o"});
+    let r = h.simulate(&h.admin_a, stated).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["code"], "validation_error");
+    assert_eq!(v["errors"][0]["field"], "llm.model", "{v}");
+    assert!(
+        v["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("model \"gpt-4-32k\""),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn simulate_sees_method_overrides_as_the_data_plane() {
+    let h = start().await;
+    let post = h.simulate(&h.admin_a, stripe_charge("bot")).await.json();
+    let mut override_forms = Vec::new();
+    for header in [
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+    ] {
+        let mut b = stripe_charge("bot");
+        b["request"]["method"] = json!("GET");
+        b["request"]["headers"] = json!({header: "post"});
+        override_forms.push((b, Some(header)));
+    }
+    let mut q = stripe_charge("bot");
+    q["request"]["method"] = json!("GET");
+    q["request"]["query"] = json!("_method=POST");
+    override_forms.push((q, None));
+    for (body, header) in override_forms {
+        let r = h.simulate(&h.admin_a, body.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["input"]["request"]["method_override"], "POST", "{v}");
+        assert_eq!(verdict_of(&v), verdict_of(&post), "{body}");
+        if let Some(name) = header {
+            let d = h.decide_http(
+                "bot",
+                "GET",
+                "api.stripe.com",
+                "/v1/charges",
+                &[(name, "post")],
+                b"",
+            );
+            assert_eq!(verdict_of(&v), verdict_of_decision(&d), "{name}");
+        }
+    }
+    assert_eq!(
+        post["decision"]["reasons"],
+        json!(["stripe is read-only: POST /v1/charges is not allowed"])
+    );
+    // Without an override the GET is allowed, and the input has no method_override.
+    let mut get = stripe_charge("bot");
+    get["request"]["method"] = json!("GET");
+    let v = h.simulate(&h.admin_a, get).await.json();
+    assert_eq!(v["decision"]["verdict"], "allow", "{v}");
+    assert!(v["input"]["request"].get("method_override").is_none());
+}
+
+#[tokio::test]
+async fn validate_refuses_foreign_packages_and_unused_libraries() {
+    let h = start().await;
+    let typo = h
+        .validate(
+            &h.viewer_a,
+            json!({"name": "guard.rego", "source": "# Guard.\npackage portcullis.policies.guard\nimport rego.v1\n\ndeny contains \"no\" if true\n"}),
+        )
+        .await;
+    assert_eq!(typo.status, 200, "{}", typo.body);
+    assert_eq!(
+        typo.json(),
+        json!({"valid": false, "errors": [{
+            "file": "guard.rego", "row": 2, "col": 1, "stage": "validate",
+            "message": "package portcullis.policies.guard would never be evaluated: a policy's package must be portcullis.policy.<name> (e.g. portcullis.policy.guard), and a library's must be imported by a policy (import data.portcullis.policies.guard)"}]})
+    );
+    let lib = h
+        .validate(
+            &h.viewer_a,
+            json!({"name": "lib/extra.rego", "source": "package portcullis.lib.extra\nimport rego.v1\n\nx := 1\n"}),
+        )
+        .await
+        .json();
+    assert_eq!(lib["valid"], false, "{lib}");
+    assert_eq!(lib["errors"][0]["file"], "lib/extra.rego");
+    // The active catalog is imported by the baseline: editing it validates.
+    let catalog = include_str!("../../../config/policies/lib/catalog.rego");
+    let ok = h
+        .validate(
+            &h.viewer_a,
+            json!({"name": "lib/catalog.rego", "source": catalog}),
+        )
+        .await
+        .json();
+    assert_eq!(ok, json!({"valid": true, "errors": []}));
+    assert_eq!(
+        h.engine.list_policies().len(),
+        4,
+        "validation changes nothing"
     );
 }

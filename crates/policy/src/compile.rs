@@ -176,6 +176,7 @@ pub fn compile(sources: Vec<SourceFile>) -> Result<CompiledSet, ErrorReport> {
     if !errors.is_empty() {
         return Err(ErrorReport::new(errors));
     }
+    errors.extend(unused_modules(&parsed, &engine));
 
     // Policies (by name) and their declared rules.
     let mut policies: BTreeMap<String, PolicyMeta> = BTreeMap::new();
@@ -394,6 +395,89 @@ fn is_policy_name(name: &str) -> bool {
         && b[0].is_ascii_lowercase()
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// Modules that would never be evaluated: every module must be a policy
+/// (`portcullis.policy.<name>`), a library some policy imports, or a test module.
+///
+/// "Imported" means reachable from a policy through static references: an
+/// `import data.x.y` or a `data.x.y...` reference in a policy names package `x.y` (and
+/// the packages under it), and a library so named imports further libraries the same
+/// way. A dynamic `data[...]` lookup imports nothing, and neither does a test module.
+/// A test module is a `*_test.rego` file that defines `test_*` rules and neither
+/// `allow` nor `deny` (`portcullis policy test` runs it; requests never do).
+///
+/// Without this check a policy with a mistyped package (`portcullis.policies.x`) would
+/// load as an unused library and its `deny` would silently never apply.
+fn unused_modules(parsed: &[Parsed], engine: &Engine) -> Vec<PolicyError> {
+    let is_policy = |p: &Parsed| p.package.starts_with(POLICY_PREFIX);
+    let mut used: BTreeSet<usize> = BTreeSet::new();
+    let mut work: Vec<usize> = (0..parsed.len())
+        .filter(|&i| is_policy(&parsed[i]))
+        .collect();
+    while let Some(i) = work.pop() {
+        if !used.insert(i) {
+            continue;
+        }
+        for (j, other) in parsed.iter().enumerate() {
+            if !used.contains(&j) && references(&parsed[i].facts, &other.package) {
+                work.push(j);
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    for (i, p) in parsed.iter().enumerate() {
+        if used.contains(&i) || is_test_module(p, engine) {
+            continue;
+        }
+        let package = p.package.trim_start_matches("data.");
+        let (row, col) = p.facts.package_pos.unwrap_or((1, 1));
+        let hint = package
+            .rsplit('.')
+            .next()
+            .filter(|last| is_policy_name(last))
+            .map(|last| format!(" (e.g. portcullis.policy.{last})"))
+            .unwrap_or_default();
+        errors.push(PolicyError::new(
+            &p.file,
+            row,
+            col,
+            format!(
+                "package {package} would never be evaluated: a policy's package must be \
+                 portcullis.policy.<name>{hint}, and a library's must be imported by a policy \
+                 (import data.{package})"
+            ),
+            Stage::Validate,
+        ));
+    }
+    errors
+}
+
+/// Whether a module's static `data.*` references name `package` (`data.`-prefixed):
+/// the package itself, something inside it, or a parent of it.
+fn references(facts: &ModuleFacts, package: &str) -> bool {
+    let pkg = package.trim_start_matches("data.");
+    facts.data_refs.iter().any(|r| {
+        r == pkg
+            || r.strip_prefix(pkg)
+                .is_some_and(|rest| rest.starts_with('.'))
+            || pkg
+                .strip_prefix(r.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// A `*_test.rego` file with `test_*` rules and no `allow` or `deny`.
+fn is_test_module(p: &Parsed, engine: &Engine) -> bool {
+    let declares = |rule: &str| {
+        engine
+            .has_declared_rule_rooted_at(&p.file, rule)
+            .unwrap_or(true)
+    };
+    p.file.ends_with("_test.rego")
+        && !p.facts.test_rules.is_empty()
+        && !declares("allow")
+        && !declares("deny")
 }
 
 /// Modules reachable from `package` through `data.*` references (including itself).

@@ -356,15 +356,15 @@ import rego.v1
 
 allow if input.now != ""
 "#;
-    for (name, src) in [
-        ("hours", time_policy),
-        ("uses_lib", uses_lib),
-        ("reads_now", reads_now),
+    for (name, sources) in [
+        ("hours", vec![("p.rego", time_policy)]),
+        (
+            "uses_lib",
+            vec![("p.rego", uses_lib), ("lib/ids.rego", lib)],
+        ),
+        ("reads_now", vec![("p.rego", reads_now)]),
     ] {
-        let (e, _) = engine_with(
-            &[("p.rego", src), ("lib/ids.rego", lib)],
-            EngineConfig::default(),
-        );
+        let (e, _) = engine_with(&sources, EngineConfig::default());
         let meta = e
             .compiled()
             .policies()
@@ -379,12 +379,22 @@ allow if input.now != ""
         assert!(d1.decision.allowed, "{name}: {:?}", d1.decision);
         assert!(!d2.decision.cached, "{name}");
     }
-    // A deterministic policy next to the library is cacheable.
+    // A deterministic policy next to the library (and its user) is cacheable.
     let (e, _) = engine_with(
-        &[("o.rego", ALLOW_OPENAI), ("lib/ids.rego", lib)],
+        &[
+            ("o.rego", ALLOW_OPENAI),
+            ("u.rego", uses_lib),
+            ("lib/ids.rego", lib),
+        ],
         EngineConfig::default(),
     );
-    assert!(e.compiled().policies()[0].cacheable);
+    let set = e.compiled();
+    let cacheable: Vec<(&str, bool)> = set
+        .policies()
+        .iter()
+        .map(|m| (m.name.as_str(), m.cacheable))
+        .collect();
+    assert_eq!(cacheable, [("openai", true), ("uses_lib", false)]);
 }
 
 fn errors_of(sources: &[(&str, &str)]) -> Vec<PolicyError> {
@@ -441,16 +451,17 @@ fn broken_policies_report_positions() {
     assert!(report.to_text().starts_with("s.rego:7:1: "));
 }
 
+const HOSTS_LIB: &str =
+    "package portcullis.lib.hosts\nimport rego.v1\n\nopenai := \"api.openai.com\"\n";
+
+const OPENAI_VIA_LIB: &str = "package portcullis.policy.openai\nimport rego.v1\nimport data.portcullis.lib.hosts\n\nallow if input.request.host == hosts.openai\n";
+
 #[test]
 fn atomic_reload_keeps_last_good_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("lib")).unwrap();
-    std::fs::write(dir.path().join("openai.rego"), ALLOW_OPENAI).unwrap();
-    std::fs::write(
-        dir.path().join("lib/hosts.rego"),
-        "package portcullis.lib.hosts\nimport rego.v1\n\nopenai := \"api.openai.com\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("openai.rego"), OPENAI_VIA_LIB).unwrap();
+    std::fs::write(dir.path().join("lib/hosts.rego"), HOSTS_LIB).unwrap();
     let clock = Arc::new(ManualClock::at(1_800_000_000));
     let cfg = EngineConfig {
         dir: Some(dir.path().to_path_buf()),
@@ -654,9 +665,15 @@ fn simulator_traces_every_policy_and_matches_the_rvm() {
 
 #[test]
 fn validate_source_uses_active_libraries() {
-    let lib = "package portcullis.lib.hosts\nimport rego.v1\n\nopenai := \"api.openai.com\"\n";
     let (e, _) = engine_with(
-        &[("openai.rego", ALLOW_OPENAI), ("lib/hosts.rego", lib)],
+        &[
+            ("openai.rego", ALLOW_OPENAI),
+            (
+                "user.rego",
+                &OPENAI_VIA_LIB.replace("policy.openai", "policy.user"),
+            ),
+            ("lib/hosts.rego", HOSTS_LIB),
+        ],
         EngineConfig::default(),
     );
     let good = "package portcullis.policy.new\nimport rego.v1\nimport data.portcullis.lib.hosts\n\nallow if input.request.host == hosts.openai\n";
@@ -665,8 +682,21 @@ fn validate_source_uses_active_libraries() {
     let errs = e.validate_source("new", bad);
     assert_eq!(errs.len(), 1);
     assert_eq!((errs[0].file.as_str(), errs[0].row), ("new.rego", 4));
+    // The source is checked as part of the set a reload would load: a library nobody
+    // imports is refused, and so is an edit that leaves an active library unused.
+    let lib = "package portcullis.lib.extra\nimport rego.v1\n\nx := 1\n";
+    let errs = e.validate_source("lib/extra.rego", lib);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].file.as_str(), errs[0].row), ("lib/extra.rego", 1));
+    let user_without_lib = "package portcullis.policy.user\nimport rego.v1\n\nallow := true\n";
+    let errs = e.validate_source("user.rego", user_without_lib);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].file, "lib/hosts.rego");
+    assert!(errs[0]
+        .message
+        .contains("portcullis.lib.hosts would never be evaluated"));
     // Validation never changes the active set.
-    assert_eq!(e.compiled().policies().len(), 1);
+    assert_eq!(e.compiled().policies().len(), 2);
 }
 
 #[test]

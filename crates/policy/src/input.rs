@@ -198,6 +198,9 @@ impl<'a> PolicyInput<'a> {
         let r = &self.request;
         let mut req = BTreeMap::new();
         req.insert(key(Key::Method), s(r.method));
+        if let Some(m) = r.method_override() {
+            req.insert(key(Key::MethodOverride), Value::from(m));
+        }
         req.insert(key(Key::Scheme), s(r.scheme));
         req.insert(key(Key::Host), s(r.host));
         req.insert(key(Key::Port), Value::from(u64::from(r.port)));
@@ -281,6 +284,9 @@ impl<'a> PolicyInput<'a> {
         let r = &self.request;
         if mask.has(FieldMask::METHOD) {
             r.method.hash(h);
+        }
+        if mask.has(FieldMask::METHOD_OVERRIDE) {
+            r.method_override().hash(h);
         }
         if mask.has(FieldMask::SCHEME) {
             r.scheme.hash(h);
@@ -374,6 +380,7 @@ enum Key {
     Llm,
     MaxTokens,
     Method,
+    MethodOverride,
     Mode,
     Model,
     Now,
@@ -410,6 +417,7 @@ const KEY_NAMES: &[&str] = &[
     "llm",
     "max_tokens",
     "method",
+    "method_override",
     "mode",
     "model",
     "now",
@@ -515,7 +523,7 @@ fn query_value(raw: &str) -> Value {
     Value::from(map)
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

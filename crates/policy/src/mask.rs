@@ -23,7 +23,9 @@ impl FieldMask {
     pub(crate) const CREDENTIAL: u32 = 1 << 14;
     /// `input.now`: never part of a cache key, so a policy reading it is not cacheable.
     pub(crate) const NOW: u32 = 1 << 15;
+    pub(crate) const METHOD_OVERRIDE: u32 = 1 << 16;
     const REQUEST: u32 = Self::METHOD
+        | Self::METHOD_OVERRIDE
         | Self::SCHEME
         | Self::HOST
         | Self::PORT
@@ -54,6 +56,7 @@ impl FieldMask {
             "token" => Self::TOKEN,
             "request" => Self::REQUEST,
             "request.method" => Self::METHOD,
+            "request.method_override" => Self::METHOD_OVERRIDE,
             "request.scheme" => Self::SCHEME,
             "request.host" => Self::HOST,
             "request.port" => Self::PORT,

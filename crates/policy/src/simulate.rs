@@ -9,6 +9,7 @@ use crate::engine::{PolicyEngine, State};
 use crate::error::{EngineError, PolicyError};
 use crate::eval::{evaluate_rvm, first_line, interpret};
 use crate::input::{agent_mode_str, rfc3339, risk_str, PolicyInput};
+use crate::overrides::derive_method_override;
 use portcullis_core::{AgentMode, Decision, PolicyMode, Principal};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -216,9 +217,12 @@ impl PolicyEngine {
     }
 
     /// Simulates a raw input document (`policy eval --input FILE`). `input.agent` selects
-    /// bindings and agent mode; `input.now` defaults to the engine clock.
+    /// bindings and agent mode; `input.now` defaults to the engine clock;
+    /// `input.request.method_override` is derived from the document's headers and query,
+    /// as the gateway derives it.
     pub fn simulate_json(&self, mut doc: Json) -> Result<Simulation, EngineError> {
         let subject = DocSubject::from_doc(&doc)?;
+        derive_method_override(&mut doc);
         let now = self.now();
         if let Some(obj) = doc.as_object_mut() {
             obj.entry("now")
@@ -247,6 +251,7 @@ impl PolicyEngine {
     /// Decides a raw input document on the RVM path without the cache (fixtures, parity checks).
     pub fn decide_json(&self, mut doc: Json) -> Result<Decision, EngineError> {
         let subject = DocSubject::from_doc(&doc)?;
+        derive_method_override(&mut doc);
         let now = self.now();
         if let Some(obj) = doc.as_object_mut() {
             obj.entry("now")
@@ -282,8 +287,9 @@ impl PolicyEngine {
             .decision)
     }
 
-    /// Validates one policy source against the active libraries (`POST /v1/policies/validate`).
-    /// An empty list means the source would load.
+    /// Validates one policy source as an addition to (or, under an existing file name, a
+    /// replacement in) the active set (`POST /v1/policies/validate`). An empty list means
+    /// a reload with the source would succeed.
     pub fn validate_source(&self, name: &str, src: &str) -> Vec<PolicyError> {
         let set = self.compiled();
         let path = if name.ends_with(".rego") {
@@ -311,11 +317,13 @@ impl PolicyEngine {
     /// (`portcullis policy eval --coverage`).
     pub fn coverage_json(&self, doc: &Json) -> Result<Vec<CoverageFile>, EngineError> {
         let subject = DocSubject::from_doc(doc)?;
+        let mut doc = doc.clone();
+        derive_method_override(&mut doc);
         let state = self.state();
         let applicable = state.applicable(&subject.subject());
         let mut engine = state.set.engine.clone();
         engine.set_enable_coverage(true);
-        engine.set_input(regorus::Value::from(doc.clone()));
+        engine.set_input(regorus::Value::from(doc));
         for a in &applicable {
             // Errors are part of the decision trace; coverage still reports what ran.
             let _ = engine.eval_rule(policy_entry(a.index));
@@ -336,17 +344,14 @@ impl PolicyEngine {
     }
 }
 
-/// Validates `src` (shown as `path`) together with the libraries of `set`.
+/// Validates `src` (shown as `path`) as if it were added to the sources of `set` (or
+/// replaced the file at `path`): the result is what a reload with it would say, so a
+/// library no policy imports, or a policy whose package is mistyped, is refused here too.
 pub fn validate_with(set: &CompiledSet, path: &str, src: &str) -> Vec<PolicyError> {
-    let lib_packages: Vec<String> = set
-        .libraries
-        .iter()
-        .map(|l| format!("package {l}"))
-        .collect();
     let mut sources: Vec<SourceFile> = set
         .sources
         .iter()
-        .filter(|s| s.path != path && lib_packages.iter().any(|p| s.contents.contains(p.as_str())))
+        .filter(|s| s.path != path)
         .cloned()
         .collect();
     sources.push(SourceFile::new(path, src));

@@ -287,15 +287,27 @@ pub enum PolicyAction {
         #[arg(long, default_value = "text")]
         format: String,
     },
-    /// Decide one input document and print the full decision with every policy's result.
+    /// Decide one request as the gateway would (exit 0 allowed, 1 denied, 2 error).
+    ///
+    /// Prints the decision, every policy's result and the input. The file describes a request as `POST /v1/policies/simulate` takes it, body included,
+    /// e.g. config/examples/eval-request.json: `{"agent": "demo", "request": {"method",
+    /// "host", "path", "headers", "body"}}`. It is classified with the gateway's classifier
+    /// (`[[llm.providers]]`, `proxy.max_inspect_body`) and built into the input with the
+    /// gateway's own builder, so the decision is the one the gateway would make. A file with
+    /// a top-level `kind` (or an `agent` object) is a raw input document, evaluated as given.
+    ///
+    /// Exit status: 0 when the decision allows (`would_deny` included), 1 when it denies,
+    /// 2 when the request cannot be evaluated (unreadable or invalid file, unknown agent).
+    #[command(verbatim_doc_comment)]
     Eval {
-        /// JSON input document (as the gateway builds it; `agent` may be omitted with --agent).
+        /// JSON file: a request description, or a raw input document.
         #[arg(long)]
         input: PathBuf,
-        /// Take `input.agent` from this registered agent (reads the store).
+        /// Decide as this registered agent (reads the store); overrides `agent` in the file.
         #[arg(long)]
         agent: Option<String>,
-        /// Config file (policy dir, bindings, default; store for --agent).
+        /// Config file (policy dir, bindings, default, llm.providers, proxy.max_inspect_body;
+        /// the store the agent is read from).
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: Option<PathBuf>,
     },

@@ -387,25 +387,83 @@ pub(crate) async fn policy(
         }
         PolicyAction::Eval { input, agent, .. } => {
             let cfg = cfg.unwrap_or_default();
-            let text = std::fs::read_to_string(&input)
-                .with_context(|| format!("reading {}", input.display()))?;
-            let mut doc: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", input.display()))?;
-            if let Some(id) = agent {
-                let store = bootstrap::open_store(&cfg).await?;
-                let a = get(&store, &id).await?;
-                store.close().await;
-                let registry = portcullis_identity::Registry::from_agents(vec![a]);
-                let snapshot = registry.snapshot();
-                let entry = snapshot.get(&id).context("agent vanished")?;
-                doc = portcullis_policy::with_principal(doc, entry.principal());
-            }
-            let engine = crate::policy::engine(&cfg, Arc::new(SystemClock))?;
-            let sim = engine.simulate_json(doc)?;
-            println!("{}", serde_json::to_string_pretty(&sim)?);
-            Ok(true)
+            eval(&cfg, &input, agent.as_deref()).await
         }
     }
+}
+
+/// `portcullis policy eval`: decides one request (or raw input document) the way the
+/// gateway would, prints the simulation, and returns whether the decision allows.
+async fn eval(cfg: &Config, input: &std::path::Path, agent: Option<&str>) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
+    let doc: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", input.display()))?;
+    let Value::Object(mut map) = doc else {
+        bail!("{} must hold a JSON object", input.display());
+    };
+    let engine = crate::policy::engine(cfg, Arc::new(SystemClock))?;
+    // A raw input document (as the gateway builds it) is evaluated as given.
+    let raw = map.contains_key("kind") || map.get("agent").is_some_and(Value::is_object);
+    let (doc, classification) = if raw {
+        let mut doc = Value::Object(map);
+        if let Some(id) = agent {
+            let a = load_agent(cfg, id).await?;
+            let registry = portcullis_identity::Registry::from_agents(vec![a]);
+            let snapshot = registry.snapshot();
+            let entry = snapshot.get(id).context("agent vanished")?;
+            doc = portcullis_policy::with_principal(doc, entry.principal());
+        }
+        (doc, None)
+    } else {
+        if let Some(id) = agent {
+            map.insert("agent".into(), Value::String(id.to_owned()));
+        }
+        let reader = portcullis_admin::RequestReader {
+            classifier: Arc::new(
+                portcullis_llm::Classifier::new(&cfg.llm.providers).context("llm.providers")?,
+            ),
+            max_inspect_body: cfg.proxy.max_inspect_body,
+        };
+        let sim = portcullis_admin::SimRequest::parse(&map, &reader).map_err(|v| {
+            let fields: Vec<String> =
+                v.0.iter()
+                    .map(|e| format!("{}: {}", e.field, e.reason))
+                    .collect();
+            anyhow!("invalid {}: {}", input.display(), fields.join("; "))
+        })?;
+        let id = sim.agent();
+        let a = load_agent(cfg, id).await?;
+        if a.status != AgentStatus::Active {
+            eprintln!(
+                "note: agent `{id}` is {}: the gateway refuses it before policy is consulted",
+                label(&a.status)
+            );
+        }
+        let ttl = a.token_ttl_secs;
+        let registry = portcullis_identity::Registry::from_agents(vec![a]);
+        let snapshot = registry.snapshot();
+        let entry = snapshot.get(id).context("agent vanished")?;
+        let doc = sim.to_doc(entry.principal(), SystemClock.unix_secs(), ttl);
+        (doc, sim.classification().cloned())
+    };
+    let sim = engine.simulate_json(doc)?;
+    let mut out = serde_json::to_value(&sim)?;
+    if let Some(obj) = out.as_object_mut() {
+        obj.insert(
+            "classification".into(),
+            serde_json::to_value(classification)?,
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(sim.decision.allowed)
+}
+
+async fn load_agent(cfg: &Config, id: &str) -> anyhow::Result<Agent> {
+    let store = bootstrap::open_store(cfg).await?;
+    let a = get(&store, id).await;
+    store.close().await;
+    a
 }
 
 /// Records fetched per `audit tail` poll (memory stays bounded by one page).

@@ -21,6 +21,9 @@ use std::process::ExitCode;
 /// Exit code for an invalid configuration.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// Exit code of `policy eval` when it cannot decide (1 means "denied").
+pub const EXIT_EVAL_ERROR: u8 = 2;
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -51,9 +54,9 @@ pub fn run(cli: Cli) -> ExitCode {
             commands::audit(&cfg, action).await
         }),
         Command::Policy { action } => {
-            let cfg_path = match &action {
-                cli::PolicyAction::Eval { config, .. } => config.clone(),
-                _ => None,
+            let (cfg_path, eval) = match &action {
+                cli::PolicyAction::Eval { config, .. } => (config.clone(), true),
+                _ => (None, false),
             };
             let mut ok = true;
             let code = with_store(cfg_path.as_deref(), |cfg| {
@@ -63,10 +66,13 @@ pub fn run(cli: Cli) -> ExitCode {
                     Ok(())
                 }
             });
-            if code == ExitCode::SUCCESS && !ok {
-                ExitCode::FAILURE
-            } else {
-                code
+            match (code == ExitCode::SUCCESS, ok) {
+                (true, true) => code,
+                // A failed check or test, or a denied `policy eval`.
+                (true, false) => ExitCode::FAILURE,
+                // `policy eval` could not decide: 2, so 1 always means "denied".
+                (false, _) if eval => ExitCode::from(EXIT_EVAL_ERROR),
+                (false, _) => code,
             }
         }
         Command::Ca {

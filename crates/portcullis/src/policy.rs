@@ -7,8 +7,8 @@ use portcullis_config::Config;
 use portcullis_core::{ApiError, Clock, Decision, Principal};
 use portcullis_llm::{Api, Classification};
 use portcullis_policy::{
-    blocked_error, example_sources, stub_response, EngineConfig, LlmFacts, OnBlock, PolicyEngine,
-    PolicyInput, RequestFacts, RequestKind, StubFormat, UsageFacts,
+    blocked_error, build_input, example_sources, stub_response, EngineConfig, ExchangeFacts,
+    OnBlock, PolicyEngine, PolicyInput, RequestKind, StubFormat, UsageFacts,
 };
 use portcullis_proxy::pipeline::{self, Authorization, Authorizer, Stub};
 use prometheus::core::{Collector, Desc};
@@ -194,35 +194,25 @@ impl Authorizer for PolicyAuthorizer {
             pipeline::RequestKind::Connect => RequestKind::Connect,
             pipeline::RequestKind::Http => RequestKind::Http,
         };
-        let mut input = PolicyInput::new(kind, f.principal).with_request(RequestFacts {
+        let input = build_input(&ExchangeFacts {
+            kind,
+            principal: f.principal,
+            subagent: f.subagent,
             method: f.method.as_str(),
             scheme: f.scheme,
             host: f.host,
             port: f.port,
             path: f.path,
             query: f.query,
-            headers: Some(f.headers),
+            headers: f.headers,
+            llm: f.llm,
             body: f.body,
+            usage: UsageFacts {
+                requests_last_minute: f.usage.requests_last_minute,
+                tokens_today: f.usage.tokens_today,
+            },
+            credential: f.credential,
         });
-        if let Some(s) = f.subagent {
-            input = input.with_subagent(s);
-        }
-        if let Some(c) = f.credential {
-            input = input.with_credential(c);
-        }
-        input = input.with_usage(UsageFacts {
-            requests_last_minute: f.usage.requests_last_minute,
-            tokens_today: f.usage.tokens_today,
-        });
-        if let Some(c) = f.llm {
-            input = input.with_llm(LlmFacts {
-                provider: &c.provider,
-                api: c.api.map(|a| a.as_str()).unwrap_or(""),
-                model: c.model.as_deref(),
-                stream: c.stream,
-                max_tokens: c.max_tokens,
-            });
-        }
         let out = self.engine.decide(&input);
         self.metrics.observe(&out.decision);
         Authorization {

@@ -216,7 +216,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         checks,
         shutdown_rx.clone(),
         control,
-        policy_engine.clone().map(PolicyApi::new),
+        policy_engine.clone().map(|e| {
+            PolicyApi::new(e).request_reader(portcullis_admin::RequestReader {
+                classifier: classifier.clone(),
+                max_inspect_body: cfg.proxy.max_inspect_body,
+            })
+        }),
     );
 
     let credential_names = credentials.names();

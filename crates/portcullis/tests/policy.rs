@@ -59,6 +59,7 @@ struct Setup {
 }
 
 impl Setup {
+    /// `{ORIGIN_PORT}` in `extra_config` is replaced by the origin's port.
     fn new(extra_config: &str, extra_ports: &[u16], extra_files: Vec<(String, Vec<u8>)>) -> Self {
         let origin = Origin::start();
         let mut ports = vec![origin.port()];
@@ -77,7 +78,10 @@ impl Setup {
         let gw = Gateway::launch(GatewayOpts {
             auth: true,
             proxy_lines: loopback_proxy_section(&ports),
-            rest: format!("\n[policy]\ndir = \"{{DIR}}/policies\"\n{extra_config}"),
+            rest: format!(
+                "\n[policy]\ndir = \"{{DIR}}/policies\"\n{}",
+                extra_config.replace("{ORIGIN_PORT}", &origin.port().to_string())
+            ),
             files,
         });
         let secret = gw.demo_secret();
@@ -705,7 +709,12 @@ fn policy_eval_prints_the_decision() {
             ],
             dir.path(),
         );
-        assert!(out.status.success(), "{out:?}");
+        // 0 when the decision allows, 1 when it denies.
+        assert_eq!(
+            out.status.code(),
+            Some(if allowed { 0 } else { 1 }),
+            "{out:?}"
+        );
         let v: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         let allowed_v = find_key(&v, "allowed")
@@ -888,14 +897,19 @@ fn policy_eval_with_an_agent_from_the_store() {
         "input.json",
         serde_json::to_vec(&input).expect("json").as_slice(),
     );
-    let out = s.gw.cli_ok(&[
+    let cfg = s.gw.config_path().display().to_string();
+    let out = s.gw.cli(&[
         "policy",
         "eval",
         "--input",
         &f.display().to_string(),
         "--agent",
         "eval_bot",
+        "--config",
+        &cfg,
     ]);
+    assert_eq!(out.status.code(), Some(1), "denied: {out:?}");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(
         find_key(&v, "allowed").and_then(Value::as_bool),
@@ -911,5 +925,537 @@ fn policy_eval_with_an_agent_from_the_store() {
     assert!(
         v.to_string().contains("path /echo/forbidden is off limits"),
         "{v}"
+    );
+}
+
+// ------------------------------------------------------- foreign packages (issue 12)
+
+/// A policy whose package misses the `portcullis.policy.` prefix by one letter.
+fn typo_policy(path: &str) -> String {
+    format!(
+        "package portcullis.policies.block\n\nimport rego.v1\n\n\
+         deny contains \"blocked\" if input.request.path == \"{path}\"\n"
+    )
+}
+
+const TYPO_MESSAGE: &str = "package portcullis.policies.block would never be evaluated: a \
+    policy's package must be portcullis.policy.<name> (e.g. portcullis.policy.block), and a \
+    library's must be imported by a policy (import data.portcullis.policies.block)";
+
+#[test]
+fn policy_check_refuses_foreign_packages_and_unused_libraries() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_file(dir.path(), "ok.rego", ALLOW.as_bytes());
+    write_file(dir.path(), "typo.rego", typo_policy("/x").as_bytes());
+    let d = dir.path().display().to_string();
+    let out = portcullis(&["policy", "check", &d], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text, format!("typo.rego:1:1: {TYPO_MESSAGE}\n"));
+    let out = portcullis(&["policy", "check", &d, "--format", "json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v,
+        serde_json::json!({"errors": [{"file": "typo.rego", "row": 1, "col": 1,
+                                       "stage": "validate", "message": TYPO_MESSAGE}]})
+    );
+
+    // A library: refused while no policy imports it, accepted once one does.
+    let libs = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(libs.path().join("lib")).expect("mkdir");
+    write_file(libs.path(), "ok.rego", ALLOW.as_bytes());
+    write_file(
+        &libs.path().join("lib"),
+        "paths.rego",
+        b"package portcullis.lib.paths\n\nimport rego.v1\n\nsecret := \"/echo/secret\"\n",
+    );
+    let d = libs.path().display().to_string();
+    let out = portcullis(&["policy", "check", &d], libs.path());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(
+            "lib/paths.rego:1:1: package portcullis.lib.paths would never be evaluated"
+        ),
+        "{out:?}"
+    );
+    write_file(
+        libs.path(),
+        "secret.rego",
+        b"package portcullis.policy.secret\n\nimport rego.v1\nimport data.portcullis.lib.paths\n\n\
+          deny contains \"secret\" if input.request.path == paths.secret\n",
+    );
+    let out = portcullis(&["policy", "check", &d], libs.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{d}: 3 files ok\n")
+    );
+}
+
+#[test]
+fn a_reload_with_a_foreign_package_keeps_the_last_good_set() {
+    let s = Setup::new("", &[], vec![]);
+    assert_eq!(s.status("/echo/typo"), 200);
+    let errors = |s: &Setup| {
+        s.gw.metrics()
+            .value("portcullis_policy_reloads_total", &[("result", "error")])
+    };
+    let before = errors(&s);
+    replace_file(&s.policy_file("typo.rego"), &typo_policy("/echo/typo"));
+    s.gw.metrics_until("the foreign package is refused", |m| {
+        m.value("portcullis_policy_reloads_total", &[("result", "error")]) > before
+    });
+    // A valid edit next to it does not apply either: the whole set is refused.
+    let before = errors(&s);
+    replace_file(&s.policy_file("guard.rego"), &guard("/echo/changed"));
+    s.gw.metrics_until("the set with the foreign package is refused again", |m| {
+        m.value("portcullis_policy_reloads_total", &[("result", "error")]) > before
+    });
+    assert_eq!(s.status("/echo/changed"), 200, "the last good set serves");
+    assert_eq!(s.status("/echo/forbidden"), 403, "the last good set serves");
+    let r = s.gw.admin_get("/readyz");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let errs = find_key(&v, "errors").cloned().unwrap_or(Value::Null);
+    assert_eq!(
+        errs,
+        serde_json::json!([format!("typo.rego:1:1: {TYPO_MESSAGE}")]),
+        "{v}"
+    );
+    let log = strip_ansi(&s.gw.stderr());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("typo.rego") && l.contains("would never be evaluated")),
+        "the log names the file and the reason"
+    );
+
+    // Fixing the package applies both the new policy and the pending edit.
+    replace_file(
+        &s.policy_file("typo.rego"),
+        &typo_policy("/echo/typo").replace("portcullis.policies.block", "portcullis.policy.block"),
+    );
+    s.gw.eventually(
+        "the fixed set applies",
+        || (s.status("/echo/typo"), s.status("/echo/changed")),
+        |v| *v == (403, 403),
+    );
+}
+
+/// Runs `portcullis serve` on a config whose policy dir holds `files`, expecting it to
+/// exit (bounded); returns the exit code and stderr.
+fn serve_fails(files: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    for (name, src) in files {
+        write_file(&pol, name, src.as_bytes());
+    }
+    let cfg = write_file(
+        dir.path(),
+        "portcullis.toml",
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [policy]\ndir = \"{}\"\n",
+            pol.display()
+        )
+        .as_bytes(),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .args(["serve", "--config", &cfg.display().to_string()])
+        .env_remove("PORTCULLIS_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("portcullis serve kept running with an invalid policy set");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (status.code(), err)
+}
+
+#[test]
+fn a_start_with_a_foreign_package_fails_like_a_compile_error() {
+    let allow = ALLOW.to_owned();
+    let broken = "package portcullis.policy.bad\n\nallow if {\n";
+    let (code_broken, _) = serve_fails(&[("ok.rego", &allow), ("bad.rego", broken)]);
+    let typo = typo_policy("/x");
+    let (code, err) = serve_fails(&[("ok.rego", &allow), ("typo.rego", &typo)]);
+    assert!(code.is_some_and(|c| c != 0), "{code:?} {err}");
+    assert_eq!(code, code_broken, "same exit as a compile error: {err}");
+    assert!(
+        err.contains(&format!("typo.rego:1:1: {TYPO_MESSAGE}")),
+        "{err}"
+    );
+}
+
+// ------------------------------------------- simulation agrees with the gateway (issue 12)
+
+/// The shipped model allowlist, on an OpenAI-compatible local origin declared as provider
+/// `openai` (`/echo/v1/chat/completions` is recognised by its last segments).
+fn llm_setup() -> Setup {
+    Setup::new(
+        "\n[[llm.providers]]\nname = \"openai\"\nhost = \"127.0.0.1:{ORIGIN_PORT}\"\n",
+        &[],
+        vec![(
+            "policies/model_allowlist.rego".to_owned(),
+            include_bytes!("../../../config/policies/model_allowlist.rego").to_vec(),
+        )],
+    )
+}
+
+/// POSTs `body` as JSON to `path` on the origin through the proxy, as `demo`.
+fn post_json(s: &Setup, path: &str, body: &str) -> RawResponse {
+    let mut req = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nProxy-Authorization: {}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.origin.url(path),
+        s.origin.addr,
+        basic("demo", &s.secret),
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body.as_bytes());
+    send_raw(s.gw.proxy, &req)
+}
+
+/// (verdict, policy, reasons) of a decision object.
+fn vpr(d: &Value) -> (Value, Value, Value) {
+    (
+        d["verdict"].clone(),
+        d["policy"].clone(),
+        d["reasons"].clone(),
+    )
+}
+
+/// The audit record of `decision_id` (written off the request path: polled, bounded).
+fn audit_record(s: &Setup, key: &str, decision_id: &str) -> Value {
+    s.gw.eventually(
+        "the decision is in the audit trail",
+        || {
+            let r = s.gw.admin_call(
+                "GET",
+                "/v1/decisions?agent_id=demo&limit=200",
+                Some(key),
+                None,
+            );
+            r.json()["decisions"]
+                .as_array()
+                .and_then(|a| a.iter().find(|d| d["decision_id"] == decision_id).cloned())
+        },
+        Option::is_some,
+    )
+    .unwrap_or(Value::Null)
+}
+
+#[test]
+fn simulate_and_eval_decide_on_the_body_exactly_as_the_gateway() {
+    let s = llm_setup();
+    let key = s.gw.create_api_key("default", "viewer");
+    let cfg = s.gw.config_path().display().to_string();
+    let path = "/echo/v1/chat/completions";
+    for (model, allowed) in [("gpt-4-32k", false), ("gpt-4o", true)] {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let before = s.origin.requests();
+        let r = post_json(&s, path, &body.to_string());
+        let gateway = if allowed {
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(s.origin.requests(), before + 1);
+            let id = r.header("x-portcullis-decision-id").map(str::to_owned);
+            let rec = s.gw.eventually(
+                "the allowed request is in the audit trail",
+                || {
+                    let page = s.gw.admin_call(
+                        "GET",
+                        "/v1/decisions?agent_id=demo&verdict=allow&limit=200",
+                        Some(&key),
+                        None,
+                    );
+                    page.json()["decisions"].as_array().and_then(|a| {
+                        a.iter()
+                            .find(|d| {
+                                d["model"] == model
+                                    && id.as_deref().is_none_or(|i| d["decision_id"] == i)
+                            })
+                            .cloned()
+                    })
+                },
+                Option::is_some,
+            );
+            rec.unwrap_or(Value::Null)
+        } else {
+            let v = r.assert_error(403, "policy_denied");
+            assert_eq!(v["policy"], "model_allowlist", "{v}");
+            assert_eq!(
+                v["detail"],
+                "model gpt-4-32k is not on the openai allowlist"
+            );
+            assert_eq!(
+                s.origin.requests(),
+                before,
+                "a denied request never reaches the origin"
+            );
+            let id = v["decision_id"].as_str().expect("decision_id").to_owned();
+            audit_record(&s, &key, &id)
+        };
+        assert_eq!(gateway["model"], model, "{gateway}");
+
+        // The same request, described to the simulator.
+        let described = serde_json::json!({
+            "agent": "demo",
+            "request": {"method": "POST", "scheme": "http", "host": "127.0.0.1",
+                        "port": s.origin.port(), "path": path,
+                        "headers": {"content-type": "application/json"}, "body": body}
+        });
+        let sim = s.gw.admin_call(
+            "POST",
+            "/v1/policies/simulate",
+            Some(&key),
+            Some(&described),
+        );
+        assert_eq!(sim.status, 200, "{:?}", String::from_utf8_lossy(&sim.body));
+        let sim = sim.json();
+        assert_eq!(
+            vpr(&sim["decision"]),
+            vpr(&gateway),
+            "simulate vs gateway: {sim}"
+        );
+        assert_eq!(sim["input"]["llm"]["model"], model);
+
+        // And to `policy eval`.
+        let f = write_file(
+            s.gw.dir(),
+            &format!("eval-{model}.json"),
+            described.to_string().as_bytes(),
+        );
+        let out = s.gw.cli(&[
+            "policy",
+            "eval",
+            "--input",
+            &f.display().to_string(),
+            "--config",
+            &cfg,
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(if allowed { 0 } else { 1 }),
+            "{out:?}"
+        );
+        let ev: Value = serde_json::from_slice(&out.stdout).expect("eval json");
+        assert_eq!(vpr(&ev["decision"]), vpr(&gateway), "eval vs gateway: {ev}");
+        assert_eq!(ev["classification"]["model"], model, "{ev}");
+    }
+    assert_eq!(
+        (
+            Value::from("deny"),
+            Value::from("model_allowlist"),
+            serde_json::json!(["model gpt-4-32k is not on the openai allowlist"])
+        ),
+        {
+            let d = serde_json::json!({"agent": "demo", "request": {"method": "POST", "scheme": "http",
+                "host": "127.0.0.1", "port": s.origin.port(), "path": path,
+                "body": {"model": "gpt-4-32k"}}});
+            vpr(&s
+                .gw
+                .admin_call("POST", "/v1/policies/simulate", Some(&key), Some(&d))
+                .json()["decision"])
+        }
+    );
+
+    // An invalid description cannot be decided: 2, never "allowed" or "denied".
+    let bad = write_file(
+        s.gw.dir(),
+        "bad.json",
+        br#"{"agent": "demo", "request": {"port": 0}}"#,
+    );
+    let out = s.gw.cli(&[
+        "policy",
+        "eval",
+        "--input",
+        &bad.display().to_string(),
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("request.port: must be between 1 and 65535"),
+        "{out:?}"
+    );
+    let out = s.gw.cli(&[
+        "policy",
+        "eval",
+        "--input",
+        &bad.display().to_string(),
+        "--agent",
+        "nobody",
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn the_readme_eval_example_works_as_written() {
+    // The README runs it from the repository root with the shipped policies and the
+    // `demo` agent of the first start; the store here is the gateway's (PORTCULLIS_CONFIG).
+    let gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        proxy_lines: String::new(),
+        rest: format!(
+            "\n[store]\nurl = \"sqlite://{{DIR}}/data/portcullis.db\"\n\n[policy]\ndir = \"{}\"\n",
+            repo_policies().display()
+        ),
+        files: vec![],
+    });
+    let root = repo_policies().join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(&root)
+        .args([
+            "policy",
+            "eval",
+            "--input",
+            "config/examples/eval-request.json",
+            "--agent",
+            "demo",
+        ])
+        .env("PORTCULLIS_CONFIG", gw.config_path())
+        .output()
+        .expect("run portcullis");
+    assert_eq!(out.status.code(), Some(1), "the example is denied: {out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        vpr(&v["decision"]),
+        (
+            Value::from("deny"),
+            Value::from("model_allowlist"),
+            serde_json::json!(["model gpt-4-32k is not on the openai allowlist"])
+        ),
+        "{v}"
+    );
+    assert_eq!(v["input"]["agent"]["id"], "demo");
+    assert_eq!(v["input"]["llm"]["model"], "gpt-4-32k");
+}
+
+// ------------------------------------------------------------ method override (issue 12)
+
+/// Reads under `/echo/ro` must stay reads, whatever method override they carry.
+const READ_ONLY: &str = r#"package portcullis.policy.read_only
+
+import rego.v1
+
+import data.portcullis.lib.catalog
+
+deny contains sprintf("%s %s is read-only", [m, input.request.path]) if {
+	input.kind == "http"
+	startswith(input.request.path, "/echo/ro")
+	some m in catalog.methods
+	not m in {"GET", "HEAD"}
+}
+"#;
+
+#[test]
+fn a_method_override_is_denied_like_the_method_it_asks_for_and_never_forwarded() {
+    let s = Setup::new(
+        "",
+        &[],
+        vec![
+            (
+                "policies/read_only.rego".to_owned(),
+                READ_ONLY.as_bytes().to_vec(),
+            ),
+            (
+                "policies/lib/catalog.rego".to_owned(),
+                include_bytes!("../../../config/policies/lib/catalog.rego").to_vec(),
+            ),
+        ],
+    );
+    let auth = basic("demo", &s.secret);
+    let send = |method: &str, path: &str, extra: &[&str]| {
+        proxy_send(s.gw.proxy, method, &s.origin.url(path), Some(&auth), extra)
+    };
+    let before = s.origin.requests();
+    assert_eq!(send("GET", "/echo/ro", &[]).status, 200);
+    assert_eq!(s.origin.requests(), before + 1);
+
+    let plain_post = send("POST", "/echo/ro", &[]);
+    let post = plain_post.assert_error(403, "policy_denied");
+    assert_eq!(post["detail"], "POST /echo/ro is read-only");
+    for (path, extra, detail) in [
+        (
+            "/echo/ro",
+            vec!["X-HTTP-Method-Override: POST"],
+            "POST /echo/ro is read-only",
+        ),
+        (
+            "/echo/ro",
+            vec!["X-HTTP-Method: post"],
+            "POST /echo/ro is read-only",
+        ),
+        (
+            "/echo/ro",
+            vec!["X-Method-Override: DELETE"],
+            "DELETE /echo/ro is read-only",
+        ),
+        ("/echo/ro?_method=put", vec![], "PUT /echo/ro is read-only"),
+        (
+            "/echo/ro?%5Fmethod=POST",
+            vec![],
+            "POST /echo/ro is read-only",
+        ),
+        (
+            "/echo/ro?_method=DELETE",
+            vec!["X-HTTP-Method-Override: POST"],
+            "* /echo/ro is read-only",
+        ),
+        (
+            "/echo/ro",
+            vec!["X-HTTP-Method-Override: GET, POST"],
+            "* /echo/ro is read-only",
+        ),
+    ] {
+        let before = s.origin.requests();
+        let r = send("GET", path, &extra);
+        let v = r.assert_error(403, "policy_denied");
+        assert_eq!(v["policy"], "read_only", "{path} {extra:?}: {v}");
+        assert_eq!(v["detail"], detail, "{path} {extra:?}");
+        assert_eq!(
+            s.origin.requests(),
+            before,
+            "{path} {extra:?}: a denied override never reaches the origin"
+        );
+    }
+    // The same as the plain POST: same policy, same reason.
+    let r = send("GET", "/echo/ro", &["X-HTTP-Method-Override: POST"]);
+    let v = r.assert_error(403, "policy_denied");
+    assert_eq!(
+        (&v["policy"], &v["detail"]),
+        (&post["policy"], &post["detail"])
+    );
+
+    // Overrides asking for a read stay allowed and reach the origin with the header.
+    let before = s.origin.requests();
+    let r = send("GET", "/echo/ro", &["X-HTTP-Method-Override: head"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(s.origin.requests(), before + 1);
+    let echoed = r.json();
+    assert!(
+        echoed["headers"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|p| p[0] == "x-http-method-override")),
+        "{echoed}"
     );
 }

@@ -39,6 +39,14 @@ deny contains sprintf("max_tokens %d exceeds %d", [input.llm.max_tokens, max_out
 	input.llm.max_tokens > max_output_tokens
 }
 
+# The classifier reads the API and the body of POST requests only: a method override
+# (GET asking for POST) would hide the model from the checks above.
+deny contains sprintf("method override %s is not allowed on %s requests", [input.request.method_override, input.llm.provider]) if {
+	input.llm.provider in object.keys(allowed_models)
+	is_string(input.request.method_override)
+	input.request.method_override != upper(input.request.method)
+}
+
 test_dated_claude_model_allowed if {
 	model_allowed("anthropic", "claude-sonnet-4-20250514")
 }

@@ -4,6 +4,9 @@
 #   import data.portcullis.lib.catalog
 #   deny contains msg if { not catalog.scope_held; msg := catalog.missing_scope_reason }
 #
+# A request is classified by every method it may be performed as (`methods`): its own and
+# the method override it carries, so X-HTTP-Method-Override cannot turn a write into a read.
+#
 # Routes are indexed by host and method: `exact` maps literal paths, `patterns` lists globs
 # with "/" as delimiter ("*" is one segment, "**" any number) tried in order after an exact
 # miss, so specific patterns come before general ones. Granted scopes may use "*" for one
@@ -99,9 +102,39 @@ scope_for(host, method, path) := scopes[0] if {
 	count(scopes) > 0
 }
 
-# The scope the current request needs (undefined for CONNECT and uncatalogued routes).
-required_scope := scope_for(input.request.host, input.request.method, input.request.path) if {
+# Methods an upstream may perform for this request: its own and, when it asks for another
+# one (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override or the `_method` query
+# parameter; the gateway exposes it as input.request.method_override), that one too.
+# Whether an upstream honours an override is unknown, so a request must be acceptable as
+# every one of them: a GET asking for POST needs the POST's scope, and a POST asking for
+# GET still needs it too.
+methods contains upper(input.request.method)
+
+methods contains input.request.method_override if is_string(input.request.method_override)
+
+# The method the request asks the upstream to perform: the override when present.
+effective_method := input.request.method_override if is_string(input.request.method_override)
+
+effective_method := upper(input.request.method) if not is_string(input.request.method_override)
+
+# The override could not be read as one method ("*": conflicting overrides or a value that
+# is not a method). On a catalogued host it could be anything, so no scope suffices.
+ambiguous_method if {
 	input.kind == "http"
+	input.request.host in known_hosts
+	input.request.method_override == "*"
+}
+
+# The scope the effective method needs (undefined for CONNECT and uncatalogued routes).
+required_scope := scope_for(input.request.host, effective_method, input.request.path) if {
+	input.kind == "http"
+}
+
+# Every scope the request needs: one per method in `methods` that the catalog knows.
+required_scopes contains scope if {
+	input.kind == "http"
+	some m in methods
+	scope := scope_for(input.request.host, m, input.request.path)
 }
 
 # Effective scopes: the token's when authenticated with a token, else the agent's allowed scopes.
@@ -123,11 +156,36 @@ grants(scope) if {
 	glob.match(s, [":"], scope)
 }
 
-# True when the request needs no catalogued scope or the agent holds it.
-scope_held if not required_scope
+# True when the agent holds every scope the request needs (none for uncatalogued routes).
+scope_held if {
+	not ambiguous_method
+	count(missing_scopes) == 0
+}
 
-scope_held if grants(required_scope)
+# [method, scope] for each needed scope the agent does not hold, sorted.
+missing_scopes := sort([[m, scope] |
+	some m in methods
+	scope := scope_for(input.request.host, m, input.request.path)
+	input.kind == "http"
+	not grants(scope)
+])
 
-missing_scope_reason := sprintf("missing scope %s for %s %s%s", [required_scope, upper(input.request.method), input.request.host, input.request.path]) if {
-	not scope_held
+# The missing scope of the effective method, if it misses one (named first in reasons).
+effective_missing_scope := pair[1] if {
+	some pair in missing_scopes
+	pair[0] == effective_method
+}
+
+missing_scope_reason := sprintf("ambiguous method override for %s %s%s: conflicting or invalid X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override or _method", [upper(input.request.method), input.request.host, input.request.path]) if {
+	ambiguous_method
+}
+
+missing_scope_reason := sprintf("missing scope %s for %s %s%s", [effective_missing_scope, effective_method, input.request.host, input.request.path]) if {
+	not ambiguous_method
+}
+
+missing_scope_reason := sprintf("missing scope %s for %s %s%s", [missing_scopes[0][1], missing_scopes[0][0], input.request.host, input.request.path]) if {
+	not ambiguous_method
+	not effective_missing_scope
+	count(missing_scopes) > 0
 }

@@ -26,3 +26,14 @@ test_wildcard_grant if {
 test_token_scopes_replace_agent_scopes if {
 	not catalog.grants("openai:chat:create") with input as {"agent": {"scopes": ["openai:chat:create"]}, "token": {"scopes": []}}
 }
+
+test_override_needs_the_scope_of_every_method if {
+	catalog.required_scopes == {"stripe:charge:read", "stripe:charge:write"} with input as {"kind": "http", "request": {"host": "api.stripe.com", "method": "GET", "method_override": "POST", "path": "/v1/charges"}}
+	catalog.effective_method == "POST" with input as {"kind": "http", "request": {"host": "api.stripe.com", "method": "get", "method_override": "POST", "path": "/v1/charges"}}
+	not catalog.scope_held with input as {"kind": "http", "agent": {"scopes": ["stripe:charge:read"]}, "request": {"host": "api.stripe.com", "method": "GET", "method_override": "POST", "path": "/v1/charges"}}
+}
+
+test_ambiguous_override_holds_no_scope if {
+	not catalog.scope_held with input as {"kind": "http", "agent": {"scopes": ["stripe:*:*"]}, "request": {"host": "api.stripe.com", "method": "GET", "method_override": "*", "path": "/v1/charges"}}
+	catalog.scope_held with input as {"kind": "http", "agent": {"scopes": []}, "request": {"host": "example.com", "method": "GET", "method_override": "*", "path": "/"}}
+}
