@@ -40,8 +40,13 @@ pub(crate) fn credentials_key(cfg: &Config) -> anyhow::Result<(SealKey, bool)> {
 pub(crate) const CREDENTIALS_KEY_ENV: &str = "PORTCULLIS_CREDENTIALS_KEY";
 
 /// Upserts `[[agents]]` into the store; secrets from `secret_env` are hashed here
-/// and never stored in clear. Status and generation of existing agents are kept
-/// unless the secret changed (then the generation moves on, killing old tokens).
+/// and never stored in clear.
+///
+/// Run-time decisions win over a config that has not changed since
+/// ([`Agent::reconcile_config`]): an existing agent keeps its status (the config never
+/// declares one), a mode set at run time while the config still declares the mode it
+/// overrode, and a secret rotated at run time while the config still declares the secret
+/// that was rotated away. A new config secret moves the generation on, killing old tokens.
 pub(crate) async fn upsert_config_agents(
     cfg: &Config,
     store: &Store,
@@ -50,31 +55,37 @@ pub(crate) async fn upsert_config_agents(
     let now = clock.unix_secs();
     for a in &cfg.agents {
         let hash = config_secret_hash(a)?;
-        let existing = store.get_agent(&a.id).await?;
-        let mut agent = existing
-            .clone()
-            .unwrap_or_else(|| Agent::new(&a.id, &a.tenant, now));
-        if let Some(e) = &existing {
-            if e.source != AgentSource::Config {
-                bail!(
-                    "agents: `{}` already exists in the store (created by CLI/API); rename the config agent or remove it",
-                    a.id
-                );
+        let mut agent = match store.get_agent(&a.id).await? {
+            Some(e) if e.source != AgentSource::Config => bail!(
+                "agents: `{}` already exists in the store (created by CLI/API); rename the config agent or remove it",
+                a.id
+            ),
+            Some(mut e) => {
+                e.reconcile_config(a.mode, &hash);
+                e
             }
-            if e.secret_sha256.as_deref() != Some(hash.as_str()) {
-                agent.generation = e.generation + 1;
+            None => {
+                let mut fresh = Agent::new(&a.id, &a.tenant, now);
+                fresh.mode = a.mode;
+                fresh.secret_sha256 = Some(hash);
+                fresh
             }
-        }
+        };
         agent.tenant = a.tenant.clone();
         agent.groups = a.groups.clone();
         agent.allowed_scopes = a.allowed_scopes.clone();
-        agent.mode = a.mode;
         agent.risk_level = a.risk_level;
         agent.token_ttl_secs = a.token_ttl.unwrap_or(cfg.identity.token_ttl).as_secs();
-        agent.secret_sha256 = Some(hash);
         agent.limits = a.limits.clone();
         agent.source = AgentSource::Config;
-        store.upsert_agent(&agent, now).await?;
+        let stored = store.upsert_agent(&agent, now).await?;
+        if !stored.config_overrides.is_empty() {
+            info!(
+                agent = %stored.id,
+                kept = ?stored.config_overrides.fields(),
+                "config agent: run-time changes kept over the unchanged config"
+            );
+        }
     }
     Ok(cfg.agents.len())
 }
