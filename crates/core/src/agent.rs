@@ -58,14 +58,14 @@ pub enum AgentSource {
 /// operator edits the config to a different value, that edit is the newer decision and
 /// applies (see [`Agent::reconcile_config`]). Status needs no entry: the config never
 /// declares it, so suspension and revocation are always run-time decisions.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Serialised (as part of an [`Agent`]) only as the list of overridden field names, so the
+/// remembered secret hash never leaves the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigOverrides {
     /// The config `mode` in force when the operator changed the mode at run time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<AgentMode>,
     /// SHA-256 (hex) of the config secret the operator rotated away at run time.
-    #[serde(default, skip_serializing)]
     pub secret_sha256: Option<String>,
 }
 
@@ -129,13 +129,23 @@ pub struct Agent {
     /// Where the definition comes from.
     #[serde(default)]
     pub source: AgentSource,
-    /// Config-declared values overridden at run time (config agents only).
-    #[serde(default, skip_serializing_if = "ConfigOverrides::is_empty")]
+    /// Config-declared values overridden at run time (config agents only); serialised as
+    /// the overridden field names (`["mode", "secret"]`), never read from JSON.
+    #[serde(
+        default,
+        skip_deserializing,
+        serialize_with = "overridden_fields",
+        skip_serializing_if = "ConfigOverrides::is_empty"
+    )]
     pub config_overrides: ConfigOverrides,
     /// Creation time, Unix seconds.
     pub created_at: u64,
     /// Last change, Unix seconds.
     pub updated_at: u64,
+}
+
+fn overridden_fields<S: serde::Serializer>(o: &ConfigOverrides, s: S) -> Result<S::Ok, S::Error> {
+    o.fields().serialize(s)
 }
 
 impl Agent {
@@ -311,8 +321,13 @@ mod tests {
         let text = serde_json::to_string(&a).unwrap_or_default();
         assert!(!text.contains(&"c0".repeat(32)), "{text}");
         assert!(
-            text.contains("\"config_overrides\":{\"mode\":\"shadow\"}"),
+            text.contains("\"config_overrides\":[\"mode\",\"secret\"]"),
             "{text}"
         );
+        // Never taken from JSON: overrides are the store's to keep.
+        let back: Agent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(back.config_overrides.is_empty());
+        let plain = serde_json::to_string(&config_agent()).unwrap_or_default();
+        assert!(!plain.contains("config_overrides"), "{plain}");
     }
 }

@@ -906,3 +906,186 @@ fn cli_token_command_signs_with_the_gateway_key() {
     );
     assert_407(&r, "bad_token");
 }
+
+/// The `[[agents]]` section declaring `gitops_bot` with `secret`'s hash.
+fn gitops_agent_section(secret: &str) -> String {
+    format!(
+        "\n[[agents]]\nid = \"gitops_bot\"\ntenant = \"ops\"\n\
+         allowed_scopes = [\"openai:chat:create\"]\nsecret_sha256 = \"{}\"\n",
+        sha256_hex(secret.as_bytes())
+    )
+}
+
+/// The status of a proxied GET, polled until it is `want` (the CLI's writes reach a running
+/// gateway through the store poll).
+fn wait_status(gw: &Gateway, origin: &Origin, auth: &str, want: u16) {
+    gw.eventually(
+        &format!("a proxied request answers {want}"),
+        || status_with(gw, origin, auth),
+        |s| *s == want,
+    );
+}
+
+/// Incident actions on a config-declared agent, through the CLI and the admin API, take
+/// effect at once and survive restarts with the unchanged config: a rotated-out secret and
+/// older tokens stay refused, suspension, revocation and `disabled` stay, and a run-time
+/// re-activation stays too.
+#[test]
+fn incident_actions_on_config_agents_survive_restarts() {
+    let origin = Origin::start();
+    let config_secret = "config-declared-secret-0123456789";
+    let mut opts = opts_for(origin.port());
+    opts.rest.push_str(&gitops_agent_section(config_secret));
+    let mut gw = Gateway::launch(opts);
+    let old = basic("gitops_bot", config_secret);
+    assert_eq!(status_with(&gw, &origin, &old), 200);
+    let old_token = format!("Bearer {}", fetch_token(&gw, "gitops_bot", config_secret));
+
+    // CLI rotation: the old secret is refused at once, the new one works ...
+    let out = gw.cli_ok(&["agent", "rotate", "gitops_bot"]);
+    let rotated = out.lines().nth(1).expect("new secret").trim().to_owned();
+    let new = basic("gitops_bot", &rotated);
+    wait_status(&gw, &origin, &old, 407);
+    assert_eq!(status_with(&gw, &origin, &new), 200);
+    // ... and after a restart with the very same config, still.
+    gw.restart();
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&old), &[]);
+    assert_407(&r, "bad_secret");
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&old_token), &[]);
+    assert_407(&r, "rotated");
+    assert_eq!(status_with(&gw, &origin, &new), 200);
+    let r = token_call(
+        &gw,
+        &[
+            &format!("Authorization: {old}"),
+            "Content-Type: application/x-www-form-urlencoded",
+        ],
+        "grant_type=client_credentials",
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.json()["code"], "invalid_client", "{r:?}");
+    let shown: Value =
+        serde_json::from_str(&gw.cli_ok(&["agent", "show", "gitops_bot"])).expect("json");
+    assert_eq!(shown["generation"], 2, "{shown}");
+    assert_eq!(shown["config_overrides"], json!(["secret"]), "{shown}");
+
+    // Suspension survives a restart; a run-time activation does too.
+    gw.cli_ok(&["agent", "suspend", "gitops_bot"]);
+    wait_status(&gw, &origin, &new, 407);
+    gw.restart();
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&new), &[]);
+    assert_407(&r, "suspended");
+    gw.cli_ok(&["agent", "activate", "gitops_bot"]);
+    wait_status(&gw, &origin, &new, 200);
+    gw.restart();
+    assert_eq!(status_with(&gw, &origin, &new), 200);
+
+    // `set --mode disabled` survives a restart; `set --mode active` at run time does too.
+    gw.cli_ok(&["agent", "set", "gitops_bot", "--mode", "disabled"]);
+    wait_status(&gw, &origin, &new, 403);
+    gw.restart();
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&new), &[]);
+    r.assert_error(403, "agent_disabled");
+    let shown: Value =
+        serde_json::from_str(&gw.cli_ok(&["agent", "show", "gitops_bot"])).expect("json");
+    assert_eq!(shown["mode"], "disabled", "{shown}");
+    assert_eq!(
+        shown["config_overrides"],
+        json!(["mode", "secret"]),
+        "{shown}"
+    );
+    gw.cli_ok(&["agent", "set", "gitops_bot", "--mode", "active"]);
+    wait_status(&gw, &origin, &new, 200);
+    gw.restart();
+    assert_eq!(status_with(&gw, &origin, &new), 200);
+
+    // The admin API's equivalents: rotate, then disable through `enabled: false`.
+    let key = gw.create_api_key("ops", "admin");
+    let r = gw.admin_call("POST", "/v1/agents/gitops_bot/rotate", Some(&key), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let api_secret = r.json()["secret"].as_str().expect("secret").to_owned();
+    let api_new = basic("gitops_bot", &api_secret);
+    assert_eq!(
+        r.json()["agent"]["config_overrides"],
+        json!(["mode", "secret"])
+    );
+    let r = gw.admin_call(
+        "PUT",
+        "/v1/agents/gitops_bot/config",
+        Some(&key),
+        Some(&json!({"enabled": false})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["config_overrides"], json!(["mode", "secret"]));
+    gw.restart();
+    for auth in [&old, &new] {
+        let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(auth), &[]);
+        assert_407(&r, "bad_secret");
+    }
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&api_new), &[]);
+    r.assert_error(403, "agent_disabled");
+    let r = gw.admin_call(
+        "PUT",
+        "/v1/agents/gitops_bot/config",
+        Some(&key),
+        Some(&json!({"enabled": true})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Revocation through the admin API is final across restarts.
+    let r = gw.admin_call("POST", "/v1/agents/gitops_bot/revoke", Some(&key), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    gw.restart();
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&api_new), &[]);
+    assert_407(&r, "revoked");
+    assert!(!gw.stderr().contains(config_secret), "secret in the log");
+    assert!(!gw.stderr().contains(&rotated), "secret in the log");
+}
+
+/// Editing the config to a *new* secret after a run-time rotation is the operator's newer
+/// decision: it applies at the next start (and the generation moves on, so tokens of the
+/// rotated secret die), while the unchanged mode override stays.
+#[test]
+fn a_new_config_secret_after_a_rotation_applies_at_the_next_start() {
+    let origin = Origin::start();
+    let first = "config-declared-secret-0123456789";
+    let mut opts = opts_for(origin.port());
+    opts.rest.push_str(&gitops_agent_section(first));
+    let mut gw = Gateway::launch(opts);
+    let out = gw.cli_ok(&["agent", "rotate", "gitops_bot"]);
+    let rotated = out.lines().nth(1).expect("new secret").trim().to_owned();
+    gw.cli_ok(&["agent", "set", "gitops_bot", "--mode", "shadow"]);
+    let rotated_auth = basic("gitops_bot", &rotated);
+    wait_status(&gw, &origin, &rotated_auth, 200);
+    let rotated_token = format!("Bearer {}", fetch_token(&gw, "gitops_bot", &rotated));
+
+    let edited = "edited-config-secret-9876543210";
+    let text = std::fs::read_to_string(gw.config_path()).expect("config");
+    let text = text.replace(
+        &sha256_hex(first.as_bytes()),
+        &sha256_hex(edited.as_bytes()),
+    );
+    std::fs::write(gw.config_path(), text).expect("write config");
+    gw.restart();
+
+    assert_eq!(status_with(&gw, &origin, &basic("gitops_bot", edited)), 200);
+    for auth in [basic("gitops_bot", first), rotated_auth] {
+        let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&auth), &[]);
+        assert_407(&r, "bad_secret");
+    }
+    let r = proxy_send(
+        gw.proxy,
+        "GET",
+        &origin.url("/echo"),
+        Some(&rotated_token),
+        &[],
+    );
+    assert_407(&r, "rotated");
+    let shown: Value =
+        serde_json::from_str(&gw.cli_ok(&["agent", "show", "gitops_bot"])).expect("json");
+    assert_eq!(shown["generation"], 3, "{shown}");
+    assert_eq!(
+        shown["mode"], "shadow",
+        "the unchanged config keeps the run-time mode"
+    );
+}
