@@ -5,17 +5,64 @@ use anyhow::{bail, Context};
 use portcullis_config::{AgentConfig, Config};
 use portcullis_core::{Agent, AgentSource, AgentStatus, Clock};
 use portcullis_identity::{generate_secret, hash_secret, SigningKey};
-use portcullis_store::{SealKey, Store};
+use portcullis_store::{SealKey, Store, StoreError};
+use std::path::Path;
 use tracing::info;
 
 /// Id of the agent created on first run.
 pub(crate) const DEMO_AGENT: &str = "demo";
 
-/// Opens the configured store (creating its directory and applying migrations).
+/// Opens the configured store for `serve` (creating its directory and file on first run,
+/// applying migrations).
 pub(crate) async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Store::connect(&cfg.store.url)
         .await
         .with_context(|| format!("opening store {}", cfg.store.url))
+}
+
+/// Opens the store a gateway with this config uses, for CLI commands: never creates one.
+///
+/// A relative `store.url` resolves against the working directory, so a command run
+/// elsewhere would otherwise work on a new, empty store the gateway never reads. Prints
+/// which store it uses (one line on stderr); a missing store is an error naming the
+/// absolute path and how to point the command at the right one.
+pub(crate) async fn open_existing_store(cfg: &Config) -> anyhow::Result<Store> {
+    let url = &cfg.store.url;
+    let shown = match Store::file_path(url) {
+        Ok(Some(path)) => format!("sqlite://{}", path.display()),
+        _ => url.clone(),
+    };
+    match Store::connect_existing(url).await {
+        Ok(store) => {
+            eprintln!("store: {shown}");
+            Ok(store)
+        }
+        Err(StoreError::Missing { path }) => bail!(
+            "no store at {} (store.url = {url:?}, resolved against the working directory {}). \
+             Run this command from the gateway's directory, pass the gateway's config with \
+             --config or PORTCULLIS_CONFIG, or start `portcullis serve` once to create the store",
+            path.display(),
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "?".to_owned())
+        ),
+        Err(e) => Err(e).with_context(|| format!("opening store {shown}")),
+    }
+}
+
+/// Fails unless `path` is an existing file: the CLI uses the gateway's keys, it never
+/// makes new ones the gateway would not know.
+pub(crate) fn require_existing(path: &Path, what: &str, key: &str) -> anyhow::Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    bail!(
+        "no {what} at {} ({key}); the gateway creates it on its first start. Run this command \
+         from the gateway's directory or pass the gateway's config with --config or \
+         PORTCULLIS_CONFIG",
+        shown.display()
+    )
 }
 
 /// Loads the signing key, generating it (mode 0600) on first run.

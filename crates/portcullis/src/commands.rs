@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 /// `portcullis agent ...`.
 pub(crate) async fn agent(cfg: &Config, action: AgentAction) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     let now = SystemClock.unix_secs();
     match action {
         AgentAction::Create { id, tenant, fields } => {
@@ -96,7 +96,7 @@ pub(crate) async fn agent(cfg: &Config, action: AgentAction) -> anyhow::Result<(
 
 /// `portcullis token --agent ID`.
 pub(crate) async fn token(cfg: &Config, agent_id: &str, scopes: Vec<String>) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     let agent = get(&store, agent_id).await?;
     if agent.status != AgentStatus::Active {
         bail!("agent `{agent_id}` is {}", label(&agent.status));
@@ -109,6 +109,11 @@ pub(crate) async fn token(cfg: &Config, agent_id: &str, scopes: Vec<String>) -> 
         }
         scopes
     };
+    bootstrap::require_existing(
+        &cfg.identity.signing_key,
+        "token signing key",
+        "identity.signing_key",
+    )?;
     let (key, _) = bootstrap::signing_key(cfg)?;
     let issuer = TokenIssuer::new(cfg.identity.issuer.clone(), Arc::new(key));
     let t = issuer
@@ -121,7 +126,7 @@ pub(crate) async fn token(cfg: &Config, agent_id: &str, scopes: Vec<String>) -> 
 
 /// `portcullis credential ...`.
 pub(crate) async fn credential(cfg: &Config, action: CredentialAction) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     match action {
         CredentialAction::Set {
             name,
@@ -151,6 +156,13 @@ pub(crate) async fn credential(cfg: &Config, action: CredentialAction) -> anyhow
                 .validate_binding("")
                 .map_err(|e| anyhow!("--{}: {}", e.key.replace('_', "-"), e.reason))?;
             let secret = read_secret(secret_env, secret_file, secret_stdin)?;
+            if std::env::var_os(bootstrap::CREDENTIALS_KEY_ENV).is_none() {
+                bootstrap::require_existing(
+                    &cfg.store.credentials_key,
+                    "credentials sealing key",
+                    "store.credentials_key",
+                )?;
+            }
             let (key, _) = bootstrap::credentials_key(cfg)?;
             let now = SystemClock.unix_secs();
             store
@@ -257,7 +269,7 @@ fn read_secret(
 
 /// `portcullis apikey ...`.
 pub(crate) async fn apikey(cfg: &Config, action: ApikeyAction) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     let now = SystemClock.unix_secs();
     match action {
         ApikeyAction::Create { tenant, role, name } => {
@@ -392,7 +404,7 @@ pub(crate) async fn policy(
             let mut doc: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", input.display()))?;
             if let Some(id) = agent {
-                let store = bootstrap::open_store(&cfg).await?;
+                let store = bootstrap::open_existing_store(&cfg).await?;
                 let a = get(&store, &id).await?;
                 store.close().await;
                 let registry = portcullis_identity::Registry::from_agents(vec![a]);
@@ -415,7 +427,7 @@ const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `portcullis audit ...`.
 pub(crate) async fn audit(cfg: &Config, action: AuditAction) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     match action {
         AuditAction::Query {
             tenant,
