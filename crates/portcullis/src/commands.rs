@@ -155,6 +155,22 @@ pub(crate) async fn credential(cfg: &Config, action: CredentialAction) -> anyhow
             binding
                 .validate_binding("")
                 .map_err(|e| anyhow!("--{}: {}", e.key.replace('_', "-"), e.reason))?;
+            let unusable =
+                portcullis_admin::unusable_agents(&store, &tenant, &binding.agents).await?;
+            if !unusable.is_empty() {
+                let mut why = Vec::new();
+                if !unusable.unknown.is_empty() {
+                    why.push(format!("no such agent: {}", unusable.unknown.join(", ")));
+                }
+                for (agent, theirs) in &unusable.other_tenant {
+                    why.push(format!("`{agent}` is in tenant `{theirs}`"));
+                }
+                bail!(
+                    "--agents: {}; credential `{name}` belongs to tenant `{tenant}` and applies \
+                     to that tenant's agents only (use --tenant to store it in the agents' tenant)",
+                    why.join("; ")
+                );
+            }
             let secret = read_secret(secret_env, secret_file, secret_stdin)?;
             if std::env::var_os(bootstrap::CREDENTIALS_KEY_ENV).is_none() {
                 bootstrap::require_existing(
