@@ -30,8 +30,9 @@ pub use auth::{
 };
 pub use key::{load_or_generate, KeyError, SigningKey};
 pub use oauth::{
-    authenticate_client, issue_token, token_endpoint, ClientGrantRequest, OAuthError, TokenGrant,
-    MAX_FIELD_LEN, MAX_REQUESTED_SCOPES, MAX_SCOPE_LEN, TOKEN_RESPONSE_HEADERS,
+    authenticate_client, issue_token, token_endpoint, ClientGrantRequest, ClientRefusal,
+    OAuthError, TokenGrant, TokenRequest, MAX_FIELD_LEN, MAX_REQUESTED_SCOPES, MAX_SCOPE_LEN,
+    TOKEN_RESPONSE_HEADERS,
 };
 pub use registry::{Entry, Registry, Snapshot};
 pub use secret::{generate_secret, hash_secret, parse_sha256_hex, verify_secret, SECRET_BYTES};

@@ -5,8 +5,8 @@ use crate::policy::PolicyAuthorizer;
 use http::{HeaderValue, Method};
 use portcullis_core::{Agent, ApiError, Clock, Decision, Principal, TokenInfo, Verdict};
 use portcullis_identity::{
-    authenticate_client, issue_token, validate_subagent, AuthError, Authenticator,
-    ClientGrantRequest, OAuthError, Registry, TokenIssuer, TOKEN_RESPONSE_HEADERS,
+    issue_token, validate_subagent, AuthError, Authenticator, ClientGrantRequest, ClientRefusal,
+    OAuthError, Registry, TokenIssuer, TokenRequest, TOKEN_RESPONSE_HEADERS,
 };
 use portcullis_proxy::pipeline::{LocalRequest, LocalResponse, LocalService};
 use portcullis_proxy::pipeline::{Record, Recorder};
@@ -327,16 +327,23 @@ impl TokenService {
             .iter()
             .map(|(k, v)| (*k, (*v).to_owned()))
             .collect();
-        let grant = match authenticate_client(
-            h("content-type"),
-            h("authorization"),
-            &req.body,
-            &self.registry,
-        ) {
-            Ok(g) => g,
+        let request = match TokenRequest::parse(h("content-type"), h("authorization"), &req.body) {
+            Ok(r) => r,
             Err(e) => {
                 self.record(req, started, TokenOutcome::Refused(None, &e, None));
                 return self.refused(e, headers);
+            }
+        };
+        let grant = match request.authenticate(&self.registry) {
+            Ok(g) => g,
+            Err(ClientRefusal { error, agent }) => {
+                // Attributed to the agent (and its tenant) once its credentials are verified.
+                self.record(
+                    req,
+                    started,
+                    TokenOutcome::Refused(agent.as_deref(), &error, None),
+                );
+                return self.refused(error, headers);
             }
         };
         let result = self.check_policy(&grant).and_then(|()| {

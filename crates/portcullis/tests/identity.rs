@@ -1089,3 +1089,108 @@ fn a_new_config_secret_after_a_rotation_applies_at_the_next_start() {
         "the unchanged config keeps the run-time mode"
     );
 }
+
+/// `GET /v1/decisions?QUERY` with `key`; the records.
+fn decisions(gw: &Gateway, key: &str, query: &str) -> Vec<Value> {
+    let r = gw.admin_call("GET", &format!("/v1/decisions?{query}"), Some(key), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["decisions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Token endpoint refusals after the client was authenticated (a scope escalation, a
+/// suspended agent) are attributed to the agent and its tenant, so the tenant sees them in
+/// /v1/decisions; a wrong secret is never attributed (it proves nothing about who sent it)
+/// and is visible to the platform tenant only.
+#[test]
+fn token_refusals_after_authentication_are_attributed_to_the_agent() {
+    let origin = Origin::start();
+    let gw = authed_gateway(origin.port());
+    let secret = gw.create_agent("scope_bot", "acme", &["--scopes", "openai:chat:create"]);
+    let acme = gw.create_api_key("acme", "viewer");
+    let platform = gw.create_api_key("default", "viewer");
+    let globex = gw.create_api_key("globex", "admin");
+    let call = |secret: &str, scope: &str| {
+        token_call(
+            &gw,
+            &[
+                &format!("Authorization: {}", basic("scope_bot", secret)),
+                "Content-Type: application/x-www-form-urlencoded",
+            ],
+            &format!("grant_type=client_credentials&scope={scope}"),
+        )
+    };
+    gw.eventually(
+        "the CLI's agent can get a token",
+        || call(&secret, "openai:chat:create").status,
+        |s| *s == 200,
+    );
+
+    // Scope escalation: 403 invalid_scope, recorded for scope_bot in acme.
+    let r = call(&secret, "admin:all:write");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.json()["code"], "invalid_scope");
+    let recs = gw.eventually(
+        "the escalation is in acme's decisions",
+        || decisions(&gw, &acme, "verdict=deny&agent_id=scope_bot"),
+        |v| !v.is_empty(),
+    );
+    let rec = &recs[0];
+    assert_eq!(rec["kind"], "token", "{rec}");
+    assert_eq!(rec["tenant"], "acme", "{rec}");
+    assert_eq!(rec["status"], 403, "{rec}");
+    assert_eq!(rec["error"], "invalid_scope", "{rec}");
+    assert_eq!(rec["path"], "/oauth/token", "{rec}");
+    assert!(!rec.to_string().contains(&secret), "secret in the record");
+
+    // A wrong secret claiming scope_bot: not attributed, so not acme's; the platform's.
+    let r = call("wrong-secret-0123456789", "openai:chat:create");
+    assert_eq!(r.status, 401, "{r:?}");
+    let unattributed = gw.eventually(
+        "the wrong secret is in the platform's decisions",
+        || decisions(&gw, &platform, "verdict=error"),
+        |v| v.iter().any(|r| r["status"] == 401 && r["kind"] == "token"),
+    );
+    let rec = unattributed
+        .iter()
+        .find(|r| r["status"] == 401 && r["kind"] == "token")
+        .expect("record");
+    assert_eq!(rec["tenant"], "", "{rec}");
+    assert_eq!(rec["agent_id"], "", "{rec}");
+    let id = rec["id"].as_str().expect("id");
+    assert_eq!(
+        gw.admin_call("GET", &format!("/v1/decisions/{id}"), Some(&platform), None)
+            .status,
+        200
+    );
+    for key in [&acme, &globex] {
+        assert_eq!(
+            gw.admin_call("GET", &format!("/v1/decisions/{id}"), Some(key), None)
+                .status,
+            404
+        );
+        assert!(
+            decisions(&gw, key, "since=1h")
+                .iter()
+                .all(|r| r["tenant"] != ""),
+            "unattributed records leaked"
+        );
+    }
+
+    // Suspended: the verified client's refusal is attributed too.
+    gw.cli_ok(&["agent", "suspend", "scope_bot"]);
+    gw.eventually(
+        "the suspension applies",
+        || call(&secret, "openai:chat:create").status,
+        |s| *s == 401,
+    );
+    let recs = gw.eventually(
+        "the suspended client's refusal is in acme's decisions",
+        || decisions(&gw, &acme, "verdict=error&agent_id=scope_bot"),
+        |v| v.iter().any(|r| r["status"] == 401),
+    );
+    assert!(recs.iter().all(|r| r["tenant"] == "acme"), "{recs:?}");
+    assert!(decisions(&gw, &globex, "since=1h").is_empty());
+}

@@ -467,3 +467,58 @@ fn garbage_never_panics() {
         }
     }
 }
+
+/// A refusal names the agent exactly when its credentials were verified: status, mode and
+/// scope refusals are attributed; unknown clients and wrong secrets never are, whatever id
+/// they claim.
+#[test]
+fn refusals_after_authentication_carry_the_agent() {
+    let r = registry();
+    let refusal = |authz: Vec<u8>, body: &str| {
+        TokenRequest::parse(Some(FORM), Some(&authz), body.as_bytes())
+            .unwrap()
+            .authenticate(&r)
+            .unwrap_err()
+    };
+    let grant = "grant_type=client_credentials";
+    let attributed = [
+        (basic("sus", SECRET), grant, "invalid_client"),
+        (basic("rev", SECRET), grant, "invalid_client"),
+        (basic("off", SECRET), grant, "agent_disabled"),
+        (
+            basic("demo", SECRET),
+            "grant_type=client_credentials&scope=a:read%20z:admin",
+            "invalid_scope",
+        ),
+    ];
+    for (authz, body, code) in attributed {
+        let e = refusal(authz, body);
+        assert_eq!(e.error.code, code, "{e:?}");
+        let agent = e.agent.unwrap_or_else(|| panic!("not attributed: {code}"));
+        assert_eq!(agent.tenant, "acme");
+    }
+    let e = refusal(
+        basic("demo", SECRET),
+        "grant_type=client_credentials&scope=z:admin",
+    );
+    assert_eq!(e.agent.map(|a| a.id.clone()).as_deref(), Some("demo"));
+    for (authz, what) in [
+        (basic("demo", "wrong-secret-value"), "wrong secret"),
+        (
+            basic("sus", "wrong-secret-value"),
+            "wrong secret of a suspended agent",
+        ),
+        (basic("ghost", SECRET), "unknown client"),
+        (basic("helper", SECRET), "a sub-agent"),
+        (basic("BAD ID", SECRET), "an impossible id"),
+    ] {
+        let e = refusal(authz, grant);
+        assert_eq!(e.error.code, "invalid_client", "{what}");
+        assert!(e.agent.is_none(), "{what} attributed");
+    }
+    // The parsed request exposes the claim and the candidates, not a verdict.
+    let t =
+        TokenRequest::parse(Some(FORM), Some(&basic("demo", "a%2Bb")), grant.as_bytes()).unwrap();
+    assert_eq!(t.client_id(), "demo");
+    assert_eq!(t.secrets(), ["a+b".to_owned(), "a%2Bb".to_owned()]);
+}
