@@ -21,6 +21,7 @@ mod key;
 mod oauth;
 mod registry;
 mod secret;
+mod throttle;
 mod token;
 mod validate;
 
@@ -36,6 +37,10 @@ pub use oauth::{
 };
 pub use registry::{Entry, Registry, Snapshot};
 pub use secret::{generate_secret, hash_secret, parse_sha256_hex, verify_secret, SECRET_BYTES};
+pub use throttle::{
+    AuthThrottle, Fingerprint, Presented, ThrottleScope, ThrottleSettings, Throttled,
+    DEFAULT_MAX_ENTRIES, KNOWN_GOOD_PER_AGENT, MIN_BYPASS_SECRET_LEN,
+};
 pub use token::{
     looks_like_jwt, Claims, IssuedToken, TokenError, TokenIssuer, CLOCK_SKEW_LEEWAY_SECS,
     MAX_TOKEN_LEN, VERIFIED_CACHE_CAPACITY,

@@ -9,12 +9,14 @@ use crate::auth::BASIC_B64;
 use crate::form;
 use crate::registry::Registry;
 use crate::secret::verify_secret_digest;
+use crate::throttle::{AuthThrottle, Fingerprint, Presented, Throttled};
 use crate::token::{IssuedToken, TokenIssuer};
 use base64::Engine as _;
 use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentMode, AgentStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Headers every token endpoint answer carries (RFC 6749 §5.1).
@@ -40,8 +42,11 @@ pub struct OAuthError {
     pub error: &'static str,
     /// Human readable description (RFC 6749 charset: no quotes or backslashes).
     pub error_description: Cow<'static, str>,
-    /// Machine code for the JSON `code` field (the OAuth code, or `agent_disabled`).
+    /// Machine code for the JSON `code` field (the OAuth code, `agent_disabled` or
+    /// `auth_throttled`).
     pub code: &'static str,
+    /// Seconds to wait before retrying, answered as `Retry-After` (429 only).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl OAuthError {
@@ -51,7 +56,21 @@ impl OAuthError {
             error,
             error_description: desc.into(),
             code: error,
+            retry_after_secs: None,
         }
+    }
+
+    /// 429 for a throttled client (`temporarily_unavailable`, code `auth_throttled`), with
+    /// the seconds to wait; the same whichever bucket refused.
+    pub fn throttled(t: &Throttled) -> Self {
+        let mut e = Self::new(
+            429,
+            "temporarily_unavailable",
+            "too many failed authentication attempts; retry later",
+        );
+        e.code = "auth_throttled";
+        e.retry_after_secs = Some(t.retry_after_secs.max(1));
+        e
     }
 
     /// 400 `invalid_request`.
@@ -144,11 +163,17 @@ pub struct ClientRefusal {
     pub error: OAuthError,
     /// The authenticated agent, if the credentials were verified.
     pub agent: Option<Arc<Agent>>,
+    /// Set when the attempt was refused by the throttle, unverified.
+    pub throttled: Option<Throttled>,
 }
 
 impl ClientRefusal {
     fn unauthenticated(error: OAuthError) -> Self {
-        Self { error, agent: None }
+        Self {
+            error,
+            agent: None,
+            throttled: None,
+        }
     }
 }
 
@@ -242,6 +267,7 @@ impl TokenRequest {
         let refuse = |error: OAuthError| ClientRefusal {
             error,
             agent: Some(entry.agent.clone()),
+            throttled: None,
         };
         match entry.agent.status {
             AgentStatus::Active => {}
@@ -273,6 +299,59 @@ impl TokenRequest {
             agent: entry.agent.clone(),
             scopes,
         })
+    }
+}
+
+impl TokenRequest {
+    /// [`TokenRequest::authenticate`] for a request from `client`, throttled: a client
+    /// address or claimed `client_id` with too many failed attempts is refused (429
+    /// `auth_throttled`) without its secret being verified, unless the secret is one verified
+    /// recently ([`AuthThrottle`]). An unauthenticated failure (unknown client, wrong secret)
+    /// counts against both; a success remembers the secret that matched.
+    pub fn authenticate_throttled(
+        &self,
+        registry: &Registry,
+        client: IpAddr,
+        throttle: &AuthThrottle,
+    ) -> Result<ClientGrantRequest, ClientRefusal> {
+        let claimed = is_valid_id(&self.client_id).then_some(self.client_id.as_str());
+        let fingerprints: Vec<Fingerprint> = claimed
+            .map(|agent| {
+                self.secrets
+                    .iter()
+                    .map(|secret| Presented::Secret { agent, secret }.fingerprint())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Err(t) = throttle.check(client, claimed, &fingerprints) {
+            return Err(ClientRefusal {
+                error: OAuthError::throttled(&t),
+                agent: None,
+                throttled: Some(t),
+            });
+        }
+        let result = self.authenticate(registry);
+        match &result {
+            Ok(grant) => {
+                let matched = grant.agent.secret_sha256.as_deref().and_then(|h| {
+                    self.secrets
+                        .iter()
+                        .find(|s| crate::secret::verify_secret(s, h))
+                });
+                if let Some(secret) = matched {
+                    throttle.verified(
+                        &grant.agent.id,
+                        Presented::Secret {
+                            agent: &grant.agent.id,
+                            secret,
+                        },
+                    );
+                }
+            }
+            Err(r) if r.agent.is_none() => throttle.failed(client, claimed, &fingerprints),
+            Err(_) => {}
+        }
+        result
     }
 }
 
