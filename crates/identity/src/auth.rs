@@ -298,7 +298,8 @@ impl Authenticator {
     /// set: a client address or claimed agent with too many failed attempts gets
     /// [`AuthError::Throttled`] without its credential being verified, unless the credential
     /// is one verified recently (see [`AuthThrottle`]). Wrong guesses
-    /// ([`AuthError::is_guess`]) count against both; a success remembers the credential.
+    /// ([`AuthError::is_guess`]) count against both (one for an id that is not a registered
+    /// agent counts for that id only); a success remembers the credential.
     pub fn authenticate_from(
         &self,
         proxy_authorization: Option<&[u8]>,
@@ -320,6 +321,9 @@ impl Authenticator {
                 if let Some(c) = presented {
                     throttle.verified(&p.agent_id, c);
                 }
+            }
+            Err(AuthError::UnknownAgent | AuthError::SubagentCredentials) => {
+                throttle.failed_unknown(parsed.claimed());
             }
             Err(e) if e.is_guess() => throttle.failed(client, parsed.claimed(), &fingerprints),
             Err(_) => {}

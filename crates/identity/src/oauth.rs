@@ -306,8 +306,8 @@ impl TokenRequest {
     /// [`TokenRequest::authenticate`] for a request from `client`, throttled: a client
     /// address or claimed `client_id` with too many failed attempts is refused (429
     /// `auth_throttled`) without its secret being verified, unless the secret is one verified
-    /// recently ([`AuthThrottle`]). An unauthenticated failure (unknown client, wrong secret)
-    /// counts against both; a success remembers the secret that matched.
+    /// recently ([`AuthThrottle`]). A wrong secret counts against both; an unknown client
+    /// against its claimed id only; a success remembers the secret that matched.
     pub fn authenticate_throttled(
         &self,
         registry: &Registry,
@@ -330,6 +330,9 @@ impl TokenRequest {
                 throttled: Some(t),
             });
         }
+        let registered = claimed
+            .and_then(|id| registry.entry(id))
+            .is_some_and(|e| e.agent.parent.is_none());
         let result = self.authenticate(registry);
         match &result {
             Ok(grant) => {
@@ -348,6 +351,7 @@ impl TokenRequest {
                     );
                 }
             }
+            Err(r) if r.agent.is_none() && !registered => throttle.failed_unknown(claimed),
             Err(r) if r.agent.is_none() => throttle.failed(client, claimed, &fingerprints),
             Err(_) => {}
         }

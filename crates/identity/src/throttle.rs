@@ -5,6 +5,12 @@
 //! more per minute. Once either bucket is empty, further attempts are refused *before*
 //! the credential is verified, so a throttled attempt tells nothing about the guess.
 //!
+//! A failure for an id that is not a registered agent ([`AuthThrottle::failed_unknown`])
+//! counts for that claimed id only: no secret can be guessed for it, and a client with a
+//! mistyped id, or one racing the registry reload after its agent was created, must not
+//! use up the budget of every agent behind the same address. The claimed id's own bucket
+//! fills the same way whether the id exists or not.
+//!
 //! The real agent keeps working while its address or its id is throttled: the gateway
 //! remembers, per agent, the fingerprints (SHA-256) of a few credentials it recently
 //! verified, and a throttled attempt presenting exactly one of them is let through to the
@@ -226,6 +232,19 @@ impl AuthThrottle {
         let mut good = lock(&self.good);
         for fp in presented {
             good.remove(fp);
+        }
+    }
+
+    /// After a failure for an id that is not a registered agent: uses up one attempt of that
+    /// claimed id only (see the module doc).
+    pub fn failed_unknown(&self, agent: Option<&str>) {
+        if !self.enabled() {
+            return;
+        }
+        if let Some(a) = agent {
+            let now = self.now();
+            let (interval, _) = self.gcra();
+            lock(&self.agents).consume(a.to_owned(), now, interval);
         }
     }
 

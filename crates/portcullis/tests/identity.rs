@@ -1194,3 +1194,209 @@ fn token_refusals_after_authentication_are_attributed_to_the_agent() {
     assert!(recs.iter().all(|r| r["tenant"] == "acme"), "{recs:?}");
     assert!(decisions(&gw, &globex, "since=1h").is_empty());
 }
+
+/// Sends `req` from source address `src` (any 127.0.0.0/8 address is local on Linux).
+fn send_raw_from(src: &str, addr: std::net::SocketAddr, req: &[u8]) -> RawResponse {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: std::net::SocketAddr = format!("{src}:0").parse().expect("source address");
+    sock.bind(&from.into()).expect("bind source address");
+    sock.connect_timeout(&addr.into(), TIMEOUT)
+        .expect("connect");
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    s.write_all(req).expect("write request");
+    read_response(&mut BufReader::new(s), false).expect("read response")
+}
+
+/// An agent created through the admin API (the registry is reloaded before the answer, so
+/// no failed attempt is spent waiting for it); returns its secret.
+fn admin_created_agent(gw: &Gateway, key: &str, id: &str) -> String {
+    let r = gw.admin_call(
+        "POST",
+        "/v1/agents",
+        Some(key),
+        Some(&json!({"id": id, "scopes": ["openai:chat:create"]})),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    r.json()["secret"].as_str().expect("secret").to_owned()
+}
+
+/// Every record of the platform tenant's /v1/decisions since an hour ago, paged.
+fn all_platform_records(gw: &Gateway, key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let page = decisions(gw, key, &format!("since=1h&limit=200&offset={}", out.len()));
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// A 429 from the throttle: `Retry-After` seconds and the JSON code.
+fn assert_throttled(r: &RawResponse) {
+    assert_eq!(r.status, 429, "{r:?}");
+    let secs: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric Retry-After: {r:?}"));
+    assert!((1..=6).contains(&secs), "{secs}");
+    assert_eq!(r.json()["code"], "auth_throttled", "{r:?}");
+    assert!(r.header("proxy-authenticate").is_none(), "{r:?}");
+}
+
+/// 250 wrong secrets through the proxy: after the burst of 20, 429 + Retry-After without
+/// verification; the real agent's secret and token from the same address still work; the
+/// claimed agent is throttled from other addresses too; metric and audit records match.
+#[test]
+fn guessing_through_the_proxy_is_throttled_without_locking_out_the_agent() {
+    let origin = Origin::start();
+    let gw = authed_gateway(origin.port());
+    let key = gw.create_api_key("acme", "admin");
+    let platform = gw.create_api_key("default", "viewer");
+    let secret = admin_created_agent(&gw, &key, "target_bot");
+    let real = basic("target_bot", &secret);
+    assert_eq!(status_with(&gw, &origin, &real), 200);
+    let token = format!("Bearer {}", fetch_token(&gw, "target_bot", &secret));
+
+    let mut refused = 0;
+    let mut throttled = 0;
+    for i in 0..250 {
+        let guess = basic("target_bot", &format!("guessed-secret-{i:04}"));
+        let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&guess), &[]);
+        if i < 20 {
+            assert_407(&r, "bad_secret");
+            refused += 1;
+        } else {
+            assert_throttled(&r);
+            throttled += 1;
+        }
+        // The real agent, from the same address, is never locked out.
+        if i % 50 == 49 {
+            assert_eq!(status_with(&gw, &origin, &real), 200, "after {i} guesses");
+            assert_eq!(status_with(&gw, &origin, &token), 200, "after {i} guesses");
+        }
+    }
+    assert_eq!((refused, throttled), (20, 230));
+    // A token freshly issued while throttled works at once (the endpoint remembers it).
+    let fresh = format!("Bearer {}", fetch_token(&gw, "target_bot", &secret));
+    assert_eq!(status_with(&gw, &origin, &fresh), 200);
+    // Even the right secret of another agent is not verified from the throttled address.
+    let other_secret = admin_created_agent(&gw, &key, "other_bot");
+    let r = proxy_send(
+        gw.proxy,
+        "GET",
+        &origin.url("/echo"),
+        Some(&basic("other_bot", &other_secret)),
+        &[],
+    );
+    assert_throttled(&r);
+    // From another address, the guessed-at agent is throttled too; other agents are not.
+    let req = proxy_request(
+        "GET",
+        &origin.url("/echo"),
+        Some(&basic("target_bot", "yet-another-guess")),
+        &["Connection: close"],
+    );
+    assert_throttled(&send_raw_from("127.0.0.2", gw.proxy, &req));
+    let req = proxy_request(
+        "GET",
+        &origin.url("/echo"),
+        Some(&basic("other_bot", &other_secret)),
+        &["Connection: close"],
+    );
+    assert_eq!(send_raw_from("127.0.0.2", gw.proxy, &req).status, 200);
+
+    let m = gw.metrics();
+    assert_eq!(
+        m.value("portcullis_auth_throttled_total", &[("scope", "client")]),
+        231.0
+    );
+    assert_eq!(
+        m.value("portcullis_auth_throttled_total", &[("scope", "agent")]),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "portcullis_proxy_auth_failures_total",
+            &[("reason", "bad_secret")]
+        ),
+        20.0
+    );
+    // One audit record per throttled attempt, unattributed, for the platform's operators.
+    let recs = gw.eventually(
+        "every throttled attempt is recorded",
+        || all_platform_records(&gw, &platform),
+        |v| v.iter().filter(|r| r["error"] == "auth_throttled").count() == 232,
+    );
+    for r in recs.iter().filter(|r| r["error"] == "auth_throttled") {
+        assert_eq!(r["status"], 429, "{r}");
+        assert_eq!(r["agent_id"], "", "{r}");
+        assert_eq!(r["tenant"], "", "{r}");
+        assert_eq!(r["kind"], "http", "{r}");
+    }
+    assert!(!gw.stderr().contains(&secret), "secret in the log");
+}
+
+/// 250 wrong secrets at POST /oauth/token: after the burst of 20, 429 `auth_throttled`
+/// with Retry-After, recorded; the real client's secret still gets a token from the same
+/// address, and that token works through the proxy.
+#[test]
+fn guessing_at_the_token_endpoint_is_throttled_without_locking_out_the_client() {
+    let origin = Origin::start();
+    let gw = authed_gateway(origin.port());
+    let key = gw.create_api_key("acme", "admin");
+    let platform = gw.create_api_key("default", "viewer");
+    let secret = admin_created_agent(&gw, &key, "target_bot");
+    let _ = fetch_token(&gw, "target_bot", &secret);
+
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    for i in 0..250 {
+        let body = format!(
+            "grant_type=client_credentials&client_id=target_bot&client_secret=guess-{i:04}"
+        );
+        let r = token_call(&gw, &[form], &body);
+        if i < 20 {
+            assert_eq!(r.status, 401, "{i}: {r:?}");
+            assert_eq!(r.json()["code"], "invalid_client");
+        } else {
+            assert_throttled(&r);
+            let v = r.json();
+            assert_eq!(v["error"], "temporarily_unavailable", "{v}");
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+        }
+    }
+    // The real client still gets a token (Basic and body credentials), and it works.
+    let t = fetch_token(&gw, "target_bot", &secret);
+    assert_eq!(
+        status_with(&gw, &origin, &format!("Bearer {t}")),
+        200,
+        "a token issued while throttled"
+    );
+    let body = format!("grant_type=client_credentials&client_id=target_bot&client_secret={secret}");
+    assert_eq!(token_call(&gw, &[form], &body).status, 200);
+
+    let m = gw.metrics();
+    assert_eq!(
+        m.value("portcullis_auth_throttled_total", &[("scope", "client")]),
+        230.0
+    );
+    assert_eq!(
+        m.value(
+            "portcullis_tokens_issued_total",
+            &[("result", "auth_throttled")]
+        ),
+        230.0
+    );
+    let recs = gw.eventually(
+        "every throttled token request is recorded",
+        || all_platform_records(&gw, &platform),
+        |v| v.iter().filter(|r| r["error"] == "auth_throttled").count() == 230,
+    );
+    for r in recs.iter().filter(|r| r["error"] == "auth_throttled") {
+        assert_eq!(r["kind"], "token", "{r}");
+        assert_eq!(r["status"], 429, "{r}");
+        assert_eq!(r["tenant"], "", "{r}");
+    }
+}

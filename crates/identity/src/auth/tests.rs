@@ -554,11 +554,32 @@ fn only_guesses_count_against_the_throttle() {
             assert!(!e.is_guess(), "{e:?}");
         }
     }
-    assert_eq!(t.entries().0, 0, "nothing counted");
-    // Guesses of every kind do count.
+    assert_eq!(t.entries(), (0, 0, 0), "nothing counted");
+    // Ids that are no registered agent (unknown, a sub-agent) count for that id only: the
+    // address keeps its budget for the agents behind it.
+    for _ in 0..3 {
+        for id in ["ghost", "helper"] {
+            let e = f
+                .auth
+                .authenticate_from(Some(&basic(id, SECRET)), c)
+                .unwrap_err();
+            assert!(e.is_guess(), "{e:?}");
+        }
+    }
+    assert_eq!(t.entries().0, 0, "the address was not charged");
+    assert!(f
+        .auth
+        .authenticate_from(Some(&basic("demo", SECRET)), c)
+        .is_ok());
+    let elsewhere: IpAddr = "198.51.100.2".parse().unwrap();
+    assert!(matches!(
+        f.auth.authenticate_from(Some(&basic("ghost", SECRET)), elsewhere),
+        Err(AuthError::Throttled(t)) if t.scope == ThrottleScope::Agent
+    ));
+    // Wrong secrets of registered agents and bad tokens count against the address.
     for h in [
-        basic("ghost", SECRET),
-        basic("helper", SECRET),
+        basic("demo", "wrong"),
+        basic("sus", "wrong"),
         bearer("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJkZW1vIn0.c2ln"),
     ] {
         let e = f.auth.authenticate_from(Some(&h), c).unwrap_err();
@@ -566,7 +587,7 @@ fn only_guesses_count_against_the_throttle() {
     }
     assert!(matches!(
         f.auth.authenticate_from(Some(&basic("demo", SECRET)), c),
-        Err(AuthError::Throttled(_))
+        Err(AuthError::Throttled(t)) if t.scope == ThrottleScope::Client
     ));
     // The unthrottled entry point is unchanged.
     assert!(f.auth.authenticate(Some(&basic("demo", SECRET))).is_ok());

@@ -592,4 +592,19 @@ fn token_requests_are_throttled_and_the_real_client_still_passes() {
     assert!(req("demo", SECRET, "")
         .authenticate_throttled(&r, nat, &t)
         .is_ok());
+    // An unknown client id is charged to that id only, not to the address.
+    let fresh: std::net::IpAddr = "192.0.2.44".parse().unwrap();
+    for _ in 0..4 {
+        let e = req("ghost", SECRET, "")
+            .authenticate_throttled(&r, fresh, &t)
+            .unwrap_err();
+        assert_eq!(e.error.code, "invalid_client");
+    }
+    let e = req("ghost", SECRET, "")
+        .authenticate_throttled(&r, fresh, &t)
+        .unwrap_err();
+    assert_eq!(e.throttled.map(|t| t.scope), Some(ThrottleScope::Agent));
+    assert!(req("demo", SECRET, "")
+        .authenticate_throttled(&r, fresh, &t)
+        .is_ok());
 }
