@@ -113,7 +113,7 @@ async fn dispatch(
 
 /// The agent as the API shows it: never the secret hash.
 pub(crate) fn agent_json(a: &Agent) -> Value {
-    let mut m = Map::with_capacity(17);
+    let mut m = Map::with_capacity(18);
     m.insert("id".into(), Value::from(a.id.as_str()));
     m.insert("tenant".into(), Value::from(a.tenant.as_str()));
     m.insert(
@@ -131,6 +131,11 @@ pub(crate) fn agent_json(a: &Agent) -> Value {
     m.insert("generation".into(), Value::from(a.generation));
     m.insert("limits".into(), json!(a.limits));
     m.insert("source".into(), json!(a.source));
+    // Config-declared values an operator changed at run time (kept across restarts).
+    m.insert(
+        "config_overrides".into(),
+        json!(a.config_overrides.fields()),
+    );
     m.insert("created_at".into(), Value::from(a.created_at));
     m.insert("updated_at".into(), Value::from(a.updated_at));
     Value::Object(m)

@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_config::CredentialConfig;
 use portcullis_core::{ApiError, ErrorSource};
-use portcullis_store::{SealKey, StoredCredential};
+use portcullis_store::{SealKey, Store, StoreError, StoredCredential};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use tracing::info;
@@ -79,6 +79,49 @@ pub fn stored_binding(c: &StoredCredential) -> Result<CredentialConfig, String> 
     };
     spec.insert("name".into(), json!(c.name));
     serde_json::from_value(Value::Object(spec)).map_err(|e| e.to_string())
+}
+
+/// Agents named by a credential binding that cannot use it: a stored credential applies to
+/// its own tenant's agents only, so each named agent must exist in that tenant.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UnusableAgents {
+    /// Names that are no registered (top-level) agent.
+    pub unknown: Vec<String>,
+    /// `(agent, its tenant)` for agents of another tenant.
+    pub other_tenant: Vec<(String, String)>,
+}
+
+impl UnusableAgents {
+    /// Whether every named agent can use the credential.
+    pub fn is_empty(&self) -> bool {
+        self.unknown.is_empty() && self.other_tenant.is_empty()
+    }
+
+    /// Every unusable name, in the order given.
+    pub fn names(&self) -> Vec<&str> {
+        self.unknown
+            .iter()
+            .map(String::as_str)
+            .chain(self.other_tenant.iter().map(|(a, _)| a.as_str()))
+            .collect()
+    }
+}
+
+/// Checks the `agents` of a binding for a credential owned by `tenant` against the store.
+pub async fn unusable_agents(
+    store: &Store,
+    tenant: &str,
+    agents: &[String],
+) -> Result<UnusableAgents, StoreError> {
+    let mut out = UnusableAgents::default();
+    for id in agents {
+        match store.get_agent(id).await? {
+            Some(a) if a.tenant == tenant => {}
+            Some(a) => out.other_tenant.push((id.clone(), a.tenant)),
+            None => out.unknown.push(id.clone()),
+        }
+    }
+    Ok(out)
 }
 
 fn stored_view(c: &StoredCredential) -> Value {
@@ -209,12 +252,32 @@ pub(crate) async fn put(
     }
     let now = cp.clock().unix_secs();
     let _write = cp.write_lock.lock().await;
-    let existed = cp
-        .store()
-        .get_credential(name)
-        .await
-        .map_err(store_error)?
-        .is_some();
+    let existing = cp.store().get_credential(name).await.map_err(store_error)?;
+    let existed = existing.is_some();
+    // Another tenant's name is a conflict whatever the body says (the store refuses it).
+    if existing.is_none_or(|c| c.tenant == op.tenant) {
+        // Another tenant's agent and an unknown one read the same: the answer never tells
+        // whether an id exists elsewhere.
+        let unusable = unusable_agents(cp.store(), &op.tenant, &binding.agents)
+            .await
+            .map_err(store_error)?;
+        if !unusable.is_empty() {
+            let names = unusable.names();
+            return Err(invalid(
+                "agents",
+                format!(
+                    "no agent {} in tenant `{}`; a credential applies to its own tenant's agents only",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    op.tenant
+                ),
+            )
+            .with("agents", json!(names)));
+        }
+    }
     let stored = cp
         .store()
         .put_credential(

@@ -1,14 +1,21 @@
 //! `GET /v1/decisions` and `GET /v1/decisions/{id}`: the operator's tenant's audit
 //! records, filtered and paged by [`portcullis_audit::build_query`], newest first.
+//!
+//! Records of requests refused before any agent was identified (missing or wrong
+//! credentials, throttled guessing, malformed token requests) carry no tenant. They belong
+//! to the gateway's operators: the platform tenant ([`DEFAULT_PLATFORM_TENANT`]) sees them
+//! beside its own; every other tenant never does.
 
 use crate::control::ControlPlane;
 use crate::operator::Operator;
 use crate::respond::{json_response, store_error};
+use crate::DEFAULT_PLATFORM_TENANT;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_audit::{build_query, QueryError};
 use portcullis_core::{ApiError, ErrorSource};
+use portcullis_store::AuditQuery;
 use serde_json::json;
 use std::time::UNIX_EPOCH;
 
@@ -26,6 +33,10 @@ pub(crate) async fn list(
         now_ms(cp),
     )
     .map_err(|e| e.to_api_error())?;
+    let q = AuditQuery {
+        include_unattributed: is_platform(op),
+        ..q
+    };
     let page = cp.store().query_audit(&q).await.map_err(store_error)?;
     Ok(json_response(
         StatusCode::OK,
@@ -45,15 +56,23 @@ pub(crate) async fn get(
     id: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let id = percent_decode(id, false).map_err(|_| not_found())?;
-    match cp
-        .store()
+    let store = cp.store();
+    let mut found = store
         .get_audit(Some(&op.tenant), &id)
         .await
-        .map_err(store_error)?
-    {
+        .map_err(store_error)?;
+    if found.is_none() && is_platform(op) {
+        found = store.get_audit(Some(""), &id).await.map_err(store_error)?;
+    }
+    match found {
         Some(record) => Ok(json_response(StatusCode::OK, &record)),
         None => Err(not_found()),
     }
+}
+
+/// Whether the operator belongs to the platform tenant, which also sees unattributed records.
+fn is_platform(op: &Operator) -> bool {
+    op.tenant == DEFAULT_PLATFORM_TENANT
 }
 
 fn not_found() -> ApiError {

@@ -19,6 +19,7 @@ struct Harness {
     admin_a: String,
     viewer_a: String,
     admin_b: String,
+    store: Store,
     _shutdown: watch::Sender<bool>,
 }
 
@@ -102,6 +103,7 @@ async fn start() -> Harness {
         admin_a,
         viewer_a,
         admin_b,
+        store,
         _shutdown: tx,
     }
 }
@@ -392,4 +394,68 @@ async fn auth_roles_and_methods() {
             .status,
         404
     );
+}
+
+/// Records refused before any agent was known (stored with an empty tenant) belong to the
+/// gateway's operators: the platform tenant (`default`) lists and reads them beside its own,
+/// filters apply to them, and no other tenant ever sees them.
+#[tokio::test]
+async fn unattributed_refusals_are_visible_to_the_platform_tenant_only() {
+    let h = start().await;
+    let now = now_ms();
+    let mut rows = Vec::new();
+    for (id, ago, tenant, agent, verdict, status) in [
+        ("u1", 3 * MIN, "", "", Verdict::Error, 407),
+        ("u2", MIN, "", "", Verdict::Error, 429),
+        ("d1", 2 * MIN, "default", "demo", Verdict::Allow, 200),
+    ] {
+        let mut r = AuditRecord::new(id, now - ago, tenant, agent, AuditKind::Http, verdict);
+        r.status = Some(status);
+        rows.push(r.into_row());
+    }
+    h.store.insert_audit_batch(&rows).await.unwrap();
+    let (_, platform_admin) = h
+        .store
+        .create_api_key("default", Role::Admin, "ops", 1)
+        .await
+        .unwrap();
+    let (_, platform_viewer) = h
+        .store
+        .create_api_key("default", Role::Viewer, "dash", 1)
+        .await
+        .unwrap();
+
+    for key in [&platform_admin, &platform_viewer] {
+        let v = send(h.addr, "GET", "/v1/decisions", Some(key)).await.json();
+        assert_eq!(ids(&v), ["u2", "d1", "u1"], "{v}");
+        assert_eq!(v["total"], 3);
+        let v = send(h.addr, "GET", "/v1/decisions?verdict=error", Some(key))
+            .await
+            .json();
+        assert_eq!(ids(&v), ["u2", "u1"], "{v}");
+        let v = send(h.addr, "GET", "/v1/decisions?agent_id=demo", Some(key))
+            .await
+            .json();
+        assert_eq!(ids(&v), ["d1"], "{v}");
+        let r = send(h.addr, "GET", "/v1/decisions/u1", Some(key)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["status"], 407);
+        assert_eq!(r.json()["tenant"], "");
+        // Other tenants' records stay theirs.
+        let r = send(h.addr, "GET", "/v1/decisions/a1", Some(key)).await;
+        assert_eq!(r.status, 404, "{}", r.body);
+    }
+    for key in [&h.admin_a, &h.viewer_a, &h.admin_b] {
+        let v = send(h.addr, "GET", "/v1/decisions?since=2d", Some(key))
+            .await
+            .json();
+        assert!(
+            ids(&v).iter().all(|id| !id.starts_with('u') && id != "d1"),
+            "{v}"
+        );
+        for id in ["u1", "u2", "d1"] {
+            let r = send(h.addr, "GET", &format!("/v1/decisions/{id}"), Some(key)).await;
+            assert_eq!(r.status, 404, "{id}: {}", r.body);
+        }
+    }
 }

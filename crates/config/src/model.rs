@@ -516,6 +516,12 @@ pub struct IdentityConfig {
     pub signing_key: PathBuf,
     /// On first start with an empty store, create a `demo` agent and print its secret once.
     pub create_demo_agent: bool,
+    /// Failed authentications (proxy and token endpoint) allowed back to back per client
+    /// address and per claimed agent before further attempts get 429 `auth_throttled`
+    /// without being verified; 0 turns throttling off.
+    pub auth_failure_burst: u32,
+    /// Attempts regained per minute after the burst (1-6000).
+    pub auth_failure_per_minute: u32,
 }
 
 impl Default for IdentityConfig {
@@ -525,6 +531,8 @@ impl Default for IdentityConfig {
             token_ttl: Duration::from_secs(600),
             signing_key: PathBuf::from("data/signing.key"),
             create_demo_agent: true,
+            auth_failure_burst: 20,
+            auth_failure_per_minute: 10,
         }
     }
 }
@@ -779,6 +787,18 @@ impl Config {
             return Err(ConfigError::new(
                 "identity.token_ttl",
                 "must be between 60s and 24h",
+            ));
+        }
+        if self.identity.auth_failure_burst > 10_000 {
+            return Err(ConfigError::new(
+                "identity.auth_failure_burst",
+                "must be between 0 (off) and 10000",
+            ));
+        }
+        if !(1..=6_000).contains(&self.identity.auth_failure_per_minute) {
+            return Err(ConfigError::new(
+                "identity.auth_failure_per_minute",
+                "must be between 1 and 6000",
             ));
         }
         if !(1..=10_000_000).contains(&self.audit.queue) {

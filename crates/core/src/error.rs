@@ -40,6 +40,8 @@ pub struct ApiError {
     pub source: ErrorSource,
     /// Extra top-level JSON fields.
     pub extra: Map<String, Value>,
+    /// Seconds after which a retry may succeed; answered as `Retry-After` (429, 503).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -56,7 +58,14 @@ impl ApiError {
             detail: detail.into(),
             source,
             extra: Map::new(),
+            retry_after_secs: None,
         }
+    }
+
+    /// Sets the `Retry-After` seconds (at least 1).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
     }
 
     /// 400 from a malformed client request.
@@ -164,6 +173,18 @@ mod tests {
         );
         assert!(!e.retryable());
         assert!(e.to_body(None).ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn retry_after_is_kept_apart_from_the_body() {
+        let e = ApiError::new(429, "auth_throttled", "slow down", ErrorSource::Client)
+            .with_retry_after(0);
+        assert_eq!(e.retry_after_secs, Some(1));
+        assert_eq!(
+            e.to_json(None),
+            json!({"detail": "slow down", "code": "auth_throttled"})
+        );
+        assert_eq!(ApiError::internal("x").retry_after_secs, None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod error;
 mod id;
 mod principal;
 
-pub use agent::{Agent, AgentLimits, AgentSource, DEFAULT_TOKEN_TTL_SECS};
+pub use agent::{Agent, AgentLimits, AgentSource, ConfigOverrides, DEFAULT_TOKEN_TTL_SECS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Evaluation, PolicyMode, Verdict};
 pub use error::{ApiError, ErrorEnvelope, ErrorSource};

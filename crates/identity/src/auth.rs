@@ -3,6 +3,7 @@
 
 use crate::registry::{Entry, Registry};
 use crate::secret::verify_secret_digest;
+use crate::throttle::{AuthThrottle, Fingerprint, Presented, Throttled};
 use crate::token::{looks_like_jwt, Claims, TokenError, TokenIssuer};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -10,6 +11,7 @@ use base64::Engine as _;
 use portcullis_core::{
     is_valid_id, AgentMode, AgentStatus, ApiError, Clock, ErrorSource, Principal, TokenInfo,
 };
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Value of the `Proxy-Authenticate` header sent with every 407.
@@ -67,6 +69,9 @@ pub enum AuthError {
     /// The agent's mode is `disabled`.
     #[error("agent disabled")]
     AgentDisabled,
+    /// Too many failed attempts from this client or for this agent; not verified.
+    #[error("too many failed authentication attempts")]
+    Throttled(Throttled),
 }
 
 impl AuthError {
@@ -83,13 +88,15 @@ impl AuthError {
             Self::Suspended => "suspended",
             Self::Revoked => "revoked",
             Self::AgentDisabled => "agent_disabled",
+            Self::Throttled(_) => "throttled",
         }
     }
 
-    /// HTTP status: 403 for a disabled agent, else 407.
+    /// HTTP status: 403 for a disabled agent, 429 when throttled, else 407.
     pub fn status(&self) -> u16 {
         match self {
             Self::AgentDisabled => 403,
+            Self::Throttled(_) => 429,
             _ => 407,
         }
     }
@@ -98,7 +105,23 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::AgentDisabled => "agent_disabled",
+            Self::Throttled(_) => "auth_throttled",
             _ => "proxy_auth_required",
+        }
+    }
+
+    /// Whether this failure is a wrong guess of a credential (unknown agent, wrong secret,
+    /// a token that does not verify), which the throttle counts. Missing or malformed
+    /// headers, expired or rotated tokens and refused states are not guesses.
+    pub fn is_guess(&self) -> bool {
+        match self {
+            Self::UnknownAgent
+            | Self::SubagentCredentials
+            | Self::BadSecret
+            | Self::SubjectMismatch
+            | Self::TenantMismatch => true,
+            Self::Token(e) => *e != TokenError::Expired,
+            _ => false,
         }
     }
 
@@ -106,6 +129,9 @@ impl AuthError {
     /// agent exists; status-specific details appear only after the credential
     /// itself was verified. A 407 must also carry [`PROXY_AUTHENTICATE`].
     pub fn to_api_error(&self) -> ApiError {
+        if let Self::Throttled(t) = self {
+            return t.to_api_error().with("reason", self.reason());
+        }
         let detail = match self {
             Self::Missing => "proxy authentication required",
             Self::Malformed(_) => "malformed Proxy-Authorization header",
@@ -120,6 +146,7 @@ impl AuthError {
             Self::Suspended => "agent suspended",
             Self::Revoked => "agent revoked",
             Self::AgentDisabled => "agent disabled",
+            Self::Throttled(_) => "too many failed authentication attempts; retry later",
         };
         let source = match self {
             Self::AgentDisabled => ErrorSource::Policy,
@@ -161,6 +188,7 @@ pub struct Authenticator {
     registry: Arc<Registry>,
     issuer: Arc<TokenIssuer>,
     clock: Arc<dyn Clock>,
+    throttle: Option<Arc<AuthThrottle>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -177,6 +205,42 @@ enum Credential<'a> {
     Token(&'a str),
 }
 
+/// A `Proxy-Authorization` value taken apart: the user name (Basic) and the password or
+/// token, owned (Basic credentials are decoded from base64).
+struct Parsed {
+    user: Option<String>,
+    credential: String,
+    token: bool,
+}
+
+impl Parsed {
+    fn credential(&self) -> Credential<'_> {
+        if self.token {
+            Credential::Token(&self.credential)
+        } else {
+            Credential::Secret(&self.credential)
+        }
+    }
+
+    /// The credential for the throttle, `None` for a secret without a valid agent id.
+    fn presented(&self) -> Option<Presented<'_>> {
+        if self.token {
+            Some(Presented::Token(&self.credential))
+        } else {
+            let agent = self.claimed()?;
+            Some(Presented::Secret {
+                agent,
+                secret: &self.credential,
+            })
+        }
+    }
+
+    /// The agent id claimed by the Basic user name, when it could be one.
+    fn claimed(&self) -> Option<&str> {
+        self.user.as_deref().filter(|u| is_valid_id(u))
+    }
+}
+
 impl Authenticator {
     /// A new authenticator.
     pub fn new(registry: Arc<Registry>, issuer: Arc<TokenIssuer>, clock: Arc<dyn Clock>) -> Self {
@@ -184,7 +248,20 @@ impl Authenticator {
             registry,
             issuer,
             clock,
+            throttle: None,
         }
+    }
+
+    /// Throttles failed authentications ([`AuthThrottle`]) in
+    /// [`Authenticator::authenticate_from`].
+    pub fn with_throttle(mut self, throttle: Arc<AuthThrottle>) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    /// The throttle, if any (shared with the token endpoint).
+    pub fn throttle(&self) -> Option<&Arc<AuthThrottle>> {
+        self.throttle.as_ref()
     }
 
     /// The registry consulted on every call.
@@ -213,42 +290,45 @@ impl Authenticator {
         proxy_authorization: Option<&[u8]>,
         now_unix: u64,
     ) -> Result<Principal, AuthError> {
-        let raw = proxy_authorization.ok_or(AuthError::Missing)?;
-        if raw.len() > MAX_AUTHORIZATION_LEN {
-            return Err(AuthError::Malformed("header too long"));
-        }
-        let value = std::str::from_utf8(raw).map_err(|_| AuthError::Malformed("not UTF-8"))?;
-        let value = value.trim_matches(|c| c == ' ' || c == '\t');
-        if value.is_empty() {
-            return Err(AuthError::Missing);
-        }
-        let (scheme, param) = value
-            .split_once([' ', '\t'])
-            .ok_or(AuthError::Malformed("no credentials after the scheme"))?;
-        let param = param.trim_start_matches([' ', '\t']);
-        if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = BASIC_B64
-                .decode(param)
-                .map_err(|_| AuthError::Malformed("invalid base64"))?;
-            let user_pass =
-                std::str::from_utf8(&decoded).map_err(|_| AuthError::Malformed("not UTF-8"))?;
-            let (user, pass) = user_pass
-                .split_once(':')
-                .ok_or(AuthError::Malformed("no ':' in Basic credentials"))?;
-            if user.is_empty() {
-                return Err(AuthError::Malformed("empty user name"));
+        let parsed = parse(proxy_authorization)?;
+        self.check(parsed.user.as_deref(), parsed.credential(), now_unix)
+    }
+
+    /// [`Self::authenticate`] for a request from `client`, throttled when a throttle is
+    /// set: a client address or claimed agent with too many failed attempts gets
+    /// [`AuthError::Throttled`] without its credential being verified, unless the credential
+    /// is one verified recently (see [`AuthThrottle`]). Wrong guesses
+    /// ([`AuthError::is_guess`]) count against both (one for an id that is not a registered
+    /// agent counts for that id only); a success remembers the credential.
+    pub fn authenticate_from(
+        &self,
+        proxy_authorization: Option<&[u8]>,
+        client: IpAddr,
+    ) -> Result<Principal, AuthError> {
+        let parsed = parse(proxy_authorization)?;
+        let now = self.clock.unix_secs();
+        let Some(throttle) = self.throttle.as_ref().filter(|t| t.enabled()) else {
+            return self.check(parsed.user.as_deref(), parsed.credential(), now);
+        };
+        let presented = parsed.presented();
+        let fingerprints: Vec<Fingerprint> = presented.iter().map(Presented::fingerprint).collect();
+        throttle
+            .check(client, parsed.claimed(), &fingerprints)
+            .map_err(AuthError::Throttled)?;
+        let result = self.check(parsed.user.as_deref(), parsed.credential(), now);
+        match &result {
+            Ok(p) => {
+                if let Some(c) = presented {
+                    throttle.verified(&p.agent_id, c);
+                }
             }
-            let credential = if looks_like_jwt(pass) {
-                Credential::Token(pass)
-            } else {
-                Credential::Secret(pass)
-            };
-            self.check(Some(user), credential, now_unix)
-        } else if scheme.eq_ignore_ascii_case("bearer") {
-            self.check(None, Credential::Token(param), now_unix)
-        } else {
-            Err(AuthError::Malformed("unsupported scheme"))
+            Err(AuthError::UnknownAgent | AuthError::SubagentCredentials) => {
+                throttle.failed_unknown(parsed.claimed());
+            }
+            Err(e) if e.is_guess() => throttle.failed(client, parsed.claimed(), &fingerprints),
+            Err(_) => {}
         }
+        result
     }
 
     /// Re-checks a principal obtained earlier (e.g. the identity bound to a tunnel)
@@ -329,6 +409,49 @@ impl Authenticator {
             return Err(AuthError::SubagentCredentials);
         }
         Ok(entry)
+    }
+}
+
+/// Takes a `Proxy-Authorization` value apart (nothing is verified yet).
+fn parse(proxy_authorization: Option<&[u8]>) -> Result<Parsed, AuthError> {
+    let raw = proxy_authorization.ok_or(AuthError::Missing)?;
+    if raw.len() > MAX_AUTHORIZATION_LEN {
+        return Err(AuthError::Malformed("header too long"));
+    }
+    let value = std::str::from_utf8(raw).map_err(|_| AuthError::Malformed("not UTF-8"))?;
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
+    if value.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    let (scheme, param) = value
+        .split_once([' ', '\t'])
+        .ok_or(AuthError::Malformed("no credentials after the scheme"))?;
+    let param = param.trim_start_matches([' ', '\t']);
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = BASIC_B64
+            .decode(param)
+            .map_err(|_| AuthError::Malformed("invalid base64"))?;
+        let user_pass =
+            String::from_utf8(decoded).map_err(|_| AuthError::Malformed("not UTF-8"))?;
+        let (user, pass) = user_pass
+            .split_once(':')
+            .ok_or(AuthError::Malformed("no ':' in Basic credentials"))?;
+        if user.is_empty() {
+            return Err(AuthError::Malformed("empty user name"));
+        }
+        Ok(Parsed {
+            user: Some(user.to_owned()),
+            credential: pass.to_owned(),
+            token: looks_like_jwt(pass),
+        })
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Ok(Parsed {
+            user: None,
+            credential: param.to_owned(),
+            token: true,
+        })
+    } else {
+        Err(AuthError::Malformed("unsupported scheme"))
     }
 }
 

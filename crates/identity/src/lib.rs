@@ -21,6 +21,7 @@ mod key;
 mod oauth;
 mod registry;
 mod secret;
+mod throttle;
 mod token;
 mod validate;
 
@@ -30,11 +31,16 @@ pub use auth::{
 };
 pub use key::{load_or_generate, KeyError, SigningKey};
 pub use oauth::{
-    authenticate_client, issue_token, token_endpoint, ClientGrantRequest, OAuthError, TokenGrant,
-    MAX_FIELD_LEN, MAX_REQUESTED_SCOPES, MAX_SCOPE_LEN, TOKEN_RESPONSE_HEADERS,
+    authenticate_client, issue_token, token_endpoint, ClientGrantRequest, ClientRefusal,
+    OAuthError, TokenGrant, TokenRequest, MAX_FIELD_LEN, MAX_REQUESTED_SCOPES, MAX_SCOPE_LEN,
+    TOKEN_RESPONSE_HEADERS,
 };
 pub use registry::{Entry, Registry, Snapshot};
 pub use secret::{generate_secret, hash_secret, parse_sha256_hex, verify_secret, SECRET_BYTES};
+pub use throttle::{
+    AuthThrottle, Fingerprint, Presented, ThrottleScope, ThrottleSettings, Throttled,
+    DEFAULT_MAX_ENTRIES, KNOWN_GOOD_PER_AGENT, MIN_BYPASS_SECRET_LEN,
+};
 pub use token::{
     looks_like_jwt, Claims, IssuedToken, TokenError, TokenIssuer, CLOCK_SKEW_LEEWAY_SECS,
     MAX_TOKEN_LEN, VERIFIED_CACHE_CAPACITY,

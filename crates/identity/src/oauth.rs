@@ -9,12 +9,14 @@ use crate::auth::BASIC_B64;
 use crate::form;
 use crate::registry::Registry;
 use crate::secret::verify_secret_digest;
+use crate::throttle::{AuthThrottle, Fingerprint, Presented, Throttled};
 use crate::token::{IssuedToken, TokenIssuer};
 use base64::Engine as _;
 use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentMode, AgentStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Headers every token endpoint answer carries (RFC 6749 §5.1).
@@ -40,8 +42,11 @@ pub struct OAuthError {
     pub error: &'static str,
     /// Human readable description (RFC 6749 charset: no quotes or backslashes).
     pub error_description: Cow<'static, str>,
-    /// Machine code for the JSON `code` field (the OAuth code, or `agent_disabled`).
+    /// Machine code for the JSON `code` field (the OAuth code, `agent_disabled` or
+    /// `auth_throttled`).
     pub code: &'static str,
+    /// Seconds to wait before retrying, answered as `Retry-After` (429 only).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl OAuthError {
@@ -51,7 +56,21 @@ impl OAuthError {
             error,
             error_description: desc.into(),
             code: error,
+            retry_after_secs: None,
         }
+    }
+
+    /// 429 for a throttled client (`temporarily_unavailable`, code `auth_throttled`), with
+    /// the seconds to wait; the same whichever bucket refused.
+    pub fn throttled(t: &Throttled) -> Self {
+        let mut e = Self::new(
+            429,
+            "temporarily_unavailable",
+            "too many failed authentication attempts; retry later",
+        );
+        e.code = "auth_throttled";
+        e.retry_after_secs = Some(t.retry_after_secs.max(1));
+        e
     }
 
     /// 400 `invalid_request`.
@@ -134,84 +153,223 @@ impl TokenGrant {
     }
 }
 
-/// Parses, authenticates and scope-checks a token request.
-///
-/// * `content_type`: `application/x-www-form-urlencoded` or `application/json`
-///   (parameters such as `charset` ignored).
-/// * `authorization`: optional `Authorization` header; `Basic` carries
-///   form-urlencoded `client_id:client_secret` (RFC 6749 §2.3.1). A secret is
-///   also accepted verbatim, for clients that do not encode it.
-/// * `body`: the whole request body (`grant_type=client_credentials` required).
-///
-/// Credentials go in the header or the body, not both (a body `client_id`
-/// equal to the Basic one is tolerated). An absent or empty `scope` asks for every
-/// allowed scope; scope names are matched exactly (case-sensitive, no wildcards).
+/// A refused token request. `agent` is set when the refusal came after the client's
+/// credentials were verified (suspended, revoked, disabled, a scope it may not have), so the
+/// refusal can be attributed to that agent and its tenant; it is `None` when the client was
+/// not authenticated (unknown client, wrong secret), whatever id it claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRefusal {
+    /// The answer.
+    pub error: OAuthError,
+    /// The authenticated agent, if the credentials were verified.
+    pub agent: Option<Arc<Agent>>,
+    /// Set when the attempt was refused by the throttle, unverified.
+    pub throttled: Option<Throttled>,
+}
+
+impl ClientRefusal {
+    fn unauthenticated(error: OAuthError) -> Self {
+        Self {
+            error,
+            agent: None,
+            throttled: None,
+        }
+    }
+}
+
+/// A parsed token request whose client credentials have not been checked yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    client_id: String,
+    secrets: Vec<String>,
+    scopes: Option<Vec<String>>,
+}
+
+impl TokenRequest {
+    /// Parses a token request.
+    ///
+    /// * `content_type`: `application/x-www-form-urlencoded` or `application/json`
+    ///   (parameters such as `charset` ignored).
+    /// * `authorization`: optional `Authorization` header; `Basic` carries
+    ///   form-urlencoded `client_id:client_secret` (RFC 6749 §2.3.1). A secret is
+    ///   also accepted verbatim, for clients that do not encode it.
+    /// * `body`: the whole request body (`grant_type=client_credentials` required).
+    ///
+    /// Credentials go in the header or the body, not both (a body `client_id`
+    /// equal to the Basic one is tolerated). An absent or empty `scope` asks for every
+    /// allowed scope; scope names are matched exactly (case-sensitive, no wildcards).
+    pub fn parse(
+        content_type: Option<&[u8]>,
+        authorization: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<Self, OAuthError> {
+        let params = parse_body(content_type, body)?;
+        match params.grant_type.as_deref() {
+            None | Some("") => return Err(OAuthError::invalid_request("missing grant_type")),
+            Some("client_credentials") => {}
+            Some(_) => {
+                return Err(OAuthError::new(
+                    400,
+                    "unsupported_grant_type",
+                    "only client_credentials is supported",
+                ))
+            }
+        }
+        let scopes = parse_scope(params.scope.as_deref())?;
+        let (client_id, secrets) = client_credentials(authorization, &params)?;
+        Ok(Self {
+            client_id,
+            secrets,
+            scopes,
+        })
+    }
+
+    /// The client id the request claims (not authenticated yet).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The secret candidates the request presents (the Basic password form-decoded and
+    /// verbatim, or the body's `client_secret`); one of them must match.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// Authenticates the client against `registry`, then checks its status, mode and the
+    /// requested scopes.
+    pub fn authenticate(&self, registry: &Registry) -> Result<ClientGrantRequest, ClientRefusal> {
+        let entry = if is_valid_id(&self.client_id) {
+            registry.entry(&self.client_id)
+        } else {
+            None
+        };
+        let entry = match entry {
+            Some(e) if e.agent.parent.is_none() => e,
+            _ => {
+                return Err(ClientRefusal::unauthenticated(OAuthError::invalid_client(
+                    "client authentication failed",
+                )))
+            }
+        };
+        let ok = match &entry.secret_digest {
+            // Check every candidate so timing does not depend on which one matched.
+            Some(d) => self
+                .secrets
+                .iter()
+                .fold(false, |acc, s| verify_secret_digest(s, d) | acc),
+            None => false,
+        };
+        if !ok {
+            return Err(ClientRefusal::unauthenticated(OAuthError::invalid_client(
+                "client authentication failed",
+            )));
+        }
+        let refuse = |error: OAuthError| ClientRefusal {
+            error,
+            agent: Some(entry.agent.clone()),
+            throttled: None,
+        };
+        match entry.agent.status {
+            AgentStatus::Active => {}
+            AgentStatus::Suspended => {
+                return Err(refuse(OAuthError::invalid_client("client suspended")))
+            }
+            AgentStatus::Revoked => {
+                return Err(refuse(OAuthError::invalid_client("client revoked")))
+            }
+        }
+        if entry.agent.mode == AgentMode::Disabled {
+            let mut e = OAuthError::new(400, "invalid_grant", "agent disabled");
+            e.code = "agent_disabled";
+            return Err(refuse(e));
+        }
+        let allowed = &entry.agent.allowed_scopes;
+        let scopes = match &self.scopes {
+            None => allowed.clone(),
+            Some(req) => {
+                if let Some(bad) = req.iter().find(|s| !allowed.contains(s)) {
+                    return Err(refuse(OAuthError::scope_denied(format!(
+                        "scope {bad} is not allowed for this client"
+                    ))));
+                }
+                req.clone()
+            }
+        };
+        Ok(ClientGrantRequest {
+            agent: entry.agent.clone(),
+            scopes,
+        })
+    }
+}
+
+impl TokenRequest {
+    /// [`TokenRequest::authenticate`] for a request from `client`, throttled: a client
+    /// address or claimed `client_id` with too many failed attempts is refused (429
+    /// `auth_throttled`) without its secret being verified, unless the secret is one verified
+    /// recently ([`AuthThrottle`]). A wrong secret counts against both; an unknown client
+    /// against its claimed id only; a success remembers the secret that matched.
+    pub fn authenticate_throttled(
+        &self,
+        registry: &Registry,
+        client: IpAddr,
+        throttle: &AuthThrottle,
+    ) -> Result<ClientGrantRequest, ClientRefusal> {
+        let claimed = is_valid_id(&self.client_id).then_some(self.client_id.as_str());
+        let fingerprints: Vec<Fingerprint> = claimed
+            .map(|agent| {
+                self.secrets
+                    .iter()
+                    .map(|secret| Presented::Secret { agent, secret }.fingerprint())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Err(t) = throttle.check(client, claimed, &fingerprints) {
+            return Err(ClientRefusal {
+                error: OAuthError::throttled(&t),
+                agent: None,
+                throttled: Some(t),
+            });
+        }
+        let registered = claimed
+            .and_then(|id| registry.entry(id))
+            .is_some_and(|e| e.agent.parent.is_none());
+        let result = self.authenticate(registry);
+        match &result {
+            Ok(grant) => {
+                let matched = grant.agent.secret_sha256.as_deref().and_then(|h| {
+                    self.secrets
+                        .iter()
+                        .find(|s| crate::secret::verify_secret(s, h))
+                });
+                if let Some(secret) = matched {
+                    throttle.verified(
+                        &grant.agent.id,
+                        Presented::Secret {
+                            agent: &grant.agent.id,
+                            secret,
+                        },
+                    );
+                }
+            }
+            Err(r) if r.agent.is_none() && !registered => throttle.failed_unknown(claimed),
+            Err(r) if r.agent.is_none() => throttle.failed(client, claimed, &fingerprints),
+            Err(_) => {}
+        }
+        result
+    }
+}
+
+/// Parses, authenticates and scope-checks a token request: [`TokenRequest::parse`] then
+/// [`TokenRequest::authenticate`], without telling who a refusal concerns.
 pub fn authenticate_client(
     content_type: Option<&[u8]>,
     authorization: Option<&[u8]>,
     body: &[u8],
     registry: &Registry,
 ) -> Result<ClientGrantRequest, OAuthError> {
-    let params = parse_body(content_type, body)?;
-    match params.grant_type.as_deref() {
-        None | Some("") => return Err(OAuthError::invalid_request("missing grant_type")),
-        Some("client_credentials") => {}
-        Some(_) => {
-            return Err(OAuthError::new(
-                400,
-                "unsupported_grant_type",
-                "only client_credentials is supported",
-            ))
-        }
-    }
-    let requested = parse_scope(params.scope.as_deref())?;
-    let (client_id, secrets) = client_credentials(authorization, &params)?;
-
-    let entry = if is_valid_id(&client_id) {
-        registry.entry(&client_id)
-    } else {
-        None
-    };
-    let entry = match entry {
-        Some(e) if e.agent.parent.is_none() => e,
-        _ => return Err(OAuthError::invalid_client("client authentication failed")),
-    };
-    let ok = match &entry.secret_digest {
-        // Check every candidate so timing does not depend on which one matched.
-        Some(d) => secrets
-            .iter()
-            .fold(false, |acc, s| verify_secret_digest(s, d) | acc),
-        None => false,
-    };
-    if !ok {
-        return Err(OAuthError::invalid_client("client authentication failed"));
-    }
-    match entry.agent.status {
-        AgentStatus::Active => {}
-        AgentStatus::Suspended => return Err(OAuthError::invalid_client("client suspended")),
-        AgentStatus::Revoked => return Err(OAuthError::invalid_client("client revoked")),
-    }
-    if entry.agent.mode == AgentMode::Disabled {
-        let mut e = OAuthError::new(400, "invalid_grant", "agent disabled");
-        e.code = "agent_disabled";
-        return Err(e);
-    }
-    let allowed = &entry.agent.allowed_scopes;
-    let scopes = match requested {
-        None => allowed.clone(),
-        Some(req) => {
-            if let Some(bad) = req.iter().find(|s| !allowed.contains(s)) {
-                return Err(OAuthError::scope_denied(format!(
-                    "scope {bad} is not allowed for this client"
-                )));
-            }
-            req
-        }
-    };
-    Ok(ClientGrantRequest {
-        agent: entry.agent.clone(),
-        scopes,
-    })
+    TokenRequest::parse(content_type, authorization, body)?
+        .authenticate(registry)
+        .map_err(|r| r.error)
 }
 
 /// Signs the token for an authenticated request (after any `kind=token` policy check).

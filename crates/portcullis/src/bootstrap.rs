@@ -5,17 +5,64 @@ use anyhow::{bail, Context};
 use portcullis_config::{AgentConfig, Config};
 use portcullis_core::{Agent, AgentSource, AgentStatus, Clock};
 use portcullis_identity::{generate_secret, hash_secret, SigningKey};
-use portcullis_store::{SealKey, Store};
+use portcullis_store::{SealKey, Store, StoreError};
+use std::path::Path;
 use tracing::info;
 
 /// Id of the agent created on first run.
 pub(crate) const DEMO_AGENT: &str = "demo";
 
-/// Opens the configured store (creating its directory and applying migrations).
+/// Opens the configured store for `serve` (creating its directory and file on first run,
+/// applying migrations).
 pub(crate) async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Store::connect(&cfg.store.url)
         .await
         .with_context(|| format!("opening store {}", cfg.store.url))
+}
+
+/// Opens the store a gateway with this config uses, for CLI commands: never creates one.
+///
+/// A relative `store.url` resolves against the working directory, so a command run
+/// elsewhere would otherwise work on a new, empty store the gateway never reads. Prints
+/// which store it uses (one line on stderr); a missing store is an error naming the
+/// absolute path and how to point the command at the right one.
+pub(crate) async fn open_existing_store(cfg: &Config) -> anyhow::Result<Store> {
+    let url = &cfg.store.url;
+    let shown = match Store::file_path(url) {
+        Ok(Some(path)) => format!("sqlite://{}", path.display()),
+        _ => url.clone(),
+    };
+    match Store::connect_existing(url).await {
+        Ok(store) => {
+            eprintln!("store: {shown}");
+            Ok(store)
+        }
+        Err(StoreError::Missing { path }) => bail!(
+            "no store at {} (store.url = {url:?}, resolved against the working directory {}). \
+             Run this command from the gateway's directory, pass the gateway's config with \
+             --config or PORTCULLIS_CONFIG, or start `portcullis serve` once to create the store",
+            path.display(),
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "?".to_owned())
+        ),
+        Err(e) => Err(e).with_context(|| format!("opening store {shown}")),
+    }
+}
+
+/// Fails unless `path` is an existing file: the CLI uses the gateway's keys, it never
+/// makes new ones the gateway would not know.
+pub(crate) fn require_existing(path: &Path, what: &str, key: &str) -> anyhow::Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    bail!(
+        "no {what} at {} ({key}); the gateway creates it on its first start. Run this command \
+         from the gateway's directory or pass the gateway's config with --config or \
+         PORTCULLIS_CONFIG",
+        shown.display()
+    )
 }
 
 /// Loads the signing key, generating it (mode 0600) on first run.
@@ -40,8 +87,13 @@ pub(crate) fn credentials_key(cfg: &Config) -> anyhow::Result<(SealKey, bool)> {
 pub(crate) const CREDENTIALS_KEY_ENV: &str = "PORTCULLIS_CREDENTIALS_KEY";
 
 /// Upserts `[[agents]]` into the store; secrets from `secret_env` are hashed here
-/// and never stored in clear. Status and generation of existing agents are kept
-/// unless the secret changed (then the generation moves on, killing old tokens).
+/// and never stored in clear.
+///
+/// Run-time decisions win over a config that has not changed since
+/// ([`Agent::reconcile_config`]): an existing agent keeps its status (the config never
+/// declares one), a mode set at run time while the config still declares the mode it
+/// overrode, and a secret rotated at run time while the config still declares the secret
+/// that was rotated away. A new config secret moves the generation on, killing old tokens.
 pub(crate) async fn upsert_config_agents(
     cfg: &Config,
     store: &Store,
@@ -50,31 +102,37 @@ pub(crate) async fn upsert_config_agents(
     let now = clock.unix_secs();
     for a in &cfg.agents {
         let hash = config_secret_hash(a)?;
-        let existing = store.get_agent(&a.id).await?;
-        let mut agent = existing
-            .clone()
-            .unwrap_or_else(|| Agent::new(&a.id, &a.tenant, now));
-        if let Some(e) = &existing {
-            if e.source != AgentSource::Config {
-                bail!(
-                    "agents: `{}` already exists in the store (created by CLI/API); rename the config agent or remove it",
-                    a.id
-                );
+        let mut agent = match store.get_agent(&a.id).await? {
+            Some(e) if e.source != AgentSource::Config => bail!(
+                "agents: `{}` already exists in the store (created by CLI/API); rename the config agent or remove it",
+                a.id
+            ),
+            Some(mut e) => {
+                e.reconcile_config(a.mode, &hash);
+                e
             }
-            if e.secret_sha256.as_deref() != Some(hash.as_str()) {
-                agent.generation = e.generation + 1;
+            None => {
+                let mut fresh = Agent::new(&a.id, &a.tenant, now);
+                fresh.mode = a.mode;
+                fresh.secret_sha256 = Some(hash);
+                fresh
             }
-        }
+        };
         agent.tenant = a.tenant.clone();
         agent.groups = a.groups.clone();
         agent.allowed_scopes = a.allowed_scopes.clone();
-        agent.mode = a.mode;
         agent.risk_level = a.risk_level;
         agent.token_ttl_secs = a.token_ttl.unwrap_or(cfg.identity.token_ttl).as_secs();
-        agent.secret_sha256 = Some(hash);
         agent.limits = a.limits.clone();
         agent.source = AgentSource::Config;
-        store.upsert_agent(&agent, now).await?;
+        let stored = store.upsert_agent(&agent, now).await?;
+        if !stored.config_overrides.is_empty() {
+            info!(
+                agent = %stored.id,
+                kept = ?stored.config_overrides.fields(),
+                "config agent: run-time changes kept over the unchanged config"
+            );
+        }
     }
     Ok(cfg.agents.len())
 }

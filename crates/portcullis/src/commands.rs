@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 /// `portcullis agent ...`.
 pub(crate) async fn agent(cfg: &Config, action: AgentAction) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     let now = SystemClock.unix_secs();
     match action {
         AgentAction::Create { id, tenant, fields } => {
@@ -96,7 +96,7 @@ pub(crate) async fn agent(cfg: &Config, action: AgentAction) -> anyhow::Result<(
 
 /// `portcullis token --agent ID`.
 pub(crate) async fn token(cfg: &Config, agent_id: &str, scopes: Vec<String>) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     let agent = get(&store, agent_id).await?;
     if agent.status != AgentStatus::Active {
         bail!("agent `{agent_id}` is {}", label(&agent.status));
@@ -109,6 +109,11 @@ pub(crate) async fn token(cfg: &Config, agent_id: &str, scopes: Vec<String>) -> 
         }
         scopes
     };
+    bootstrap::require_existing(
+        &cfg.identity.signing_key,
+        "token signing key",
+        "identity.signing_key",
+    )?;
     let (key, _) = bootstrap::signing_key(cfg)?;
     let issuer = TokenIssuer::new(cfg.identity.issuer.clone(), Arc::new(key));
     let t = issuer
@@ -121,7 +126,7 @@ pub(crate) async fn token(cfg: &Config, agent_id: &str, scopes: Vec<String>) -> 
 
 /// `portcullis credential ...`.
 pub(crate) async fn credential(cfg: &Config, action: CredentialAction) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     match action {
         CredentialAction::Set {
             name,
@@ -150,7 +155,30 @@ pub(crate) async fn credential(cfg: &Config, action: CredentialAction) -> anyhow
             binding
                 .validate_binding("")
                 .map_err(|e| anyhow!("--{}: {}", e.key.replace('_', "-"), e.reason))?;
+            let unusable =
+                portcullis_admin::unusable_agents(&store, &tenant, &binding.agents).await?;
+            if !unusable.is_empty() {
+                let mut why = Vec::new();
+                if !unusable.unknown.is_empty() {
+                    why.push(format!("no such agent: {}", unusable.unknown.join(", ")));
+                }
+                for (agent, theirs) in &unusable.other_tenant {
+                    why.push(format!("`{agent}` is in tenant `{theirs}`"));
+                }
+                bail!(
+                    "--agents: {}; credential `{name}` belongs to tenant `{tenant}` and applies \
+                     to that tenant's agents only (use --tenant to store it in the agents' tenant)",
+                    why.join("; ")
+                );
+            }
             let secret = read_secret(secret_env, secret_file, secret_stdin)?;
+            if std::env::var_os(bootstrap::CREDENTIALS_KEY_ENV).is_none() {
+                bootstrap::require_existing(
+                    &cfg.store.credentials_key,
+                    "credentials sealing key",
+                    "store.credentials_key",
+                )?;
+            }
             let (key, _) = bootstrap::credentials_key(cfg)?;
             let now = SystemClock.unix_secs();
             store
@@ -257,7 +285,7 @@ fn read_secret(
 
 /// `portcullis apikey ...`.
 pub(crate) async fn apikey(cfg: &Config, action: ApikeyAction) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     let now = SystemClock.unix_secs();
     match action {
         ApikeyAction::Create { tenant, role, name } => {
@@ -460,7 +488,7 @@ async fn eval(cfg: &Config, input: &std::path::Path, agent: Option<&str>) -> any
 }
 
 async fn load_agent(cfg: &Config, id: &str) -> anyhow::Result<Agent> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     let a = get(&store, id).await;
     store.close().await;
     a
@@ -473,7 +501,7 @@ const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `portcullis audit ...`.
 pub(crate) async fn audit(cfg: &Config, action: AuditAction) -> anyhow::Result<()> {
-    let store = bootstrap::open_store(cfg).await?;
+    let store = bootstrap::open_existing_store(cfg).await?;
     match action {
         AuditAction::Query {
             tenant,

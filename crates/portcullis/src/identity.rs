@@ -3,10 +3,12 @@
 
 use crate::policy::PolicyAuthorizer;
 use http::{HeaderValue, Method};
+use portcullis_config::IdentityConfig;
 use portcullis_core::{Agent, ApiError, Clock, Decision, Principal, TokenInfo, Verdict};
 use portcullis_identity::{
-    authenticate_client, issue_token, validate_subagent, AuthError, Authenticator,
-    ClientGrantRequest, OAuthError, Registry, TokenIssuer, TOKEN_RESPONSE_HEADERS,
+    issue_token, validate_subagent, AuthError, AuthThrottle, Authenticator, ClientGrantRequest,
+    ClientRefusal, OAuthError, Presented, Registry, ThrottleScope, ThrottleSettings, Throttled,
+    TokenIssuer, TokenRequest, TOKEN_RESPONSE_HEADERS,
 };
 use portcullis_proxy::pipeline::{LocalRequest, LocalResponse, LocalService};
 use portcullis_proxy::pipeline::{Record, Recorder};
@@ -21,11 +23,13 @@ use tracing::{info, warn};
 /// Most sub-agents one agent may register.
 const MAX_SUBAGENTS_PER_AGENT: usize = 1000;
 
-/// `portcullis_proxy_auth_failures_total{reason}` and `portcullis_tokens_issued_total{result}`.
+/// `portcullis_proxy_auth_failures_total{reason}`, `portcullis_tokens_issued_total{result}`
+/// and `portcullis_auth_throttled_total{scope}`.
 #[derive(Clone)]
 pub(crate) struct IdentityMetrics {
     auth_failures: IntCounterVec,
     tokens_issued: IntCounterVec,
+    auth_throttled: IntCounterVec,
 }
 
 impl IdentityMetrics {
@@ -44,13 +48,45 @@ impl IdentityMetrics {
             ),
             &["result"],
         )?;
+        let auth_throttled = IntCounterVec::new(
+            Opts::new(
+                "portcullis_auth_throttled_total",
+                "Authentication attempts refused unverified after too many failures, by the \
+                 bucket that was empty (client address or claimed agent).",
+            ),
+            &["scope"],
+        )?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(tokens_issued.clone()))?;
+        registry.register(Box::new(auth_throttled.clone()))?;
+        for scope in [ThrottleScope::Client, ThrottleScope::Agent] {
+            auth_throttled.with_label_values(&[scope.label()]);
+        }
         Ok(Self {
             auth_failures,
             tokens_issued,
+            auth_throttled,
         })
     }
+
+    fn throttled(&self, t: &Throttled) {
+        self.auth_throttled
+            .with_label_values(&[t.scope.label()])
+            .inc();
+    }
+}
+
+/// The failed-authentication throttle of `[identity]`, shared by the proxy authenticator
+/// and the token endpoint.
+pub(crate) fn auth_throttle(cfg: &IdentityConfig, clock: Arc<dyn Clock>) -> Arc<AuthThrottle> {
+    Arc::new(AuthThrottle::new(
+        ThrottleSettings {
+            burst: cfg.auth_failure_burst,
+            per_minute: cfg.auth_failure_per_minute,
+            ..ThrottleSettings::default()
+        },
+        clock,
+    ))
 }
 
 /// The proxy's authenticator backed by the identity registry.
@@ -111,13 +147,16 @@ impl portcullis_proxy::pipeline::Authenticator for ProxyAuth {
             Some(agent) => self.sidecar_principal(agent),
             None => self
                 .inner
-                .authenticate(proxy_authorization.map(|v| v.as_bytes())),
+                .authenticate_from(proxy_authorization.map(|v| v.as_bytes()), client.ip()),
         };
         result.map_err(|e| {
             self.metrics
                 .auth_failures
                 .with_label_values(&[e.reason()])
                 .inc();
+            if let AuthError::Throttled(t) = &e {
+                self.metrics.throttled(t);
+            }
             e.to_api_error()
         })
     }
@@ -209,6 +248,7 @@ pub(crate) struct TokenService {
     metrics: IdentityMetrics,
     policy: Option<Arc<PolicyAuthorizer>>,
     recorder: Option<Arc<dyn Recorder>>,
+    throttle: Option<Arc<AuthThrottle>>,
 }
 
 impl TokenService {
@@ -228,7 +268,15 @@ impl TokenService {
             metrics,
             policy,
             recorder: None,
+            throttle: None,
         }
+    }
+
+    /// Throttles failed client authentications (shared with the proxy authenticator), and
+    /// remembers issued tokens as known good so they pass a throttled address.
+    pub(crate) fn with_throttle(mut self, throttle: Arc<AuthThrottle>) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 
     /// Audits every token request (one record each, secrets never included).
@@ -327,16 +375,34 @@ impl TokenService {
             .iter()
             .map(|(k, v)| (*k, (*v).to_owned()))
             .collect();
-        let grant = match authenticate_client(
-            h("content-type"),
-            h("authorization"),
-            &req.body,
-            &self.registry,
-        ) {
-            Ok(g) => g,
+        let request = match TokenRequest::parse(h("content-type"), h("authorization"), &req.body) {
+            Ok(r) => r,
             Err(e) => {
                 self.record(req, started, TokenOutcome::Refused(None, &e, None));
                 return self.refused(e, headers);
+            }
+        };
+        let authenticated = match &self.throttle {
+            Some(t) => request.authenticate_throttled(&self.registry, req.client_addr.ip(), t),
+            None => request.authenticate(&self.registry),
+        };
+        let grant = match authenticated {
+            Ok(g) => g,
+            Err(ClientRefusal {
+                error,
+                agent,
+                throttled,
+            }) => {
+                if let Some(t) = &throttled {
+                    self.metrics.throttled(t);
+                }
+                // Attributed to the agent (and its tenant) once its credentials are verified.
+                self.record(
+                    req,
+                    started,
+                    TokenOutcome::Refused(agent.as_deref(), &error, None),
+                );
+                return self.refused(error, headers);
             }
         };
         let result = self.check_policy(&grant).and_then(|()| {
@@ -349,6 +415,12 @@ impl TokenService {
                     .with_label_values(&["issued"])
                     .inc();
                 info!(agent = %issued.agent.id, scope = %issued.token.scope, "token issued");
+                if let Some(t) = &self.throttle {
+                    t.verified(
+                        &issued.agent.id,
+                        Presented::Token(&issued.token.access_token),
+                    );
+                }
                 self.record(req, started, TokenOutcome::Issued(&grant.agent));
                 LocalResponse {
                     status: 200,
@@ -374,6 +446,9 @@ impl TokenService {
             .inc();
         if let Some(w) = e.www_authenticate() {
             headers.push(("www-authenticate", w.to_owned()));
+        }
+        if let Some(secs) = e.retry_after_secs {
+            headers.push(("retry-after", secs.to_string()));
         }
         LocalResponse {
             status: e.status,

@@ -133,7 +133,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let pmetrics = PolicyMetrics::new(&registry, engine.clone())?;
         let authorizer = Arc::new(PolicyAuthorizer::new(engine.clone(), pmetrics));
         policy_engine = Some(engine);
-        let auth = Authenticator::new(agents.clone(), issuer.clone(), clock.clone());
+        let throttle = crate::identity::auth_throttle(&cfg.identity, clock.clone());
+        let auth = Authenticator::new(agents.clone(), issuer.clone(), clock.clone())
+            .with_throttle(throttle.clone());
         Pipeline {
             authenticator: Arc::new(
                 ProxyAuth::new(auth, store.clone(), clock.clone(), imetrics.clone())
@@ -153,7 +155,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     imetrics,
                     Some(authorizer),
                 )
-                .with_recorder(recorder.clone()),
+                .with_recorder(recorder.clone())
+                .with_throttle(throttle),
             )),
         }
     };

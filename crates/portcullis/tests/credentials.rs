@@ -637,3 +637,81 @@ fn credentials_managed_through_the_admin_api_and_cli_are_sealed_and_write_only()
     }
     assert!(gw.dir().join("data/credentials.key").exists());
 }
+
+/// `credential set --agents` refuses agents the credential could never be injected for:
+/// unknown ids and agents of another tenant than the credential's (naming each), before
+/// anything is stored; the agents' own tenant works.
+#[test]
+fn cli_credential_bindings_are_checked_against_the_agents() {
+    let gw = Gateway::launch(GatewayOpts {
+        auth: true,
+        ..GatewayOpts::default()
+    });
+    gw.create_agent("billing_bot", "acme", &[]);
+    gw.create_agent("default_bot", "default", &[]);
+    let secret_file = gw.dir().join("cli-secret.txt");
+    std::fs::write(&secret_file, "sk-binding-check-0123\n").expect("write");
+    let secret_arg = secret_file.display().to_string();
+    let set = |tenant: &str, agents: &str| {
+        let cfg = gw.config_path().display().to_string();
+        gw.cli(&[
+            "credential",
+            "set",
+            "openai_api",
+            "--hosts",
+            "api.openai.com",
+            "--tenant",
+            tenant,
+            "--agents",
+            agents,
+            "--secret-file",
+            &secret_arg,
+            "--config",
+            &cfg,
+        ])
+    };
+    let cases = [
+        (
+            "default",
+            "billing_bot",
+            vec!["`billing_bot` is in tenant `acme`"],
+        ),
+        ("acme", "ghost_bot", vec!["no such agent: ghost_bot"]),
+        (
+            "acme",
+            "billing_bot,default_bot,ghost_bot",
+            vec![
+                "no such agent: ghost_bot",
+                "`default_bot` is in tenant `default`",
+            ],
+        ),
+    ];
+    for (tenant, agents, needles) in cases {
+        let out = set(tenant, agents);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tenant} {agents}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{tenant} {agents}: no {n:?} in {err}");
+        }
+        assert!(err.contains("--agents"), "{err}");
+        assert!(
+            err.contains(&format!("belongs to tenant `{tenant}`")),
+            "{err}"
+        );
+        assert!(!err.contains("sk-binding-check"), "{err}");
+    }
+    let listed = gw.cli_ok(&["credential", "list"]);
+    assert!(!listed.contains("openai_api"), "{listed}");
+
+    let out = set("acme", "billing_bot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = gw.cli_ok(&["credential", "list", "--tenant", "acme"]);
+    assert!(
+        listed.contains("openai_api") && listed.contains("agents=billing_bot"),
+        "{listed}"
+    );
+}

@@ -906,3 +906,497 @@ fn cli_token_command_signs_with_the_gateway_key() {
     );
     assert_407(&r, "bad_token");
 }
+
+/// The `[[agents]]` section declaring `gitops_bot` with `secret`'s hash.
+fn gitops_agent_section(secret: &str) -> String {
+    format!(
+        "\n[[agents]]\nid = \"gitops_bot\"\ntenant = \"ops\"\n\
+         allowed_scopes = [\"openai:chat:create\"]\nsecret_sha256 = \"{}\"\n",
+        sha256_hex(secret.as_bytes())
+    )
+}
+
+/// The status of a proxied GET, polled until it is `want` (the CLI's writes reach a running
+/// gateway through the store poll).
+fn wait_status(gw: &Gateway, origin: &Origin, auth: &str, want: u16) {
+    gw.eventually(
+        &format!("a proxied request answers {want}"),
+        || status_with(gw, origin, auth),
+        |s| *s == want,
+    );
+}
+
+/// Incident actions on a config-declared agent, through the CLI and the admin API, take
+/// effect at once and survive restarts with the unchanged config: a rotated-out secret and
+/// older tokens stay refused, suspension, revocation and `disabled` stay, and a run-time
+/// re-activation stays too.
+#[test]
+fn incident_actions_on_config_agents_survive_restarts() {
+    let origin = Origin::start();
+    let config_secret = "config-declared-secret-0123456789";
+    let mut opts = opts_for(origin.port());
+    opts.rest.push_str(&gitops_agent_section(config_secret));
+    let mut gw = Gateway::launch(opts);
+    let old = basic("gitops_bot", config_secret);
+    assert_eq!(status_with(&gw, &origin, &old), 200);
+    let old_token = format!("Bearer {}", fetch_token(&gw, "gitops_bot", config_secret));
+
+    // CLI rotation: the old secret is refused at once, the new one works ...
+    let out = gw.cli_ok(&["agent", "rotate", "gitops_bot"]);
+    let rotated = out.lines().nth(1).expect("new secret").trim().to_owned();
+    let new = basic("gitops_bot", &rotated);
+    wait_status(&gw, &origin, &old, 407);
+    assert_eq!(status_with(&gw, &origin, &new), 200);
+    // ... and after a restart with the very same config, still.
+    gw.restart();
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&old), &[]);
+    assert_407(&r, "bad_secret");
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&old_token), &[]);
+    assert_407(&r, "rotated");
+    assert_eq!(status_with(&gw, &origin, &new), 200);
+    let r = token_call(
+        &gw,
+        &[
+            &format!("Authorization: {old}"),
+            "Content-Type: application/x-www-form-urlencoded",
+        ],
+        "grant_type=client_credentials",
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.json()["code"], "invalid_client", "{r:?}");
+    let shown: Value =
+        serde_json::from_str(&gw.cli_ok(&["agent", "show", "gitops_bot"])).expect("json");
+    assert_eq!(shown["generation"], 2, "{shown}");
+    assert_eq!(shown["config_overrides"], json!(["secret"]), "{shown}");
+
+    // Suspension survives a restart; a run-time activation does too.
+    gw.cli_ok(&["agent", "suspend", "gitops_bot"]);
+    wait_status(&gw, &origin, &new, 407);
+    gw.restart();
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&new), &[]);
+    assert_407(&r, "suspended");
+    gw.cli_ok(&["agent", "activate", "gitops_bot"]);
+    wait_status(&gw, &origin, &new, 200);
+    gw.restart();
+    assert_eq!(status_with(&gw, &origin, &new), 200);
+
+    // `set --mode disabled` survives a restart; `set --mode active` at run time does too.
+    gw.cli_ok(&["agent", "set", "gitops_bot", "--mode", "disabled"]);
+    wait_status(&gw, &origin, &new, 403);
+    gw.restart();
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&new), &[]);
+    r.assert_error(403, "agent_disabled");
+    let shown: Value =
+        serde_json::from_str(&gw.cli_ok(&["agent", "show", "gitops_bot"])).expect("json");
+    assert_eq!(shown["mode"], "disabled", "{shown}");
+    assert_eq!(
+        shown["config_overrides"],
+        json!(["mode", "secret"]),
+        "{shown}"
+    );
+    gw.cli_ok(&["agent", "set", "gitops_bot", "--mode", "active"]);
+    wait_status(&gw, &origin, &new, 200);
+    gw.restart();
+    assert_eq!(status_with(&gw, &origin, &new), 200);
+
+    // The admin API's equivalents: rotate, then disable through `enabled: false`.
+    let key = gw.create_api_key("ops", "admin");
+    let r = gw.admin_call("POST", "/v1/agents/gitops_bot/rotate", Some(&key), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let api_secret = r.json()["secret"].as_str().expect("secret").to_owned();
+    let api_new = basic("gitops_bot", &api_secret);
+    assert_eq!(
+        r.json()["agent"]["config_overrides"],
+        json!(["mode", "secret"])
+    );
+    let r = gw.admin_call(
+        "PUT",
+        "/v1/agents/gitops_bot/config",
+        Some(&key),
+        Some(&json!({"enabled": false})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["config_overrides"], json!(["mode", "secret"]));
+    gw.restart();
+    for auth in [&old, &new] {
+        let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(auth), &[]);
+        assert_407(&r, "bad_secret");
+    }
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&api_new), &[]);
+    r.assert_error(403, "agent_disabled");
+    let r = gw.admin_call(
+        "PUT",
+        "/v1/agents/gitops_bot/config",
+        Some(&key),
+        Some(&json!({"enabled": true})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Revocation through the admin API is final across restarts.
+    let r = gw.admin_call("POST", "/v1/agents/gitops_bot/revoke", Some(&key), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    gw.restart();
+    let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&api_new), &[]);
+    assert_407(&r, "revoked");
+    assert!(!gw.stderr().contains(config_secret), "secret in the log");
+    assert!(!gw.stderr().contains(&rotated), "secret in the log");
+}
+
+/// Editing the config to a *new* secret after a run-time rotation is the operator's newer
+/// decision: it applies at the next start (and the generation moves on, so tokens of the
+/// rotated secret die), while the unchanged mode override stays.
+#[test]
+fn a_new_config_secret_after_a_rotation_applies_at_the_next_start() {
+    let origin = Origin::start();
+    let first = "config-declared-secret-0123456789";
+    let mut opts = opts_for(origin.port());
+    opts.rest.push_str(&gitops_agent_section(first));
+    let mut gw = Gateway::launch(opts);
+    let out = gw.cli_ok(&["agent", "rotate", "gitops_bot"]);
+    let rotated = out.lines().nth(1).expect("new secret").trim().to_owned();
+    gw.cli_ok(&["agent", "set", "gitops_bot", "--mode", "shadow"]);
+    let rotated_auth = basic("gitops_bot", &rotated);
+    wait_status(&gw, &origin, &rotated_auth, 200);
+    let rotated_token = format!("Bearer {}", fetch_token(&gw, "gitops_bot", &rotated));
+
+    let edited = "edited-config-secret-9876543210";
+    let text = std::fs::read_to_string(gw.config_path()).expect("config");
+    let text = text.replace(
+        &sha256_hex(first.as_bytes()),
+        &sha256_hex(edited.as_bytes()),
+    );
+    std::fs::write(gw.config_path(), text).expect("write config");
+    gw.restart();
+
+    assert_eq!(status_with(&gw, &origin, &basic("gitops_bot", edited)), 200);
+    for auth in [basic("gitops_bot", first), rotated_auth] {
+        let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&auth), &[]);
+        assert_407(&r, "bad_secret");
+    }
+    let r = proxy_send(
+        gw.proxy,
+        "GET",
+        &origin.url("/echo"),
+        Some(&rotated_token),
+        &[],
+    );
+    assert_407(&r, "rotated");
+    let shown: Value =
+        serde_json::from_str(&gw.cli_ok(&["agent", "show", "gitops_bot"])).expect("json");
+    assert_eq!(shown["generation"], 3, "{shown}");
+    assert_eq!(
+        shown["mode"], "shadow",
+        "the unchanged config keeps the run-time mode"
+    );
+}
+
+/// `GET /v1/decisions?QUERY` with `key`; the records.
+fn decisions(gw: &Gateway, key: &str, query: &str) -> Vec<Value> {
+    let r = gw.admin_call("GET", &format!("/v1/decisions?{query}"), Some(key), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["decisions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Token endpoint refusals after the client was authenticated (a scope escalation, a
+/// suspended agent) are attributed to the agent and its tenant, so the tenant sees them in
+/// /v1/decisions; a wrong secret is never attributed (it proves nothing about who sent it)
+/// and is visible to the platform tenant only.
+#[test]
+fn token_refusals_after_authentication_are_attributed_to_the_agent() {
+    let origin = Origin::start();
+    let gw = authed_gateway(origin.port());
+    let secret = gw.create_agent("scope_bot", "acme", &["--scopes", "openai:chat:create"]);
+    let acme = gw.create_api_key("acme", "viewer");
+    let platform = gw.create_api_key("default", "viewer");
+    let globex = gw.create_api_key("globex", "admin");
+    let call = |secret: &str, scope: &str| {
+        token_call(
+            &gw,
+            &[
+                &format!("Authorization: {}", basic("scope_bot", secret)),
+                "Content-Type: application/x-www-form-urlencoded",
+            ],
+            &format!("grant_type=client_credentials&scope={scope}"),
+        )
+    };
+    gw.eventually(
+        "the CLI's agent can get a token",
+        || call(&secret, "openai:chat:create").status,
+        |s| *s == 200,
+    );
+
+    // Scope escalation: 403 invalid_scope, recorded for scope_bot in acme.
+    let r = call(&secret, "admin:all:write");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.json()["code"], "invalid_scope");
+    let recs = gw.eventually(
+        "the escalation is in acme's decisions",
+        || decisions(&gw, &acme, "verdict=deny&agent_id=scope_bot"),
+        |v| !v.is_empty(),
+    );
+    let rec = &recs[0];
+    assert_eq!(rec["kind"], "token", "{rec}");
+    assert_eq!(rec["tenant"], "acme", "{rec}");
+    assert_eq!(rec["status"], 403, "{rec}");
+    assert_eq!(rec["error"], "invalid_scope", "{rec}");
+    assert_eq!(rec["path"], "/oauth/token", "{rec}");
+    assert!(!rec.to_string().contains(&secret), "secret in the record");
+
+    // A wrong secret claiming scope_bot: not attributed, so not acme's; the platform's.
+    let r = call("wrong-secret-0123456789", "openai:chat:create");
+    assert_eq!(r.status, 401, "{r:?}");
+    let unattributed = gw.eventually(
+        "the wrong secret is in the platform's decisions",
+        || decisions(&gw, &platform, "verdict=error"),
+        |v| v.iter().any(|r| r["status"] == 401 && r["kind"] == "token"),
+    );
+    let rec = unattributed
+        .iter()
+        .find(|r| r["status"] == 401 && r["kind"] == "token")
+        .expect("record");
+    assert_eq!(rec["tenant"], "", "{rec}");
+    assert_eq!(rec["agent_id"], "", "{rec}");
+    let id = rec["id"].as_str().expect("id");
+    assert_eq!(
+        gw.admin_call("GET", &format!("/v1/decisions/{id}"), Some(&platform), None)
+            .status,
+        200
+    );
+    for key in [&acme, &globex] {
+        assert_eq!(
+            gw.admin_call("GET", &format!("/v1/decisions/{id}"), Some(key), None)
+                .status,
+            404
+        );
+        assert!(
+            decisions(&gw, key, "since=1h")
+                .iter()
+                .all(|r| r["tenant"] != ""),
+            "unattributed records leaked"
+        );
+    }
+
+    // Suspended: the verified client's refusal is attributed too.
+    gw.cli_ok(&["agent", "suspend", "scope_bot"]);
+    gw.eventually(
+        "the suspension applies",
+        || call(&secret, "openai:chat:create").status,
+        |s| *s == 401,
+    );
+    let recs = gw.eventually(
+        "the suspended client's refusal is in acme's decisions",
+        || decisions(&gw, &acme, "verdict=error&agent_id=scope_bot"),
+        |v| v.iter().any(|r| r["status"] == 401),
+    );
+    assert!(recs.iter().all(|r| r["tenant"] == "acme"), "{recs:?}");
+    assert!(decisions(&gw, &globex, "since=1h").is_empty());
+}
+
+/// Sends `req` from source address `src` (any 127.0.0.0/8 address is local on Linux).
+fn send_raw_from(src: &str, addr: std::net::SocketAddr, req: &[u8]) -> RawResponse {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: std::net::SocketAddr = format!("{src}:0").parse().expect("source address");
+    sock.bind(&from.into()).expect("bind source address");
+    sock.connect_timeout(&addr.into(), TIMEOUT)
+        .expect("connect");
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    s.write_all(req).expect("write request");
+    read_response(&mut BufReader::new(s), false).expect("read response")
+}
+
+/// An agent created through the admin API (the registry is reloaded before the answer, so
+/// no failed attempt is spent waiting for it); returns its secret.
+fn admin_created_agent(gw: &Gateway, key: &str, id: &str) -> String {
+    let r = gw.admin_call(
+        "POST",
+        "/v1/agents",
+        Some(key),
+        Some(&json!({"id": id, "scopes": ["openai:chat:create"]})),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    r.json()["secret"].as_str().expect("secret").to_owned()
+}
+
+/// Every record of the platform tenant's /v1/decisions since an hour ago, paged.
+fn all_platform_records(gw: &Gateway, key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let page = decisions(gw, key, &format!("since=1h&limit=200&offset={}", out.len()));
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// A 429 from the throttle: `Retry-After` seconds and the JSON code.
+fn assert_throttled(r: &RawResponse) {
+    assert_eq!(r.status, 429, "{r:?}");
+    let secs: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric Retry-After: {r:?}"));
+    assert!((1..=6).contains(&secs), "{secs}");
+    assert_eq!(r.json()["code"], "auth_throttled", "{r:?}");
+    assert!(r.header("proxy-authenticate").is_none(), "{r:?}");
+}
+
+/// 250 wrong secrets through the proxy: after the burst of 20, 429 + Retry-After without
+/// verification; the real agent's secret and token from the same address still work; the
+/// claimed agent is throttled from other addresses too; metric and audit records match.
+#[test]
+fn guessing_through_the_proxy_is_throttled_without_locking_out_the_agent() {
+    let origin = Origin::start();
+    let gw = authed_gateway(origin.port());
+    let key = gw.create_api_key("acme", "admin");
+    let platform = gw.create_api_key("default", "viewer");
+    let secret = admin_created_agent(&gw, &key, "target_bot");
+    let real = basic("target_bot", &secret);
+    assert_eq!(status_with(&gw, &origin, &real), 200);
+    let token = format!("Bearer {}", fetch_token(&gw, "target_bot", &secret));
+
+    let mut refused = 0;
+    let mut throttled = 0;
+    for i in 0..250 {
+        let guess = basic("target_bot", &format!("guessed-secret-{i:04}"));
+        let r = proxy_send(gw.proxy, "GET", &origin.url("/echo"), Some(&guess), &[]);
+        if i < 20 {
+            assert_407(&r, "bad_secret");
+            refused += 1;
+        } else {
+            assert_throttled(&r);
+            throttled += 1;
+        }
+        // The real agent, from the same address, is never locked out.
+        if i % 50 == 49 {
+            assert_eq!(status_with(&gw, &origin, &real), 200, "after {i} guesses");
+            assert_eq!(status_with(&gw, &origin, &token), 200, "after {i} guesses");
+        }
+    }
+    assert_eq!((refused, throttled), (20, 230));
+    // A token freshly issued while throttled works at once (the endpoint remembers it).
+    let fresh = format!("Bearer {}", fetch_token(&gw, "target_bot", &secret));
+    assert_eq!(status_with(&gw, &origin, &fresh), 200);
+    // Even the right secret of another agent is not verified from the throttled address.
+    let other_secret = admin_created_agent(&gw, &key, "other_bot");
+    let r = proxy_send(
+        gw.proxy,
+        "GET",
+        &origin.url("/echo"),
+        Some(&basic("other_bot", &other_secret)),
+        &[],
+    );
+    assert_throttled(&r);
+    // From another address, the guessed-at agent is throttled too; other agents are not.
+    let req = proxy_request(
+        "GET",
+        &origin.url("/echo"),
+        Some(&basic("target_bot", "yet-another-guess")),
+        &["Connection: close"],
+    );
+    assert_throttled(&send_raw_from("127.0.0.2", gw.proxy, &req));
+    let req = proxy_request(
+        "GET",
+        &origin.url("/echo"),
+        Some(&basic("other_bot", &other_secret)),
+        &["Connection: close"],
+    );
+    assert_eq!(send_raw_from("127.0.0.2", gw.proxy, &req).status, 200);
+
+    let m = gw.metrics();
+    assert_eq!(
+        m.value("portcullis_auth_throttled_total", &[("scope", "client")]),
+        231.0
+    );
+    assert_eq!(
+        m.value("portcullis_auth_throttled_total", &[("scope", "agent")]),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "portcullis_proxy_auth_failures_total",
+            &[("reason", "bad_secret")]
+        ),
+        20.0
+    );
+    // One audit record per throttled attempt, unattributed, for the platform's operators.
+    let recs = gw.eventually(
+        "every throttled attempt is recorded",
+        || all_platform_records(&gw, &platform),
+        |v| v.iter().filter(|r| r["error"] == "auth_throttled").count() == 232,
+    );
+    for r in recs.iter().filter(|r| r["error"] == "auth_throttled") {
+        assert_eq!(r["status"], 429, "{r}");
+        assert_eq!(r["agent_id"], "", "{r}");
+        assert_eq!(r["tenant"], "", "{r}");
+        assert_eq!(r["kind"], "http", "{r}");
+    }
+    assert!(!gw.stderr().contains(&secret), "secret in the log");
+}
+
+/// 250 wrong secrets at POST /oauth/token: after the burst of 20, 429 `auth_throttled`
+/// with Retry-After, recorded; the real client's secret still gets a token from the same
+/// address, and that token works through the proxy.
+#[test]
+fn guessing_at_the_token_endpoint_is_throttled_without_locking_out_the_client() {
+    let origin = Origin::start();
+    let gw = authed_gateway(origin.port());
+    let key = gw.create_api_key("acme", "admin");
+    let platform = gw.create_api_key("default", "viewer");
+    let secret = admin_created_agent(&gw, &key, "target_bot");
+    let _ = fetch_token(&gw, "target_bot", &secret);
+
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    for i in 0..250 {
+        let body = format!(
+            "grant_type=client_credentials&client_id=target_bot&client_secret=guess-{i:04}"
+        );
+        let r = token_call(&gw, &[form], &body);
+        if i < 20 {
+            assert_eq!(r.status, 401, "{i}: {r:?}");
+            assert_eq!(r.json()["code"], "invalid_client");
+        } else {
+            assert_throttled(&r);
+            let v = r.json();
+            assert_eq!(v["error"], "temporarily_unavailable", "{v}");
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+        }
+    }
+    // The real client still gets a token (Basic and body credentials), and it works.
+    let t = fetch_token(&gw, "target_bot", &secret);
+    assert_eq!(
+        status_with(&gw, &origin, &format!("Bearer {t}")),
+        200,
+        "a token issued while throttled"
+    );
+    let body = format!("grant_type=client_credentials&client_id=target_bot&client_secret={secret}");
+    assert_eq!(token_call(&gw, &[form], &body).status, 200);
+
+    let m = gw.metrics();
+    assert_eq!(
+        m.value("portcullis_auth_throttled_total", &[("scope", "client")]),
+        230.0
+    );
+    assert_eq!(
+        m.value(
+            "portcullis_tokens_issued_total",
+            &[("result", "auth_throttled")]
+        ),
+        230.0
+    );
+    let recs = gw.eventually(
+        "every throttled token request is recorded",
+        || all_platform_records(&gw, &platform),
+        |v| v.iter().filter(|r| r["error"] == "auth_throttled").count() == 230,
+    );
+    for r in recs.iter().filter(|r| r["error"] == "auth_throttled") {
+        assert_eq!(r["kind"], "token", "{r}");
+        assert_eq!(r["status"], 429, "{r}");
+        assert_eq!(r["tenant"], "", "{r}");
+    }
+}

@@ -28,6 +28,9 @@ pub fn error_response(err: &ApiError, envelope: Option<ErrorEnvelope>) -> Respon
             h.insert(X_PORTCULLIS_DECISION_ID, v);
         }
     }
+    if let Some(secs) = err.retry_after_secs {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
         h.insert(
             PROXY_AUTHENTICATE,
@@ -124,6 +127,24 @@ mod tests {
         refusal.never_fits = true;
         let r = rate_limited_response(&refusal, None);
         assert_eq!(r.headers()["x-should-retry"], "false");
+    }
+
+    #[test]
+    fn retry_after_of_an_error_becomes_the_header() {
+        let e = ApiError::new(
+            429,
+            "auth_throttled",
+            "too many failed authentications",
+            portcullis_core::ErrorSource::Client,
+        )
+        .with_retry_after(12);
+        let r = error_response(&e, None);
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "12");
+        assert_eq!(r.headers()["x-portcullis-error"], "auth_throttled");
+        assert!(r.headers().get("proxy-authenticate").is_none());
+        let plain = error_response(&ApiError::internal("x"), None);
+        assert!(plain.headers().get("retry-after").is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use crate::error::{Result, StoreError};
 use crate::store::{bump_revision, Store};
-use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentSource};
+use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentSource, ConfigOverrides};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
@@ -16,17 +16,19 @@ use sqlx::{Row, Sqlite, Transaction};
 
 const COLUMNS: &str = "parent, id, tenant, groups_json, status, mode, risk_level, scopes_json, \
      token_ttl_secs, attributes_json, generation, secret_sha256, limits_json, source, \
-     created_at, updated_at";
+     created_at, updated_at, overridden_config_mode, rotated_config_secret_sha256";
 
 const INSERT: &str = "INSERT INTO agents (parent, id, tenant, groups_json, status, mode, \
      risk_level, scopes_json, token_ttl_secs, attributes_json, generation, secret_sha256, \
-     limits_json, source, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+     limits_json, source, created_at, updated_at, overridden_config_mode, \
+     rotated_config_secret_sha256) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
 
 const UPDATE: &str = "UPDATE agents SET tenant = $3, groups_json = $4, status = $5, mode = $6, \
      risk_level = $7, scopes_json = $8, token_ttl_secs = $9, attributes_json = $10, \
      generation = $11, secret_sha256 = $12, limits_json = $13, source = $14, \
-     created_at = $15, updated_at = $16 \
+     created_at = $15, updated_at = $16, overridden_config_mode = $17, \
+     rotated_config_secret_sha256 = $18 \
      WHERE parent = $1 AND id = $2";
 
 /// Longest tenant name accepted.
@@ -106,18 +108,27 @@ impl Store {
     /// Replaces the stored record of `agent` (matched by parent and id) with `agent`,
     /// keeping its `created_at` and setting `updated_at = now_unix`. Returns the stored record.
     ///
+    /// This is the run-time write (CLI, admin API): on a config-declared agent, a changed
+    /// mode or secret is remembered as overriding the config
+    /// ([`Agent::note_runtime_change`]), so the next start's config upsert keeps it. The
+    /// overrides are the store's to keep: what the caller passes in is ignored.
+    ///
     /// Fails with [`StoreError::NotFound`] when no such agent exists.
     pub async fn update_agent(&self, agent: &Agent, now_unix: u64) -> Result<Agent> {
-        let mut row = Encoded::new(agent)?;
-        row.updated_at = to_i64("updated_at", now_unix)?;
+        Encoded::new(agent)?;
         let mut tx = self.write_tx().await?;
         bump_revision(&mut tx).await?;
-        let Some(existing) = fetch_in(&mut tx, &row.parent, &agent.id).await? else {
+        let parent = agent.parent.clone().unwrap_or_default();
+        let Some(existing) = fetch_in(&mut tx, &parent, &agent.id).await? else {
             return Err(StoreError::NotFound {
                 what: "agent",
                 id: agent.id.clone(),
             });
         };
+        let mut agent = agent.clone();
+        agent.note_runtime_change(&existing);
+        let mut row = Encoded::new(&agent)?;
+        row.updated_at = to_i64("updated_at", now_unix)?;
         row.created_at = to_i64("created_at", existing.created_at)?;
         row.bind(sqlx::query(UPDATE)).execute(&mut *tx).await?;
         propagate_tenant(&mut tx, &row).await?;
@@ -132,6 +143,9 @@ impl Store {
     /// Creates or replaces an agent declared in the config file (GitOps). An existing record
     /// keeps its `created_at`; when nothing but the timestamps would change, nothing is written
     /// and the revision stays. Returns the stored record.
+    ///
+    /// The record is written as given, overrides included: the caller decides what the
+    /// config may change ([`Agent::reconcile_config`]).
     pub async fn upsert_agent(&self, agent: &Agent, now_unix: u64) -> Result<Agent> {
         let mut row = Encoded::new(agent)?;
         let mut tx = self.write_tx().await?;
@@ -265,6 +279,8 @@ struct Encoded {
     source: String,
     created_at: i64,
     updated_at: i64,
+    overridden_mode: Option<String>,
+    rotated_secret: Option<String>,
 }
 
 impl Encoded {
@@ -287,6 +303,13 @@ impl Encoded {
             source: enum_name("source", &a.source)?,
             created_at: to_i64("created_at", a.created_at)?,
             updated_at: to_i64("updated_at", a.updated_at)?,
+            overridden_mode: a
+                .config_overrides
+                .mode
+                .as_ref()
+                .map(|m| enum_name("overridden mode", m))
+                .transpose()?,
+            rotated_secret: a.config_overrides.secret_sha256.clone(),
         })
     }
 
@@ -310,6 +333,8 @@ impl Encoded {
             .bind(&self.source)
             .bind(self.created_at)
             .bind(self.updated_at)
+            .bind(&self.overridden_mode)
+            .bind(&self.rotated_secret)
     }
 }
 
@@ -346,7 +371,10 @@ fn validate(a: &Agent) -> Result<()> {
     if a.groups.iter().any(|g| g.is_empty()) {
         return Err(StoreError::invalid("group", "empty group name"));
     }
-    if let Some(h) = &a.secret_sha256 {
+    for h in [&a.secret_sha256, &a.config_overrides.secret_sha256]
+        .into_iter()
+        .flatten()
+    {
         if !crate::secret::is_sha256_hex(h) {
             return Err(StoreError::invalid(
                 "secret_sha256",
@@ -386,6 +414,13 @@ fn decode(row: &SqliteRow) -> Result<Agent> {
             &row.try_get::<String, _>("limits_json")?,
         )?,
         source: parse_enum("agents.source", row.try_get("source")?)?,
+        config_overrides: ConfigOverrides {
+            mode: row
+                .try_get::<Option<String>, _>("overridden_config_mode")?
+                .map(|m| parse_enum("agents.overridden_config_mode", m))
+                .transpose()?,
+            secret_sha256: row.try_get("rotated_config_secret_sha256")?,
+        },
         created_at: to_u64("agents.created_at", row.try_get("created_at")?)?,
         updated_at: to_u64("agents.updated_at", row.try_get("updated_at")?)?,
     })

@@ -51,6 +51,9 @@ pub struct AuditRow {
 pub struct AuditQuery {
     /// Only this tenant's records.
     pub tenant: Option<String>,
+    /// With `tenant`: also the records no tenant is known for (refused before an agent
+    /// was identified, stored with an empty tenant). For the platform tenant's operators.
+    pub include_unattributed: bool,
     /// Only this agent.
     pub agent_id: Option<String>,
     /// Only this sub-agent.
@@ -77,6 +80,7 @@ impl Default for AuditQuery {
     fn default() -> Self {
         Self {
             tenant: None,
+            include_unattributed: false,
             agent_id: None,
             subagent: None,
             verdict: None,
@@ -263,8 +267,17 @@ impl Sep {
 
 fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a AuditQuery) {
     let mut sep = Sep::default();
+    if let Some(t) = &q.tenant {
+        if q.include_unattributed {
+            qb.push(sep.next())
+                .push("tenant IN (")
+                .push_bind(t.as_str())
+                .push(", '')");
+        } else {
+            qb.push(sep.next()).push("tenant = ").push_bind(t.as_str());
+        }
+    }
     let text = [
-        ("tenant = ", &q.tenant),
         ("agent_id = ", &q.agent_id),
         ("subagent = ", &q.subagent),
         ("verdict = ", &q.verdict),

@@ -38,6 +38,13 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The database file does not exist, and the caller asked not to create it
+    /// ([`crate::Store::connect_existing`]).
+    #[error("no store at {}", path.display())]
+    Missing {
+        /// The absolute path of the missing file.
+        path: PathBuf,
+    },
     /// The database could not be opened (not a database, permissions, locked).
     #[error("cannot open store {url}: {source}")]
     Open {
@@ -102,6 +109,16 @@ impl StoreError {
                 ErrorSource::Client
             }
             _ => ErrorSource::Internal,
+        }
+    }
+
+    /// Whether another connection held a lock the operation needed (SQLITE_BUSY or
+    /// SQLITE_LOCKED): retrying a little later may succeed.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Self::Open { source, .. } | Self::Database(source) => crate::store::sqlx_busy(source),
+            Self::Migrate(m) | Self::MigrateAt { source: m, .. } => crate::store::migrate_busy(m),
+            _ => false,
         }
     }
 

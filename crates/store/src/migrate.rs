@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credentials",
         include_str!("../migrations/0002_credentials.sql"),
     ),
+    (
+        3,
+        "config overrides",
+        include_str!("../migrations/0003_config_overrides.sql"),
+    ),
 ];
 
 /// A [`MigrationSource`] over [`MIGRATIONS`], so no file is read at run time.

@@ -39,8 +39,54 @@ impl Store {
     /// first run; WAL journal, busy timeout and foreign keys on) and `sqlite::memory:`
     /// (a private in-memory database, for tests). `postgres://` URLs are recognised but
     /// refused with [`StoreError::Unsupported`]: that backend is not built yet.
+    ///
+    /// Several processes may open a fresh file at the same moment: the first-time steps
+    /// (switching to WAL, creating the schema) are retried with a bounded backoff while
+    /// another opener holds the lock, so every opener succeeds.
     pub async fn connect(url: &str) -> Result<Store> {
+        Self::open(url, true).await
+    }
+
+    /// Like [`Store::connect`], but never creates anything: a `sqlite://` file that does
+    /// not exist yet is refused with [`StoreError::Missing`] naming its absolute path, and
+    /// no directory or file is created. For tools (the CLI) that must work on the store a
+    /// gateway uses, not on a new empty one.
+    pub async fn connect_existing(url: &str) -> Result<Store> {
+        Self::open(url, false).await
+    }
+
+    /// The absolute path of the database file `url` names (`None` for an in-memory store).
+    /// A relative path is resolved against the current directory.
+    pub fn file_path(url: &str) -> Result<Option<PathBuf>> {
+        Ok(match parse_url(url)? {
+            Target::Memory => None,
+            Target::File(p) => Some(absolute(&p)),
+        })
+    }
+
+    async fn open(url: &str, create: bool) -> Result<Store> {
         let target = parse_url(url)?;
+        if let (Target::File(path), false) = (&target, create) {
+            if !path.is_file() {
+                return Err(StoreError::Missing {
+                    path: absolute(path),
+                });
+            }
+        }
+        let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+        let mut attempt: u32 = 0;
+        loop {
+            match Self::open_once(&target, create).await {
+                Err(e) if e.is_busy() && tokio::time::Instant::now() < deadline => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(target: &Target, create: bool) -> Result<Store> {
         let base = SqliteConnectOptions::new()
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
@@ -60,16 +106,18 @@ impl Store {
                 (pool, "sqlite::memory:".to_owned())
             }
             Target::File(path) => {
-                create_parent(&path).await?;
-                create_private_file(&path).await?;
+                if create {
+                    create_parent(path).await?;
+                    create_private_file(path).await?;
+                }
                 // WAL: readers never block the writer and other processes (the CLI) may
                 // write concurrently. synchronous=NORMAL: a commit survives a crash of the
                 // process; the last commits may be lost on power loss. 8 KiB pages (new files
                 // only), a 16 MiB page cache per connection and in-memory statement journals
                 // measured faster for batched audit inserts.
                 let opts = base
-                    .filename(&path)
-                    .create_if_missing(true)
+                    .filename(path)
+                    .create_if_missing(create)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .page_size(8192)
@@ -87,13 +135,16 @@ impl Store {
                 (pool, display)
             }
         };
-        migrate(&pool).await.map_err(|e| match e {
-            StoreError::Migrate(source) => StoreError::MigrateAt {
-                url: display.clone(),
-                source,
-            },
-            other => other,
-        })?;
+        if let Err(e) = migrate(&pool).await {
+            pool.close().await;
+            return Err(match e {
+                StoreError::Migrate(source) => StoreError::MigrateAt {
+                    url: display,
+                    source,
+                },
+                other => other,
+            });
+        }
         Ok(Store { pool, display })
     }
 
@@ -133,20 +184,76 @@ pub(crate) async fn bump_revision(tx: &mut Transaction<'static, Sqlite>) -> Resu
     Ok(())
 }
 
-/// Applies pending migrations. Two processes starting on a fresh file race to apply the
-/// same migration and the loser fails inside its (rolled back) transaction; running again
-/// then finds it applied. A persistent failure (e.g. a changed checksum) is returned.
+/// Applies pending migrations. Openers starting on a fresh file race to apply the same
+/// migration and a loser fails inside its (rolled back) transaction; running again then
+/// finds it applied. So a failure is retried while another opener made progress (more
+/// migrations recorded than before the attempt), and a few more times otherwise. A lock
+/// held by another opener is returned as is (busy), for [`Store::open`] to retry after a
+/// pause; a persistent failure (e.g. a changed checksum) is returned.
 async fn migrate(pool: &SqlitePool) -> Result<()> {
-    const ATTEMPTS: usize = 3;
+    const STALLED_ATTEMPTS: usize = 3;
     let migrator = crate::migrate::migrator().await?;
-    let mut attempt = 1;
+    let mut stalled = 1;
+    let mut applied = applied_count(pool).await;
     loop {
         match migrator.run(pool).await {
             Ok(()) => return Ok(()),
-            Err(_) if attempt < ATTEMPTS => attempt += 1,
-            Err(e) => return Err(e.into()),
+            Err(e) if migrate_busy(&e) => return Err(e.into()),
+            Err(e) => {
+                let now = applied_count(pool).await;
+                if now > applied {
+                    applied = now;
+                } else if stalled < STALLED_ATTEMPTS {
+                    stalled += 1;
+                } else {
+                    return Err(e.into());
+                }
+            }
         }
     }
+}
+
+/// How many migrations are recorded as applied (0 before the bookkeeping table exists).
+async fn applied_count(pool: &SqlitePool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Pause before the `attempt`-th retry of a first open: 10 ms doubling to 320 ms, with
+/// up to 50% random jitter so simultaneous openers do not collide again in lock step.
+fn backoff(attempt: u32) -> Duration {
+    let base = 10u64 << attempt.clamp(1, 6).saturating_sub(1);
+    let jitter = rand::random_range(0..=base / 2);
+    Duration::from_millis(base + jitter)
+}
+
+/// Whether SQLite refused because another connection holds a lock (SQLITE_BUSY or
+/// SQLITE_LOCKED, any extended code). Some first-time steps (the switch to WAL, a
+/// deferred transaction upgrading to a write) fail at once instead of waiting.
+pub(crate) fn sqlx_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+pub(crate) fn migrate_busy(e: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError as M;
+    match e {
+        M::Execute(e) | M::ExecuteMigration(e, _) => sqlx_busy(e),
+        _ => false,
+    }
+}
+
+/// `path` made absolute against the current directory (not canonicalised: the file may not
+/// exist); unchanged when the current directory is unknown.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Creates the database file readable by its owner only (it holds credential hashes and the

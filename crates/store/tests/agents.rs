@@ -217,6 +217,74 @@ async fn upsert_inserts_updates_and_skips_no_op_writes() -> Result<(), StoreErro
     Ok(())
 }
 
+/// A run-time write on a config agent remembers the config values it overrode; the
+/// overrides round-trip, a caller cannot erase them, and the upsert writes what it is given.
+#[tokio::test]
+async fn runtime_writes_on_config_agents_record_overrides() -> Result<(), StoreError> {
+    let s = mem().await;
+    let mut cfg = Agent::new("cfg_bot", "acme", 1);
+    cfg.source = AgentSource::Config;
+    cfg.secret_sha256 = Some(sha256_hex("config secret"));
+    s.upsert_agent(&cfg, 10).await?;
+
+    // Rotate and disable at run time (as the CLI and admin API do).
+    let mut a = s.get_agent("cfg_bot").await?.expect("stored");
+    a.secret_sha256 = Some(sha256_hex("rotated"));
+    a.generation += 1;
+    a.mode = AgentMode::Disabled;
+    let stored = s.update_agent(&a, 20).await?;
+    assert_eq!(stored.config_overrides.mode, Some(AgentMode::Active));
+    assert_eq!(
+        stored.config_overrides.secret_sha256,
+        Some(sha256_hex("config secret"))
+    );
+    assert_eq!(s.get_agent("cfg_bot").await?.as_ref(), Some(&stored));
+
+    // A later write that passes no overrides keeps them; a second rotation keeps the
+    // config's secret as the one rotated away.
+    let mut b = stored.clone();
+    b.config_overrides = Default::default();
+    b.secret_sha256 = Some(sha256_hex("rotated again"));
+    let stored = s.update_agent(&b, 30).await?;
+    assert_eq!(
+        stored.config_overrides.secret_sha256,
+        Some(sha256_hex("config secret"))
+    );
+    assert_eq!(stored.config_overrides.mode, Some(AgentMode::Active));
+
+    // The same config at the next start: run-time values stay.
+    let mut again = stored.clone();
+    again.reconcile_config(AgentMode::Active, &sha256_hex("config secret"));
+    let kept = s.upsert_agent(&again, 40).await?;
+    assert_eq!(kept.secret_sha256, Some(sha256_hex("rotated again")));
+    assert_eq!(kept.mode, AgentMode::Disabled);
+    assert_eq!(kept.generation, 2);
+
+    // A store-created agent never records overrides.
+    let api = Agent::new("api_bot", "acme", 1);
+    s.create_agent(&api).await?;
+    let mut changed = api.clone();
+    changed.mode = AgentMode::Shadow;
+    changed.secret_sha256 = Some(sha256_hex("x"));
+    assert!(s
+        .update_agent(&changed, 50)
+        .await?
+        .config_overrides
+        .is_empty());
+
+    // A malformed remembered hash is refused like a malformed secret hash.
+    let mut bad = kept.clone();
+    bad.config_overrides.secret_sha256 = Some("nope".into());
+    assert!(matches!(
+        s.upsert_agent(&bad, 60).await,
+        Err(StoreError::Invalid {
+            what: "secret_sha256",
+            ..
+        })
+    ));
+    Ok(())
+}
+
 #[tokio::test]
 async fn subagents_register_once_under_their_parent() -> Result<(), StoreError> {
     let s = mem().await;

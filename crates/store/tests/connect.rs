@@ -155,25 +155,42 @@ async fn unusable_directory_is_reported_with_its_path() -> Result<(), Box<dyn st
     Ok(())
 }
 
-#[tokio::test]
+/// Many handles opening one fresh file at the same instant: each must get through setting
+/// WAL, creating the schema and applying migrations exactly once, whoever wins the race.
+/// A multi-threaded runtime and a barrier make the opens truly simultaneous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_starts_on_a_fresh_file_all_succeed(
 ) -> Result<(), Box<dyn std::error::Error>> {
-    for round in 0..5 {
+    const ROUNDS: usize = 25;
+    const HANDLES: usize = 12;
+    for round in 0..ROUNDS {
         let dir = tempfile::tempdir()?;
         let url = url_for(&dir.path().join(format!("fresh{round}.db")));
-        let tasks: Vec<_> = (0..6)
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(HANDLES));
+        let tasks: Vec<_> = (0..HANDLES)
             .map(|_| {
                 let url = url.clone();
-                tokio::spawn(
-                    async move { Store::connect(&url).await.map(|s| s.describe().to_owned()) },
-                )
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let s = Store::connect(&url).await?;
+                    // A first write right away, as `serve` and the CLI do.
+                    let rev = s.revision().await?;
+                    s.close().await;
+                    Ok::<u64, StoreError>(rev)
+                })
             })
             .collect();
         for t in tasks {
-            t.await??;
+            if let Err(e) = t.await? {
+                panic!("round {round}: {e}");
+            }
         }
         let s = Store::connect(&url).await?;
         assert_eq!(s.revision().await?, 0);
+        s.create_agent(&Agent::new("after_race", "t", 1)).await?;
+        assert_eq!(s.revision().await?, 1);
+        s.close().await;
     }
     Ok(())
 }
@@ -208,5 +225,50 @@ async fn a_new_database_file_is_private_to_its_owner() -> Result<(), Box<dyn std
             & 0o777;
         assert_eq!(mode, 0o600, "{file}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_existing_refuses_a_missing_file_and_creates_nothing(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("data/portcullis.db");
+    match Store::connect_existing(&url_for(&db)).await {
+        Err(e @ StoreError::Missing { .. }) => {
+            assert!(e.to_string().contains(&db.display().to_string()), "{e}");
+        }
+        r => panic!("expected Missing, got {r:?}"),
+    }
+    assert!(!db.exists());
+    assert!(!dir.path().join("data").exists(), "directory created");
+
+    // Once a gateway created it, the same URL opens and sees its data.
+    let gw = Store::connect(&url_for(&db)).await?;
+    gw.create_agent(&Agent::new("seen_bot", "t", 1)).await?;
+    let cli = Store::connect_existing(&url_for(&db)).await?;
+    assert!(cli.get_agent("seen_bot").await?.is_some());
+    // A directory where the file should be is not a store either.
+    let as_dir = dir.path().join("a_dir.db");
+    std::fs::create_dir(&as_dir)?;
+    assert!(matches!(
+        Store::connect_existing(&url_for(&as_dir)).await,
+        Err(StoreError::Missing { .. })
+    ));
+    // The in-memory store has no file to miss.
+    assert!(Store::connect_existing("sqlite::memory:").await.is_ok());
+    Ok(())
+}
+
+#[test]
+fn file_path_is_absolute_for_relative_urls() -> Result<(), Box<dyn std::error::Error>> {
+    let p = Store::file_path("sqlite://data/portcullis.db")?.ok_or("no path")?;
+    assert!(p.is_absolute(), "{}", p.display());
+    assert_eq!(p, std::env::current_dir()?.join("data/portcullis.db"));
+    assert_eq!(
+        Store::file_path("sqlite:///var/lib/p.db")?,
+        Some(std::path::PathBuf::from("/var/lib/p.db"))
+    );
+    assert_eq!(Store::file_path("sqlite::memory:")?, None);
+    assert!(Store::file_path("mysql://x").is_err());
     Ok(())
 }

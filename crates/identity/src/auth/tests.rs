@@ -1,6 +1,7 @@
 use super::*;
 use crate::key::SigningKey;
 use crate::secret::hash_secret;
+use crate::ThrottleScope;
 use portcullis_core::{Agent, ManualClock};
 use std::time::Duration;
 
@@ -453,4 +454,159 @@ fn subagent_header_validation() {
         let err = validate_subagent(bad).unwrap_err();
         assert_eq!(err.to_api_error().status, 400);
     }
+}
+
+/// A fixture whose authenticator throttles after `burst` failures (10 per minute), with
+/// `strong_bot` holding a 43-character secret.
+fn throttled_fixture(burst: u32) -> (Fixture, Arc<AuthThrottle>, String) {
+    let f = fixture();
+    let strong = crate::generate_secret();
+    let mut agents = agents();
+    let mut a = agent("strong_bot");
+    a.secret_sha256 = Some(hash_secret(&strong));
+    agents.push(a);
+    f.auth.registry().replace(agents);
+    let t = Arc::new(AuthThrottle::new(
+        crate::ThrottleSettings {
+            burst,
+            per_minute: 10,
+            max_entries: 100,
+        },
+        f.clock.clone(),
+    ));
+    let auth = Authenticator::new(f.auth.registry().clone(), f.issuer.clone(), f.clock.clone())
+        .with_throttle(t.clone());
+    (Fixture { auth, ..f }, t, strong)
+}
+
+#[test]
+fn throttled_after_the_burst_without_verifying_and_the_real_agent_still_passes() {
+    let (f, _t, strong) = throttled_fixture(5);
+    let nat: IpAddr = "203.0.113.1".parse().unwrap();
+    // The real agent authenticated before the attack (secret and a token).
+    let good = basic("strong_bot", &strong);
+    assert!(f.auth.authenticate_from(Some(&good), nat).is_ok());
+    let tok = bearer(&token_for(&f, "strong_bot", &["a:read"]));
+    assert!(f.auth.authenticate_from(Some(&tok), nat).is_ok());
+    for i in 0..5 {
+        let e = f
+            .auth
+            .authenticate_from(Some(&basic("strong_bot", &format!("guess-{i}"))), nat)
+            .unwrap_err();
+        assert_eq!(e, AuthError::BadSecret);
+    }
+    // Even the right guess is not verified now ...
+    let e = f
+        .auth
+        .authenticate_from(Some(&basic("demo", SECRET)), nat)
+        .unwrap_err();
+    let AuthError::Throttled(t) = e.clone() else {
+        panic!("{e:?}")
+    };
+    assert_eq!(t.retry_after_secs, 6);
+    let api = e.to_api_error();
+    assert_eq!((api.status, api.code.as_ref()), (429, "auth_throttled"));
+    assert_eq!(api.retry_after_secs, Some(6));
+    assert_eq!(api.to_json(None)["reason"], "throttled");
+    // ... while the real agent's known credentials pass through normal verification.
+    assert_eq!(
+        f.auth
+            .authenticate_from(Some(&good), nat)
+            .map(|p| p.agent_id.to_string()),
+        Ok("strong_bot".to_owned())
+    );
+    assert!(f.auth.authenticate_from(Some(&tok), nat).is_ok());
+    // Another address is not affected by this one's failures (the agent had 5 too).
+    let other: IpAddr = "198.51.100.1".parse().unwrap();
+    assert!(matches!(
+        f.auth.authenticate_from(Some(&basic("strong_bot", "x")), other),
+        Err(AuthError::Throttled(t)) if t.scope == ThrottleScope::Agent
+    ));
+    assert!(f
+        .auth
+        .authenticate_from(Some(&basic("demo", SECRET)), other)
+        .is_ok());
+    // Refill: after 6 s one more attempt is verified.
+    f.clock.advance(Duration::from_secs(6));
+    assert!(f
+        .auth
+        .authenticate_from(Some(&basic("demo", SECRET)), nat)
+        .is_ok());
+}
+
+#[test]
+fn only_guesses_count_against_the_throttle() {
+    let (f, t, _) = throttled_fixture(3);
+    let c: IpAddr = "203.0.113.2".parse().unwrap();
+    let expired = token_for(&f, "demo", &["a:read"]);
+    f.clock.advance(Duration::from_secs(3_600));
+    // Missing, malformed, expired, suspended, disabled: none of them is a guess.
+    for _ in 0..10 {
+        for h in [
+            None,
+            Some(b"Digest x".to_vec()),
+            Some(b"Basic !!!".to_vec()),
+            Some(bearer(&expired)),
+            Some(basic("sus", SECRET)),
+            Some(basic("off", SECRET)),
+        ] {
+            let e = f.auth.authenticate_from(h.as_deref(), c).unwrap_err();
+            assert!(!e.is_guess(), "{e:?}");
+        }
+    }
+    assert_eq!(t.entries(), (0, 0, 0), "nothing counted");
+    // Ids that are no registered agent (unknown, a sub-agent) count for that id only: the
+    // address keeps its budget for the agents behind it.
+    for _ in 0..3 {
+        for id in ["ghost", "helper"] {
+            let e = f
+                .auth
+                .authenticate_from(Some(&basic(id, SECRET)), c)
+                .unwrap_err();
+            assert!(e.is_guess(), "{e:?}");
+        }
+    }
+    assert_eq!(t.entries().0, 0, "the address was not charged");
+    assert!(f
+        .auth
+        .authenticate_from(Some(&basic("demo", SECRET)), c)
+        .is_ok());
+    let elsewhere: IpAddr = "198.51.100.2".parse().unwrap();
+    assert!(matches!(
+        f.auth.authenticate_from(Some(&basic("ghost", SECRET)), elsewhere),
+        Err(AuthError::Throttled(t)) if t.scope == ThrottleScope::Agent
+    ));
+    // Wrong secrets of registered agents and bad tokens count against the address.
+    for h in [
+        basic("demo", "wrong"),
+        basic("sus", "wrong"),
+        bearer("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJkZW1vIn0.c2ln"),
+    ] {
+        let e = f.auth.authenticate_from(Some(&h), c).unwrap_err();
+        assert!(e.is_guess(), "{e:?}");
+    }
+    assert!(matches!(
+        f.auth.authenticate_from(Some(&basic("demo", SECRET)), c),
+        Err(AuthError::Throttled(t)) if t.scope == ThrottleScope::Client
+    ));
+    // The unthrottled entry point is unchanged.
+    assert!(f.auth.authenticate(Some(&basic("demo", SECRET))).is_ok());
+}
+
+#[test]
+fn a_short_secret_gets_no_pass_while_throttled() {
+    let (f, _t, _) = throttled_fixture(2);
+    let c: IpAddr = "203.0.113.3".parse().unwrap();
+    // SECRET is 18 characters: verified, but not remembered.
+    assert!(f
+        .auth
+        .authenticate_from(Some(&basic("demo", SECRET)), c)
+        .is_ok());
+    for _ in 0..2 {
+        let _ = f.auth.authenticate_from(Some(&basic("demo", "wrong")), c);
+    }
+    assert!(matches!(
+        f.auth.authenticate_from(Some(&basic("demo", SECRET)), c),
+        Err(AuthError::Throttled(_))
+    ));
 }

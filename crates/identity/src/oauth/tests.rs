@@ -467,3 +467,144 @@ fn garbage_never_panics() {
         }
     }
 }
+
+/// A refusal names the agent exactly when its credentials were verified: status, mode and
+/// scope refusals are attributed; unknown clients and wrong secrets never are, whatever id
+/// they claim.
+#[test]
+fn refusals_after_authentication_carry_the_agent() {
+    let r = registry();
+    let refusal = |authz: Vec<u8>, body: &str| {
+        TokenRequest::parse(Some(FORM), Some(&authz), body.as_bytes())
+            .unwrap()
+            .authenticate(&r)
+            .unwrap_err()
+    };
+    let grant = "grant_type=client_credentials";
+    let attributed = [
+        (basic("sus", SECRET), grant, "invalid_client"),
+        (basic("rev", SECRET), grant, "invalid_client"),
+        (basic("off", SECRET), grant, "agent_disabled"),
+        (
+            basic("demo", SECRET),
+            "grant_type=client_credentials&scope=a:read%20z:admin",
+            "invalid_scope",
+        ),
+    ];
+    for (authz, body, code) in attributed {
+        let e = refusal(authz, body);
+        assert_eq!(e.error.code, code, "{e:?}");
+        let agent = e.agent.unwrap_or_else(|| panic!("not attributed: {code}"));
+        assert_eq!(agent.tenant, "acme");
+    }
+    let e = refusal(
+        basic("demo", SECRET),
+        "grant_type=client_credentials&scope=z:admin",
+    );
+    assert_eq!(e.agent.map(|a| a.id.clone()).as_deref(), Some("demo"));
+    for (authz, what) in [
+        (basic("demo", "wrong-secret-value"), "wrong secret"),
+        (
+            basic("sus", "wrong-secret-value"),
+            "wrong secret of a suspended agent",
+        ),
+        (basic("ghost", SECRET), "unknown client"),
+        (basic("helper", SECRET), "a sub-agent"),
+        (basic("BAD ID", SECRET), "an impossible id"),
+    ] {
+        let e = refusal(authz, grant);
+        assert_eq!(e.error.code, "invalid_client", "{what}");
+        assert!(e.agent.is_none(), "{what} attributed");
+    }
+    // The parsed request exposes the claim and the candidates, not a verdict.
+    let t =
+        TokenRequest::parse(Some(FORM), Some(&basic("demo", "a%2Bb")), grant.as_bytes()).unwrap();
+    assert_eq!(t.client_id(), "demo");
+    assert_eq!(t.secrets(), ["a+b".to_owned(), "a%2Bb".to_owned()]);
+}
+
+#[test]
+fn token_requests_are_throttled_and_the_real_client_still_passes() {
+    use crate::{AuthThrottle, ThrottleScope, ThrottleSettings};
+    use portcullis_core::ManualClock;
+    let strong = crate::generate_secret();
+    let mut a = agent("strong_bot");
+    a.secret_sha256 = Some(hash_secret(&strong));
+    let r = Registry::from_agents(vec![agent("demo"), a]);
+    let clock = Arc::new(ManualClock::at(NOW));
+    let t = AuthThrottle::new(
+        ThrottleSettings {
+            burst: 4,
+            per_minute: 10,
+            max_entries: 100,
+        },
+        clock.clone(),
+    );
+    let nat: std::net::IpAddr = "203.0.113.4".parse().unwrap();
+    let req = |id: &str, secret: &str, scope: &str| {
+        TokenRequest::parse(
+            Some(FORM),
+            Some(&basic(id, secret)),
+            format!("grant_type=client_credentials{scope}").as_bytes(),
+        )
+        .unwrap()
+    };
+    // The real client gets a token first.
+    assert!(req("strong_bot", &strong, "")
+        .authenticate_throttled(&r, nat, &t)
+        .is_ok());
+    // A scope escalation by an authenticated client is not a guess.
+    for _ in 0..10 {
+        let e = req("strong_bot", &strong, "&scope=z:admin")
+            .authenticate_throttled(&r, nat, &t)
+            .unwrap_err();
+        assert_eq!(e.error.code, "invalid_scope");
+    }
+    for i in 0..4 {
+        let e = req("strong_bot", &format!("guess-{i}"), "")
+            .authenticate_throttled(&r, nat, &t)
+            .unwrap_err();
+        assert_eq!(e.error.code, "invalid_client");
+        assert!(e.throttled.is_none());
+    }
+    let e = req("demo", SECRET, "")
+        .authenticate_throttled(&r, nat, &t)
+        .unwrap_err();
+    assert_eq!(e.error.status, 429);
+    assert_eq!(e.error.code, "auth_throttled");
+    assert_eq!(e.error.error, "temporarily_unavailable");
+    assert_eq!(e.error.retry_after_secs, Some(6));
+    assert_eq!(e.throttled.map(|t| t.scope), Some(ThrottleScope::Client));
+    assert!(e.agent.is_none());
+    assert_eq!(e.error.to_json()["code"], "auth_throttled");
+    // The real client's secret still passes; a short one (SECRET) never would.
+    let g = req("strong_bot", &strong, "")
+        .authenticate_throttled(&r, nat, &t)
+        .unwrap();
+    assert_eq!(g.agent.id, "strong_bot");
+    // From elsewhere, the guessed-at agent is throttled too.
+    let elsewhere: std::net::IpAddr = "198.51.100.4".parse().unwrap();
+    let e = req("strong_bot", "another-guess", "")
+        .authenticate_throttled(&r, elsewhere, &t)
+        .unwrap_err();
+    assert_eq!(e.throttled.map(|t| t.scope), Some(ThrottleScope::Agent));
+    clock.advance(std::time::Duration::from_secs(6));
+    assert!(req("demo", SECRET, "")
+        .authenticate_throttled(&r, nat, &t)
+        .is_ok());
+    // An unknown client id is charged to that id only, not to the address.
+    let fresh: std::net::IpAddr = "192.0.2.44".parse().unwrap();
+    for _ in 0..4 {
+        let e = req("ghost", SECRET, "")
+            .authenticate_throttled(&r, fresh, &t)
+            .unwrap_err();
+        assert_eq!(e.error.code, "invalid_client");
+    }
+    let e = req("ghost", SECRET, "")
+        .authenticate_throttled(&r, fresh, &t)
+        .unwrap_err();
+    assert_eq!(e.throttled.map(|t| t.scope), Some(ThrottleScope::Agent));
+    assert!(req("demo", SECRET, "")
+        .authenticate_throttled(&r, fresh, &t)
+        .is_ok());
+}

@@ -178,12 +178,32 @@ impl Gateway {
     fn spawn_in(dir: tempfile::TempDir, doc: &str) -> Self {
         let cfg = dir.path().join("portcullis.toml");
         std::fs::write(&cfg, doc).expect("write config");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+        let mut gw = Self {
+            child: None,
+            proxy: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+            banner: String::new(),
+            dir,
+            cfg,
+            lines: Arc::default(),
+        };
+        gw.spawn();
+        gw
+    }
+
+    /// Starts the process in [`Gateway::dir`] with [`Gateway::config_path`] and reads its
+    /// banner (stderr is appended to `stderr.log`).
+    fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .expect("stderr file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.current_dir(dir.path())
+        cmd.current_dir(self.dir.path())
             .arg("serve")
             .arg("--config")
-            .arg(&cfg)
+            .arg(&self.cfg)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
@@ -208,23 +228,25 @@ impl Gateway {
                 }
             }
         });
-        let mut gw = Self {
-            child: Some(child),
-            proxy: SocketAddr::from(([0, 0, 0, 0], 0)),
-            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
-            banner: String::new(),
-            dir,
-            cfg,
-            lines: all,
-        };
+        self.child = Some(child);
+        self.lines = all;
         let banner = match rx.recv_timeout(TIMEOUT) {
             Ok(b) => b,
-            Err(_) => panic!("no banner from portcullis; stderr:\n{}", gw.stderr()),
+            Err(_) => panic!("no banner from portcullis; stderr:\n{}", self.stderr()),
         };
-        gw.proxy = banner_addr(&banner, "proxy=");
-        gw.admin = banner_addr(&banner, "admin=");
-        gw.banner = banner;
-        gw
+        self.proxy = banner_addr(&banner, "proxy=");
+        self.admin = banner_addr(&banner, "admin=");
+        self.banner = banner;
+    }
+
+    /// Stops the gateway (SIGTERM, bounded wait) and starts it again in the same directory
+    /// with the same config file, as an operator's restart would. Listeners on port 0 get
+    /// new ports: read [`Gateway::proxy`] and [`Gateway::admin`] again.
+    pub fn restart(&mut self) {
+        self.sigterm();
+        let st = self.wait_exit(TIMEOUT);
+        assert!(st.success(), "gateway exited with {st} on SIGTERM");
+        self.spawn();
     }
 
     /// Starts the gateway with `doc` as its whole config file (nothing added: set
