@@ -212,7 +212,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 st.errors.len()
             )
         }
-        None => "policies=off default=allow".to_owned(),
+        None => "policies=OFF(proxy.allow_unauthenticated=true: no policy is evaluated, every request is allowed) default=allow".to_owned(),
     };
     let admin = Admin::with_policy(
         registry,
@@ -246,8 +246,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         warn!("authentication is DISABLED (proxy.allow_unauthenticated = true): development only");
     }
     if let Some(secret) = demo_secret {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         println!(
-            "first run: created agent `demo`; its secret is shown once. Point an agent at the gateway with:\n  export HTTP_PROXY=http://demo:{secret}@{proxy_addr} HTTPS_PROXY=http://demo:{secret}@{proxy_addr}"
+            "first run: created agent `demo`; its secret is shown once. Point an agent at the gateway \
+             with (in the agent's shell only: every tool there, package managers included, is then \
+             governed by the gateway):\n  \
+             export HTTP_PROXY=http://demo:{secret}@{proxy_addr} HTTPS_PROXY=http://demo:{secret}@{proxy_addr} NO_PROXY=localhost,127.0.0.1,::1\n  \
+             export SSL_CERT_FILE={bundle} REQUESTS_CA_BUNDLE={bundle} NODE_EXTRA_CA_CERTS={ca}   # trust the gateway CA for intercepted HTTPS",
+            bundle = abs(&tls.bundle).display(),
+            ca = abs(&tls.ca_cert).display(),
         );
     }
 
@@ -297,7 +304,14 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         (Some(cert), Some(key)) => {
             let ca = CertificateAuthority::load(cert, key)
                 .with_context(|| format!("loading the gateway CA {}", cert.display()))?;
-            (ca, cert.clone(), cert.clone(), false)
+            // `portcullis ca init` writes the bundle (public roots + the CA) beside the CA.
+            let bundle = cert.with_file_name("ca-bundle.pem");
+            let bundle = if bundle.exists() {
+                bundle
+            } else {
+                cert.clone()
+            };
+            (ca, cert.clone(), bundle, false)
         }
         _ => {
             let dir = Path::new(portcullis_config::TlsConfig::DEFAULT_CA_DIR);

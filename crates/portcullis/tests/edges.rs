@@ -802,3 +802,49 @@ fn refusals_inside_a_tunnel_are_attributed_to_its_agent() {
     }
     assert_eq!(origin.requests(), 0);
 }
+
+#[test]
+fn the_ssrf_guard_answers_before_policy_for_address_literals() {
+    let origin = Origin::start();
+    let p = origin.port();
+    let (gw, auth) = guarded(&[80, 443, p], "", "");
+    // Policy would deny these hosts too; the guard's answer is the one that says why.
+    proxy_send(
+        gw.proxy,
+        "GET",
+        "http://169.254.169.254/latest/meta-data/",
+        Some(&auth),
+        &[],
+    )
+    .assert_error(403, "destination_forbidden");
+    proxy_send(
+        gw.proxy,
+        "GET",
+        "http://[::ffff:a9fe:a9fe]/",
+        Some(&auth),
+        &[],
+    )
+    .assert_error(403, "destination_forbidden");
+    let r = send_raw(
+        gw.proxy,
+        format!(
+            "CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\n\
+             Proxy-Authorization: {auth}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    r.assert_error(403, "destination_forbidden");
+    // A lenient spelling of an allowed private address is the address: allowed, and policy
+    // sees the canonical host.
+    let r = proxy_send(
+        gw.proxy,
+        "GET",
+        &format!("http://0x7f000001:{p}/echo"),
+        Some(&auth),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Without credentials, authentication still comes first.
+    proxy_send(gw.proxy, "GET", "http://169.254.169.254/", None, &[])
+        .assert_error(407, "proxy_auth_required");
+}

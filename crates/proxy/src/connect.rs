@@ -3,7 +3,7 @@
 
 use crate::body::{empty, ProxyBody};
 use crate::conn::ConnCtx;
-use crate::dial::dial;
+use crate::dial::{check_literal, dial};
 use crate::forward::{port_not_allowed, target_error, Tunnel};
 use crate::pipeline::{RequestFacts, RequestKind};
 use crate::record::Pending;
@@ -57,6 +57,9 @@ pub(crate) async fn handle(
 
     if !shared.cfg.allowed_ports.contains(&target.port) {
         return shared.refuse(pending, port_not_allowed(target.port));
+    }
+    if let Err(e) = check_literal(&target, &shared.guard) {
+        return shared.refuse(pending, e.to_api_error());
     }
 
     let host = target.host_str();

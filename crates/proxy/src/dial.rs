@@ -47,6 +47,18 @@ pub enum DialError {
     },
 }
 
+/// Checks an IP-literal destination against the guard before anything else is decided, so a
+/// forbidden address is answered as such (`destination_forbidden`) whatever policy would say.
+/// Names are checked when they are resolved, at dial time.
+pub fn check_literal(target: &Target, guard: &Guard) -> Result<(), DialError> {
+    match target.host {
+        Host::Ip(ip) => guard
+            .check(SocketAddr::new(ip, target.port))
+            .map_err(DialError::Denied),
+        Host::Name(_) => Ok(()),
+    }
+}
+
 impl DialError {
     /// A failed TLS handshake with `target`: the reason says what is wrong with the
     /// upstream's certificate or TLS and how to fix it (see

@@ -5,6 +5,7 @@ use crate::body::{
     full, is_body_read_timeout, BodyEnd, BodyReadTimeout, FrameTap, Metered, ProxyBody, ReadTimeout,
 };
 use crate::conn::ConnCtx;
+use crate::dial::check_literal;
 use crate::headers::{check_request, strip_hop_by_hop, strip_portcullis_headers, wants_upgrade};
 use crate::inspect::{read_prefix, rejoin, Prefix};
 use crate::path::canonical_path;
@@ -116,6 +117,9 @@ pub(crate) async fn process(
 
     if !cfg.allowed_ports.contains(&target.port) {
         return shared.refuse(pending, port_not_allowed(target.port));
+    }
+    if let Err(e) = check_literal(&target, &shared.guard) {
+        return shared.refuse(pending, e.to_api_error());
     }
     // One canonical path for classification, policy, audit and the upstream request.
     let canonical = match canonical_path(req.uri().path(), cfg.allow_encoded_slashes) {
