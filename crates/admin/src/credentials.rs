@@ -12,6 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_config::CredentialConfig;
 use portcullis_core::{ApiError, ErrorSource};
+use portcullis_credentials::stored_binding;
 use portcullis_store::{SealKey, Store, StoreError, StoredCredential};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -69,16 +70,6 @@ fn view(
         m.insert("updated_at".into(), json!(updated));
     }
     Value::Object(m)
-}
-
-/// The binding of a stored credential, as the config model (`env`/`file` unset).
-pub fn stored_binding(c: &StoredCredential) -> Result<CredentialConfig, String> {
-    let mut spec = match &c.spec {
-        Value::Object(m) => m.clone(),
-        _ => return Err("spec is not an object".to_owned()),
-    };
-    spec.insert("name".into(), json!(c.name));
-    serde_json::from_value(Value::Object(spec)).map_err(|e| e.to_string())
 }
 
 /// Agents named by a credential binding that cannot use it: a stored credential applies to

@@ -86,7 +86,7 @@ mod sim_request;
 
 pub use body::MAX_BODY_BYTES;
 pub use control::{ControlPlane, ReloadHook, WATCH_INTERVAL};
-pub use credentials::{stored_binding, unusable_agents, CredentialsApi, UnusableAgents};
+pub use credentials::{unusable_agents, CredentialsApi, UnusableAgents};
 pub use operator::{Operator, KEY_CACHE_TTL};
 pub use policies::{PolicyApi, DEFAULT_PLATFORM_TENANT, MAX_CONCURRENT_EVALS};
 pub use sim_request::{RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY};

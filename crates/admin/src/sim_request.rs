@@ -293,7 +293,7 @@ fn described(body: &Map<String, Value>, reader: &RequestReader, e: &mut Errors) 
         .string(req, "method", "request.method")
         .unwrap_or_else(|| match kind {
             RequestKind::Connect => "CONNECT".into(),
-            RequestKind::Http => "GET".into(),
+            RequestKind::Http | RequestKind::Tunnel => "GET".into(),
             RequestKind::Token => String::new(),
         });
     if !method.is_empty() && !is_http_token(&method, 32) {

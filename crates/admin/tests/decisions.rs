@@ -2,7 +2,7 @@
 //! 127.0.0.1:0 over an in-memory store holding audit records of two tenants.
 
 use portcullis_admin::{serve, Admin, ControlPlane};
-use portcullis_audit::{AuditKind, AuditRecord};
+use portcullis_audit::{AuditRecord, RequestKind};
 use portcullis_core::{SystemClock, Verdict};
 use portcullis_identity::Registry;
 use portcullis_store::{Role, Store};
@@ -42,7 +42,7 @@ async fn seed(store: &Store) {
     let now = now_ms();
     let mut rows = Vec::new();
     let rec = |id: &str, ago: i64, tenant: &str, agent: &str, verdict: Verdict| {
-        AuditRecord::new(id, now - ago, tenant, agent, AuditKind::Http, verdict)
+        AuditRecord::new(id, now - ago, tenant, agent, RequestKind::Http, verdict)
     };
     let mut r = rec("a0", 30 * HOUR, "acme", "bot", Verdict::Allow);
     r.model = Some("gpt-4o".into());
@@ -71,7 +71,10 @@ async fn seed(store: &Store) {
     }
     rows.push(rec("b1", 5 * MIN, "globex", "bot", Verdict::Allow));
     rows.push(rec("b2", 2 * MIN, "globex", "bot", Verdict::Deny));
-    let rows: Vec<_> = rows.into_iter().map(AuditRecord::into_row).collect();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(portcullis_store::AuditRow::from)
+        .collect();
     assert_eq!(store.insert_audit_batch(&rows).await.unwrap(), 8);
 }
 
@@ -409,9 +412,9 @@ async fn unattributed_refusals_are_visible_to_the_platform_tenant_only() {
         ("u2", MIN, "", "", Verdict::Error, 429),
         ("d1", 2 * MIN, "default", "demo", Verdict::Allow, 200),
     ] {
-        let mut r = AuditRecord::new(id, now - ago, tenant, agent, AuditKind::Http, verdict);
+        let mut r = AuditRecord::new(id, now - ago, tenant, agent, RequestKind::Http, verdict);
         r.status = Some(status);
-        rows.push(r.into_row());
+        rows.push(r.into());
     }
     h.store.insert_audit_batch(&rows).await.unwrap();
     let (_, platform_admin) = h

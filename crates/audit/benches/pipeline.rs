@@ -2,7 +2,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use portcullis_audit::{
-    AuditKind, AuditMetrics, AuditPipeline, AuditRecord, AuditSettings, SinkKind,
+    AuditMetrics, AuditPipeline, AuditRecord, AuditSettings, RequestKind, SinkKind,
 };
 use portcullis_core::Verdict;
 use portcullis_llm::Usage;
@@ -17,7 +17,7 @@ fn record(i: u64) -> AuditRecord {
         1_700_000_000_000 + i64::try_from(i).unwrap_or(0),
         "acme",
         "agent-1",
-        AuditKind::Http,
+        RequestKind::Http,
         Verdict::Allow,
     );
     r.subagent = Some("researcher".into());
@@ -39,7 +39,7 @@ fn record(i: u64) -> AuditRecord {
     r.upstream_ttfb_ms = Some(240);
     r.bytes_in = 1_834;
     r.bytes_out = 9_120;
-    r.usage = Some(Usage::provider(1_200, 350, 1_024, 0).into());
+    r.usage = Some(Usage::provider(1_200, 350, 1_024, 0));
     r.tls_intercepted = true;
     r.client_addr = Some("127.0.0.1:53124".into());
     r

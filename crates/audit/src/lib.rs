@@ -23,11 +23,9 @@ pub mod query;
 mod record;
 mod settings;
 mod sink;
-mod timefmt;
 
 pub use metrics::AuditMetrics;
 pub use pipeline::{AuditFull, AuditHandle, AuditPipeline, AuditSlot, StartError};
 pub use query::{build_query, parse_time, QueryError};
-pub use record::{AuditKind, AuditRecord, AuditUsage, RECORD_FIELDS};
+pub use record::{format_rfc3339_ms, AuditRecord, RequestKind, RECORD_FIELDS};
 pub use settings::{AuditSettings, OnFull, SinkKind};
-pub use timefmt::format_rfc3339_ms;

@@ -186,7 +186,7 @@ impl AuditSlot {
     /// Queues `rec` in the reserved room.
     pub fn send(self, rec: AuditRecord) {
         self.metrics.queue_depth.inc();
-        self.permit.send(rec.into_row());
+        self.permit.send(AuditRow::from(rec));
     }
 }
 
@@ -194,7 +194,7 @@ impl AuditHandle {
     /// Queues `rec` without waiting; `Err` when the queue is full or shut down (counted in
     /// `portcullis_audit_full_total`). Never waits on disk or on the writer.
     pub fn submit(&self, rec: AuditRecord) -> Result<(), AuditFull> {
-        match self.inner.tx.try_send(rec.into_row()) {
+        match self.inner.tx.try_send(AuditRow::from(rec)) {
             Ok(()) => {
                 self.inner.metrics.queue_depth.inc();
                 Ok(())
@@ -210,7 +210,7 @@ impl AuditHandle {
         match self.inner.on_full {
             OnFull::FailClosed => self.submit(rec),
             OnFull::Block { max_wait } => {
-                let row = rec.into_row();
+                let row = AuditRow::from(rec);
                 match tokio::time::timeout(max_wait, self.inner.tx.send(row)).await {
                     Ok(Ok(())) => {
                         self.inner.metrics.queue_depth.inc();

@@ -2,11 +2,10 @@
 //! parsing into a [`portcullis_store::AuditQuery`], with a typed error the admin answers
 //! as 422 JSON.
 
+use portcullis_core::parse_rfc3339_ms;
 use portcullis_core::{ApiError, ErrorSource};
 use portcullis_store::AuditQuery;
 use serde_json::json;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 /// Default page size.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -99,12 +98,6 @@ fn parse_relative(value: &str) -> Option<Option<i64>> {
     }
     let n: i64 = digits.parse().ok()?;
     Some(n.checked_mul(unit_ms))
-}
-
-/// RFC 3339 to Unix milliseconds (sub-millisecond digits are truncated).
-pub(crate) fn parse_rfc3339_ms(value: &str) -> Result<i64, String> {
-    let t = OffsetDateTime::parse(value, &Rfc3339).map_err(|e| e.to_string())?;
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).map_err(|e| e.to_string())
 }
 
 /// Builds the store query from the request's parameters (`params` as decoded key/value

@@ -1,8 +1,8 @@
 //! The pipeline end to end: batching, rotation, failing sinks, full queues, shutdown.
 
 use portcullis_audit::{
-    AuditFull, AuditHandle, AuditKind, AuditMetrics, AuditPipeline, AuditRecord, AuditSettings,
-    OnFull, SinkKind,
+    AuditFull, AuditHandle, AuditMetrics, AuditPipeline, AuditRecord, AuditSettings, OnFull,
+    RequestKind, SinkKind,
 };
 use portcullis_core::Verdict;
 use portcullis_store::{AuditQuery, Store};
@@ -15,7 +15,7 @@ fn rec(i: usize) -> AuditRecord {
         1_700_000_000_000 + i64::try_from(i).unwrap(),
         "acme",
         "agent-1",
-        AuditKind::Http,
+        RequestKind::Http,
         Verdict::Allow,
     );
     r.host = Some("api.openai.com".into());
@@ -476,9 +476,9 @@ async fn missing_usage_is_null_in_the_store_and_the_jsonl_file() {
     )
     .unwrap();
     let mut missing = rec(1);
-    missing.usage = Some(Usage::missing(true).into());
+    missing.usage = Some(Usage::missing(true));
     let mut reported = rec(2);
-    reported.usage = Some(Usage::provider(11, 5, 4, 0).into());
+    reported.usage = Some(Usage::provider(11, 5, 4, 0));
     audit.submit_wait(missing).await.unwrap();
     audit.submit_wait(reported).await.unwrap();
     audit.shutdown().await;

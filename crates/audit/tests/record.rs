@@ -1,7 +1,7 @@
 //! The record's JSON shape is exactly DESIGN §5's (plus `credential`), and never leaks
 //! a query string.
 
-use portcullis_audit::{AuditKind, AuditRecord, AuditUsage};
+use portcullis_audit::{AuditRecord, RequestKind};
 use portcullis_core::Verdict;
 use portcullis_llm::{Usage, UsageSource};
 use serde_json::Value;
@@ -15,7 +15,7 @@ fn full_record() -> AuditRecord {
         1_700_000_000_123,
         "acme",
         "agent-1",
-        AuditKind::Http,
+        RequestKind::Http,
         Verdict::WouldDeny,
     );
     r.subagent = Some("researcher".into());
@@ -38,7 +38,7 @@ fn full_record() -> AuditRecord {
     r.upstream_ttfb_ms = Some(300);
     r.bytes_in = 512;
     r.bytes_out = 4096;
-    r.usage = Some(Usage::provider(100, 20, 30, 5).into());
+    r.usage = Some(Usage::provider(100, 20, 30, 5));
     r.tls_intercepted = true;
     r.client_addr = Some("127.0.0.1:50000".into());
     r.credential = Some("openai-prod".into());
@@ -51,7 +51,7 @@ fn has_exactly_the_design_fields() {
     assert_eq!(expected.len(), 31);
     for rec in [
         full_record(),
-        AuditRecord::new("x", 0, "t", "a", AuditKind::Tunnel, Verdict::Allow),
+        AuditRecord::new("x", 0, "t", "a", RequestKind::Tunnel, Verdict::Allow),
     ] {
         let v: Value = serde_json::from_str(&rec.to_json()).unwrap();
         let keys: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -93,7 +93,7 @@ fn values_are_serialised_as_documented() {
     assert!(!full_record().to_json().contains("SECRET"));
 
     let bare: Value = serde_json::from_str(
-        &AuditRecord::new("x", 0, "t", "a", AuditKind::Token, Verdict::Deny).to_json(),
+        &AuditRecord::new("x", 0, "t", "a", RequestKind::Token, Verdict::Deny).to_json(),
     )
     .unwrap();
     assert_eq!(bare["usage"], Value::Null);
@@ -105,21 +105,12 @@ fn values_are_serialised_as_documented() {
 #[test]
 fn missing_usage_has_null_counts_not_zeros() {
     for truncated in [true, false] {
-        let u: AuditUsage = Usage::missing(truncated).into();
+        let u = Usage::missing(truncated);
         assert_eq!(u.source, UsageSource::Missing);
-        assert_eq!(
-            (
-                u.input_tokens,
-                u.output_tokens,
-                u.cached_input_tokens,
-                u.reasoning_tokens,
-                u.total_tokens
-            ),
-            (None, None, None, None, None)
-        );
+        assert_eq!(u.counts(), None);
     }
     let mut rec = full_record();
-    rec.usage = Some(Usage::missing(false).into());
+    rec.usage = Some(Usage::missing(false));
     let v: Value = serde_json::from_str(&rec.to_json()).unwrap();
     // Same keys as reported usage; every count null.
     assert_eq!(
@@ -131,7 +122,7 @@ fn missing_usage_has_null_counts_not_zeros() {
     let back: AuditRecord = serde_json::from_str(&rec.to_json()).unwrap();
     assert_eq!(back.usage, rec.usage);
     // Reported zeros stay zeros: only unknown counts are null.
-    let zero: AuditUsage = Usage::provider(0, 0, 0, 0).into();
+    let zero = Usage::provider(0, 0, 0, 0);
     let v = serde_json::to_value(zero).unwrap();
     assert_eq!(v["input_tokens"], 0);
     assert_eq!(v["total_tokens"], 0);
@@ -146,8 +137,7 @@ fn round_trips_and_maps_to_a_row() {
     expected.path = Some("/v1/chat/completions".into());
     assert_eq!(back, expected);
 
-    let row = rec.to_row();
-    assert_eq!(row, rec.clone().into_row());
+    let row = portcullis_store::AuditRow::from(rec.clone());
     assert_eq!(row.id, rec.id);
     assert_eq!(row.ts_ms, 1_700_000_000_123);
     assert_eq!(row.tenant, "acme");

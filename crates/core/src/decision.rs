@@ -101,6 +101,16 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The machine code a refusal on this decision is answered with: `agent_disabled`,
+    /// `policy_error` (evaluation failed: closed) or `policy_denied`.
+    pub fn refusal_code(&self) -> &'static str {
+        match self.code.as_deref() {
+            Some("agent_disabled") => "agent_disabled",
+            Some("policy_error") => "policy_error",
+            _ => "policy_denied",
+        }
+    }
+
     /// An allow decision with no policy involved (e.g. unauthenticated development mode).
     pub fn allow_unconditionally(decision_id: String) -> Self {
         Self {

@@ -105,6 +105,12 @@ impl OAuthError {
         v
     }
 
+    /// Whether the refusal is a decision against the client (a scope it may not have, a
+    /// disabled agent) rather than a failure to authenticate or a malformed request.
+    pub fn is_denial(&self) -> bool {
+        matches!(self.code, "invalid_scope" | "agent_disabled")
+    }
+
     /// `WWW-Authenticate` value for a 401 (RFC 6749 §5.2).
     pub fn www_authenticate(&self) -> Option<&'static str> {
         (self.status == 401).then_some("Basic realm=\"portcullis\"")

@@ -14,7 +14,7 @@
 
 use crate::format::Format;
 use crate::scan::{Kind, Scanner, Slot};
-use crate::usage::Usage;
+use portcullis_core::Usage;
 use serde_json::Value;
 
 /// Usage under construction.

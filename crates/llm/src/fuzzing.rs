@@ -6,7 +6,7 @@ use crate::format::{Api, Format};
 use crate::provider::ProviderEntry;
 use crate::scan::MAX_CAPTURE;
 use crate::tap::{TapLimits, UsageTap};
-use crate::usage::{Usage, UsageSource};
+use portcullis_core::{Usage, UsageSource};
 use std::io::Write;
 
 /// Parser state allowed per tap, whatever the input.

@@ -20,11 +20,10 @@ mod provider;
 mod scan;
 mod sse;
 mod tap;
-mod usage;
 
 pub use classify::{Classification, Classifier, Note, RequestHead, MAX_TOOLS, MAX_TOOL_NAME};
 pub use format::{error_envelope, Api, Format};
+pub use portcullis_core::{Usage, UsageSource};
 pub use provider::{Provider, ProviderEntry, ProviderError, Providers, BUILTIN_PROVIDERS};
 pub use scan::MAX_CAPTURE;
 pub use tap::{TapLimits, UsageTap, DEFAULT_MAX_DECODED};
-pub use usage::{Usage, UsageSource};

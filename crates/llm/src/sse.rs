@@ -303,7 +303,7 @@ pub(crate) fn sniff(buf: &[u8]) -> Option<bool> {
 mod tests {
     use super::*;
     use crate::format::Format;
-    use crate::usage::Usage;
+    use portcullis_core::Usage;
 
     fn run(stream: &[u8], format: Format, splits: &[usize]) -> (Option<Usage>, bool, u64) {
         let mut p = SseParser::default();

@@ -4,9 +4,9 @@ use crate::extract::Accumulator;
 use crate::format::{Api, Format};
 use crate::scan::Scanner;
 use crate::sse::{sniff, SseParser};
-use crate::usage::Usage;
 use brotli::DecompressorWriter;
 use flate2::write::{DeflateDecoder, GzDecoder, ZlibDecoder};
+use portcullis_core::Usage;
 use std::io::{self, Write};
 
 /// Default cap on bytes decoded from a compressed body (decompression bombs

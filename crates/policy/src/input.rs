@@ -12,28 +12,7 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// What is being decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestKind {
-    /// A plain or intercepted HTTP request.
-    Http,
-    /// A CONNECT tunnel request.
-    Connect,
-    /// A token request at the token endpoint.
-    Token,
-}
-
-impl RequestKind {
-    /// The `input.kind` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestKind::Http => "http",
-            RequestKind::Connect => "connect",
-            RequestKind::Token => "token",
-        }
-    }
-}
+pub use portcullis_core::RequestKind;
 
 /// The request line facts (`input.request`).
 #[derive(Debug, Clone, Copy, Default)]

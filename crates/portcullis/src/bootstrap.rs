@@ -5,8 +5,10 @@ use anyhow::{bail, Context};
 use portcullis_config::{AgentConfig, Config};
 use portcullis_core::{Agent, AgentSource, AgentStatus, Clock};
 use portcullis_identity::{generate_secret, hash_secret, SigningKey};
+use portcullis_policy::{example_sources, EngineConfig, PolicyEngine};
 use portcullis_store::{SealKey, Store, StoreError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tracing::info;
 
 /// Id of the agent created on first run.
@@ -179,4 +181,35 @@ pub(crate) async fn create_demo_agent(
     store.create_agent(&agent).await?;
     info!(agent = DEMO_AGENT, "first run: demo agent created");
     Ok(Some(secret))
+}
+
+/// Where policies come from, for the banner.
+pub(crate) fn policy_dir(cfg: &Config) -> Option<PathBuf> {
+    cfg.policy.dir.clone().or_else(|| {
+        let d = PathBuf::from("config/policies");
+        d.is_dir().then_some(d)
+    })
+}
+
+/// Builds the engine: from the policy directory, or the built-in example set.
+pub(crate) fn policy_engine(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<PolicyEngine>> {
+    let dir = policy_dir(cfg);
+    let ec = EngineConfig {
+        dir: dir.clone(),
+        default: cfg.policy.default,
+        on_block: cfg.policy.on_block,
+        cache_ttl: cfg.policy.cache_ttl,
+        bindings: cfg.policy.bindings.clone(),
+        ..EngineConfig::default()
+    };
+    let engine = match &dir {
+        Some(d) => PolicyEngine::open(ec, clock)
+            .with_context(|| format!("loading policies from {}", d.display()))?,
+        None => PolicyEngine::with_sources(ec, clock, example_sources())
+            .context("loading the built-in example policies")?,
+    };
+    Ok(Arc::new(engine))
 }

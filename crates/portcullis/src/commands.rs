@@ -210,7 +210,7 @@ pub(crate) async fn credential(cfg: &Config, action: CredentialAction) -> anyhow
                 );
             }
             for c in store.list_credentials(tenant.as_deref()).await? {
-                match portcullis_admin::stored_binding(&c) {
+                match portcullis_credentials::stored_binding(&c) {
                     Ok(b) => println!(
                         "{:<24} {:<12} {:<7} {:<16} {} / {}",
                         c.name,
@@ -430,7 +430,7 @@ async fn eval(cfg: &Config, input: &std::path::Path, agent: Option<&str>) -> any
     let Value::Object(mut map) = doc else {
         bail!("{} must hold a JSON object", input.display());
     };
-    let engine = crate::policy::engine(cfg, Arc::new(SystemClock))?;
+    let engine = crate::bootstrap::policy_engine(cfg, Arc::new(SystemClock))?;
     // A raw input document (as the gateway builds it) is evaluated as given.
     let raw = map.contains_key("kind") || map.get("agent").is_some_and(Value::is_object);
     let (doc, classification) = if raw {

@@ -3,14 +3,9 @@
 //! Kept in a library so end-to-end tests can reuse what the binary does.
 #![warn(missing_docs)]
 
-mod audit;
 mod bootstrap;
 pub mod cli;
 mod commands;
-mod credentials;
-mod identity;
-mod limits;
-mod policy;
 mod serve;
 
 use cli::{Cli, Command};

@@ -1,22 +1,24 @@
 //! `portcullis serve`: build the components, bind the listeners, print the
 //! banner, run until SIGTERM/SIGINT, drain, exit 0.
 
-use crate::audit::AuditRecorder;
 use crate::bootstrap;
-use crate::credentials::Credentials;
-use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
-use crate::limits::AgentLimits;
-use crate::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
 use anyhow::Context;
 use portcullis_admin::ControlPlane;
 use portcullis_admin::ReadyCheck;
 use portcullis_admin::{Admin, PolicyApi};
+use portcullis_app::audit::AuditRecorder;
+use portcullis_app::credentials::CredentialPhase;
+use portcullis_app::identity::{IdentityMetrics, ProxyAuth, TokenService};
+use portcullis_app::leaves::{CertCacheCollector, Leaves};
+use portcullis_app::limits::AgentLimits;
+use portcullis_app::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
 use portcullis_audit::{AuditMetrics, AuditPipeline};
 use portcullis_config::{Config, LogFormat};
 use portcullis_core::{Clock, SystemClock};
+use portcullis_credentials::Credentials;
 use portcullis_identity::{Authenticator, Registry as AgentRegistry, TokenIssuer};
 use portcullis_policy::DefaultDecision;
-use portcullis_proxy::pipeline::{CredentialInjector, Recorder};
+use portcullis_proxy::phases::{CredentialInjector, Recorder};
 use portcullis_proxy::{Pipeline, ProxyMetrics, Shared};
 use prometheus::Registry;
 use std::path::{Path, PathBuf};
@@ -92,7 +94,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut policy_engine = None;
     let audit_metrics = AuditMetrics::register(&registry)?;
     let (audit, audit_writer) = AuditPipeline::start(
-        crate::audit::settings(&cfg.audit),
+        portcullis_app::audit::settings(&cfg.audit),
         Some(store.clone()),
         audit_metrics,
     )
@@ -110,13 +112,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let seal_key = Arc::new(seal_key);
     let credentials = Arc::new(Credentials::load(&cfg.credentials, Some(seal_key.clone()))?);
-    let injector = Some(credentials.clone());
+    let injector: Arc<CredentialPhase> = Arc::new(CredentialPhase(credentials.clone()));
     let pipeline = if cfg.proxy.allow_unauthenticated {
         Pipeline {
             classifier: Some(classifier.clone()),
             recorder: recorder.clone(),
             limits: Some(limits),
-            credentials: injector.map(|c| c as Arc<dyn CredentialInjector>),
+            credentials: Some(injector.clone() as Arc<dyn CredentialInjector>),
             ..Pipeline::unauthenticated()
         }
     } else {
@@ -129,11 +131,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         bootstrap::upsert_config_agents(&cfg, &store, clock.as_ref()).await?;
         demo_secret = bootstrap::create_demo_agent(&cfg, &store, clock.as_ref()).await?;
         let imetrics = IdentityMetrics::new(&registry)?;
-        let engine = crate::policy::engine(&cfg, clock.clone())?;
+        let engine = bootstrap::policy_engine(&cfg, clock.clone())?;
         let pmetrics = PolicyMetrics::new(&registry, engine.clone())?;
         let authorizer = Arc::new(PolicyAuthorizer::new(engine.clone(), pmetrics));
         policy_engine = Some(engine);
-        let throttle = crate::identity::auth_throttle(&cfg.identity, clock.clone());
+        let throttle = portcullis_app::identity::auth_throttle(&cfg.identity, clock.clone());
         let auth = Authenticator::new(agents.clone(), issuer.clone(), clock.clone())
             .with_throttle(throttle.clone());
         Pipeline {
@@ -144,7 +146,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             authorizer: authorizer.clone(),
             recorder: recorder.clone(),
             limits: Some(limits),
-            credentials: injector.map(|c| c as Arc<dyn CredentialInjector>),
+            credentials: Some(injector.clone() as Arc<dyn CredentialInjector>),
             classifier: Some(classifier.clone()),
             local: Some(Arc::new(
                 TokenService::new(
@@ -155,13 +157,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     imetrics,
                     Some(authorizer),
                 )
-                .with_recorder(recorder.clone())
                 .with_throttle(throttle),
             )),
         }
     };
     let control = ControlPlane::new(store.clone(), agents.clone(), clock.clone());
-    control.add_reload_hook(credentials.clone());
+    control.add_reload_hook(injector);
     control.enable_credentials(portcullis_admin::CredentialsApi {
         key: seal_key,
         config: cfg.credentials.clone(),
@@ -287,7 +288,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
 /// The interception setup and what the banner says about it.
 struct TlsSetup {
-    intercept: portcullis_proxy::intercept::Intercept,
+    intercept: portcullis_proxy::Intercept,
     ca_cert: PathBuf,
     bundle: PathBuf,
     generated: bool,
@@ -328,7 +329,7 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         LeafCache::new(Arc::new(ca), LeafCacheConfig::default())
             .context("the certificate cache")?,
     );
-    portcullis_proxy::metrics::CertCacheCollector::register(registry, cache.clone())?;
+    CertCacheCollector::register(registry, cache.clone())?;
     let upstream = UpstreamTls::new(&UpstreamRoots {
         extra_ca_pems: t.upstream_ca.clone(),
         ..UpstreamRoots::default()
@@ -339,7 +340,7 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         warn!("{w}");
     }
     Ok(TlsSetup {
-        intercept: portcullis_proxy::intercept::Intercept::new(cache, rules, upstream.http1)
+        intercept: portcullis_proxy::Intercept::new(Arc::new(Leaves(cache)), rules, upstream.http1)
             .with_splice_unknown(t.splice_unknown_hosts()?),
         ca_cert,
         bundle,

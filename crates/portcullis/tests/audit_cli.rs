@@ -1,7 +1,7 @@
 //! `portcullis audit query` and `audit tail` against a temporary SQLite store, filled
 //! beforehand through portcullis-store like the gateway's audit writer would.
 
-use portcullis_audit::{AuditKind, AuditRecord};
+use portcullis_audit::{AuditRecord, RequestKind};
 use portcullis_core::Verdict;
 use portcullis_store::Store;
 use serde_json::Value;
@@ -37,7 +37,10 @@ fn insert(dir: &Path, records: Vec<AuditRecord>) {
     let url = db_url(dir);
     rt().block_on(async move {
         let store = Store::connect(&url).await.unwrap();
-        let rows: Vec<_> = records.into_iter().map(AuditRecord::into_row).collect();
+        let rows: Vec<_> = records
+            .into_iter()
+            .map(portcullis_store::AuditRow::from)
+            .collect();
         store.insert_audit_batch(&rows).await.unwrap();
         store.close().await;
     });
@@ -55,7 +58,7 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     .unwrap();
     let now = now_ms();
     let rec = |id: &str, ago: i64, tenant: &str, agent: &str, v: Verdict| {
-        AuditRecord::new(id, now - ago, tenant, agent, AuditKind::Http, v)
+        AuditRecord::new(id, now - ago, tenant, agent, RequestKind::Http, v)
     };
     let mut a3 = rec("a3", 3 * MIN, "acme", "crawler", Verdict::Deny);
     a3.policy = Some("egress".into());
@@ -236,9 +239,16 @@ fn tail_prints_recent_then_follows_new_records() {
     insert(
         dir.path(),
         vec![
-            AuditRecord::new("b9", now, "globex", "bot", AuditKind::Http, Verdict::Allow),
-            AuditRecord::new("a8", now, "acme", "bot", AuditKind::Http, Verdict::Deny),
-            AuditRecord::new("a9", now, "acme", "bot", AuditKind::Http, Verdict::Allow),
+            AuditRecord::new(
+                "b9",
+                now,
+                "globex",
+                "bot",
+                RequestKind::Http,
+                Verdict::Allow,
+            ),
+            AuditRecord::new("a8", now, "acme", "bot", RequestKind::Http, Verdict::Deny),
+            AuditRecord::new("a9", now, "acme", "bot", RequestKind::Http, Verdict::Allow),
         ],
     );
     assert_eq!(next_id(), "a8");

@@ -2,7 +2,6 @@
 
 use crate::ssrf::{Denied, Guard};
 use crate::target::{Host, Target};
-use portcullis_core::{ApiError, ErrorSource};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -59,6 +58,31 @@ pub fn check_literal(target: &Target, guard: &Guard) -> Result<(), DialError> {
     }
 }
 
+impl Clone for DialError {
+    /// A copy for answering (the `io::Error` sources are recreated with the same kind and
+    /// message; they are only ever displayed).
+    fn clone(&self) -> Self {
+        let io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+        match self {
+            DialError::Denied(d) => DialError::Denied(d.clone()),
+            DialError::Dns { host, source } => DialError::Dns {
+                host: host.clone(),
+                source: io(source),
+            },
+            DialError::NoAddress(h) => DialError::NoAddress(h.clone()),
+            DialError::Timeout(t) => DialError::Timeout(t.clone()),
+            DialError::Tls { target, reason } => DialError::Tls {
+                target: target.clone(),
+                reason: reason.clone(),
+            },
+            DialError::Connect { target, source } => DialError::Connect {
+                target: target.clone(),
+                source: io(source),
+            },
+        }
+    }
+}
+
 impl DialError {
     /// A failed TLS handshake with `target`: the reason says what is wrong with the
     /// upstream's certificate or TLS and how to fix it (see
@@ -82,45 +106,17 @@ impl DialError {
         }
     }
 
-    /// The error answered to the client.
-    pub fn to_api_error(&self) -> ApiError {
+    /// What went wrong, for the answer's `detail`.
+    pub fn detail(&self) -> String {
         match self {
-            DialError::Denied(d) => ApiError::new(
-                403,
-                "destination_forbidden",
-                d.to_string(),
-                ErrorSource::Policy,
-            ),
-            DialError::Dns { host, .. } => ApiError::new(
-                502,
-                "dns_failure",
-                format!("could not resolve {host}"),
-                ErrorSource::Upstream,
-            ),
-            DialError::NoAddress(host) => ApiError::new(
-                502,
-                "dns_failure",
-                format!("{host} resolved to no address"),
-                ErrorSource::Upstream,
-            ),
-            DialError::Timeout(t) => ApiError::new(
-                504,
-                "upstream_timeout",
-                format!("connecting to {t} timed out"),
-                ErrorSource::Upstream,
-            ),
-            DialError::Tls { target, reason } => ApiError::new(
-                502,
-                "upstream_tls_error",
-                format!("TLS with {target} failed: {reason}"),
-                ErrorSource::Upstream,
-            ),
-            DialError::Connect { target, source } => ApiError::new(
-                502,
-                "upstream_unreachable",
-                format!("connecting to {target} failed: {}", io_reason(source)),
-                ErrorSource::Upstream,
-            ),
+            DialError::Denied(d) => d.to_string(),
+            DialError::Dns { host, .. } => format!("could not resolve {host}"),
+            DialError::NoAddress(host) => format!("{host} resolved to no address"),
+            DialError::Timeout(t) => format!("connecting to {t} timed out"),
+            DialError::Tls { target, reason } => format!("TLS with {target} failed: {reason}"),
+            DialError::Connect { target, source } => {
+                format!("connecting to {target} failed: {}", io_reason(source))
+            }
         }
     }
 }
@@ -207,27 +203,26 @@ mod tests {
         );
         let d = DialError::tls_handshake(&target, &e);
         assert_eq!(d.metric_kind(), Some("tls"));
-        let api = d.to_api_error();
-        assert_eq!(api.status, 502);
-        assert_eq!(api.code, "upstream_tls_error");
+        let refusal = crate::refusal::Refusal::from(d);
+        assert_eq!(refusal.status(), http::StatusCode::BAD_GATEWAY);
+        assert_eq!(refusal.code(), "upstream_tls_error");
+        let detail = refusal.detail();
         assert_eq!(
-            api.detail,
+            detail,
             format!(
                 "TLS with localhost:8443 failed: {}",
                 portcullis_tls::explain_handshake_error(&e, "localhost")
             )
         );
         assert!(
-            api.detail.contains("is not signed by a trusted CA")
-                && api.detail.contains("tls.upstream_ca")
-                && !api.detail.contains("UnknownIssuer"),
-            "{}",
-            api.detail
+            detail.contains("is not signed by a trusted CA")
+                && detail.contains("tls.upstream_ca")
+                && !detail.contains("UnknownIssuer"),
+            "{detail}"
         );
         let eof = DialError::tls_handshake(&target, &io::Error::from(io::ErrorKind::UnexpectedEof));
         assert!(
-            eof.to_api_error()
-                .detail
+            eof.detail()
                 .ends_with("check that localhost serves HTTPS on this port"),
             "{eof}"
         );

@@ -1,8 +1,8 @@
 //! Header hygiene: hop-by-hop stripping and request framing checks.
 
+use crate::framing::FramingFlaw;
+use crate::refusal::Malformed;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::Request;
-use portcullis_core::ApiError;
 
 /// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -68,11 +68,10 @@ pub fn strip_portcullis_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether the request asks for a protocol upgrade (WebSocket).
-pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
-    req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
+/// Whether a request with these headers asks for a protocol upgrade.
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -81,9 +80,12 @@ pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 /// Size of the request head as received: request line, headers and CRLFs.
-pub fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
-    req.headers()
+pub fn head_size(req: &http::request::Parts) -> usize {
+    let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + req.uri.authority().map_or(0, |a| a.as_str().len());
+    let line = req.method.as_str().len() + uri + 12;
+    req.headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
@@ -93,60 +95,43 @@ pub fn head_size<B>(req: &Request<B>) -> usize {
 
 /// Enforces head limits (431) and unambiguous framing (400): one Content-Length
 /// made of digits, `Transfer-Encoding` only as exactly `chunked`, never both.
-pub fn check_request<B>(
-    req: &Request<B>,
+pub fn check_request(
+    req: &http::request::Parts,
     max_header_bytes: usize,
     max_headers: usize,
-) -> Result<(), ApiError> {
-    let h = req.headers();
+) -> Result<(), Malformed> {
+    let h = &req.headers;
     if h.len() > max_headers {
-        return Err(ApiError::new(
-            431,
-            "headers_too_many",
-            format!(
-                "request has {} headers; the limit is {max_headers}",
-                h.len()
-            ),
-            portcullis_core::ErrorSource::Client,
-        ));
+        return Err(Malformed::TooManyHeaders {
+            count: h.len(),
+            max: max_headers,
+        });
     }
     if head_size(req) > max_header_bytes {
-        return Err(ApiError::new(
-            431,
-            "headers_too_large",
-            format!("request head exceeds {max_header_bytes} bytes"),
-            portcullis_core::ErrorSource::Client,
-        ));
+        return Err(Malformed::HeadTooLarge {
+            max: max_header_bytes,
+        });
     }
-    let cls: Vec<&HeaderValue> = h.get_all(header::CONTENT_LENGTH).iter().collect();
-    if cls.len() > 1 {
-        return Err(ApiError::bad_request(
-            "bad_content_length",
-            "multiple Content-Length headers",
-        ));
+    let mut cls = h.get_all(header::CONTENT_LENGTH).iter();
+    let cl = cls.next();
+    if cls.next().is_some() {
+        return Err(Malformed::Framing(FramingFlaw::DuplicateContentLength));
     }
-    if let Some(cl) = cls.first() {
+    if let Some(cl) = cl {
         let b = cl.as_bytes();
         if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
-            return Err(ApiError::bad_request(
-                "bad_content_length",
-                "Content-Length must be a single decimal number",
-            ));
+            return Err(Malformed::ContentLength);
         }
     }
-    let tes: Vec<&HeaderValue> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if !tes.is_empty() {
-        if !cls.is_empty() {
-            return Err(ApiError::bad_request(
-                "ambiguous_framing",
-                "both Content-Length and Transfer-Encoding are present",
+    let mut tes = h.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(te) = tes.next() {
+        if cl.is_some() {
+            return Err(Malformed::Framing(
+                FramingFlaw::ContentLengthWithTransferEncoding,
             ));
         }
-        if tes.len() != 1 || !tes[0].as_bytes().eq_ignore_ascii_case(b"chunked") {
-            return Err(ApiError::bad_request(
-                "bad_transfer_encoding",
-                "Transfer-Encoding must be exactly `chunked`",
-            ));
+        if tes.next().is_some() || !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(Malformed::TransferEncoding);
         }
     }
     Ok(())
@@ -155,6 +140,7 @@ pub fn check_request<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
 
     fn req(headers: &[(&str, &str)]) -> Request<()> {
         let mut b = Request::builder().uri("http://example.com/x");
@@ -216,20 +202,26 @@ mod tests {
 
     #[test]
     fn upgrade_detection() {
-        assert!(wants_upgrade(&req(&[
-            ("connection", "keep-alive, Upgrade"),
-            ("upgrade", "websocket")
-        ])));
-        assert!(!wants_upgrade(&req(&[("upgrade", "websocket")])));
-        assert!(!wants_upgrade(&req(&[("connection", "upgrade")])));
+        assert!(wants_upgrade(
+            req(&[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket")
+            ])
+            .headers()
+        ));
+        assert!(!wants_upgrade(req(&[("upgrade", "websocket")]).headers()));
+        assert!(!wants_upgrade(req(&[("connection", "upgrade")]).headers()));
     }
 
     #[test]
     fn framing() {
         let code = |h: &[(&str, &str)]| {
-            check_request(&req(h), 65536, 100)
+            check_request(&req(h).into_parts().0, 65536, 100)
                 .err()
-                .map(|e| (e.status, e.code.into_owned()))
+                .map(|e| {
+                    let r = crate::refusal::Refusal::Malformed(e);
+                    (r.status().as_u16(), r.code().to_owned())
+                })
         };
         assert_eq!(code(&[("content-length", "10")]), None);
         assert_eq!(code(&[("transfer-encoding", "chunked")]), None);
@@ -274,12 +266,16 @@ mod tests {
     #[test]
     fn head_limits() {
         let big = "a".repeat(2000);
-        let e = check_request(&req(&[("x-big", &big)]), 1024, 100).unwrap_err();
-        assert_eq!((e.status, e.code.as_ref()), (431, "headers_too_large"));
+        let e = crate::refusal::Refusal::Malformed(
+            check_request(&req(&[("x-big", &big)]).into_parts().0, 1024, 100).unwrap_err(),
+        );
+        assert_eq!((e.status().as_u16(), e.code()), (431, "headers_too_large"));
         let many: Vec<(String, String)> =
             (0..20).map(|i| (format!("x-h{i}"), "v".into())).collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let e = check_request(&req(&many), 65536, 10).unwrap_err();
-        assert_eq!((e.status, e.code.as_ref()), (431, "headers_too_many"));
+        let e = crate::refusal::Refusal::Malformed(
+            check_request(&req(&many).into_parts().0, 65536, 10).unwrap_err(),
+        );
+        assert_eq!((e.status().as_u16(), e.code()), (431, "headers_too_many"));
     }
 }

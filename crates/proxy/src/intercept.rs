@@ -1,235 +1,283 @@
 //! TLS interception of CONNECT tunnels: sniff the first bytes the client sends,
 //! terminate TLS with a leaf minted for the CONNECT host (or read plaintext HTTP),
-//! and run every inner request through the same pipeline as absolute-form
-//! requests. Anything else is spliced to the already-dialed upstream.
+//! and serve every inner request like an absolute-form one (the same admission sequence,
+//! with the tunnel's agent and destination). Nothing is spliced past policy unless the host
+//! is opted into splicing unknown protocols.
 
+use crate::admission::Tunnel;
 use crate::body::ProxyBody;
 use crate::conn::{drive, Activity, ActivityIo, Ended};
-use crate::forward::Tunnel;
-use crate::record::Pending;
-use crate::server::{exchange, max_head, Exchange, Shared};
+use crate::exchange::{Exchange, Outcome};
+use crate::io::{MultiplexDetect, Prefixed, Tally};
+use crate::listener::max_head;
+use crate::refusal::Refusal;
+use crate::state::{Intercept, Shared};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use portcullis_tls::rustls::ClientConfig;
-use portcullis_tls::HostMatcher;
-use portcullis_tls::{sniff, InterceptRules, LeafCache, Sniff, MAX_SNIFF_BYTES};
-use std::collections::HashSet;
+use portcullis_tls::{sniff, Sniff, MAX_SNIFF_BYTES};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-/// Most hosts remembered for "client rejected our certificate" warnings.
-const MAX_WARNED_HOSTS: usize = 1024;
+type Client = TokioIo<Upgraded>;
 
-/// Interception settings and state shared by every tunnel.
-pub struct Intercept {
-    /// Minted leaf configurations per host.
-    pub cache: Arc<LeafCache>,
-    /// Which tunnels are intercepted.
-    pub rules: InterceptRules,
-    /// Client configuration for upstream `https` (roots + `tls.upstream_ca`).
-    pub upstream_tls: Arc<ClientConfig>,
-    /// Hosts whose intercepted tunnels may carry a protocol that is neither TLS nor HTTP, spliced
-    /// to the origin (`tls.splice_unknown`; empty by default: such tunnels are closed).
-    pub splice_unknown: HostMatcher,
-    warned: Mutex<HashSet<String>>,
-}
-
-impl Intercept {
-    /// Interception with `cache`, `rules` and the upstream client configuration.
-    pub fn new(
-        cache: Arc<LeafCache>,
-        rules: InterceptRules,
-        upstream_tls: Arc<ClientConfig>,
-    ) -> Self {
-        Self {
-            cache,
-            rules,
-            upstream_tls,
-            splice_unknown: HostMatcher::default(),
-            warned: Mutex::new(HashSet::new()),
-        }
-    }
-
-    /// Lets the intercepted tunnels of `hosts` splice protocols that are neither TLS nor HTTP.
-    pub fn with_splice_unknown(mut self, hosts: HostMatcher) -> Self {
-        self.splice_unknown = hosts;
-        self
-    }
-
-    /// Whether this is the first handshake failure seen for `host` (warn once per host).
-    fn first_failure(&self, host: &str) -> bool {
-        let Ok(mut w) = self.warned.lock() else {
-            return false;
-        };
-        if w.contains(host) {
-            return false;
-        }
-        if w.len() >= MAX_WARNED_HOSTS {
-            w.clear();
-        }
-        w.insert(host.to_owned())
-    }
-}
-
-/// Runs an intercepted tunnel after the 200: sniff, then TLS-terminate and serve,
-/// serve plaintext HTTP, or splice what is neither.
+/// Runs an intercepted tunnel after the 200: sniff, then TLS-terminate and serve, serve
+/// plaintext HTTP, splice (opted-in hosts only), or close.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     client_addr: SocketAddr,
-    pending: Pending,
-    client: TokioIo<hyper::upgrade::Upgraded>,
+    ex: Exchange,
+    mut client: Client,
     upstream: TcpStream,
     tunnel: Tunnel,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let Some(icpt) = shared.intercept.as_ref() else {
-        crate::connect::splice(&shared, pending, client, upstream, Vec::new()).await;
+        crate::tunnel::splice(&shared, ex, client, upstream, Vec::new()).await;
         return;
     };
-    let mut client = client;
     let mut first = Vec::with_capacity(1024);
-    let verdict = tokio::time::timeout(
+    let sniffed = tokio::time::timeout(
         shared.cfg.header_read_timeout,
         read_sniff(&mut client, &mut first),
     )
     .await;
-    let kind = match verdict {
+    let sniffed = match sniffed {
         Ok(Ok(_)) if first.is_empty() => {
             // Closed by the client before sending anything.
-            pending.finish(&shared, 200, None, 0, 0, true);
-            return;
+            return ex.finish(Outcome {
+                status: 200,
+                ..Outcome::default()
+            });
         }
         Ok(Ok(k)) => k,
         Ok(Err(e)) => {
             debug!(error = %e, "tunnel closed before its first bytes");
-            pending.finish(&shared, 200, Some("client_aborted".to_owned()), 0, 0, false);
-            return;
+            return ex.finish(Outcome {
+                status: 200,
+                error: Some("client_aborted"),
+                ..Outcome::default()
+            });
         }
         // Undecided in time. Splicing now would let a client bypass interception by
         // waiting (or by dribbling a ClientHello): fail closed.
         Err(_) => Sniff::NeedMore,
     };
-    let host = tunnel.target.host_str();
-    match kind {
-        Sniff::TlsClientHello { sni, .. } => {
-            if let Some(sni) = sni.filter(|s| !same_host(s, &host)) {
-                debug!(connect = %host, sni = %sni, "SNI differs from the CONNECT host; closing");
-                shared
-                    .metrics
-                    .refused
-                    .with_label_values(&["sni_mismatch"])
-                    .inc();
-                pending.finish(&shared, 403, Some("sni_mismatch".to_owned()), 0, 0, false);
-                return;
-            }
-            // The dialed connection proved the destination reachable; inner requests
-            // go through the pooled client.
-            drop(upstream);
-            let config = match icpt.cache.server_config(&host).await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(host = %host, error = %e, "could not mint a certificate");
-                    pending.finish(
-                        &shared,
-                        200,
-                        Some("cert_mint_failed".to_owned()),
-                        0,
-                        0,
-                        false,
-                    );
-                    return;
-                }
-            };
-            let (io, counts) = Tally::new(Prefixed::new(first, client));
-            let tls = match TlsAcceptor::from(config).accept(io).await {
-                Ok(t) => t,
-                Err(e) => {
-                    shared
-                        .metrics
-                        .tls_handshake_failures
-                        .with_label_values(&["client"])
-                        .inc();
-                    if icpt.first_failure(&host) {
-                        warn!(host = %host, error = %e, "client rejected the gateway certificate (does it trust the gateway CA, or pin certificates? consider tls.passthrough)");
-                    } else {
-                        debug!(host = %host, error = %e, "client TLS handshake failed");
-                    }
-                    pending.finish(
-                        &shared,
-                        200,
-                        Some("client_tls_handshake_failed".to_owned()),
-                        0,
-                        0,
-                        false,
-                    );
-                    return;
-                }
-            };
-            let mut pending = pending;
-            pending.set_tls_intercepted();
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_inner(
-                shared,
-                client_addr,
-                pending,
-                tls,
-                counts,
-                Tunnel {
-                    scheme: "https",
-                    ..tunnel
-                },
-                shutdown,
-                h2,
-            )
-            .await;
+    let inner = Inner {
+        shared: shared.clone(),
+        client_addr,
+        tunnel,
+        shutdown,
+    };
+    let host = inner.tunnel.target.host_str();
+    if let Sniff::TlsClientHello { sni, .. } = &sniffed {
+        if let Some(sni) = sni.as_ref().filter(|s| !same_host(s, &host)) {
+            debug!(connect = %host, sni = %sni, "SNI differs from the CONNECT host; closing");
+            return ex.close_refused(&Refusal::SniMismatch);
         }
-        other => match route(&other, &first, icpt.splice_unknown.matches(&host)) {
-            Route::Http => {
-                drop(upstream);
-                let (io, counts) = Tally::new(Prefixed::new(first, client));
-                serve_inner(
-                    shared,
-                    client_addr,
-                    pending,
-                    io,
-                    counts,
-                    Tunnel {
-                        scheme: "http",
-                        ..tunnel
-                    },
-                    shutdown,
-                    false,
-                )
-                .await;
+        drop(upstream);
+        return inner.terminate(icpt, ex, client, first).await;
+    }
+    match route(&sniffed, &first, icpt.splice_unknown.matches(&host)) {
+        Route::Http => {
+            // The dialed connection proved the destination reachable; inner requests go
+            // through the pooled client.
+            drop(upstream);
+            let (io, counts) = Tally::new(Prefixed::new(first, client));
+            inner.serve(ex, io, counts, "http", false).await;
+        }
+        Route::Splice => crate::tunnel::splice(&shared, ex, client, upstream, first).await,
+        Route::Close { undecided } => {
+            debug!(host = %host, bytes = first.len(), undecided, "intercepted tunnel: not TLS, not HTTP; closing");
+            ex.close_refused(&Refusal::TunnelProtocol { undecided });
+        }
+    }
+}
+
+/// An intercepted tunnel whose inner connection is being served.
+struct Inner {
+    shared: Arc<Shared>,
+    client_addr: SocketAddr,
+    tunnel: Tunnel,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Inner {
+    /// Terminates the client's TLS with a leaf for the CONNECT host, then serves it.
+    async fn terminate(self, icpt: &Intercept, mut ex: Exchange, client: Client, first: Vec<u8>) {
+        let host = self.tunnel.target.host_str();
+        let config = match icpt.leaves.server_config(&host).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(host = %host, error = %e, "could not mint a certificate");
+                return ex.finish(Outcome {
+                    status: 200,
+                    error: Some("cert_mint_failed"),
+                    ..Outcome::default()
+                });
             }
-            Route::Splice => {
-                crate::connect::splice(&shared, pending, client, upstream, first).await;
+        };
+        let (io, counts) = Tally::new(Prefixed::new(first, client));
+        let tls = match TlsAcceptor::from(config).accept(io).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .tls_handshake_failures
+                    .with_label_values(&["client"])
+                    .inc();
+                if icpt.first_failure(&host) {
+                    warn!(host = %host, error = %e, "client rejected the gateway certificate (does it trust the gateway CA, or pin certificates? consider tls.passthrough)");
+                } else {
+                    debug!(host = %host, error = %e, "client TLS handshake failed");
+                }
+                return ex.finish(Outcome {
+                    status: 200,
+                    error: Some("client_tls_handshake_failed"),
+                    ..Outcome::default()
+                });
             }
-            Route::Close(code) => {
-                debug!(host = %host, bytes = first.len(), code, "intercepted tunnel: not TLS, not HTTP; closing");
-                shared.metrics.refused.with_label_values(&[code]).inc();
-                pending.finish(
-                    &shared,
-                    200,
-                    Some(code.to_owned()),
-                    first.len() as u64,
-                    0,
-                    false,
-                );
-            }
-        },
+        };
+        ex.set_tls_intercepted();
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.serve(ex, tls, counts, "https", h2).await;
+    }
+
+    /// Serves the inner HTTP/1.1 or h2 connection (`h2` from ALPN; h2 with prior knowledge
+    /// is detected from its preface), under the same header-read and idle timeouts and framing
+    /// checks as the proxy listener; records the tunnel when it ends.
+    async fn serve<I>(
+        mut self,
+        ex: Exchange,
+        io: I,
+        counts: Arc<(AtomicU64, AtomicU64)>,
+        scheme: &'static str,
+        h2: bool,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let gauge = shared.metrics.tunnels_active.with_label_values(&["true"]);
+        gauge.inc();
+        let cfg = &shared.cfg;
+        let activity = Arc::new(Activity::new(max_head(cfg), cfg.max_headers * 2));
+        if h2 {
+            activity.set_multiplexed();
+        }
+        let io = MultiplexDetect::new(ActivityIo::new(io, activity.clone()), activity.clone());
+        self.tunnel.scheme = scheme;
+        let svc = inner_service(
+            shared.clone(),
+            activity.clone(),
+            self.client_addr,
+            self.tunnel,
+        );
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            // Our own watchdog (`drive`) times heads from their first byte, and idleness.
+            .header_read_timeout(None)
+            .max_buf_size(max_head(cfg))
+            .max_headers(cfg.max_headers * 2);
+        builder.http2().timer(TokioTimer::new());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let ended = drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            &activity,
+            cfg.header_read_timeout,
+            cfg.idle_timeout,
+            &mut self.shutdown,
+        )
+        .await;
+        gauge.dec();
+        let error = ended_error(&shared, ended);
+        let (up, down) = (
+            counts.0.load(Ordering::Relaxed),
+            counts.1.load(Ordering::Relaxed),
+        );
+        let m = &shared.metrics.tunnel_bytes;
+        m.with_label_values(&["upstream"]).inc_by(up);
+        m.with_label_values(&["downstream"]).inc_by(down);
+        ex.finish(Outcome {
+            status: 200,
+            error,
+            bytes_in: up,
+            bytes_out: down,
+            usage: None,
+        });
+    }
+}
+
+/// The service answering an intercepted tunnel's requests: each one is an exchange of its own,
+/// admitted with the tunnel's agent and destination.
+fn inner_service(
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+    client_addr: SocketAddr,
+    tunnel: Tunnel,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send,
+> + Clone {
+    let tunnel = Arc::new(tunnel);
+    service_fn(move |req: Request<Incoming>| {
+        let (shared, activity, tunnel) = (shared.clone(), activity.clone(), tunnel.clone());
+        async move {
+            let route = |req| crate::forward::inner(&shared, client_addr, &tunnel, req);
+            Ok(crate::dispatch::request(
+                &shared,
+                &activity,
+                client_addr,
+                Some(&tunnel.principal),
+                req,
+                route,
+            )
+            .await)
+        }
+    })
+}
+
+/// The tunnel record's error for an inner connection that ended as `ended`.
+fn ended_error(
+    shared: &Shared,
+    ended: Ended<Box<dyn std::error::Error + Send + Sync>>,
+) -> Option<&'static str> {
+    match ended {
+        Ended::Closed(Ok(())) => None,
+        Ended::Closed(Err(e)) => {
+            debug!(error = %e, "intercepted tunnel ended with error");
+            inner_error_code(e.as_ref())
+        }
+        Ended::HeaderTimeout => {
+            debug!("intercepted tunnel: request head not received in time; closing");
+            shared
+                .metrics
+                .connections_rejected
+                .with_label_values(&["header_timeout"])
+                .inc();
+            Some("header_timeout")
+        }
+        Ended::Idle => {
+            debug!("intercepted tunnel idle; closing");
+            None
+        }
     }
 }
 
@@ -240,8 +288,11 @@ enum Route {
     Http,
     /// Spliced to the origin: only for hosts in `tls.splice_unknown`.
     Splice,
-    /// Closed, with this error code in the tunnel's record.
-    Close(&'static str),
+    /// Closed: nothing decidable arrived in time (`undecided`), or a protocol refused.
+    Close {
+        /// Nothing decidable arrived within `header_read_timeout`.
+        undecided: bool,
+    },
 }
 
 /// Decides the fate of a tunnel from what the sniffer said of its `first` bytes. Anything that
@@ -255,11 +306,11 @@ fn route(sniffed: &Sniff, first: &[u8], splice_unknown: bool) -> Route {
         Sniff::NeedMore if splice_unknown && !tls_record => Route::Splice,
         // Nothing decidable within `header_read_timeout`, or the client half-closed before:
         // waiting cannot bypass interception.
-        Sniff::NeedMore | Sniff::TlsClientHello { .. } => Route::Close("tunnel_undecided"),
-        Sniff::Other if tls_record => Route::Close("tunnel_protocol_refused"),
+        Sniff::NeedMore | Sniff::TlsClientHello { .. } => Route::Close { undecided: true },
+        Sniff::Other if tls_record => Route::Close { undecided: false },
         Sniff::Other if splice_unknown => Route::Splice,
         Sniff::Other if could_be_http(first) => Route::Http,
-        Sniff::Other => Route::Close("tunnel_protocol_refused"),
+        Sniff::Other => Route::Close { undecided: false },
     }
 }
 
@@ -299,102 +350,6 @@ fn same_host(sni: &str, host: &str) -> bool {
     sni.trim_end_matches('.').eq_ignore_ascii_case(h)
 }
 
-/// Serves the inner HTTP/1.1 or h2 (`h2`, from ALPN; h2 with prior knowledge is detected by
-/// hyper) connection of an intercepted tunnel, under the same header-read and idle timeouts
-/// and framing checks as the proxy listener.
-#[allow(clippy::too_many_arguments)]
-async fn serve_inner<I>(
-    shared: Arc<Shared>,
-    client_addr: SocketAddr,
-    pending: Pending,
-    io: I,
-    counts: Arc<(AtomicU64, AtomicU64)>,
-    tunnel: Tunnel,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-    h2: bool,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let gauge = shared.metrics.tunnels_active.with_label_values(&["true"]);
-    gauge.inc();
-    let cfg = &shared.cfg;
-    let activity = Arc::new(Activity::new(max_head(cfg), cfg.max_headers * 2));
-    if h2 {
-        activity.set_multiplexed();
-    }
-    let io = MultiplexDetect::new(ActivityIo::new(io, activity.clone()), activity.clone());
-    let ex = Arc::new(Exchange {
-        client_addr,
-        activity: activity.clone(),
-        tunnel: Some(Arc::new(tunnel)),
-    });
-    let svc = {
-        let shared = shared.clone();
-        service_fn(move |req: Request<Incoming>| {
-            let shared = shared.clone();
-            let ex = ex.clone();
-            async move { Ok::<Response<ProxyBody>, Infallible>(exchange(shared, None, &ex, req).await) }
-        })
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // Our own watchdog (`drive`) times heads from their first byte, and idleness.
-        .header_read_timeout(None)
-        .max_buf_size(max_head(cfg))
-        .max_headers(cfg.max_headers * 2);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let ended = drive(
-        conn,
-        |c| c.graceful_shutdown(),
-        &activity,
-        cfg.header_read_timeout,
-        cfg.idle_timeout,
-        &mut shutdown,
-    )
-    .await;
-    gauge.dec();
-    let error = match ended {
-        Ended::Closed(Ok(())) => None,
-        Ended::Closed(Err(e)) => {
-            debug!(error = %e, "intercepted tunnel ended with error");
-            inner_error_code(e.as_ref())
-        }
-        Ended::HeaderTimeout => {
-            debug!("intercepted tunnel: request head not received in time; closing");
-            shared
-                .metrics
-                .connections_rejected
-                .with_label_values(&["header_timeout"])
-                .inc();
-            Some("header_timeout")
-        }
-        Ended::Idle => {
-            debug!("intercepted tunnel idle; closing");
-            None
-        }
-    };
-    let (up, down) = (
-        counts.0.load(Ordering::Relaxed),
-        counts.1.load(Ordering::Relaxed),
-    );
-    let m = &shared.metrics.tunnel_bytes;
-    m.with_label_values(&["upstream"]).inc_by(up);
-    m.with_label_values(&["downstream"]).inc_by(down);
-    pending.finish(
-        &shared,
-        200,
-        error.map(str::to_owned),
-        up,
-        down,
-        error.is_none(),
-    );
-}
-
 /// The tunnel record's error for an inner connection that ended with `e`: a request hyper's
 /// parser refused (answered 400/431 by hyper) is `malformed_request`; IO errors are the
 /// client going away, which is how tunnels end.
@@ -414,194 +369,10 @@ fn inner_error_code(e: &(dyn std::error::Error + 'static)) -> Option<&'static st
     None
 }
 
-pin_project_lite::pin_project! {
-    /// Marks the connection's [`Activity`] multiplexed when the client opens with the h2
-    /// preface (h2 with prior knowledge inside a plaintext tunnel), before hyper reads it.
-    struct MultiplexDetect<T> {
-        #[pin]
-        io: T,
-        activity: Arc<Activity>,
-        checked: bool,
-    }
-}
-
-impl<T> MultiplexDetect<T> {
-    fn new(io: T, activity: Arc<Activity>) -> Self {
-        Self {
-            io,
-            activity,
-            checked: false,
-        }
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for MultiplexDetect<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let r = this.io.poll_read(cx, buf);
-        if !*this.checked && buf.filled().len() > before {
-            *this.checked = true;
-            if buf.filled()[before..].starts_with(b"PRI * HTTP/2.0") {
-                this.activity.set_multiplexed();
-            }
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for MultiplexDetect<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
-    }
-}
-
-/// IO counting bytes read from and written to it into shared counters, so the
-/// counts survive the IO being moved into a connection.
-pub(crate) struct Tally<T> {
-    inner: T,
-    counts: Arc<(AtomicU64, AtomicU64)>,
-}
-
-impl<T> Tally<T> {
-    fn new(inner: T) -> (Self, Arc<(AtomicU64, AtomicU64)>) {
-        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-        (
-            Self {
-                inner,
-                counts: counts.clone(),
-            },
-            counts,
-        )
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tally<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        this.counts.0.fetch_add(n, Ordering::Relaxed);
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tally<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            this.counts.1.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// IO that yields `prefix` (bytes already read while sniffing) before the rest.
-pub(crate) struct Prefixed<T> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: T,
-}
-
-impl<T> Prefixed<T> {
-    pub(crate) fn new(prefix: Vec<u8>, inner: T) -> Self {
-        Self {
-            prefix,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let rest = &this.prefix[this.pos..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-
-    #[tokio::test]
-    async fn prefixed_replays_the_sniffed_bytes_then_the_rest() {
-        let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(b" world").await.unwrap();
-        drop(a);
-        let mut p = Prefixed::new(b"hello".to_vec(), b);
-        let mut out = Vec::new();
-        p.read_to_end(&mut out).await.unwrap();
-        assert_eq!(out, b"hello world");
-    }
 
     #[tokio::test]
     async fn sniffing_reads_until_it_can_decide() {
@@ -648,37 +419,32 @@ mod tests {
             (b"GET  / HTTP/1.1\r\n", Sniff::Other, false, Http),
             (b"GET /\r\n", Sniff::Other, false, Http),
             (b"SSH-2.0-x\r\n", Sniff::Other, false, Http),
-            (
-                b"\x00\x01",
-                Sniff::Other,
-                false,
-                Close("tunnel_protocol_refused"),
-            ),
+            (b"\x00\x01", Sniff::Other, false, Close { undecided: false }),
             (
                 b"\x15\x03\x03",
                 Sniff::Other,
                 false,
-                Close("tunnel_protocol_refused"),
+                Close { undecided: false },
             ),
             (
                 b"\x15\x03\x03",
                 Sniff::Other,
                 true,
-                Close("tunnel_protocol_refused"),
+                Close { undecided: false },
             ),
             (
                 b"\x16\x03",
                 Sniff::NeedMore,
                 false,
-                Close("tunnel_undecided"),
+                Close { undecided: true },
             ),
             (
                 b"\x16\x03",
                 Sniff::NeedMore,
                 true,
-                Close("tunnel_undecided"),
+                Close { undecided: true },
             ),
-            (b"", Sniff::NeedMore, false, Close("tunnel_undecided")),
+            (b"", Sniff::NeedMore, false, Close { undecided: true }),
             (b"\x00\x01", Sniff::Other, true, Splice),
             (b"GE", Sniff::NeedMore, true, Splice),
         ];

@@ -1,30 +1,43 @@
-//! Portcullis data plane: the proxy listener, absolute-form forwarding, CONNECT
-//! tunnels, the SSRF guard and the pooled upstream client.
+//! Portcullis data plane: the proxy listener, absolute-form forwarding, CONNECT tunnels
+//! (spliced or intercepted), the SSRF guard and the pooled upstream client.
 //!
-//! Decisions are not made here: the proxy calls the phases in [`pipeline`]
-//! (authenticate → authorize → forward → record) at fixed points.
+//! Decisions are not made here. Every request and tunnel is one [`exchange::Exchange`] (the
+//! context that assembles its audit record and writes it exactly once); one admission
+//! sequence (`admission.rs`) calls the [`phases`] — authenticate, authorize, limits, audit,
+//! credentials — at fixed points for CONNECT, absolute-form and intercepted requests alike;
+//! every refusal is a typed [`refusal::Refusal`] mapped to its answer in one place.
+//! `docs/architecture.md` walks through the life cycle.
 #![warn(missing_docs)]
 
+mod admission;
 pub mod body;
 pub mod conn;
 mod connect;
 pub mod dial;
+mod dispatch;
+pub mod exchange;
 mod forward;
 pub mod framing;
 pub mod headers;
 pub mod ids;
 pub mod inspect;
-pub mod intercept;
+mod intercept;
+mod io;
+mod listener;
+mod local;
 pub mod metrics;
 pub mod path;
-pub mod pipeline;
-mod record;
+pub mod phases;
+pub mod refusal;
 pub mod respond;
-pub mod server;
 pub mod ssrf;
+pub mod state;
+mod tap;
 pub mod target;
+mod tunnel;
 pub mod upstream;
 
+pub use listener::serve;
 pub use metrics::ProxyMetrics;
-pub use pipeline::Pipeline;
-pub use server::{serve, Shared};
+pub use phases::Pipeline;
+pub use state::{Intercept, LeafSource, Shared};

@@ -1,13 +1,9 @@
 //! Data-plane metrics, registered once; label handles are resolved per request
 //! only for the bounded label sets.
 
-use portcullis_tls::LeafCache;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use std::sync::Arc;
 
 /// Metrics the proxy updates.
 #[derive(Clone)]
@@ -187,53 +183,6 @@ impl ProxyMetrics {
         } else {
             "other".to_owned()
         }
-    }
-}
-
-/// Exports a [`LeafCache`]'s counters as `portcullis_certs_minted_total` and
-/// `portcullis_cert_cache_size`, read at scrape time.
-pub struct CertCacheCollector {
-    cache: Arc<LeafCache>,
-    minted: IntCounter,
-    size: IntGauge,
-}
-
-impl CertCacheCollector {
-    /// Registers a collector for `cache` in `registry`.
-    pub fn register(registry: &Registry, cache: Arc<LeafCache>) -> prometheus::Result<()> {
-        let c = Self {
-            cache,
-            minted: IntCounter::new(
-                "portcullis_certs_minted_total",
-                "Leaf certificates minted for intercepted hosts.",
-            )?,
-            size: IntGauge::new(
-                "portcullis_cert_cache_size",
-                "Hosts whose leaf certificate is cached.",
-            )?,
-        };
-        registry.register(Box::new(c))
-    }
-}
-
-impl Collector for CertCacheCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        let mut d = self.minted.desc();
-        d.extend(self.size.desc());
-        d
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let minted = self.cache.minted_total();
-        let have = self.minted.get();
-        if minted > have {
-            self.minted.inc_by(minted - have);
-        }
-        self.size
-            .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
-        let mut m = self.minted.collect();
-        m.extend(self.size.collect());
-        m
     }
 }
 

@@ -1,10 +1,12 @@
-//! Errors to responses, in one place: JSON body, `X-Portcullis-Error`, a
-//! descriptive reason phrase (clients rarely show CONNECT bodies) and, for 407,
-//! `Proxy-Authenticate`.
+//! Refusals to responses: JSON body (with the provider's error envelope for LLM APIs),
+//! `X-Portcullis-Error`, a descriptive reason phrase (clients rarely show CONNECT bodies) and
+//! the headers each cause needs (`Proxy-Authenticate`, `Retry-After`, `X-RateLimit-*`,
+//! `X-Portcullis-Decision-Id`, `Connection: close`).
 
 use crate::body::{full, ProxyBody};
-use http::header::{HeaderValue, CONTENT_TYPE, PROXY_AUTHENTICATE};
-use http::{Response, StatusCode};
+use crate::refusal::{AuthFailureKind, Refusal, Stub};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, PROXY_AUTHENTICATE, RETRY_AFTER};
+use http::{HeaderMap, Response};
 use hyper::ext::ReasonPhrase;
 use portcullis_core::{ApiError, ErrorEnvelope};
 
@@ -13,63 +15,106 @@ pub const X_PORTCULLIS_ERROR: &str = "x-portcullis-error";
 /// Header carrying the decision id of a policy decision.
 pub const X_PORTCULLIS_DECISION_ID: &str = "x-portcullis-decision-id";
 
-/// Builds the response for `err`.
-pub fn error_response(err: &ApiError, envelope: Option<ErrorEnvelope>) -> Response<ProxyBody> {
-    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+/// The answer to `refusal`, with `envelope` for a recognised LLM API.
+pub fn refusal_response(refusal: &Refusal, envelope: Option<ErrorEnvelope>) -> Response<ProxyBody> {
+    let status = refusal.status();
+    let code = refusal.code();
+    let mut err = ApiError::new(status.as_u16(), code, refusal.detail(), refusal.source());
+    err.extra = refusal.extra();
     let mut resp = Response::new(full(err.to_body(envelope)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(&err.code) {
-        h.insert(X_PORTCULLIS_ERROR, v);
-    }
-    if let Some(id) = err.extra.get("decision_id").and_then(|v| v.as_str()) {
-        if let Ok(v) = HeaderValue::from_str(id) {
-            h.insert(X_PORTCULLIS_DECISION_ID, v);
-        }
-    }
-    if let Some(secs) = err.retry_after_secs {
-        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
-    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-        h.insert(
-            PROXY_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"portcullis\""),
-        );
-    }
-    if let Ok(phrase) = ReasonPhrase::try_from(reason_phrase(&err.code).into_bytes()) {
+    h.insert(X_PORTCULLIS_ERROR, HeaderValue::from_static(code));
+    cause_headers(refusal, h);
+    if let Ok(phrase) = ReasonPhrase::try_from(reason_phrase(code).into_bytes()) {
         resp.extensions_mut().insert(phrase);
     }
     resp
 }
 
+/// A policy's provider-shaped stub: 200 with `X-Portcullis-Blocked: true` and the decision id.
+pub fn stub_response(stub: &Stub, decision_id: Option<&str>) -> Response<ProxyBody> {
+    let mut r = Response::new(full(stub.body.clone()));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(stub.content_type));
+    h.insert("x-portcullis-blocked", HeaderValue::from_static("true"));
+    if let Some(v) = decision_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        h.insert(X_PORTCULLIS_DECISION_ID, v);
+    }
+    r
+}
+
+fn cause_headers(refusal: &Refusal, h: &mut HeaderMap) {
+    match refusal {
+        Refusal::Auth(a) => match a.kind {
+            AuthFailureKind::Unauthenticated => {
+                h.insert(
+                    PROXY_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"portcullis\""),
+                );
+            }
+            AuthFailureKind::Throttled { retry_after_secs } => {
+                h.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            AuthFailureKind::Disabled => {}
+        },
+        Refusal::Policy(d) => {
+            if let Ok(v) = HeaderValue::from_str(&d.decision_id) {
+                h.insert(X_PORTCULLIS_DECISION_ID, v);
+            }
+        }
+        Refusal::Overloaded => {
+            h.insert(RETRY_AFTER, HeaderValue::from(1u64));
+        }
+        Refusal::Limited(r) => {
+            h.insert(RETRY_AFTER, HeaderValue::from(r.retry_after_secs.max(1)));
+            set_rate_headers(h, r.limit_value, 0, r.reset_unix);
+            if r.never_fits {
+                // The OpenAI and Anthropic SDKs honour this instead of retrying in vain.
+                h.insert("x-should-retry", HeaderValue::from_static("false"));
+            }
+        }
+        _ => {}
+    }
+    if refusal.closes_connection() {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// `resp` as HTTP/1.1 bytes, for a connection no HTTP server runs on (it is only answered
+/// and closed). The body is complete in memory; `Content-Length` is set from it.
+pub async fn to_wire(resp: Response<ProxyBody>) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let phrase = parts
+        .extensions
+        .get::<ReasonPhrase>()
+        .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned())
+        .unwrap_or_else(|| parts.status.canonical_reason().unwrap_or("").to_owned());
+    let mut out = format!("HTTP/1.1 {} {phrase}\r\n", parts.status.as_u16()).into_bytes();
+    for (k, v) in &parts.headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Sets `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix seconds),
 /// replacing any the upstream sent: the client is bound by the gateway's limit.
-pub fn set_rate_headers(h: &mut http::HeaderMap, limit: u64, remaining: u64, reset_unix: u64) {
+pub fn set_rate_headers(h: &mut HeaderMap, limit: u64, remaining: u64, reset_unix: u64) {
     h.insert("x-ratelimit-limit", HeaderValue::from(limit));
     h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
     h.insert("x-ratelimit-reset", HeaderValue::from(reset_unix));
-}
-
-/// The 429 for a refused request: the JSON error (`code: rate_limited`, `limit`), the
-/// `X-RateLimit-*` headers of the limit that refused and `Retry-After`. A request that can
-/// never fit (it needs more than the whole limit) also gets `X-Should-Retry: false`, which the
-/// OpenAI and Anthropic SDKs honour instead of retrying in vain.
-pub fn rate_limited_response(
-    refusal: &portcullis_limits::Refusal,
-    envelope: Option<ErrorEnvelope>,
-) -> Response<ProxyBody> {
-    let mut resp = error_response(&refusal.to_api_error(), envelope);
-    let h = resp.headers_mut();
-    h.insert(
-        http::header::RETRY_AFTER,
-        HeaderValue::from(refusal.retry_after_secs.max(1)),
-    );
-    set_rate_headers(h, refusal.limit_value, 0, refusal.reset_unix);
-    if refusal.never_fits {
-        h.insert("x-should-retry", HeaderValue::from_static("false"));
-    }
-    resp
 }
 
 /// `destination_forbidden` → `Destination Forbidden`.
@@ -91,6 +136,8 @@ pub fn reason_phrase(code: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::refusal::AuthFailure;
+    use portcullis_limits::{LimitKind, Refusal as LimitRefusal, ScopeKind};
 
     #[test]
     fn phrases() {
@@ -104,8 +151,7 @@ mod tests {
 
     #[test]
     fn rate_limited_has_retry_after_and_rate_headers() {
-        use portcullis_limits::{LimitKind, Refusal, ScopeKind};
-        let mut refusal = Refusal {
+        let mut limit = LimitRefusal {
             limit: LimitKind::Tpm,
             scope: ScopeKind::Agent,
             limit_value: 1000,
@@ -115,7 +161,7 @@ mod tests {
             reset_unix: 1_900_000_000,
             never_fits: false,
         };
-        let r = rate_limited_response(&refusal, None);
+        let r = refusal_response(&Refusal::Limited(limit.clone()), None);
         assert_eq!(r.status(), 429);
         let h = r.headers();
         assert_eq!(h["retry-after"], "7");
@@ -124,38 +170,20 @@ mod tests {
         assert_eq!(h["x-ratelimit-reset"], "1900000000");
         assert_eq!(h["x-portcullis-error"], "rate_limited");
         assert!(h.get("x-should-retry").is_none());
-        refusal.never_fits = true;
-        let r = rate_limited_response(&refusal, None);
+        limit.never_fits = true;
+        let r = refusal_response(&Refusal::Limited(limit), None);
         assert_eq!(r.headers()["x-should-retry"], "false");
     }
 
     #[test]
-    fn retry_after_of_an_error_becomes_the_header() {
-        let e = ApiError::new(
-            429,
-            "auth_throttled",
-            "too many failed authentications",
-            portcullis_core::ErrorSource::Client,
-        )
-        .with_retry_after(12);
-        let r = error_response(&e, None);
-        assert_eq!(r.status(), 429);
-        assert_eq!(r.headers()["retry-after"], "12");
-        assert_eq!(r.headers()["x-portcullis-error"], "auth_throttled");
-        assert!(r.headers().get("proxy-authenticate").is_none());
-        let plain = error_response(&ApiError::internal("x"), None);
-        assert!(plain.headers().get("retry-after").is_none());
-    }
-
-    #[test]
     fn auth_required_has_challenge() {
-        let e = ApiError::new(
-            407,
-            "proxy_auth_required",
-            "credentials required",
-            portcullis_core::ErrorSource::Client,
-        );
-        let r = error_response(&e, None);
+        let e = Refusal::Auth(AuthFailure {
+            kind: AuthFailureKind::Unauthenticated,
+            code: "proxy_auth_required",
+            detail: "credentials required".into(),
+            reason: "missing",
+        });
+        let r = refusal_response(&e, None);
         assert_eq!(r.status(), 407);
         assert_eq!(
             r.headers()["proxy-authenticate"],

@@ -1,10 +1,11 @@
 //! The queryable audit table: batched inserts, filtered pages, lookups and a tail cursor.
 //!
-//! The audit crate maps each record to an [`AuditRow`]: the filterable fields as columns
-//! plus the full record as JSON text, returned verbatim by the queries.
+//! Each [`AuditRecord`] is stored as an [`AuditRow`]: the filterable fields as columns plus
+//! the full record as JSON text, returned verbatim by the queries.
 
 use crate::error::{Result, StoreError};
 use crate::store::Store;
+use portcullis_core::AuditRecord;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -43,6 +44,28 @@ pub struct AuditRow {
     pub status: Option<u16>,
     /// The complete record as a JSON object.
     pub record_json: String,
+}
+
+impl From<AuditRecord> for AuditRow {
+    /// The stored form of the one audit record: its filterable fields as columns and the
+    /// whole record serialised once (the same JSON every other sink writes).
+    fn from(r: AuditRecord) -> Self {
+        let record_json = r.to_json();
+        AuditRow {
+            id: r.id,
+            ts_ms: r.ts,
+            tenant: r.tenant,
+            agent_id: r.agent_id,
+            subagent: r.subagent,
+            verdict: r.verdict.as_str().to_owned(),
+            policy: r.policy,
+            provider: r.provider,
+            model: r.model,
+            kind: r.kind.as_str().to_owned(),
+            status: r.status,
+            record_json,
+        }
+    }
 }
 
 /// Filters of an audit query; `None` means "any". Tenant `None` sees every tenant (CLI);

@@ -91,7 +91,9 @@ impl Usage {
     }
 }
 
-/// The serialised form: counts are `null` when the usage is missing.
+/// The serialised form (the audit record's `usage`): counts are `null` when the usage is
+/// missing. `truncated` is the data plane's own bookkeeping (it decides the settlement of a
+/// token reservation) and is not part of the record.
 #[derive(Serialize, Deserialize)]
 struct UsageJson {
     input_tokens: Option<u64>,
@@ -100,7 +102,6 @@ struct UsageJson {
     reasoning_tokens: Option<u64>,
     total_tokens: Option<u64>,
     source: UsageSource,
-    truncated: bool,
 }
 
 impl From<Usage> for UsageJson {
@@ -114,7 +115,6 @@ impl From<Usage> for UsageJson {
             reasoning_tokens: at(3),
             total_tokens: at(4),
             source: u.source,
-            truncated: u.truncated,
         }
     }
 }
@@ -124,19 +124,17 @@ impl TryFrom<UsageJson> for Usage {
 
     fn try_from(j: UsageJson) -> Result<Self, Self::Error> {
         match j.source {
-            UsageSource::Missing => Ok(Self::missing(j.truncated)),
+            UsageSource::Missing => Ok(Self::missing(false)),
             UsageSource::Provider => {
                 let (Some(input), Some(output)) = (j.input_tokens, j.output_tokens) else {
                     return Err("provider usage needs input_tokens and output_tokens");
                 };
-                let mut u = Self::provider(
+                Ok(Self::provider(
                     input,
                     output,
                     j.cached_input_tokens.unwrap_or(0),
                     j.reasoning_tokens.unwrap_or(0),
-                );
-                u.truncated = j.truncated;
-                Ok(u)
+                ))
             }
         }
     }
@@ -161,7 +159,7 @@ mod tests {
             v,
             serde_json::json!({"input_tokens": null, "output_tokens": null,
                 "cached_input_tokens": null, "reasoning_tokens": null, "total_tokens": null,
-                "source": "missing", "truncated": true})
+                "source": "missing"})
         );
         assert_eq!(Usage::missing(false).counts(), None);
         let v = serde_json::to_value(Usage::provider(1, 2, 0, 0)).unwrap();
@@ -183,7 +181,16 @@ mod tests {
             },
         ] {
             let text = serde_json::to_string(&u).unwrap();
-            assert_eq!(serde_json::from_str::<Usage>(&text).unwrap(), u, "{text}");
+            // `truncated` is bookkeeping of the data plane, not part of the record.
+            let want = Usage {
+                truncated: false,
+                ..u
+            };
+            assert_eq!(
+                serde_json::from_str::<Usage>(&text).unwrap(),
+                want,
+                "{text}"
+            );
         }
         // Counts sent with `missing` are ignored: unknown stays unknown.
         let u: Usage = serde_json::from_str(

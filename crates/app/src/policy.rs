@@ -1,60 +1,31 @@
-//! Policy plugged into the data plane and the token endpoint: the authorizer,
-//! its metrics, readiness, and the engine built from `[policy]`.
+//! Policy plugged into the data plane and the token endpoint: the authorizer, its metrics
+//! and readiness.
 
-use anyhow::Context;
 use portcullis_admin::ReadyCheck;
-use portcullis_config::Config;
-use portcullis_core::{ApiError, Clock, Decision, Principal};
+use portcullis_core::{Decision, Principal, RequestKind};
 use portcullis_llm::{Api, Classification};
 use portcullis_policy::{
-    blocked_error, build_input, example_sources, stub_response, EngineConfig, ExchangeFacts,
-    OnBlock, PolicyEngine, PolicyInput, RequestKind, StubFormat, UsageFacts,
+    build_input, stub_response, ExchangeFacts, OnBlock, PolicyEngine, PolicyInput, StubFormat,
+    UsageFacts,
 };
-use portcullis_proxy::pipeline::{self, Authorization, Authorizer, Stub};
+use portcullis_proxy::phases::{Authorization, Authorizer, RequestFacts};
+use portcullis_proxy::refusal::Stub;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Where policies come from, for the banner.
-pub(crate) fn policy_dir(cfg: &Config) -> Option<PathBuf> {
-    cfg.policy.dir.clone().or_else(|| {
-        let d = PathBuf::from("config/policies");
-        d.is_dir().then_some(d)
-    })
-}
-
-/// Builds the engine: from the policy directory, or the built-in example set.
-pub(crate) fn engine(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<PolicyEngine>> {
-    let dir = policy_dir(cfg);
-    let ec = EngineConfig {
-        dir: dir.clone(),
-        default: cfg.policy.default,
-        on_block: cfg.policy.on_block,
-        cache_ttl: cfg.policy.cache_ttl,
-        bindings: cfg.policy.bindings.clone(),
-        ..EngineConfig::default()
-    };
-    let engine = match &dir {
-        Some(d) => PolicyEngine::open(ec, clock)
-            .with_context(|| format!("loading policies from {}", d.display()))?,
-        None => PolicyEngine::with_sources(ec, clock, example_sources())
-            .context("loading the built-in example policies")?,
-    };
-    Ok(Arc::new(engine))
-}
 
 /// Policy metrics.
 #[derive(Clone)]
-pub(crate) struct PolicyMetrics {
+pub struct PolicyMetrics {
     decisions: IntCounterVec,
     eval: HistogramVec,
 }
 
 impl PolicyMetrics {
-    pub(crate) fn new(registry: &Registry, engine: Arc<PolicyEngine>) -> prometheus::Result<Self> {
+    /// Registers the policy metrics (decisions, evaluation time, reloads read at scrape time).
+    pub fn new(registry: &Registry, engine: Arc<PolicyEngine>) -> prometheus::Result<Self> {
         let decisions = IntCounterVec::new(
             Opts::new(
                 "portcullis_policy_decisions_total",
@@ -168,18 +139,19 @@ impl Collector for EngineCollector {
 }
 
 /// The proxy's authorizer: every CONNECT and forwarded request is decided by Rego.
-pub(crate) struct PolicyAuthorizer {
+pub struct PolicyAuthorizer {
     engine: Arc<PolicyEngine>,
     metrics: PolicyMetrics,
 }
 
 impl PolicyAuthorizer {
-    pub(crate) fn new(engine: Arc<PolicyEngine>, metrics: PolicyMetrics) -> Self {
+    /// An authorizer deciding with `engine`.
+    pub fn new(engine: Arc<PolicyEngine>, metrics: PolicyMetrics) -> Self {
         Self { engine, metrics }
     }
 
     /// Decides a `kind=token` request (scopes being asked for) for the token endpoint.
-    pub(crate) fn decide_token(&self, principal: &Principal) -> Decision {
+    pub fn decide_token(&self, principal: &Principal) -> Decision {
         let out = self
             .engine
             .decide(&PolicyInput::new(RequestKind::Token, principal));
@@ -189,13 +161,9 @@ impl PolicyAuthorizer {
 }
 
 impl Authorizer for PolicyAuthorizer {
-    fn authorize(&self, f: &pipeline::RequestFacts<'_>) -> Authorization {
-        let kind = match f.kind {
-            pipeline::RequestKind::Connect => RequestKind::Connect,
-            pipeline::RequestKind::Http => RequestKind::Http,
-        };
+    fn authorize(&self, f: &RequestFacts<'_>) -> Authorization {
         let input = build_input(&ExchangeFacts {
-            kind,
+            kind: f.kind,
             principal: f.principal,
             subagent: f.subagent,
             method: f.method.as_str(),
@@ -221,10 +189,6 @@ impl Authorizer for PolicyAuthorizer {
         }
     }
 
-    fn blocked(&self, decision: &Decision) -> ApiError {
-        blocked_error(decision)
-    }
-
     fn stub(&self, decision: &Decision, llm: &Classification) -> Option<Stub> {
         let format = match llm.api? {
             Api::ChatCompletions => StubFormat::OpenAiChat,
@@ -245,7 +209,7 @@ impl Authorizer for PolicyAuthorizer {
 
 /// `/readyz` component: ready while a good policy set serves; the last reload's
 /// errors (file:line:col) are shown either way.
-pub(crate) struct PolicyReady(pub(crate) Arc<PolicyEngine>);
+pub struct PolicyReady(pub Arc<PolicyEngine>);
 
 impl ReadyCheck for PolicyReady {
     fn name(&self) -> &'static str {

@@ -10,7 +10,7 @@ use portcullis_limits::{
     TokenReservation, UsageSnapshot,
 };
 use portcullis_llm::Classification;
-use portcullis_proxy::pipeline::RequestLimits;
+use portcullis_proxy::phases::RequestLimits;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The limits phase: the in-memory limiter keyed by agent.
-pub(crate) struct AgentLimits {
+pub struct AgentLimits {
     limiter: Arc<dyn Limiter>,
     defaults: LimitSettings,
     registry: Arc<Registry>,
@@ -27,7 +27,7 @@ pub(crate) struct AgentLimits {
 
 impl AgentLimits {
     /// The embedded in-memory limiter (state is per process; see the README).
-    pub(crate) fn in_memory(
+    pub fn in_memory(
         defaults: LimitSettings,
         registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
@@ -40,7 +40,7 @@ impl AgentLimits {
     }
 
     /// Forgets idle scopes every minute until `shutdown` turns true.
-    pub(crate) fn spawn_sweeper(&self, mut shutdown: watch::Receiver<bool>) {
+    pub fn spawn_sweeper(&self, mut shutdown: watch::Receiver<bool>) {
         let limiter = self.limiter.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);

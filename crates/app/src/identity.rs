@@ -2,22 +2,23 @@
 //! registration, and the token/JWKS endpoints served on the proxy port.
 
 use crate::policy::PolicyAuthorizer;
-use http::{HeaderValue, Method};
+use http::{HeaderValue, Method, StatusCode};
 use portcullis_config::IdentityConfig;
-use portcullis_core::{Agent, ApiError, Clock, Decision, Principal, TokenInfo, Verdict};
+use portcullis_core::{Agent, Clock, Decision, Principal, RequestKind, TokenInfo};
 use portcullis_identity::{
     issue_token, validate_subagent, AuthError, AuthThrottle, Authenticator, ClientGrantRequest,
     ClientRefusal, OAuthError, Presented, Registry, ThrottleScope, ThrottleSettings, Throttled,
     TokenIssuer, TokenRequest, TOKEN_RESPONSE_HEADERS,
 };
-use portcullis_proxy::pipeline::{LocalRequest, LocalResponse, LocalService};
-use portcullis_proxy::pipeline::{Record, Recorder};
+use portcullis_proxy::phases::{
+    LocalAudit, LocalRefusal, LocalRequest, LocalResponse, LocalRoute, LocalService,
+};
+use portcullis_proxy::refusal::{AuthFailure, AuthFailureKind, Malformed};
 use portcullis_store::Store;
 use prometheus::{IntCounterVec, Opts, Registry as Metrics};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use tracing::{info, warn};
 
 /// Most sub-agents one agent may register.
@@ -26,14 +27,15 @@ const MAX_SUBAGENTS_PER_AGENT: usize = 1000;
 /// `portcullis_proxy_auth_failures_total{reason}`, `portcullis_tokens_issued_total{result}`
 /// and `portcullis_auth_throttled_total{scope}`.
 #[derive(Clone)]
-pub(crate) struct IdentityMetrics {
+pub struct IdentityMetrics {
     auth_failures: IntCounterVec,
     tokens_issued: IntCounterVec,
     auth_throttled: IntCounterVec,
 }
 
 impl IdentityMetrics {
-    pub(crate) fn new(registry: &Metrics) -> prometheus::Result<Self> {
+    /// Registers the identity metrics.
+    pub fn new(registry: &Metrics) -> prometheus::Result<Self> {
         let auth_failures = IntCounterVec::new(
             Opts::new(
                 "portcullis_proxy_auth_failures_total",
@@ -78,7 +80,7 @@ impl IdentityMetrics {
 
 /// The failed-authentication throttle of `[identity]`, shared by the proxy authenticator
 /// and the token endpoint.
-pub(crate) fn auth_throttle(cfg: &IdentityConfig, clock: Arc<dyn Clock>) -> Arc<AuthThrottle> {
+pub fn auth_throttle(cfg: &IdentityConfig, clock: Arc<dyn Clock>) -> Arc<AuthThrottle> {
     Arc::new(AuthThrottle::new(
         ThrottleSettings {
             burst: cfg.auth_failure_burst,
@@ -90,7 +92,7 @@ pub(crate) fn auth_throttle(cfg: &IdentityConfig, clock: Arc<dyn Clock>) -> Arc<
 }
 
 /// The proxy's authenticator backed by the identity registry.
-pub(crate) struct ProxyAuth {
+pub struct ProxyAuth {
     inner: Authenticator,
     store: Store,
     clock: Arc<dyn Clock>,
@@ -100,7 +102,8 @@ pub(crate) struct ProxyAuth {
 }
 
 impl ProxyAuth {
-    pub(crate) fn new(
+    /// An authenticator over `inner`, registering sub-agents in `store`.
+    pub fn new(
         inner: Authenticator,
         store: Store,
         clock: Arc<dyn Clock>,
@@ -117,7 +120,7 @@ impl ProxyAuth {
     }
 
     /// Sidecar mode: loopback clients without credentials act as `agent`.
-    pub(crate) fn with_sidecar(mut self, agent: Option<String>) -> Self {
+    pub fn with_sidecar(mut self, agent: Option<String>) -> Self {
         self.sidecar = agent;
         self
     }
@@ -137,12 +140,29 @@ impl ProxyAuth {
     }
 }
 
-impl portcullis_proxy::pipeline::Authenticator for ProxyAuth {
+/// An identity failure as the data plane answers it.
+fn auth_failure(e: &AuthError) -> AuthFailure {
+    let kind = match e {
+        AuthError::AgentDisabled => AuthFailureKind::Disabled,
+        AuthError::Throttled(t) => AuthFailureKind::Throttled {
+            retry_after_secs: t.retry_after_secs,
+        },
+        _ => AuthFailureKind::Unauthenticated,
+    };
+    AuthFailure {
+        kind,
+        code: e.code(),
+        detail: e.to_api_error().detail,
+        reason: e.reason(),
+    }
+}
+
+impl portcullis_proxy::phases::Authenticator for ProxyAuth {
     fn authenticate(
         &self,
         proxy_authorization: Option<&HeaderValue>,
         client: SocketAddr,
-    ) -> Result<Principal, ApiError> {
+    ) -> Result<Principal, AuthFailure> {
         let result = match sidecar_agent(self.sidecar.as_deref(), proxy_authorization, client) {
             Some(agent) => self.sidecar_principal(agent),
             None => self
@@ -157,23 +177,26 @@ impl portcullis_proxy::pipeline::Authenticator for ProxyAuth {
             if let AuthError::Throttled(t) = &e {
                 self.metrics.throttled(t);
             }
-            e.to_api_error()
+            auth_failure(&e)
         })
     }
 
-    fn recheck(&self, principal: &Principal) -> Result<Principal, ApiError> {
+    fn recheck(&self, principal: &Principal) -> Result<Principal, AuthFailure> {
         self.inner.recheck(principal).map_err(|e| {
             self.metrics
                 .auth_failures
                 .with_label_values(&[e.reason()])
                 .inc();
-            e.to_api_error()
+            auth_failure(&e)
         })
     }
 
-    fn subagent(&self, principal: &Principal, value: &HeaderValue) -> Result<String, ApiError> {
+    fn subagent(&self, principal: &Principal, value: &HeaderValue) -> Result<String, Malformed> {
         let name = validate_subagent(value.as_bytes())
-            .map_err(|e| e.to_api_error())?
+            .map_err(|e| Malformed::Subagent {
+                code: "invalid_subagent",
+                detail: e.to_string(),
+            })?
             .to_owned();
         let registry = self.inner.registry();
         let parent = principal.agent_id.to_string();
@@ -187,10 +210,12 @@ impl portcullis_proxy::pipeline::Authenticator for ProxyAuth {
             .filter(|a| a.parent.as_deref() == Some(parent.as_str()))
             .count();
         if count >= MAX_SUBAGENTS_PER_AGENT {
-            return Err(ApiError::bad_request(
-                "too_many_subagents",
-                format!("an agent may register at most {MAX_SUBAGENTS_PER_AGENT} sub-agents"),
-            ));
+            return Err(Malformed::Subagent {
+                code: "too_many_subagents",
+                detail: format!(
+                    "an agent may register at most {MAX_SUBAGENTS_PER_AGENT} sub-agents"
+                ),
+            });
         }
         // Register off the request path: persist first, then publish to the registry.
         let key = (parent.clone(), name.clone());
@@ -240,19 +265,19 @@ async fn register_subagent(store: Store, registry: Arc<Registry>, key: (String, 
 }
 
 /// `POST /oauth/token` and `GET /.well-known/jwks.json` on the proxy port.
-pub(crate) struct TokenService {
+pub struct TokenService {
     registry: Arc<Registry>,
     issuer: Arc<TokenIssuer>,
     jwks: serde_json::Value,
     clock: Arc<dyn Clock>,
     metrics: IdentityMetrics,
     policy: Option<Arc<PolicyAuthorizer>>,
-    recorder: Option<Arc<dyn Recorder>>,
     throttle: Option<Arc<AuthThrottle>>,
 }
 
 impl TokenService {
-    pub(crate) fn new(
+    /// The token endpoint and public keys of `issuer`, deciding scopes with `policy`.
+    pub fn new(
         registry: Arc<Registry>,
         issuer: Arc<TokenIssuer>,
         jwks: serde_json::Value,
@@ -267,76 +292,17 @@ impl TokenService {
             clock,
             metrics,
             policy,
-            recorder: None,
             throttle: None,
         }
     }
 
     /// Throttles failed client authentications (shared with the proxy authenticator), and
     /// remembers issued tokens as known good so they pass a throttled address.
-    pub(crate) fn with_throttle(mut self, throttle: Arc<AuthThrottle>) -> Self {
+    pub fn with_throttle(mut self, throttle: Arc<AuthThrottle>) -> Self {
         self.throttle = Some(throttle);
         self
     }
 
-    /// Audits every token request (one record each, secrets never included).
-    pub(crate) fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
-        self.recorder = Some(recorder);
-        self
-    }
-
-    fn record(&self, req: &LocalRequest, started: Instant, outcome: TokenOutcome<'_>) {
-        let Some(recorder) = &self.recorder else {
-            return;
-        };
-        let (agent, status, verdict, error, decision) = match outcome {
-            TokenOutcome::Issued(agent) => (Some(agent), 200, Verdict::Allow, None, None),
-            TokenOutcome::Refused(agent, e, d) => (
-                agent,
-                e.status,
-                if d.is_some() || e.status == 403 {
-                    Verdict::Deny
-                } else {
-                    Verdict::Error
-                },
-                Some(e.code.to_owned()),
-                d,
-            ),
-        };
-        recorder.record(Record {
-            id: portcullis_proxy::ids::new_id(),
-            ts_ms: self.clock.unix_secs().saturating_mul(1000),
-            kind: "token",
-            agent_id: agent.map(|a| Arc::from(a.id.as_str())),
-            tenant: agent.map(|a| Arc::from(a.tenant.as_str())),
-            subagent: None,
-            provider: None,
-            api: None,
-            model: None,
-            stream: false,
-            usage: None,
-            method: req.method.as_str().to_owned(),
-            scheme: "http",
-            host: String::new(),
-            port: 0,
-            path: req.path.clone(),
-            verdict,
-            decision,
-            status,
-            error,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            upstream_ttfb_ms: None,
-            bytes_in: req.body.len() as u64,
-            bytes_out: 0,
-            completed: true,
-            client_addr: req.client_addr,
-            refusal: None,
-            credential: None,
-            tls_intercepted: false,
-        });
-    }
-
-    /// The `kind=token` policy check between client authentication and issuance.
     fn check_policy(
         &self,
         grant: &ClientGrantRequest,
@@ -368,8 +334,7 @@ impl TokenService {
         Err((e, Some(Arc::new(d))))
     }
 
-    fn token(&self, req: &LocalRequest) -> LocalResponse {
-        let started = Instant::now();
+    fn token(&self, req: &LocalRequest) -> (LocalResponse, LocalAudit) {
         let h = |n: &str| req.headers.get(n).map(|v| v.as_bytes());
         let headers: Vec<(&'static str, String)> = TOKEN_RESPONSE_HEADERS
             .iter()
@@ -377,10 +342,7 @@ impl TokenService {
             .collect();
         let request = match TokenRequest::parse(h("content-type"), h("authorization"), &req.body) {
             Ok(r) => r,
-            Err(e) => {
-                self.record(req, started, TokenOutcome::Refused(None, &e, None));
-                return self.refused(e, headers);
-            }
+            Err(e) => return self.refused(e, headers, None, None),
         };
         let authenticated = match &self.throttle {
             Some(t) => request.authenticate_throttled(&self.registry, req.client_addr.ip(), t),
@@ -397,12 +359,7 @@ impl TokenService {
                     self.metrics.throttled(t);
                 }
                 // Attributed to the agent (and its tenant) once its credentials are verified.
-                self.record(
-                    req,
-                    started,
-                    TokenOutcome::Refused(agent.as_deref(), &error, None),
-                );
-                return self.refused(error, headers);
+                return self.refused(error, headers, agent.as_deref(), None);
             }
         };
         let result = self.check_policy(&grant).and_then(|()| {
@@ -421,25 +378,35 @@ impl TokenService {
                         Presented::Token(&issued.token.access_token),
                     );
                 }
-                self.record(req, started, TokenOutcome::Issued(&grant.agent));
-                LocalResponse {
-                    status: 200,
+                let audit = LocalAudit {
+                    principal: self.principal_of(&grant.agent),
+                    ..LocalAudit::default()
+                };
+                let resp = LocalResponse {
+                    status: StatusCode::OK,
                     headers,
                     body: issued.to_json(),
-                }
+                };
+                (resp, audit)
             }
-            Err((e, decision)) => {
-                self.record(
-                    req,
-                    started,
-                    TokenOutcome::Refused(Some(&grant.agent), &e, decision),
-                );
-                self.refused(e, headers)
-            }
+            Err((e, decision)) => self.refused(e, headers, Some(&grant.agent), decision),
         }
     }
 
-    fn refused(&self, e: OAuthError, mut headers: Vec<(&'static str, String)>) -> LocalResponse {
+    fn principal_of(&self, agent: &Agent) -> Option<Principal> {
+        let snapshot = self.registry.snapshot();
+        snapshot.get(&agent.id).map(|e| e.principal().clone())
+    }
+
+    /// The answer to a refused token request, and what its record says: the agent once its
+    /// credentials were verified, the decision when policy refused the scope.
+    fn refused(
+        &self,
+        e: OAuthError,
+        mut headers: Vec<(&'static str, String)>,
+        agent: Option<&Agent>,
+        decision: Option<Arc<Decision>>,
+    ) -> (LocalResponse, LocalAudit) {
         self.metrics
             .tokens_issued
             .with_label_values(&[e.result()])
@@ -450,38 +417,42 @@ impl TokenService {
         if let Some(secs) = e.retry_after_secs {
             headers.push(("retry-after", secs.to_string()));
         }
-        LocalResponse {
-            status: e.status,
+        let audit = LocalAudit {
+            principal: agent.and_then(|a| self.principal_of(a)),
+            decision,
+            refused: Some(LocalRefusal {
+                code: e.code,
+                denied: e.is_denial(),
+            }),
+        };
+        let resp = LocalResponse {
+            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             headers,
             body: e.to_json(),
-        }
+        };
+        (resp, audit)
     }
-}
-
-/// How a token request ended, for its audit record.
-enum TokenOutcome<'a> {
-    Issued(&'a Agent),
-    Refused(Option<&'a Agent>, &'a OAuthError, Option<Arc<Decision>>),
 }
 
 impl LocalService for TokenService {
-    fn serves(&self, method: &Method, path: &str) -> bool {
-        matches!(
-            (method, path),
-            (&Method::POST, "/oauth/token") | (&Method::GET, "/.well-known/jwks.json")
-        )
+    fn route(&self, method: &Method, path: &str) -> LocalRoute {
+        match (method, path) {
+            (&Method::POST, "/oauth/token") => LocalRoute::Audited(RequestKind::Token),
+            (&Method::GET, "/.well-known/jwks.json") => LocalRoute::Unaudited,
+            _ => LocalRoute::NotServed,
+        }
     }
 
-    fn handle(&self, req: LocalRequest) -> LocalResponse {
+    fn handle(&self, req: LocalRequest) -> (LocalResponse, LocalAudit) {
         if req.path == "/oauth/token" {
-            self.token(&req)
-        } else {
-            LocalResponse {
-                status: 200,
-                headers: vec![("cache-control", "public, max-age=300".to_owned())],
-                body: self.jwks.clone(),
-            }
+            return self.token(&req);
         }
+        let resp = LocalResponse {
+            status: StatusCode::OK,
+            headers: vec![("cache-control", "public, max-age=300".to_owned())],
+            body: self.jwks.clone(),
+        };
+        (resp, LocalAudit::default())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Credential injection: provider keys held by the gateway (`[[credentials]]` in the config,
+//! Portcullis credential injection: provider keys held by the gateway (`[[credentials]]` in the config,
 //! or managed through `/v1/credentials` and `portcullis credential`, sealed in the store) and
 //! added to requests that policy allowed, so agents only ever hold a placeholder.
 //!
@@ -12,20 +12,39 @@
 //! time or inode changes, so rotation needs no restart. If a file becomes unreadable the
 //! last good value keeps serving (logged, never the value).
 
-use anyhow::{anyhow, bail};
+#![warn(missing_docs)]
+
 use http::{HeaderName, HeaderValue};
 use portcullis_config::{CredentialConfig, CredentialMode};
-use portcullis_core::{ApiError, ErrorSource, Principal};
-use portcullis_proxy::pipeline::{CredentialInjector, Injection};
-use portcullis_store::{SealKey, Store};
+use portcullis_core::{Injection, Principal};
+use portcullis_store::{SealKey, Store, StoredCredential};
 use portcullis_tls::HostMatcher;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 use tracing::{info, warn};
 
+/// Why credentials could not be loaded (names the config key; never holds a secret).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialError(String);
+
+macro_rules! fail {
+    ($($t:tt)*) => { CredentialError(format!($($t)*)) };
+}
+
+/// The binding of a stored credential (its spec plus its name), as a config credential.
+pub fn stored_binding(c: &StoredCredential) -> Result<CredentialConfig, String> {
+    let mut spec = match &c.spec {
+        serde_json::Value::Object(m) => m.clone(),
+        _ => return Err("spec is not an object".to_owned()),
+    };
+    spec.insert("name".into(), serde_json::json!(c.name));
+    serde_json::from_value(serde_json::Value::Object(spec)).map_err(|e| e.to_string())
+}
+
 /// The credentials, config ones first (the first binding that matches wins).
-pub(crate) struct Credentials {
+pub struct Credentials {
     config: Vec<Entry>,
     stored: RwLock<Arc<Vec<Entry>>>,
     key: Option<Arc<SealKey>>,
@@ -80,18 +99,18 @@ impl Stamp {
     }
 }
 
-fn read_secret(path: &std::path::Path) -> anyhow::Result<(Stamp, String)> {
-    let stamp = Stamp::of(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+fn read_secret(path: &std::path::Path) -> Result<(Stamp, String), CredentialError> {
+    let stamp = Stamp::of(path).map_err(|e| fail!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| fail!("{}: {e}", path.display()))?;
     let secret = text.trim();
     if secret.is_empty() {
-        bail!("{} is empty", path.display());
+        return Err(fail!("{} is empty", path.display()));
     }
     if secret.bytes().any(|b| b.is_ascii_control()) {
-        bail!(
+        return Err(fail!(
             "{} holds control characters, which an HTTP header cannot carry",
             path.display()
-        );
+        ));
     }
     Ok((stamp, secret.to_owned()))
 }
@@ -121,15 +140,15 @@ impl FileSecret {
 impl Credentials {
     /// Loads every config secret once: a missing variable or unreadable file stops the
     /// start. `key` opens stored credentials (none are used without it).
-    pub(crate) fn load(
+    pub fn load(
         configs: &[CredentialConfig],
         key: Option<Arc<SealKey>>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, CredentialError> {
         let config = configs
             .iter()
             .enumerate()
             .map(|(i, c)| Entry::load(i, c))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             config,
             stored: RwLock::new(Arc::new(Vec::new())),
@@ -138,7 +157,7 @@ impl Credentials {
     }
 
     /// Names, config ones first, for the banner.
-    pub(crate) fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<String> {
         let stored = self.stored();
         self.config
             .iter()
@@ -150,7 +169,7 @@ impl Credentials {
     /// Replaces the stored credentials with what `store` holds now. A credential whose
     /// binding is invalid, whose name a config credential uses, or whose secret does not open
     /// with the key is skipped and logged (never its secret).
-    pub(crate) async fn reload_stored(&self, store: &Store) {
+    pub async fn reload_stored(&self, store: &Store) {
         let Some(key) = &self.key else { return };
         let rows = match store.list_credentials(None).await {
             Ok(rows) => rows,
@@ -161,15 +180,15 @@ impl Credentials {
         };
         let mut entries = Vec::with_capacity(rows.len());
         for row in rows {
-            let loaded = portcullis_admin::stored_binding(&row)
-                .map_err(|e| anyhow!("binding: {e}"))
+            let loaded = stored_binding(&row)
+                .map_err(|e| fail!("binding: {e}"))
                 .and_then(|b| {
                     b.validate_binding("")
-                        .map_err(|e| anyhow!("{}: {}", e.key, e.reason))?;
+                        .map_err(|e| fail!("{}: {}", e.key, e.reason))?;
                     if self.config.iter().any(|c| *c.name == *b.name) {
-                        bail!("a config credential has the same name");
+                        return Err(fail!("a config credential has the same name"));
                     }
-                    let secret = row.secret(key).map_err(|e| anyhow!("{e}"))?;
+                    let secret = row.secret(key).map_err(|e| fail!("{e}"))?;
                     Entry::new(&b, Secret::Fixed(secret), Some(row.tenant.clone()))
                 });
             match loaded {
@@ -200,23 +219,18 @@ impl Credentials {
     }
 }
 
-impl portcullis_admin::ReloadHook for Credentials {
-    fn reload<'a>(
-        &'a self,
-        store: &'a Store,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-        Box::pin(self.reload_stored(store))
-    }
-}
-
 impl Entry {
-    fn new(c: &CredentialConfig, secret: Secret, owner: Option<String>) -> anyhow::Result<Self> {
+    fn new(
+        c: &CredentialConfig,
+        secret: Secret,
+        owner: Option<String>,
+    ) -> Result<Self, CredentialError> {
         Ok(Self {
             name: Arc::from(c.name.as_str()),
             owner,
-            hosts: HostMatcher::new(&c.hosts).map_err(|e| anyhow!("hosts: {e}"))?,
+            hosts: HostMatcher::new(&c.hosts).map_err(|e| fail!("hosts: {e}"))?,
             header: HeaderName::from_bytes(c.header.as_bytes())
-                .map_err(|_| anyhow!("header: not a header name"))?,
+                .map_err(|_| fail!("header: not a header name"))?,
             format: c.format.clone(),
             replace: c.mode == CredentialMode::Replace,
             agents: c.agents.clone(),
@@ -226,7 +240,7 @@ impl Entry {
         })
     }
 
-    fn load(i: usize, c: &CredentialConfig) -> anyhow::Result<Self> {
+    fn load(i: usize, c: &CredentialConfig) -> Result<Self, CredentialError> {
         let key = |f: &str| format!("credentials[{i}].{f}");
         let secret = match (&c.env, &c.file) {
             (Some(var), _) => Secret::Fixed(
@@ -235,22 +249,22 @@ impl Entry {
                     .map(|v| v.trim().to_owned())
                     .filter(|v| !v.is_empty() && !v.bytes().any(|b| b.is_ascii_control()))
                     .ok_or_else(|| {
-                        anyhow!(
+                        fail!(
                             "{}: variable {var} is not set, empty or not a header value",
                             key("env")
                         )
                     })?,
             ),
             (None, Some(path)) => {
-                let first = read_secret(path).map_err(|e| anyhow!("{}: {e}", key("file")))?;
+                let first = read_secret(path).map_err(|e| fail!("{}: {e}", key("file")))?;
                 Secret::File(FileSecret {
                     path: path.clone(),
                     cache: Mutex::new(first),
                 })
             }
-            (None, None) => bail!("{}: a credential needs env or file", key("env")),
+            (None, None) => return Err(fail!("{}: a credential needs env or file", key("env"))),
         };
-        Self::new(c, secret, None).map_err(|e| anyhow!("credentials[{i}].{e}"))
+        Self::new(c, secret, None).map_err(|e| fail!("credentials[{i}].{e}"))
     }
 
     /// Whether `p` may use this credential: its id, one of its groups or its tenant is listed.
@@ -263,21 +277,16 @@ impl Entry {
             || self.tenants.iter().any(|t| **t == *p.tenant)
     }
 
-    fn value(&self) -> Result<HeaderValue, ApiError> {
+    fn value(&self) -> Result<HeaderValue, String> {
         let secret = match &self.secret {
             Secret::Fixed(s) => s.clone(),
             Secret::File(f) => f.current(&self.name),
         };
         let mut v =
             HeaderValue::from_str(&self.format.replacen("{secret}", &secret, 1)).map_err(|_| {
-                ApiError::new(
-                    503,
-                    "credential_unavailable",
-                    format!(
-                        "credential `{}` holds characters not allowed in an HTTP header",
-                        self.name
-                    ),
-                    ErrorSource::Internal,
+                format!(
+                    "credential `{}` holds characters not allowed in an HTTP header",
+                    self.name
                 )
             })?;
         v.set_sensitive(true);
@@ -285,19 +294,23 @@ impl Entry {
     }
 }
 
-impl CredentialInjector for Credentials {
-    fn intercepts(&self, host: &str) -> bool {
+impl Credentials {
+    /// Whether any credential is bound to `host`: its CONNECT tunnels are intercepted.
+    pub fn intercepts(&self, host: &str) -> bool {
         self.with_entry(|e| e.hosts.matches(host), |_| ()).is_some()
     }
 
-    fn bound(&self, principal: &Principal, host: &str) -> Option<Arc<str>> {
+    /// The credential `principal` may use for `host`, by name (nothing secret is read).
+    pub fn bound(&self, principal: &Principal, host: &str) -> Option<Arc<str>> {
         self.with_entry(
             |e| e.hosts.matches(host) && e.allows(principal),
             |e| e.name.clone(),
         )
     }
 
-    fn injection(&self, name: &str) -> Result<Injection, ApiError> {
+    /// The header credential `name` sets now (a file secret re-read if it changed). An error
+    /// says why it cannot be used, never the secret.
+    pub fn injection(&self, name: &str) -> Result<Injection, String> {
         self.with_entry(
             |e| &*e.name == name,
             |e| {
@@ -309,16 +322,9 @@ impl CredentialInjector for Credentials {
                 })
             },
         )
-        .unwrap_or_else(|| {
-            // Deleted between the policy decision and forwarding: refuse rather than
-            // forward without the credential policy was told about.
-            Err(ApiError::new(
-                503,
-                "credential_unavailable",
-                format!("credential `{name}` is not configured"),
-                ErrorSource::Internal,
-            ))
-        })
+        // Deleted between the policy decision and forwarding: refuse rather than forward
+        // without the credential policy was told about.
+        .unwrap_or_else(|| Err(format!("credential `{name}` is not configured")))
     }
 }
 

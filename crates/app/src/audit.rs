@@ -1,0 +1,81 @@
+//! The audit trail plugged into the data plane: `[audit]` → pipeline settings, and
+//! the recorder that turns each finished request or tunnel into an audit record.
+
+use futures_util::future::BoxFuture;
+use portcullis_audit::{AuditHandle, AuditRecord, AuditSettings, OnFull, SinkKind};
+use portcullis_config::{AuditConfig, AuditOnFull, AuditSink};
+use portcullis_proxy::phases::{LogRecorder, Recorder};
+use tracing::warn;
+
+/// Maps `[audit]` onto the pipeline's settings.
+pub fn settings(cfg: &AuditConfig) -> AuditSettings {
+    AuditSettings {
+        sinks: cfg
+            .sinks
+            .iter()
+            .map(|s| match s {
+                AuditSink::Store => SinkKind::Store,
+                AuditSink::Jsonl => SinkKind::Jsonl,
+                AuditSink::Stdout => SinkKind::Stdout,
+            })
+            .collect(),
+        jsonl_path: cfg.jsonl_path.clone(),
+        jsonl_max_bytes: cfg.jsonl_max_bytes,
+        jsonl_keep: cfg.jsonl_keep,
+        queue: cfg.queue,
+        batch_max: cfg.batch_max,
+        flush_interval: cfg.flush_interval,
+        on_full: match cfg.on_full {
+            AuditOnFull::Block => OnFull::Block {
+                max_wait: cfg.block_max_wait,
+            },
+            AuditOnFull::FailClosed => OnFull::FailClosed,
+        },
+        ..AuditSettings::default()
+    }
+}
+
+/// Logs the access line and queues the audit record; never waits on disk.
+pub struct AuditRecorder {
+    handle: AuditHandle,
+}
+
+impl AuditRecorder {
+    /// A recorder queueing into `handle`.
+    pub fn new(handle: AuditHandle) -> Self {
+        Self { handle }
+    }
+}
+
+impl Recorder for AuditRecorder {
+    fn record(&self, r: AuditRecord) {
+        LogRecorder::access_line(&r);
+        if let Err(e) = self.handle.submit(r) {
+            // Counted by the pipeline (portcullis_audit_full_total / records dropped).
+            warn!(error = ?e, "audit queue full; record not queued");
+        }
+    }
+
+    fn admit(&self) -> BoxFuture<'_, Result<(), String>> {
+        // Fast path: room in the queue (the common case costs one atomic read).
+        if self.handle.has_capacity() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        Box::pin(async move {
+            // fail_closed: refuse now; block: wait up to `block_max_wait` for room.
+            // Either refusal is counted in portcullis_audit_full_total{policy}.
+            match self.handle.reserve_wait().await {
+                Ok(slot) => {
+                    drop(slot);
+                    Ok(())
+                }
+                Err(_) if self.handle.is_fail_closed() => Err(
+                    "the audit trail cannot accept records right now; the request was not forwarded"
+                        .to_owned(),
+                ),
+                // block: the wait is over; forward, the record may be dropped (counted).
+                Err(_) => Ok(()),
+            }
+        })
+    }
+}
