@@ -329,6 +329,11 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
     }
 }
 
+/// hyper's head buffer: twice our limits, so heads slightly over them get our JSON 431.
+pub fn max_head(cfg: &portcullis_config::ProxyConfig) -> usize {
+    (cfg.max_header_bytes * 2).max(8192)
+}
+
 /// Why [`drive`] stopped serving a connection.
 #[derive(Debug)]
 pub enum Ended<E> {

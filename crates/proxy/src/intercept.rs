@@ -6,10 +6,10 @@
 
 use crate::admission::Tunnel;
 use crate::body::ProxyBody;
+use crate::conn::max_head;
 use crate::conn::{drive, Activity, ActivityIo, Ended};
 use crate::exchange::{Exchange, Outcome};
 use crate::io::{MultiplexDetect, Prefixed, Tally};
-use crate::listener::max_head;
 use crate::refusal::Refusal;
 use crate::state::{Intercept, Shared};
 use http::{Request, Response};
@@ -44,7 +44,7 @@ pub(crate) async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let Some(icpt) = shared.intercept.as_ref() else {
-        crate::tunnel::splice(&shared, ex, client, upstream, Vec::new()).await;
+        crate::splice::splice(&shared, ex, client, upstream, Vec::new()).await;
         return;
     };
     let mut first = Vec::with_capacity(1024);
@@ -97,7 +97,7 @@ pub(crate) async fn run(
             let (io, counts) = Tally::new(Prefixed::new(first, client));
             inner.serve(ex, io, counts, "http", false).await;
         }
-        Route::Splice => crate::tunnel::splice(&shared, ex, client, upstream, first).await,
+        Route::Splice => crate::splice::splice(&shared, ex, client, upstream, first).await,
         Route::Close { undecided } => {
             debug!(host = %host, bytes = first.len(), undecided, "intercepted tunnel: not TLS, not HTTP; closing");
             ex.close_refused(&Refusal::TunnelProtocol { undecided });

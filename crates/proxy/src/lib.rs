@@ -30,6 +30,7 @@ pub mod path;
 pub mod phases;
 pub mod refusal;
 pub mod respond;
+mod splice;
 pub mod ssrf;
 pub mod state;
 mod tap;

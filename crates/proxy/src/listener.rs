@@ -2,7 +2,7 @@
 //! header-read and idle timeouts, request routing and graceful shutdown.
 
 use crate::body::ProxyBody;
-use crate::conn::{drive, Activity, ActivityIo, ConnCtx, Ended};
+use crate::conn::{drive, max_head, Activity, ActivityIo, ConnCtx, Ended};
 use crate::refusal::Refusal;
 use crate::respond::refusal_response;
 use crate::state::Shared;
@@ -12,7 +12,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use portcullis_config::ProxyConfig;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,11 +148,6 @@ async fn serve_connection(
         Ended::Closed(Ok(())) => {}
     }
     metrics.connections_active.dec();
-}
-
-/// hyper's head buffer: twice our limits, so heads slightly over them get our JSON 431.
-pub(crate) fn max_head(cfg: &ProxyConfig) -> usize {
-    (cfg.max_header_bytes * 2).max(8192)
 }
 
 /// Routes one request of a listener connection: CONNECT, absolute-form, or addressed to the

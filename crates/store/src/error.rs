@@ -116,8 +116,8 @@ impl StoreError {
     /// SQLITE_LOCKED): retrying a little later may succeed.
     pub fn is_busy(&self) -> bool {
         match self {
-            Self::Open { source, .. } | Self::Database(source) => crate::store::sqlx_busy(source),
-            Self::Migrate(m) | Self::MigrateAt { source: m, .. } => crate::store::migrate_busy(m),
+            Self::Open { source, .. } | Self::Database(source) => sqlx_busy(source),
+            Self::Migrate(m) | Self::MigrateAt { source: m, .. } => migrate_busy(m),
             _ => false,
         }
     }
@@ -139,3 +139,23 @@ impl StoreError {
 
 /// Result with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+/// Whether SQLite refused because another connection holds a lock (SQLITE_BUSY or
+/// SQLITE_LOCKED, any extended code). Some first-time steps (the switch to WAL, a
+/// deferred transaction upgrading to a write) fail at once instead of waiting.
+pub(crate) fn sqlx_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+pub(crate) fn migrate_busy(e: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError as M;
+    match e {
+        M::Execute(e) | M::ExecuteMigration(e, _) => sqlx_busy(e),
+        _ => false,
+    }
+}

@@ -198,7 +198,7 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     loop {
         match migrator.run(pool).await {
             Ok(()) => return Ok(()),
-            Err(e) if migrate_busy(&e) => return Err(e.into()),
+            Err(e) if crate::error::migrate_busy(&e) => return Err(e.into()),
             Err(e) => {
                 let now = applied_count(pool).await;
                 if now > applied {
@@ -227,27 +227,6 @@ fn backoff(attempt: u32) -> Duration {
     let base = 10u64 << attempt.clamp(1, 6).saturating_sub(1);
     let jitter = rand::random_range(0..=base / 2);
     Duration::from_millis(base + jitter)
-}
-
-/// Whether SQLite refused because another connection holds a lock (SQLITE_BUSY or
-/// SQLITE_LOCKED, any extended code). Some first-time steps (the switch to WAL, a
-/// deferred transaction upgrading to a write) fail at once instead of waiting.
-pub(crate) fn sqlx_busy(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
-        _ => false,
-    }
-}
-
-pub(crate) fn migrate_busy(e: &sqlx::migrate::MigrateError) -> bool {
-    use sqlx::migrate::MigrateError as M;
-    match e {
-        M::Execute(e) | M::ExecuteMigration(e, _) => sqlx_busy(e),
-        _ => false,
-    }
 }
 
 /// `path` made absolute against the current directory (not canonicalised: the file may not

@@ -1,0 +1,78 @@
+//! Data-plane rules that need no real engine: decide before answering a CONNECT, header
+//! hygiene both ways, framing on a pipelined connection, one canonical path upstream.
+
+use crate::client::send;
+use crate::fakes::basic;
+use crate::Harness;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn a_connect_is_decided_before_it_is_answered() {
+    let h = Harness::start().await;
+    let connect = |authority: &str| {
+        format!(
+            "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nProxy-Authorization: {}\r\n\r\n",
+            basic("bot")
+        )
+    };
+    // Policy denies port 444 (no dial is attempted: nothing listens there).
+    let r = send(h.addr, connect("127.0.0.1:444").as_bytes()).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.json()["code"], "policy_denied");
+    // Allowed, but the destination refuses the connection: 502, never a 200.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let h2 = Harness::start_with(|c| c.allowed_ports.push(closed)).await;
+    let r = send(h2.addr, connect(&format!("127.0.0.1:{closed}")).as_bytes()).await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.json()["code"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_gateway_headers_never_cross() {
+    let h = Harness::start().await;
+    let req = format!(
+        "GET http://127.0.0.1:{}/headers HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {}\r\n\
+         Connection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: gzip\r\n\
+         X-Portcullis-Subagent: helper\r\nX-Portcullis-Anything: 1\r\nX-Kept: 1\r\n\r\n",
+        h.origin,
+        basic("bot")
+    );
+    let r = send(h.addr, req.as_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(String::from_utf8_lossy(&r.body), "host,x-kept");
+    let records = h.records_until("one record", |r| !r.is_empty()).await;
+    assert_eq!(records[0].subagent.as_deref(), Some("helper"));
+}
+
+#[tokio::test]
+async fn framing_is_checked_on_every_pipelined_head() {
+    let h = Harness::start().await;
+    let o = h.origin;
+    let auth = basic("bot");
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let pipelined = format!(
+        "POST http://127.0.0.1:{o}/one HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {auth}\r\n\
+         Content-Length: 3\r\n\r\nabc\
+         POST http://127.0.0.1:{o}/two HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {auth}\r\n\
+         Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n"
+    );
+    s.write_all(pipelined.as_bytes()).await.expect("write");
+    let mut responses = crate::client::Responses::new(&mut s);
+    let first = responses.next().await.expect("first");
+    assert_eq!(
+        (first.status, first.body.as_slice()),
+        (200, b"ok POST /one".as_slice())
+    );
+    let second = responses.next().await.expect("second");
+    assert_eq!(second.status, 400);
+    assert_eq!(second.json()["code"], "ambiguous_framing");
+    assert_eq!(second.header("connection"), Some("close"));
+    let records = h.records_until("two records", |r| r.len() == 2).await;
+    assert!(records
+        .iter()
+        .any(|r| r.error.as_deref() == Some("ambiguous_framing")));
+}
