@@ -4,7 +4,6 @@ use crate::metrics::AuditMetrics;
 use crate::record::AuditRecord;
 use crate::settings::{AuditSettings, OnFull, SinkKind};
 use crate::sink::{JsonlConfig, JsonlFile, Target};
-use portcullis_core::{ApiError, ErrorSource};
 use portcullis_store::{AuditRow, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,17 +30,7 @@ pub enum AuditFull {
     Closed,
 }
 
-impl AuditFull {
-    /// The client-facing error: 503 `audit_unavailable` (retryable).
-    pub fn to_api_error(self) -> ApiError {
-        ApiError::new(
-            503,
-            "audit_unavailable",
-            "the audit trail cannot accept records right now; the request was not forwarded",
-            ErrorSource::Internal,
-        )
-    }
-}
+impl AuditFull {}
 
 /// Errors of [`AuditPipeline::start`].
 #[derive(Debug, thiserror::Error)]

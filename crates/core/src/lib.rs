@@ -11,6 +11,7 @@ mod agent;
 mod clock;
 mod decision;
 mod error;
+mod headers;
 mod id;
 mod injection;
 mod principal;
@@ -21,6 +22,7 @@ pub use agent::{Agent, AgentLimits, AgentSource, ConfigOverrides, DEFAULT_TOKEN_
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Evaluation, PolicyMode, Verdict};
 pub use error::{ApiError, ErrorEnvelope, ErrorSource};
+pub use headers::wants_upgrade;
 pub use id::{is_valid_id, is_valid_scope, InvalidId};
 pub use injection::Injection;
 pub use principal::{AgentMode, AgentStatus, Principal, RiskLevel, TokenInfo};

@@ -1,6 +1,5 @@
 //! What a limit check answers: a refusal, the rate headers of an admitted request, usage figures.
 
-use portcullis_core::ApiError;
 use serde::Serialize;
 use std::fmt;
 
@@ -50,7 +49,7 @@ impl fmt::Display for LimitKind {
 /// A refused request. Nothing was charged to any limit.
 ///
 /// Maps to 429 with `Retry-After: retry_after_secs`, `X-RateLimit-Limit: limit_value`,
-/// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset: reset_unix` (see [`Refusal::to_api_error`]).
+/// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset: reset_unix`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Refusal {
     /// The limit that refused (when several do, the one that clears last).
@@ -76,18 +75,6 @@ impl Refusal {
     /// A human-readable reason, e.g. for the 429 body's `detail`.
     pub fn detail(&self) -> String {
         self.to_string()
-    }
-
-    /// The 429 error the data plane answers with: code `rate_limited`, extra field `limit`.
-    /// Headers are the caller's job (they live on the response, not in the body).
-    pub fn to_api_error(&self) -> ApiError {
-        ApiError::new(
-            429,
-            "rate_limited",
-            self.detail(),
-            portcullis_core::ErrorSource::Policy,
-        )
-        .with("limit", self.limit.as_str())
     }
 }
 
@@ -181,14 +168,6 @@ mod tests {
         assert!(never.contains("can never be admitted"), "{never}");
         assert!(never.contains("5000"), "{never}");
         assert!(never.contains("max_tokens"), "{never}");
-    }
-
-    #[test]
-    fn api_error_is_429_rate_limited() {
-        let e = refusal(LimitKind::Rpm, false).to_api_error();
-        assert_eq!(e.status, 429);
-        assert_eq!(e.code, "rate_limited");
-        assert_eq!(e.extra.get("limit").and_then(|v| v.as_str()), Some("rpm"));
     }
 
     #[test]

@@ -181,6 +181,23 @@ impl Classifier {
 }
 
 impl Classification {
+    /// [`Classification::inspect_body`] on a complete buffered body, returning the body parsed
+    /// as JSON when it was inspected (what policy sees as `input.request.body`). The data plane
+    /// and the simulator both call this, so they see the same body.
+    pub fn inspect_json(
+        &mut self,
+        content_type: Option<&str>,
+        body: &[u8],
+        max_inspect_body: usize,
+    ) -> Option<Value> {
+        self.inspect_body(content_type, body, max_inspect_body);
+        if self.body_inspected {
+            serde_json::from_slice(body).ok()
+        } else {
+            None
+        }
+    }
+
     /// Reads `model`, `stream`, `stream_options.include_usage`, the max-token
     /// fields and tool names from a JSON body of at most `max_inspect_body`
     /// bytes. Otherwise leaves them absent and sets `note`.

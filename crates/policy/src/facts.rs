@@ -4,7 +4,6 @@
 //! simulated request is decided on exactly the facts the gateway would use.
 
 use crate::input::{LlmFacts, PolicyInput, RequestFacts, RequestKind, UsageFacts};
-use http::header::{CONNECTION, UPGRADE};
 use http::HeaderMap;
 use portcullis_core::Principal;
 use portcullis_llm::{Classification, Classifier, RequestHead};
@@ -104,28 +103,13 @@ pub fn inspect_buffered(
         return Inspected::default();
     };
     let mut json = None;
-    if !wants_upgrade(headers) && classifier.wants_body(head) {
-        c.inspect_body(head.content_type, body, max_inspect_body);
-        if c.body_inspected {
-            json = serde_json::from_slice::<Json>(body).ok();
-        }
+    if !portcullis_core::wants_upgrade(headers) && classifier.wants_body(head) {
+        json = c.inspect_json(head.content_type, body, max_inspect_body);
     }
     Inspected {
         llm: Some(c),
         body: json,
     }
-}
-
-/// An upgrade request (`Upgrade` plus `Connection: upgrade`): its body is relayed, never
-/// buffered.
-fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 #[cfg(test)]

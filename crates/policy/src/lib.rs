@@ -59,7 +59,7 @@ pub use simulate::{
     decision_json, principal_json, validate_sources, validate_with, with_principal, CoverageFile,
     PolicyTrace, Simulation,
 };
-pub use stub::{blocked_error, refusal_text, stub_response, StubFormat, StubResponse};
+pub use stub::{refusal_text, stub_response, StubFormat, StubResponse};
 pub use testing::{run_fixture_text, run_rego_tests, run_tests, TestReport, TestResult};
 pub use watch::{watch, WatchHandle};
 

@@ -2,8 +2,7 @@
 //! provider response (OpenAI chat.completions or Anthropic messages, JSON or SSE) whose
 //! content states the refusal, so agents built on the official SDKs see a normal reply.
 
-use crate::combine::CODE_POLICY_DENIED;
-use portcullis_core::{ApiError, Decision};
+use portcullis_core::Decision;
 use serde_json::json;
 
 /// Provider response format of a stub.
@@ -41,29 +40,6 @@ pub fn refusal_text(d: &Decision) -> String {
             d.decision_id
         ),
     }
-}
-
-/// The 403 error for a denied decision: `{"detail","code","policy","decision_id"}`.
-pub fn blocked_error(d: &Decision) -> ApiError {
-    let detail = d
-        .reasons
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "request denied by policy".to_owned());
-    let code: &'static str = match d.code.as_deref() {
-        Some(crate::CODE_AGENT_DISABLED) => crate::CODE_AGENT_DISABLED,
-        Some(crate::CODE_POLICY_ERROR) => crate::CODE_POLICY_ERROR,
-        _ => CODE_POLICY_DENIED,
-    };
-    ApiError::forbidden(code, detail)
-        .with(
-            "policy",
-            d.policy
-                .clone()
-                .map(serde_json::Value::String)
-                .unwrap_or(serde_json::Value::Null),
-        )
-        .with("decision_id", d.decision_id.clone())
 }
 
 /// Builds a stub response stating the refusal, echoing `model`.
@@ -302,17 +278,5 @@ mod tests {
             let v: Value = serde_json::from_str(&d).unwrap();
             assert!(v["type"].is_string());
         }
-    }
-
-    #[test]
-    fn blocked_error_body() {
-        let e = blocked_error(&denied());
-        assert_eq!((e.status, e.code.as_ref()), (403, "policy_denied"));
-        assert_eq!(
-            e.detail,
-            "model gpt-3.5-turbo is not on the openai allowlist"
-        );
-        assert_eq!(e.extra["policy"], "model_allowlist");
-        assert_eq!(e.extra["decision_id"], "0190abc");
     }
 }

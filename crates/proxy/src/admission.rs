@@ -336,10 +336,7 @@ impl Steps<'_> {
         match read_prefix(body, max).await {
             Ok(Prefix::Complete(bytes)) => {
                 out.body_len = bytes.len() as u64;
-                c.inspect_body(content_type, &bytes, max);
-                if c.body_inspected {
-                    out.json = serde_json::from_slice(&bytes).ok();
-                }
+                out.json = c.inspect_json(content_type, &bytes, max);
                 Ok(full(bytes))
             }
             Ok(Prefix::Partial(prefix, rest)) => {

@@ -68,16 +68,7 @@ pub fn strip_portcullis_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a request with these headers asks for a protocol upgrade.
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
+pub use portcullis_core::wants_upgrade;
 
 /// Size of the request head as received: request line, headers and CRLFs.
 pub fn head_size(req: &http::request::Parts) -> usize {
