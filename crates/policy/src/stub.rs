@@ -168,7 +168,7 @@ mod tests {
             verdict: Verdict::Deny,
             policy: Some("model_allowlist".into()),
             reasons: vec!["model gpt-3.5-turbo is not on the openai allowlist".into()],
-            code: Some(CODE_POLICY_DENIED.into()),
+            code: Some(crate::CODE_POLICY_DENIED.into()),
             decision_id: "0190abc".into(),
             would_deny: vec![],
             evaluations: vec![],
