@@ -3,9 +3,7 @@
 //! descriptive reason phrase wherever the gateway answers) and never reaches
 //! the origin, which counts every connection it accepts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
 

@@ -3,10 +3,8 @@
 //! CONNECT tunnels to a local HTTPS origin whose certificate comes from a test CA
 //! given to the gateway as `tls.upstream_ca`.
 
-mod common;
-
-use common::tls_origin::TlsOrigin;
-use common::*;
+use crate::common::tls_origin::TlsOrigin;
+use crate::common::*;
 use std::io::Write;
 
 /// A gateway allowing loopback on `port` with `[tls]` lines.
@@ -1109,7 +1107,7 @@ fn one_provider_entry_intercepts_classifies_and_meters_its_host() {
 
 /// An HTTPS origin whose server certificate is a self-signed CA certificate (for
 /// `localhost`), and that certificate's PEM file.
-fn ca_certificate_origin() -> (common::server::TestServer, tempfile::TempDir, String) {
+fn ca_certificate_origin() -> (crate::common::server::TestServer, tempfile::TempDir, String) {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -1126,14 +1124,14 @@ fn ca_certificate_origin() -> (common::server::TestServer, tempfile::TempDir, St
     .with_no_client_auth()
     .with_single_cert(vec![cert.der().clone()], der)
     .expect("server config");
-    let handler: common::server::Handler = std::sync::Arc::new(|_| {
+    let handler: crate::common::server::Handler = std::sync::Arc::new(|_| {
         Box::pin(async {
             http::Response::new(http_body_util::BodyExt::boxed(http_body_util::Full::new(
                 bytes::Bytes::from_static(b"must not be reached"),
             )))
         })
     });
-    let server = common::server::TestServer::start(
+    let server = crate::common::server::TestServer::start(
         Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg))),
         handler,
     );

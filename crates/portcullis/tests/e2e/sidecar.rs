@@ -3,9 +3,7 @@
 //! (The non-loopback branch is unit-tested in `src/identity.rs`: this machine's
 //! tests may only use loopback addresses.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const POLICY: &str = r#"package portcullis.policy.sidecar_test
 

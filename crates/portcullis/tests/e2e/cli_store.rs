@@ -2,9 +2,7 @@
 //! it looked at (and creates nothing); pointed at the gateway's store it says which one it
 //! uses on stderr.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

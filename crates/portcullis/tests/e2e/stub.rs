@@ -5,9 +5,7 @@
 //! The denied requests never reach an upstream, so the "provider" is a closed
 //! local port: any forward would fail with 502 and the test would see it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const POLICY: &str = r#"package portcullis.policy.models
 

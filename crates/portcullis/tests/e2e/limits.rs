@@ -5,11 +5,9 @@
 //! token budget, live limit changes (admin API and CLI), `input.usage` in policy, the audit
 //! verdict and the metric.
 
-mod common;
-
+use crate::common::server::{OBody, TestServer};
+use crate::common::*;
 use bytes::Bytes;
-use common::server::{OBody, TestServer};
-use common::*;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};

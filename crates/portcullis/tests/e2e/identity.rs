@@ -2,9 +2,7 @@
 //! real clients (curl, Python `requests`), the CLI and the admin API against
 //! the same store. Every wait is bounded; nothing asserts on timing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::io::{BufReader, Write};
 

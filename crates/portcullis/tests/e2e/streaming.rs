@@ -2,9 +2,7 @@
 //! websocket-client, a raw socket) and a local origin. Bodies, SSE, CONNECT,
 //! WebSocket, keep-alive and hop-by-hop header hygiene.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 

@@ -3,9 +3,7 @@
 //! agent modes, default deny, `kind=token`, and the `policy` CLI.
 //! Every wait is bounded; nothing asserts on timing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1112,7 +1110,7 @@ fn llm_setup() -> Setup {
         &[],
         vec![(
             "policies/model_allowlist.rego".to_owned(),
-            include_bytes!("../../../config/policies/model_allowlist.rego").to_vec(),
+            include_bytes!("../../../../config/policies/model_allowlist.rego").to_vec(),
         )],
     )
 }
@@ -1379,7 +1377,7 @@ fn a_method_override_is_denied_like_the_method_it_asks_for_and_never_forwarded()
             ),
             (
                 "policies/lib/catalog.rego".to_owned(),
-                include_bytes!("../../../config/policies/lib/catalog.rego").to_vec(),
+                include_bytes!("../../../../config/policies/lib/catalog.rego").to_vec(),
             ),
         ],
     );

@@ -1,9 +1,7 @@
 //! End-to-end: the admin listener and metrics, the connect timeout, graceful
 //! shutdown, configuration errors and the command line of the real binary.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{BufReader, Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,9 +3,7 @@
 //! against concurrency slots, timeouts inside tunnels and headers an origin must not forge —
 //! each with the real gateway, a real origin and raw clients.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -250,7 +248,7 @@ fn encoded_slashes_can_be_kept_by_configuration() {
 
 #[test]
 fn path_spellings_inside_intercepted_tunnels_over_h1_and_h2() {
-    let origin = common::tls_origin::TlsOrigin::start();
+    let origin = crate::common::tls_origin::TlsOrigin::start();
     let p = origin.port();
     let (gw, _) = guarded(
         &[p],
@@ -605,7 +603,7 @@ fn ambiguous_framing_is_refused_on_every_entry_path() {
 
 #[test]
 fn framing_inside_an_intercepted_tls_tunnel() {
-    let origin = common::tls_origin::TlsOrigin::start();
+    let origin = crate::common::tls_origin::TlsOrigin::start();
     let p = origin.port();
     let gw = Gateway::start(
         &loopback_proxy_section(&[p]),

@@ -2,9 +2,7 @@
 //! record, with the right verdict, policy, reason and status, in the JSONL file and
 //! the store, and SIGTERM drains the queue before exit.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;

@@ -4,10 +4,8 @@
 //! a secret file. Checks bindings, policy on `input.credential`, rotation without restart, and
 //! that the real secret appears on none of the gateway's own surfaces.
 
-mod common;
-
-use common::tls_origin::TlsOrigin;
-use common::*;
+use crate::common::tls_origin::TlsOrigin;
+use crate::common::*;
 
 const POLICY: &str = r#"package portcullis.policy.e2e
 import rego.v1
