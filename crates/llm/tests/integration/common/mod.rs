@@ -27,7 +27,7 @@ pub fn fixtures() -> Vec<Fixture> {
         ($name:literal, $format:expr, $api:expr, $ct:expr, $u:expr) => {
             Fixture {
                 name: $name,
-                body: include_bytes!(concat!("../fixtures/", $name)),
+                body: include_bytes!(concat!("../../fixtures/", $name)),
                 format: $format,
                 api: $api,
                 content_type: $ct,

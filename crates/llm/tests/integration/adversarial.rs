@@ -1,9 +1,7 @@
 //! Random splits (proptest) and hostile input: the tap never panics, keeps
 //! bounded state, and never invents usage.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis_llm::fuzzing::{self, Encoding, RETAINED_BOUND};
 use portcullis_llm::{Api, Format, TapLimits, Usage, UsageSource, UsageTap};
 use proptest::prelude::*;

@@ -1,8 +1,6 @@
 //! Concurrent requests against one budget: the budget is never overshot.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis_limits::{
     LimitKind, LimitScopes, LimitSettings, Limiter, ScopeKey, TokenReservation,
 };

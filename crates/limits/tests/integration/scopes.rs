@@ -1,8 +1,6 @@
 //! Several scopes per request (tenant, agent, sub-agent) and eviction of idle scopes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis_limits::{
     LimitKind, LimitScopes, LimitSettings, Limiter, ScopeKey, ScopeKind, TokenReservation,
 };

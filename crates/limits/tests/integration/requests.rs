@@ -1,8 +1,6 @@
 //! Requests per minute (GCRA) and concurrency, with a manual clock.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis_core::AgentLimits;
 use portcullis_limits::{LimitKind, LimitSettings, Limiter, ScopeKey, ScopeKind};
 use std::time::Duration;

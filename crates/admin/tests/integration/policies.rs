@@ -1072,7 +1072,7 @@ async fn validate_refuses_foreign_packages_and_unused_libraries() {
     assert_eq!(lib["valid"], false, "{lib}");
     assert_eq!(lib["errors"][0]["file"], "lib/extra.rego");
     // The active catalog is imported by the baseline: editing it validates.
-    let catalog = include_str!("../../../config/policies/lib/catalog.rego");
+    let catalog = include_str!("../../../../config/policies/lib/catalog.rego");
     let ok = h
         .validate(
             &h.viewer_a,

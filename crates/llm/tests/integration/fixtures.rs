@@ -1,9 +1,7 @@
 //! Every fixture, every encoding, every split point: the recorded numbers
 //! equal the fixture's exactly.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis_llm::fuzzing::Encoding;
 use portcullis_llm::{Usage, UsageSource, UsageTap};
 

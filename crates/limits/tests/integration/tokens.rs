@@ -1,8 +1,6 @@
 //! Token budgets: reservation, settlement, the minute window and the daily rollover.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis_limits::{LimitKind, LimitSettings, Limiter, ScopeKey, TokenReservation, UtcOffset};
 
 fn budget(tpm: Option<u64>, per_day: Option<u64>) -> LimitSettings {

@@ -2,9 +2,7 @@
 //! have parsed it (an SSE event at its blank line, a JSON document at its last byte),
 //! wherever frames split, whatever the encoding, and never earlier.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use portcullis_llm::fuzzing::Encoding;
 use portcullis_llm::{Api, Format, UsageTap};
 
