@@ -192,7 +192,8 @@ async fn a_revoked_operator_key_stops_working_promptly() {
         .revoke_api_key(Some("acme"), &rec.id, 2)
         .await
         .unwrap();
-    // Bounded wait: the lookup cache lives under a second.
+    // Bounded wait: the lookup cache lives under a second (real time: it reads the system
+    // clock, and the store behind it does real I/O).
     let mut status = 0;
     for _ in 0..60 {
         status = h.call("GET", "/v1/agents", &key, None).await.status;
@@ -717,6 +718,8 @@ async fn the_watcher_picks_up_writes_from_another_store_handle() {
     let mut agent = portcullis_core::Agent::new("cli_bot", "acme", 10);
     agent.secret_sha256 = Some(hash_secret("s3cret"));
     cli_store.create_agent(&agent).await.unwrap();
+    // Bounded polls of the real 1 s watch interval: paused time would race the store's real
+    // I/O (its pool's own timers would jump ahead while a query runs on its thread).
     let mut seen = false;
     for _ in 0..100 {
         if registry.get("cli_bot").is_some() {

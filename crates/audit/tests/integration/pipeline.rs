@@ -248,6 +248,7 @@ async fn a_sink_that_never_recovers_does_not_hang_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path()).await;
     let mut cfg = settings(dir.path(), vec![SinkKind::Store, SinkKind::Jsonl]);
+    // Real: the JSONL write runs on the blocking pool, which paused time would not wait for.
     cfg.drain_timeout = Duration::from_millis(300);
     let path = cfg.jsonl_path.clone();
     let audit = start(cfg, Some(store.clone()));
@@ -306,6 +307,7 @@ fn block_waits_a_bounded_time_then_refuses() {
         let mut cfg = settings(dir.path(), vec![SinkKind::Jsonl]);
         cfg.queue = 2;
         cfg.batch_max = 1;
+        // Real: paused time would expire the wait while the released write runs on its thread.
         cfg.on_full = OnFull::Block {
             max_wait: Duration::from_millis(50),
         };

@@ -666,7 +666,9 @@ fn stalled_bodies_hold_concurrency_slots_and_are_cut() {
     let lp = llm.port();
     let (gw, auth) = guarded(
         &[p, lp],
-        "body_read_timeout = \"2s\"\n",
+        // Real: the timer must fire in the binary, yet not before the third request is
+        // refused while both uploads stall (hence not shorter).
+        "body_read_timeout = \"1s\"\n",
         &format!(
             "\n[limits]\nmax_concurrent = 2\n\n[[llm.providers]]\nname = \"local\"\nhost = \"127.0.0.1:{lp}\"\n"
         ),
@@ -736,7 +738,7 @@ fn a_slow_head_inside_an_intercepted_tunnel_is_cut_after_header_read_timeout() {
     let p = origin.port();
     let gw = Gateway::start(
         &format!(
-            "{}header_read_timeout = \"1s\"\nidle_timeout = \"300s\"\n",
+            "{}header_read_timeout = \"500ms\"\nidle_timeout = \"300s\"\n",
             loopback_proxy_section(&[p])
         ),
         "\n[tls]\nintercept = [\"localhost\"]\n",
@@ -762,7 +764,8 @@ fn a_slow_head_inside_an_intercepted_tunnel_is_cut_after_header_read_timeout() {
         .expect("write");
     let mut rd = BufReader::new(s.try_clone().expect("clone"));
     assert_eq!(read_response(&mut rd, false).expect("first").status, 200);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Real idle time is the claim under test: twice the head timeout, with no head pending.
+    std::thread::sleep(Duration::from_millis(1000));
     s.write_all(format!("GET /echo HTTP/1.1\r\nHost: localhost:{p}\r\n\r\n").as_bytes())
         .expect("write after idling past the head timeout");
     assert_eq!(read_response(&mut rd, false).expect("second").status, 200);

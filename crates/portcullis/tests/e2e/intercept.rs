@@ -602,9 +602,10 @@ print(json.dumps({"ok": ok.choices[0].message.content, "denied": denied}))
 fn idle_intercepted_tunnels_are_closed_after_idle_timeout() {
     let origin = Origin::start();
     let port = origin.port();
+    // Real: the idle timer must fire in the binary; short, but longer than one exchange.
     let gw = Gateway::start(
         &format!(
-            "allowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\nidle_timeout = \"1s\"\n"
+            "allowed_ports = [{port}]\nallow_private = [\"127.0.0.1/32\"]\nidle_timeout = \"500ms\"\n"
         ),
         "\n[tls]\nintercept = [\"localhost\"]\n",
     );

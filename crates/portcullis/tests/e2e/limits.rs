@@ -91,6 +91,7 @@ async fn chat(req: Request<Incoming>) -> Response<OBody> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
         for f in frames {
+            // Real pacing, as a provider streams: keeps concurrent streams in flight together.
             tokio::time::sleep(Duration::from_millis(40)).await;
             if tx.send(f).await.is_err() {
                 return;
