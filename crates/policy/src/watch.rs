@@ -164,7 +164,8 @@ mod tests {
         std::fs::create_dir(d.join("..v2")).unwrap();
         std::fs::write(d.join("..v2/p.rego"), v(false)).unwrap();
         // Any reload the new files trigger (inotify may miss files in a brand-new directory)
-        // still reads the old set through `..data`.
+        // still reads the old set through `..data`. Real time: the swap must come well after
+        // the watcher thread's 50 ms debounce (shorter would let that reload pass as the swap's).
         std::thread::sleep(Duration::from_millis(400));
         let v1 = engine.version();
         symlink("..v2", d.join("..data_tmp")).unwrap();

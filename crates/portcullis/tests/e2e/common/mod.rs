@@ -1,0 +1,22 @@
+//! Shared harness for the end-to-end tests: the real `portcullis` binary with a
+//! temporary config, a local HTTP (and TLS) origin, a raw HTTP/1.1 client,
+//! and runners for `curl` and the Python clients.
+//!
+//! Every wait is bounded by [`TIMEOUT`]; nothing asserts on timing.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod clients;
+pub mod gateway;
+pub mod origin;
+pub mod raw;
+pub mod server;
+pub mod tls_origin;
+pub mod util;
+pub mod ws;
+
+pub use clients::*;
+pub use gateway::*;
+pub use origin::*;
+pub use raw::*;
+pub use util::*;
+pub use ws::*;

@@ -1,0 +1,24 @@
+//! The end-to-end suite: the real `portcullis` binary on ephemeral ports between real
+//! clients (curl, the Python clients, raw sockets) and local origins. One test binary, so
+//! the tree is linked once; each module is one area and keeps its own tests.
+//!
+//! Tests run on parallel threads: each starts its own gateway in its own temporary
+//! directory on `127.0.0.1:0`, and nothing here changes process-wide state (environment,
+//! working directory); child processes get their environment and directory per command.
+
+mod common;
+
+mod adversarial;
+mod audit;
+mod audit_cli;
+mod cli_store;
+mod credentials;
+mod edges;
+mod identity;
+mod intercept;
+mod lifecycle;
+mod limits;
+mod policy;
+mod sidecar;
+mod streaming;
+mod stub;
