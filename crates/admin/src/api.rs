@@ -16,7 +16,7 @@ use http::header::{HeaderValue, ALLOW, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use portcullis_core::{Agent, AgentMode, AgentStatus, ApiError, ErrorSource};
+use portcullis_core::{Agent, AgentMode, AgentStatus, ApiError, ErrorSource, Status};
 use portcullis_identity::{
     generate_secret, hash_secret, validate_agent, AgentConfigUpdate, FieldError, UpdateError,
     ValidationErrors,
@@ -47,7 +47,7 @@ async fn dispatch(
     let path = req.uri().path().to_owned();
     let Some(route) = Route::parse(&path) else {
         return Err(ApiError::new(
-            404,
+            Status::NotFound,
             "not_found",
             "no such endpoint",
             ErrorSource::Client,
@@ -55,7 +55,7 @@ async fn dispatch(
     };
     if !route.allowed().contains(req.method()) {
         let mut r = error(ApiError::new(
-            405,
+            Status::MethodNotAllowed,
             "method_not_allowed",
             format!("use {}", route.allow_header()),
             ErrorSource::Client,
@@ -70,7 +70,7 @@ async fn dispatch(
     let write = route.is_write(req.method());
     if write && !op.can_write() {
         return Err(ApiError::new(
-            403,
+            Status::Forbidden,
             "forbidden",
             "role viewer may only read",
             ErrorSource::Policy,
@@ -318,7 +318,7 @@ async fn update_config(
 
 fn revoked_conflict(action: Action) -> ApiError {
     ApiError::new(
-        409,
+        Status::Conflict,
         "agent_revoked",
         format!(
             "agent is revoked; revocation is permanent, cannot {}",

@@ -5,7 +5,7 @@ use http::header::CONTENT_LENGTH;
 use http::Request;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use std::time::Duration;
 
 /// Largest request body the admin API accepts (64 KiB); larger is 413.
@@ -16,7 +16,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn too_large() -> ApiError {
     ApiError::new(
-        413,
+        Status::PayloadTooLarge,
         "payload_too_large",
         "request body exceeds 64 KiB",
         ErrorSource::Client,
@@ -36,7 +36,7 @@ pub(crate) async fn read_json_body(req: Request<Incoming>) -> Result<Bytes, ApiE
     let limited = Limited::new(req.into_body(), MAX_BODY_BYTES);
     match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => Err(ApiError::new(
-            408,
+            Status::RequestTimeout,
             "request_timeout",
             "request body not received in time",
             ErrorSource::Client,

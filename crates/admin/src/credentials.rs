@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_config::CredentialConfig;
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_store::{SealKey, Store, StoreError, StoredCredential};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub struct CredentialsApi {
 
 fn not_found() -> ApiError {
     ApiError::new(
-        404,
+        Status::NotFound,
         "not_found",
         "credential not found",
         ErrorSource::Client,
@@ -37,7 +37,7 @@ fn not_found() -> ApiError {
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
     let reason = reason.into();
     ApiError::new(
-        422,
+        Status::Unprocessable,
         "validation_error",
         format!("{field}: {reason}"),
         ErrorSource::Client,
@@ -141,7 +141,7 @@ fn stored_view(c: &StoredCredential) -> Value {
 fn api(cp: &ControlPlane) -> Result<&CredentialsApi, ApiError> {
     cp.credentials().ok_or_else(|| {
         ApiError::new(
-            404,
+            Status::NotFound,
             "credentials_disabled",
             "credential management is not enabled on this gateway",
             ErrorSource::Client,
@@ -244,7 +244,7 @@ pub(crate) async fn put(
     }
     if a.config.iter().any(|c| c.name == name) {
         return Err(ApiError::new(
-            409,
+            Status::Conflict,
             "conflict",
             format!("credential {name:?} is declared in the config file; change it there"),
             ErrorSource::Client,
@@ -309,7 +309,7 @@ pub(crate) async fn delete(
     let a = api(cp)?;
     if a.config.iter().any(|c| c.name == name) {
         return Err(ApiError::new(
-            409,
+            Status::Conflict,
             "conflict",
             format!("credential {name:?} is declared in the config file; remove it there"),
             ErrorSource::Client,

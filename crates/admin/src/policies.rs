@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use portcullis_core::{AgentStatus, ApiError, ErrorSource, PolicyMode};
+use portcullis_core::{AgentStatus, ApiError, ErrorSource, PolicyMode, Status};
 use portcullis_identity::{FieldError, Snapshot, ValidationErrors};
 use portcullis_policy::{Binding, EngineError, PolicyEngine, PolicySummary};
 use serde_json::{json, Value};
@@ -194,7 +194,7 @@ impl std::fmt::Debug for PolicyApi {
 /// 404 `policy_disabled`: the gateway runs without a policy engine.
 pub(crate) fn disabled() -> ApiError {
     ApiError::new(
-        404,
+        Status::NotFound,
         "policy_disabled",
         "the policy engine is not enabled on this gateway",
         ErrorSource::Client,
@@ -202,7 +202,12 @@ pub(crate) fn disabled() -> ApiError {
 }
 
 fn policy_not_found() -> ApiError {
-    ApiError::new(404, "not_found", "policy not found", ErrorSource::Client)
+    ApiError::new(
+        Status::NotFound,
+        "not_found",
+        "policy not found",
+        ErrorSource::Client,
+    )
 }
 
 /// Answers a `/v1/policies...` route for an authenticated operator whose role already
@@ -228,7 +233,7 @@ pub(crate) async fn handle(
         Route::PolicyMode(name) => {
             if !api.is_platform(op) {
                 return Err(ApiError::new(
-                    403,
+                    Status::Forbidden,
                     "forbidden",
                     format!(
                         "policies are global: only admins of tenant {:?} may change a policy's mode",
@@ -241,7 +246,7 @@ pub(crate) async fn handle(
             set_mode(api, op, name, &body)
         }
         _ => Err(ApiError::new(
-            404,
+            Status::NotFound,
             "not_found",
             "no such endpoint",
             ErrorSource::Client,

@@ -4,7 +4,7 @@ use crate::metrics::AuditMetrics;
 use crate::record::AuditRecord;
 use crate::settings::{AuditSettings, OnFull, SinkKind};
 use crate::sink::{JsonlConfig, JsonlFile, Target};
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_store::{AuditRow, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ impl AuditFull {
     /// The client-facing error: 503 `audit_unavailable` (retryable).
     pub fn to_api_error(self) -> ApiError {
         ApiError::new(
-            503,
+            Status::ServiceUnavailable,
             "audit_unavailable",
             "the audit trail cannot accept records right now; the request was not forwarded",
             ErrorSource::Internal,

@@ -2,7 +2,7 @@
 //! parsing into a [`portcullis_store::AuditQuery`], with a typed error the admin answers
 //! as 422 JSON.
 
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_store::AuditQuery;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -44,7 +44,7 @@ impl QueryError {
     /// 422 `validation_error` with `errors: [{field, reason}]`, as the admin API answers.
     pub fn to_api_error(&self) -> ApiError {
         ApiError::new(
-            422,
+            Status::Unprocessable,
             "validation_error",
             self.to_string(),
             ErrorSource::Client,

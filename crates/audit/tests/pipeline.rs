@@ -353,7 +353,10 @@ fn fail_closed_refuses_at_once_and_a_reserved_slot_always_sends() {
         assert!(matches!(audit.reserve(), Err(AuditFull::Full)));
         assert_eq!(audit.metrics().full(), 3);
         let api = AuditFull::Full.to_api_error();
-        assert_eq!((api.status, api.code.as_ref()), (503, "audit_unavailable"));
+        assert_eq!(
+            (api.status_code(), api.code.as_ref()),
+            (503, "audit_unavailable")
+        );
         slot.send(rec(5));
         release.send(()).unwrap();
         audit.shutdown().await;

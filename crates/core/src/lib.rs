@@ -15,6 +15,6 @@ mod principal;
 pub use agent::{Agent, AgentLimits, AgentSource, ConfigOverrides, DEFAULT_TOKEN_TTL_SECS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Evaluation, PolicyMode, Verdict};
-pub use error::{ApiError, ErrorEnvelope, ErrorSource};
+pub use error::{ApiError, ErrorEnvelope, ErrorSource, Status};
 pub use id::{is_valid_id, is_valid_scope, InvalidId};
 pub use principal::{AgentMode, AgentStatus, Principal, RiskLevel, TokenInfo};

@@ -1,6 +1,6 @@
 //! What a limit check answers: a refusal, the rate headers of an admitted request, usage figures.
 
-use portcullis_core::ApiError;
+use portcullis_core::{ApiError, Status};
 use serde::Serialize;
 use std::fmt;
 
@@ -82,7 +82,7 @@ impl Refusal {
     /// Headers are the caller's job (they live on the response, not in the body).
     pub fn to_api_error(&self) -> ApiError {
         ApiError::new(
-            429,
+            Status::TooManyRequests,
             "rate_limited",
             self.detail(),
             portcullis_core::ErrorSource::Policy,
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn api_error_is_429_rate_limited() {
         let e = refusal(LimitKind::Rpm, false).to_api_error();
-        assert_eq!(e.status, 429);
+        assert_eq!(e.status_code(), 429);
         assert_eq!(e.code, "rate_limited");
         assert_eq!(e.extra.get("limit").and_then(|v| v.as_str()), Some("rpm"));
     }

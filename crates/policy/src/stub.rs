@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn blocked_error_body() {
         let e = blocked_error(&denied());
-        assert_eq!((e.status, e.code.as_ref()), (403, "policy_denied"));
+        assert_eq!((e.status_code(), e.code.as_ref()), (403, "policy_denied"));
         assert_eq!(
             e.detail,
             "model gpt-3.5-turbo is not on the openai allowlist"

@@ -15,7 +15,7 @@
 use anyhow::{anyhow, bail};
 use http::{HeaderName, HeaderValue};
 use portcullis_config::{CredentialConfig, CredentialMode};
-use portcullis_core::{ApiError, ErrorSource, Principal};
+use portcullis_core::{ApiError, ErrorSource, Principal, Status};
 use portcullis_proxy::pipeline::{CredentialInjector, Injection};
 use portcullis_store::{SealKey, Store};
 use portcullis_tls::HostMatcher;
@@ -271,7 +271,7 @@ impl Entry {
         let mut v =
             HeaderValue::from_str(&self.format.replacen("{secret}", &secret, 1)).map_err(|_| {
                 ApiError::new(
-                    503,
+                    Status::ServiceUnavailable,
                     "credential_unavailable",
                     format!(
                         "credential `{}` holds characters not allowed in an HTTP header",
@@ -313,7 +313,7 @@ impl CredentialInjector for Credentials {
             // Deleted between the policy decision and forwarding: refuse rather than
             // forward without the credential policy was told about.
             Err(ApiError::new(
-                503,
+                Status::ServiceUnavailable,
                 "credential_unavailable",
                 format!("credential `{name}` is not configured"),
                 ErrorSource::Internal,

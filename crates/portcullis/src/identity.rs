@@ -293,8 +293,8 @@ impl TokenService {
             TokenOutcome::Issued(agent) => (Some(agent), 200, Verdict::Allow, None, None),
             TokenOutcome::Refused(agent, e, d) => (
                 agent,
-                e.status,
-                if d.is_some() || e.status == 403 {
+                e.status_code(),
+                if d.is_some() || e.status_code() == 403 {
                     Verdict::Deny
                 } else {
                     Verdict::Error
@@ -451,7 +451,7 @@ impl TokenService {
             headers.push(("retry-after", secs.to_string()));
         }
         LocalResponse {
-            status: e.status,
+            status: e.status_code(),
             headers,
             body: e.to_json(),
         }

@@ -2,7 +2,7 @@
 
 use crate::ssrf::{Denied, Guard};
 use crate::target::{Host, Target};
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -86,37 +86,37 @@ impl DialError {
     pub fn to_api_error(&self) -> ApiError {
         match self {
             DialError::Denied(d) => ApiError::new(
-                403,
+                Status::Forbidden,
                 "destination_forbidden",
                 d.to_string(),
                 ErrorSource::Policy,
             ),
             DialError::Dns { host, .. } => ApiError::new(
-                502,
+                Status::BadGateway,
                 "dns_failure",
                 format!("could not resolve {host}"),
                 ErrorSource::Upstream,
             ),
             DialError::NoAddress(host) => ApiError::new(
-                502,
+                Status::BadGateway,
                 "dns_failure",
                 format!("{host} resolved to no address"),
                 ErrorSource::Upstream,
             ),
             DialError::Timeout(t) => ApiError::new(
-                504,
+                Status::GatewayTimeout,
                 "upstream_timeout",
                 format!("connecting to {t} timed out"),
                 ErrorSource::Upstream,
             ),
             DialError::Tls { target, reason } => ApiError::new(
-                502,
+                Status::BadGateway,
                 "upstream_tls_error",
                 format!("TLS with {target} failed: {reason}"),
                 ErrorSource::Upstream,
             ),
             DialError::Connect { target, source } => ApiError::new(
-                502,
+                Status::BadGateway,
                 "upstream_unreachable",
                 format!("connecting to {target} failed: {}", io_reason(source)),
                 ErrorSource::Upstream,
@@ -208,7 +208,7 @@ mod tests {
         let d = DialError::tls_handshake(&target, &e);
         assert_eq!(d.metric_kind(), Some("tls"));
         let api = d.to_api_error();
-        assert_eq!(api.status, 502);
+        assert_eq!(api.status_code(), 502);
         assert_eq!(api.code, "upstream_tls_error");
         assert_eq!(
             api.detail,

@@ -21,7 +21,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use portcullis_core::{ApiError, ErrorSource, Principal};
+use portcullis_core::{ApiError, ErrorSource, Principal, Status};
 use portcullis_llm::{RequestHead, UsageTap};
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -621,7 +621,7 @@ fn upgrade_accepted<B>(resp: &Response<B>, allowed: &[String]) -> bool {
 /// 502 for a 101 the client did not ask for, or to a protocol not allowed.
 fn bad_upgrade() -> ApiError {
     ApiError::new(
-        502,
+        Status::BadGateway,
         "upstream_bad_upgrade",
         "the upstream switched to a protocol the request did not ask for or that is not allowed",
         ErrorSource::Upstream,
@@ -631,7 +631,12 @@ fn bad_upgrade() -> ApiError {
 /// Maps a failure to read the request body: 408 when it stalled, else 400.
 fn body_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
     if is_body_read_timeout(e) {
-        ApiError::new(408, "body_read_timeout", e.to_string(), ErrorSource::Client)
+        ApiError::new(
+            Status::RequestTimeout,
+            "body_read_timeout",
+            e.to_string(),
+            ErrorSource::Client,
+        )
     } else {
         ApiError::bad_request("bad_request_body", "the request body could not be read")
     }
@@ -680,7 +685,7 @@ fn upstream_error(shared: &Shared, e: &hyper_util::client::legacy::Error) -> Api
         .with_label_values(&["protocol"])
         .inc();
     ApiError::new(
-        502,
+        Status::BadGateway,
         "upstream_error",
         "the upstream closed the connection or sent an invalid response",
         ErrorSource::Upstream,

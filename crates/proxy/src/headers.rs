@@ -2,7 +2,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Request;
-use portcullis_core::ApiError;
+use portcullis_core::{ApiError, Status};
 
 /// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -101,7 +101,7 @@ pub fn check_request<B>(
     let h = req.headers();
     if h.len() > max_headers {
         return Err(ApiError::new(
-            431,
+            Status::HeadersTooLarge,
             "headers_too_many",
             format!(
                 "request has {} headers; the limit is {max_headers}",
@@ -112,7 +112,7 @@ pub fn check_request<B>(
     }
     if head_size(req) > max_header_bytes {
         return Err(ApiError::new(
-            431,
+            Status::HeadersTooLarge,
             "headers_too_large",
             format!("request head exceeds {max_header_bytes} bytes"),
             portcullis_core::ErrorSource::Client,
@@ -229,7 +229,7 @@ mod tests {
         let code = |h: &[(&str, &str)]| {
             check_request(&req(h), 65536, 100)
                 .err()
-                .map(|e| (e.status, e.code.into_owned()))
+                .map(|e| (e.status_code(), e.code.into_owned()))
         };
         assert_eq!(code(&[("content-length", "10")]), None);
         assert_eq!(code(&[("transfer-encoding", "chunked")]), None);
@@ -275,11 +275,17 @@ mod tests {
     fn head_limits() {
         let big = "a".repeat(2000);
         let e = check_request(&req(&[("x-big", &big)]), 1024, 100).unwrap_err();
-        assert_eq!((e.status, e.code.as_ref()), (431, "headers_too_large"));
+        assert_eq!(
+            (e.status_code(), e.code.as_ref()),
+            (431, "headers_too_large")
+        );
         let many: Vec<(String, String)> =
             (0..20).map(|i| (format!("x-h{i}"), "v".into())).collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let e = check_request(&req(&many), 65536, 10).unwrap_err();
-        assert_eq!((e.status, e.code.as_ref()), (431, "headers_too_many"));
+        assert_eq!(
+            (e.status_code(), e.code.as_ref()),
+            (431, "headers_too_many")
+        );
     }
 }

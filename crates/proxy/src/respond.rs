@@ -15,7 +15,8 @@ pub const X_PORTCULLIS_DECISION_ID: &str = "x-portcullis-decision-id";
 
 /// Builds the response for `err`.
 pub fn error_response(err: &ApiError, envelope: Option<ErrorEnvelope>) -> Response<ProxyBody> {
-    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = Response::new(full(err.to_body(envelope)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -91,6 +92,7 @@ pub fn reason_phrase(code: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_core::Status;
 
     #[test]
     fn phrases() {
@@ -132,7 +134,7 @@ mod tests {
     #[test]
     fn retry_after_of_an_error_becomes_the_header() {
         let e = ApiError::new(
-            429,
+            Status::TooManyRequests,
             "auth_throttled",
             "too many failed authentications",
             portcullis_core::ErrorSource::Client,
@@ -150,7 +152,7 @@ mod tests {
     #[test]
     fn auth_required_has_challenge() {
         let e = ApiError::new(
-            407,
+            Status::ProxyAuthRequired,
             "proxy_auth_required",
             "credentials required",
             portcullis_core::ErrorSource::Client,

@@ -18,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use portcullis_config::ProxyConfig;
-use portcullis_core::ApiError;
+use portcullis_core::{ApiError, Status};
 use portcullis_limits::{Refusal, UsageSnapshot};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -99,7 +99,7 @@ impl Shared {
     ) -> Response<ProxyBody> {
         self.metrics.refused.with_label_values(&[&err.code]).inc();
         let resp = error_response(&err, envelope);
-        pending.finish_now(self, err.status, Some(err.code.into_owned()));
+        pending.finish_now(self, err.status_code(), Some(err.code.into_owned()));
         resp
     }
 
@@ -228,7 +228,7 @@ pub async fn serve(
 
 async fn reject_overloaded(mut stream: TcpStream) {
     let body = ApiError::new(
-        503,
+        Status::ServiceUnavailable,
         "too_many_connections",
         "the gateway is at its connection limit; retry later",
         portcullis_core::ErrorSource::Internal,
@@ -396,7 +396,7 @@ async fn local(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respon
         return shared.refuse(
             pending,
             ApiError::new(
-                404,
+                Status::NotFound,
                 "not_found",
                 "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
                 portcullis_core::ErrorSource::Client,
@@ -411,7 +411,7 @@ async fn local(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respon
             return shared.refuse(
                 pending,
                 ApiError::new(
-                    413,
+                    Status::PayloadTooLarge,
                     "body_too_large",
                     format!("request body exceeds {MAX_LOCAL_BODY} bytes"),
                     portcullis_core::ErrorSource::Client,
