@@ -13,6 +13,7 @@ use http_body_util::Full;
 use portcullis_config::CredentialConfig;
 use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_store::{SealKey, Store, StoreError, StoredCredential};
+use portcullis_tls::HostMatcher;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use tracing::info;
@@ -236,6 +237,7 @@ pub(crate) async fn put(
     binding
         .validate_binding("")
         .map_err(|e| invalid(&e.key, e.reason))?;
+    HostMatcher::new(&binding.hosts).map_err(|e| invalid("hosts", e.to_string()))?;
     if let Some(t) = binding.tenants.iter().find(|t| **t != op.tenant) {
         return Err(invalid(
             "tenants",

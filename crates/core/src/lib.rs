@@ -10,6 +10,7 @@ mod clock;
 mod decision;
 mod error;
 mod id;
+mod offset;
 mod principal;
 
 pub use agent::{Agent, AgentLimits, AgentSource, ConfigOverrides, DEFAULT_TOKEN_TTL_SECS};
@@ -17,4 +18,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, Evaluation, PolicyMode, Verdict};
 pub use error::{ApiError, ErrorEnvelope, ErrorSource, Status};
 pub use id::{is_valid_id, is_valid_scope, InvalidId};
+pub use offset::{InvalidOffset, UtcOffset};
 pub use principal::{AgentMode, AgentStatus, Principal, RiskLevel, TokenInfo};

@@ -106,5 +106,6 @@ pub use limiter::Limiter;
 pub use memory::MemoryLimiter;
 pub use outcome::{LimitKind, RateInfo, Refusal, UsageSnapshot};
 pub use permit::{Admission, Lease, Permit};
+pub use portcullis_core::UtcOffset;
 pub use scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
-pub use settings::{LimitSettings, SettingsError, UtcOffset, DEFAULT_MAX_TOKENS};
+pub use settings::{LimitSettings, SettingsError, DEFAULT_MAX_TOKENS};

@@ -12,6 +12,7 @@ mod identity;
 mod limits;
 mod policy;
 mod serve;
+pub mod settings;
 
 use cli::{Cli, Command};
 use portcullis_config::Config;
@@ -121,15 +122,18 @@ fn ca_init(dir: &Path) -> anyhow::Result<String> {
     ))
 }
 
+/// Reads and validates the config (the config's own checks, then the domain checks of
+/// [`settings::validate`]); an invalid one is reported and exits with [`EXIT_CONFIG`].
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     let res = match path {
         Some(p) => Config::load(p),
         None => Ok(Config::default()),
     };
-    res.map_err(|e| {
-        eprintln!("portcullis: {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+    res.and_then(|cfg| settings::validate(&cfg).map(|()| cfg))
+        .map_err(|e| {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })
 }
 
 /// Runs a store-backed command on a small runtime; errors exit 1.

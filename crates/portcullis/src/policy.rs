@@ -7,8 +7,8 @@ use portcullis_config::Config;
 use portcullis_core::{ApiError, Clock, Decision, Principal};
 use portcullis_llm::{Api, Classification};
 use portcullis_policy::{
-    blocked_error, build_input, example_sources, stub_response, EngineConfig, ExchangeFacts,
-    OnBlock, PolicyEngine, PolicyInput, RequestKind, StubFormat, UsageFacts,
+    blocked_error, build_input, example_sources, stub_response, ExchangeFacts, OnBlock,
+    PolicyEngine, PolicyInput, RequestKind, StubFormat, UsageFacts,
 };
 use portcullis_proxy::pipeline::{self, Authorization, Authorizer, Stub};
 use prometheus::core::{Collector, Desc};
@@ -29,14 +29,7 @@ pub(crate) fn policy_dir(cfg: &Config) -> Option<PathBuf> {
 /// Builds the engine: from the policy directory, or the built-in example set.
 pub(crate) fn engine(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<PolicyEngine>> {
     let dir = policy_dir(cfg);
-    let ec = EngineConfig {
-        dir: dir.clone(),
-        default: cfg.policy.default,
-        on_block: cfg.policy.on_block,
-        cache_ttl: cfg.policy.cache_ttl,
-        bindings: cfg.policy.bindings.clone(),
-        ..EngineConfig::default()
-    };
+    let ec = crate::settings::policy_settings(cfg, dir.clone());
     let engine = match &dir {
         Some(d) => PolicyEngine::open(ec, clock)
             .with_context(|| format!("loading policies from {}", d.display()))?,

@@ -7,6 +7,7 @@ use crate::credentials::Credentials;
 use crate::identity::{IdentityMetrics, ProxyAuth, TokenService};
 use crate::limits::AgentLimits;
 use crate::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
+use crate::settings;
 use anyhow::Context;
 use portcullis_admin::ControlPlane;
 use portcullis_admin::ReadyCheck;
@@ -85,8 +86,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let store = bootstrap::open_store(&cfg).await?;
-    let classifier =
-        Arc::new(portcullis_llm::Classifier::new(&cfg.llm.providers).context("llm.providers")?);
+    let classifier = Arc::new(
+        portcullis_llm::Classifier::new(&settings::providers(&cfg)).context("llm.providers")?,
+    );
     let agents = Arc::new(AgentRegistry::new());
     let mut demo_secret = None;
     let mut policy_engine = None;
@@ -99,7 +101,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .context("starting the audit pipeline")?;
     let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
     let limits = Arc::new(AgentLimits::in_memory(
-        cfg.limits.clone(),
+        settings::limit_settings(&cfg),
         agents.clone(),
         clock.clone(),
     ));
@@ -334,13 +336,13 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         ..UpstreamRoots::default()
     })
     .context("tls.upstream_ca")?;
-    let rules = cfg.intercept_rules()?;
-    for w in cfg.provider_warnings() {
+    let rules = settings::intercept_rules(cfg)?;
+    for w in settings::provider_warnings(cfg) {
         warn!("{w}");
     }
     Ok(TlsSetup {
         intercept: portcullis_proxy::intercept::Intercept::new(cache, rules, upstream.http1)
-            .with_splice_unknown(t.splice_unknown_hosts()?),
+            .with_splice_unknown(settings::splice_unknown(cfg)?),
         ca_cert,
         bundle,
         generated,
@@ -357,10 +359,7 @@ fn intercept_banner(cfg: &Config) -> String {
     if cfg.tls.intercept_all {
         return "all".to_owned();
     }
-    let hosts = cfg
-        .tls
-        .intercept_hosts(&cfg.llm.providers)
-        .unwrap_or_default();
+    let hosts = settings::intercept_hosts(cfg).unwrap_or_default();
     let skip = if cfg.tls.intercept_defaults {
         portcullis_tls::DEFAULT_INTERCEPT_HOSTS.len()
     } else {
