@@ -101,7 +101,7 @@ pub fn run(cli: Cli) -> ExitCode {
 /// `portcullis ca init`: generates a CA into `dir` unless one is there; returns
 /// what to print.
 fn ca_init(dir: &Path) -> anyhow::Result<String> {
-    use portcullis_tls::{trust_instructions, CaPaths, CertificateAuthority};
+    use portcullis_ca::{trust_instructions, CaPaths, CertificateAuthority};
     let paths = CaPaths::in_dir(dir);
     for p in [&paths.cert, &paths.key] {
         if p.exists() {
@@ -111,7 +111,7 @@ fn ca_init(dir: &Path) -> anyhow::Result<String> {
             );
         }
     }
-    let ca = CertificateAuthority::generate(portcullis_tls::DEFAULT_CA_COMMON_NAME)?;
+    let ca = CertificateAuthority::generate(portcullis_ca::DEFAULT_CA_COMMON_NAME)?;
     let paths = ca.write(dir)?;
     Ok(format!(
         "wrote the gateway CA: {} (key {}, bundle {})\n{}",

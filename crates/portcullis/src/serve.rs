@@ -298,9 +298,8 @@ struct TlsSetup {
 /// Loads (or, with no `tls.ca_cert`, loads or generates in `data/ca/`) the gateway CA,
 /// the upstream roots and the interception rules.
 fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
-    use portcullis_tls::{
-        CaPaths, CertificateAuthority, LeafCache, LeafCacheConfig, UpstreamRoots, UpstreamTls,
-    };
+    use portcullis_ca::{CaPaths, CertificateAuthority, LeafCache, LeafCacheConfig};
+    use portcullis_tls::{UpstreamRoots, UpstreamTls};
     let t = &cfg.tls;
     let (ca, ca_cert, bundle, generated) = match (&t.ca_cert, &t.ca_key) {
         (Some(cert), Some(key)) => {

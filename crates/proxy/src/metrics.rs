@@ -1,7 +1,7 @@
 //! Data-plane metrics, registered once; label handles are resolved per request
 //! only for the bounded label sets.
 
-use portcullis_tls::LeafCache;
+use portcullis_ca::LeafCache;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
