@@ -3,7 +3,7 @@
 //! answer is sent, so the next proxy request sees the change. `/v1/policies...` are
 //! authenticated and role-checked here and answered by [`crate::policies`].
 
-use crate::body::read_json_body;
+use crate::body::{parse_object, read_json_body};
 use crate::control::ControlPlane;
 use crate::credentials;
 use crate::decisions;
@@ -160,20 +160,6 @@ async fn load_owned(cp: &ControlPlane, op: &Operator, id: &str) -> Result<Agent,
     match cp.store().get_agent(id).await.map_err(store_error)? {
         Some(a) if a.tenant == op.tenant => Ok(a),
         _ => Err(agent_not_found()),
-    }
-}
-
-pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request(
-            "invalid_request",
-            "body must be a JSON object",
-        )),
-        Err(_) => Err(ApiError::bad_request(
-            "invalid_json",
-            "body is not valid JSON",
-        )),
     }
 }
 

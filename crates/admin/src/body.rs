@@ -1,4 +1,4 @@
-//! Reading request bodies with a size cap and a deadline.
+//! Reading request bodies with a size cap and a deadline, and the JSON object they hold.
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -6,6 +6,7 @@ use http::Request;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use portcullis_core::{ApiError, ErrorSource, Status};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// Largest request body the admin API accepts (64 KiB); larger is 413.
@@ -47,5 +48,21 @@ pub(crate) async fn read_json_body(req: Request<Incoming>) -> Result<Bytes, ApiE
             "request body could not be read",
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Parses a body that must be one JSON object: 400 `invalid_json` when it is not JSON,
+/// 400 `invalid_request` when it is JSON of another type.
+pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "invalid_request",
+            "body must be a JSON object",
+        )),
+        Err(_) => Err(ApiError::bad_request(
+            "invalid_json",
+            "body is not valid JSON",
+        )),
     }
 }

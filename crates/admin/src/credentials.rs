@@ -2,29 +2,19 @@
 //! it is sealed into the store on `PUT` and never appears in an answer, a log line or an
 //! error. Credentials from the config file are listed read-only (platform tenant only).
 
-use crate::api::parse_object;
-use crate::control::ControlPlane;
-use crate::operator::Operator;
+use crate::body::parse_object;
+use crate::control::{ControlPlane, CredentialsApi};
+use crate::operator::{Operator, DEFAULT_PLATFORM_TENANT};
 use crate::respond::{json_response, store_error};
-use crate::DEFAULT_PLATFORM_TENANT;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_config::CredentialConfig;
 use portcullis_core::{ApiError, ErrorSource, Status};
-use portcullis_store::{SealKey, Store, StoreError, StoredCredential};
+use portcullis_store::{Store, StoreError, StoredCredential};
 use portcullis_tls::HostMatcher;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 use tracing::info;
-
-/// What the credentials endpoints need: the sealing key and the config-declared credentials.
-pub struct CredentialsApi {
-    /// Seals secrets written through the API.
-    pub key: Arc<SealKey>,
-    /// `[[credentials]]` of the config file (read-only here).
-    pub config: Vec<CredentialConfig>,
-}
 
 fn not_found() -> ApiError {
     ApiError::new(

@@ -7,9 +7,8 @@
 //! beside its own; every other tenant never does.
 
 use crate::control::ControlPlane;
-use crate::operator::Operator;
+use crate::operator::{Operator, DEFAULT_PLATFORM_TENANT};
 use crate::respond::{json_response, store_error};
-use crate::DEFAULT_PLATFORM_TENANT;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;

@@ -85,10 +85,10 @@ mod routes;
 mod sim_request;
 
 pub use body::MAX_BODY_BYTES;
-pub use control::{ControlPlane, ReloadHook, WATCH_INTERVAL};
-pub use credentials::{stored_binding, unusable_agents, CredentialsApi, UnusableAgents};
-pub use operator::{Operator, KEY_CACHE_TTL};
-pub use policies::{PolicyApi, DEFAULT_PLATFORM_TENANT, MAX_CONCURRENT_EVALS};
+pub use control::{ControlPlane, CredentialsApi, ReloadHook, WATCH_INTERVAL};
+pub use credentials::{stored_binding, unusable_agents, UnusableAgents};
+pub use operator::{Operator, DEFAULT_PLATFORM_TENANT, KEY_CACHE_TTL};
+pub use policies::{PolicyApi, MAX_CONCURRENT_EVALS};
 pub use sim_request::{RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY};
 
 use bytes::Bytes;

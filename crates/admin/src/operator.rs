@@ -9,6 +9,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::warn;
 
+/// The tenant whose admins may change policy modes unless configured otherwise
+/// (the tenant `portcullis admin key create` uses by default).
+pub const DEFAULT_PLATFORM_TENANT: &str = "default";
+
 /// How long a key lookup (found or not) is trusted. Below one second, so a revocation
 /// through the CLI or the store applies within a second.
 pub const KEY_CACHE_TTL: Duration = Duration::from_millis(500);

@@ -15,10 +15,9 @@
 //! Validation and simulation compile or evaluate Rego off the async threads, at most
 //! [`MAX_CONCURRENT_EVALS`] at a time.
 
-use crate::api::parse_object;
-use crate::body::read_json_body;
+use crate::body::{parse_object, read_json_body};
 use crate::control::ControlPlane;
-use crate::operator::Operator;
+use crate::operator::{Operator, DEFAULT_PLATFORM_TENANT};
 use crate::respond::{agent_not_found, json_response};
 use crate::routes::Route;
 use crate::sim_request::{RequestReader, SimRequest};
@@ -33,10 +32,6 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
-
-/// The tenant whose admins may change policy modes unless configured otherwise
-/// (the tenant `portcullis admin key create` uses by default).
-pub const DEFAULT_PLATFORM_TENANT: &str = "default";
 
 /// Most validations and simulations running at once; more wait their turn.
 pub const MAX_CONCURRENT_EVALS: usize = 2;

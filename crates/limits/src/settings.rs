@@ -3,10 +3,12 @@
 use portcullis_core::{AgentLimits, UtcOffset};
 use serde::{Deserialize, Serialize};
 
-use crate::estimate::DEFAULT_CHARS_PER_TOKEN;
-
 /// Output tokens reserved for an LLM request that does not state `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Request-body bytes per prompt token assumed by
+/// [`estimate_prompt_tokens`](crate::estimate_prompt_tokens).
+pub const DEFAULT_CHARS_PER_TOKEN: u64 = 4;
 
 /// Seconds in a day.
 pub(crate) const DAY_SECS: i64 = 86_400;
