@@ -15,8 +15,8 @@ pub(crate) const DAY_SECS: i64 = 86_400;
 
 /// Limits for one scope (tenant, agent or sub-agent).
 ///
-/// `None` means unlimited. Embedded by the config crate as `[limits]` (defaults) and resolved per
-/// agent with [`LimitSettings::with_overrides`]. Settings are passed to every
+/// `None` means unlimited. Built from the config's `[limits]` (defaults) by the binary and
+/// resolved per agent with [`LimitSettings::with_overrides`]. Settings are passed to every
 /// [`Limiter::acquire`](crate::Limiter::acquire) call, so a change applies to the next request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
