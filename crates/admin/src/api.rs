@@ -3,7 +3,7 @@
 //! answer is sent, so the next proxy request sees the change. `/v1/policies...` are
 //! authenticated and role-checked here and answered by [`crate::policies`].
 
-use crate::body::read_json_body;
+use crate::body::{parse_object, read_json_body};
 use crate::control::ControlPlane;
 use crate::credentials;
 use crate::decisions;
@@ -16,7 +16,7 @@ use http::header::{HeaderValue, ALLOW, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use portcullis_core::{Agent, AgentMode, AgentStatus, ApiError, ErrorSource};
+use portcullis_core::{Agent, AgentMode, AgentStatus, ApiError, ErrorSource, Status};
 use portcullis_identity::{
     generate_secret, hash_secret, validate_agent, AgentConfigUpdate, FieldError, UpdateError,
     ValidationErrors,
@@ -47,7 +47,7 @@ async fn dispatch(
     let path = req.uri().path().to_owned();
     let Some(route) = Route::parse(&path) else {
         return Err(ApiError::new(
-            404,
+            Status::NotFound,
             "not_found",
             "no such endpoint",
             ErrorSource::Client,
@@ -55,7 +55,7 @@ async fn dispatch(
     };
     if !route.allowed().contains(req.method()) {
         let mut r = error(ApiError::new(
-            405,
+            Status::MethodNotAllowed,
             "method_not_allowed",
             format!("use {}", route.allow_header()),
             ErrorSource::Client,
@@ -70,7 +70,7 @@ async fn dispatch(
     let write = route.is_write(req.method());
     if write && !op.can_write() {
         return Err(ApiError::new(
-            403,
+            Status::Forbidden,
             "forbidden",
             "role viewer may only read",
             ErrorSource::Policy,
@@ -160,20 +160,6 @@ async fn load_owned(cp: &ControlPlane, op: &Operator, id: &str) -> Result<Agent,
     match cp.store().get_agent(id).await.map_err(store_error)? {
         Some(a) if a.tenant == op.tenant => Ok(a),
         _ => Err(agent_not_found()),
-    }
-}
-
-pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request(
-            "invalid_request",
-            "body must be a JSON object",
-        )),
-        Err(_) => Err(ApiError::bad_request(
-            "invalid_json",
-            "body is not valid JSON",
-        )),
     }
 }
 
@@ -318,7 +304,7 @@ async fn update_config(
 
 fn revoked_conflict(action: Action) -> ApiError {
     ApiError::new(
-        409,
+        Status::Conflict,
         "agent_revoked",
         format!(
             "agent is revoked; revocation is permanent, cannot {}",

@@ -1,11 +1,12 @@
-//! Reading request bodies with a size cap and a deadline.
+//! Reading request bodies with a size cap and a deadline, and the JSON object they hold.
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::Request;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// Largest request body the admin API accepts (64 KiB); larger is 413.
@@ -16,7 +17,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn too_large() -> ApiError {
     ApiError::new(
-        413,
+        Status::PayloadTooLarge,
         "payload_too_large",
         "request body exceeds 64 KiB",
         ErrorSource::Client,
@@ -36,7 +37,7 @@ pub(crate) async fn read_json_body(req: Request<Incoming>) -> Result<Bytes, ApiE
     let limited = Limited::new(req.into_body(), MAX_BODY_BYTES);
     match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => Err(ApiError::new(
-            408,
+            Status::RequestTimeout,
             "request_timeout",
             "request body not received in time",
             ErrorSource::Client,
@@ -47,5 +48,21 @@ pub(crate) async fn read_json_body(req: Request<Incoming>) -> Result<Bytes, ApiE
             "request body could not be read",
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Parses a body that must be one JSON object: 400 `invalid_json` when it is not JSON,
+/// 400 `invalid_request` when it is JSON of another type.
+pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "invalid_request",
+            "body must be a JSON object",
+        )),
+        Err(_) => Err(ApiError::bad_request(
+            "invalid_json",
+            "body is not valid JSON",
+        )),
     }
 }

@@ -2,11 +2,11 @@
 //! data plane reads, and the operator-key cache. Every write goes to the store first
 //! and is then loaded into the registry, so the next proxy request sees it.
 
-use crate::credentials::CredentialsApi;
 use crate::operator::KeyCache;
+use portcullis_config::CredentialConfig;
 use portcullis_core::Clock;
 use portcullis_identity::Registry;
-use portcullis_store::Store;
+use portcullis_store::{SealKey, Store};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +36,14 @@ pub struct ControlPlane {
     pub(crate) keys: KeyCache,
     hooks: std::sync::Mutex<Vec<Arc<dyn ReloadHook>>>,
     credentials: std::sync::OnceLock<CredentialsApi>,
+}
+
+/// What the credentials endpoints need: the sealing key and the config-declared credentials.
+pub struct CredentialsApi {
+    /// Seals secrets written through the API.
+    pub key: Arc<SealKey>,
+    /// `[[credentials]]` of the config file (read-only here).
+    pub config: Vec<CredentialConfig>,
 }
 
 /// Something else loaded from the store along with the registry (e.g. the stored

@@ -2,33 +2,24 @@
 //! it is sealed into the store on `PUT` and never appears in an answer, a log line or an
 //! error. Credentials from the config file are listed read-only (platform tenant only).
 
-use crate::api::parse_object;
-use crate::control::ControlPlane;
-use crate::operator::Operator;
+use crate::body::parse_object;
+use crate::control::{ControlPlane, CredentialsApi};
+use crate::operator::{Operator, DEFAULT_PLATFORM_TENANT};
 use crate::respond::{json_response, store_error};
-use crate::DEFAULT_PLATFORM_TENANT;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_config::CredentialConfig;
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_credentials::stored_binding;
-use portcullis_store::{SealKey, Store, StoreError, StoredCredential};
+use portcullis_store::{Store, StoreError, StoredCredential};
+use portcullis_tls::HostMatcher;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 use tracing::info;
-
-/// What the credentials endpoints need: the sealing key and the config-declared credentials.
-pub struct CredentialsApi {
-    /// Seals secrets written through the API.
-    pub key: Arc<SealKey>,
-    /// `[[credentials]]` of the config file (read-only here).
-    pub config: Vec<CredentialConfig>,
-}
 
 fn not_found() -> ApiError {
     ApiError::new(
-        404,
+        Status::NotFound,
         "not_found",
         "credential not found",
         ErrorSource::Client,
@@ -38,7 +29,7 @@ fn not_found() -> ApiError {
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
     let reason = reason.into();
     ApiError::new(
-        422,
+        Status::Unprocessable,
         "validation_error",
         format!("{field}: {reason}"),
         ErrorSource::Client,
@@ -132,7 +123,7 @@ fn stored_view(c: &StoredCredential) -> Value {
 fn api(cp: &ControlPlane) -> Result<&CredentialsApi, ApiError> {
     cp.credentials().ok_or_else(|| {
         ApiError::new(
-            404,
+            Status::NotFound,
             "credentials_disabled",
             "credential management is not enabled on this gateway",
             ErrorSource::Client,
@@ -227,6 +218,7 @@ pub(crate) async fn put(
     binding
         .validate_binding("")
         .map_err(|e| invalid(&e.key, e.reason))?;
+    HostMatcher::new(&binding.hosts).map_err(|e| invalid("hosts", e.to_string()))?;
     if let Some(t) = binding.tenants.iter().find(|t| **t != op.tenant) {
         return Err(invalid(
             "tenants",
@@ -235,7 +227,7 @@ pub(crate) async fn put(
     }
     if a.config.iter().any(|c| c.name == name) {
         return Err(ApiError::new(
-            409,
+            Status::Conflict,
             "conflict",
             format!("credential {name:?} is declared in the config file; change it there"),
             ErrorSource::Client,
@@ -300,7 +292,7 @@ pub(crate) async fn delete(
     let a = api(cp)?;
     if a.config.iter().any(|c| c.name == name) {
         return Err(ApiError::new(
-            409,
+            Status::Conflict,
             "conflict",
             format!("credential {name:?} is declared in the config file; remove it there"),
             ErrorSource::Client,

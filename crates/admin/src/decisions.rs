@@ -7,14 +7,13 @@
 //! beside its own; every other tenant never does.
 
 use crate::control::ControlPlane;
-use crate::operator::Operator;
+use crate::operator::{Operator, DEFAULT_PLATFORM_TENANT};
 use crate::respond::{json_response, store_error};
-use crate::DEFAULT_PLATFORM_TENANT;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_audit::{build_query, QueryError};
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_store::AuditQuery;
 use serde_json::json;
 use std::time::UNIX_EPOCH;
@@ -76,7 +75,12 @@ fn is_platform(op: &Operator) -> bool {
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(404, "not_found", "decision not found", ErrorSource::Client)
+    ApiError::new(
+        Status::NotFound,
+        "not_found",
+        "decision not found",
+        ErrorSource::Client,
+    )
 }
 
 fn now_ms(cp: &ControlPlane) -> i64 {

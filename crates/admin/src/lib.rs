@@ -85,10 +85,10 @@ mod routes;
 mod sim_request;
 
 pub use body::MAX_BODY_BYTES;
-pub use control::{ControlPlane, ReloadHook, WATCH_INTERVAL};
-pub use credentials::{unusable_agents, CredentialsApi, UnusableAgents};
-pub use operator::{Operator, KEY_CACHE_TTL};
-pub use policies::{PolicyApi, DEFAULT_PLATFORM_TENANT, MAX_CONCURRENT_EVALS};
+pub use control::{ControlPlane, CredentialsApi, ReloadHook, WATCH_INTERVAL};
+pub use credentials::{unusable_agents, UnusableAgents};
+pub use operator::{Operator, DEFAULT_PLATFORM_TENANT, KEY_CACHE_TTL};
+pub use policies::{PolicyApi, MAX_CONCURRENT_EVALS};
 pub use sim_request::{RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY};
 
 use bytes::Bytes;
@@ -99,7 +99,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use respond::{error, json_response};
 use serde_json::{json, Value};
@@ -202,13 +202,13 @@ impl Admin {
             (true, "/readyz") => self.readyz(),
             (true, "/metrics") => self.metrics(),
             (false, "/healthz" | "/readyz" | "/metrics") => error(ApiError::new(
-                405,
+                Status::MethodNotAllowed,
                 "method_not_allowed",
                 "use GET",
                 ErrorSource::Client,
             )),
             _ => error(ApiError::new(
-                404,
+                Status::NotFound,
                 "not_found",
                 "no such endpoint",
                 ErrorSource::Client,

@@ -2,12 +2,16 @@
 //! the store, with a short-lived cache so a burst of calls costs one query while a
 //! revoked key stops working within [`KEY_CACHE_TTL`].
 
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_store::{sha256_hex, ApiKeyRecord, Role, Store};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::warn;
+
+/// The tenant whose admins may change policy modes unless configured otherwise
+/// (the tenant `portcullis admin key create` uses by default).
+pub const DEFAULT_PLATFORM_TENANT: &str = "default";
 
 /// How long a key lookup (found or not) is trusted. Below one second, so a revocation
 /// through the CLI or the store applies within a second.
@@ -85,7 +89,7 @@ impl KeyCache {
 /// 401 `unauthorized`, the same body whatever was wrong with the credentials.
 pub(crate) fn unauthorized() -> ApiError {
     ApiError::new(
-        401,
+        Status::Unauthorized,
         "unauthorized",
         "a valid operator API key is required: Authorization: Bearer <key>",
         ErrorSource::Client,
@@ -131,7 +135,7 @@ pub(crate) async fn authenticate(
         Err(e) => {
             warn!(error = %e, "operator key lookup failed");
             return Err(ApiError::new(
-                503,
+                Status::ServiceUnavailable,
                 "store_unavailable",
                 "the store is unavailable; try again",
                 ErrorSource::Internal,

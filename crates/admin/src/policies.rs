@@ -15,10 +15,9 @@
 //! Validation and simulation compile or evaluate Rego off the async threads, at most
 //! [`MAX_CONCURRENT_EVALS`] at a time.
 
-use crate::api::parse_object;
-use crate::body::read_json_body;
+use crate::body::{parse_object, read_json_body};
 use crate::control::ControlPlane;
-use crate::operator::Operator;
+use crate::operator::{Operator, DEFAULT_PLATFORM_TENANT};
 use crate::respond::{agent_not_found, json_response};
 use crate::routes::Route;
 use crate::sim_request::{RequestReader, SimRequest};
@@ -26,17 +25,13 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use portcullis_core::{AgentStatus, ApiError, ErrorSource, PolicyMode};
+use portcullis_core::{AgentStatus, ApiError, ErrorSource, PolicyMode, Status};
 use portcullis_identity::{FieldError, Snapshot, ValidationErrors};
 use portcullis_policy::{Binding, EngineError, PolicyEngine, PolicySummary};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
-
-/// The tenant whose admins may change policy modes unless configured otherwise
-/// (the tenant `portcullis admin key create` uses by default).
-pub const DEFAULT_PLATFORM_TENANT: &str = "default";
 
 /// Most validations and simulations running at once; more wait their turn.
 pub const MAX_CONCURRENT_EVALS: usize = 2;
@@ -194,7 +189,7 @@ impl std::fmt::Debug for PolicyApi {
 /// 404 `policy_disabled`: the gateway runs without a policy engine.
 pub(crate) fn disabled() -> ApiError {
     ApiError::new(
-        404,
+        Status::NotFound,
         "policy_disabled",
         "the policy engine is not enabled on this gateway",
         ErrorSource::Client,
@@ -202,7 +197,12 @@ pub(crate) fn disabled() -> ApiError {
 }
 
 fn policy_not_found() -> ApiError {
-    ApiError::new(404, "not_found", "policy not found", ErrorSource::Client)
+    ApiError::new(
+        Status::NotFound,
+        "not_found",
+        "policy not found",
+        ErrorSource::Client,
+    )
 }
 
 /// Answers a `/v1/policies...` route for an authenticated operator whose role already
@@ -228,7 +228,7 @@ pub(crate) async fn handle(
         Route::PolicyMode(name) => {
             if !api.is_platform(op) {
                 return Err(ApiError::new(
-                    403,
+                    Status::Forbidden,
                     "forbidden",
                     format!(
                         "policies are global: only admins of tenant {:?} may change a policy's mode",
@@ -241,7 +241,7 @@ pub(crate) async fn handle(
             set_mode(api, op, name, &body)
         }
         _ => Err(ApiError::new(
-            404,
+            Status::NotFound,
             "not_found",
             "no such endpoint",
             ErrorSource::Client,

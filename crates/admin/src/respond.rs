@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_store::StoreError;
 use serde_json::{json, Value};
 use tracing::warn;
@@ -23,7 +23,7 @@ pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Full<Byte
 
 /// The JSON error body `{"detail","code",...}` with the error's status.
 pub(crate) fn error(e: ApiError) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(status, &e.to_json(None))
 }
 
@@ -37,27 +37,32 @@ pub(crate) fn no_store(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
 /// 404 `not_found` for an agent id, identical whether the agent does not exist or
 /// belongs to another tenant.
 pub(crate) fn agent_not_found() -> ApiError {
-    ApiError::new(404, "not_found", "agent not found", ErrorSource::Client)
+    ApiError::new(
+        Status::NotFound,
+        "not_found",
+        "agent not found",
+        ErrorSource::Client,
+    )
 }
 
 /// Maps a store error to the admin API answer; internals are logged, never answered.
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict { what, id } => ApiError::new(
-            409,
+            Status::Conflict,
             "conflict",
             format!("{what} {id:?} already exists"),
             ErrorSource::Client,
         ),
         StoreError::NotFound { what: "agent", .. } => agent_not_found(),
         StoreError::NotFound { what, .. } => ApiError::new(
-            404,
+            Status::NotFound,
             "not_found",
             format!("{what} not found"),
             ErrorSource::Client,
         ),
         StoreError::Invalid { what, reason } => ApiError::new(
-            422,
+            Status::Unprocessable,
             "validation_error",
             format!("{what}: {reason}"),
             ErrorSource::Client,

@@ -426,7 +426,8 @@ impl TokenService {
             }),
         };
         let resp = LocalResponse {
-            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            status: StatusCode::from_u16(e.status_code())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             headers,
             body: e.to_json(),
         };

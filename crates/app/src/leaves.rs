@@ -2,9 +2,9 @@
 //! tunnels, and its counters as metrics.
 
 use futures_util::future::BoxFuture;
+use portcullis_ca::LeafCache;
 use portcullis_proxy::LeafSource;
 use portcullis_tls::rustls::ServerConfig;
-use portcullis_tls::LeafCache;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntGauge, Registry};

@@ -30,8 +30,6 @@ pub enum AuditFull {
     Closed,
 }
 
-impl AuditFull {}
-
 /// Errors of [`AuditPipeline::start`].
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -3,7 +3,7 @@
 //! as 422 JSON.
 
 use portcullis_core::parse_rfc3339_ms;
-use portcullis_core::{ApiError, ErrorSource};
+use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_store::AuditQuery;
 use serde_json::json;
 
@@ -43,7 +43,7 @@ impl QueryError {
     /// 422 `validation_error` with `errors: [{field, reason}]`, as the admin API answers.
     pub fn to_api_error(&self) -> ApiError {
         ApiError::new(
-            422,
+            Status::Unprocessable,
             "validation_error",
             self.to_string(),
             ErrorSource::Client,

@@ -5,34 +5,29 @@ use serde::Serializer;
 use std::fmt;
 use std::time::Duration;
 
-/// Parses `"250ms"`, `"30s"`, `"10m"`, `"2h"`, `"1d"` or a bare number of seconds.
+/// Parses `"250ms"`, `"30s"`, `"10m"`, `"2h"`, `"1d"` (any form `humantime` reads, e.g.
+/// `"1h 30m"`) or a bare number of seconds. Fractions (`"1.5s"`), which `humantime` reads,
+/// are refused as before: a config states whole units.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    if num.is_empty() {
+    if s.contains('.') {
         return Err(format!(
-            "`{s}` is not a duration (expected e.g. \"30s\", \"10m\")"
+            "`{s}`: fractions are not accepted (use a smaller unit, e.g. \"1500ms\")"
         ));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}`: number out of range"))?;
-    let mult_ms: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "`{s}`: unknown unit `{other}` (use ms, s, m, h or d)"
-            ))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("`{s}`: number out of range"));
+    }
+    humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => format!("`{s}`: duration out of range"),
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)")
         }
-    };
-    n.checked_mul(mult_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{s}`: duration out of range"))
+        _ => format!("`{s}` is not a duration (expected e.g. \"30s\", \"10m\")"),
+    })
 }
 
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -65,6 +60,25 @@ pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
     }
 }
 
+/// An optional duration (`token_ttl` of an agent): the same forms, serialised as seconds.
+pub(crate) mod option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::time::Duration;
+
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(with = "super")] Duration);
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<Wrap>::deserialize(d).map(|o| o.map(|w| w.0))
+    }
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.as_secs()).serialize(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +91,8 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert_eq!(parse_duration(" 30s "), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         for bad in [
             "",
             "s",
@@ -88,5 +104,29 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        assert_eq!(
+            parse_duration("10x").unwrap_err(),
+            "`10x`: unknown unit `x` (use ms, s, m, h or d)"
+        );
+        assert_eq!(
+            parse_duration("18446744073709551615d").unwrap_err(),
+            "`18446744073709551615d`: duration out of range"
+        );
+        assert_eq!(
+            parse_duration("99999999999999999999").unwrap_err(),
+            "`99999999999999999999`: number out of range"
+        );
+        assert_eq!(
+            parse_duration("1.5s").unwrap_err(),
+            "`1.5s`: fractions are not accepted (use a smaller unit, e.g. \"1500ms\")"
+        );
+        assert_eq!(
+            parse_duration("s").unwrap_err(),
+            "`s` is not a duration (expected e.g. \"30s\", \"10m\")"
+        );
     }
 }

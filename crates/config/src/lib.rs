@@ -3,15 +3,77 @@
 //! One TOML document, parsed from a string ([`Config::from_toml`]) and validated
 //! separately ([`Config::validate`]) so tests need no files; [`Config::load`]
 //! adds reading the file. Every key has a default in one place (the `Default`
-//! impls below) and is documented in `config/portcullis.toml`.
+//! impls of each section) and is documented in `config/portcullis.toml`.
+//!
+//! This crate depends on no domain crate: each section is plain serde data, and the
+//! binary maps it onto the settings types of the crates that use it (and runs the checks
+//! that need their logic: host globs, provider entries, limit settings).
 #![warn(missing_docs)]
 
+mod admin;
+mod agents;
+mod audit;
+mod credentials;
 pub mod duration;
-mod model;
+mod identity;
+mod limits;
+mod llm;
+mod log;
+mod policy;
+mod proxy;
+mod sidecar;
+mod store;
+mod tls;
+mod validate;
 
-pub use model::*;
+pub use admin::AdminConfig;
+pub use agents::AgentConfig;
+pub use audit::{AuditConfig, AuditOnFull, AuditSink};
+pub use credentials::{CredentialConfig, CredentialMode};
+pub use identity::IdentityConfig;
+pub use limits::{LimitsConfig, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS};
+pub use llm::{LlmConfig, ProviderConfig, ProviderFormat};
+pub use log::{LogConfig, LogFormat};
+pub use policy::{BindingConfig, DefaultDecision, OnBlock, PolicyConfig};
+pub use proxy::{ProxyConfig, MAX_HEADER_BYTES_LIMIT};
+pub use sidecar::SidecarConfig;
+pub use store::StoreConfig;
+pub use tls::TlsConfig;
 
+use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// The whole configuration document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The agent-facing proxy listener.
+    pub proxy: ProxyConfig,
+    /// The operator-facing admin listener.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Persistence.
+    pub store: StoreConfig,
+    /// Agent identity and tokens.
+    pub identity: IdentityConfig,
+    /// Rego policy.
+    pub policy: PolicyConfig,
+    /// LLM provider recognition.
+    pub llm: LlmConfig,
+    /// Sidecar mode: one agent per gateway, loopback clients need no credentials.
+    pub sidecar: SidecarConfig,
+    /// The audit trail.
+    pub audit: AuditConfig,
+    /// Agents declared in the config (GitOps), upserted at start.
+    pub agents: Vec<AgentConfig>,
+    /// TLS interception of CONNECT tunnels.
+    pub tls: TlsConfig,
+    /// Default per-agent rate limits and token budgets (`[agents.limits]` overrides them).
+    pub limits: LimitsConfig,
+    /// Provider credentials the gateway injects into allowed requests.
+    pub credentials: Vec<CredentialConfig>,
+}
 
 /// A configuration error naming the offending key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,7 +110,8 @@ impl Config {
         })
     }
 
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file (the checks of [`Config::validate`]; the
+    /// caller runs the domain checks on top).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let src = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
@@ -68,3 +131,6 @@ fn toml_error(key: &str, e: &toml::de::Error) -> ConfigError {
         .unwrap_or_default();
     ConfigError::new(key, format!("{msg}{at}"))
 }
+
+#[cfg(test)]
+mod tests;

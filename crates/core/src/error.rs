@@ -17,6 +17,106 @@ pub enum ErrorSource {
     Internal,
 }
 
+/// The HTTP status of an answer, by meaning. [`Status::code`] is the one place the numbers
+/// live; everything that decides an answer names a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// 200: an established tunnel (a tunnel the gateway later closed is recorded with it).
+    Ok,
+    /// 400: the request is malformed.
+    BadRequest,
+    /// 401: the caller did not authenticate (admin API, token endpoint).
+    Unauthorized,
+    /// 403: authenticated but refused (policy, SSRF guard, port, role).
+    Forbidden,
+    /// 404: no such resource.
+    NotFound,
+    /// 405: the method is not allowed on this path.
+    MethodNotAllowed,
+    /// 407: the proxy needs (valid) agent credentials.
+    ProxyAuthRequired,
+    /// 408: the client was too slow to send its request.
+    RequestTimeout,
+    /// 409: the resource already exists or changed meanwhile.
+    Conflict,
+    /// 413: the body is larger than allowed.
+    PayloadTooLarge,
+    /// 414: the request target is longer than allowed.
+    UriTooLong,
+    /// 422: well-formed but invalid content.
+    Unprocessable,
+    /// 429: a rate limit, budget or throttle refused the request.
+    TooManyRequests,
+    /// 431: the request headers are larger than allowed.
+    HeadersTooLarge,
+    /// 500: a bug or resource problem inside the gateway.
+    Internal,
+    /// 502: the upstream failed.
+    BadGateway,
+    /// 503: a dependency (store, audit, policy) is unavailable.
+    ServiceUnavailable,
+    /// 504: the upstream timed out.
+    GatewayTimeout,
+}
+
+impl Status {
+    /// The HTTP status code.
+    pub const fn code(self) -> u16 {
+        match self {
+            Self::Ok => 200,
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::ProxyAuthRequired => 407,
+            Self::RequestTimeout => 408,
+            Self::Conflict => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UriTooLong => 414,
+            Self::Unprocessable => 422,
+            Self::TooManyRequests => 429,
+            Self::HeadersTooLarge => 431,
+            Self::Internal => 500,
+            Self::BadGateway => 502,
+            Self::ServiceUnavailable => 503,
+            Self::GatewayTimeout => 504,
+        }
+    }
+
+    /// Whether a client may retry: rate limits and server-side failures.
+    pub const fn retryable(self) -> bool {
+        matches!(
+            self,
+            Self::TooManyRequests
+                | Self::Internal
+                | Self::BadGateway
+                | Self::ServiceUnavailable
+                | Self::GatewayTimeout
+        )
+    }
+
+    /// The Anthropic error `type` for this status.
+    fn anthropic_type(self) -> &'static str {
+        match self {
+            Self::BadRequest | Self::Unprocessable => "invalid_request_error",
+            Self::Unauthorized | Self::ProxyAuthRequired => "authentication_error",
+            Self::Forbidden => "permission_error",
+            Self::NotFound => "not_found_error",
+            Self::PayloadTooLarge => "request_too_large",
+            Self::TooManyRequests => "rate_limit_error",
+            Self::ServiceUnavailable => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
 /// Which provider's error envelope to add so the provider SDK shows our reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorEnvelope {
@@ -30,8 +130,8 @@ pub enum ErrorEnvelope {
 /// optional extra fields (`policy`, `decision_id`, `limit`, ...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
-    /// HTTP status code.
-    pub status: u16,
+    /// HTTP status; [`ApiError::status_code`] gives the number.
+    pub status: Status,
     /// Stable machine readable code, e.g. `policy_denied`.
     pub code: Cow<'static, str>,
     /// Human readable explanation.
@@ -47,7 +147,7 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(
-        status: u16,
+        status: Status,
         code: impl Into<Cow<'static, str>>,
         detail: impl Into<Cow<'static, str>>,
         source: ErrorSource,
@@ -62,6 +162,11 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status code, for the layers that write the response.
+    pub fn status_code(&self) -> u16 {
+        self.status.code()
+    }
+
     /// Sets the `Retry-After` seconds (at least 1).
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs.max(1));
@@ -70,17 +175,22 @@ impl ApiError {
 
     /// 400 from a malformed client request.
     pub fn bad_request(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(400, code, detail, ErrorSource::Client)
+        Self::new(Status::BadRequest, code, detail, ErrorSource::Client)
     }
 
     /// 403 forbidden (policy, SSRF guard, port).
     pub fn forbidden(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(403, code, detail, ErrorSource::Policy)
+        Self::new(Status::Forbidden, code, detail, ErrorSource::Policy)
     }
 
     /// 500 internal error; the detail must not leak internals.
     pub fn internal(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(500, "internal_error", detail, ErrorSource::Internal)
+        Self::new(
+            Status::Internal,
+            "internal_error",
+            detail,
+            ErrorSource::Internal,
+        )
     }
 
     /// Adds an extra top-level field.
@@ -91,7 +201,7 @@ impl ApiError {
 
     /// Whether a client may retry (429 and 5xx only).
     pub fn retryable(&self) -> bool {
-        self.status == 429 || self.status >= 500
+        self.status.retryable()
     }
 
     /// The JSON body, optionally with a provider envelope.
@@ -119,7 +229,7 @@ impl ApiError {
                 m.insert(
                     "error".into(),
                     serde_json::json!({
-                        "type": anthropic_type(self.status),
+                        "type": self.status.anthropic_type(),
                         "message": self.detail.as_ref(),
                     }),
                 );
@@ -133,19 +243,6 @@ impl ApiError {
         let mut v = serde_json::to_vec(&self.to_json(envelope)).unwrap_or_default();
         v.push(b'\n');
         v
-    }
-}
-
-fn anthropic_type(status: u16) -> &'static str {
-    match status {
-        400 | 422 => "invalid_request_error",
-        401 | 407 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        _ => "api_error",
     }
 }
 
@@ -177,8 +274,13 @@ mod tests {
 
     #[test]
     fn retry_after_is_kept_apart_from_the_body() {
-        let e = ApiError::new(429, "auth_throttled", "slow down", ErrorSource::Client)
-            .with_retry_after(0);
+        let e = ApiError::new(
+            Status::TooManyRequests,
+            "auth_throttled",
+            "slow down",
+            ErrorSource::Client,
+        )
+        .with_retry_after(0);
         assert_eq!(e.retry_after_secs, Some(1));
         assert_eq!(
             e.to_json(None),
@@ -189,7 +291,12 @@ mod tests {
 
     #[test]
     fn envelopes() {
-        let e = ApiError::new(429, "rate_limited", "slow down", ErrorSource::Policy);
+        let e = ApiError::new(
+            Status::TooManyRequests,
+            "rate_limited",
+            "slow down",
+            ErrorSource::Policy,
+        );
         assert!(e.retryable());
         let o = e.to_json(Some(ErrorEnvelope::OpenAi));
         assert_eq!(o["error"]["message"], "slow down");
@@ -199,5 +306,35 @@ mod tests {
         assert_eq!(a["type"], "error");
         assert_eq!(a["error"]["type"], "rate_limit_error");
         assert_eq!(a["detail"], "slow down");
+    }
+
+    #[test]
+    fn status_numbers_and_display() {
+        let table = [
+            (Status::BadRequest, 400, false),
+            (Status::Unauthorized, 401, false),
+            (Status::Forbidden, 403, false),
+            (Status::NotFound, 404, false),
+            (Status::MethodNotAllowed, 405, false),
+            (Status::ProxyAuthRequired, 407, false),
+            (Status::RequestTimeout, 408, false),
+            (Status::Conflict, 409, false),
+            (Status::PayloadTooLarge, 413, false),
+            (Status::UriTooLong, 414, false),
+            (Status::Unprocessable, 422, false),
+            (Status::TooManyRequests, 429, true),
+            (Status::HeadersTooLarge, 431, false),
+            (Status::Internal, 500, true),
+            (Status::BadGateway, 502, true),
+            (Status::ServiceUnavailable, 503, true),
+            (Status::GatewayTimeout, 504, true),
+        ];
+        for (s, code, retry) in table {
+            assert_eq!((s.code(), s.retryable()), (code, retry), "{s:?}");
+            assert_eq!(s.to_string(), code.to_string());
+        }
+        let e = ApiError::forbidden("policy_denied", "no");
+        assert_eq!(e.status_code(), 403);
+        assert_eq!(e.to_string(), "403 policy_denied: no");
     }
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use portcullis_core::{
-    is_valid_id, AgentMode, AgentStatus, ApiError, Clock, ErrorSource, Principal, TokenInfo,
+    is_valid_id, AgentMode, AgentStatus, ApiError, Clock, ErrorSource, Principal, Status, TokenInfo,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -92,12 +92,13 @@ impl AuthError {
         }
     }
 
-    /// HTTP status: 403 for a disabled agent, 429 when throttled, else 407.
-    pub fn status(&self) -> u16 {
+    /// HTTP status: forbidden for a disabled agent, too many requests when throttled,
+    /// else proxy authentication required.
+    pub fn status(&self) -> Status {
         match self {
-            Self::AgentDisabled => 403,
-            Self::Throttled(_) => 429,
-            _ => 407,
+            Self::AgentDisabled => Status::Forbidden,
+            Self::Throttled(_) => Status::TooManyRequests,
+            _ => Status::ProxyAuthRequired,
         }
     }
 

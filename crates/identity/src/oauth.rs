@@ -12,7 +12,7 @@ use crate::secret::verify_secret_digest;
 use crate::throttle::{AuthThrottle, Fingerprint, Presented, Throttled};
 use crate::token::{IssuedToken, TokenIssuer};
 use base64::Engine as _;
-use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentMode, AgentStatus};
+use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentMode, AgentStatus, Status};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -35,8 +35,8 @@ const MAX_FORM_PAIRS: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {error}: {error_description}")]
 pub struct OAuthError {
-    /// HTTP status (400, 401, 403; 500 if signing fails).
-    pub status: u16,
+    /// HTTP status (bad request, unauthorized, forbidden; internal if signing fails).
+    pub status: Status,
     /// OAuth error code (`invalid_request`, `invalid_client`, `invalid_grant`,
     /// `unsupported_grant_type`, `invalid_scope`, `server_error`).
     pub error: &'static str,
@@ -50,7 +50,7 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    fn new(status: u16, error: &'static str, desc: impl Into<Cow<'static, str>>) -> Self {
+    fn new(status: Status, error: &'static str, desc: impl Into<Cow<'static, str>>) -> Self {
         Self {
             status,
             error,
@@ -64,7 +64,7 @@ impl OAuthError {
     /// the seconds to wait; the same whichever bucket refused.
     pub fn throttled(t: &Throttled) -> Self {
         let mut e = Self::new(
-            429,
+            Status::TooManyRequests,
             "temporarily_unavailable",
             "too many failed authentication attempts; retry later",
         );
@@ -75,17 +75,17 @@ impl OAuthError {
 
     /// 400 `invalid_request`.
     pub fn invalid_request(desc: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(400, "invalid_request", desc)
+        Self::new(Status::BadRequest, "invalid_request", desc)
     }
 
     /// 401 `invalid_client`.
     pub fn invalid_client(desc: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(401, "invalid_client", desc)
+        Self::new(Status::Unauthorized, "invalid_client", desc)
     }
 
     /// 403 `invalid_scope`: a scope the agent may not have, or a `kind=token` policy denial.
     pub fn scope_denied(desc: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(403, "invalid_scope", desc)
+        Self::new(Status::Forbidden, "invalid_scope", desc)
     }
 
     /// The JSON body: `error`, `error_description`, `detail`, `code`.
@@ -111,9 +111,14 @@ impl OAuthError {
         matches!(self.code, "invalid_scope" | "agent_disabled")
     }
 
+    /// The HTTP status code, for the layer that writes the response.
+    pub fn status_code(&self) -> u16 {
+        self.status.code()
+    }
+
     /// `WWW-Authenticate` value for a 401 (RFC 6749 §5.2).
     pub fn www_authenticate(&self) -> Option<&'static str> {
-        (self.status == 401).then_some("Basic realm=\"portcullis\"")
+        (self.status == Status::Unauthorized).then_some("Basic realm=\"portcullis\"")
     }
 
     /// Bounded label for `portcullis_tokens_issued_total{result}`.
@@ -215,7 +220,7 @@ impl TokenRequest {
             Some("client_credentials") => {}
             Some(_) => {
                 return Err(OAuthError::new(
-                    400,
+                    Status::BadRequest,
                     "unsupported_grant_type",
                     "only client_credentials is supported",
                 ))
@@ -285,7 +290,7 @@ impl TokenRequest {
             }
         }
         if entry.agent.mode == AgentMode::Disabled {
-            let mut e = OAuthError::new(400, "invalid_grant", "agent disabled");
+            let mut e = OAuthError::new(Status::BadRequest, "invalid_grant", "agent disabled");
             e.code = "agent_disabled";
             return Err(refuse(e));
         }
@@ -386,7 +391,7 @@ pub fn issue_token(
 ) -> Result<TokenGrant, OAuthError> {
     let token = issuer
         .issue(&request.agent, &request.scopes, now_unix)
-        .map_err(|_| OAuthError::new(500, "server_error", "cannot sign token"))?;
+        .map_err(|_| OAuthError::new(Status::Internal, "server_error", "cannot sign token"))?;
     Ok(TokenGrant {
         agent: request.agent.clone(),
         token,
@@ -491,11 +496,19 @@ fn parse_scope(scope: Option<&str>) -> Result<Option<Vec<String>>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
     for s in scope.split(' ').filter(|s| !s.is_empty()) {
         if !is_valid_scope(s) {
-            return Err(OAuthError::new(400, "invalid_scope", "malformed scope"));
+            return Err(OAuthError::new(
+                Status::BadRequest,
+                "invalid_scope",
+                "malformed scope",
+            ));
         }
         if !out.iter().any(|o| o == s) {
             if out.len() == MAX_REQUESTED_SCOPES {
-                return Err(OAuthError::new(400, "invalid_scope", "too many scopes"));
+                return Err(OAuthError::new(
+                    Status::BadRequest,
+                    "invalid_scope",
+                    "too many scopes",
+                ));
             }
             out.push(s.to_owned());
         }

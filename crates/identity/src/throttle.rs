@@ -23,7 +23,7 @@
 //! refilled is forgotten, and when a map is full of throttled keys the one closest to
 //! refilling makes room. Time comes from the injected [`Clock`].
 
-use portcullis_core::{ApiError, Clock, ErrorSource};
+use portcullis_core::{ApiError, Clock, ErrorSource, Status};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -96,7 +96,7 @@ impl Throttled {
     /// is the same for both scopes, so it does not tell whether a claimed agent exists.
     pub fn to_api_error(&self) -> ApiError {
         ApiError::new(
-            429,
+            Status::TooManyRequests,
             "auth_throttled",
             "too many failed authentication attempts; retry later",
             ErrorSource::Client,

@@ -3,7 +3,7 @@
 
 use crate::secret::parse_sha256_hex;
 use portcullis_core::{
-    is_valid_id, is_valid_scope, Agent, AgentLimits, AgentMode, ApiError, RiskLevel,
+    is_valid_id, is_valid_scope, Agent, AgentLimits, AgentMode, ApiError, RiskLevel, Status,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -68,7 +68,7 @@ impl ValidationErrors {
     pub fn to_api_error(&self) -> ApiError {
         let errors = serde_json::to_value(&self.0).unwrap_or(Value::Null);
         ApiError::new(
-            422,
+            Status::Unprocessable,
             "validation_error",
             self.to_string(),
             portcullis_core::ErrorSource::Client,

@@ -1,9 +1,6 @@
 //! The worst-case token reservation of an LLM request, and the prompt estimate behind it.
 
-use crate::settings::LimitSettings;
-
-/// Request-body bytes per prompt token assumed by [`estimate_prompt_tokens`].
-pub const DEFAULT_CHARS_PER_TOKEN: u64 = 4;
+use crate::settings::{LimitSettings, DEFAULT_CHARS_PER_TOKEN};
 
 /// Estimated prompt tokens of a request body of `body_len_bytes` bytes, assuming
 /// [`DEFAULT_CHARS_PER_TOKEN`] (4) bytes per token, rounded up.

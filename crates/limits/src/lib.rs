@@ -99,12 +99,11 @@ mod permit;
 mod scope;
 mod settings;
 
-pub use estimate::{
-    estimate_prompt_tokens, estimate_prompt_tokens_with, TokenReservation, DEFAULT_CHARS_PER_TOKEN,
-};
+pub use estimate::{estimate_prompt_tokens, estimate_prompt_tokens_with, TokenReservation};
 pub use limiter::Limiter;
 pub use memory::MemoryLimiter;
 pub use outcome::{LimitKind, RateInfo, Refusal, UsageSnapshot};
 pub use permit::{Admission, Lease, Permit};
+pub use portcullis_core::UtcOffset;
 pub use scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
-pub use settings::{LimitSettings, SettingsError, UtcOffset, DEFAULT_MAX_TOKENS};
+pub use settings::{LimitSettings, SettingsError, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS};

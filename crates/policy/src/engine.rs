@@ -11,6 +11,7 @@ use crate::ids::DecisionIds;
 use crate::input::PolicyInput;
 use crate::loader::read_dir;
 use crate::mask::FieldMask;
+use crate::plan::{Applicable, EvalStrategy};
 use arc_swap::ArcSwap;
 use portcullis_core::{AgentMode, Clock, Decision, PolicyMode};
 use serde::Serialize;
@@ -38,23 +39,6 @@ pub struct EngineConfig {
     pub bindings: Vec<Binding>,
     /// How the RVM evaluates the applicable policies.
     pub strategy: EvalStrategy,
-}
-
-/// How the applicable policies of a request are evaluated on the RVM.
-///
-/// Measured on the example set (4 policies, all applicable; `benches/eval.rs`, loaded 2-core
-/// machine): one entry point per policy 43–55 µs, one pass over the generated wrapper
-/// 49–53 µs, i.e. equal within noise. Per policy also skips policies that do not apply and
-/// isolates a failing policy without a second run, so `Auto` evaluates per policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EvalStrategy {
-    /// The measured faster strategy (currently per policy).
-    #[default]
-    Auto,
-    /// Always one pass over every policy.
-    OnePass,
-    /// Always one entry point per applicable policy.
-    PerPolicy,
 }
 
 impl Default for EngineConfig {
@@ -143,14 +127,6 @@ pub(crate) struct State {
     pub(crate) all_cacheable: bool,
     /// Union of every policy's input fields.
     pub(crate) set_mask: FieldMask,
-}
-
-/// One applicable policy for a request.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Applicable {
-    pub(crate) index: usize,
-    pub(crate) mode: PolicyMode,
-    pub(crate) on_block: Option<OnBlock>,
 }
 
 impl State {

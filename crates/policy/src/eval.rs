@@ -2,7 +2,7 @@
 
 use crate::combine::PolicyResult;
 use crate::compile::{CompiledSet, PolicyMeta, ENTRY_ALL};
-use crate::engine::{Applicable, EvalStrategy};
+use crate::plan::{Applicable, EvalStrategy};
 use regorus::Value;
 
 /// Evaluates the applicable policies on the VM, per policy or in one pass (see

@@ -177,7 +177,10 @@ mod tests {
         assert_eq!(i.body, None);
         let mut up = HeaderMap::new();
         up.insert(http::header::UPGRADE, "websocket".parse().unwrap());
-        up.insert(http::header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        up.insert(
+            http::header::CONNECTION,
+            "keep-alive, Upgrade".parse().unwrap(),
+        );
         let i = inspect_buffered(&c, &chat, &up, body, 1024);
         assert_eq!((i.llm.unwrap().model, i.body), (None, None));
         let other = head("POST", "api.stripe.com", "/v1/charges");

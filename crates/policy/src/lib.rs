@@ -28,6 +28,7 @@ mod input;
 mod loader;
 mod mask;
 mod overrides;
+mod plan;
 mod scan;
 mod simulate;
 mod stub;
@@ -41,8 +42,7 @@ pub use combine::{
 };
 pub use compile::{compile, CompiledSet, PolicyMeta, SourceFile, POLICY_PREFIX};
 pub use engine::{
-    EngineConfig, EngineStats, EvalStrategy, PolicyEngine, PolicyOutcome, PolicySummary,
-    ReloadStatus,
+    EngineConfig, EngineStats, PolicyEngine, PolicyOutcome, PolicySummary, ReloadStatus,
 };
 pub use error::{EngineError, ErrorReport, PolicyError, Stage};
 pub use facts::{build_input, inspect_buffered, ExchangeFacts, Inspected};
@@ -55,6 +55,7 @@ pub use loader::{example_sources, read_dir};
 pub use overrides::{
     method_override, AMBIGUOUS_METHOD, METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAM,
 };
+pub use plan::EvalStrategy;
 pub use simulate::{
     decision_json, principal_json, validate_sources, validate_with, with_principal, CoverageFile,
     PolicyTrace, Simulation,

@@ -144,11 +144,7 @@ pub(crate) fn evaluate_interpreter(
     state: &State,
     subject: &Subject<'_>,
     doc: &Json,
-) -> (
-    Vec<Applied>,
-    Vec<PolicyTrace>,
-    Vec<crate::engine::Applicable>,
-) {
+) -> (Vec<Applied>, Vec<PolicyTrace>, Vec<crate::plan::Applicable>) {
     let applicable = state.applicable(subject);
     let mut engine = set.engine.clone();
     engine.set_input(regorus::Value::from(doc.clone()));

@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use portcullis_config::{AgentConfig, Config};
 use portcullis_core::{Agent, AgentSource, AgentStatus, Clock};
 use portcullis_identity::{generate_secret, hash_secret, SigningKey};
-use portcullis_policy::{example_sources, EngineConfig, PolicyEngine};
+use portcullis_policy::{example_sources, PolicyEngine};
 use portcullis_store::{SealKey, Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -197,14 +197,7 @@ pub(crate) fn policy_engine(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<PolicyEngine>> {
     let dir = policy_dir(cfg);
-    let ec = EngineConfig {
-        dir: dir.clone(),
-        default: cfg.policy.default,
-        on_block: cfg.policy.on_block,
-        cache_ttl: cfg.policy.cache_ttl,
-        bindings: cfg.policy.bindings.clone(),
-        ..EngineConfig::default()
-    };
+    let ec = crate::settings::policy_settings(cfg, dir.clone());
     let engine = match &dir {
         Some(d) => PolicyEngine::open(ec, clock)
             .with_context(|| format!("loading policies from {}", d.display()))?,

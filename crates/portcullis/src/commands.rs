@@ -155,6 +155,8 @@ pub(crate) async fn credential(cfg: &Config, action: CredentialAction) -> anyhow
             binding
                 .validate_binding("")
                 .map_err(|e| anyhow!("--{}: {}", e.key.replace('_', "-"), e.reason))?;
+            portcullis_tls::HostMatcher::new(&binding.hosts)
+                .map_err(|e| anyhow!("--hosts: {e}"))?;
             let unusable =
                 portcullis_admin::unusable_agents(&store, &tenant, &binding.agents).await?;
             if !unusable.is_empty() {
@@ -449,7 +451,8 @@ async fn eval(cfg: &Config, input: &std::path::Path, agent: Option<&str>) -> any
         }
         let reader = portcullis_admin::RequestReader {
             classifier: Arc::new(
-                portcullis_llm::Classifier::new(&cfg.llm.providers).context("llm.providers")?,
+                portcullis_llm::Classifier::new(&crate::settings::providers(cfg))
+                    .context("llm.providers")?,
             ),
             max_inspect_body: cfg.proxy.max_inspect_body,
         };

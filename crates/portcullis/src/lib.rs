@@ -7,6 +7,7 @@ mod bootstrap;
 pub mod cli;
 mod commands;
 mod serve;
+pub mod settings;
 
 use cli::{Cli, Command};
 use portcullis_config::Config;
@@ -95,7 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
 /// `portcullis ca init`: generates a CA into `dir` unless one is there; returns
 /// what to print.
 fn ca_init(dir: &Path) -> anyhow::Result<String> {
-    use portcullis_tls::{trust_instructions, CaPaths, CertificateAuthority};
+    use portcullis_ca::{trust_instructions, CaPaths, CertificateAuthority};
     let paths = CaPaths::in_dir(dir);
     for p in [&paths.cert, &paths.key] {
         if p.exists() {
@@ -105,7 +106,7 @@ fn ca_init(dir: &Path) -> anyhow::Result<String> {
             );
         }
     }
-    let ca = CertificateAuthority::generate(portcullis_tls::DEFAULT_CA_COMMON_NAME)?;
+    let ca = CertificateAuthority::generate(portcullis_ca::DEFAULT_CA_COMMON_NAME)?;
     let paths = ca.write(dir)?;
     Ok(format!(
         "wrote the gateway CA: {} (key {}, bundle {})\n{}",
@@ -116,15 +117,18 @@ fn ca_init(dir: &Path) -> anyhow::Result<String> {
     ))
 }
 
+/// Reads and validates the config (the config's own checks, then the domain checks of
+/// [`settings::validate`]); an invalid one is reported and exits with [`EXIT_CONFIG`].
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     let res = match path {
         Some(p) => Config::load(p),
         None => Ok(Config::default()),
     };
-    res.map_err(|e| {
-        eprintln!("portcullis: {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+    res.and_then(|cfg| settings::validate(&cfg).map(|()| cfg))
+        .map_err(|e| {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })
 }
 
 /// Runs a store-backed command on a small runtime; errors exit 1.

@@ -2,6 +2,7 @@
 //! banner, run until SIGTERM/SIGINT, drain, exit 0.
 
 use crate::bootstrap;
+use crate::settings;
 use anyhow::Context;
 use portcullis_admin::ControlPlane;
 use portcullis_admin::ReadyCheck;
@@ -87,8 +88,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let store = bootstrap::open_store(&cfg).await?;
-    let classifier =
-        Arc::new(portcullis_llm::Classifier::new(&cfg.llm.providers).context("llm.providers")?);
+    let classifier = Arc::new(
+        portcullis_llm::Classifier::new(&settings::providers(&cfg)).context("llm.providers")?,
+    );
     let agents = Arc::new(AgentRegistry::new());
     let mut demo_secret = None;
     let mut policy_engine = None;
@@ -101,7 +103,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .context("starting the audit pipeline")?;
     let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
     let limits = Arc::new(AgentLimits::in_memory(
-        cfg.limits.clone(),
+        settings::limit_settings(&cfg),
         agents.clone(),
         clock.clone(),
     ));
@@ -297,9 +299,8 @@ struct TlsSetup {
 /// Loads (or, with no `tls.ca_cert`, loads or generates in `data/ca/`) the gateway CA,
 /// the upstream roots and the interception rules.
 fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
-    use portcullis_tls::{
-        CaPaths, CertificateAuthority, LeafCache, LeafCacheConfig, UpstreamRoots, UpstreamTls,
-    };
+    use portcullis_ca::{CaPaths, CertificateAuthority, LeafCache, LeafCacheConfig};
+    use portcullis_tls::{UpstreamRoots, UpstreamTls};
     let t = &cfg.tls;
     let (ca, ca_cert, bundle, generated) = match (&t.ca_cert, &t.ca_key) {
         (Some(cert), Some(key)) => {
@@ -335,13 +336,13 @@ fn intercept(cfg: &Config, registry: &Registry) -> anyhow::Result<TlsSetup> {
         ..UpstreamRoots::default()
     })
     .context("tls.upstream_ca")?;
-    let rules = cfg.intercept_rules()?;
-    for w in cfg.provider_warnings() {
+    let rules = settings::intercept_rules(cfg)?;
+    for w in settings::provider_warnings(cfg) {
         warn!("{w}");
     }
     Ok(TlsSetup {
         intercept: portcullis_proxy::Intercept::new(Arc::new(Leaves(cache)), rules, upstream.http1)
-            .with_splice_unknown(t.splice_unknown_hosts()?),
+            .with_splice_unknown(settings::splice_unknown(cfg)?),
         ca_cert,
         bundle,
         generated,
@@ -358,10 +359,7 @@ fn intercept_banner(cfg: &Config) -> String {
     if cfg.tls.intercept_all {
         return "all".to_owned();
     }
-    let hosts = cfg
-        .tls
-        .intercept_hosts(&cfg.llm.providers)
-        .unwrap_or_default();
+    let hosts = settings::intercept_hosts(cfg).unwrap_or_default();
     let skip = if cfg.tls.intercept_defaults {
         portcullis_tls::DEFAULT_INTERCEPT_HOSTS.len()
     } else {

@@ -204,7 +204,7 @@ mod tests {
         let d = DialError::tls_handshake(&target, &e);
         assert_eq!(d.metric_kind(), Some("tls"));
         let refusal = crate::refusal::Refusal::from(d);
-        assert_eq!(refusal.status(), http::StatusCode::BAD_GATEWAY);
+        assert_eq!(refusal.status(), portcullis_core::Status::BadGateway);
         assert_eq!(refusal.code(), "upstream_tls_error");
         let detail = refusal.detail();
         assert_eq!(

@@ -199,7 +199,7 @@ impl Exchange {
             self.record.reasons.push(why);
         }
         let outcome = Outcome {
-            status: refusal.status().as_u16(),
+            status: refusal.status().code(),
             error: Some(refusal.code()),
             ..Outcome::default()
         };

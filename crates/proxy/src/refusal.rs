@@ -8,8 +8,7 @@ use crate::metrics::ProxyMetrics;
 use crate::path::PathError;
 use crate::ssrf::Denied;
 use crate::target::TargetError;
-use http::StatusCode;
-use portcullis_core::{Decision, ErrorSource, Verdict};
+use portcullis_core::{Decision, ErrorSource, Status, Verdict};
 use portcullis_limits::Refusal as LimitRefusal;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -263,27 +262,28 @@ impl Refusal {
     /// The status answered (and recorded). For tunnel refusals, which close the tunnel
     /// instead of answering, the status recorded: 403 for an SNI mismatch, 200 (the tunnel
     /// was established) for a refused protocol.
-    pub fn status(&self) -> StatusCode {
+    pub fn status(&self) -> Status {
         match self {
             Refusal::Auth(a) => match a.kind {
-                AuthFailureKind::Unauthenticated => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-                AuthFailureKind::Disabled => StatusCode::FORBIDDEN,
-                AuthFailureKind::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+                AuthFailureKind::Unauthenticated => Status::ProxyAuthRequired,
+                AuthFailureKind::Disabled => Status::Forbidden,
+                AuthFailureKind::Throttled { .. } => Status::TooManyRequests,
             },
             Refusal::Malformed(m) => m.status(),
             Refusal::Port(_)
             | Refusal::Destination(_)
             | Refusal::HostMismatch(_)
             | Refusal::Policy(_)
-            | Refusal::SniMismatch => StatusCode::FORBIDDEN,
-            Refusal::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            | Refusal::SniMismatch => Status::Forbidden,
+            Refusal::Limited(_) => Status::TooManyRequests,
             Refusal::AuditUnavailable(_)
             | Refusal::CredentialUnavailable(_)
-            | Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Upstream(Upstream::Dial(DialError::Timeout(_))) => StatusCode::GATEWAY_TIMEOUT,
-            Refusal::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Refusal::NotFound => StatusCode::NOT_FOUND,
-            Refusal::TunnelProtocol { .. } => StatusCode::OK,
+            | Refusal::Overloaded => Status::ServiceUnavailable,
+            Refusal::Upstream(Upstream::Dial(DialError::Timeout(_))) => Status::GatewayTimeout,
+            Refusal::Upstream(_) => Status::BadGateway,
+            Refusal::NotFound => Status::NotFound,
+            // The tunnel was established (200); it is closed, not answered.
+            Refusal::TunnelProtocol { .. } => Status::Ok,
         }
     }
 
@@ -480,14 +480,14 @@ impl Refusal {
 }
 
 impl Malformed {
-    fn status(&self) -> StatusCode {
+    fn status(&self) -> Status {
         match self {
             Malformed::TooManyHeaders { .. } | Malformed::HeadTooLarge { .. } => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                Status::HeadersTooLarge
             }
-            Malformed::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
-            Malformed::LocalBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
+            Malformed::BodyStalled(_) => Status::RequestTimeout,
+            Malformed::LocalBodyTooLarge(_) => Status::PayloadTooLarge,
+            _ => Status::BadRequest,
         }
     }
 

@@ -6,7 +6,7 @@
 use crate::body::{full, ProxyBody};
 use crate::refusal::{AuthFailureKind, Refusal, Stub};
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, PROXY_AUTHENTICATE, RETRY_AFTER};
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Response, StatusCode};
 use hyper::ext::ReasonPhrase;
 use portcullis_core::{ApiError, ErrorEnvelope};
 
@@ -19,10 +19,11 @@ pub const X_PORTCULLIS_DECISION_ID: &str = "x-portcullis-decision-id";
 pub fn refusal_response(refusal: &Refusal, envelope: Option<ErrorEnvelope>) -> Response<ProxyBody> {
     let status = refusal.status();
     let code = refusal.code();
-    let mut err = ApiError::new(status.as_u16(), code, refusal.detail(), refusal.source());
+    let mut err = ApiError::new(status, code, refusal.detail(), refusal.source());
     err.extra = refusal.extra();
     let mut resp = Response::new(full(err.to_body(envelope)));
-    *resp.status_mut() = status;
+    *resp.status_mut() =
+        StatusCode::from_u16(status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(X_PORTCULLIS_ERROR, HeaderValue::from_static(code));

@@ -156,35 +156,31 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::leaf::{mint_leaf, server_config_for};
-    use crate::testutil::drive;
-    use crate::CertificateAuthority;
+    use crate::testutil::{drive, TestCa};
 
     /// Handshake between `client` and a server presenting a leaf for `host` from `ca`.
     fn connect(
         client: Arc<ClientConfig>,
-        ca: &CertificateAuthority,
+        ca: &TestCa,
         host: &str,
     ) -> Result<Option<Vec<u8>>, String> {
         let server_alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let server = server_config_for(mint_leaf(ca, host).expect("mint"), &server_alpn)
-            .expect("server config");
-        drive(client, server, host)
+        drive(client, ca.server_for(host, &server_alpn), host)
     }
 
     #[test]
     fn extra_ca_is_trusted_and_alpn_is_offered() {
         let dir = tempfile::tempdir().expect("dir");
-        let origin_ca = CertificateAuthority::generate("Origin CA").expect("ca");
-        let paths = origin_ca.write(dir.path()).expect("write");
-        let h2 = upstream_client_config(std::slice::from_ref(&paths.cert), ALPN_H2_HTTP11)
-            .expect("config");
+        let origin_ca = TestCa::generate("Origin CA");
+        let cert = origin_ca.write_cert(dir.path());
+        let h2 =
+            upstream_client_config(std::slice::from_ref(&cert), ALPN_H2_HTTP11).expect("config");
         assert_eq!(
             connect(h2, &origin_ca, "localhost"),
             Ok(Some(b"h2".to_vec()))
         );
         let http1 =
-            upstream_client_config(std::slice::from_ref(&paths.cert), ALPN_HTTP11).expect("config");
+            upstream_client_config(std::slice::from_ref(&cert), ALPN_HTTP11).expect("config");
         assert_eq!(
             connect(http1, &origin_ca, "localhost"),
             Ok(Some(b"http/1.1".to_vec()))
@@ -193,7 +189,7 @@ mod tests {
 
     #[test]
     fn untrusted_upstream_is_rejected() {
-        let unknown = CertificateAuthority::generate("Unknown CA").expect("ca");
+        let unknown = TestCa::generate("Unknown CA");
         let tls = UpstreamTls::new(&UpstreamRoots::default()).expect("roots");
         let err = connect(tls.h2.clone(), &unknown, "localhost").expect_err("untrusted");
         assert!(err.contains("UnknownIssuer"), "{err}");

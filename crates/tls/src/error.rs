@@ -80,9 +80,9 @@ pub enum TlsError {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// Certificate generation failed.
+    /// Certificate generation failed (CA or leaf; see `portcullis-ca`).
     #[error("certificate generation failed: {0}")]
-    Rcgen(#[from] rcgen::Error),
+    Generation(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Building a rustls configuration failed.
     #[error("TLS configuration failed: {0}")]
     Rustls(#[from] rustls::Error),

@@ -409,13 +409,12 @@ mod tests {
     #[test]
     fn a_real_handshake_with_a_ca_as_server_certificate() {
         // The origin serves its CA certificate itself, and the gateway trusts that CA.
-        let ca = crate::CertificateAuthority::generate("Self-signed CA origin").expect("ca");
+        let ca = crate::testutil::TestCa::generate("Self-signed CA origin");
         let dir = tempfile::tempdir().expect("dir");
-        let paths = ca.write(dir.path()).expect("write");
-        let client =
-            crate::upstream_client_config(std::slice::from_ref(&paths.cert), crate::ALPN_HTTP11)
-                .expect("client");
-        let server = crate::testutil::server_presenting_ca(&ca, dir.path());
+        let cert = ca.write_cert(dir.path());
+        let client = crate::upstream_client_config(std::slice::from_ref(&cert), crate::ALPN_HTTP11)
+            .expect("client");
+        let server = ca.server_presenting_itself();
         let err = crate::testutil::client_error(client, server, "localhost");
         let msg = explain_tls_error(&err, "localhost");
         assert!(

@@ -1,51 +1,36 @@
-//! TLS for Portcullis: the gateway certificate authority, leaf certificates minted per
-//! intercepted host (and their cache), rustls configurations for both sides of an
-//! intercepted tunnel, the rules deciding which tunnels are intercepted, and a sans-IO
-//! ClientHello sniffer.
+//! TLS for Portcullis without certificate generation: the rules deciding which tunnels are
+//! intercepted, a sans-IO ClientHello sniffer, rustls client configurations for upstreams,
+//! handshake errors explained in one sentence, PEM encoding and the error type. The gateway
+//! CA and minted leaves live in `portcullis-ca`, so the data plane builds without a
+//! certificate generator.
 //!
 //! No sockets here. Every rustls configuration is built with the ring provider passed
 //! explicitly ([`provider`]), never a process-wide default, so the tree has one crypto
-//! provider. Minting is CPU work; [`LeafCache`] runs it on tokio's blocking pool, one mint
-//! per host at a time.
+//! provider.
 //!
-//! How the data plane uses it for a CONNECT tunnel whose policy already passed:
+//! Deciding what to do with the first bytes of a CONNECT tunnel whose policy passed:
 //!
 //! ```
-//! use std::sync::Arc;
-//! use portcullis_tls::{sniff, CertificateAuthority, InterceptRules, LeafCache, LeafCacheConfig, Sniff};
+//! use portcullis_tls::{sniff, InterceptRules, Sniff};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let ca = Arc::new(CertificateAuthority::generate("Example CA")?);
-//! let cache = LeafCache::new(ca, LeafCacheConfig::default())?;
 //! let rules = InterceptRules::default();
 //! let connect_host = "api.openai.com";
-//! # let first_bytes = b"GET / HTTP/1.1\r\n";
+//! let first_bytes = b"GET / HTTP/1.1\r\n";
 //! match sniff(first_bytes) {
 //!     Sniff::NeedMore => { /* read more, bounded by MAX_SNIFF_BYTES */ }
-//!     Sniff::TlsClientHello { sni, .. } if rules.should_intercept(connect_host) => {
-//!         // Mint for the CONNECT target (not the SNI); a differing SNI is the proxy's call.
-//!         let _ = sni;
-//!         let rt = tokio::runtime::Builder::new_current_thread().build()?;
-//!         let server_config = rt.block_on(cache.server_config(connect_host))?;
-//!         // ... accept TLS on the tunnel with `server_config` (ALPN h2, http/1.1).
-//!         # let _ = server_config;
+//!     Sniff::TlsClientHello { .. } if rules.should_intercept(connect_host) => {
+//!         /* terminate TLS with a leaf for the CONNECT target (portcullis-ca) */
 //!     }
 //!     Sniff::Http => { /* serve the tunnel as inner plaintext HTTP */ }
 //!     _ => { /* splice */ }
 //! }
-//! # Ok(())
-//! # }
 //! ```
 #![warn(missing_docs)]
 
-mod ca;
-mod cache;
 mod client;
-mod der;
 mod error;
 mod explain;
 mod host;
-mod leaf;
 mod matcher;
 mod pem;
 mod sniff;
@@ -56,14 +41,6 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 
-pub use ca::{
-    trust_instructions, CaPaths, CertificateAuthority, CA_BACKDATE, CA_BUNDLE_FILE, CA_CERT_FILE,
-    CA_KEY_FILE, CA_VALIDITY, DEFAULT_CA_COMMON_NAME,
-};
-pub use cache::{
-    LeafCache, LeafCacheConfig, DEFAULT_CACHE_CAPACITY, DEFAULT_REFRESH_FRACTION,
-    DEFAULT_SESSION_CACHE_SIZE,
-};
 pub use client::{
     client_config_with_roots, upstream_client_config, upstream_server_name, UpstreamRoots,
     UpstreamTls, ALPN_H2_HTTP11, ALPN_HTTP11,
@@ -71,11 +48,8 @@ pub use client::{
 pub use error::TlsError;
 pub use explain::{explain_handshake_error, explain_tls_error};
 pub use host::LeafHost;
-pub use leaf::{
-    mint_leaf, mint_leaf_with, server_config_for, LeafParams, DEFAULT_LEAF_BACKDATE,
-    DEFAULT_LEAF_VALIDITY,
-};
 pub use matcher::{HostMatcher, InterceptRules, DEFAULT_INTERCEPT_HOSTS};
+pub use pem::encode_pem;
 pub use rustls;
 pub use sniff::{sniff, Sniff, MAX_REQUEST_LINE, MAX_SNIFF_BYTES};
 

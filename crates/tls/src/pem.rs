@@ -3,7 +3,7 @@
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Encodes `der` as a PEM block with the given label, 64 characters per line, LF endings.
-pub(crate) fn encode_pem(label: &str, der: &[u8]) -> String {
+pub fn encode_pem(label: &str, der: &[u8]) -> String {
     let b64 = base64(der);
     let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
     out.push_str("-----BEGIN ");

@@ -1,36 +1,103 @@
-//! Test helpers: a shared CA and in-memory rustls handshakes.
+//! Test helpers: a CA made directly with rcgen (certificate generation is not part of this
+//! crate), leaves it signs, and in-memory rustls handshakes.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use rustls::pki_types::ServerName;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
-use crate::{provider, CertificateAuthority};
+use crate::{encode_pem, provider};
 
-/// One CA for the whole test binary (generation is not free).
-pub(crate) fn test_ca() -> &'static CertificateAuthority {
-    static CA: OnceLock<CertificateAuthority> = OnceLock::new();
-    CA.get_or_init(|| CertificateAuthority::generate("Portcullis Test CA").expect("test CA"))
+/// A self-signed CA for tests.
+pub(crate) struct TestCa {
+    cert: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
 }
 
-/// A client config trusting only `ca`.
-pub(crate) fn client_trusting(ca: &CertificateAuthority, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+impl TestCa {
+    /// A fresh CA named `name`.
+    pub(crate) fn generate(name: &str) -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("self-signed");
+        Self {
+            cert: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// The CA certificate.
+    pub(crate) fn cert(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// Writes the CA certificate as `ca.pem` into `dir`; returns its path.
+    pub(crate) fn write_cert(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, encode_pem("CERTIFICATE", &self.cert)).expect("write CA");
+        path
+    }
+
+    fn key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.issuer.key().serialize_der()))
+    }
+
+    /// A server presenting a leaf for `host` signed by this CA, offering `alpn`.
+    pub(crate) fn server_for(&self, host: &str, alpn: &[Vec<u8>]) -> Arc<ServerConfig> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = CertificateParams::new(vec![host.to_owned()]).expect("params");
+        params.use_authority_key_identifier_extension = true;
+        let leaf = params.signed_by(&key, &self.issuer).expect("leaf");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        server(vec![leaf.der().clone()], key, alpn)
+    }
+
+    /// A server presenting this CA's own certificate as its server certificate.
+    pub(crate) fn server_presenting_itself(&self) -> Arc<ServerConfig> {
+        server(vec![self.cert.clone()], self.key_der(), &[])
+    }
+}
+
+fn server(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[Vec<u8>],
+) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    config.alpn_protocols = alpn.to_vec();
+    Arc::new(config)
+}
+
+/// One CA for the whole test binary (generation is not free).
+fn test_ca() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| TestCa::generate("Portcullis Test CA"))
+}
+
+/// The first flight of a rustls client: its ClientHello record(s).
+pub(crate) fn client_hello(server_name: &str, alpn: &[&[u8]]) -> Vec<u8> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).expect("add CA");
+    roots.add(test_ca().cert().clone()).expect("add CA");
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
-/// The first flight of a rustls client: its ClientHello record(s).
-pub(crate) fn client_hello(server_name: &str, alpn: &[&[u8]]) -> Vec<u8> {
-    let config = client_trusting(crate::testutil::test_ca(), alpn);
     let name = ServerName::try_from(server_name.to_string()).expect("server name");
-    let mut client = ClientConnection::new(config, name).expect("client");
+    let mut client = ClientConnection::new(Arc::new(config), name).expect("client");
     let mut out = Vec::new();
     while client.wants_write() {
         client.write_tls(&mut out).expect("write_tls");
@@ -38,32 +105,13 @@ pub(crate) fn client_hello(server_name: &str, alpn: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// Runs a full in-memory handshake; returns the negotiated ALPN protocol or the first error
-/// (Debug-formatted, client side first).
-pub(crate) fn handshake(
-    ca: &CertificateAuthority,
-    server: Arc<ServerConfig>,
-    server_name: &str,
-    alpn: &[&[u8]],
-) -> Result<Option<Vec<u8>>, String> {
-    drive(client_trusting(ca, alpn), server, server_name)
-}
-
-/// Runs a full in-memory handshake between the two configurations.
+/// Runs a full in-memory handshake between the two configurations; returns the negotiated
+/// ALPN protocol or the first error (Debug-formatted, client side first).
 pub(crate) fn drive(
     client: Arc<ClientConfig>,
     server: Arc<ServerConfig>,
     server_name: &str,
 ) -> Result<Option<Vec<u8>>, String> {
-    drive_full(client, server, server_name).map(|(alpn, _)| alpn)
-}
-
-/// Like [`drive`], also telling whether the session was resumed.
-pub(crate) fn drive_full(
-    client: Arc<ClientConfig>,
-    server: Arc<ServerConfig>,
-    server_name: &str,
-) -> Result<(Option<Vec<u8>>, bool), String> {
     let name = ServerName::try_from(server_name.to_string()).map_err(|e| format!("{e:?}"))?;
     let mut client = ClientConnection::new(client, name).map_err(|e| format!("{e:?}"))?;
     let mut server = ServerConnection::new(server).map_err(|e| format!("{e:?}"))?;
@@ -91,29 +139,10 @@ pub(crate) fn drive_full(
                 .map_err(|e| format!("client: {e:?}"))?;
         }
         if !client.is_handshaking() && !server.is_handshaking() {
-            let resumed = client.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-            return Ok((client.alpn_protocol().map(<[u8]>::to_vec), resumed));
+            return Ok(client.alpn_protocol().map(<[u8]>::to_vec));
         }
     }
     Err("handshake did not finish".into())
-}
-
-/// A server presenting `ca`'s own certificate as its server certificate (its key is read
-/// from the PEM files `ca` writes into `dir`).
-pub(crate) fn server_presenting_ca(
-    ca: &CertificateAuthority,
-    dir: &std::path::Path,
-) -> Arc<ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let paths = ca.write(dir).expect("write CA");
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&paths.key).expect("CA key");
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![ca.cert_der().clone()], key)
-        .expect("server config");
-    Arc::new(config)
 }
 
 /// Runs an in-memory handshake expected to fail on the client side; returns the client's

@@ -107,7 +107,7 @@ fn refusals_name_the_field() {
         let err = q(params).unwrap_err();
         assert_eq!(err.field, *field, "{params:?}");
         let api = err.to_api_error();
-        assert_eq!(api.status, 422, "{params:?}");
+        assert_eq!(api.status_code(), 422, "{params:?}");
         assert_eq!(api.code, "validation_error");
         let body = api.to_json(None);
         assert_eq!(body["errors"][0]["field"], *field);

@@ -147,7 +147,7 @@ fn basic_with_token_of_another_agent_is_refused() {
     let err = f.auth.authenticate(Some(&basic("demo", &t))).unwrap_err();
     assert_eq!(err, AuthError::SubjectMismatch);
     assert_eq!(err.reason(), "bad_token");
-    assert_eq!(err.status(), 407);
+    assert_eq!(err.status().code(), 407);
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn suspension_and_revocation_apply_to_next_call_after_credentials() {
         .auth
         .authenticate(Some(&basic("demo", SECRET)))
         .unwrap_err();
-    assert_eq!((err.reason(), err.status()), ("revoked", 407));
+    assert_eq!((err.reason(), err.status().code()), ("revoked", 407));
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn disabled_agent_is_403() {
         .authenticate(Some(&basic("off", SECRET)))
         .unwrap_err();
     assert_eq!(err, AuthError::AgentDisabled);
-    assert_eq!(err.status(), 403);
+    assert_eq!(err.status().code(), 403);
     let body = err.to_api_error().to_json(None);
     assert_eq!(body["code"], "agent_disabled");
     assert_eq!(body["reason"], "agent_disabled");
@@ -342,7 +342,7 @@ fn malformed_headers() {
             String::from_utf8_lossy(&h[..h.len().min(40)])
         );
         assert_eq!(err.reason(), "malformed");
-        assert_eq!(err.status(), 407);
+        assert_eq!(err.status().code(), 407);
     }
     assert_eq!(f.auth.authenticate(None), Err(AuthError::Missing));
     assert_eq!(f.auth.authenticate(Some(b"")), Err(AuthError::Missing));
@@ -452,7 +452,7 @@ fn subagent_header_validation() {
         &[b'a'; 10_000],
     ] {
         let err = validate_subagent(bad).unwrap_err();
-        assert_eq!(err.to_api_error().status, 400);
+        assert_eq!(err.to_api_error().status_code(), 400);
     }
 }
 
@@ -505,7 +505,10 @@ fn throttled_after_the_burst_without_verifying_and_the_real_agent_still_passes()
     };
     assert_eq!(t.retry_after_secs, 6);
     let api = e.to_api_error();
-    assert_eq!((api.status, api.code.as_ref()), (429, "auth_throttled"));
+    assert_eq!(
+        (api.status_code(), api.code.as_ref()),
+        (429, "auth_throttled")
+    );
     assert_eq!(api.retry_after_secs, Some(6));
     assert_eq!(api.to_json(None)["reason"], "throttled");
     // ... while the real agent's known credentials pass through normal verification.

@@ -118,7 +118,7 @@ fn basic_secrets_form_decoded_or_verbatim() {
             b"grant_type=client_credentials"
         )
         .unwrap_err()
-        .status,
+        .status_code(),
         401
     );
 }
@@ -153,7 +153,7 @@ fn json_bodies() {
     ] {
         let e = auth(JSON, Some(&basic("demo", SECRET)), bad).unwrap_err();
         assert_eq!(
-            (e.status, e.error),
+            (e.status_code(), e.error),
             (400, "invalid_request"),
             "{}",
             String::from_utf8_lossy(bad)
@@ -164,9 +164,9 @@ fn json_bodies() {
 #[test]
 fn grant_type_checks() {
     let e = auth(FORM, Some(&basic("demo", SECRET)), b"scope=a:read").unwrap_err();
-    assert_eq!((e.status, e.error), (400, "invalid_request"));
+    assert_eq!((e.status_code(), e.error), (400, "invalid_request"));
     let e = auth(FORM, Some(&basic("demo", SECRET)), b"grant_type=password").unwrap_err();
-    assert_eq!((e.status, e.error), (400, "unsupported_grant_type"));
+    assert_eq!((e.status_code(), e.error), (400, "unsupported_grant_type"));
     let e = auth(
         FORM,
         Some(&basic("demo", SECRET)),
@@ -232,7 +232,11 @@ fn client_authentication_failures_are_401() {
     ];
     for (authz, body, what) in cases {
         let e = auth(FORM, authz.as_deref(), &body).unwrap_err();
-        assert_eq!((e.status, e.error), (401, "invalid_client"), "{what}");
+        assert_eq!(
+            (e.status_code(), e.error),
+            (401, "invalid_client"),
+            "{what}"
+        );
         assert_eq!(e.www_authenticate(), Some("Basic realm=\"portcullis\""));
     }
     // Suspended/revoked are only told apart once the secret was right.
@@ -253,7 +257,7 @@ fn disabled_agent_is_400_agent_disabled() {
         b"grant_type=client_credentials",
     )
     .unwrap_err();
-    assert_eq!((e.status, e.code), (400, "agent_disabled"));
+    assert_eq!((e.status_code(), e.code), (400, "agent_disabled"));
     let j = e.to_json();
     assert_eq!(j["code"], "agent_disabled");
     assert_eq!(j["error"], "invalid_grant");
@@ -265,15 +269,23 @@ fn scope_errors() {
     let b = |s: &str| format!("grant_type=client_credentials&scope={s}").into_bytes();
     let h = basic("demo", SECRET);
     let e = auth(FORM, Some(&h), &b("a:read+admin:all")).unwrap_err();
-    assert_eq!((e.status, e.error), (403, "invalid_scope"));
+    assert_eq!((e.status_code(), e.error), (403, "invalid_scope"));
     assert!(e.error_description.contains("admin:all"));
     // Case-sensitive, exact.
-    assert_eq!(auth(FORM, Some(&h), &b("A:read")).unwrap_err().status, 403);
-    assert_eq!(auth(FORM, Some(&h), &b("a:*")).unwrap_err().status, 403);
+    assert_eq!(
+        auth(FORM, Some(&h), &b("A:read"))
+            .unwrap_err()
+            .status_code(),
+        403
+    );
+    assert_eq!(
+        auth(FORM, Some(&h), &b("a:*")).unwrap_err().status_code(),
+        403
+    );
     // Malformed scope syntax is 400.
     for s in ["a::b", "a%2Fb", "%22x%22", ":"] {
         let e = auth(FORM, Some(&h), &b(s)).unwrap_err();
-        assert_eq!((e.status, e.error), (400, "invalid_scope"), "{s}");
+        assert_eq!((e.status_code(), e.error), (400, "invalid_scope"), "{s}");
     }
     let many: Vec<String> = (0..=MAX_REQUESTED_SCOPES)
         .map(|i| format!("s{i}"))
@@ -281,7 +293,7 @@ fn scope_errors() {
     assert_eq!(
         auth(FORM, Some(&h), &b(&many.join("+")))
             .unwrap_err()
-            .status,
+            .status_code(),
         400
     );
     // Empty scope means every allowed scope.
@@ -293,7 +305,7 @@ fn scope_errors() {
     let r = Registry::from_agents(vec![a]);
     let e = authenticate_client(Some(FORM), Some(&basic("empty", SECRET)), &b("a:read"), &r)
         .unwrap_err();
-    assert_eq!(e.status, 403);
+    assert_eq!(e.status_code(), 403);
     assert!(
         authenticate_client(Some(FORM), Some(&basic("empty", SECRET)), &b(""), &r)
             .unwrap()
@@ -419,7 +431,7 @@ fn malformed_requests_are_400() {
     ];
     for (ct, authz, body, what) in cases {
         let e = authenticate_client(ct, authz.as_deref(), &body, &registry()).unwrap_err();
-        assert_eq!(e.status, 400, "{what}: {e}");
+        assert_eq!(e.status_code(), 400, "{what}: {e}");
         let j = e.to_json();
         assert_eq!(j["code"], j["error"], "{what}");
         assert!(!e.error_description.contains('"') && !e.error_description.contains('\\'));
@@ -440,7 +452,7 @@ fn two_step_lets_policy_intervene() {
     // A kind=token policy denial is answered with scope_denied.
     let denied = OAuthError::scope_denied("denied by policy");
     assert_eq!(
-        (denied.status, denied.error, denied.result()),
+        (denied.status_code(), denied.error, denied.result()),
         (403, "invalid_scope", "invalid_scope")
     );
     let g = issue_token(&req, &iss, NOW).unwrap();
@@ -570,7 +582,7 @@ fn token_requests_are_throttled_and_the_real_client_still_passes() {
     let e = req("demo", SECRET, "")
         .authenticate_throttled(&r, nat, &t)
         .unwrap_err();
-    assert_eq!(e.error.status, 429);
+    assert_eq!(e.error.status_code(), 429);
     assert_eq!(e.error.code, "auth_throttled");
     assert_eq!(e.error.error, "temporarily_unavailable");
     assert_eq!(e.error.retry_after_secs, Some(6));

@@ -227,7 +227,7 @@ fn a_throttled_attempt_is_a_429_with_retry_after() {
     let c = ip("203.0.113.90");
     fail_n(&t, c, Some("bot"), 20);
     let e = t.check(c, Some("bot"), &[]).unwrap_err();
-    assert_eq!(e.to_api_error().status, 429);
+    assert_eq!(e.to_api_error().status_code(), 429);
     assert_eq!(e.to_api_error().code, "auth_throttled");
     assert_eq!(e.to_api_error().retry_after_secs, Some(6));
 }

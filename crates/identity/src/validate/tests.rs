@@ -84,7 +84,7 @@ fn whole_agent_reports_every_field() {
         ]
     );
     let api = errs.to_api_error();
-    assert_eq!(api.status, 422);
+    assert_eq!(api.status_code(), 422);
     let body = api.to_json(None);
     assert_eq!(body["code"], "validation_error");
     assert_eq!(body["errors"].as_array().unwrap().len(), 8);
@@ -162,7 +162,7 @@ fn update_errors() {
         assert_eq!(e, UpdateError::NoFields);
         let api = e.to_api_error();
         assert_eq!(
-            (api.status, api.detail.as_ref()),
+            (api.status_code(), api.detail.as_ref()),
             (400, "No fields to update")
         );
     }
@@ -171,7 +171,7 @@ fn update_errors() {
             AgentConfigUpdate::from_json(body)
                 .unwrap_err()
                 .to_api_error()
-                .status,
+                .status_code(),
             400
         );
     }
@@ -211,6 +211,6 @@ fn update_errors() {
             panic!("{}: {e:?}", String::from_utf8_lossy(body));
         };
         assert_eq!(v.0[0].field, *field, "{}", String::from_utf8_lossy(body));
-        assert_eq!(e.to_api_error().status, 422);
+        assert_eq!(e.to_api_error().status_code(), 422);
     }
 }

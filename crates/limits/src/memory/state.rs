@@ -2,7 +2,8 @@
 
 use crate::outcome::{LimitKind, RateInfo, Refusal};
 use crate::scope::ScopeKind;
-use crate::settings::{LimitSettings, UtcOffset, DAY_SECS};
+use crate::settings::{LimitSettings, DAY_SECS};
+use portcullis_core::UtcOffset;
 
 use super::gcra::{Gcra, GcraAdmit, SEC_NANOS};
 use super::window::Window;

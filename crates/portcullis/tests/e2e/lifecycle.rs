@@ -268,6 +268,13 @@ fn invalid_configs_exit_2_and_name_the_key() {
         ("[log]\nformat = \"xml\"\n", "log.format"),
         ("[nope]\n", "nope"),
         ("[proxy\n", "(document)"),
+        // Checks that need a domain crate's logic run in the binary, not in the config crate.
+        ("[tls]\nintercept = [\"a.*.com\"]\n", "tls.intercept"),
+        ("[limits]\ntpm = 0\n", "limits.tpm"),
+        (
+            "[[llm.providers]]\nname = \"Bad Name\"\nhost = \"a.example\"\n",
+            "llm.providers",
+        ),
     ];
     for (i, (doc, key)) in cases.iter().enumerate() {
         let path = write_file(dir.path(), &format!("bad{i}.toml"), doc.as_bytes());

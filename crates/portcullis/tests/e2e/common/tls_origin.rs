@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use portcullis_tls::{mint_leaf, server_config_for, CertificateAuthority};
+use portcullis_ca::{mint_leaf, server_config_for, CertificateAuthority};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

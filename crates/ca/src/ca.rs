@@ -6,17 +6,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use portcullis_tls::rustls::pki_types::pem::PemObject;
+use portcullis_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use portcullis_tls::{encode_pem, TlsError};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::der::{self, CertInfo, Reader};
-use crate::pem::encode_pem;
-use crate::TlsError;
+use crate::generation;
 
 /// File name of the CA certificate inside a CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -85,7 +86,7 @@ impl CertificateAuthority {
                 reason: "must be 1 to 64 characters",
             });
         }
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generation)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Portcullis");
@@ -97,7 +98,7 @@ impl CertificateAuthority {
         params.not_before = now - CA_BACKDATE;
         params.not_after = now + CA_VALIDITY;
         params.serial_number = Some(crate::leaf::random_serial()?);
-        let cert = params.self_signed(&key)?;
+        let cert = params.self_signed(&key).map_err(generation)?;
         let key_id = params.key_identifier(&key);
         let not_after = params.not_after;
         let cert_der = cert.der().clone();
@@ -115,7 +116,8 @@ impl CertificateAuthority {
     ///
     /// Checks that the certificate is a CA, is not expired, that the key matches it, and
     /// that leaves signed with it name the CA's subject byte for byte (so clients can build
-    /// the chain).
+    /// the chain). The certificate is parsed by `x509-parser`; the issuer leaves are signed
+    /// with (subject name, key identifier) is built by rcgen from the same certificate.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let cert_err = |reason: String| TlsError::CaCertificate {
             path: cert_path.to_path_buf(),
@@ -128,15 +130,19 @@ impl CertificateAuthority {
         let cert_pem = read_file(cert_path)?;
         let cert_der = CertificateDer::from_pem_slice(&cert_pem)
             .map_err(|e| cert_err(format!("no PEM certificate found ({e})")))?;
-        let info = CertInfo::parse(&cert_der)
-            .ok_or_else(|| cert_err("malformed X.509 certificate".into()))?;
+        let (rest, info) = X509Certificate::from_der(&cert_der)
+            .map_err(|_| cert_err("malformed X.509 certificate".into()))?;
+        if !rest.is_empty() {
+            return Err(cert_err("malformed X.509 certificate".into()));
+        }
         if !info.is_ca() {
             return Err(cert_err(
                 "not a CA certificate (basicConstraints cA is not TRUE)".into(),
             ));
         }
-        if info.not_after <= OffsetDateTime::now_utc() {
-            return Err(cert_err(format!("expired on {}", info.not_after)));
+        let not_after = info.validity().not_after.to_datetime();
+        if not_after <= OffsetDateTime::now_utc() {
+            return Err(cert_err(format!("expired on {not_after}")));
         }
 
         let key_pem = read_file(key_path)?;
@@ -151,44 +157,39 @@ impl CertificateAuthority {
         }
         let key = KeyPair::try_from(&key_der)
             .map_err(|e| key_err(format!("unsupported or malformed key ({e})")))?;
-        if key.subject_public_key_info() != info.spki {
+        if key.subject_public_key_info() != info.public_key().raw {
             return Err(TlsError::CaKeyMismatch {
                 cert: cert_path.to_path_buf(),
                 key: key_path.to_path_buf(),
             });
         }
 
-        let dn = distinguished_name(info.subject.content).ok_or_else(|| {
-            cert_err("subject name uses a form that cannot be reproduced in leaves".into())
-        })?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn;
-        let key_id = match info.subject_key_id() {
+        let key_id = match subject_key_id(&info) {
             Some(id) => id.to_vec(),
-            None => params.key_identifier(&key),
+            None => CertificateParams::default().key_identifier(&key),
         };
-        params.key_identifier_method = KeyIdMethod::PreSpecified(key_id.clone());
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let not_after = info.not_after;
-        let subject_raw = info.subject.raw.to_vec();
+        let subject_raw = info.subject().as_raw().to_vec();
+        let unreproducible =
+            || cert_err("subject name uses a form that cannot be reproduced in leaves".into());
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|_| unreproducible())?;
         let ca = Self {
             cert_pem: encode_pem("CERTIFICATE", &cert_der),
             cert_der,
-            issuer: Issuer::new(params, key),
+            issuer,
             key_id,
             not_after,
         };
 
-        // A leaf's issuer field must equal the CA subject byte for byte.
+        // A leaf's issuer field must equal the CA subject byte for byte (rcgen keeps one
+        // attribute per type, so a repeated type would not come out the same).
         let probe = crate::leaf::mint_leaf(&ca, "probe.invalid")?;
-        let probe_issuer = probe
-            .cert
-            .first()
-            .and_then(|c| CertInfo::parse(c).map(|i| i.issuer.raw.to_vec()));
+        let probe_issuer = probe.cert.first().and_then(|c| {
+            X509Certificate::from_der(c)
+                .ok()
+                .map(|(_, leaf)| leaf.issuer().as_raw().to_vec())
+        });
         if probe_issuer.as_deref() != Some(subject_raw.as_slice()) {
-            return Err(cert_err(
-                "subject name uses a form that cannot be reproduced in leaves".into(),
-            ));
+            return Err(unreproducible());
         }
         Ok(ca)
     }
@@ -225,7 +226,7 @@ impl CertificateAuthority {
     /// Writes `ca.pem`, `ca.key` (mode 0600) and `ca-bundle.pem` into `dir` (created if
     /// needed), replacing existing files, and returns their paths.
     pub fn write(&self, dir: &Path) -> Result<CaPaths, TlsError> {
-        fs::create_dir_all(dir).map_err(|e| TlsError::io(dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let paths = CaPaths::in_dir(dir);
         write_private(&paths.key, self.key_pem().as_bytes())?;
         write_public(&paths.cert, self.cert_pem.as_bytes())?;
@@ -295,52 +296,28 @@ pub fn trust_instructions(paths: &CaPaths) -> String {
     )
 }
 
-/// Rebuilds an rcgen name from the content of an X.509 Name, one attribute per RDN.
-fn distinguished_name(name_content: &[u8]) -> Option<DistinguishedName> {
-    let mut dn = DistinguishedName::new();
-    let mut rdns = Reader::new(name_content);
-    while !rdns.is_empty() {
-        let set = rdns.expect(der::tag::SET)?;
-        let mut set = Reader::new(set.content);
-        let atv = set.expect(der::tag::SEQUENCE)?;
-        if !set.is_empty() {
-            return None; // multi-valued RDN
-        }
-        let mut atv = Reader::new(atv.content);
-        let oid = der::decode_oid(atv.expect(der::tag::OID)?.content)?;
-        let value = atv.next_tlv()?;
-        if !atv.is_empty() {
-            return None;
-        }
-        let text = || std::str::from_utf8(value.content).ok();
-        let value = match value.tag {
-            der::tag::UTF8_STRING => DnValue::Utf8String(text()?.to_owned()),
-            der::tag::PRINTABLE_STRING => DnValue::PrintableString(text()?.try_into().ok()?),
-            der::tag::IA5_STRING => DnValue::Ia5String(text()?.try_into().ok()?),
-            der::tag::TELETEX_STRING => DnValue::TeletexString(text()?.try_into().ok()?),
-            der::tag::BMP_STRING => DnValue::BmpString(
-                rcgen::string::BmpString::from_utf16be(value.content.to_vec()).ok()?,
-            ),
-            der::tag::UNIVERSAL_STRING => DnValue::UniversalString(
-                rcgen::string::UniversalString::from_utf32be(value.content.to_vec()).ok()?,
-            ),
-            _ => return None,
-        };
-        let ty = DnType::from_oid(&oid);
-        if dn.get(&ty).is_some() {
-            return None; // repeated attribute type: rcgen keeps one per type
-        }
-        dn.push(ty, value);
+/// The subjectKeyIdentifier extension's value, if the certificate has one.
+fn subject_key_id<'a>(cert: &X509Certificate<'a>) -> Option<&'a [u8]> {
+    cert.iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0),
+            _ => None,
+        })
+}
+
+fn io(path: &Path, source: std::io::Error) -> TlsError {
+    TlsError::Io {
+        path: path.to_path_buf(),
+        source,
     }
-    Some(dn)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|e| TlsError::io(path, e))
+    fs::read(path).map_err(|e| io(path, e))
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    fs::write(path, bytes).map_err(|e| TlsError::io(path, e))
+    fs::write(path, bytes).map_err(|e| io(path, e))
 }
 
 /// Writes a secret file readable by its owner only, also when it already existed.
@@ -354,53 +331,50 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         // Tighten an existing file before writing the secret into it.
         if path.exists() {
             fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-                .map_err(|e| TlsError::io(path, e))?;
+                .map_err(|e| io(path, e))?;
         }
     }
-    let mut file = options.open(path).map_err(|e| TlsError::io(path, e))?;
-    file.write_all(bytes).map_err(|e| TlsError::io(path, e))?;
-    file.sync_all().map_err(|e| TlsError::io(path, e))
+    let mut file = options.open(path).map_err(|e| io(path, e))?;
+    file.write_all(bytes).map_err(|e| io(path, e))?;
+    file.sync_all().map_err(|e| io(path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::DnValue;
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().expect("tempdir")
     }
 
+    fn parse(der: &[u8]) -> X509Certificate<'_> {
+        X509Certificate::from_der(der).expect("parse").1
+    }
+
     #[test]
     fn generated_ca_is_a_constrained_ca() {
         let ca = CertificateAuthority::generate("Test CA").expect("generate");
-        let info = CertInfo::parse(ca.cert_der()).expect("parse");
+        let info = parse(ca.cert_der());
         assert!(info.is_ca());
-        assert_eq!(info.subject.raw, info.issuer.raw, "self-signed");
-        assert_eq!(info.subject_key_id(), Some(ca.key_id()));
+        assert_eq!(
+            info.subject().as_raw(),
+            info.issuer().as_raw(),
+            "self-signed"
+        );
+        assert_eq!(subject_key_id(&info), Some(ca.key_id()));
         let now = OffsetDateTime::now_utc();
-        assert!(info.not_before < now - Duration::from_secs(23 * 3600));
-        assert!(info.not_after > now + Duration::from_secs(9 * 365 * 24 * 3600));
+        let validity = info.validity();
+        assert!(validity.not_before.to_datetime() < now - Duration::from_secs(23 * 3600));
+        assert!(validity.not_after.to_datetime() > now + Duration::from_secs(9 * 365 * 24 * 3600));
         // basicConstraints: cA TRUE, pathLen 0.
-        let bc = info.extension(der::oid::BASIC_CONSTRAINTS).expect("bc");
+        let bc = info.basic_constraints().expect("unique").expect("bc");
         assert!(bc.critical);
-        let seq = Reader::new(bc.value)
-            .expect(der::tag::SEQUENCE)
-            .expect("seq");
-        let mut r = Reader::new(seq.content);
-        assert_eq!(
-            r.expect(der::tag::BOOLEAN).map(|b| b.content),
-            Some(&[0xff][..])
-        );
-        assert_eq!(
-            r.expect(der::tag::INTEGER).map(|i| i.content),
-            Some(&[0][..])
-        );
+        assert!(bc.value.ca);
+        assert_eq!(bc.value.path_len_constraint, Some(0));
         // keyUsage: keyCertSign (bit 5) and cRLSign (bit 6) only.
-        let ku = info.extension(der::oid::KEY_USAGE).expect("ku");
-        let bits = Reader::new(ku.value)
-            .expect(der::tag::BIT_STRING)
-            .expect("bits");
-        assert_eq!(bits.content.get(1), Some(&0b0000_0110));
+        let ku = info.key_usage().expect("unique").expect("ku");
+        assert_eq!(ku.value.flags, (1 << 5) | (1 << 6));
         assert!(CertificateAuthority::generate("").is_err());
         assert!(CertificateAuthority::generate(&"x".repeat(65)).is_err());
     }
@@ -409,8 +383,8 @@ mod tests {
     fn serials_differ_between_cas() {
         let a = CertificateAuthority::generate("A").expect("a");
         let b = CertificateAuthority::generate("A").expect("b");
-        let sa = CertInfo::parse(a.cert_der()).expect("a").serial.to_vec();
-        let sb = CertInfo::parse(b.cert_der()).expect("b").serial.to_vec();
+        let sa = parse(a.cert_der()).raw_serial().to_vec();
+        let sb = parse(b.cert_der()).raw_serial().to_vec();
         assert_ne!(sa, sb);
         assert!(sa.len() >= 16);
     }
@@ -555,9 +529,30 @@ mod tests {
         fs::write(&key_path, key.serialize_pem()).expect("key");
         let ca = CertificateAuthority::load(&cert_path, &key_path).expect("load");
         let leaf = crate::leaf::mint_leaf(&ca, "api.openai.com").expect("leaf");
-        let leaf_info = CertInfo::parse(leaf.cert.first().expect("cert")).expect("parse");
-        let ca_info = CertInfo::parse(ca.cert_der()).expect("ca");
-        assert_eq!(leaf_info.issuer.raw, ca_info.subject.raw);
+        let leaf_der = leaf.cert.first().expect("cert");
+        assert_eq!(
+            parse(leaf_der).issuer().as_raw(),
+            parse(ca.cert_der()).subject().as_raw()
+        );
+    }
+
+    #[test]
+    fn a_pem_that_is_not_a_certificate_is_refused() {
+        let dir = tmp();
+        let ca = CertificateAuthority::generate("T").expect("generate");
+        let paths = ca.write(dir.path()).expect("write");
+        let junk = dir.path().join("junk.pem");
+        fs::write(
+            &junk,
+            encode_pem("CERTIFICATE", &[0x30, 0x03, 0x02, 0x01, 0x01]),
+        )
+        .expect("write");
+        let err = CertificateAuthority::load(&junk, &paths.key).expect_err("junk");
+        assert!(matches!(err, TlsError::CaCertificate { .. }), "{err}");
+        assert!(
+            err.to_string().contains("malformed X.509 certificate"),
+            "{err}"
+        );
     }
 
     #[test]

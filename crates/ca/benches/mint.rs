@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use portcullis_ca::{
+    mint_leaf, server_config_for, CertificateAuthority, LeafCache, LeafCacheConfig,
+};
 use portcullis_tls::rustls::pki_types::ServerName;
 use portcullis_tls::rustls::{ClientConfig, ClientConnection, RootCertStore};
-use portcullis_tls::{
-    mint_leaf, provider, server_config_for, sniff, CertificateAuthority, LeafCache, LeafCacheConfig,
-};
+use portcullis_tls::{provider, sniff};
 
 fn ca() -> Arc<CertificateAuthority> {
     match CertificateAuthority::generate("Bench CA") {

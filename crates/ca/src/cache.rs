@@ -5,14 +5,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rustls::server::{
+use portcullis_tls::rustls::server::{
     NoServerSessionStorage, ServerConfig, ServerSessionMemoryCache, StoresServerSessions,
 };
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::leaf::{build_server_config, mint_leaf_with, LeafParams};
-use crate::{CertificateAuthority, LeafHost, TlsError};
+use crate::CertificateAuthority;
+use portcullis_tls::{LeafHost, TlsError};
 
 /// Default number of hosts kept.
 pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
@@ -284,8 +285,8 @@ impl LeafCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::der::CertInfo;
     use crate::testutil::{client_trusting, drive_full, handshake, test_ca};
+    use x509_parser::prelude::{FromDer, X509Certificate};
 
     fn cache(capacity: usize) -> LeafCache {
         let ca = Arc::new(CertificateAuthority::generate("Cache CA").expect("ca"));
@@ -417,8 +418,8 @@ mod tests {
         let config = LeafCacheConfig::default();
         let leaf =
             crate::leaf::mint_leaf_with(test_ca(), "example.com", &config.leaf).expect("mint");
-        let info = CertInfo::parse(leaf.cert.first().expect("leaf")).expect("parse");
-        let remaining = info.not_after - time::OffsetDateTime::now_utc();
+        let (_, info) = X509Certificate::from_der(leaf.cert.first().expect("leaf")).expect("parse");
+        let remaining = info.validity().not_after.to_datetime() - time::OffsetDateTime::now_utc();
         let margin = remaining - config.refresh_after();
         assert!(margin > time::Duration::days(1), "margin {margin}");
     }

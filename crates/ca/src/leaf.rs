@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_tls::rustls;
+use portcullis_tls::{provider, LeafHost, TlsError};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
@@ -12,7 +14,7 @@ use rustls::server::{ServerConfig, StoresServerSessions};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use time::OffsetDateTime;
 
-use crate::{provider, CertificateAuthority, LeafHost, TlsError};
+use crate::{generation, CertificateAuthority};
 
 /// Default validity of a minted leaf.
 pub const DEFAULT_LEAF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -84,7 +86,7 @@ pub fn mint_leaf_with(
     leaf: &LeafParams,
 ) -> Result<CertifiedKey, TlsError> {
     let host = LeafHost::parse(host)?;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generation)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     let cn = host.to_string();
@@ -93,7 +95,7 @@ pub fn mint_leaf_with(
     }
     params.distinguished_name = dn;
     params.subject_alt_names = vec![match &host {
-        LeafHost::Dns(name) => SanType::DnsName(name.as_str().try_into()?),
+        LeafHost::Dns(name) => SanType::DnsName(name.as_str().try_into().map_err(generation)?),
         LeafHost::Ip(ip) => SanType::IpAddress(*ip),
     }];
     params.use_authority_key_identifier_extension = true;
@@ -103,7 +105,7 @@ pub fn mint_leaf_with(
     params.not_before = now - leaf.backdate;
     params.not_after = now + leaf.validity;
     params.serial_number = Some(random_serial()?);
-    let cert = params.signed_by(&key, ca.issuer())?;
+    let cert = params.signed_by(&key, ca.issuer()).map_err(generation)?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing_key = provider().key_provider.load_private_key(key_der)?;
     Ok(CertifiedKey::new(vec![cert.der().clone()], signing_key))
@@ -155,8 +157,14 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::der::{self, CertInfo, Reader};
     use crate::testutil::{handshake, test_ca};
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    fn parse(der: &[u8]) -> X509Certificate<'_> {
+        X509Certificate::from_der(der).expect("parse").1
+    }
 
     fn leaf_der(ca: &CertificateAuthority, host: &str) -> Vec<u8> {
         let leaf = mint_leaf(ca, host).expect("mint");
@@ -165,46 +173,36 @@ mod tests {
     }
 
     /// (dns names, ip addresses) in the SAN extension.
-    fn sans(info: &CertInfo<'_>) -> (Vec<String>, Vec<IpAddr>) {
-        let ext = info.extension(der::oid::SUBJECT_ALT_NAME).expect("san");
-        let seq = Reader::new(ext.value)
-            .expect(der::tag::SEQUENCE)
-            .expect("seq");
-        let mut names = Reader::new(seq.content);
+    fn sans(info: &X509Certificate<'_>) -> (Vec<String>, Vec<IpAddr>) {
+        let san = info
+            .subject_alternative_name()
+            .expect("unique")
+            .expect("san");
         let (mut dns, mut ips) = (Vec::new(), Vec::new());
-        while let Some(name) = names.next_tlv() {
-            match name.tag {
-                0x82 => dns.push(String::from_utf8(name.content.to_vec()).expect("ascii")),
-                0x87 => match name.content.len() {
-                    4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(name.content).expect("v4"))),
-                    16 => ips.push(IpAddr::from(
-                        <[u8; 16]>::try_from(name.content).expect("v6"),
-                    )),
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*ip).expect("v4"))),
+                    16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*ip).expect("v6"))),
                     n => panic!("bad ip length {n}"),
                 },
-                t => panic!("unexpected general name tag {t:#x}"),
+                other => panic!("unexpected general name {other:?}"),
             }
         }
         (dns, ips)
     }
 
-    fn common_name(info: &CertInfo<'_>) -> Option<String> {
-        let mut rdns = Reader::new(info.subject.content);
-        while let Some(set) = rdns.next_tlv() {
-            let atv = Reader::new(set.content).expect(der::tag::SEQUENCE)?;
-            let mut atv = Reader::new(atv.content);
-            if atv.expect(der::tag::OID)?.content == der::oid::COMMON_NAME {
-                return String::from_utf8(atv.next_tlv()?.content.to_vec()).ok();
-            }
-        }
-        None
+    fn common_name(info: &X509Certificate<'_>) -> Option<String> {
+        let cn = info.subject().iter_common_name().next()?;
+        cn.as_str().ok().map(str::to_owned)
     }
 
     #[test]
     fn dns_host_gets_a_dns_san_and_cn() {
         let ca = test_ca();
         let der = leaf_der(ca, "API.OpenAI.com.");
-        let info = CertInfo::parse(&der).expect("parse");
+        let info = parse(&der);
         assert_eq!(sans(&info), (vec!["api.openai.com".to_string()], vec![]));
         assert_eq!(common_name(&info).as_deref(), Some("api.openai.com"));
         assert!(!info.is_ca());
@@ -220,7 +218,7 @@ mod tests {
             ("[2001:db8::5]", "2001:db8::5"),
         ] {
             let der = leaf_der(ca, host);
-            let info = CertInfo::parse(&der).expect("parse");
+            let info = parse(&der);
             let want: IpAddr = ip.parse().expect("ip");
             assert_eq!(sans(&info), (vec![], vec![want]), "host {host}");
             assert_eq!(common_name(&info), Some(want.to_string()));
@@ -232,7 +230,7 @@ mod tests {
         let ca = test_ca();
         let host = format!("{}.example.com", "a".repeat(60));
         let der = leaf_der(ca, &host);
-        let info = CertInfo::parse(&der).expect("parse");
+        let info = parse(&der);
         assert_eq!(sans(&info).0, vec![host]);
         assert_eq!(common_name(&info), None);
     }
@@ -241,37 +239,45 @@ mod tests {
     fn aki_eku_ku_and_issuer() {
         let ca = test_ca();
         let der = leaf_der(ca, "example.com");
-        let info = CertInfo::parse(&der).expect("parse");
-        let ca_info = CertInfo::parse(ca.cert_der()).expect("ca");
-        assert_eq!(info.issuer.raw, ca_info.subject.raw);
+        let info = parse(&der);
+        let ca_info = parse(ca.cert_der());
+        assert_eq!(info.issuer().as_raw(), ca_info.subject().as_raw());
 
         let aki = info
-            .extension(der::oid::AUTHORITY_KEY_ID)
+            .get_extension_unique(&OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER)
+            .expect("unique")
             .expect("aki present");
-        let seq = Reader::new(aki.value)
-            .expect(der::tag::SEQUENCE)
-            .expect("seq");
-        let key_id = Reader::new(seq.content)
-            .expect(0x80)
-            .expect("keyIdentifier");
-        assert_eq!(key_id.content, ca.key_id());
-        assert_eq!(Some(key_id.content), ca_info.subject_key_id());
+        let ParsedExtension::AuthorityKeyIdentifier(aki) = aki.parsed_extension() else {
+            panic!("aki does not parse: {aki:?}");
+        };
+        let key_id = aki.key_identifier.as_ref().expect("keyIdentifier").0;
+        assert_eq!(key_id, ca.key_id());
+        let ca_ski = ca_info
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0),
+                _ => None,
+            });
+        assert_eq!(Some(key_id), ca_ski);
 
-        let eku = info.extension(der::oid::EXT_KEY_USAGE).expect("eku");
-        let seq = Reader::new(eku.value)
-            .expect(der::tag::SEQUENCE)
-            .expect("seq");
-        let mut purposes = Reader::new(seq.content);
-        let first = purposes.expect(der::tag::OID).expect("oid");
-        assert_eq!(first.content, der::oid::KP_SERVER_AUTH);
-        assert!(purposes.is_empty(), "serverAuth only");
+        let eku = info.extended_key_usage().expect("unique").expect("eku");
+        assert!(eku.value.server_auth);
+        let others = [
+            eku.value.any,
+            eku.value.client_auth,
+            eku.value.code_signing,
+            eku.value.email_protection,
+            eku.value.time_stamping,
+            eku.value.ocsp_signing,
+        ];
+        assert!(
+            others.iter().all(|p| !p) && eku.value.other.is_empty(),
+            "serverAuth only"
+        );
 
-        let ku = info.extension(der::oid::KEY_USAGE).expect("ku");
+        let ku = info.key_usage().expect("unique").expect("ku");
         assert!(ku.critical);
-        let bits = Reader::new(ku.value)
-            .expect(der::tag::BIT_STRING)
-            .expect("bits");
-        assert_eq!(bits.content.get(1), Some(&0x80), "digitalSignature only");
+        assert_eq!(ku.value.flags, 1, "digitalSignature only");
     }
 
     #[test]
@@ -284,14 +290,16 @@ mod tests {
         };
         let leaf = mint_leaf_with(ca, "example.com", &params).expect("mint");
         let after = OffsetDateTime::now_utc();
-        let info = CertInfo::parse(leaf.cert.first().expect("leaf")).expect("parse");
+        let info = parse(leaf.cert.first().expect("leaf"));
+        let not_before = info.validity().not_before.to_datetime();
+        let not_after = info.validity().not_after.to_datetime();
         // Times are encoded with one-second precision.
         let slack = Duration::from_secs(1);
-        assert!(info.not_before >= before - params.backdate - slack);
-        assert!(info.not_before <= after - params.backdate);
-        assert!(info.not_after >= before + params.validity - slack);
-        assert!(info.not_after <= after + params.validity);
-        assert!(info.not_before < before, "backdated");
+        assert!(not_before >= before - params.backdate - slack);
+        assert!(not_before <= after - params.backdate);
+        assert!(not_after >= before + params.validity - slack);
+        assert!(not_after <= after + params.validity);
+        assert!(not_before < before, "backdated");
     }
 
     #[test]
@@ -301,11 +309,12 @@ mod tests {
         let mut keys = HashSet::new();
         for _ in 0..200 {
             let der = leaf_der(ca, "same.example.com");
-            let info = CertInfo::parse(&der).expect("parse");
-            assert_eq!(info.serial.len(), 16);
-            assert!(info.serial[0] & 0x80 == 0, "positive");
-            assert!(serials.insert(info.serial.to_vec()), "duplicate serial");
-            assert!(keys.insert(info.spki.to_vec()), "duplicate key");
+            let info = parse(&der);
+            let serial = info.raw_serial();
+            assert_eq!(serial.len(), 16);
+            assert!(serial[0] & 0x80 == 0, "positive");
+            assert!(serials.insert(serial.to_vec()), "duplicate serial");
+            assert!(keys.insert(info.public_key().raw.to_vec()), "duplicate key");
         }
     }
 
