@@ -25,7 +25,7 @@
 //!         permit.settle(Some(700)); // usage recorded by the tap; None when missing
 //!     }
 //!     Err(refusal) => {
-//!         let _ = (refusal.retry_after_secs, refusal.to_api_error()); // 429
+//!         let _ = (refusal.retry_after_secs, refusal.detail()); // the proxy answers 429
 //!     }
 //! }
 //! ```
