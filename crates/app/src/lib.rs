@@ -11,3 +11,4 @@ pub mod identity;
 pub mod leaves;
 pub mod limits;
 pub mod policy;
+pub mod settings;

@@ -197,7 +197,7 @@ pub(crate) fn policy_engine(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<PolicyEngine>> {
     let dir = policy_dir(cfg);
-    let ec = crate::settings::policy_settings(cfg, dir.clone());
+    let ec = portcullis_app::settings::policy_settings(cfg, dir.clone());
     let engine = match &dir {
         Some(d) => PolicyEngine::open(ec, clock)
             .with_context(|| format!("loading policies from {}", d.display()))?,

@@ -451,7 +451,7 @@ async fn eval(cfg: &Config, input: &std::path::Path, agent: Option<&str>) -> any
         }
         let reader = portcullis_admin::RequestReader {
             classifier: Arc::new(
-                portcullis_llm::Classifier::new(&crate::settings::providers(cfg))
+                portcullis_llm::Classifier::new(&portcullis_app::settings::providers(cfg))
                     .context("llm.providers")?,
             ),
             max_inspect_body: cfg.proxy.max_inspect_body,

@@ -7,7 +7,6 @@ mod bootstrap;
 pub mod cli;
 mod commands;
 mod serve;
-pub mod settings;
 
 use cli::{Cli, Command};
 use portcullis_config::Config;
@@ -118,13 +117,13 @@ fn ca_init(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Reads and validates the config (the config's own checks, then the domain checks of
-/// [`settings::validate`]); an invalid one is reported and exits with [`EXIT_CONFIG`].
+/// [`portcullis_app::settings::validate`]); an invalid one is reported and exits with [`EXIT_CONFIG`].
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     let res = match path {
         Some(p) => Config::load(p),
         None => Ok(Config::default()),
     };
-    res.and_then(|cfg| settings::validate(&cfg).map(|()| cfg))
+    res.and_then(|cfg| portcullis_app::settings::validate(&cfg).map(|()| cfg))
         .map_err(|e| {
             eprintln!("portcullis: {e}");
             ExitCode::from(EXIT_CONFIG)

@@ -2,7 +2,6 @@
 //! banner, run until SIGTERM/SIGINT, drain, exit 0.
 
 use crate::bootstrap;
-use crate::settings;
 use anyhow::Context;
 use portcullis_admin::ControlPlane;
 use portcullis_admin::ReadyCheck;
@@ -13,6 +12,7 @@ use portcullis_app::identity::{IdentityMetrics, ProxyAuth, TokenService};
 use portcullis_app::leaves::{CertCacheCollector, Leaves};
 use portcullis_app::limits::AgentLimits;
 use portcullis_app::policy::{PolicyAuthorizer, PolicyMetrics, PolicyReady};
+use portcullis_app::settings;
 use portcullis_audit::{AuditMetrics, AuditPipeline};
 use portcullis_config::{Config, LogFormat};
 use portcullis_core::{Clock, SystemClock};
@@ -21,6 +21,7 @@ use portcullis_identity::{Authenticator, Registry as AgentRegistry, TokenIssuer}
 use portcullis_policy::DefaultDecision;
 use portcullis_proxy::phases::{CredentialInjector, Recorder};
 use portcullis_proxy::{Pipeline, ProxyMetrics, Shared};
+use portcullis_store::Store;
 use prometheus::Registry;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -78,196 +79,48 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let admin_listener = TcpListener::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?;
-    let proxy_addr = proxy_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
-
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let registry = Registry::new();
-    portcullis_admin::register_build_info(&registry, VERSION)?;
-    let metrics = ProxyMetrics::new(&registry)?;
+    let listeners = (proxy_listener.local_addr()?, admin_listener.local_addr()?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
-    let store = bootstrap::open_store(&cfg).await?;
-    let classifier = Arc::new(
-        portcullis_llm::Classifier::new(&settings::providers(&cfg)).context("llm.providers")?,
-    );
-    let agents = Arc::new(AgentRegistry::new());
-    let mut demo_secret = None;
-    let mut policy_engine = None;
-    let audit_metrics = AuditMetrics::register(&registry)?;
-    let (audit, audit_writer) = AuditPipeline::start(
-        portcullis_app::audit::settings(&cfg.audit),
-        Some(store.clone()),
-        audit_metrics,
-    )
-    .context("starting the audit pipeline")?;
-    let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
-    let limits = Arc::new(AgentLimits::in_memory(
-        settings::limit_settings(&cfg),
-        agents.clone(),
-        clock.clone(),
-    ));
-    limits.spawn_sweeper(shutdown_rx.clone());
-    let (seal_key, generated_key) = bootstrap::credentials_key(&cfg)?;
-    if generated_key {
-        info!(path = %cfg.store.credentials_key.display(), "generated the credentials sealing key");
-    }
-    let seal_key = Arc::new(seal_key);
-    let credentials = Arc::new(Credentials::load(&cfg.credentials, Some(seal_key.clone()))?);
-    let injector: Arc<CredentialPhase> = Arc::new(CredentialPhase(credentials.clone()));
-    let pipeline = if cfg.proxy.allow_unauthenticated {
-        Pipeline {
-            classifier: Some(classifier.clone()),
-            recorder: recorder.clone(),
-            limits: Some(limits),
-            credentials: Some(injector.clone() as Arc<dyn CredentialInjector>),
-            ..Pipeline::unauthenticated()
-        }
-    } else {
-        let (key, generated) = bootstrap::signing_key(&cfg)?;
-        if generated {
-            info!(path = %cfg.identity.signing_key.display(), "generated token signing key");
-        }
-        let key = Arc::new(key);
-        let issuer = Arc::new(TokenIssuer::new(cfg.identity.issuer.clone(), key.clone()));
-        bootstrap::upsert_config_agents(&cfg, &store, clock.as_ref()).await?;
-        demo_secret = bootstrap::create_demo_agent(&cfg, &store, clock.as_ref()).await?;
-        let imetrics = IdentityMetrics::new(&registry)?;
-        let engine = bootstrap::policy_engine(&cfg, clock.clone())?;
-        let pmetrics = PolicyMetrics::new(&registry, engine.clone())?;
-        let authorizer = Arc::new(PolicyAuthorizer::new(engine.clone(), pmetrics));
-        policy_engine = Some(engine);
-        let throttle = portcullis_app::identity::auth_throttle(&cfg.identity, clock.clone());
-        let auth = Authenticator::new(agents.clone(), issuer.clone(), clock.clone())
-            .with_throttle(throttle.clone());
-        Pipeline {
-            authenticator: Arc::new(
-                ProxyAuth::new(auth, store.clone(), clock.clone(), imetrics.clone())
-                    .with_sidecar(cfg.sidecar.agent.clone()),
-            ),
-            authorizer: authorizer.clone(),
-            recorder: recorder.clone(),
-            limits: Some(limits),
-            credentials: Some(injector.clone() as Arc<dyn CredentialInjector>),
-            classifier: Some(classifier.clone()),
-            local: Some(Arc::new(
-                TokenService::new(
-                    agents.clone(),
-                    issuer,
-                    key.jwks(),
-                    clock.clone(),
-                    imetrics,
-                    Some(authorizer),
-                )
-                .with_throttle(throttle),
-            )),
-        }
-    };
-    let control = ControlPlane::new(store.clone(), agents.clone(), clock.clone());
-    control.add_reload_hook(injector);
-    control.enable_credentials(portcullis_admin::CredentialsApi {
-        key: seal_key,
-        config: cfg.credentials.clone(),
-    });
-    let n_agents = control.reload_registry().await?;
+    let base = Base::build(&cfg, shutdown_rx.clone()).await?;
+    let phases = Phases::build(&cfg, &base).await?;
+    let n_agents = base.control.reload_registry().await?;
     {
-        let (control, rx) = (control.clone(), shutdown_rx.clone());
+        let (control, rx) = (base.control.clone(), shutdown_rx.clone());
         tokio::spawn(async move { control.watch(rx).await });
     }
-
-    let open = pipeline.authenticator.is_open();
-    let tls = intercept(&cfg, &registry)?;
+    let tls = intercept(&cfg, &base.registry)?;
+    let policy = policy_status(phases.engine.as_ref())?;
+    let open = phases.pipeline.authenticator.is_open();
     let shared = Shared::with_intercept(
         cfg.proxy.clone(),
-        vec![proxy_addr, admin_addr],
-        pipeline,
-        metrics,
+        vec![listeners.0, listeners.1],
+        phases.pipeline,
+        base.metrics.clone(),
         Some(tls.intercept),
     );
-    let mut checks: Vec<Arc<dyn ReadyCheck>> = Vec::new();
-    let mut _policy_watch = None;
-    let policy_banner = match &policy_engine {
-        Some(engine) => {
-            checks.push(Arc::new(PolicyReady(engine.clone())));
-            if engine.config().dir.is_some() {
-                _policy_watch = Some(
-                    portcullis_policy::watch(engine.clone(), Duration::from_millis(200))
-                        .context("watching the policy directory")?,
-                );
-            }
-            let st = engine.reload_status();
-            let src = engine
-                .config()
-                .dir
-                .as_ref()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|| "built-in".to_owned());
-            let default = match engine.config().default {
-                DefaultDecision::Deny => "deny",
-                DefaultDecision::Allow => {
-                    warn!("policy.default = \"allow\": requests no policy applies to are ALLOWED");
-                    "ALLOW(warning)"
-                }
-            };
-            format!(
-                "policies={}({src}, errors={}) default={default}",
-                st.policies,
-                st.errors.len()
-            )
-        }
-        None => "policies=OFF(proxy.allow_unauthenticated=true: no policy is evaluated, every request is allowed) default=allow".to_owned(),
-    };
     let admin = Admin::with_policy(
-        registry,
-        checks,
+        base.registry.clone(),
+        policy.checks.clone(),
         shutdown_rx.clone(),
-        control,
-        policy_engine.clone().map(|e| {
+        base.control.clone(),
+        phases.engine.clone().map(|e| {
             PolicyApi::new(e).request_reader(portcullis_admin::RequestReader {
-                classifier: classifier.clone(),
+                classifier: base.classifier.clone(),
                 max_inspect_body: cfg.proxy.max_inspect_body,
             })
         }),
     );
-
-    let credential_names = credentials.names();
-    println!(
-        "portcullis {VERSION} proxy={proxy_addr} admin={admin_addr} store={} agents={n_agents} {policy_banner} auth={}{} ports={:?} allow_private={} ca={} intercept={}{} credentials={}{} log={}",
-        store.describe(),
-        if open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
-        cfg.sidecar.agent.as_ref().map(|a| format!(" sidecar={a}(loopback clients without credentials)")).unwrap_or_default(),
-        cfg.proxy.allowed_ports,
-        cfg.proxy.allow_private.len(),
-        tls.ca_cert.display(),
-        intercept_banner(&cfg),
-        if cfg.tls.splice_unknown.is_empty() { String::new() } else { format!(" splice_unknown=({}: non-TLS, non-HTTP tunnels spliced unexamined)", cfg.tls.splice_unknown.join(",")) },
-        credential_names.len(),
-        if credential_names.is_empty() { String::new() } else { format!("({})", credential_names.join(",")) },
-        match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
-    );
-    if open {
-        warn!("authentication is DISABLED (proxy.allow_unauthenticated = true): development only");
-    }
-    if let Some(secret) = demo_secret {
-        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        println!(
-            "first run: created agent `demo`; its secret is shown once. Point an agent at the gateway \
-             with (in the agent's shell only: every tool there, package managers included, is then \
-             governed by the gateway):\n  \
-             export HTTP_PROXY=http://demo:{secret}@{proxy_addr} HTTPS_PROXY=http://demo:{secret}@{proxy_addr} NO_PROXY=localhost,127.0.0.1,::1\n  \
-             export SSL_CERT_FILE={bundle} REQUESTS_CA_BUNDLE={bundle} NODE_EXTRA_CA_CERTS={ca}   # trust the gateway CA for intercepted HTTPS",
-            bundle = abs(&tls.bundle).display(),
-            ca = abs(&tls.ca_cert).display(),
-        );
-    }
-
-    if tls.generated {
-        println!(
-            "generated a development gateway CA at {}: clients must trust it for intercepted hosts (e.g. SSL_CERT_FILE={}; `portcullis ca init --help`)",
-            tls.ca_cert.display(),
-            tls.bundle.display(),
-        );
-    }
+    let banner = Banner {
+        cfg: &cfg,
+        listeners,
+        store: base.store.describe(),
+        agents: n_agents,
+        policy: policy.banner.clone(),
+        open,
+        tls: (&tls.ca_cert, &tls.bundle, tls.generated),
+        credentials: base.credentials.names(),
+    };
+    banner.print(phases.demo_secret.as_deref());
     let admin_task = tokio::spawn(portcullis_admin::serve(
         admin_listener,
         admin,
@@ -280,12 +133,263 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
     // Every record of every finished request is written before exit.
-    audit.shutdown().await;
-    let _ = audit_writer.await;
+    base.audit.shutdown().await;
+    let _ = base.audit_writer.await;
     admin_task.abort();
-    store.close().await;
+    base.store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// What every phase and the control plane share: the store, the agent registry, metrics, the
+/// audit trail, limits, credentials and the classifier.
+struct Base {
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+    metrics: ProxyMetrics,
+    store: Store,
+    agents: Arc<AgentRegistry>,
+    classifier: Arc<portcullis_llm::Classifier>,
+    audit: portcullis_audit::AuditHandle,
+    audit_writer: tokio::task::JoinHandle<()>,
+    recorder: Arc<dyn Recorder>,
+    limits: Arc<AgentLimits>,
+    credentials: Arc<Credentials>,
+    injector: Arc<CredentialPhase>,
+    control: Arc<ControlPlane>,
+}
+
+impl Base {
+    async fn build(cfg: &Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let registry = Registry::new();
+        portcullis_admin::register_build_info(&registry, VERSION)?;
+        let metrics = ProxyMetrics::new(&registry)?;
+        let store = bootstrap::open_store(cfg).await?;
+        let classifier = Arc::new(
+            portcullis_llm::Classifier::new(&settings::providers(cfg)).context("llm.providers")?,
+        );
+        let agents = Arc::new(AgentRegistry::new());
+        let (audit, audit_writer) = AuditPipeline::start(
+            portcullis_app::audit::settings(&cfg.audit),
+            Some(store.clone()),
+            AuditMetrics::register(&registry)?,
+        )
+        .context("starting the audit pipeline")?;
+        let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
+        let limits = Arc::new(AgentLimits::in_memory(
+            settings::limit_settings(cfg),
+            agents.clone(),
+            clock.clone(),
+        ));
+        limits.spawn_sweeper(shutdown);
+        let (seal_key, generated_key) = bootstrap::credentials_key(cfg)?;
+        if generated_key {
+            info!(path = %cfg.store.credentials_key.display(), "generated the credentials sealing key");
+        }
+        let seal_key = Arc::new(seal_key);
+        let credentials = Arc::new(Credentials::load(&cfg.credentials, Some(seal_key.clone()))?);
+        let injector = Arc::new(CredentialPhase(credentials.clone()));
+        let control = ControlPlane::new(store.clone(), agents.clone(), clock.clone());
+        control.add_reload_hook(injector.clone());
+        control.enable_credentials(portcullis_admin::CredentialsApi {
+            key: seal_key,
+            config: cfg.credentials.clone(),
+        });
+        Ok(Self {
+            clock,
+            registry,
+            metrics,
+            store,
+            agents,
+            classifier,
+            audit,
+            audit_writer,
+            recorder,
+            limits,
+            credentials,
+            injector,
+            control,
+        })
+    }
+}
+
+/// The data plane's phases, the policy engine (none without authentication) and the demo
+/// agent's secret on a first run.
+struct Phases {
+    pipeline: Pipeline,
+    engine: Option<Arc<portcullis_policy::PolicyEngine>>,
+    demo_secret: Option<String>,
+}
+
+impl Phases {
+    async fn build(cfg: &Config, b: &Base) -> anyhow::Result<Self> {
+        let common = Pipeline {
+            classifier: Some(b.classifier.clone()),
+            recorder: b.recorder.clone(),
+            limits: Some(b.limits.clone()),
+            credentials: Some(b.injector.clone() as Arc<dyn CredentialInjector>),
+            ..Pipeline::unauthenticated()
+        };
+        if cfg.proxy.allow_unauthenticated {
+            return Ok(Self {
+                pipeline: common,
+                engine: None,
+                demo_secret: None,
+            });
+        }
+        let (key, generated) = bootstrap::signing_key(cfg)?;
+        if generated {
+            info!(path = %cfg.identity.signing_key.display(), "generated token signing key");
+        }
+        let key = Arc::new(key);
+        let issuer = Arc::new(TokenIssuer::new(cfg.identity.issuer.clone(), key.clone()));
+        bootstrap::upsert_config_agents(cfg, &b.store, b.clock.as_ref()).await?;
+        let demo_secret = bootstrap::create_demo_agent(cfg, &b.store, b.clock.as_ref()).await?;
+        let imetrics = IdentityMetrics::new(&b.registry)?;
+        let engine = bootstrap::policy_engine(cfg, b.clock.clone())?;
+        let pmetrics = PolicyMetrics::new(&b.registry, engine.clone())?;
+        let authorizer = Arc::new(PolicyAuthorizer::new(engine.clone(), pmetrics));
+        let throttle = portcullis_app::identity::auth_throttle(&cfg.identity, b.clock.clone());
+        let auth = Authenticator::new(b.agents.clone(), issuer.clone(), b.clock.clone())
+            .with_throttle(throttle.clone());
+        let proxy_auth = ProxyAuth::new(auth, b.store.clone(), b.clock.clone(), imetrics.clone())
+            .with_sidecar(cfg.sidecar.agent.clone());
+        let tokens = TokenService::new(
+            b.agents.clone(),
+            issuer.clone(),
+            key.jwks(),
+            b.clock.clone(),
+            imetrics,
+            Some(authorizer.clone()),
+        )
+        .with_throttle(throttle);
+        Ok(Self {
+            pipeline: Pipeline {
+                authenticator: Arc::new(proxy_auth),
+                authorizer,
+                local: Some(Arc::new(tokens)),
+                ..common
+            },
+            engine: Some(engine),
+            demo_secret,
+        })
+    }
+}
+
+/// The policy engine's readiness checks, the banner's policy part and the directory watcher
+/// (kept alive while the gateway runs).
+struct PolicyStatus {
+    checks: Vec<Arc<dyn ReadyCheck>>,
+    banner: String,
+    _watch: Option<portcullis_policy::WatchHandle>,
+}
+
+fn policy_status(
+    engine: Option<&Arc<portcullis_policy::PolicyEngine>>,
+) -> anyhow::Result<PolicyStatus> {
+    let Some(engine) = engine else {
+        let off = "policies=OFF(proxy.allow_unauthenticated=true: no policy is evaluated, every request is allowed) default=allow";
+        return Ok(PolicyStatus {
+            checks: Vec::new(),
+            banner: off.to_owned(),
+            _watch: None,
+        });
+    };
+    let checks: Vec<Arc<dyn ReadyCheck>> = vec![Arc::new(PolicyReady(engine.clone()))];
+    let watch = match engine.config().dir {
+        Some(_) => Some(
+            portcullis_policy::watch(engine.clone(), Duration::from_millis(200))
+                .context("watching the policy directory")?,
+        ),
+        None => None,
+    };
+    let st = engine.reload_status();
+    let src = engine
+        .config()
+        .dir
+        .as_ref()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "built-in".to_owned());
+    let default = match engine.config().default {
+        DefaultDecision::Deny => "deny",
+        DefaultDecision::Allow => {
+            warn!("policy.default = \"allow\": requests no policy applies to are ALLOWED");
+            "ALLOW(warning)"
+        }
+    };
+    let banner = format!(
+        "policies={}({src}, errors={}) default={default}",
+        st.policies,
+        st.errors.len()
+    );
+    Ok(PolicyStatus {
+        checks,
+        banner,
+        _watch: watch,
+    })
+}
+
+/// The one startup line, and the first-run and development-CA hints.
+struct Banner<'a> {
+    cfg: &'a Config,
+    listeners: (std::net::SocketAddr, std::net::SocketAddr),
+    store: &'a str,
+    agents: usize,
+    policy: String,
+    open: bool,
+    /// CA certificate, bundle, generated now.
+    tls: (&'a Path, &'a Path, bool),
+    credentials: Vec<String>,
+}
+
+impl Banner<'_> {
+    fn print(&self, demo_secret: Option<&str>) {
+        let cfg = self.cfg;
+        let (proxy, admin) = self.listeners;
+        let (ca_cert, bundle, generated) = self.tls;
+        let creds = &self.credentials;
+        println!(
+            "portcullis {VERSION} proxy={proxy} admin={admin} store={} agents={} {} auth={}{} ports={:?} allow_private={} ca={} intercept={}{} credentials={}{} log={}",
+            self.store,
+            self.agents,
+            self.policy,
+            if self.open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
+            cfg.sidecar.agent.as_ref().map(|a| format!(" sidecar={a}(loopback clients without credentials)")).unwrap_or_default(),
+            cfg.proxy.allowed_ports,
+            cfg.proxy.allow_private.len(),
+            ca_cert.display(),
+            intercept_banner(cfg),
+            if cfg.tls.splice_unknown.is_empty() { String::new() } else { format!(" splice_unknown=({}: non-TLS, non-HTTP tunnels spliced unexamined)", cfg.tls.splice_unknown.join(",")) },
+            creds.len(),
+            if creds.is_empty() { String::new() } else { format!("({})", creds.join(",")) },
+            match cfg.log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
+        );
+        if self.open {
+            warn!(
+                "authentication is DISABLED (proxy.allow_unauthenticated = true): development only"
+            );
+        }
+        if let Some(secret) = demo_secret {
+            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            println!(
+                "first run: created agent `demo`; its secret is shown once. Point an agent at the gateway \
+                 with (in the agent's shell only: every tool there, package managers included, is then \
+                 governed by the gateway):\n  \
+                 export HTTP_PROXY=http://demo:{secret}@{proxy} HTTPS_PROXY=http://demo:{secret}@{proxy} NO_PROXY=localhost,127.0.0.1,::1\n  \
+                 export SSL_CERT_FILE={b} REQUESTS_CA_BUNDLE={b} NODE_EXTRA_CA_CERTS={ca}   # trust the gateway CA for intercepted HTTPS",
+                b = abs(bundle).display(),
+                ca = abs(ca_cert).display(),
+            );
+        }
+        if generated {
+            println!(
+                "generated a development gateway CA at {}: clients must trust it for intercepted hosts (e.g. SSL_CERT_FILE={}; `portcullis ca init --help`)",
+                ca_cert.display(),
+                bundle.display(),
+            );
+        }
+    }
 }
 
 /// The interception setup and what the banner says about it.
