@@ -43,13 +43,11 @@ pub const MAX_MODEL_LABELS: usize = 200;
 impl ProxyMetrics {
     /// Registers the metrics in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "portcullis_requests_total",
-                "Requests handled, by agent, verdict and provider.",
-            ),
-            &["agent", "verdict", "provider"],
-        )?;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "portcullis_request_duration_seconds",
@@ -61,17 +59,12 @@ impl ProxyMetrics {
             ]),
             &["provider"],
         )?;
+        registry.register(Box::new(duration.clone()))?;
         let connections_active = IntGauge::new(
             "portcullis_connections_active",
             "Client connections currently open on the proxy listener.",
         )?;
-        let connections_rejected = IntCounterVec::new(
-            Opts::new(
-                "portcullis_connections_rejected_total",
-                "Client connections refused at accept, by reason.",
-            ),
-            &["reason"],
-        )?;
+        registry.register(Box::new(connections_active.clone()))?;
         let tunnels_active = IntGaugeVec::new(
             Opts::new(
                 "portcullis_tunnels_active",
@@ -79,92 +72,69 @@ impl ProxyMetrics {
             ),
             &["intercepted"],
         )?;
-        let tunnel_bytes = IntCounterVec::new(
-            Opts::new(
-                "portcullis_tunnel_bytes_total",
-                "Bytes spliced through CONNECT tunnels, by direction.",
-            ),
-            &["direction"],
-        )?;
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "portcullis_upstream_errors_total",
-                "Upstream failures by kind.",
-            ),
-            &["kind"],
-        )?;
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "portcullis_requests_refused_total",
-                "Requests refused by the data plane before policy, by error code.",
-            ),
-            &["code"],
-        )?;
-        let tls_handshake_failures = IntCounterVec::new(
-            Opts::new(
-                "portcullis_tls_handshake_failures_total",
-                "TLS handshakes that failed on intercepted tunnels, by side.",
-            ),
-            &["side"],
-        )?;
-        registry.register(Box::new(tls_handshake_failures.clone()))?;
-        for side in ["client", "upstream"] {
-            tls_handshake_failures.with_label_values(&[side]);
-        }
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(connections_active.clone()))?;
-        registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(tunnels_active.clone()))?;
-        registry.register(Box::new(tunnel_bytes.clone()))?;
-        registry.register(Box::new(upstream_errors.clone()))?;
-        registry.register(Box::new(refused.clone()))?;
-        let llm_tokens = IntCounterVec::new(
-            Opts::new(
-                "portcullis_llm_tokens_total",
-                "LLM tokens reported by providers, by agent, provider, model and type.",
-            ),
-            &["agent", "provider", "model", "type"],
-        )?;
-        registry.register(Box::new(llm_tokens.clone()))?;
-        let rate_limited = IntCounterVec::new(
-            Opts::new(
-                "portcullis_rate_limited_total",
-                "Requests refused by a rate limit or token budget, by agent and limit.",
-            ),
-            &["agent", "limit"],
-        )?;
-        registry.register(Box::new(rate_limited.clone()))?;
-        let credential_injections = IntCounterVec::new(
-            Opts::new(
-                "portcullis_credential_injections_total",
-                "Upstream requests the gateway added a configured credential to, by credential.",
-            ),
-            &["credential"],
-        )?;
-        registry.register(Box::new(credential_injections.clone()))?;
-        // Make the zero-valued series visible from the first scrape.
-        for i in ["false", "true"] {
-            tunnels_active.with_label_values(&[i]);
-        }
-        for d in ["upstream", "downstream"] {
-            tunnel_bytes.with_label_values(&[d]);
-        }
-        Ok(Self {
-            requests,
+        let m = Self {
+            requests: counter(
+                "portcullis_requests_total",
+                "Requests handled, by agent, verdict and provider.",
+                &["agent", "verdict", "provider"],
+            )?,
             duration,
             connections_active,
-            connections_rejected,
+            connections_rejected: counter(
+                "portcullis_connections_rejected_total",
+                "Client connections refused at accept, by reason.",
+                &["reason"],
+            )?,
             tunnels_active,
-            tunnel_bytes,
-            upstream_errors,
-            refused,
-            tls_handshake_failures,
-            llm_tokens,
-            rate_limited,
-            credential_injections,
+            tunnel_bytes: counter(
+                "portcullis_tunnel_bytes_total",
+                "Bytes spliced through CONNECT tunnels, by direction.",
+                &["direction"],
+            )?,
+            upstream_errors: counter(
+                "portcullis_upstream_errors_total",
+                "Upstream failures by kind.",
+                &["kind"],
+            )?,
+            refused: counter(
+                "portcullis_requests_refused_total",
+                "Requests and tunnels the data plane refused, by error code (every refusal cause).",
+                &["code"],
+            )?,
+            tls_handshake_failures: counter(
+                "portcullis_tls_handshake_failures_total",
+                "TLS handshakes that failed on intercepted tunnels, by side.",
+                &["side"],
+            )?,
+            llm_tokens: counter(
+                "portcullis_llm_tokens_total",
+                "LLM tokens reported by providers, by agent, provider, model and type.",
+                &["agent", "provider", "model", "type"],
+            )?,
+            rate_limited: counter(
+                "portcullis_rate_limited_total",
+                "Requests refused by a rate limit or token budget, by agent and limit.",
+                &["agent", "limit"],
+            )?,
+            credential_injections: counter(
+                "portcullis_credential_injections_total",
+                "Upstream requests the gateway added a configured credential to, by credential.",
+                &["credential"],
+            )?,
             models: Default::default(),
-        })
+        };
+        // Make the zero-valued series visible from the first scrape.
+        for side in ["client", "upstream"] {
+            m.tls_handshake_failures.with_label_values(&[side]);
+        }
+        for i in ["false", "true"] {
+            m.tunnels_active.with_label_values(&[i]);
+        }
+        for d in ["upstream", "downstream"] {
+            m.tunnel_bytes.with_label_values(&[d]);
+        }
+        Ok(m)
     }
 
     /// A bounded label for `model`: the first [`MAX_MODEL_LABELS`] distinct models
