@@ -10,7 +10,7 @@ use crate::admission::{
 use crate::body::{BoxError, Metered, ProxyBody};
 use crate::exchange::{Exchange, Outcome};
 use crate::headers::{strip_hop_by_hop, strip_portcullis_headers};
-use crate::io::Counted;
+use crate::io::{totals, Tally};
 use crate::refusal::{Refusal, Upstream};
 use crate::respond::set_rate_headers;
 use crate::state::Shared;
@@ -320,14 +320,15 @@ fn switch_protocols(
         let (c, u) = tokio::join!(client_upgrade, upstream_upgrade);
         let outcome = match (c, u) {
             (Ok(c), Ok(u)) => {
-                let mut c = Counted::new(TokioIo::new(c));
+                let (mut c, counts) = Tally::new(TokioIo::new(c));
                 let mut u = TokioIo::new(u);
                 let r = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                let (bytes_in, bytes_out) = totals(&counts);
                 Outcome {
                     status: 101,
                     error: r.err().map(|_| "upgrade_io_error"),
-                    bytes_in: c.read,
-                    bytes_out: c.written,
+                    bytes_in,
+                    bytes_out,
                     usage: None,
                 }
             }

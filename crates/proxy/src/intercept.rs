@@ -9,7 +9,7 @@ use crate::body::ProxyBody;
 use crate::conn::max_head;
 use crate::conn::{drive, Activity, ActivityIo, Ended};
 use crate::exchange::{Exchange, Outcome};
-use crate::io::{MultiplexDetect, Prefixed, Tally};
+use crate::io::{totals, Counts, MultiplexDetect, Prefixed, Tally};
 use crate::refusal::Refusal;
 use crate::state::{Intercept, Shared};
 use http::{Request, Response};
@@ -22,7 +22,6 @@ use portcullis_tls::{sniff, Sniff, MAX_SNIFF_BYTES};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -157,14 +156,8 @@ impl Inner {
     /// Serves the inner HTTP/1.1 or h2 connection (`h2` from ALPN; h2 with prior knowledge
     /// is detected from its preface), under the same header-read and idle timeouts and framing
     /// checks as the proxy listener; records the tunnel when it ends.
-    async fn serve<I>(
-        mut self,
-        ex: Exchange,
-        io: I,
-        counts: Arc<(AtomicU64, AtomicU64)>,
-        scheme: &'static str,
-        h2: bool,
-    ) where
+    async fn serve<I>(mut self, ex: Exchange, io: I, counts: Counts, scheme: &'static str, h2: bool)
+    where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let shared = self.shared.clone();
@@ -206,10 +199,7 @@ impl Inner {
         .await;
         gauge.dec();
         let error = ended_error(&shared, ended);
-        let (up, down) = (
-            counts.0.load(Ordering::Relaxed),
-            counts.1.load(Ordering::Relaxed),
-        );
+        let (up, down) = totals(&counts);
         let m = &shared.metrics.tunnel_bytes;
         m.with_label_values(&["upstream"]).inc_by(up);
         m.with_label_values(&["downstream"]).inc_by(down);

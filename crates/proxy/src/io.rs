@@ -10,72 +10,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pin_project! {
-    /// IO that counts bytes read from and written to it.
-    pub(crate) struct Counted<T> {
-        #[pin]
-        io: T,
-        pub(crate) read: u64,
-        pub(crate) written: u64,
-    }
-}
-
-impl<T> Counted<T> {
-    pub(crate) fn new(io: T) -> Self {
-        Self {
-            io,
-            read: 0,
-            written: 0,
-        }
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for Counted<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let r = this.io.poll_read(cx, buf);
-        *this.read += (buf.filled().len() - before) as u64;
-        r
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for Counted<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let r = this.io.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            *this.written += n as u64;
-        }
-        r
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
-    }
-}
-
-/// IO counting bytes read from and written to it into shared counters, so the
-/// counts survive the IO being moved into a connection.
+/// IO counting bytes read from and written to it into shared counters, so the counts
+/// survive the IO being moved into a connection (and are there when a copy fails midway).
 pub(crate) struct Tally<T> {
     inner: T,
     counts: Arc<(AtomicU64, AtomicU64)>,
 }
 
+/// Bytes read from and written to a [`Tally`].
+pub(crate) type Counts = Arc<(AtomicU64, AtomicU64)>;
+
 impl<T> Tally<T> {
-    pub(crate) fn new(inner: T) -> (Self, Arc<(AtomicU64, AtomicU64)>) {
+    pub(crate) fn new(inner: T) -> (Self, Counts) {
         let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         (
             Self {
@@ -123,6 +69,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tally<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// `(read, written)` so far.
+pub(crate) fn totals(counts: &Counts) -> (u64, u64) {
+    (
+        counts.0.load(Ordering::Relaxed),
+        counts.1.load(Ordering::Relaxed),
+    )
 }
 
 /// IO that yields `prefix` (bytes already read while sniffing) before the rest.

@@ -1,7 +1,7 @@
 //! A spliced tunnel: bytes copied both ways with half-close, recorded when it closes.
 
 use crate::exchange::{Exchange, Outcome};
-use crate::io::Counted;
+use crate::io::{totals, Tally};
 use crate::state::Shared;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
@@ -33,12 +33,13 @@ pub(crate) async fn splice(
     }
     // Count on the client side as bytes move: copy_bidirectional reports no
     // totals when it fails, and a reset at the end of a tunnel is common.
-    let mut client = Counted::new(client);
+    let (mut client, counts) = Tally::new(client);
     // copy_bidirectional propagates EOF as a write shutdown (half-close) and keeps
     // the other direction running until it ends too.
     let r = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     gauge.dec();
-    let (up, down) = (client.read + first.len() as u64, client.written);
+    let (read, down) = totals(&counts);
+    let up = read + first.len() as u64;
     let error = match r {
         Ok(_) => None,
         Err(e) => {
