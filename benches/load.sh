@@ -292,11 +292,22 @@ run_wrk() { # label conns duration target-env delay-env url
   echo "$out" | grep '^RESULT' | tail -1
 }
 
-measure() { # conns delay direct|gateway  -> RESULT line
-  local conns="$1" delay="$2" mode="$3" target="" url="http://$ORIGIN/json"
-  if [ "$mode" = gateway ]; then target="http://$ORIGIN/json"; url="http://$PROXY/"; fi
+# CPU time (user + system, all threads) of a process in clock ticks, from /proc/PID/stat.
+# The command name (field 2) may hold spaces, so the fields are counted after its ')'.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+CLK_TCK="$(getconf CLK_TCK)"
+
+measure() { # conns delay direct|gateway  -> RESULT line + CPU us per request
+  # The CPU column is the gateway's for gateway runs and the nginx worker's for direct
+  # runs: CPU time over the measured window divided by the requests wrk completed.
+  local conns="$1" delay="$2" mode="$3" target="" url="http://$ORIGIN/json" pid="$NGINX_WORKER"
+  local before line
+  if [ "$mode" = gateway ]; then target="http://$ORIGIN/json"; url="http://$PROXY/"; pid="$GW_PID"; fi
   run_wrk warm "$conns" "$WARMUP" "$target" "$delay" "$url" >/dev/null
-  run_wrk "$mode" "$conns" "$DURATION" "$target" "$delay" "$url"
+  before="$(cpu_ticks "$pid")"
+  line="$(run_wrk "$mode" "$conns" "$DURATION" "$target" "$delay" "$url")"
+  echo "$line $(awk -v d="$(( $(cpu_ticks "$pid") - before ))" -v n="$(field "$line" 5)" -v hz="$CLK_TCK" \
+    'BEGIN {printf "%.1f", (n > 0 ? d / hz * 1e6 / n : 0)}')"
 }
 
 rounds() { # conns delay prefix
@@ -305,7 +316,7 @@ rounds() { # conns delay prefix
   for r in $(seq 1 "$ROUNDS"); do
     measure "$1" "$2" direct >>"$WORK/$3.direct"
     measure "$1" "$2" gateway >>"$WORK/$3.gateway"
-    say "  round $r: direct $(cut -d' ' -f2-4 "$WORK/$3.direct" | tail -1)  gateway $(cut -d' ' -f2-4 "$WORK/$3.gateway" | tail -1)  (req/s p50us p99us)"
+    say "  round $r: direct $(cut -d' ' -f2-4,8 "$WORK/$3.direct" | tail -1)  gateway $(cut -d' ' -f2-4,8 "$WORK/$3.gateway" | tail -1)  (req/s p50us p99us cpu-us/req)"
   done
 }
 say "throughput, $CONNS connections, $ROUNDS x ${DURATION}s each side"
@@ -355,9 +366,9 @@ cat <<EOF
 portcullis load benchmark  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) CPUs  load avg before: $LOAD_BEFORE  after: $LOAD_AFTER
 priority: ${NICE:-default (nice 0)}; origin: nginx 1 worker, ${BODY_BYTES}-byte JSON; wrk ${THREADS} threads; medians of $ROUNDS interleaved ${DURATION}s runs per side, each after ${WARMUP}s warm-up
 
-throughput, $CONNS connections        req/s        p50 ms    p99 ms   errors  non-2xx
-  direct                        $(printf '%10s  %9s  %9s  %6s  %6s' "$td_rps" "$(ms "$(field "$T_DIRECT" 3)")" "$(ms "$(field "$T_DIRECT" 4)")" "$(field "$T_DIRECT" 6)" "$(field "$T_DIRECT" 7)")
-  gateway                       $(printf '%10s  %9s  %9s  %6s  %6s' "$tg_rps" "$(ms "$(field "$T_GW" 3)")" "$(ms "$(field "$T_GW" 4)")" "$(field "$T_GW" 6)" "$(field "$T_GW" 7)")
+throughput, $CONNS connections        req/s        p50 ms    p99 ms   errors  non-2xx   CPU us/req
+  direct (nginx worker CPU)     $(printf '%10s  %9s  %9s  %6s  %6s  %9s' "$td_rps" "$(ms "$(field "$T_DIRECT" 3)")" "$(ms "$(field "$T_DIRECT" 4)")" "$(field "$T_DIRECT" 6)" "$(field "$T_DIRECT" 7)" "$(field "$T_DIRECT" 8)")
+  gateway (gateway CPU)         $(printf '%10s  %9s  %9s  %6s  %6s  %9s' "$tg_rps" "$(ms "$(field "$T_GW" 3)")" "$(ms "$(field "$T_GW" 4)")" "$(field "$T_GW" 6)" "$(field "$T_GW" 7)" "$(field "$T_GW" 8)")
   ratio gateway/direct          $ratio     (target >= 0.45: $(verdict "$ratio >= 0.45"))
 
 fixed rate, $RATE_CONNS conns x 1/${RATE_DELAY_MS}ms     req/s        p50 ms    p99 ms
