@@ -178,9 +178,8 @@ pub async fn rotate_secret(
         Some(c) if c.tenant == op.tenant => c,
         _ => return Err(not_found()),
     };
-    let binding = stored_binding(&stored).map_err(|_| {
-        ApiError::internal("the stored binding of this credential cannot be read")
-    })?;
+    let binding = stored_binding(&stored)
+        .map_err(|_| ApiError::internal("the stored binding of this credential cannot be read"))?;
     let mut body = binding_body(&binding);
     body.insert("secret".into(), json!(secret));
     let raw = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();

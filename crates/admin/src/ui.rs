@@ -19,8 +19,12 @@ pub type UiFuture<'a> = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Sen
 pub trait Ui: Send + Sync + 'static {
     /// Answers one request whose path is `/ui` or starts with `/ui/`, from the client at
     /// `peer`, with `admin`'s control plane and policy API.
-    fn handle<'a>(&'a self, admin: &'a Admin, req: Request<Incoming>, peer: SocketAddr)
-        -> UiFuture<'a>;
+    fn handle<'a>(
+        &'a self,
+        admin: &'a Admin,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> UiFuture<'a>;
 }
 
 /// `/` → 303 `/ui/`.

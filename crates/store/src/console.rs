@@ -339,7 +339,8 @@ impl Store {
     /// no more than `cap` index steps); the answer is `cap` when there are at least `cap`.
     pub async fn console_count(&self, scope: &Scope, f: &RequestFilter, cap: u64) -> Result<u64> {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) AS n FROM (SELECT 1 FROM audit_records");
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT COUNT(*) AS n FROM (SELECT 1 FROM audit_records");
         let mut sep = Sep::default();
         push_filter(&mut qb, &mut sep, scope, f);
         qb.push(" LIMIT ").push_bind(cap).push(") AS capped");

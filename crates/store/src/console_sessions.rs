@@ -35,11 +35,7 @@ pub struct ConsoleSession {
 
 impl Store {
     /// Records a new session under the SHA-256 (hex) of its id.
-    pub async fn create_console_session(
-        &self,
-        id_sha256: &str,
-        s: &ConsoleSession,
-    ) -> Result<()> {
+    pub async fn create_console_session(&self, id_sha256: &str, s: &ConsoleSession) -> Result<()> {
         if !is_sha256_hex(id_sha256) {
             return Err(StoreError::invalid("session", "id hash is not SHA-256 hex"));
         }

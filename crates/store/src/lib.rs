@@ -48,8 +48,8 @@ mod store;
 pub use api_keys::{ApiKeyRecord, Role};
 pub use audit::{AuditEntry, AuditPage, AuditQuery, AuditRow, MAX_AUDIT_PAGE};
 pub use console::{
-    AgentActivity, ConsoleRecord, Cursor, Dimension, RefusalRow, RequestFilter, Scope,
-    ShadowRow, SubagentSeen, TokenBucket, TopRow, VerdictBucket, MAX_CONSOLE_PAGE,
+    AgentActivity, ConsoleRecord, Cursor, Dimension, RefusalRow, RequestFilter, Scope, ShadowRow,
+    SubagentSeen, TokenBucket, TopRow, VerdictBucket, MAX_CONSOLE_PAGE,
 };
 pub use console_sessions::ConsoleSession;
 pub use credentials::StoredCredential;
