@@ -1,0 +1,1 @@
+//! Handler tests without a browser: see `tests/` for the scenarios.
