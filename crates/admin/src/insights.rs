@@ -1,5 +1,5 @@
 //! Reads of the audit trail beyond `/v1/decisions`, for the console: keyset pages with
-//! host and status filters, live updates, usage aggregates, the shadow report, per-agent
+//! host and status filters, capped counts, usage aggregates, the shadow report, per-agent
 //! activity and the sub-agents seen. Each is scoped to the operator's tenant by
 //! [`crate::decisions::scope`], the one rule every audit read follows.
 
@@ -23,20 +23,6 @@ pub async fn requests(
 ) -> Result<Vec<ConsoleRecord>, ApiError> {
     cp.store()
         .console_requests(&scope(op), f, before, limit)
-        .await
-        .map_err(store_error)
-}
-
-/// The operator's records matching `f` newer than `after`, newest first.
-pub async fn newer(
-    cp: &ControlPlane,
-    op: &Operator,
-    f: &RequestFilter,
-    after: &Cursor,
-    limit: u32,
-) -> Result<Vec<ConsoleRecord>, ApiError> {
-    cp.store()
-        .console_newer(&scope(op), f, after, limit)
         .await
         .map_err(store_error)
 }

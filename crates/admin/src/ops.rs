@@ -19,7 +19,7 @@ pub mod decisions {
 
 /// Console reads of the audit trail: keyset pages, live updates, aggregates.
 pub mod insights {
-    pub use crate::insights::{activity, count, newer, requests, shadow, subagents, usage, Usage};
+    pub use crate::insights::{activity, count, requests, shadow, subagents, usage, Usage};
 }
 
 /// Policies: list, validate, simulate, mode changes, sources.

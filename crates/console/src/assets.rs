@@ -81,11 +81,17 @@ mod tests {
     #[test]
     fn names_carry_the_content_hash() {
         let css = url("console");
-        assert!(css.starts_with("/ui/assets/console.") && css.ends_with(".css"), "{css}");
+        assert!(
+            css.starts_with("/ui/assets/console.") && css.ends_with(".css"),
+            "{css}"
+        );
         let name = css.trim_start_matches("/ui/assets/");
         let a = find(name).expect("served");
         assert_eq!(a.content_type, "text/css; charset=utf-8");
-        assert!(find("console.css").is_none(), "only hashed names are served");
+        assert!(
+            find("console.css").is_none(),
+            "only hashed names are served"
+        );
         assert!(url("htmx").ends_with(".js"));
         assert!(url("nothing").is_empty());
     }

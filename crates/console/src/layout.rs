@@ -85,7 +85,10 @@ impl Ctx<'_> {
                         }
                     })
                     .collect();
-                (format!("{} · queue {}", parts.join(", "), m.queue_depth()), ok)
+                (
+                    format!("{} · queue {}", parts.join(", "), m.queue_depth()),
+                    ok,
+                )
             }
             None => ("not reported".to_owned(), true),
         };
@@ -162,7 +165,12 @@ impl ErrorView {
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
-                    .map(|f| (view::s(f, "field").to_owned(), view::s(f, "reason").to_owned()))
+                    .map(|f| {
+                        (
+                            view::s(f, "field").to_owned(),
+                            view::s(f, "reason").to_owned(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

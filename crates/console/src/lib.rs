@@ -30,7 +30,9 @@ mod web;
 pub use settings::{ConsoleSettings, Overview, TrustedHeaders};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, SET_COOKIE};
+use http::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, SET_COOKIE,
+};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
@@ -164,7 +166,12 @@ impl Console {
 
     /// Answers one request under `/ui` from `peer`, with `admin`'s control plane and
     /// policy API. Any body type works (the listener's, or a test's).
-    pub async fn handle<B>(&self, admin: &Admin, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>>
+    pub async fn handle<B>(
+        &self,
+        admin: &Admin,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -191,7 +198,8 @@ impl Console {
         };
         if !route.allows(&parts.method) {
             let mut r = web::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
             return r;
         }
         let post = parts.method == Method::POST;
@@ -209,10 +217,11 @@ impl Console {
         let query = Form::parse(parts.uri.query().unwrap_or("").as_bytes());
         let now = cp.clock().unix_secs();
 
-        let mut session = match session::current(cp.store(), &parts.headers, &self.settings, now).await {
-            Ok(s) => s,
-            Err(e) => return pages::login::unavailable(&e),
-        };
+        let mut session =
+            match session::current(cp.store(), &parts.headers, &self.settings, now).await {
+                Ok(s) => s,
+                Err(e) => return pages::login::unavailable(&e),
+            };
         let mut new_cookie = None;
         if let Some(t) = &self.settings.trusted_header {
             match session::asserted(t, &parts.headers, peer) {
@@ -226,7 +235,9 @@ impl Console {
                         if let Some(old) = &session {
                             let _ = session::sign_out(cp.store(), old).await;
                         }
-                        match session::sign_in_asserted(cp.store(), &a, &self.settings, now, peer).await {
+                        match session::sign_in_asserted(cp.store(), &a, &self.settings, now, peer)
+                            .await
+                        {
                             Ok((id, s)) => {
                                 new_cookie = Some(session::set_cookie(&id, &self.settings));
                                 session = Some(s);
@@ -254,9 +265,12 @@ impl Console {
             }
             (route, Some(s)) => {
                 if post {
-                    let given = form
-                        .get("csrf")
-                        .or_else(|| parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()));
+                    let given = form.get("csrf").or_else(|| {
+                        parts
+                            .headers
+                            .get("x-csrf-token")
+                            .and_then(|v| v.to_str().ok())
+                    });
                     if !session::csrf_ok(&s, given) {
                         warn!(operator = %s.operator.key_id, client = %peer, "console request refused: CSRF token missing or wrong");
                         return pages::login::refused_csrf();
@@ -267,7 +281,9 @@ impl Console {
                     cp,
                     policy: admin.policy(),
                     session: s,
-                    now_ms: i64::try_from(now).unwrap_or(i64::MAX / 1000).saturating_mul(1000),
+                    now_ms: i64::try_from(now)
+                        .unwrap_or(i64::MAX / 1000)
+                        .saturating_mul(1000),
                 };
                 dispatch(&ctx, route, post, &form, &query).await
             }

@@ -64,7 +64,11 @@ pub(crate) fn set_cookie(id: &str, settings: &ConsoleSettings) -> String {
     format!(
         "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
         settings.session_ttl.as_secs(),
-        if settings.secure_cookie { "; Secure" } else { "" }
+        if settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        }
     )
 }
 
@@ -72,7 +76,11 @@ pub(crate) fn set_cookie(id: &str, settings: &ConsoleSettings) -> String {
 pub(crate) fn clear_cookie(settings: &ConsoleSettings) -> String {
     format!(
         "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        if settings.secure_cookie { "; Secure" } else { "" }
+        if settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        }
     )
 }
 
@@ -206,7 +214,9 @@ pub(crate) fn asserted(
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= MAX_SUBJECT && !v.bytes().any(|b| b.is_ascii_control()))
+            .filter(|v| {
+                !v.is_empty() && v.len() <= MAX_SUBJECT && !v.bytes().any(|b| b.is_ascii_control())
+            })
     };
     let Some(user) = text(&t.user) else {
         return Ok(None);
@@ -278,7 +288,11 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(csrf_of(&a), csrf_of(&a));
         assert_ne!(csrf_of(&a), csrf_of(&b));
-        assert_ne!(csrf_of(&a), sha256_hex(&a), "the token is not the store key");
+        assert_ne!(
+            csrf_of(&a),
+            sha256_hex(&a),
+            "the token is not the store key"
+        );
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl TrustedHeaders {
     }
 
     /// The tenant and role of the first mapping whose group is in `groups`.
-    pub fn role_for<'a>(&self, groups: impl Iterator<Item = &'a str> + Clone) -> Option<(&str, Role)> {
+    pub fn role_for<'a>(
+        &self,
+        groups: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<(&str, Role)> {
         self.roles.iter().find_map(|(g, tenant, role)| {
             groups
                 .clone()
@@ -125,7 +128,10 @@ mod tests {
         assert!(t.trusts("::ffff:10.1.2.3".parse().expect("ip")));
         assert!(!t.trusts("127.0.0.1".parse().expect("ip")));
         let g = ["readers", "ops"];
-        assert_eq!(t.role_for(g.iter().copied()), Some(("default", Role::Admin)));
+        assert_eq!(
+            t.role_for(g.iter().copied()),
+            Some(("default", Role::Admin))
+        );
         assert_eq!(
             t.role_for(["readers"].iter().copied()),
             Some(("acme", Role::Viewer))

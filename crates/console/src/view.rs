@@ -27,7 +27,11 @@ pub(crate) fn clock_ms(ms: i64) -> String {
 
 /// Unix seconds as [`time_ms`].
 pub(crate) fn time_secs(secs: u64) -> String {
-    time_ms(i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000))
+    time_ms(
+        i64::try_from(secs)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+    )
 }
 
 /// `1,234,567`.
@@ -101,7 +105,9 @@ pub(crate) fn strings(r: &Value, key: &str) -> Vec<String> {
 
 /// Total tokens of a record's usage, when reported.
 pub(crate) fn tokens(r: &Value) -> Option<u64> {
-    r.get("usage").and_then(|u| u.get("total_tokens")).and_then(Value::as_u64)
+    r.get("usage")
+        .and_then(|u| u.get("total_tokens"))
+        .and_then(Value::as_u64)
 }
 
 /// A percent-encoded path segment (for ids in links).

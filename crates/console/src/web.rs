@@ -23,10 +23,7 @@ pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src '
 
 /// Adds the headers every console answer carries.
 pub(crate) fn secure(headers: &mut HeaderMap) {
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(CSP),
-    );
+    headers.insert("content-security-policy", HeaderValue::from_static(CSP));
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -44,7 +41,10 @@ pub(crate) fn page(status: StatusCode, html: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(html)));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     secure(h);
     r
@@ -55,7 +55,10 @@ pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Full<Byte
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     secure(h);
     r
@@ -153,7 +156,10 @@ impl Form {
 
     /// The first value of `key` untrimmed (for free text such as a JSON body).
     pub(crate) fn raw(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -207,7 +213,10 @@ mod tests {
 
     #[test]
     fn cookies_are_found_among_others() {
-        let h = headers(&[("cookie", "a=1; portcullis_session=abc ; b=2"), ("cookie", "c=3")]);
+        let h = headers(&[
+            ("cookie", "a=1; portcullis_session=abc ; b=2"),
+            ("cookie", "c=3"),
+        ]);
         assert_eq!(cookie(&h, "portcullis_session"), Some("abc"));
         assert_eq!(cookie(&h, "c"), Some("3"));
         assert_eq!(cookie(&h, "portcullis"), None);
@@ -223,7 +232,10 @@ mod tests {
             ("sec-fetch-site", "same-origin"),
         ])));
         for bad in [
-            headers(&[("host", "127.0.0.1:8081"), ("origin", "http://evil.example")]),
+            headers(&[
+                ("host", "127.0.0.1:8081"),
+                ("origin", "http://evil.example"),
+            ]),
             headers(&[("host", "127.0.0.1:8081"), ("origin", "null")]),
             headers(&[("sec-fetch-site", "cross-site")]),
             headers(&[("sec-fetch-site", "same-site")]),

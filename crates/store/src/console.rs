@@ -1,6 +1,6 @@
 //! What the operator console reads from the audit table beyond `GET /v1/decisions`:
 //! pages by keyset (newest first, fast at any depth), host and status filters, a capped
-//! count, new records since a cursor (live updates), and aggregates (requests per verdict
+//! count, and aggregates (requests per verdict
 //! over time, tokens per agent, model or provider, top lists, refusals by cause, the
 //! shadow report, per-agent activity, sub-agents seen).
 //!
@@ -309,32 +309,6 @@ impl Store {
         rows.iter().map(entry_of).collect()
     }
 
-    /// Records matching `f` in `scope` that sort after `after` (arrived since a page was
-    /// shown), newest first, at most `limit`.
-    pub async fn console_newer(
-        &self,
-        scope: &Scope,
-        f: &RequestFilter,
-        after: &Cursor,
-        limit: u32,
-    ) -> Result<Vec<ConsoleRecord>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, ts, record FROM audit_records");
-        let mut sep = Sep::default();
-        push_filter(&mut qb, &mut sep, scope, f);
-        qb.push(sep.next())
-            .push("(ts > ")
-            .push_bind(after.ts_ms)
-            .push(" OR (ts = ")
-            .push_bind(after.ts_ms)
-            .push(" AND id > ")
-            .push_bind(after.id.as_str())
-            .push("))");
-        qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(entry_of).collect()
-    }
-
     /// How many records match, counting at most `cap` (so a count over a huge window costs
     /// no more than `cap` index steps); the answer is `cap` when there are at least `cap`.
     pub async fn console_count(&self, scope: &Scope, f: &RequestFilter, cap: u64) -> Result<u64> {
@@ -512,7 +486,7 @@ impl Store {
             let policy: String = r.try_get("policy")?;
             let count = u64_of(r, "n")?;
             let mut ex = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT record FROM audit_records, {WOULD_DENY_ROWS}"
+                "SELECT audit_records.record AS record FROM audit_records, {WOULD_DENY_ROWS}"
             ));
             let mut sep = Sep::default();
             push_scope(&mut ex, &mut sep, scope);
@@ -521,7 +495,8 @@ impl Store {
             ex.push(sep.next())
                 .push("je.value = ")
                 .push_bind(policy.as_str());
-            ex.push(" ORDER BY ts DESC, id DESC LIMIT ")
+            // `id` alone would be json_each's column.
+            ex.push(" ORDER BY audit_records.ts DESC, audit_records.id DESC LIMIT ")
                 .push_bind(i64::from(examples.min(MAX_CONSOLE_PAGE)));
             let found = ex.build().fetch_all(&self.pool).await?;
             out.push(ShadowRow {

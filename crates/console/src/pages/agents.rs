@@ -110,7 +110,9 @@ fn label<T: serde::Serialize>(v: &T) -> String {
 
 /// The effective limit `i` (override, else the `[limits]` default).
 fn effective(ctx: &Ctx<'_>, a: &Agent, i: usize) -> Option<u64> {
-    a.limits.entries()[i].1.or(ctx.console.overview.default_limits[i])
+    a.limits.entries()[i]
+        .1
+        .or(ctx.console.overview.default_limits[i])
 }
 
 fn row(ctx: &Ctx<'_>, a: &Agent, activity: &BTreeMap<String, AgentActivity>) -> AgentRow {
@@ -118,7 +120,9 @@ fn row(ctx: &Ctx<'_>, a: &Agent, activity: &BTreeMap<String, AgentActivity>) -> 
     let limits: Vec<String> = LIMIT_KEYS
         .iter()
         .enumerate()
-        .filter_map(|(i, (_, name))| effective(ctx, a, i).map(|v| format!("{} {name}", view::thousands(v))))
+        .filter_map(|(i, (_, name))| {
+            effective(ctx, a, i).map(|v| format!("{} {name}", view::thousands(v)))
+        })
         .collect();
     let day = effective(ctx, a, 2);
     let budget = day.filter(|d| *d > 0).map(|d| {
@@ -134,13 +138,21 @@ fn row(ctx: &Ctx<'_>, a: &Agent, activity: &BTreeMap<String, AgentActivity>) -> 
         mode: label(&a.mode),
         risk: label(&a.risk_level),
         groups: a.groups.join(", "),
-        limits: if limits.is_empty() { "unlimited".into() } else { limits.join(" · ") },
+        limits: if limits.is_empty() {
+            "unlimited".into()
+        } else {
+            limits.join(" · ")
+        },
         last_minute: match rpm {
             Some(r) => format!("{} / {}", act.requests_last_minute, view::thousands(r)),
             None => act.requests_last_minute.to_string(),
         },
         tokens_today: match day {
-            Some(d) => format!("{} / {}", view::thousands(act.tokens_today), view::thousands(d)),
+            Some(d) => format!(
+                "{} / {}",
+                view::thousands(act.tokens_today),
+                view::thousands(d)
+            ),
             None => view::thousands(act.tokens_today),
         },
         budget,
@@ -155,20 +167,37 @@ fn start_of_day_ms(now_ms: i64) -> i64 {
 }
 
 async fn activity(ctx: &Ctx<'_>) -> BTreeMap<String, AgentActivity> {
-    insights::activity(ctx.cp, ctx.op(), ctx.now_ms - 60_000, start_of_day_ms(ctx.now_ms))
-        .await
-        .map(|v| v.into_iter().collect())
-        .unwrap_or_default()
+    insights::activity(
+        ctx.cp,
+        ctx.op(),
+        ctx.now_ms - 60_000,
+        start_of_day_ms(ctx.now_ms),
+    )
+    .await
+    .map(|v| v.into_iter().collect())
+    .unwrap_or_default()
 }
 
 async fn subagents(ctx: &Ctx<'_>, only: Option<&str>) -> Vec<SubRow> {
-    let seen = insights::subagents(ctx.cp, ctx.op(), ctx.now_ms - SUBAGENTS_WINDOW_MS, MAX_SUBAGENTS)
-        .await
-        .unwrap_or_default();
+    let seen = insights::subagents(
+        ctx.cp,
+        ctx.op(),
+        ctx.now_ms - SUBAGENTS_WINDOW_MS,
+        MAX_SUBAGENTS,
+    )
+    .await
+    .unwrap_or_default();
     seen.into_iter()
         .filter(|s| only.is_none_or(|a| a == s.agent_id))
         .map(|s| SubRow {
-            href: view::url("/ui/", &[("agent", &s.agent_id), ("subagent", &s.subagent), ("since", "7d")]),
+            href: view::url(
+                "/ui/",
+                &[
+                    ("agent", &s.agent_id),
+                    ("subagent", &s.subagent),
+                    ("since", "7d"),
+                ],
+            ),
             agent: s.agent_id,
             name: s.subagent,
             requests: view::thousands(s.requests),
@@ -228,7 +257,10 @@ pub(crate) async fn detail(ctx: &Ctx<'_>, id: &str, q: &Form) -> Response<Full<B
         .iter()
         .enumerate()
         .map(|(i, (key, name))| {
-            let own = a.limits.entries()[i].1.map(|v| v.to_string()).unwrap_or_default();
+            let own = a.limits.entries()[i]
+                .1
+                .map(|v| v.to_string())
+                .unwrap_or_default();
             let default = ctx.console.overview.default_limits[i]
                 .map_or_else(|| "unlimited".to_owned(), view::thousands);
             ((*key).to_owned(), (*name).to_owned(), own, default)
@@ -265,7 +297,10 @@ fn words(s: Option<&str>) -> Vec<String> {
 /// A number field: absent → `None`, a number → it, anything else → the text (so the
 /// operation reports it as invalid, like the API would).
 fn number(s: Option<&str>) -> Option<Value> {
-    s.map(|v| v.parse::<u64>().map_or_else(|_| Value::from(v), Value::from))
+    s.map(|v| {
+        v.parse::<u64>()
+            .map_or_else(|_| Value::from(v), Value::from)
+    })
 }
 
 fn secret_page(ctx: &Ctx<'_>, a: &Agent, secret: String, created: bool) -> Response<Full<Bytes>> {
@@ -281,7 +316,14 @@ fn secret_page(ctx: &Ctx<'_>, a: &Agent, secret: String, created: bool) -> Respo
         proxy_line,
         created,
     };
-    render(if created { StatusCode::CREATED } else { StatusCode::OK }, &page)
+    render(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &page,
+    )
 }
 
 /// `POST /ui/agents`: creates an agent and shows its secret once.
@@ -385,12 +427,21 @@ mod tests {
     #[test]
     fn flash_names_known_outcomes_only() {
         let f = Form::parse(b"done=suspend&agent=bot");
-        assert_eq!(flash(&f).as_deref(), Some("Agent bot suspended: its next request is refused (407)."));
+        assert_eq!(
+            flash(&f).as_deref(),
+            Some("Agent bot suspended: its next request is refused (407).")
+        );
         assert_eq!(flash(&Form::parse(b"done=<script>")), None);
     }
 
     #[test]
     fn modes_are_offered() {
-        assert_eq!(view::options(&MODES, "shadow", None).iter().filter(|o| o.selected).count(), 1);
+        assert_eq!(
+            view::options(&MODES, "shadow", None)
+                .iter()
+                .filter(|o| o.selected)
+                .count(),
+            1
+        );
     }
 }

@@ -37,7 +37,11 @@ struct CredentialsPage {
 fn row(v: &Value) -> CredRow {
     let name = view::s(v, "name").to_owned();
     let mut who = Vec::new();
-    for (k, label) in [("agents", "agents"), ("groups", "groups"), ("tenants", "tenants")] {
+    for (k, label) in [
+        ("agents", "agents"),
+        ("groups", "groups"),
+        ("tenants", "tenants"),
+    ] {
         let l = view::strings(v, k);
         if !l.is_empty() {
             who.push(format!("{label}: {}", l.join(", ")));
@@ -49,9 +53,15 @@ fn row(v: &Value) -> CredRow {
         delete: format!("/ui/credentials/{}/delete", view::segment(&name)),
         hosts: view::strings(v, "hosts").join(", "),
         header: format!("{}: {}", view::s(v, "header"), view::s(v, "format")),
-        who: if who.is_empty() { "no one (bind agents, groups or tenants)".into() } else { who.join("; ") },
+        who: if who.is_empty() {
+            "no one (bind agents, groups or tenants)".into()
+        } else {
+            who.join("; ")
+        },
         mode: view::text(v.get("mode")),
-        rotated: view::n(v, "updated_at").map(view::time_secs).unwrap_or_else(|| "config file".into()),
+        rotated: view::n(v, "updated_at")
+            .map(view::time_secs)
+            .unwrap_or_else(|| "config file".into()),
         stored: source == "store",
         source,
         name,
@@ -78,7 +88,14 @@ pub(crate) async fn page(ctx: &Ctx<'_>, q: &Form) -> Response<Full<Bytes>> {
         Err(e) if e.code == "credentials_disabled" => (Vec::new(), Some(e.detail.to_string())),
         Err(e) => return ctx.error_page("credentials", &e),
     };
-    render(StatusCode::OK, &CredentialsPage { layout, rows, unavailable })
+    render(
+        StatusCode::OK,
+        &CredentialsPage {
+            layout,
+            rows,
+            unavailable,
+        },
+    )
 }
 
 fn list(s: Option<&str>) -> Vec<String> {
@@ -119,7 +136,10 @@ pub(crate) async fn create(ctx: &Ctx<'_>, form: &Form) -> Response<Full<Bytes>> 
         return ctx.error_page("credentials", &e);
     }
     match ops::put(ctx.cp, ctx.op(), &name, &body).await {
-        Ok(_) => web::see_other(&view::url("/ui/credentials", &[("done", "created"), ("name", &name)])),
+        Ok(_) => web::see_other(&view::url(
+            "/ui/credentials",
+            &[("done", "created"), ("name", &name)],
+        )),
         Err(e) => ctx.error_page("credentials", &e),
     }
 }
@@ -129,7 +149,10 @@ pub(crate) async fn rotate(ctx: &Ctx<'_>, raw: &str, form: &Form) -> Response<Fu
     let name = portcullis_admin::ops::decisions::percent_decode(raw, false).unwrap_or_default();
     let secret = form.raw("secret").unwrap_or("");
     match ops::rotate_secret(ctx.cp, ctx.op(), &name, secret).await {
-        Ok(_) => web::see_other(&view::url("/ui/credentials", &[("done", "rotated"), ("name", &name)])),
+        Ok(_) => web::see_other(&view::url(
+            "/ui/credentials",
+            &[("done", "rotated"), ("name", &name)],
+        )),
         Err(e) => ctx.error_page("credentials", &e),
     }
 }
@@ -138,7 +161,10 @@ pub(crate) async fn rotate(ctx: &Ctx<'_>, raw: &str, form: &Form) -> Response<Fu
 pub(crate) async fn delete(ctx: &Ctx<'_>, raw: &str) -> Response<Full<Bytes>> {
     let name = portcullis_admin::ops::decisions::percent_decode(raw, false).unwrap_or_default();
     match ops::delete(ctx.cp, ctx.op(), &name).await {
-        Ok(()) => web::see_other(&view::url("/ui/credentials", &[("done", "deleted"), ("name", &name)])),
+        Ok(()) => web::see_other(&view::url(
+            "/ui/credentials",
+            &[("done", "deleted"), ("name", &name)],
+        )),
         Err(e) => ctx.error_page("credentials", &e),
     }
 }

@@ -24,7 +24,12 @@ struct LoginPage {
     header_sign_in: bool,
 }
 
-fn login_page(status: StatusCode, message: Option<&str>, next: &str, header: bool) -> Response<Full<Bytes>> {
+fn login_page(
+    status: StatusCode,
+    message: Option<&str>,
+    next: &str,
+    header: bool,
+) -> Response<Full<Bytes>> {
     render(
         status,
         &LoginPage {
@@ -75,7 +80,12 @@ pub(crate) async fn handle(
     }
     let next = safe_next(form.get("next"));
     let Some(key) = form.get("key") else {
-        return login_page(StatusCode::UNAUTHORIZED, Some("Enter an operator API key."), &next, header);
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("Enter an operator API key."),
+            &next,
+            header,
+        );
     };
     match session::sign_in_with_key(cp, key, &console.settings, now, peer).await {
         Ok((id, _)) => {

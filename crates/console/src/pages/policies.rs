@@ -89,13 +89,21 @@ fn mode_class(m: &str) -> &'static str {
 fn binding_text(b: &Value) -> String {
     let list = |k: &str| view::strings(b, k).join(", ");
     let mut who = Vec::new();
-    for (k, label) in [("agents", "agents"), ("groups", "groups"), ("tenants", "tenants")] {
+    for (k, label) in [
+        ("agents", "agents"),
+        ("groups", "groups"),
+        ("tenants", "tenants"),
+    ] {
         let l = list(k);
         if !l.is_empty() {
             who.push(format!("{label}: {l}"));
         }
     }
-    let who = if who.is_empty() { "everyone".to_owned() } else { who.join("; ") };
+    let who = if who.is_empty() {
+        "everyone".to_owned()
+    } else {
+        who.join("; ")
+    };
     format!("{} → {}", who, view::s(b, "mode"))
 }
 
@@ -105,7 +113,11 @@ pub(crate) async fn page(ctx: &Ctx<'_>, q: &Form) -> Response<Full<Bytes>> {
     if let (Some("mode"), Some(p)) = (q.get("done"), q.get("policy")) {
         layout.flash = Some(format!("Mode of policy {p} changed."));
     }
-    let window = q.get("window").filter(|w| WINDOWS.contains(w)).unwrap_or("24h").to_owned();
+    let window = q
+        .get("window")
+        .filter(|w| WINDOWS.contains(w))
+        .unwrap_or("24h")
+        .to_owned();
     let mut page = PoliciesPage {
         layout,
         enabled: false,
@@ -136,7 +148,9 @@ pub(crate) async fn page(ctx: &Ctx<'_>, q: &Form) -> Response<Full<Bytes>> {
     page.on_block = view::text(v.get("on_block"));
     let reload = v.get("reload").cloned().unwrap_or(Value::Null);
     page.reload_ok = reload.get("ok").and_then(Value::as_bool).unwrap_or(false);
-    page.reload_at = view::n(&reload, "at").map(view::time_secs).unwrap_or_default();
+    page.reload_at = view::n(&reload, "at")
+        .map(view::time_secs)
+        .unwrap_or_default();
     page.errors = reload
         .get("errors")
         .and_then(Value::as_array)
@@ -179,7 +193,8 @@ pub(crate) async fn page(ctx: &Ctx<'_>, q: &Form) -> Response<Full<Bytes>> {
                     } else {
                         String::new()
                     };
-                    let mut modes = view::options(&["active", "shadow", "disabled"], &current, None);
+                    let mut modes =
+                        view::options(&["active", "shadow", "disabled"], &current, None);
                     modes.push(Opt {
                         value: "clear".into(),
                         label: "as declared (no override)".into(),
@@ -272,7 +287,10 @@ pub(crate) fn set_mode(ctx: &Ctx<'_>, raw: &str, form: &Form) -> Response<Full<B
     };
     let body = serde_json::to_vec(&json!({ "mode": mode })).unwrap_or_default();
     match policies::set_mode(api, ctx.op(), &name, &body) {
-        Ok(_) => web::see_other(&view::url("/ui/policies", &[("done", "mode"), ("policy", &name)])),
+        Ok(_) => web::see_other(&view::url(
+            "/ui/policies",
+            &[("done", "mode"), ("policy", &name)],
+        )),
         Err(e) => ctx.error_page("policies", &e),
     }
 }
@@ -294,6 +312,9 @@ mod tests {
     fn bindings_read_plainly() {
         let b = json!({"agents": ["a", "b"], "groups": [], "tenants": ["acme"], "mode": "shadow"});
         assert_eq!(binding_text(&b), "agents: a, b; tenants: acme → shadow");
-        assert_eq!(binding_text(&json!({"mode": "active"})), "everyone → active");
+        assert_eq!(
+            binding_text(&json!({"mode": "active"})),
+            "everyone → active"
+        );
     }
 }

@@ -55,7 +55,9 @@ impl Filters {
             model: get("model"),
             host: get("host"),
             status: get("status"),
-            since: q.get("since").map_or_else(|| DEFAULT_SINCE.to_owned(), str::to_owned),
+            since: q
+                .get("since")
+                .map_or_else(|| DEFAULT_SINCE.to_owned(), str::to_owned),
             until: get("until"),
         }
     }
@@ -88,7 +90,10 @@ impl Filters {
         };
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         if !self.verdict.is_empty() && !VERDICTS.contains(&self.verdict.as_str()) {
-            return Err(invalid("verdict", format!("must be one of {}", VERDICTS.join(", "))));
+            return Err(invalid(
+                "verdict",
+                format!("must be one of {}", VERDICTS.join(", ")),
+            ));
         }
         let status = if self.status.is_empty() {
             None
@@ -98,7 +103,8 @@ impl Filters {
                 _ => return Err(invalid("status", "must be an HTTP status (100-599)".into())),
             }
         };
-        let since = parse_time("since", &self.since, now_ms).map_err(|e| invalid("since", e.reason))?;
+        let since =
+            parse_time("since", &self.since, now_ms).map_err(|e| invalid("since", e.reason))?;
         let until = if self.until.is_empty() {
             None
         } else {
@@ -143,7 +149,8 @@ pub(crate) struct Row {
 fn row(r: &ConsoleRecord, seen: Option<&Cursor>) -> Row {
     let v = &r.record;
     let verdict = view::s(v, "verdict").to_owned();
-    let fresh = seen.is_some_and(|c| (r.cursor.ts_ms, r.cursor.id.as_str()) > (c.ts_ms, c.id.as_str()));
+    let fresh =
+        seen.is_some_and(|c| (r.cursor.ts_ms, r.cursor.id.as_str()) > (c.ts_ms, c.id.as_str()));
     let host = match (view::s(v, "host"), view::n(v, "port")) {
         ("", _) => String::new(),
         (h, Some(p)) if p != 80 && p != 443 => format!("{h}:{p}"),
@@ -160,8 +167,12 @@ fn row(r: &ConsoleRecord, seen: Option<&Cursor>) -> Row {
         verdict_class: view::verdict_class(&verdict),
         verdict,
         policy: view::s(v, "policy").to_owned(),
-        status: view::n(v, "status").map(|s| s.to_string()).unwrap_or_default(),
-        latency: view::n(v, "latency_ms").map(|l| format!("{l} ms")).unwrap_or_default(),
+        status: view::n(v, "status")
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        latency: view::n(v, "latency_ms")
+            .map(|l| format!("{l} ms"))
+            .unwrap_or_default(),
         tokens: view::tokens(v).map(view::thousands).unwrap_or_default(),
         fresh,
     }
@@ -174,8 +185,15 @@ fn cursor_text(c: &Cursor) -> String {
 fn parse_cursor(s: &str) -> Option<Cursor> {
     let (ts, id) = s.split_once('.')?;
     let ts_ms = ts.parse().ok()?;
-    (!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        .then(|| Cursor { ts_ms, id: id.to_owned() })
+    (!id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then(|| Cursor {
+        ts_ms,
+        id: id.to_owned(),
+    })
 }
 
 #[derive(Template)]
@@ -401,11 +419,17 @@ pub(crate) async fn detail(ctx: &Ctx<'_>, raw_id: &str) -> Response<Full<Bytes>>
             .collect(),
         _ => Vec::new(),
     };
-    let ms = |k: &str| view::n(&v, k).map(|x| format!("{x} ms")).unwrap_or_else(|| "—".into());
+    let ms = |k: &str| {
+        view::n(&v, k)
+            .map(|x| format!("{x} ms"))
+            .unwrap_or_else(|| "—".into())
+    };
     let timings = vec![
         Field {
             name: "policy evaluation",
-            value: view::n(&v, "policy_us").map(|x| format!("{x} µs")).unwrap_or_else(|| "—".into()),
+            value: view::n(&v, "policy_us")
+                .map(|x| format!("{x} µs"))
+                .unwrap_or_else(|| "—".into()),
         },
         Field {
             name: "upstream first byte",
@@ -455,7 +479,12 @@ fn usage_label(k: &str) -> &'static str {
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(Status::NotFound, "not_found", "decision not found", ErrorSource::Client)
+    ApiError::new(
+        Status::NotFound,
+        "not_found",
+        "decision not found",
+        ErrorSource::Client,
+    )
 }
 
 #[cfg(test)]
@@ -465,7 +494,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_junk() {
-        let c = Cursor { ts_ms: 17, id: "01ABC".into() };
+        let c = Cursor {
+            ts_ms: 17,
+            id: "01ABC".into(),
+        };
         assert_eq!(parse_cursor(&cursor_text(&c)), Some(c));
         for bad in ["", "x.y", "1.", "1.a b", "1.<script>", "1"] {
             assert_eq!(parse_cursor(bad), None, "{bad}");
@@ -480,7 +512,13 @@ mod tests {
         assert_eq!(rf.since_ms, now - 86_400_000);
         assert_eq!(rf.status, Some(403));
         assert_eq!(rf.host.as_deref(), Some("api.example"));
-        for bad in ["verdict=maybe", "status=42", "status=abc", "since=yesterday", "since=1h&until=2h"] {
+        for bad in [
+            "verdict=maybe",
+            "status=42",
+            "status=abc",
+            "since=yesterday",
+            "since=1h&until=2h",
+        ] {
             let f = Filters::of(&Form::parse(bad.as_bytes()));
             assert!(f.to_filter(now).is_err(), "{bad}");
         }

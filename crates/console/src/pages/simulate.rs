@@ -14,7 +14,9 @@ use portcullis_admin::ops::{agents, decisions, policies};
 use portcullis_core::{ApiError, ErrorSource, Status};
 use serde_json::{json, Map, Value};
 
-const METHODS: [&str; 8] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT"];
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT",
+];
 /// Most header lines accepted.
 const MAX_HEADER_LINES: usize = 100;
 
@@ -141,10 +143,12 @@ impl SimForm {
         if self.agent.is_empty() {
             return Err(invalid("agent", "choose an agent"));
         }
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|_| invalid("url", "must be an absolute URL like https://api.openai.com/v1/chat/completions"))?;
+        let uri: Uri = self.url.parse().map_err(|_| {
+            invalid(
+                "url",
+                "must be an absolute URL like https://api.openai.com/v1/chat/completions",
+            )
+        })?;
         let scheme = match uri.scheme_str() {
             Some(s @ ("http" | "https")) => s,
             _ => return Err(invalid("url", "must start with http:// or https://")),
@@ -154,7 +158,9 @@ impl SimForm {
             .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
             .filter(|h| !h.is_empty())
             .ok_or_else(|| invalid("url", "must name a host"))?;
-        let port = uri.port_u16().unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
         let mut headers = Map::new();
         for (i, line) in self.headers.lines().enumerate() {
             let line = line.trim();
@@ -179,7 +185,10 @@ impl SimForm {
         }
         let connect = self.method == "CONNECT";
         let mut req = Map::new();
-        req.insert("kind".into(), json!(if connect { "connect" } else { "http" }));
+        req.insert(
+            "kind".into(),
+            json!(if connect { "connect" } else { "http" }),
+        );
         req.insert("method".into(), json!(self.method));
         req.insert("scheme".into(), json!(scheme));
         req.insert("host".into(), json!(host));
@@ -216,12 +225,17 @@ fn outcome(v: &Value) -> Outcome {
             a.iter()
                 .map(|t| TraceRow {
                     policy: view::s(t, "policy").to_owned(),
-                    applicable: t.get("applicable").and_then(Value::as_bool).unwrap_or(false),
+                    applicable: t
+                        .get("applicable")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                     mode: view::text(t.get("mode")),
                     allow: t.get("allow").and_then(Value::as_bool).unwrap_or(false),
                     deny: view::strings(t, "deny"),
                     error: view::text(t.get("error")),
-                    eval_us: view::n(t, "eval_us").map(|u| format!("{u} µs")).unwrap_or_default(),
+                    eval_us: view::n(t, "eval_us")
+                        .map(|u| format!("{u} µs"))
+                        .unwrap_or_default(),
                 })
                 .collect()
         })
@@ -233,10 +247,18 @@ fn outcome(v: &Value) -> Outcome {
         reasons: view::strings(&d, "reasons"),
         code: view::text(d.get("code")),
         would_deny: view::strings(&d, "would_deny").join(", "),
-        authenticates: v.get("authenticates").and_then(Value::as_bool).unwrap_or(false),
-        agent_status: v.get("agent").map(|a| view::text(a.get("status"))).unwrap_or_default(),
+        authenticates: v
+            .get("authenticates")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        agent_status: v
+            .get("agent")
+            .map(|a| view::text(a.get("status")))
+            .unwrap_or_default(),
         version: view::text(v.get("version")),
-        eval_us: view::n(&d, "eval_us").map(|u| format!("{u} µs")).unwrap_or_default(),
+        eval_us: view::n(&d, "eval_us")
+            .map(|u| format!("{u} µs"))
+            .unwrap_or_default(),
         trace,
         classification: match v.get("classification") {
             Some(Value::Null) | None => String::new(),
@@ -250,9 +272,18 @@ fn outcome(v: &Value) -> Outcome {
 }
 
 /// `GET /ui/simulate[?from=<record id>]` and `POST /ui/simulate`.
-pub(crate) async fn page(ctx: &Ctx<'_>, post: bool, form: &Form, q: &Form) -> Response<Full<Bytes>> {
+pub(crate) async fn page(
+    ctx: &Ctx<'_>,
+    post: bool,
+    form: &Form,
+    q: &Form,
+) -> Response<Full<Bytes>> {
     let op = ctx.op();
-    let from = q.get("from").or_else(|| form.get("from")).unwrap_or("").to_owned();
+    let from = q
+        .get("from")
+        .or_else(|| form.get("from"))
+        .unwrap_or("")
+        .to_owned();
     let mut recorded = None;
     let mut from_record = None;
     if !from.is_empty() {
@@ -285,7 +316,12 @@ pub(crate) async fn page(ctx: &Ctx<'_>, post: bool, form: &Form, q: &Form) -> Re
     };
     let agent_ids: Vec<String> = agents::list(ctx.cp, op)
         .await
-        .map(|a| a.into_iter().filter(|a| a.parent.is_none()).map(|a| a.id).collect())
+        .map(|a| {
+            a.into_iter()
+                .filter(|a| a.parent.is_none())
+                .map(|a| a.id)
+                .collect()
+        })
         .unwrap_or_default();
     let refs: Vec<&str> = agent_ids.iter().map(String::as_str).collect();
     let mut page = SimPage {
@@ -314,7 +350,8 @@ pub(crate) async fn page(ctx: &Ctx<'_>, post: bool, form: &Form, q: &Form) -> Re
             render(StatusCode::OK, &page)
         }
         Err(e) => {
-            let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            let status =
+                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
             page.layout.error = Some(crate::layout::ErrorView::of(&e));
             render(status, &page)
         }
@@ -347,19 +384,57 @@ mod tests {
 
     #[test]
     fn bad_forms_name_the_field() {
-        let base = SimForm { agent: "a".into(), method: "GET".into(), url: "https://h/p".into(), ..SimForm::default() };
+        let base = SimForm {
+            agent: "a".into(),
+            method: "GET".into(),
+            url: "https://h/p".into(),
+            ..SimForm::default()
+        };
         assert!(base.to_body().is_ok());
         for (f, field) in [
-            (SimForm { agent: String::new(), ..base.clone() }, "agent"),
-            (SimForm { url: "not a url".into(), ..base.clone() }, "url"),
-            (SimForm { url: "ftp://h/".into(), ..base.clone() }, "url"),
-            (SimForm { url: "/relative".into(), ..base.clone() }, "url"),
-            (SimForm { headers: "no colon".into(), ..base.clone() }, "headers"),
+            (
+                SimForm {
+                    agent: String::new(),
+                    ..base.clone()
+                },
+                "agent",
+            ),
+            (
+                SimForm {
+                    url: "not a url".into(),
+                    ..base.clone()
+                },
+                "url",
+            ),
+            (
+                SimForm {
+                    url: "ftp://h/".into(),
+                    ..base.clone()
+                },
+                "url",
+            ),
+            (
+                SimForm {
+                    url: "/relative".into(),
+                    ..base.clone()
+                },
+                "url",
+            ),
+            (
+                SimForm {
+                    headers: "no colon".into(),
+                    ..base.clone()
+                },
+                "headers",
+            ),
         ] {
             let e = f.to_body().expect_err(field);
             assert_eq!(e.extra["errors"][0]["field"], field);
         }
-        let multi = SimForm { headers: "X-A: 1\nx-a: 2\n\nAccept: */*".into(), ..base };
+        let multi = SimForm {
+            headers: "X-A: 1\nx-a: 2\n\nAccept: */*".into(),
+            ..base
+        };
         let b = multi.to_body().expect("valid");
         assert_eq!(b["request"]["headers"]["x-a"], json!(["1", "2"]));
     }

@@ -63,7 +63,11 @@ fn top(rows: &[TopRow], filter: &str, window: &str) -> Vec<TopLine> {
     rows.iter()
         .map(|r| TopLine {
             href: view::url("/ui/", &[(filter, &r.key), ("since", window)]),
-            key: if r.key.is_empty() { "(none)".into() } else { r.key.clone() },
+            key: if r.key.is_empty() {
+                "(none)".into()
+            } else {
+                r.key.clone()
+            },
             requests: view::thousands(r.requests),
             tokens: view::thousands(r.tokens),
             refused: view::thousands(r.refused),
@@ -117,7 +121,12 @@ pub(crate) async fn page(ctx: &Ctx<'_>, q: &Form) -> Response<Full<Bytes>> {
         total_tokens += b.tokens;
     }
     let mut ranked: Vec<(String, Vec<u64>)> = per_key.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.iter().sum::<u64>().cmp(&a.1.iter().sum::<u64>()).then(a.0.cmp(&b.0)));
+    ranked.sort_by(|a, b| {
+        b.1.iter()
+            .sum::<u64>()
+            .cmp(&a.1.iter().sum::<u64>())
+            .then(a.0.cmp(&b.0))
+    });
     if ranked.len() > MAX_LINES {
         let rest = ranked.split_off(MAX_LINES - 1);
         let mut other = vec![0; n];

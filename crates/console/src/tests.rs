@@ -1,1 +1,0 @@
-//! Handler tests without a browser: see `tests/` for the scenarios.
