@@ -175,14 +175,14 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
         .map(|(_, v)| v.trim())
 }
 
-/// Whether a state-changing request comes from the console's own pages: a browser's
-/// `Sec-Fetch-Site` must be `same-origin` and its `Origin` must name this host. A client
-/// that sends neither (curl, scripts) is judged by the CSRF token alone.
+/// Whether a state-changing request comes from the console's own pages. A browser's
+/// `Sec-Fetch-Site` decides when present (it must be `same-origin`): browsers send
+/// `Origin: null` on form posts from a `no-referrer` page, so the fetch metadata is the
+/// reliable signal. Without it, an `Origin` must name this host. A client that sends
+/// neither (curl, scripts) is judged by the CSRF token alone.
 pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" {
-            return false;
-        }
+        return site.as_bytes() == b"same-origin";
     }
     let Some(origin) = headers.get(ORIGIN) else {
         return true;
@@ -229,6 +229,12 @@ mod tests {
         assert!(same_origin(&headers(&[
             ("host", "127.0.0.1:8081"),
             ("origin", "http://127.0.0.1:8081"),
+            ("sec-fetch-site", "same-origin"),
+        ])));
+        // A form post from a no-referrer page: Origin null, fetch metadata same-origin.
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:8081"),
+            ("origin", "null"),
             ("sec-fetch-site", "same-origin"),
         ])));
         for bad in [
