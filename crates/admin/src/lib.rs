@@ -35,6 +35,11 @@
 //! Errors are `{"detail","code"}` (422 adds `errors: [{field, reason}]`). Bodies over
 //! 64 KiB are 413, malformed JSON 400, a wrong method on a known path 405.
 //!
+//! The operations behind these routes are public in [`ops`] (each checks the operator's
+//! role and tenant itself); the operator console (`portcullis-console`) renders the same
+//! calls as pages. Given a [`Ui`] ([`Admin::set_ui`]), the listener hands it every `/ui`
+//! request and redirects `/` to `/ui/`.
+//!
 //! Wiring in the binary:
 //!
 //! ```no_run
