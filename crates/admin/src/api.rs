@@ -1,28 +1,23 @@
-//! The operator API under `/v1`: authentication, role and tenant checks, agent CRUD and
-//! lifecycle. Every write goes to the store, then the registry is reloaded before the
-//! answer is sent, so the next proxy request sees the change. `/v1/policies...` are
-//! authenticated and role-checked here and answered by [`crate::policies`].
+//! The operator API under `/v1`: authentication, routing and the JSON answers. The
+//! operations themselves (with their role and tenant checks) are in [`crate::ops`],
+//! shared with the console; this module turns requests into calls and results into JSON.
 
+use crate::agents;
 use crate::body::{parse_object, read_json_body};
 use crate::control::ControlPlane;
 use crate::credentials;
 use crate::decisions;
-use crate::operator::{authenticate, Operator};
+use crate::operator::authenticate;
 use crate::policies::{self, PolicyApi};
-use crate::respond::{agent_not_found, error, json_response, no_store, store_error};
-use crate::routes::{Action, Route};
+use crate::respond::{error, json_response, no_store};
+use crate::routes::Route;
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use portcullis_core::{Agent, AgentMode, AgentStatus, ApiError, ErrorSource, Status};
-use portcullis_identity::{
-    generate_secret, hash_secret, validate_agent, AgentConfigUpdate, FieldError, UpdateError,
-    ValidationErrors,
-};
+use portcullis_core::{Agent, AgentMode, ApiError, ErrorSource, Status};
 use serde_json::{json, Map, Value};
-use tracing::info;
 
 /// Answers one `/v1/*` request; `/v1/policies...` go to `policy` (404 `policy_disabled`
 /// when the gateway runs without a policy engine).
@@ -68,45 +63,73 @@ async fn dispatch(
         return Err(policies::disabled());
     }
     let write = route.is_write(req.method());
-    if write && !op.can_write() {
-        return Err(ApiError::new(
-            Status::Forbidden,
-            "forbidden",
-            "role viewer may only read",
-            ErrorSource::Policy,
-        ));
+    if write {
+        // Refused before the body is read; each operation checks again itself.
+        op.require_write()?;
     }
     match route {
-        Route::Agents if !write => list(cp, &op).await,
+        Route::Agents if !write => {
+            let agents = agents::list(cp, &op).await?;
+            let items: Vec<Value> = agents.iter().map(agent_json).collect();
+            Ok(json_response(StatusCode::OK, &json!({ "agents": items })))
+        }
         Route::Agents => {
             let body = read_json_body(req).await?;
-            create(cp, &op, &body).await
+            let created = agents::create(cp, &op, parse_object(&body)?).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({ "agent": agent_json(&created.agent), "secret": created.secret }),
+            ))
         }
         Route::Agent(id) => {
-            let agent = load_owned(cp, &op, id).await?;
+            let agent = agents::get(cp, &op, id).await?;
             Ok(json_response(StatusCode::OK, &agent_json(&agent)))
         }
         Route::Config(id) => {
             let body = read_json_body(req).await?;
-            update_config(cp, &op, id, &body).await
+            let agent = agents::update_config(cp, &op, id, &body).await?;
+            Ok(json_response(StatusCode::OK, &agent_json(&agent)))
         }
-        Route::Action(id, action) => lifecycle(cp, &op, id, action).await,
+        Route::Action(id, action) => {
+            let (agent, secret) = agents::lifecycle(cp, &op, id, action).await?;
+            let body = match secret {
+                Some(s) => json!({ "agent": agent_json(&agent), "secret": s }),
+                None => agent_json(&agent),
+            };
+            Ok(json_response(StatusCode::OK, &body))
+        }
         Route::Decisions => decisions::list(cp, &op, req.uri().query()).await,
-        Route::Decision(id) => decisions::get(cp, &op, id).await,
+        Route::Decision(id) => decisions::get_json(cp, &op, id).await,
         Route::Policies | Route::Validate | Route::Simulate | Route::PolicyMode(_) => {
             policies::handle(cp, policy, &op, route, req).await
         }
-        Route::Credentials => credentials::list(cp, &op).await,
+        Route::Credentials => {
+            let items = credentials::list(cp, &op).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "credentials": items }),
+            ))
+        }
         Route::Credential(name) if *req.method() == http::Method::GET => {
-            credentials::get(cp, &op, name).await
+            let c = credentials::get(cp, &op, name).await?;
+            Ok(json_response(StatusCode::OK, &c))
         }
         Route::Credential(name) if *req.method() == http::Method::DELETE => {
-            credentials::delete(cp, &op, name).await
+            credentials::delete(cp, &op, name).await?;
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
         }
         Route::Credential(name) => {
             let name = name.to_owned();
             let body = read_json_body(req).await?;
-            credentials::put(cp, &op, &name, &body).await
+            let (c, created) = credentials::put(cp, &op, &name, &body).await?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(status, &c))
         }
     }
 }
@@ -139,239 +162,4 @@ pub(crate) fn agent_json(a: &Agent) -> Value {
     m.insert("created_at".into(), Value::from(a.created_at));
     m.insert("updated_at".into(), Value::from(a.updated_at));
     Value::Object(m)
-}
-
-async fn list(cp: &ControlPlane, op: &Operator) -> Result<Response<Full<Bytes>>, ApiError> {
-    let agents = cp
-        .store()
-        .list_agents(Some(&op.tenant))
-        .await
-        .map_err(store_error)?;
-    let items: Vec<Value> = agents.iter().map(agent_json).collect();
-    Ok(json_response(StatusCode::OK, &json!({ "agents": items })))
-}
-
-/// The top-level agent `id` if it belongs to the operator's tenant; 404 otherwise
-/// (an invalid id, an unknown id and another tenant's agent look the same).
-async fn load_owned(cp: &ControlPlane, op: &Operator, id: &str) -> Result<Agent, ApiError> {
-    if !portcullis_core::is_valid_id(id) {
-        return Err(agent_not_found());
-    }
-    match cp.store().get_agent(id).await.map_err(store_error)? {
-        Some(a) if a.tenant == op.tenant => Ok(a),
-        _ => Err(agent_not_found()),
-    }
-}
-
-/// `POST /v1/agents`: id, groups, allowed_scopes (or scopes), mode, enabled, risk_level,
-/// token_ttl, attributes. The tenant is the operator's. Answers 201 with the agent and
-/// its secret, shown this once.
-async fn create(
-    cp: &ControlPlane,
-    op: &Operator,
-    body: &[u8],
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let mut map = parse_object(body)?;
-    let mut errs: Vec<FieldError> = Vec::new();
-    let mut id_reported = false;
-    let id = match map.remove("id") {
-        Some(Value::String(s)) => s,
-        Some(_) => {
-            errs.push(FieldError::new("id", "must be a string"));
-            id_reported = true;
-            String::new()
-        }
-        None => {
-            errs.push(FieldError::new("id", "is required"));
-            id_reported = true;
-            String::new()
-        }
-    };
-    match map.remove("tenant") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(t)) if t == op.tenant => {}
-        Some(_) => errs.push(FieldError::new(
-            "tenant",
-            "must be omitted or equal to the operator's tenant",
-        )),
-    }
-    let attributes = match map.remove("attributes") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => {
-            errs.push(FieldError::new("attributes", "must be a JSON object"));
-            Map::new()
-        }
-    };
-    let scopes_name = if map.contains_key("allowed_scopes") {
-        if map.contains_key("scopes") {
-            errs.push(FieldError::new(
-                "allowed_scopes",
-                "give either allowed_scopes or scopes, not both",
-            ));
-            map.remove("scopes");
-        }
-        if let Some(v) = map.remove("allowed_scopes") {
-            map.insert("scopes".into(), v);
-        }
-        "allowed_scopes"
-    } else {
-        "scopes"
-    };
-    let update = if map.values().all(Value::is_null) {
-        AgentConfigUpdate::default()
-    } else {
-        let rest = serde_json::to_vec(&Value::Object(map)).unwrap_or_default();
-        match AgentConfigUpdate::from_json(&rest) {
-            Ok(u) => u,
-            Err(UpdateError::Invalid(v)) => {
-                errs.extend(v.0.into_iter().map(|e| rename(e, scopes_name)));
-                AgentConfigUpdate::default()
-            }
-            Err(UpdateError::NoFields) => AgentConfigUpdate::default(),
-            Err(e @ UpdateError::Malformed) => return Err(e.to_api_error()),
-        }
-    };
-    let now = cp.clock().unix_secs();
-    let mut agent = Agent::new(id, op.tenant.clone(), now);
-    update.apply(&mut agent, now);
-    agent.attributes = attributes;
-    let secret = generate_secret();
-    agent.secret_sha256 = Some(hash_secret(&secret));
-    if let Err(v) = validate_agent(&agent) {
-        errs.extend(
-            v.0.into_iter()
-                .filter(|e| !(id_reported && e.field == "id"))
-                .map(|e| rename(e, scopes_name)),
-        );
-    }
-    if !errs.is_empty() {
-        return Err(ValidationErrors(errs).to_api_error());
-    }
-    let _write = cp.write_lock.lock().await;
-    cp.store().create_agent(&agent).await.map_err(store_error)?;
-    cp.reload_after_write().await;
-    info!(operator = %op.key_id, tenant = %op.tenant, agent = %agent.id, "agent created");
-    let stored = cp
-        .store()
-        .get_agent(&agent.id)
-        .await
-        .map_err(store_error)?
-        .unwrap_or(agent);
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({ "agent": agent_json(&stored), "secret": secret }),
-    ))
-}
-
-/// Reports scope errors under the name the client used.
-fn rename(mut e: FieldError, scopes_name: &str) -> FieldError {
-    if scopes_name != "scopes" {
-        if let Some(rest) = e.field.strip_prefix("scopes") {
-            e.field = format!("{scopes_name}{rest}");
-        }
-    }
-    e
-}
-
-/// `PUT /v1/agents/{id}/config`.
-async fn update_config(
-    cp: &ControlPlane,
-    op: &Operator,
-    id: &str,
-    body: &[u8],
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    // Malformed JSON is 400 whichever agent it names; validity of the fields is checked
-    // only once the agent is known to be the operator's, so a 422 never confirms that
-    // another tenant's id exists.
-    let map = parse_object(body)?;
-    let _write = cp.write_lock.lock().await;
-    let mut agent = load_owned(cp, op, id).await?;
-    let body = serde_json::to_vec(&Value::Object(map)).unwrap_or_default();
-    let update = AgentConfigUpdate::from_json(&body).map_err(|e| e.to_api_error())?;
-    let now = cp.clock().unix_secs();
-    update.apply(&mut agent, now);
-    validate_agent(&agent).map_err(|v| v.to_api_error())?;
-    let stored = cp
-        .store()
-        .update_agent(&agent, now)
-        .await
-        .map_err(store_error)?;
-    cp.reload_after_write().await;
-    info!(operator = %op.key_id, tenant = %op.tenant, agent = %stored.id, "agent config updated");
-    Ok(json_response(StatusCode::OK, &agent_json(&stored)))
-}
-
-fn revoked_conflict(action: Action) -> ApiError {
-    ApiError::new(
-        Status::Conflict,
-        "agent_revoked",
-        format!(
-            "agent is revoked; revocation is permanent, cannot {}",
-            action.as_str()
-        ),
-        ErrorSource::Client,
-    )
-}
-
-/// `POST /v1/agents/{id}/{rotate|suspend|activate|revoke}`.
-async fn lifecycle(
-    cp: &ControlPlane,
-    op: &Operator,
-    id: &str,
-    action: Action,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let _write = cp.write_lock.lock().await;
-    let mut agent = load_owned(cp, op, id).await?;
-    let mut secret = None;
-    let changed = match (action, agent.status) {
-        (Action::Revoke, AgentStatus::Revoked) => false,
-        (Action::Revoke, _) => {
-            agent.status = AgentStatus::Revoked;
-            true
-        }
-        (_, AgentStatus::Revoked) => return Err(revoked_conflict(action)),
-        (Action::Suspend, AgentStatus::Suspended) => false,
-        (Action::Suspend, _) => {
-            agent.status = AgentStatus::Suspended;
-            true
-        }
-        (Action::Activate, AgentStatus::Active) => false,
-        (Action::Activate, _) => {
-            agent.status = AgentStatus::Active;
-            true
-        }
-        (Action::Rotate, _) => {
-            let s = generate_secret();
-            agent.secret_sha256 = Some(hash_secret(&s));
-            agent.generation = agent.generation.saturating_add(1);
-            secret = Some(s);
-            true
-        }
-    };
-    let stored = if changed {
-        let now = cp.clock().unix_secs();
-        let stored = cp
-            .store()
-            .update_agent(&agent, now)
-            .await
-            .map_err(store_error)?;
-        cp.reload_after_write().await;
-        info!(
-            operator = %op.key_id,
-            tenant = %op.tenant,
-            agent = %stored.id,
-            action = action.as_str(),
-            generation = stored.generation,
-            "agent lifecycle change"
-        );
-        stored
-    } else {
-        agent
-    };
-    let body = match secret {
-        Some(s) => json!({ "agent": agent_json(&stored), "secret": s }),
-        None => agent_json(&stored),
-    };
-    Ok(json_response(StatusCode::OK, &body))
 }

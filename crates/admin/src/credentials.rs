@@ -5,10 +5,7 @@
 use crate::body::parse_object;
 use crate::control::{ControlPlane, CredentialsApi};
 use crate::operator::{Operator, DEFAULT_PLATFORM_TENANT};
-use crate::respond::{json_response, store_error};
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body_util::Full;
+use crate::respond::store_error;
 use portcullis_config::CredentialConfig;
 use portcullis_core::{ApiError, ErrorSource, Status};
 use portcullis_credentials::stored_binding;
@@ -131,11 +128,9 @@ fn api(cp: &ControlPlane) -> Result<&CredentialsApi, ApiError> {
     })
 }
 
-/// `GET /v1/credentials`.
-pub(crate) async fn list(
-    cp: &ControlPlane,
-    op: &Operator,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+/// The credentials the operator may see (`GET /v1/credentials`): the config file's for
+/// the platform tenant, then the tenant's stored ones; never a secret.
+pub async fn list(cp: &ControlPlane, op: &Operator) -> Result<Vec<Value>, ApiError> {
     let a = api(cp)?;
     let mut items: Vec<Value> = Vec::new();
     if op.tenant == DEFAULT_PLATFORM_TENANT {
@@ -147,43 +142,83 @@ pub(crate) async fn list(
         .await
         .map_err(store_error)?;
     items.extend(stored.iter().map(stored_view));
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "credentials": items }),
-    ))
+    Ok(items)
 }
 
-/// `GET /v1/credentials/{name}`.
-pub(crate) async fn get(
-    cp: &ControlPlane,
-    op: &Operator,
-    name: &str,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+/// One credential as `GET /v1/credentials/{name}` shows it; 404 when unknown or
+/// another tenant's.
+pub async fn get(cp: &ControlPlane, op: &Operator, name: &str) -> Result<Value, ApiError> {
     let a = api(cp)?;
     if let Some(c) = a.config.iter().find(|c| c.name == name) {
         if op.tenant == DEFAULT_PLATFORM_TENANT {
-            return Ok(json_response(
-                StatusCode::OK,
-                &view(c, "config", None, None),
-            ));
+            return Ok(view(c, "config", None, None));
         }
         return Err(not_found());
     }
     match cp.store().get_credential(name).await.map_err(store_error)? {
-        Some(c) if c.tenant == op.tenant => Ok(json_response(StatusCode::OK, &stored_view(&c))),
+        Some(c) if c.tenant == op.tenant => Ok(stored_view(&c)),
         _ => Err(not_found()),
     }
 }
 
+/// Replaces the secret of the operator's stored credential `name`, keeping its binding.
+/// The secret is write-only: the answer is the binding, as [`get`] shows it.
+pub async fn rotate_secret(
+    cp: &ControlPlane,
+    op: &Operator,
+    name: &str,
+    secret: &str,
+) -> Result<Value, ApiError> {
+    op.require_write()?;
+    let a = api(cp)?;
+    if a.config.iter().any(|c| c.name == name) {
+        return Err(config_declared(name, "change it there"));
+    }
+    let stored = match cp.store().get_credential(name).await.map_err(store_error)? {
+        Some(c) if c.tenant == op.tenant => c,
+        _ => return Err(not_found()),
+    };
+    let binding = stored_binding(&stored)
+        .map_err(|_| ApiError::internal("the stored binding of this credential cannot be read"))?;
+    let mut body = binding_body(&binding);
+    body.insert("secret".into(), json!(secret));
+    let raw = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
+    put(cp, op, name, &raw).await.map(|(v, _)| v)
+}
+
+/// The fields of a binding as a `PUT` body takes them.
+fn binding_body(c: &CredentialConfig) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("hosts".into(), json!(c.hosts));
+    m.insert("header".into(), json!(c.header));
+    m.insert("format".into(), json!(c.format));
+    m.insert("agents".into(), json!(c.agents));
+    m.insert("groups".into(), json!(c.groups));
+    m.insert("tenants".into(), json!(c.tenants));
+    m.insert("mode".into(), json!(c.mode));
+    m
+}
+
+fn config_declared(name: &str, what: &str) -> ApiError {
+    ApiError::new(
+        Status::Conflict,
+        "conflict",
+        format!("credential {name:?} is declared in the config file; {what}"),
+        ErrorSource::Client,
+    )
+}
+
 /// `PUT /v1/credentials/{name}`: `hosts` (required), `header`, `format`, `agents`, `groups`,
 /// `tenants` (only the operator's own), `mode`, and `secret` (required to create; omitted on
-/// an update keeps the stored one). Answers 201 on create, 200 on update.
-pub(crate) async fn put(
+/// an update keeps the stored one). Returns the binding and whether it was created
+/// (the API answers 201 then, 200 on an update).
+pub async fn put(
     cp: &ControlPlane,
     op: &Operator,
     name: &str,
     body: &[u8],
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<(Value, bool), ApiError> {
+    op.require_write()?;
     let a = api(cp)?;
     let mut map = parse_object(body)?;
     let secret = match map.remove("secret") {
@@ -226,12 +261,7 @@ pub(crate) async fn put(
         ));
     }
     if a.config.iter().any(|c| c.name == name) {
-        return Err(ApiError::new(
-            Status::Conflict,
-            "conflict",
-            format!("credential {name:?} is declared in the config file; change it there"),
-            ErrorSource::Client,
-        ));
+        return Err(config_declared(name, "change it there"));
     }
     let now = cp.clock().unix_secs();
     let _write = cp.write_lock.lock().await;
@@ -275,28 +305,15 @@ pub(crate) async fn put(
         .map_err(store_error)?;
     cp.reload_after_write().await;
     info!(operator = %op.key_id, tenant = %op.tenant, credential = name, secret_changed = secret.is_some(), "credential written");
-    let status = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(json_response(status, &stored_view(&stored)))
+    Ok((stored_view(&stored), !existed))
 }
 
-/// `DELETE /v1/credentials/{name}`: 204, or 404.
-pub(crate) async fn delete(
-    cp: &ControlPlane,
-    op: &Operator,
-    name: &str,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+/// Deletes the operator's stored credential `name`; 404 when unknown or another tenant's.
+pub async fn delete(cp: &ControlPlane, op: &Operator, name: &str) -> Result<(), ApiError> {
+    op.require_write()?;
     let a = api(cp)?;
     if a.config.iter().any(|c| c.name == name) {
-        return Err(ApiError::new(
-            Status::Conflict,
-            "conflict",
-            format!("credential {name:?} is declared in the config file; remove it there"),
-            ErrorSource::Client,
-        ));
+        return Err(config_declared(name, "remove it there"));
     }
     let _write = cp.write_lock.lock().await;
     if !cp
@@ -309,7 +326,5 @@ pub(crate) async fn delete(
     }
     cp.reload_after_write().await;
     info!(operator = %op.key_id, tenant = %op.tenant, credential = name, "credential deleted");
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    Ok(r)
+    Ok(())
 }

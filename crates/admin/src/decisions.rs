@@ -14,8 +14,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_audit::{build_query, QueryError};
 use portcullis_core::{ApiError, ErrorSource, Status};
-use portcullis_store::AuditQuery;
-use serde_json::json;
+use portcullis_store::{AuditPage, AuditQuery, Scope};
+use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
 
 /// `GET /v1/decisions?...`: `{"decisions": [...], "total", "limit", "offset"}`; a bad,
@@ -26,17 +26,7 @@ pub(crate) async fn list(
     raw_query: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let params = decode_query(raw_query.unwrap_or("")).map_err(|e| e.to_api_error())?;
-    let q = build_query(
-        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        Some(&op.tenant),
-        now_ms(cp),
-    )
-    .map_err(|e| e.to_api_error())?;
-    let q = AuditQuery {
-        include_unattributed: is_platform(op),
-        ..q
-    };
-    let page = cp.store().query_audit(&q).await.map_err(store_error)?;
+    let (page, q) = query(cp, op, &params).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -48,24 +38,58 @@ pub(crate) async fn list(
     ))
 }
 
-/// `GET /v1/decisions/{id}`: the record; 404 when unknown or another tenant's.
-pub(crate) async fn get(
+/// `GET /v1/decisions/{id}` (`id` as it appears in the path): the record; 404 when
+/// unknown or another tenant's.
+pub(crate) async fn get_json(
     cp: &ControlPlane,
     op: &Operator,
     id: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let id = percent_decode(id, false).map_err(|_| not_found())?;
+    let record = get(cp, op, &id).await?;
+    Ok(json_response(StatusCode::OK, &record))
+}
+
+/// One page of the operator's decisions for query `params` (see
+/// [`portcullis_audit::build_query`]), and the query it ran.
+pub async fn query(
+    cp: &ControlPlane,
+    op: &Operator,
+    params: &[(String, String)],
+) -> Result<(AuditPage, AuditQuery), ApiError> {
+    let q = build_query(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        Some(&op.tenant),
+        now_ms(cp),
+    )
+    .map_err(|e| e.to_api_error())?;
+    let q = AuditQuery {
+        include_unattributed: scope(op).include_unattributed,
+        ..q
+    };
+    let page = cp.store().query_audit(&q).await.map_err(store_error)?;
+    Ok((page, q))
+}
+
+/// The audit record `id`; 404 when unknown or another tenant's.
+pub async fn get(cp: &ControlPlane, op: &Operator, id: &str) -> Result<Value, ApiError> {
     let store = cp.store();
     let mut found = store
-        .get_audit(Some(&op.tenant), &id)
+        .get_audit(Some(&op.tenant), id)
         .await
         .map_err(store_error)?;
     if found.is_none() && is_platform(op) {
-        found = store.get_audit(Some(""), &id).await.map_err(store_error)?;
+        found = store.get_audit(Some(""), id).await.map_err(store_error)?;
     }
-    match found {
-        Some(record) => Ok(json_response(StatusCode::OK, &record)),
-        None => Err(not_found()),
+    found.ok_or_else(not_found)
+}
+
+/// The records an operator may see: its tenant's, and for the platform tenant also the
+/// unattributed ones. Every read of the audit table goes through this.
+pub fn scope(op: &Operator) -> Scope {
+    Scope {
+        tenant: Some(op.tenant.clone()),
+        include_unattributed: is_platform(op),
     }
 }
 
@@ -83,7 +107,8 @@ fn not_found() -> ApiError {
     )
 }
 
-fn now_ms(cp: &ControlPlane) -> i64 {
+/// The control plane's clock in Unix milliseconds.
+pub fn now_ms(cp: &ControlPlane) -> i64 {
     cp.clock()
         .now()
         .duration_since(UNIX_EPOCH)
@@ -92,7 +117,7 @@ fn now_ms(cp: &ControlPlane) -> i64 {
 
 /// Splits and decodes an `application/x-www-form-urlencoded` query string into
 /// key/value pairs (empty segments skipped; `key` alone has an empty value).
-pub(crate) fn decode_query(raw: &str) -> Result<Vec<(String, String)>, QueryError> {
+pub fn decode_query(raw: &str) -> Result<Vec<(String, String)>, QueryError> {
     let mut out = Vec::new();
     for segment in raw.split('&').filter(|s| !s.is_empty()) {
         let (k, v) = segment.split_once('=').unwrap_or((segment, ""));
@@ -111,7 +136,7 @@ pub(crate) fn decode_query(raw: &str) -> Result<Vec<(String, String)>, QueryErro
 
 /// Percent-decodes `s` (and `+` as a space when `plus` is set); malformed escapes and
 /// non-UTF-8 results are refused.
-fn percent_decode(s: &str, plus: bool) -> Result<String, String> {
+pub fn percent_decode(s: &str, plus: bool) -> Result<String, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -35,6 +35,11 @@
 //! Errors are `{"detail","code"}` (422 adds `errors: [{field, reason}]`). Bodies over
 //! 64 KiB are 413, malformed JSON 400, a wrong method on a known path 405.
 //!
+//! The operations behind these routes are public in [`ops`] (each checks the operator's
+//! role and tenant itself); the operator console (`portcullis-console`) renders the same
+//! calls as pages. Given a [`Ui`] ([`Admin::set_ui`]), the listener hands it every `/ui`
+//! request and redirects `/` to `/ui/`.
+//!
 //! Wiring in the binary:
 //!
 //! ```no_run
@@ -73,16 +78,20 @@
 //! ```
 #![warn(missing_docs)]
 
+mod agents;
 mod api;
 mod body;
 mod control;
 mod credentials;
 mod decisions;
+mod insights;
 mod operator;
+pub mod ops;
 mod policies;
 mod respond;
 mod routes;
 mod sim_request;
+mod ui;
 
 pub use body::MAX_BODY_BYTES;
 pub use control::{ControlPlane, CredentialsApi, ReloadHook, WATCH_INTERVAL};
@@ -90,6 +99,7 @@ pub use credentials::{unusable_agents, UnusableAgents};
 pub use operator::{Operator, DEFAULT_PLATFORM_TENANT, KEY_CACHE_TTL};
 pub use policies::{PolicyApi, MAX_CONCURRENT_EVALS};
 pub use sim_request::{RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY};
+pub use ui::{Ui, UiFuture};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -104,7 +114,8 @@ use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use respond::{error, json_response};
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -125,6 +136,7 @@ pub struct Admin {
     draining: watch::Receiver<bool>,
     control: Option<Arc<ControlPlane>>,
     policy: Option<PolicyApi>,
+    ui: OnceLock<Arc<dyn Ui>>,
 }
 
 impl Admin {
@@ -141,6 +153,7 @@ impl Admin {
             draining,
             control: None,
             policy: None,
+            ui: OnceLock::new(),
         })
     }
 
@@ -157,6 +170,7 @@ impl Admin {
             draining,
             control: Some(control),
             policy: None,
+            ui: OnceLock::new(),
         })
     }
 
@@ -176,6 +190,7 @@ impl Admin {
             draining,
             control: Some(control),
             policy,
+            ui: OnceLock::new(),
         })
     }
 
@@ -189,7 +204,22 @@ impl Admin {
         self.control.as_ref()
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Serves `ui` (the operator console) under `/ui/`, with `/` redirecting there.
+    /// Set once; later calls are ignored.
+    pub fn set_ui(&self, ui: Arc<dyn Ui>) {
+        let _ = self.ui.set(ui);
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if let Some(ui) = self.ui.get() {
+            let path = req.uri().path();
+            if path == "/" {
+                return ui::redirect_to_ui();
+            }
+            if path == "/ui" || path.starts_with("/ui/") {
+                return ui.handle(self, req, peer).await;
+            }
+        }
         if let Some(cp) = &self.control {
             let path = req.uri().path();
             if path == "/v1" || path.starts_with("/v1/") {
@@ -290,7 +320,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.route(req).await) }
+                async move { Ok::<_, Infallible>(admin.route(req, addr).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

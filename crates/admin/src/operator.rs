@@ -40,6 +40,21 @@ impl Operator {
     pub fn can_write(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// 403 `forbidden` unless the operator may change things: every write operation
+    /// calls this itself, whichever front end (API or console) asked for it.
+    pub fn require_write(&self) -> Result<(), ApiError> {
+        if self.can_write() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Status::Forbidden,
+                "forbidden",
+                "role viewer may only read",
+                ErrorSource::Policy,
+            ))
+        }
+    }
 }
 
 impl From<ApiKeyRecord> for Operator {
@@ -125,6 +140,24 @@ pub(crate) async fn authenticate(
     header: Option<&[u8]>,
 ) -> Result<Operator, ApiError> {
     let key = bearer(header).ok_or_else(unauthorized)?;
+    authenticate_key(store, cache, key).await
+}
+
+/// Authenticates a plaintext operator key against the store (through `cache`): the
+/// check behind the API's bearer header and the console's sign-in form.
+pub(crate) async fn authenticate_key(
+    store: &Store,
+    cache: &KeyCache,
+    key: &str,
+) -> Result<Operator, ApiError> {
+    if key.is_empty()
+        || key.len() > MAX_AUTHORIZATION_LEN
+        || key
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(unauthorized());
+    }
     let hash = sha256_hex(key);
     let now = Instant::now();
     if let Some(cached) = cache.get(&hash, now) {

@@ -215,38 +215,80 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let api = api.ok_or_else(disabled)?;
-    match route {
-        Route::Policies => Ok(json_response(StatusCode::OK, &list(cp, api, op))),
+    let v = match route {
+        Route::Policies => list(cp, api, op),
         Route::Validate => {
             let body = read_json_body(req).await?;
-            validate(api, &body).await
+            validate(api, &body).await?
         }
         Route::Simulate => {
             let body = read_json_body(req).await?;
-            simulate(cp, api, op, &body).await
+            simulate(cp, api, op, parse_object(&body)?).await?
         }
         Route::PolicyMode(name) => {
-            if !api.is_platform(op) {
-                return Err(ApiError::new(
-                    Status::Forbidden,
-                    "forbidden",
-                    format!(
-                        "policies are global: only admins of tenant {:?} may change a policy's mode",
-                        api.platform_tenant
-                    ),
-                    ErrorSource::Policy,
-                ));
-            }
+            // Refused before the body is read; set_mode checks again itself.
+            api.require_platform_admin(op)?;
             let body = read_json_body(req).await?;
-            set_mode(api, op, name, &body)
+            set_mode(api, op, name, &body)?
         }
-        _ => Err(ApiError::new(
-            Status::NotFound,
-            "not_found",
-            "no such endpoint",
-            ErrorSource::Client,
-        )),
+        _ => {
+            return Err(ApiError::new(
+                Status::NotFound,
+                "not_found",
+                "no such endpoint",
+                ErrorSource::Client,
+            ))
+        }
+    };
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+impl PolicyApi {
+    /// Whether `op` belongs to the platform tenant (sees every binding and the sources).
+    pub fn is_platform_operator(&self, op: &Operator) -> bool {
+        self.is_platform(op)
     }
+
+    /// 403 unless `op` is an admin of the platform tenant: policies are global, so only
+    /// they may change a policy's mode.
+    pub fn require_platform_admin(&self, op: &Operator) -> Result<(), ApiError> {
+        op.require_write()?;
+        if self.is_platform(op) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Status::Forbidden,
+                "forbidden",
+                format!(
+                    "policies are global: only admins of tenant {:?} may change a policy's mode",
+                    self.platform_tenant
+                ),
+                ErrorSource::Policy,
+            ))
+        }
+    }
+}
+
+/// The Rego source of policy `name`'s file, for the platform tenant's operators only
+/// (sources are global and may name any tenant's agents); 404 otherwise.
+pub fn source(api: &PolicyApi, op: &Operator, name: &str) -> Result<(String, String), ApiError> {
+    if !api.is_platform(op) {
+        return Err(policy_not_found());
+    }
+    let compiled = api.engine.compiled();
+    let file = api
+        .engine
+        .list_policies()
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(|p| p.file)
+        .ok_or_else(policy_not_found)?;
+    compiled
+        .sources()
+        .iter()
+        .find(|s| s.path == file)
+        .map(|s| (s.path.clone(), s.contents.clone()))
+        .ok_or_else(policy_not_found)
 }
 
 fn invalid(field: &str, reason: &str) -> ApiError {
@@ -292,8 +334,9 @@ fn visible_bindings(bindings: Vec<Binding>, tenant: &str, agents: &Snapshot) -> 
         .collect()
 }
 
-/// `GET /v1/policies`.
-fn list(cp: &ControlPlane, api: &PolicyApi, op: &Operator) -> Value {
+/// Every policy as `GET /v1/policies` shows it to `op` (bindings narrowed to its tenant
+/// outside the platform tenant), with the set's version, default and reload status.
+pub fn list(cp: &ControlPlane, api: &PolicyApi, op: &Operator) -> Value {
     let engine = &api.engine;
     let snapshot = cp.registry().snapshot();
     let platform = api.is_platform(op);
@@ -330,8 +373,9 @@ fn valid_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
 }
 
-/// `POST /v1/policies/validate` with `{"source": "<rego>", "name": "file.rego"}`.
-async fn validate(api: &PolicyApi, body: &[u8]) -> Result<Response<Full<Bytes>>, ApiError> {
+/// `POST /v1/policies/validate` with `{"source": "<rego>", "name": "file.rego"}`:
+/// `{"valid", "errors"}`.
+pub async fn validate(api: &PolicyApi, body: &[u8]) -> Result<Value, ApiError> {
     let map = parse_object(body)?;
     let mut errs = Vec::new();
     for k in map.keys() {
@@ -367,23 +411,19 @@ async fn validate(api: &PolicyApi, body: &[u8]) -> Result<Response<Full<Bytes>>,
     let errors = api
         .blocking(move |engine| engine.validate_source(&name, &source))
         .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "valid": errors.is_empty(), "errors": errors }),
-    ))
+    Ok(json!({ "valid": errors.is_empty(), "errors": errors }))
 }
 
-/// `POST /v1/policies/simulate`: see [`crate::sim_request`] for the body. Answers the
-/// full decision (`decision`, `on_block`, `trace`, `input`, `version`) plus `agent`
-/// (id, tenant, status, mode), `authenticates` (false when the proxy would refuse the
-/// agent before policy: suspended or revoked) and `forwarded: false`.
-async fn simulate(
+/// `POST /v1/policies/simulate`: see [`PolicyApi`] for the body. Answers the full
+/// decision (`decision`, `on_block`, `trace`, `input`, `version`) plus `agent` (id,
+/// tenant, status, mode), `authenticates` (false when the proxy would refuse the agent
+/// before policy: suspended or revoked), `forwarded: false` and `classification`.
+pub async fn simulate(
     cp: &ControlPlane,
     api: &PolicyApi,
     op: &Operator,
-    body: &[u8],
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let map = parse_object(body)?;
+    map: serde_json::Map<String, Value>,
+) -> Result<Value, ApiError> {
     let sim = SimRequest::parse(&map, &api.reader).map_err(|v| v.to_api_error())?;
     if !portcullis_core::is_valid_id(sim.agent()) {
         return Err(agent_not_found());
@@ -428,18 +468,20 @@ async fn simulate(
         serde_json::to_value(sim.classification()).unwrap_or(Value::Null),
     );
     info!(operator = %op.key_id, tenant = %op.tenant, agent = %a.id, verdict = ?simulation.decision.verdict, "policy simulation");
-    Ok(json_response(StatusCode::OK, &Value::Object(out)))
+    Ok(Value::Object(out))
 }
 
 /// `PUT /v1/policies/{name}/mode` with `{"mode": "active|shadow|disabled"}`, or
 /// `{"mode": null}` to drop the override. Runtime only: it survives policy reloads, not
 /// a restart (declare `mode := "..."` in the policy or use `[[policy.bindings]]` for that).
-fn set_mode(
+/// Platform-tenant admins only.
+pub fn set_mode(
     api: &PolicyApi,
     op: &Operator,
     name: &str,
     body: &[u8],
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<Value, ApiError> {
+    api.require_platform_admin(op)?;
     let map = parse_object(body)?;
     let engine = &api.engine;
     let known = name.len() <= MAX_NAME_LEN && engine.compiled().position(name).is_some();
@@ -498,7 +540,7 @@ fn set_mode(
     if let Some(obj) = v.as_object_mut() {
         obj.insert("version".into(), Value::from(engine.version()));
     }
-    Ok(json_response(StatusCode::OK, &v))
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -3,29 +3,7 @@
 
 use http::Method;
 
-/// A lifecycle action on one agent (`POST /v1/agents/{id}/{action}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// New secret, generation + 1.
-    Rotate,
-    /// Status `suspended`.
-    Suspend,
-    /// Status `active` (not from `revoked`).
-    Activate,
-    /// Status `revoked`, permanent.
-    Revoke,
-}
-
-impl Action {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Action::Rotate => "rotate",
-            Action::Suspend => "suspend",
-            Action::Activate => "activate",
-            Action::Revoke => "revoke",
-        }
-    }
-}
+pub(crate) use crate::agents::Action;
 
 /// A recognised `/v1` resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

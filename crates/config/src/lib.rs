@@ -13,6 +13,7 @@
 mod admin;
 mod agents;
 mod audit;
+mod console;
 mod credentials;
 pub mod duration;
 mod identity;
@@ -29,6 +30,7 @@ mod validate;
 pub use admin::AdminConfig;
 pub use agents::AgentConfig;
 pub use audit::{AuditConfig, AuditOnFull, AuditSink};
+pub use console::{ConsoleConfig, GroupRole, TrustedHeaderConfig};
 pub use credentials::{CredentialConfig, CredentialMode};
 pub use identity::IdentityConfig;
 pub use limits::{LimitsConfig, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS};
@@ -73,6 +75,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Provider credentials the gateway injects into allowed requests.
     pub credentials: Vec<CredentialConfig>,
+    /// The operator console on the admin listener.
+    pub console: ConsoleConfig,
 }
 
 /// A configuration error naming the offending key.

@@ -110,6 +110,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             })
         }),
     );
+    let console = console(&cfg, &base, listeners)?;
+    if let Some(c) = &console {
+        admin.set_ui(c.clone());
+        let (c, store, rx) = (c.clone(), base.store.clone(), shutdown_rx.clone());
+        tokio::spawn(async move { c.sweep_sessions(store, rx).await });
+    }
     let banner = Banner {
         cfg: &cfg,
         listeners,
@@ -275,6 +281,32 @@ impl Phases {
             demo_secret,
         })
     }
+}
+
+/// The operator console on the admin listener (`None` with `console.enabled = false`),
+/// showing what the banner shows.
+fn console(
+    cfg: &Config,
+    base: &Base,
+    listeners: (std::net::SocketAddr, std::net::SocketAddr),
+) -> anyhow::Result<Option<Arc<portcullis_console::Console>>> {
+    let Some(settings) = settings::console_settings(cfg)? else {
+        return Ok(None);
+    };
+    let l = &cfg.limits;
+    let overview = portcullis_console::Overview {
+        version: VERSION.to_owned(),
+        proxy: listeners.0,
+        admin: listeners.1,
+        store: base.store.describe().to_owned(),
+        intercept: intercept_banner(cfg),
+        audit: Some((
+            base.audit.metrics().clone(),
+            portcullis_app::audit::settings(&cfg.audit).sinks,
+        )),
+        default_limits: [l.rpm, l.tpm, l.tokens_per_day, l.max_concurrent],
+    };
+    Ok(Some(portcullis_console::Console::new(settings, overview)))
 }
 
 /// The policy engine's readiness checks, the banner's policy part and the directory watcher

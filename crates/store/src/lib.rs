@@ -36,6 +36,8 @@
 mod agents;
 mod api_keys;
 mod audit;
+mod console;
+mod console_sessions;
 mod credentials;
 mod error;
 mod migrate;
@@ -45,6 +47,11 @@ mod store;
 
 pub use api_keys::{ApiKeyRecord, Role};
 pub use audit::{AuditEntry, AuditPage, AuditQuery, AuditRow, MAX_AUDIT_PAGE};
+pub use console::{
+    AgentActivity, ConsoleRecord, Cursor, Dimension, RefusalRow, RequestFilter, Scope, ShadowRow,
+    SubagentSeen, TokenBucket, TopRow, VerdictBucket, MAX_CONSOLE_PAGE,
+};
+pub use console_sessions::ConsoleSession;
 pub use credentials::StoredCredential;
 pub use error::{Result, StoreError};
 pub use seal::{SealKey, SEAL_KEY_LEN};

@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "config overrides",
         include_str!("../migrations/0003_config_overrides.sql"),
     ),
+    (
+        5,
+        "console sessions",
+        include_str!("../migrations/0005_console_sessions.sql"),
+    ),
 ];
 
 /// A [`MigrationSource`] over [`MIGRATIONS`], so no file is read at run time.

@@ -12,6 +12,7 @@ mod adversarial;
 mod audit;
 mod audit_cli;
 mod cli_store;
+mod console;
 mod credentials;
 mod edges;
 mod identity;

@@ -1,0 +1,572 @@
+//! What the operator console reads from the audit table beyond `GET /v1/decisions`:
+//! pages by keyset (newest first, fast at any depth), host and status filters, a capped
+//! count, and aggregates (requests per verdict
+//! over time, tokens per agent, model or provider, top lists, refusals by cause, the
+//! shadow report, per-agent activity, sub-agents seen).
+//!
+//! Every query takes a [`Scope`] (the caller's tenant) and a time window, so it walks one
+//! of the `(…, ts, id)` indexes of migration 1 instead of the whole table. The SQL is
+//! portable except the JSON accessors, kept in the constants below with their PostgreSQL
+//! form beside them.
+
+use crate::error::{Result, StoreError};
+use crate::store::Store;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+/// `usage.total_tokens` of a record (PostgreSQL: `(record::jsonb #>> '{usage,total_tokens}')::bigint`).
+const TOTAL_TOKENS: &str = "json_extract(record, '$.usage.total_tokens')";
+/// `host` of a record (PostgreSQL: `record::jsonb ->> 'host'`).
+const HOST: &str = "json_extract(record, '$.host')";
+/// `error` of a record (PostgreSQL: `record::jsonb ->> 'error'`).
+const ERROR_CODE: &str = "json_extract(record, '$.error')";
+/// The shadow policies of a record as rows with a `value` column (PostgreSQL:
+/// `jsonb_array_elements_text(record::jsonb -> 'would_deny') AS je(value)`).
+const WOULD_DENY_ROWS: &str = "json_each(audit_records.record, '$.would_deny') AS je";
+/// Largest page of console records.
+pub const MAX_CONSOLE_PAGE: u32 = 500;
+
+/// Whose records a query sees.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scope {
+    /// Only this tenant's records (`None`: every tenant, for tools only).
+    pub tenant: Option<String>,
+    /// With `tenant`: also the records of requests refused before any agent was identified
+    /// (stored with an empty tenant). For the platform tenant.
+    pub include_unattributed: bool,
+}
+
+/// Filters of the console's Requests page; `None` means "any".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestFilter {
+    /// Only this agent.
+    pub agent_id: Option<String>,
+    /// Only this sub-agent.
+    pub subagent: Option<String>,
+    /// Only this verdict.
+    pub verdict: Option<String>,
+    /// Only decisions of this policy.
+    pub policy: Option<String>,
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// Only this model.
+    pub model: Option<String>,
+    /// Only this target host.
+    pub host: Option<String>,
+    /// Only this HTTP status.
+    pub status: Option<u16>,
+    /// Records at or after this time (Unix ms).
+    pub since_ms: i64,
+    /// Records before this time (Unix ms), if bounded.
+    pub until_ms: Option<i64>,
+}
+
+/// A position in the newest-first order: a record's time and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Timestamp, Unix ms.
+    pub ts_ms: i64,
+    /// Record id.
+    pub id: String,
+}
+
+/// A record with its cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleRecord {
+    /// Where it sits in the order (pass it back for the next page or for newer records).
+    pub cursor: Cursor,
+    /// The full record.
+    pub record: Value,
+}
+
+/// Requests per verdict in one time bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictBucket {
+    /// Bucket start, Unix ms.
+    pub start_ms: i64,
+    /// Verdict.
+    pub verdict: String,
+    /// Records.
+    pub requests: u64,
+}
+
+/// What usage is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    /// The agent.
+    Agent,
+    /// The LLM model.
+    Model,
+    /// The LLM provider.
+    Provider,
+}
+
+impl Dimension {
+    fn column(self) -> &'static str {
+        match self {
+            Dimension::Agent => "agent_id",
+            Dimension::Model => "model",
+            Dimension::Provider => "provider",
+        }
+    }
+}
+
+/// Tokens and requests of one group in one time bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Bucket start, Unix ms.
+    pub start_ms: i64,
+    /// The group (agent id, model or provider; empty when unknown).
+    pub key: String,
+    /// Reported tokens (records without reported usage add nothing).
+    pub tokens: u64,
+    /// Records.
+    pub requests: u64,
+}
+
+/// One row of a top list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopRow {
+    /// The group (agent id, model or provider; empty when unknown).
+    pub key: String,
+    /// Records.
+    pub requests: u64,
+    /// Reported tokens.
+    pub tokens: u64,
+    /// Records refused (deny, rate_limited, error).
+    pub refused: u64,
+}
+
+/// Refusals of one cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalRow {
+    /// `deny`, `rate_limited` or `error`.
+    pub verdict: String,
+    /// The deciding policy, when one decided.
+    pub policy: Option<String>,
+    /// The machine error code, when one was recorded.
+    pub code: Option<String>,
+    /// Records.
+    pub count: u64,
+}
+
+/// Would-be denials of one shadow policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowRow {
+    /// Policy name.
+    pub policy: String,
+    /// Records it would have denied.
+    pub count: u64,
+    /// The newest such records.
+    pub examples: Vec<Value>,
+}
+
+/// Recent activity of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentActivity {
+    /// Records since the minute mark.
+    pub requests_last_minute: u64,
+    /// Reported tokens since the day mark.
+    pub tokens_today: u64,
+}
+
+/// A sub-agent seen in the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubagentSeen {
+    /// Parent agent.
+    pub agent_id: String,
+    /// Sub-agent name as the agent sent it.
+    pub subagent: String,
+    /// Records.
+    pub requests: u64,
+    /// Newest record, Unix ms.
+    pub last_ms: i64,
+}
+
+/// `WHERE` for the first condition, `AND` after.
+#[derive(Default)]
+struct Sep(bool);
+
+impl Sep {
+    fn next(&mut self) -> &'static str {
+        if std::mem::replace(&mut self.0, true) {
+            " AND "
+        } else {
+            " WHERE "
+        }
+    }
+}
+
+fn push_scope<'a>(qb: &mut QueryBuilder<'a, Sqlite>, sep: &mut Sep, scope: &'a Scope) {
+    if let Some(t) = &scope.tenant {
+        if scope.include_unattributed {
+            qb.push(sep.next())
+                .push("tenant IN (")
+                .push_bind(t.as_str())
+                .push(", '')");
+        } else {
+            qb.push(sep.next()).push("tenant = ").push_bind(t.as_str());
+        }
+    }
+}
+
+fn push_window(qb: &mut QueryBuilder<'_, Sqlite>, sep: &mut Sep, since: i64, until: Option<i64>) {
+    qb.push(sep.next()).push("ts >= ").push_bind(since);
+    if let Some(u) = until {
+        qb.push(sep.next()).push("ts < ").push_bind(u);
+    }
+}
+
+fn push_filter<'a>(
+    qb: &mut QueryBuilder<'a, Sqlite>,
+    sep: &mut Sep,
+    scope: &'a Scope,
+    f: &'a RequestFilter,
+) {
+    push_scope(qb, sep, scope);
+    let text = [
+        ("agent_id = ", &f.agent_id),
+        ("subagent = ", &f.subagent),
+        ("verdict = ", &f.verdict),
+        ("policy = ", &f.policy),
+        ("provider = ", &f.provider),
+        ("model = ", &f.model),
+    ];
+    for (cond, value) in text {
+        if let Some(v) = value {
+            qb.push(sep.next()).push(cond).push_bind(v.as_str());
+        }
+    }
+    if let Some(h) = &f.host {
+        qb.push(sep.next())
+            .push(HOST)
+            .push(" = ")
+            .push_bind(h.as_str());
+    }
+    if let Some(s) = f.status {
+        qb.push(sep.next())
+            .push("status = ")
+            .push_bind(i64::from(s));
+    }
+    push_window(qb, sep, f.since_ms, f.until_ms);
+}
+
+fn u64_of(row: &SqliteRow, col: &str) -> Result<u64> {
+    let v: Option<i64> = row.try_get(col)?;
+    Ok(v.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+}
+
+fn json_of(row: &SqliteRow) -> Result<Value> {
+    let text: String = row.try_get("record")?;
+    serde_json::from_str(&text).map_err(|e| StoreError::corrupt("audit_records.record", e))
+}
+
+fn entry_of(row: &SqliteRow) -> Result<ConsoleRecord> {
+    Ok(ConsoleRecord {
+        cursor: Cursor {
+            ts_ms: row.try_get("ts")?,
+            id: row.try_get("id")?,
+        },
+        record: json_of(row)?,
+    })
+}
+
+fn bucket_of(bucket_ms: i64) -> Result<i64> {
+    if bucket_ms <= 0 {
+        return Err(StoreError::invalid("bucket", "must be positive"));
+    }
+    Ok(bucket_ms)
+}
+
+impl Store {
+    /// Records matching `f` in `scope`, newest first, strictly older than `before` when
+    /// given (keyset paging: as fast on the last page as on the first), at most `limit`
+    /// (capped at [`MAX_CONSOLE_PAGE`]).
+    pub async fn console_requests(
+        &self,
+        scope: &Scope,
+        f: &RequestFilter,
+        before: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<ConsoleRecord>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, ts, record FROM audit_records");
+        let mut sep = Sep::default();
+        push_filter(&mut qb, &mut sep, scope, f);
+        if let Some(c) = before {
+            qb.push(sep.next())
+                .push("(ts < ")
+                .push_bind(c.ts_ms)
+                .push(" OR (ts = ")
+                .push_bind(c.ts_ms)
+                .push(" AND id < ")
+                .push_bind(c.id.as_str())
+                .push("))");
+        }
+        qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(entry_of).collect()
+    }
+
+    /// How many records match, counting at most `cap` (so a count over a huge window costs
+    /// no more than `cap` index steps); the answer is `cap` when there are at least `cap`.
+    pub async fn console_count(&self, scope: &Scope, f: &RequestFilter, cap: u64) -> Result<u64> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT COUNT(*) AS n FROM (SELECT 1 FROM audit_records");
+        let mut sep = Sep::default();
+        push_filter(&mut qb, &mut sep, scope, f);
+        qb.push(" LIMIT ").push_bind(cap).push(") AS capped");
+        let row = qb.build().fetch_one(&self.pool).await?;
+        u64_of(&row, "n")
+    }
+
+    /// Records per verdict in buckets of `bucket_ms` over `[since, until)`.
+    pub async fn console_verdict_series(
+        &self,
+        scope: &Scope,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<VerdictBucket>> {
+        let bucket = bucket_of(bucket_ms)?;
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT (ts - ");
+        qb.push_bind(since_ms)
+            .push(") / ")
+            .push_bind(bucket)
+            .push(" AS b, verdict, COUNT(*) AS n FROM audit_records");
+        let mut sep = Sep::default();
+        push_scope(&mut qb, &mut sep, scope);
+        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+        qb.push(" GROUP BY b, verdict ORDER BY b");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let b: i64 = r.try_get("b")?;
+                Ok(VerdictBucket {
+                    start_ms: since_ms.saturating_add(b.saturating_mul(bucket)),
+                    verdict: r.try_get("verdict")?,
+                    requests: u64_of(r, "n")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Reported tokens and records of LLM requests per `dim` in buckets of `bucket_ms` over
+    /// `[since, until)`.
+    pub async fn console_token_series(
+        &self,
+        scope: &Scope,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+        dim: Dimension,
+    ) -> Result<Vec<TokenBucket>> {
+        let bucket = bucket_of(bucket_ms)?;
+        let col = dim.column();
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT (ts - ");
+        qb.push_bind(since_ms)
+            .push(") / ")
+            .push_bind(bucket)
+            .push(format!(
+                " AS b, COALESCE({col}, '') AS k, SUM({TOTAL_TOKENS}) AS t, COUNT(*) AS n \
+                 FROM audit_records"
+            ));
+        let mut sep = Sep::default();
+        push_scope(&mut qb, &mut sep, scope);
+        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+        qb.push(sep.next()).push("provider IS NOT NULL");
+        qb.push(" GROUP BY b, k ORDER BY b");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let b: i64 = r.try_get("b")?;
+                Ok(TokenBucket {
+                    start_ms: since_ms.saturating_add(b.saturating_mul(bucket)),
+                    key: r.try_get("k")?,
+                    tokens: u64_of(r, "t")?,
+                    requests: u64_of(r, "n")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The `limit` groups of `dim` with the most records over `[since, until)`.
+    pub async fn console_top(
+        &self,
+        scope: &Scope,
+        since_ms: i64,
+        until_ms: i64,
+        dim: Dimension,
+        limit: u32,
+    ) -> Result<Vec<TopRow>> {
+        let col = dim.column();
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT COALESCE({col}, '') AS k, COUNT(*) AS n, SUM({TOTAL_TOKENS}) AS t, \
+             SUM(CASE WHEN verdict IN ('deny', 'rate_limited', 'error') THEN 1 ELSE 0 END) \
+             AS refused FROM audit_records"
+        ));
+        let mut sep = Sep::default();
+        push_scope(&mut qb, &mut sep, scope);
+        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+        if dim != Dimension::Agent {
+            qb.push(sep.next()).push(format!("{col} IS NOT NULL"));
+        }
+        qb.push(" GROUP BY k ORDER BY n DESC, k LIMIT ")
+            .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TopRow {
+                    key: r.try_get("k")?,
+                    requests: u64_of(r, "n")?,
+                    tokens: u64_of(r, "t")?,
+                    refused: u64_of(r, "refused")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Refused records over `[since, until)` grouped by verdict, policy and error code,
+    /// most frequent first, at most `limit` causes.
+    pub async fn console_refusals(
+        &self,
+        scope: &Scope,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RefusalRow>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT verdict, policy, {ERROR_CODE} AS code, COUNT(*) AS n FROM audit_records"
+        ));
+        let mut sep = Sep::default();
+        push_scope(&mut qb, &mut sep, scope);
+        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+        qb.push(sep.next())
+            .push("verdict IN ('deny', 'rate_limited', 'error')");
+        qb.push(" GROUP BY verdict, policy, code ORDER BY n DESC LIMIT ")
+            .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RefusalRow {
+                    verdict: r.try_get("verdict")?,
+                    policy: r.try_get("policy")?,
+                    code: r.try_get("code")?,
+                    count: u64_of(r, "n")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The shadow report over `[since, until)`: for each policy named in records'
+    /// `would_deny`, how many records it would have denied and the `examples` newest.
+    pub async fn console_shadow(
+        &self,
+        scope: &Scope,
+        since_ms: i64,
+        until_ms: i64,
+        examples: u32,
+    ) -> Result<Vec<ShadowRow>> {
+        // Shadow denials are recorded on would_deny records, and on records another
+        // policy or a limit refused anyway.
+        let shadow_verdicts = "verdict IN ('would_deny', 'deny', 'rate_limited')";
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT je.value AS policy, COUNT(*) AS n FROM audit_records, {WOULD_DENY_ROWS}"
+        ));
+        let mut sep = Sep::default();
+        push_scope(&mut qb, &mut sep, scope);
+        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+        qb.push(sep.next()).push(shadow_verdicts);
+        qb.push(" GROUP BY je.value ORDER BY n DESC, je.value LIMIT 100");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let policy: String = r.try_get("policy")?;
+            let count = u64_of(r, "n")?;
+            let mut ex = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT audit_records.record AS record FROM audit_records, {WOULD_DENY_ROWS}"
+            ));
+            let mut sep = Sep::default();
+            push_scope(&mut ex, &mut sep, scope);
+            push_window(&mut ex, &mut sep, since_ms, Some(until_ms));
+            ex.push(sep.next()).push(shadow_verdicts);
+            ex.push(sep.next())
+                .push("je.value = ")
+                .push_bind(policy.as_str());
+            // `id` alone would be json_each's column.
+            ex.push(" ORDER BY audit_records.ts DESC, audit_records.id DESC LIMIT ")
+                .push_bind(i64::from(examples.min(MAX_CONSOLE_PAGE)));
+            let found = ex.build().fetch_all(&self.pool).await?;
+            out.push(ShadowRow {
+                examples: found.iter().map(json_of).collect::<Result<_>>()?,
+                policy,
+                count,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Per agent of `scope`: records since `minute_ms` and reported tokens since `day_ms`.
+    pub async fn console_agent_activity(
+        &self,
+        scope: &Scope,
+        minute_ms: i64,
+        day_ms: i64,
+    ) -> Result<Vec<(String, AgentActivity)>> {
+        let mut out: std::collections::BTreeMap<String, AgentActivity> = Default::default();
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT agent_id, COUNT(*) AS n FROM audit_records");
+        let mut sep = Sep::default();
+        push_scope(&mut qb, &mut sep, scope);
+        push_window(&mut qb, &mut sep, minute_ms, None);
+        qb.push(" GROUP BY agent_id");
+        for r in qb.build().fetch_all(&self.pool).await? {
+            let id: String = r.try_get("agent_id")?;
+            out.entry(id).or_default().requests_last_minute = u64_of(&r, "n")?;
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT agent_id, SUM({TOTAL_TOKENS}) AS t FROM audit_records"
+        ));
+        let mut sep = Sep::default();
+        push_scope(&mut qb, &mut sep, scope);
+        push_window(&mut qb, &mut sep, day_ms, None);
+        qb.push(sep.next()).push("provider IS NOT NULL");
+        qb.push(" GROUP BY agent_id");
+        for r in qb.build().fetch_all(&self.pool).await? {
+            let id: String = r.try_get("agent_id")?;
+            out.entry(id).or_default().tokens_today = u64_of(&r, "t")?;
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Sub-agents named in records since `since_ms`, by parent then name.
+    pub async fn console_subagents(
+        &self,
+        scope: &Scope,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<SubagentSeen>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT agent_id, subagent, COUNT(*) AS n, MAX(ts) AS last FROM audit_records",
+        );
+        let mut sep = Sep::default();
+        push_scope(&mut qb, &mut sep, scope);
+        push_window(&mut qb, &mut sep, since_ms, None);
+        qb.push(sep.next()).push("subagent IS NOT NULL");
+        qb.push(" GROUP BY agent_id, subagent ORDER BY agent_id, subagent LIMIT ")
+            .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SubagentSeen {
+                    agent_id: r.try_get("agent_id")?,
+                    subagent: r.try_get("subagent")?,
+                    requests: u64_of(r, "n")?,
+                    last_ms: r.try_get::<Option<i64>, _>("last")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}
