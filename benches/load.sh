@@ -7,6 +7,19 @@
 #   DURATION=10 CONNS=50 benches/load.sh
 #   TLS=0 benches/load.sh           # skip the TLS interception section
 #   TLS=only benches/load.sh        # only the TLS interception section
+#   PROFILE=plain benches/load.sh   # the bare proxy (no auth, no audit, GET of 1 KiB JSON)
+#
+# PROFILE=governed (the default) runs the configuration users run: every request
+# authenticated (Basic with the agent's secret, and a second chat row with a Bearer
+# token from POST /oauth/token), the shipped policies (config/policies) plus one
+# that allows the bench hosts, generous per-agent limits (rpm, tpm, max_concurrent
+# all checked), LLM classification and the usage tap ([[llm.providers]] for the
+# origins), audit to the store (SQLite) and JSONL, and the access log (info) to a
+# file. Rows: chat = POST /v1/chat/completions answered with a ~300-byte JSON
+# completion that carries usage; stream = the same with "stream": true, answered
+# with 24 SSE events (~4.6 KB, usage in the last chunk). The gateway's CPU time per
+# request (utime + stime from /proc over the measured window / requests) is the
+# figure to watch; instruction counts per request: benches/count.sh.
 #
 # Tools (chosen because they install from Debian in seconds; `oha` from crates.io
 # is a multi-minute build on this 2-core machine):
@@ -48,6 +61,7 @@ IDLE_CONNS="${IDLE_CONNS:-1000}"
 TLS="${TLS:-1}"                     # 1: also run the TLS section; 0: skip it; only: only it
 TLS_PROCS="${TLS_PROCS:-4}"         # client processes for the TLS runs (one connection each)
 TLS_DURATION="${TLS_DURATION:-5}"   # seconds per measured TLS run
+PROFILE="${PROFILE:-governed}"      # governed | plain (see above)
 GATEWAY="${GATEWAY:-$ROOT/target/release/portcullis}"
 # NICE=-10 runs every benchmark process at that priority (negative needs root):
 # on a machine shared with builds it makes the figures less noisy, at the
@@ -112,7 +126,8 @@ free_port() { python3 "$BENCH/load_helpers.py" free-port; }
 wait_http() { # URL [proxy]
   local i
   for i in $(seq 1 100); do
-    if curl -fsS -o /dev/null ${2:+-x "$2"} "$1" 2>/dev/null; then return 0; fi
+    if curl -fsS -o /dev/null ${2:+-x "$2"} ${PROXY_AUTH:+--proxy-header "Proxy-Authorization: $PROXY_AUTH"} \
+      "$1" 2>/dev/null; then return 0; fi
     sleep 0.05
   done
   say "timed out waiting for $1"; exit 1
@@ -151,6 +166,11 @@ doc["pad"] = "x" * max(pad, 0)
 print(json.dumps(doc, separators=(",", ":")))
 EOF
 )"
+CHAT_PORT="$(free_port)"
+SSE_PORT="$(free_port)"
+# shellcheck source=benches/bodies.sh
+source "$BENCH/bodies.sh"
+bench_bodies "$WORK"   # the requests and the answers of the chat and stream rows
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 daemon off;
@@ -174,6 +194,14 @@ http {
       default_type application/json;
       return 200 '$JSON';
     }
+  }
+  server {
+    listen 127.0.0.1:$CHAT_PORT backlog=4096;
+    $(nginx_answer_location /v1/chat/completions "$WORK/chat-answer.json" application/json)
+  }
+  server {
+    listen 127.0.0.1:$SSE_PORT backlog=4096;
+    $(nginx_answer_location /v1/chat/completions "$WORK/sse-answer.txt" text/event-stream)
   }
   server {
     listen 127.0.0.1:$TLS_PORT ssl backlog=4096;
@@ -208,12 +236,18 @@ wait_http "http://$STREAM/stream"
 # is written under the current directory); tunnels to localhost are intercepted
 # and the upstream (nginx) is verified against the test CA.
 "$GATEWAY" ca init --dir "$WORK/gwca" >/dev/null
+if [ "$PROFILE" = governed ]; then
+  # shellcheck source=benches/governed.sh
+  source "$BENCH/governed.sh"
+  governed_config "$WORK" "$ROOT" "$ORIGIN_PORT, $STREAM_PORT, $TLS_PORT, $CHAT_PORT, $SSE_PORT" \
+    "127.0.0.1:$CHAT_PORT 127.0.0.1:$SSE_PORT localhost:$TLS_PORT"
+else
 cat >"$WORK/gateway.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:0"
 allow_unauthenticated = true
 allow_private = ["127.0.0.1/32"]
-allowed_ports = [$ORIGIN_PORT, $STREAM_PORT, $TLS_PORT]
+allowed_ports = [$ORIGIN_PORT, $STREAM_PORT, $TLS_PORT, $CHAT_PORT, $SSE_PORT]
 ${GATEWAY_PROXY_EXTRA:-}
 [tls]
 ca_cert = "$WORK/gwca/ca.pem"
@@ -226,7 +260,9 @@ listen = "127.0.0.1:0"
 level = "warn"
 ${GATEWAY_CONFIG_EXTRA:-}
 EOF
-"${RUN[@]}" "$GATEWAY" serve --config "$WORK/gateway.toml" >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
+fi
+(cd "$WORK" && BENCH_AGENT_SECRET="${BENCH_SECRET:-}" exec "${RUN[@]}" "$GATEWAY" serve \
+  --config "$WORK/gateway.toml" >"$WORK/gateway.out" 2>"$WORK/gateway.err") &
 GW_PID=$!
 PIDS+=("$GW_PID")
 for _ in $(seq 1 100); do
@@ -239,6 +275,13 @@ ADMIN="$(grep -o 'admin=[0-9.:]*' "$WORK/gateway.out" | head -1 | cut -d= -f2)"
 [ -n "$PROXY" ] || { say "no banner from the gateway"; cat "$WORK/gateway.err" >&2; exit 1; }
 sleep 1
 RSS_START="$(rss_kb "$GW_PID")"
+BASIC=""; BEARER=""
+if [ "$PROFILE" = governed ]; then
+  BASIC="Basic $(printf 'bench:%s' "$BENCH_SECRET" | base64 -w0)"
+  BEARER="Bearer $(curl -fsS -u "bench:$BENCH_SECRET" -d grant_type=client_credentials \
+    "http://$PROXY/oauth/token" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
+fi
+export PROXY_AUTH="$BASIC"   # load_helpers.py: every request through the gateway
 wait_http "http://$ORIGIN/json" "http://$PROXY"
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -285,10 +328,10 @@ sleep 1
 RSS_IDLE_AFTER="$(rss_kb "$GW_PID")"
 
 # --- wrk runs -------------------------------------------------------------------
-run_wrk() { # label conns duration target-env delay-env url
+run_wrk() { # conns duration target-env delay-env url auth
   local out
-  out="$(WRK_TARGET="$4" WRK_DELAY_MS="$5" "${RUN[@]}" wrk -t"$THREADS" -c"$2" -d"$3"s \
-    -s "$BENCH/wrk.lua" "$6" 2>&1)" || { say "wrk failed: $out"; exit 1; }
+  out="$(WRK_TARGET="$3" WRK_DELAY_MS="$4" WRK_PROXY_AUTH="$6" "${RUN[@]}" wrk -t"$THREADS" -c"$1" \
+    -d"$2"s -s "$BENCH/wrk.lua" "$5" 2>&1)" || { say "wrk failed: $out"; exit 1; }
   echo "$out" | grep '^RESULT' | tail -1
 }
 
@@ -297,36 +340,60 @@ run_wrk() { # label conns duration target-env delay-env url
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 CLK_TCK="$(getconf CLK_TCK)"
 
-measure() { # conns delay direct|gateway  -> RESULT line + CPU us per request
+# The request of a workload: URL at the origin, method and body file (WRK_METHOD and
+# WRK_BODY_FILE, read by wrk.lua), set by workload().
+workload() { # json | chat | stream
+  case "$1" in
+    json) W_URL="http://$ORIGIN/json"; export WRK_METHOD=GET WRK_BODY_FILE="" ;;
+    chat) W_URL="http://127.0.0.1:$CHAT_PORT/v1/chat/completions"; export WRK_METHOD=POST WRK_BODY_FILE="$WORK/chat.json" ;;
+    stream) W_URL="http://127.0.0.1:$SSE_PORT/v1/chat/completions"; export WRK_METHOD=POST WRK_BODY_FILE="$WORK/stream.json" ;;
+  esac
+}
+
+measure() { # conns delay side(direct|basic|bearer|open) -> RESULT line + CPU us per request
   # The CPU column is the gateway's for gateway runs and the nginx worker's for direct
   # runs: CPU time over the measured window divided by the requests wrk completed.
-  local conns="$1" delay="$2" mode="$3" target="" url="http://$ORIGIN/json" pid="$NGINX_WORKER"
+  local conns="$1" delay="$2" side="$3" target="" url="$W_URL" pid="$NGINX_WORKER" auth=""
   local before line
-  if [ "$mode" = gateway ]; then target="http://$ORIGIN/json"; url="http://$PROXY/"; pid="$GW_PID"; fi
-  run_wrk warm "$conns" "$WARMUP" "$target" "$delay" "$url" >/dev/null
+  if [ "$side" != direct ]; then target="$W_URL"; url="http://$PROXY/"; pid="$GW_PID"; fi
+  if [ "$side" = basic ]; then auth="$BASIC"; elif [ "$side" = bearer ]; then auth="$BEARER"; fi
+  run_wrk "$conns" "$WARMUP" "$target" "$delay" "$url" "$auth" >/dev/null
   before="$(cpu_ticks "$pid")"
-  line="$(run_wrk "$mode" "$conns" "$DURATION" "$target" "$delay" "$url")"
+  line="$(run_wrk "$conns" "$DURATION" "$target" "$delay" "$url" "$auth")"
   echo "$line $(awk -v d="$(( $(cpu_ticks "$pid") - before ))" -v n="$(field "$line" 5)" -v hz="$CLK_TCK" \
     'BEGIN {printf "%.1f", (n > 0 ? d / hz * 1e6 / n : 0)}')"
 }
 
-rounds() { # conns delay prefix
-  local r
-  : >"$WORK/$3.direct"; : >"$WORK/$3.gateway"
+rounds() { # conns delay prefix side... : interleaved rounds, one result file per side
+  local conns="$1" delay="$2" prefix="$3" r side
+  shift 3
+  for side in "$@"; do : >"$WORK/$prefix.$side"; done
   for r in $(seq 1 "$ROUNDS"); do
-    measure "$1" "$2" direct >>"$WORK/$3.direct"
-    measure "$1" "$2" gateway >>"$WORK/$3.gateway"
-    say "  round $r: direct $(cut -d' ' -f2-4,8 "$WORK/$3.direct" | tail -1)  gateway $(cut -d' ' -f2-4,8 "$WORK/$3.gateway" | tail -1)  (req/s p50us p99us cpu-us/req)"
+    local progress="  round $r:"
+    for side in "$@"; do
+      measure "$conns" "$delay" "$side" >>"$WORK/$prefix.$side"
+      progress="$progress $side $(cut -d' ' -f2-4,8 "$WORK/$prefix.$side" | tail -1)"
+    done
+    say "$progress  (req/s p50us p99us cpu-us/req)"
   done
 }
-say "throughput, $CONNS connections, $ROUNDS x ${DURATION}s each side"
-rounds "$CONNS" 0 thr
-T_DIRECT="$(median_result "$WORK/thr.direct")"
-T_GW="$(median_result "$WORK/thr.gateway")"
-say "fixed rate (~$((RATE_CONNS * 1000 / RATE_DELAY_MS)) req/s), $ROUNDS x ${DURATION}s each side"
-rounds "$RATE_CONNS" "$RATE_DELAY_MS" rate
+if [ "$PROFILE" = governed ]; then
+  GW_SIDES=(basic bearer); RATE_SIDE=basic; THR_LOADS=(chat stream)
+else
+  GW_SIDES=(open); RATE_SIDE=open; THR_LOADS=(json)
+fi
+for load in "${THR_LOADS[@]}"; do
+  workload "$load"
+  sides=(direct "${GW_SIDES[@]}")
+  if [ "$load" = stream ]; then sides=(direct "${GW_SIDES[0]}"); fi
+  say "throughput, $load, $CONNS connections, $ROUNDS x ${DURATION}s per side (${sides[*]})"
+  rounds "$CONNS" 0 "thr-$load" "${sides[@]}"
+done
+workload "${THR_LOADS[0]}"
+say "fixed rate (~$((RATE_CONNS * 1000 / RATE_DELAY_MS)) req/s), ${THR_LOADS[0]}, $ROUNDS x ${DURATION}s each side"
+rounds "$RATE_CONNS" "$RATE_DELAY_MS" rate direct "$RATE_SIDE"
 R_DIRECT="$(median_result "$WORK/rate.direct")"
-R_GW="$(median_result "$WORK/rate.gateway")"
+R_GW="$(median_result "$WORK/rate.$RATE_SIDE")"
 RSS_AFTER_LOAD="$(rss_kb "$GW_PID")"
 
 say "time to first byte of a stream, $TTFB_RUNS requests per row"
@@ -349,8 +416,6 @@ ms() { awk -v u="$1" 'BEGIN {printf "%.3f", u/1000}'; }
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
 verdict() { if awk "BEGIN {exit !($1)}"; then echo met; else echo MISSED; fi; }
 
-td_rps="$(field "$T_DIRECT" 2)"; tg_rps="$(field "$T_GW" 2)"
-ratio="$(awk -v a="$tg_rps" -v b="$td_rps" 'BEGIN {printf "%.2f", a/b}')"
 rd_p99="$(field "$R_DIRECT" 4)"; rg_p99="$(field "$R_GW" 4)"
 rd_p50="$(field "$R_DIRECT" 3)"; rg_p50="$(field "$R_GW" 3)"
 added_p99="$(awk -v a="$rg_p99" -v b="$rd_p99" 'BEGIN {print a-b}')"
@@ -361,15 +426,37 @@ tkd="$(field "$TK_DIRECT" 1)"; tkg="$(field "$TK_GW" 1)"
 added_tk="$(awk -v a="$tkg" -v b="$tkd" 'BEGIN {print a-b}')"
 idle_delta="$((RSS_IDLE_WITH - RSS_IDLE_BEFORE))"
 
+throughput_report() { # one table per workload: medians per side, ratios to direct
+  local load side m d_rps rps ratio label
+  for load in "${THR_LOADS[@]}"; do
+    printf 'throughput, %s, %s connections   req/s        p50 ms    p99 ms   errors  non-2xx   CPU us/req\n' "$load" "$CONNS"
+    d_rps="$(field "$(median_result "$WORK/thr-$load.direct")" 2)"
+    for side in direct "${GW_SIDES[@]}"; do
+      [ -f "$WORK/thr-$load.$side" ] || continue
+      m="$(median_result "$WORK/thr-$load.$side")"
+      case "$side" in
+        direct) label="direct (nginx worker CPU)" ;;
+        open) label="gateway (gateway CPU)" ;;
+        *) label="gateway, $side auth" ;;
+      esac
+      printf '  %-28s %10s  %9s  %9s  %6s  %6s  %9s\n' "$label" "$(field "$m" 2)" "$(ms "$(field "$m" 3)")" \
+        "$(ms "$(field "$m" 4)")" "$(field "$m" 6)" "$(field "$m" 7)" "$(field "$m" 8)"
+    done
+    for side in "${GW_SIDES[@]}"; do
+      [ -f "$WORK/thr-$load.$side" ] || continue
+      rps="$(field "$(median_result "$WORK/thr-$load.$side")" 2)"
+      ratio="$(awk -v a="$rps" -v b="$d_rps" 'BEGIN {printf "%.2f", a/b}')"
+      printf '  ratio %-22s %s     (target >= 0.45: %s)\n' "$side/direct" "$ratio" "$(verdict "$ratio >= 0.45")"
+    done
+  done
+}
+
 cat <<EOF
 
 portcullis load benchmark  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) CPUs  load avg before: $LOAD_BEFORE  after: $LOAD_AFTER
 priority: ${NICE:-default (nice 0)}; origin: nginx 1 worker, ${BODY_BYTES}-byte JSON; wrk ${THREADS} threads; medians of $ROUNDS interleaved ${DURATION}s runs per side, each after ${WARMUP}s warm-up
 
-throughput, $CONNS connections        req/s        p50 ms    p99 ms   errors  non-2xx   CPU us/req
-  direct (nginx worker CPU)     $(printf '%10s  %9s  %9s  %6s  %6s  %9s' "$td_rps" "$(ms "$(field "$T_DIRECT" 3)")" "$(ms "$(field "$T_DIRECT" 4)")" "$(field "$T_DIRECT" 6)" "$(field "$T_DIRECT" 7)" "$(field "$T_DIRECT" 8)")
-  gateway (gateway CPU)         $(printf '%10s  %9s  %9s  %6s  %6s  %9s' "$tg_rps" "$(ms "$(field "$T_GW" 3)")" "$(ms "$(field "$T_GW" 4)")" "$(field "$T_GW" 6)" "$(field "$T_GW" 7)" "$(field "$T_GW" 8)")
-  ratio gateway/direct          $ratio     (target >= 0.45: $(verdict "$ratio >= 0.45"))
+$(throughput_report)
 
 fixed rate, $RATE_CONNS conns x 1/${RATE_DELAY_MS}ms     req/s        p50 ms    p99 ms
   direct                        $(printf '%10s  %9s  %9s' "$(field "$R_DIRECT" 2)" "$(ms "$rd_p50")" "$(ms "$rd_p99")")

@@ -83,14 +83,25 @@ def stream_origin(port):
         srv.serve_forever()
 
 
+# A Proxy-Authorization header value for every request to the gateway (absolute-form
+# requests and CONNECT), from the environment: benches/load.sh sets it for the governed
+# profile, where the gateway authenticates every agent.
+PROXY_AUTH = os.environ.get("PROXY_AUTH", "")
+
+
+def _proxy_auth_line():
+    return f"Proxy-Authorization: {PROXY_AUTH}\r\n" if PROXY_AUTH else ""
+
+
 def _request_bytes(url, absolute):
     parts = urlsplit(url)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     target = url if absolute else path
+    auth = _proxy_auth_line() if absolute else ""
     return (
-        f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}"
         "User-Agent: portcullis-load\r\nAccept: */*\r\n\r\n"
     ).encode()
 
@@ -196,7 +207,9 @@ def _tls_open(host, port, ctx, proxy):
     if proxy:
         s = socket.create_connection(_addr(proxy))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        s.sendall(
+            f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{_proxy_auth_line()}\r\n".encode()
+        )
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = s.recv(4096)
