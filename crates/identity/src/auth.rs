@@ -312,21 +312,23 @@ impl Authenticator {
             return self.check(parsed.user.as_deref(), parsed.credential(), now);
         };
         let presented = parsed.presented();
-        let fingerprints: Vec<Fingerprint> = presented.iter().map(Presented::fingerprint).collect();
+        // One fingerprint per request, for the throttle's check and for remembering it.
+        let fingerprint: Option<Fingerprint> = presented.as_ref().map(Presented::fingerprint);
+        let fingerprints = fingerprint.as_slice();
         throttle
-            .check(client, parsed.claimed(), &fingerprints)
+            .check(client, parsed.claimed(), fingerprints)
             .map_err(AuthError::Throttled)?;
         let result = self.check(parsed.user.as_deref(), parsed.credential(), now);
         match &result {
             Ok(p) => {
-                if let Some(c) = presented {
-                    throttle.verified(&p.agent_id, c);
+                if let (Some(c), Some(fp)) = (presented, fingerprint) {
+                    throttle.verified_fingerprint(&p.agent_id, &c, fp);
                 }
             }
             Err(AuthError::UnknownAgent | AuthError::SubagentCredentials) => {
                 throttle.failed_unknown(parsed.claimed());
             }
-            Err(e) if e.is_guess() => throttle.failed(client, parsed.claimed(), &fingerprints),
+            Err(e) if e.is_guess() => throttle.failed(client, parsed.claimed(), fingerprints),
             Err(_) => {}
         }
         result

@@ -251,8 +251,14 @@ impl AuthThrottle {
     /// After a successful verification: remembers the credential for `agent` when it may
     /// pass a throttle ([`Presented::may_bypass`]).
     pub fn verified(&self, agent: &str, presented: Presented<'_>) {
+        self.verified_fingerprint(agent, &presented, presented.fingerprint());
+    }
+
+    /// [`Self::verified`] with the credential's fingerprint already computed (the proxy
+    /// hashes each request's credential once, for [`Self::check`] and for this).
+    pub fn verified_fingerprint(&self, agent: &str, presented: &Presented<'_>, fp: Fingerprint) {
         if self.enabled() && presented.may_bypass() {
-            lock(&self.good).insert(agent, presented.fingerprint());
+            lock(&self.good).insert(agent, fp);
         }
     }
 
