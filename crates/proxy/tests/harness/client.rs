@@ -1,6 +1,7 @@
 //! A loopback origin and raw clients (bytes in, one parsed response out).
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -28,7 +29,27 @@ pub async fn origin() -> u16 {
                         line = names.join(",");
                     }
                     let stream = req.uri().path() == "/stream";
+                    let events = req.uri().path() == "/events";
                     let _ = req.into_body().collect().await;
+                    if events {
+                        // Two server-sent events 50 ms apart, then nothing (never a third):
+                        // a proxy that waits for more before writing never delivers the second.
+                        let two = futures_util::stream::iter([
+                            "data: one\n\n",
+                            "data: two\n\n",
+                        ])
+                        .then(|event| async move {
+                            if event.ends_with("two\n\n") {
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            }
+                            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(event)))
+                        });
+                        let body = http_body_util::StreamBody::new(futures_util::StreamExt::chain(
+                            two,
+                            futures_util::stream::pending(),
+                        ));
+                        return Ok::<_, Infallible>(Response::new(body.boxed()));
+                    }
                     if stream {
                         // One frame now, then nothing: the client decides when it ends.
                         let first = futures_util::stream::once(async move {

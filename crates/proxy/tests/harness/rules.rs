@@ -4,7 +4,7 @@
 use crate::client::send;
 use crate::fakes::basic;
 use crate::Harness;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -75,4 +75,44 @@ async fn framing_is_checked_on_every_pipelined_head() {
     assert!(records
         .iter()
         .any(|r| r.error.as_deref() == Some("ambiguous_framing")));
+}
+
+#[tokio::test]
+async fn a_streamed_event_is_written_as_soon_as_it_arrives() {
+    // The origin sends one event, a second 50 ms later, then holds the stream open without a
+    // third. Frames already buffered are written together, but nothing waits for more: the
+    // second event must reach the client while the origin is still silent.
+    let h = Harness::start().await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "GET http://127.0.0.1:{}/events HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {}\r\n\r\n",
+            h.origin,
+            basic("bot")
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(crate::TIMEOUT, async {
+        let mut buf = [0u8; 4096];
+        while !seen.ends_with(b"data: two\n\n\r\n") {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        read.is_ok(),
+        "the second event was held back waiting for more: {text:?}"
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Chunked framing of exactly the two events, nothing else yet.
+    assert!(
+        text.ends_with("\r\n\r\nb\r\ndata: one\n\n\r\nb\r\ndata: two\n\n\r\n"),
+        "{text:?}"
+    );
 }
