@@ -1,4 +1,6 @@
-//! Sustained audit throughput: records submitted and written to SQLite + JSONL.
+//! Sustained audit throughput: records submitted and written to SQLite + JSONL; and the
+//! per-request part of it, serialising one record once for every sink (what `submit` does
+//! on the request's own task).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use portcullis_audit::{
@@ -101,5 +103,15 @@ fn pipeline(c: &mut Criterion) {
     rt.block_on(audit.shutdown());
 }
 
-criterion_group!(benches, pipeline);
+fn serialise(c: &mut Criterion) {
+    let r = record(7);
+    c.bench_function("audit_record_serialise_once", |b| {
+        b.iter(|| portcullis_store::AuditRow::from(std::hint::black_box(r.clone())))
+    });
+    c.bench_function("audit_record_clone_only", |b| {
+        b.iter(|| std::hint::black_box(r.clone()))
+    });
+}
+
+criterion_group!(benches, serialise, pipeline);
 criterion_main!(benches);
