@@ -31,8 +31,9 @@ const PG_INSERT: &str = "INSERT INTO audit_records (id, ts, tenant, agent_id, su
 /// Largest page [`Store::query_audit`] and [`Store::audit_after`] return.
 pub const MAX_AUDIT_PAGE: u32 = 10_000;
 
-/// One audit record as stored: filterable columns plus the full JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One audit record as stored: filterable columns plus the full JSON. Serialisable so a
+/// record waiting for the store (the audit spool) keeps exactly what will be stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRow {
     /// Time-ordered unique id (sorts like the time it was issued).
     pub id: String,

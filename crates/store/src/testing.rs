@@ -5,6 +5,11 @@
 //! naming the script: a PostgreSQL test never passes by not running.
 
 use sqlx::{Connection, PgConnection};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Environment variable holding a PostgreSQL superuser URL for tests.
 pub const TEST_POSTGRES_ENV: &str = "PORTCULLIS_TEST_POSTGRES_URL";
@@ -37,6 +42,167 @@ pub fn with_database(url: &str, database: &str) -> String {
         Some(q) => format!("{root}/{database}?{q}"),
         None => format!("{root}/{database}"),
     }
+}
+
+/// `url` with its `host:port` replaced by `addr` (user, password, database and parameters
+/// kept): the URL of the same database seen through a [`Relay`].
+pub fn with_address(url: &str, addr: SocketAddr) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
+    format!(
+        "{}{}{addr}{}",
+        &url[..start],
+        userinfo.unwrap_or_default(),
+        &rest[end..]
+    )
+}
+
+/// The `host:port` of a PostgreSQL URL, resolved.
+pub fn server_address(url: &str) -> SocketAddr {
+    use std::net::ToSocketAddrs;
+    let opts: sqlx::postgres::PgConnectOptions = match url.parse() {
+        Ok(o) => o,
+        Err(e) => panic!("not a PostgreSQL URL: {e}"),
+    };
+    match (opts.get_host(), opts.get_port()).to_socket_addrs() {
+        Ok(mut it) => match it.next() {
+            Some(a) => a,
+            None => panic!("{} resolves to nothing", opts.get_host()),
+        },
+        Err(e) => panic!("cannot resolve {}: {e}", opts.get_host()),
+    }
+}
+
+/// A TCP relay on a loopback port in front of a server, which a test can cut and restore:
+/// while cut, the port refuses connections and every relayed connection is closed, which
+/// is what its clients see when the server goes down (and comes back on the same address).
+#[derive(Debug)]
+pub struct Relay {
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    state: Arc<RelayState>,
+}
+
+#[derive(Debug, Default)]
+struct RelayState {
+    /// Set while cut; the accept loop of the current listener exits when it sees it.
+    cut: AtomicBool,
+    conns: Mutex<Vec<TcpStream>>,
+    generation: Mutex<u64>,
+}
+
+impl Relay {
+    /// Starts relaying `127.0.0.1:<free port>` to `upstream`.
+    pub fn start(upstream: SocketAddr) -> io::Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let relay = Relay {
+            addr,
+            upstream,
+            state: Arc::default(),
+        };
+        relay.serve(listener)?;
+        Ok(relay)
+    }
+
+    /// The relay's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting (connections are refused) and closes every relayed connection.
+    pub fn cut(&self) {
+        self.state.cut.store(true, Ordering::SeqCst);
+        if let Ok(mut g) = self.state.generation.lock() {
+            *g += 1;
+        }
+        let conns = std::mem::take(
+            &mut *self
+                .state
+                .conns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for c in conns {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        // Let the accept loop see the flag and drop its listener.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Accepts connections again, on the same port.
+    pub fn restore(&self) -> io::Result<()> {
+        let listener = TcpListener::bind(self.addr)?;
+        self.state.cut.store(false, Ordering::SeqCst);
+        self.serve(listener)
+    }
+
+    fn serve(&self, listener: TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let state = self.state.clone();
+        let upstream = self.upstream;
+        let generation = *state
+            .generation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::thread::spawn(move || loop {
+            let current = *state
+                .generation
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.cut.load(Ordering::SeqCst) || current != generation {
+                return;
+            }
+            match listener.accept() {
+                Ok((client, _)) => {
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = TcpStream::connect(upstream) else {
+                        continue;
+                    };
+                    relay_pair(&state, client, server);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// Copies both ways on two threads; registers both sockets so [`Relay::cut`] closes them.
+fn relay_pair(state: &RelayState, client: TcpStream, server: TcpStream) {
+    let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
+        client.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+        server.try_clone(),
+    ) else {
+        return;
+    };
+    if let Ok(mut conns) = state.conns.lock() {
+        conns.push(c3);
+        conns.push(s3);
+    }
+    let pump = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+        });
+    };
+    pump(client, s2);
+    pump(server, c2);
 }
 
 /// A database created for one test and dropped (connections terminated) when this value
@@ -123,5 +289,18 @@ mod tests {
             "postgres://u:p@h:5432/t1?sslmode=disable"
         );
         assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
+    }
+
+    #[test]
+    fn address_is_replaced_and_the_rest_kept() {
+        let a = std::net::SocketAddr::from(([127, 0, 0, 1], 6000));
+        assert_eq!(
+            super::with_address("postgres://u:p@db:5432/x?sslmode=disable", a),
+            "postgres://u:p@127.0.0.1:6000/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_address("postgres://db/x", a),
+            "postgres://127.0.0.1:6000/x"
+        );
     }
 }
