@@ -144,6 +144,63 @@ impl Store {
         })
     }
 
+    /// Read-modify-write of the top-level agent `id` as one transaction under the store's
+    /// write lock, so concurrent changes through several gateways (or a gateway and the CLI)
+    /// never undo each other: `f` sees the stored agent as of the lock and edits it, and
+    /// returns `Ok(true)` to write it (as [`Store::update_agent`] does: `updated_at =
+    /// now_unix`, run-time overrides of config agents noted), `Ok(false)` to leave it as is,
+    /// or `Err(e)` to refuse (nothing written). Returns the stored agent.
+    ///
+    /// Fails with [`StoreError::NotFound`] (in [`Modified::Store`]) when there is no such
+    /// agent; `f` never runs then.
+    pub async fn modify_agent<E>(
+        &self,
+        id: &str,
+        now_unix: u64,
+        f: impl FnOnce(&mut Agent) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<Agent, Modified<E>> {
+        let mut tx = self.write_tx().await?;
+        let Some(existing) = fetch_in(&mut tx, "", id).await? else {
+            return Err(StoreError::NotFound {
+                what: "agent",
+                id: id.to_owned(),
+            }
+            .into());
+        };
+        let mut agent = existing.clone();
+        match f(&mut agent) {
+            Ok(true) => {}
+            Ok(false) => {
+                tx.rollback().await?;
+                return Ok(existing);
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(Modified::Refused(e));
+            }
+        }
+        agent.id = existing.id.clone();
+        agent.parent = None;
+        agent.note_runtime_change(&existing);
+        let mut row = Encoded::new(&agent)?;
+        row.updated_at = to_i64("updated_at", now_unix)?;
+        row.created_at = to_i64("created_at", existing.created_at)?;
+        bump_revision(&mut tx).await?;
+        on_tx!(&mut tx, |c| {
+            row.bind(sqlx::query(UPDATE)).execute(&mut *c).await?;
+        });
+        propagate_tenant(&mut tx, &row).await?;
+        let stored = fetch_in(&mut tx, "", id).await?;
+        tx.commit().await?;
+        stored.ok_or_else(|| {
+            StoreError::NotFound {
+                what: "agent",
+                id: id.to_owned(),
+            }
+            .into()
+        })
+    }
+
     /// Creates or replaces an agent declared in the config file (GitOps). An existing record
     /// keeps its `created_at`; when nothing but the timestamps would change, nothing is written
     /// and the revision stays. Returns the stored record.
@@ -231,6 +288,38 @@ impl Store {
         })
     }
 }
+
+/// Why [`Store::modify_agent`] wrote nothing: the store failed, or the edit refused.
+#[derive(Debug)]
+pub enum Modified<E> {
+    /// The store failed (or has no such agent).
+    Store(StoreError),
+    /// The edit returned this error.
+    Refused(E),
+}
+
+impl<E> From<StoreError> for Modified<E> {
+    fn from(e: StoreError) -> Self {
+        Modified::Store(e)
+    }
+}
+
+impl<E> From<sqlx::Error> for Modified<E> {
+    fn from(e: sqlx::Error) -> Self {
+        Modified::Store(e.into())
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Modified<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Modified::Store(e) => e.fmt(f),
+            Modified::Refused(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for Modified<E> {}
 
 async fn fetch_in(tx: &mut Tx, parent: &str, id: &str) -> Result<Option<Agent>> {
     let sql = format!("SELECT {COLUMNS} FROM agents WHERE parent = $1 AND id = $2");

@@ -18,6 +18,11 @@ use tracing::{info, warn};
 
 /// The channel the revision trigger notifies (migration 0001, PostgreSQL).
 pub const CHANGES_CHANNEL: &str = "portcullis_changes";
+/// How often the feed checks its connection with a query: a connection that went silent
+/// (a network partition leaves no error behind) is found within this plus [`PING_TIMEOUT`].
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+/// Longest wait for the answer to the check.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What woke the reader up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +145,9 @@ async fn listen(pool: PgPool, shared: Arc<Shared>) {
         shared.listening.store(true, Ordering::Release);
         shared.resync.store(true, Ordering::Release);
         shared.wake.notify_one();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
         let lost = loop {
             tokio::select! {
                 r = listener.try_recv() => match r {
@@ -148,6 +156,16 @@ async fn listen(pool: PgPool, shared: Arc<Shared>) {
                     Err(e) => break e.to_string(),
                 },
                 () = shared.reconnect.notified() => break "reconnect requested".to_owned(),
+                _ = ping.tick() => {
+                    // Interrupting a receive is harmless: what it had read stays buffered,
+                    // and any doubt ends in a reconnect, which resyncs everything.
+                    let check = sqlx::query("SELECT 1").execute(&mut listener);
+                    match tokio::time::timeout(PING_TIMEOUT, check).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => break format!("connection check failed: {e}"),
+                        Err(_) => break "connection check timed out".to_owned(),
+                    }
+                }
             }
         };
         shared.listening.store(false, Ordering::Release);

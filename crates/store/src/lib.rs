@@ -64,6 +64,7 @@ mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use agents::Modified;
 pub use api_keys::{ApiKeyRecord, Role};
 pub use audit::{AuditEntry, AuditPage, AuditQuery, AuditRow, MAX_AUDIT_PAGE};
 pub use credentials::StoredCredential;
