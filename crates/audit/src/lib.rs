@@ -31,9 +31,11 @@ mod record;
 mod settings;
 mod sink;
 mod spool;
+mod upkeep;
 
 pub use metrics::AuditMetrics;
 pub use pipeline::{AuditFull, AuditHandle, AuditPipeline, AuditSlot, StartError};
 pub use query::{build_query, parse_time, QueryError};
 pub use record::{format_rfc3339_ms, AuditRecord, RequestKind, RECORD_FIELDS};
 pub use settings::{AuditSettings, OnFull, SinkKind, SpoolSettings};
+pub use upkeep::{run_upkeep, UPKEEP_EVERY};
