@@ -318,6 +318,47 @@ fn decisions_on_any_replica_list_the_records_of_all_three() {
             );
         }
     }
+
+    // The CLI on the same PostgreSQL (PORTCULLIS_STORE_URL): it reads the records of all
+    // three replicas, and an agent suspended with it is refused by every replica.
+    let out = s.gateways[2].cli_ok(&[
+        "audit",
+        "query",
+        "--agent-id",
+        "counted",
+        "--limit",
+        "200",
+        "--format",
+        "json",
+    ]);
+    let q: Value = serde_json::from_str(out.trim()).expect("audit query json");
+    let paths: Vec<&str> = q["decisions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["path"].as_str()).collect())
+        .unwrap_or_default();
+    for p in &made {
+        assert_eq!(
+            paths.iter().filter(|x| *x == p).count(),
+            1,
+            "the CLI lists {p} once: {out}"
+        );
+    }
+    assert!(
+        !out.contains(&s.store_url),
+        "no store password in CLI output"
+    );
+    s.gateways[2].cli_ok(&["agent", "suspend", "counted"]);
+    for i in 0..3 {
+        within(
+            PROPAGATION_BOUND,
+            "the suspension made with the CLI",
+            || {
+                s.get(i, &origin.url("/echo/after"), "counted", &secret)
+                    .status
+            },
+            |st| st == 407,
+        );
+    }
 }
 
 #[test]
