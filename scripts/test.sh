@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite after setting up what the tests need:
-# curl (apt) and a Python venv with pinned real clients. Safe to run repeatedly.
+# curl (apt), a Python venv with pinned real clients, and the services in scripts/services/
+# (a throwaway PostgreSQL). Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQS" "$VENV/.requirements"; then
 fi
 export PORTCULLIS_TEST_PYTHON="$PWD/$VENV/bin/python"
 source scripts/services/browser.sh
+
+# A throwaway PostgreSQL unless PORTCULLIS_TEST_POSTGRES_URL names one (stopped on exit).
+source scripts/services/postgres.sh
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked "$@"

@@ -13,6 +13,7 @@ use portcullis_identity::{
     generate_secret, hash_secret, validate_agent, AgentConfigUpdate, FieldError, UpdateError,
     ValidationErrors,
 };
+use portcullis_store::Modified;
 use serde_json::{Map, Value};
 use tracing::info;
 
@@ -205,20 +206,51 @@ pub async fn update_config(
     op.require_write()?;
     let map = parse_object(body)?;
     let _write = cp.write_lock.lock().await;
-    let mut agent = get(cp, op, id).await?;
+    // Checked before the edit so a 422 never confirms another tenant's id.
+    get(cp, op, id).await?;
     let body = serde_json::to_vec(&Value::Object(map)).unwrap_or_default();
     let update = AgentConfigUpdate::from_json(&body).map_err(|e| e.to_api_error())?;
     let now = cp.clock().unix_secs();
-    update.apply(&mut agent, now);
-    validate_agent(&agent).map_err(|v| v.to_api_error())?;
-    let stored = cp
-        .store()
-        .update_agent(&agent, now)
-        .await
-        .map_err(store_error)?;
+    // Read, edit and write as one store transaction: a change made meanwhile through
+    // another gateway is never undone.
+    let stored = modify_owned(cp, op, id, now, |agent| {
+        update.apply(agent, now);
+        validate_agent(agent).map_err(|v| v.to_api_error())?;
+        Ok(true)
+    })
+    .await?;
     cp.reload_after_write().await;
     info!(operator = %op.key_id, tenant = %op.tenant, agent = %stored.id, "agent config updated");
     Ok(stored)
+}
+
+/// [`Store::modify_agent`] on an agent of the operator's tenant (another tenant's is 404).
+///
+/// [`Store::modify_agent`]: portcullis_store::Store::modify_agent
+async fn modify_owned(
+    cp: &ControlPlane,
+    op: &Operator,
+    id: &str,
+    now: u64,
+    edit: impl FnOnce(&mut Agent) -> Result<bool, ApiError>,
+) -> Result<Agent, ApiError> {
+    if !portcullis_core::is_valid_id(id) {
+        return Err(agent_not_found());
+    }
+    let res = cp
+        .store()
+        .modify_agent(id, now, |agent| {
+            if agent.tenant != op.tenant {
+                return Err(agent_not_found());
+            }
+            edit(agent)
+        })
+        .await;
+    match res {
+        Ok(a) => Ok(a),
+        Err(Modified::Refused(e)) => Err(e),
+        Err(Modified::Store(e)) => Err(store_error(e)),
+    }
 }
 
 fn revoked_conflict(action: Action) -> ApiError {
@@ -243,42 +275,41 @@ pub async fn lifecycle(
 ) -> Result<(Agent, Option<String>), ApiError> {
     op.require_write()?;
     let _write = cp.write_lock.lock().await;
-    let mut agent = get(cp, op, id).await?;
     let mut secret = None;
-    let changed = match (action, agent.status) {
-        (Action::Revoke, AgentStatus::Revoked) => false,
-        (Action::Revoke, _) => {
-            agent.status = AgentStatus::Revoked;
-            true
-        }
-        (_, AgentStatus::Revoked) => return Err(revoked_conflict(action)),
-        (Action::Suspend, AgentStatus::Suspended) => false,
-        (Action::Suspend, _) => {
-            agent.status = AgentStatus::Suspended;
-            true
-        }
-        (Action::Activate, AgentStatus::Active) => false,
-        (Action::Activate, _) => {
-            agent.status = AgentStatus::Active;
-            true
-        }
-        (Action::Rotate, _) => {
-            let s = generate_secret();
-            agent.secret_sha256 = Some(hash_secret(&s));
-            agent.generation = agent.generation.saturating_add(1);
-            secret = Some(s);
-            true
-        }
-    };
-    if !changed {
-        return Ok((agent, None));
-    }
+    let mut changed = false;
     let now = cp.clock().unix_secs();
-    let stored = cp
-        .store()
-        .update_agent(&agent, now)
-        .await
-        .map_err(store_error)?;
+    let stored = modify_owned(cp, op, id, now, |agent| {
+        changed = match (action, agent.status) {
+            (Action::Revoke, AgentStatus::Revoked) => false,
+            (Action::Revoke, _) => {
+                agent.status = AgentStatus::Revoked;
+                true
+            }
+            (_, AgentStatus::Revoked) => return Err(revoked_conflict(action)),
+            (Action::Suspend, AgentStatus::Suspended) => false,
+            (Action::Suspend, _) => {
+                agent.status = AgentStatus::Suspended;
+                true
+            }
+            (Action::Activate, AgentStatus::Active) => false,
+            (Action::Activate, _) => {
+                agent.status = AgentStatus::Active;
+                true
+            }
+            (Action::Rotate, _) => {
+                let s = generate_secret();
+                agent.secret_sha256 = Some(hash_secret(&s));
+                agent.generation = agent.generation.saturating_add(1);
+                secret = Some(s);
+                true
+            }
+        };
+        Ok(changed)
+    })
+    .await?;
+    if !changed {
+        return Ok((stored, None));
+    }
     cp.reload_after_write().await;
     info!(
         operator = %op.key_id,

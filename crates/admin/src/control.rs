@@ -1,12 +1,22 @@
 //! The control plane: the store (source of truth), the in-memory agent registry the
 //! data plane reads, and the operator-key cache. Every write goes to the store first
 //! and is then loaded into the registry, so the next proxy request sees it.
+//!
+//! Changes made elsewhere (the CLI, another replica) arrive through [`ControlPlane::watch`]:
+//! on PostgreSQL a notification wakes it within milliseconds of the other writer's commit
+//! (the revision it then reads is the truth), every reconnect of that feed reloads
+//! everything (notifications sent while it was down are lost), and a slow poll catches what
+//! no notification announced. On SQLite it polls. While the store is unreachable the data
+//! plane keeps deciding on the last state loaded, and `/readyz` says so ([`StoreReady`]).
 
 use crate::operator::KeyCache;
+use crate::ReadyCheck;
+use portcullis_audit::AuditMetrics;
 use portcullis_config::CredentialConfig;
 use portcullis_core::Clock;
 use portcullis_identity::Registry;
-use portcullis_store::{SealKey, Store};
+use portcullis_store::{Backend, FeedEvent, SealKey, Store};
+use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,8 +24,14 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 use tracing::{debug, info, warn};
 
-/// How often [`ControlPlane::watch`] polls [`Store::revision`].
+/// How often [`ControlPlane::watch`] polls [`Store::revision`] on SQLite (the only way it
+/// learns of CLI writes there).
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often it polls on PostgreSQL, where notifications do the work: the safety net for a
+/// notification that never came.
+pub const SAFETY_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest wait for the revision; longer counts as the store being unreachable.
+const REVISION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the admin API and the store watcher work on.
 ///
@@ -36,6 +52,18 @@ pub struct ControlPlane {
     pub(crate) keys: KeyCache,
     hooks: std::sync::Mutex<Vec<Arc<dyn ReloadHook>>>,
     credentials: std::sync::OnceLock<CredentialsApi>,
+    health: std::sync::Mutex<Health>,
+}
+
+/// What the watcher last learned about the store.
+#[derive(Debug, Clone, Default)]
+struct Health {
+    /// Unix seconds since when the store has not answered, and its last error.
+    down: Option<(u64, String)>,
+    /// The change feed's state: `None` without a feed (SQLite).
+    listening: Option<bool>,
+    /// When the last reload happened (Unix seconds) and at which revision.
+    loaded_at: Option<(u64, u64)>,
 }
 
 /// What the credentials endpoints need: the sealing key and the config-declared credentials.
@@ -66,6 +94,7 @@ impl ControlPlane {
             keys: KeyCache::default(),
             hooks: std::sync::Mutex::new(Vec::new()),
             credentials: std::sync::OnceLock::new(),
+            health: std::sync::Mutex::new(Health::default()),
         })
     }
 
@@ -119,6 +148,11 @@ impl ControlPlane {
             hook.reload(&self.store).await;
         }
         *loaded = Some(revision);
+        let now = self.clock.unix_secs();
+        self.with_health(|h| {
+            h.loaded_at = Some((now, revision));
+            h.down = None;
+        });
         Ok(self.registry.len())
     }
 
@@ -127,47 +161,112 @@ impl ControlPlane {
         *self.loaded.lock().await
     }
 
-    /// Polls [`Store::revision`] every [`WATCH_INTERVAL`] and reloads the registry when it
-    /// changed (a CLI or another gateway wrote to the shared store), until `shutdown`
-    /// turns true. Store errors are logged and retried on the next tick; the registry
-    /// keeps serving the last good snapshot meanwhile.
+    /// Keeps the registry (and every reload hook) in step with the store until `shutdown`
+    /// turns true: on PostgreSQL, woken by the store's change feed, reloading everything
+    /// after each (re)connect of the feed, and polling [`Store::revision`] every
+    /// [`SAFETY_POLL_INTERVAL`]; on SQLite, polling every [`WATCH_INTERVAL`]. Reloads only
+    /// when the revision moved (or after a reconnect). Store errors are logged and retried;
+    /// the registry keeps serving the last good snapshot meanwhile.
     pub async fn watch(&self, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        let feed = self.store.change_feed();
+        let every = match self.store.backend() {
+            Backend::Sqlite => WATCH_INTERVAL,
+            Backend::Postgres => SAFETY_POLL_INTERVAL,
+        };
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            tokio::select! {
-                _ = tick.tick() => {}
+            let listening = feed.as_ref().map(|f| f.is_listening());
+            self.with_health(|h| h.listening = listening);
+            let resync = tokio::select! {
+                _ = tick.tick() => false,
+                ev = next_event(feed.as_ref()) => ev == FeedEvent::Resync,
                 r = shutdown.changed() => {
                     if r.is_err() || *shutdown.borrow() {
                         return;
                     }
                     continue;
                 }
-            }
-            let rev = match self.store.revision().await {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(error = %e, "store revision poll failed");
-                    continue;
-                }
             };
-            if self.loaded_revision().await == Some(rev) {
-                continue;
-            }
-            // Operator keys may have been revoked by the CLI: forget cached lookups too.
-            self.keys.clear();
-            match self.reload_registry().await {
-                Ok(n) => info!(
-                    revision = rev,
-                    agents = n,
-                    "agent registry reloaded from store"
-                ),
-                Err(e) => warn!(error = %e, "agent registry reload failed"),
+            self.sync(resync).await;
+        }
+    }
+
+    /// One watcher step: read the revision, reload when it moved or when `resync`.
+    async fn sync(&self, resync: bool) {
+        let rev = match tokio::time::timeout(REVISION_TIMEOUT, self.store.revision()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return self.store_down(&e.to_string()),
+            Err(_) => return self.store_down("the store did not answer in time"),
+        };
+        if !resync && self.loaded_revision().await == Some(rev) {
+            self.with_health(|h| h.down = None);
+            return;
+        }
+        // Operator keys may have been revoked elsewhere: forget cached lookups too.
+        self.keys.clear();
+        match self.reload_registry().await {
+            Ok(n) => info!(
+                revision = rev,
+                agents = n,
+                resync,
+                "agent registry reloaded from store"
+            ),
+            Err(e) => {
+                warn!(error = %e, "agent registry reload failed");
+                self.store_down(&e.to_string());
             }
         }
+    }
+
+    fn store_down(&self, error: &str) {
+        let now = self.clock.unix_secs();
+        let first = self.with_health(|h| {
+            let first = h.down.is_none();
+            let since = h.down.as_ref().map_or(now, |d| d.0);
+            h.down = Some((since, error.to_owned()));
+            first
+        });
+        if first {
+            warn!(store = %self.store.describe(), error, "store unreachable; deciding on the last loaded state");
+        } else {
+            debug!(error, "store still unreachable");
+        }
+    }
+
+    fn with_health<T>(&self, f: impl FnOnce(&mut Health) -> T) -> T {
+        f(&mut self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The store's state for `/readyz`: `(degraded, detail)`.
+    pub fn store_status(&self) -> (bool, Value) {
+        let h = self.with_health(|h| h.clone());
+        let feed = match h.listening {
+            None => "none (polling)",
+            Some(true) => "listening",
+            Some(false) => "reconnecting",
+        };
+        let mut detail = json!({
+            "backend": self.store.describe(),
+            "state": if h.down.is_some() { "unreachable" } else { "ok" },
+            "change_feed": feed,
+        });
+        if let Some((since, error)) = &h.down {
+            detail["unreachable_since"] = json!(since);
+            detail["error"] = json!(error);
+            detail["serving"] = json!("the last state loaded from the store");
+        }
+        if let Some((at, rev)) = h.loaded_at {
+            detail["loaded_at"] = json!(at);
+            detail["revision"] = json!(rev);
+        }
+        (h.down.is_some() || h.listening == Some(false), detail)
     }
 
     /// Like [`ControlPlane::reload_registry`], for use after an admin write: a failure is
@@ -178,6 +277,49 @@ impl ControlPlane {
             Ok(n) => debug!(agents = n, "agent registry reloaded after admin write"),
             Err(e) => warn!(error = %e, "agent registry reload after admin write failed"),
         }
+    }
+}
+
+/// The next event of `feed`; never, without one.
+async fn next_event(feed: Option<&portcullis_store::ChangeFeed>) -> FeedEvent {
+    match feed {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `/readyz` component `store`: always ready (the data plane decides on the last loaded
+/// state while the store is away), degraded while the store does not answer or its change
+/// feed reconnects; the detail names the store (never its password), when it went away and
+/// why, and how many audit bytes wait in the spool.
+pub struct StoreReady {
+    control: Arc<ControlPlane>,
+    audit: Option<AuditMetrics>,
+}
+
+impl StoreReady {
+    /// The check for `control`'s store; `audit` adds the spool's backlog to the detail.
+    pub fn new(control: Arc<ControlPlane>, audit: Option<AuditMetrics>) -> Self {
+        Self { control, audit }
+    }
+}
+
+impl ReadyCheck for StoreReady {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    fn check(&self) -> (bool, Value) {
+        let (_, mut detail) = self.control.store_status();
+        if let Some(m) = &self.audit {
+            detail["audit_spool_bytes"] = json!(m.spool_bytes());
+        }
+        (true, detail)
+    }
+
+    fn degraded(&self) -> bool {
+        let spooling = self.audit.as_ref().is_some_and(|m| m.spool_bytes() > 0);
+        self.control.store_status().0 || spooling
     }
 }
 

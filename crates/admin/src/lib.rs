@@ -26,7 +26,7 @@
 //! | GET | `/v1/policies` | `{"version","default","on_block","reload": {ok, at, version, policies, errors}, "policies": [{name, file, mode, mode_override, bindings, cacheable, non_deterministic}]}` |
 //! | POST | `/v1/policies/validate` | `{"source", "name"?}` → `{"valid", "errors": [{file, row, col, message, stage}]}`, as a reload with the file added (or replacing `name`) would report them |
 //! | POST | `/v1/policies/simulate` | request description (body included) + agent → `{decision, on_block, trace, input, version, agent, authenticates, forwarded: false, classification}`, decided on the facts the data plane would derive; 404 unknown or other tenant's agent |
-//! | PUT | `/v1/policies/{name}/mode` | `{"mode": "active\|shadow\|disabled"\|null}` → the policy; 404 unknown, 422 bad mode; platform-tenant admins only |
+//! | PUT | `/v1/policies/{name}/mode` | `{"mode": "active\|shadow\|disabled"\|null}` → the policy; 404 unknown, 422 bad mode; platform-tenant admins only; kept in the store (every replica, every restart: [`PolicyModeSync`]) |
 //!
 //! Validate and simulate change nothing, so viewers may call them. The policy routes
 //! need a [`PolicyApi`] ([`Admin::with_policy`]); without one they answer 404
@@ -88,16 +88,20 @@ mod insights;
 mod operator;
 pub mod ops;
 mod policies;
+mod policy_modes;
 mod respond;
 mod routes;
 mod sim_request;
 mod ui;
 
 pub use body::MAX_BODY_BYTES;
-pub use control::{ControlPlane, CredentialsApi, ReloadHook, WATCH_INTERVAL};
+pub use control::{
+    ControlPlane, CredentialsApi, ReloadHook, StoreReady, SAFETY_POLL_INTERVAL, WATCH_INTERVAL,
+};
 pub use credentials::{unusable_agents, UnusableAgents};
 pub use operator::{Operator, DEFAULT_PLATFORM_TENANT, KEY_CACHE_TTL};
 pub use policies::{PolicyApi, MAX_CONCURRENT_EVALS};
+pub use policy_modes::PolicyModeSync;
 pub use sim_request::{RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY};
 pub use ui::{Ui, UiFuture};
 
@@ -127,6 +131,11 @@ pub trait ReadyCheck: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Current state: `(ready, detail)`.
     fn check(&self) -> (bool, Value);
+    /// Ready but impaired (e.g. serving from the last state while a backend is away):
+    /// `/readyz` stays 200 and says `"status": "degraded"`.
+    fn degraded(&self) -> bool {
+        false
+    }
 }
 
 /// State of the admin listener.
@@ -249,14 +258,26 @@ impl Admin {
     fn readyz(&self) -> Response<Full<Bytes>> {
         let draining = *self.draining.borrow();
         let mut ready = !draining;
+        let mut degraded = false;
         let mut components = serde_json::Map::new();
         for c in &self.checks {
             let (ok, detail) = c.check();
             ready &= ok;
-            components.insert(c.name().to_owned(), json!({"ready": ok, "detail": detail}));
+            let mut entry = json!({"ready": ok, "detail": detail});
+            if c.degraded() {
+                degraded = true;
+                entry["degraded"] = json!(true);
+            }
+            components.insert(c.name().to_owned(), entry);
         }
+        let status = match (ready, draining, degraded) {
+            (true, _, true) => "degraded",
+            (true, _, false) => "ready",
+            (false, true, _) => "draining",
+            (false, false, _) => "not_ready",
+        };
         let body = json!({
-            "status": if ready { "ready" } else if draining { "draining" } else { "not_ready" },
+            "status": status,
             "components": components,
         });
         let status = if ready {

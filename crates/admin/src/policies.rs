@@ -229,7 +229,7 @@ pub(crate) async fn handle(
             // Refused before the body is read; set_mode checks again itself.
             api.require_platform_admin(op)?;
             let body = read_json_body(req).await?;
-            set_mode(api, op, name, &body)?
+            set_mode(cp, api, op, name, &body).await?
         }
         _ => {
             return Err(ApiError::new(
@@ -472,10 +472,11 @@ pub async fn simulate(
 }
 
 /// `PUT /v1/policies/{name}/mode` with `{"mode": "active|shadow|disabled"}`, or
-/// `{"mode": null}` to drop the override. Runtime only: it survives policy reloads, not
-/// a restart (declare `mode := "..."` in the policy or use `[[policy.bindings]]` for that).
+/// `{"mode": null}` to drop the override. Kept in the store: every gateway sharing it
+/// applies it (within a second), and it survives policy reloads and restarts.
 /// Platform-tenant admins only.
-pub fn set_mode(
+pub async fn set_mode(
+    cp: &ControlPlane,
     api: &PolicyApi,
     op: &Operator,
     name: &str,
@@ -507,6 +508,12 @@ pub fn set_mode(
         .into_iter()
         .find(|p| p.name == name)
         .map(|p| p.mode);
+    // The store first: the change then reaches every replica (and the next start).
+    let now = cp.clock().unix_secs();
+    cp.store()
+        .set_policy_mode(name, mode.map(PolicyMode::as_str), now)
+        .await
+        .map_err(crate::respond::store_error)?;
     let r = match mode {
         Some(m) => engine.set_mode(name, m),
         None => engine.clear_mode(name),
@@ -520,6 +527,7 @@ pub fn set_mode(
             return Err(ApiError::internal("policy mode change failed"));
         }
     }
+    cp.reload_after_write().await;
     let summary = engine
         .list_policies()
         .into_iter()

@@ -2,7 +2,7 @@
 //! the recorder that turns each finished request or tunnel into an audit record.
 
 use futures_util::future::BoxFuture;
-use portcullis_audit::{AuditHandle, AuditRecord, AuditSettings, OnFull, SinkKind};
+use portcullis_audit::{AuditHandle, AuditRecord, AuditSettings, OnFull, SinkKind, SpoolSettings};
 use portcullis_config::{AuditConfig, AuditOnFull, AuditSink};
 use portcullis_proxy::phases::{LogRecorder, Recorder};
 use tracing::warn;
@@ -31,6 +31,10 @@ pub fn settings(cfg: &AuditConfig) -> AuditSettings {
             },
             AuditOnFull::FailClosed => OnFull::FailClosed,
         },
+        spool: (cfg.spool_max_bytes > 0).then(|| SpoolSettings {
+            path: cfg.spool_path.clone(),
+            max_bytes: cfg.spool_max_bytes,
+        }),
         ..AuditSettings::default()
     }
 }

@@ -13,6 +13,13 @@
 //! bounded time, `fail_closed` refuses at once so the proxy answers 503
 //! `audit_unavailable` — ideally before forwarding, by holding an [`AuditSlot`].
 //!
+//! When the store cannot take records (a PostgreSQL outage), they go to a spool file on
+//! local disk ([`SpoolSettings`]) and are written, each exactly once, when it is back; the
+//! queue keeps moving meanwhile. What a crash can lose is what was in memory: the records
+//! in the queue (at most `queue`) and the batch being written (at most `batch_max`); a
+//! graceful shutdown loses nothing (the queue is drained to the store, else to the spool,
+//! which the next start writes).
+//!
 //! [`query`] turns the admin/CLI query parameters into a [`portcullis_store::AuditQuery`].
 
 #![warn(missing_docs)]
@@ -23,9 +30,12 @@ pub mod query;
 mod record;
 mod settings;
 mod sink;
+mod spool;
+mod upkeep;
 
 pub use metrics::AuditMetrics;
 pub use pipeline::{AuditFull, AuditHandle, AuditPipeline, AuditSlot, StartError};
 pub use query::{build_query, parse_time, QueryError};
 pub use record::{format_rfc3339_ms, AuditRecord, RequestKind, RECORD_FIELDS};
-pub use settings::{AuditSettings, OnFull, SinkKind};
+pub use settings::{AuditSettings, OnFull, SinkKind, SpoolSettings};
+pub use upkeep::{run_upkeep, UPKEEP_EVERY};

@@ -12,11 +12,17 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 ///   the shutdown drain timed out).
 /// - `portcullis_audit_full_total{policy}`: records refused because the queue was full,
 ///   by `on_full` policy (`block` after its wait, `fail_closed` at once).
+/// - `portcullis_audit_spool_records_total{result}`: store records `spooled` (the store
+///   could not take them), `unspooled` (written from the spool to the store), `refused`
+///   (the spool was full), `corrupt` (unreadable spool lines skipped).
+/// - `portcullis_audit_spool_bytes`: bytes in the spool not yet written to the store.
 #[derive(Debug, Clone)]
 pub struct AuditMetrics {
     pub(crate) queue_depth: IntGauge,
     pub(crate) records: IntCounterVec,
     pub(crate) full: IntCounterVec,
+    pub(crate) spool_records: IntCounterVec,
+    pub(crate) spool_bytes: IntGauge,
 }
 
 impl AuditMetrics {
@@ -26,6 +32,8 @@ impl AuditMetrics {
         registry.register(Box::new(m.queue_depth.clone()))?;
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.full.clone()))?;
+        registry.register(Box::new(m.spool_records.clone()))?;
+        registry.register(Box::new(m.spool_bytes.clone()))?;
         Ok(m)
     }
 
@@ -49,6 +57,17 @@ impl AuditMetrics {
                     "Audit records refused because the queue was full, by on_full policy.",
                 ),
                 &["policy"],
+            )?,
+            spool_records: IntCounterVec::new(
+                Opts::new(
+                    "portcullis_audit_spool_records_total",
+                    "Store audit records through the spool: spooled, unspooled, refused, corrupt.",
+                ),
+                &["result"],
+            )?,
+            spool_bytes: IntGauge::new(
+                "portcullis_audit_spool_bytes",
+                "Bytes of audit records in the spool not yet written to the store.",
             )?,
         })
     }
@@ -85,6 +104,21 @@ impl AuditMetrics {
             .iter()
             .map(|p| self.full.with_label_values(&[p]).get())
             .sum()
+    }
+
+    /// Store records that went through the spool with `result` (`spooled`, `unspooled`,
+    /// `refused`, `corrupt`).
+    pub fn spool(&self, result: &str) -> u64 {
+        self.spool_records.with_label_values(&[result]).get()
+    }
+
+    /// Bytes in the spool not yet written to the store.
+    pub fn spool_bytes(&self) -> i64 {
+        self.spool_bytes.get()
+    }
+
+    pub(crate) fn add_spool(&self, result: &str, n: u64) {
+        self.spool_records.with_label_values(&[result]).inc_by(n);
     }
 
     pub(crate) fn add(&self, sink: SinkKind, result: &str, n: usize) {

@@ -4,6 +4,7 @@ use crate::metrics::AuditMetrics;
 use crate::record::AuditRecord;
 use crate::settings::{AuditSettings, OnFull, SinkKind};
 use crate::sink::{JsonlConfig, JsonlFile, Target};
+use crate::spool::Spool;
 use portcullis_store::{AuditRow, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,14 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The spool cannot be opened.
+    #[error("cannot open audit spool {path}: {source}")]
+    Spool {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Not called inside a Tokio runtime.
     #[error("the audit pipeline must be started inside a Tokio runtime")]
     NoRuntime,
@@ -59,8 +68,10 @@ pub enum StartError {
 pub struct AuditPipeline;
 
 impl AuditPipeline {
-    /// Validates `cfg`, opens the JSON Lines file (creating its directory), and spawns the
-    /// writer task. `store` is required when `cfg.sinks` has [`SinkKind::Store`].
+    /// Validates `cfg`, opens the JSON Lines file and the spool (creating their
+    /// directories), and spawns the writer task. `store` is required when `cfg.sinks` has
+    /// [`SinkKind::Store`]. Records a previous run left in the spool are written to the
+    /// store as soon as it takes them.
     ///
     /// Returns the handle to submit records with and the writer task, which ends after
     /// [`AuditHandle::shutdown`] (or once every handle is dropped) with the queue drained.
@@ -90,9 +101,33 @@ impl AuditPipeline {
             if sinks.iter().any(|s| s.kind == *kind) {
                 continue;
             }
+            let mut spool = None;
             let target = match kind {
                 SinkKind::Store => match &store {
-                    Some(s) => Target::Store(s.clone()),
+                    Some(s) => {
+                        if let Some(sc) = &cfg.spool {
+                            let opened = Spool::open(&sc.path, sc.max_bytes).map_err(|source| {
+                                StartError::Spool {
+                                    path: sc.path.display().to_string(),
+                                    source,
+                                }
+                            })?;
+                            metrics.spool_bytes.set(gauge(opened.pending_bytes()));
+                            if opened.pending_bytes() > 0 {
+                                tracing::info!(
+                                    path = %opened.path().display(),
+                                    bytes = opened.pending_bytes(),
+                                    "audit spool holds records of an earlier run; writing them to the store"
+                                );
+                            }
+                            spool = Some(SpoolSlot {
+                                spool: Some(opened),
+                                fail_closed: matches!(cfg.on_full, OnFull::FailClosed),
+                                last_log: None,
+                            });
+                        }
+                        Target::Store(s.clone())
+                    }
                     None => return Err(invalid("sinks", "the store sink needs a store")),
                 },
                 SinkKind::Jsonl => {
@@ -105,7 +140,13 @@ impl AuditPipeline {
                 }
                 SinkKind::Stdout => Target::Stdout,
             };
-            sinks.push(Slot::new(*kind, target));
+            let mut slot = Slot::new(*kind, target);
+            if spool.as_ref().is_some_and(|s| s.pending_bytes() > 0) {
+                // Write what an earlier run spooled as soon as the writer starts.
+                slot.retry_at = Some(Instant::now());
+            }
+            slot.spool = spool;
+            sinks.push(slot);
         }
 
         let (tx, rx) = mpsc::channel(cfg.queue);
@@ -281,12 +322,15 @@ impl AuditHandle {
 struct Slot {
     kind: SinkKind,
     target: Target,
-    /// Records of failed batches, oldest first, written before anything newer.
+    /// Records of failed batches, oldest first, written before anything newer. With a
+    /// spool: only records the full spool refused under `fail_closed`, held in memory.
     pending: Vec<AuditRow>,
     backoff: Duration,
     retry_at: Option<Instant>,
     last_log: Option<Instant>,
     unlogged: u64,
+    /// The store sink's spool, when configured.
+    spool: Option<SpoolSlot>,
 }
 
 impl Slot {
@@ -299,7 +343,59 @@ impl Slot {
             retry_at: None,
             last_log: None,
             unlogged: 0,
+            spool: None,
         }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| at <= now)
+    }
+
+    /// Bytes waiting in the spool.
+    fn spooled(&self) -> u64 {
+        self.spool.as_ref().map_or(0, SpoolSlot::pending_bytes)
+    }
+
+    /// Whether records wait for this sink (in memory or in the spool).
+    fn has_backlog(&self) -> bool {
+        !self.pending.is_empty() || self.spooled() > 0
+    }
+
+    /// A write succeeded: back to normal.
+    fn succeeded(&mut self, n: usize) {
+        if self.retry_at.is_some() && !self.has_backlog() {
+            tracing::info!(
+                sink = self.kind.as_str(),
+                records = n,
+                "audit sink recovered"
+            );
+        }
+        self.backoff = MIN_BACKOFF;
+        self.retry_at = None;
+    }
+
+    /// A write failed: retry after the backoff.
+    fn failed(&mut self, error: &str) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        log_failure(self, error);
+    }
+}
+
+/// The store sink's spool and what it needs to decide about refused records.
+struct SpoolSlot {
+    /// `None` while a blocking operation holds it, or after that operation panicked.
+    spool: Option<Spool>,
+    /// `on_full = fail_closed`: records the full spool refuses are held in memory and the
+    /// writer stops taking new ones (the queue fills, requests are refused) rather than
+    /// dropping them.
+    fail_closed: bool,
+    last_log: Option<Instant>,
+}
+
+impl SpoolSlot {
+    fn pending_bytes(&self) -> u64 {
+        self.spool.as_ref().map_or(0, Spool::pending_bytes)
     }
 }
 
@@ -323,8 +419,12 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.batch_max);
         loop {
             let wake = self.next_retry();
+            // A saturated writer (fail_closed, spool full, store down) takes nothing more,
+            // so the queue fills and the proxy refuses requests; while closing it takes
+            // everything (what cannot be kept is counted as dropped).
+            let take = closing || !self.saturated();
             tokio::select! {
-                n = self.rx.recv_many(&mut batch, self.batch_max) => {
+                n = self.rx.recv_many(&mut batch, self.batch_max), if take => {
                     if n == 0 {
                         break;
                     }
@@ -381,6 +481,10 @@ impl Writer {
     async fn write_all(&mut self, batch: &[AuditRow]) {
         let now = Instant::now();
         for slot in &mut self.sinks {
+            if slot.spool.is_some() {
+                write_spooled(slot, batch, &self.metrics, &self.jsonl, self.pending_cap).await;
+                continue;
+            }
             let due = slot.retry_at.is_none_or(|at| at <= now);
             if !due {
                 keep(slot, batch, self.pending_cap, &self.metrics);
@@ -448,7 +552,24 @@ impl Writer {
                 self.metrics.add(slot.kind, "dropped", slot.pending.len());
                 slot.pending.clear();
             }
+            if let Some(ss) = &slot.spool {
+                if let Some(spool) = ss.spool.as_ref().filter(|s| s.pending_bytes() > 0) {
+                    tracing::warn!(
+                        path = %spool.path().display(),
+                        bytes = spool.pending_bytes(),
+                        "the store is still unavailable at shutdown; records stay in the audit spool and are written at the next start"
+                    );
+                }
+            }
         }
+    }
+
+    /// Whether the writer must stop taking records: a `fail_closed` store sink holds
+    /// records its full spool refused.
+    fn saturated(&self) -> bool {
+        self.sinks
+            .iter()
+            .any(|s| s.spool.as_ref().is_some_and(|ss| ss.fail_closed) && !s.pending.is_empty())
     }
 
     /// `n` records left the queue.
@@ -461,10 +582,199 @@ impl Writer {
     fn next_retry(&self) -> Option<Instant> {
         self.sinks
             .iter()
-            .filter(|s| !s.pending.is_empty())
+            .filter(|s| s.has_backlog())
             .filter_map(|s| s.retry_at)
             .min()
     }
+}
+
+/// The store sink with a spool: new records go straight to the store while nothing waits
+/// and it takes them; otherwise (a backlog, or the write fails) they are appended to the
+/// spool, behind what waits there. When due, one chunk of the backlog is written.
+async fn write_spooled(
+    slot: &mut Slot,
+    batch: &[AuditRow],
+    m: &AuditMetrics,
+    jsonl: &JsonlConfig,
+    cap: usize,
+) {
+    if !batch.is_empty() {
+        if !slot.has_backlog() && slot.due(Instant::now()) {
+            match slot.target.write(batch, jsonl).await {
+                Ok(()) => {
+                    m.add(slot.kind, "written", batch.len());
+                    slot.succeeded(batch.len());
+                }
+                Err(e) => {
+                    m.add(slot.kind, "failed", batch.len());
+                    slot.failed(&e);
+                    spool_rows(slot, batch, m, cap).await;
+                }
+            }
+        } else {
+            spool_rows(slot, batch, m, cap).await;
+        }
+    }
+    if slot.has_backlog() && slot.due(Instant::now()) {
+        unspool(slot, m, jsonl).await;
+    }
+}
+
+/// Appends `rows` to the spool; what it refuses (full, or a disk error) is counted and,
+/// under `fail_closed`, held in memory, else dropped.
+async fn spool_rows(slot: &mut Slot, rows: &[AuditRow], m: &AuditMetrics, cap: usize) {
+    let Some(ss) = slot.spool.as_mut() else {
+        return;
+    };
+    let appended = match ss.spool.take() {
+        Some(mut spool) => {
+            let owned = rows.to_vec();
+            let res = tokio::task::spawn_blocking(move || {
+                let r = spool.append(&owned);
+                (spool, r)
+            })
+            .await;
+            match res {
+                Ok((spool, r)) => {
+                    m.spool_bytes.set(gauge(spool.pending_bytes()));
+                    ss.spool = Some(spool);
+                    r.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("spool task failed: {e}")),
+            }
+        }
+        None => Err("the spool is unavailable".to_owned()),
+    };
+    let (n, why) = match appended {
+        Ok(n) => (n, "the spool is full (audit.spool_max_bytes)".to_owned()),
+        Err(e) => (0, e),
+    };
+    m.add_spool("spooled", u64::try_from(n).unwrap_or(u64::MAX));
+    let refused = rows.get(n..).unwrap_or_default();
+    if refused.is_empty() {
+        return;
+    }
+    m.add_spool("refused", u64::try_from(refused.len()).unwrap_or(u64::MAX));
+    let now = Instant::now();
+    if ss
+        .last_log
+        .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
+    {
+        ss.last_log = Some(now);
+        tracing::error!(
+            records = refused.len(),
+            reason = %why,
+            held = ss.fail_closed,
+            "audit records refused by the spool"
+        );
+    }
+    if ss.fail_closed {
+        keep(slot, refused, cap, m);
+    } else {
+        m.add(slot.kind, "dropped", refused.len());
+    }
+}
+
+/// One step of the backlog: a chunk of the spool, else the records held in memory.
+async fn unspool(slot: &mut Slot, m: &AuditMetrics, jsonl: &JsonlConfig) {
+    if slot.spooled() == 0 {
+        let held = std::mem::take(&mut slot.pending);
+        match slot.target.write(&held, jsonl).await {
+            Ok(()) => {
+                m.add(slot.kind, "written", held.len());
+                slot.succeeded(held.len());
+            }
+            Err(e) => {
+                m.add(slot.kind, "failed", held.len());
+                slot.pending = held;
+                slot.failed(&e);
+            }
+        }
+        return;
+    }
+    let Some(spool) = slot.spool.as_mut().and_then(|ss| ss.spool.take()) else {
+        return;
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        let mut spool = spool;
+        let r = spool.read();
+        (spool, r)
+    })
+    .await;
+    let (spool, chunk) = match read {
+        Ok((spool, Ok(chunk))) => (spool, chunk),
+        Ok((spool, Err(e))) => {
+            put_spool(slot, spool, m);
+            slot.failed(&format!("reading the spool: {e}"));
+            return;
+        }
+        Err(e) => {
+            slot.failed(&format!("spool task failed: {e}"));
+            return;
+        }
+    };
+    if chunk.corrupt > 0 {
+        tracing::error!(
+            lines = chunk.corrupt,
+            "unreadable audit spool lines skipped"
+        );
+    }
+    let res = if chunk.rows.is_empty() {
+        Ok(())
+    } else {
+        slot.target.write(&chunk.rows, jsonl).await
+    };
+    match res {
+        Ok(()) => {
+            let end = chunk.end;
+            let consumed = tokio::task::spawn_blocking(move || {
+                let mut spool = spool;
+                let r = spool.consume(end);
+                (spool, r)
+            })
+            .await;
+            match consumed {
+                Ok((spool, r)) => {
+                    put_spool(slot, spool, m);
+                    if let Err(e) = r {
+                        // The chunk is stored; it will be sent again and skipped by the store.
+                        slot.failed(&format!("moving the spool cursor: {e}"));
+                        return;
+                    }
+                }
+                Err(e) => {
+                    slot.failed(&format!("spool task failed: {e}"));
+                    return;
+                }
+            }
+            let n = chunk.rows.len();
+            m.add(slot.kind, "written", n);
+            m.add_spool("unspooled", u64::try_from(n).unwrap_or(u64::MAX));
+            m.add_spool("corrupt", chunk.corrupt);
+            slot.succeeded(n);
+            if slot.has_backlog() {
+                // More waits: come back at once (the loop still takes new records between
+                // chunks).
+                slot.retry_at = Some(Instant::now());
+            }
+        }
+        Err(e) => {
+            put_spool(slot, spool, m);
+            m.add(slot.kind, "failed", chunk.rows.len());
+            slot.failed(&e);
+        }
+    }
+}
+
+fn put_spool(slot: &mut Slot, spool: Spool, m: &AuditMetrics) {
+    m.spool_bytes.set(gauge(spool.pending_bytes()));
+    if let Some(ss) = slot.spool.as_mut() {
+        ss.spool = Some(spool);
+    }
+}
+
+fn gauge(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 async fn sleep_until(at: Option<Instant>) {

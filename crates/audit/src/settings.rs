@@ -70,8 +70,22 @@ pub struct AuditSettings {
     /// Behaviour when the queue is full.
     pub on_full: OnFull,
     /// On shutdown, how long a failing sink is still retried before its records are
-    /// counted as dropped.
+    /// counted as dropped (store records go to the spool instead, when there is one).
     pub drain_timeout: Duration,
+    /// Where store records wait while the store cannot take them; `None`: in memory only
+    /// (up to `queue` records, then the oldest are dropped).
+    pub spool: Option<SpoolSettings>,
+}
+
+/// The store sink's spool (see [`crate::AuditPipeline`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// The spool file (a cursor file `PATH.offset` sits beside it).
+    pub path: PathBuf,
+    /// Largest file size in bytes; records beyond it are refused (counted), and with
+    /// [`OnFull::FailClosed`] the writer stops taking records so the queue fills and the
+    /// proxy refuses requests instead of forwarding them unaudited.
+    pub max_bytes: u64,
 }
 
 impl Default for AuditSettings {
@@ -89,6 +103,7 @@ impl Default for AuditSettings {
                 max_wait: Duration::from_millis(100),
             },
             drain_timeout: Duration::from_secs(10),
+            spool: None,
         }
     }
 }

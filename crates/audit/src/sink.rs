@@ -4,6 +4,12 @@ use portcullis_store::{AuditRow, Store};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest wait for one batch insert into the store. A connection that went silent (a
+/// network partition) fails the batch after this instead of stalling the writer; the batch
+/// is then retried (or spooled), and the store skips any record it did store.
+const STORE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where one sink writes.
 pub(crate) enum Target {
@@ -21,11 +27,17 @@ impl Target {
         jsonl: &JsonlConfig,
     ) -> Result<(), String> {
         match self {
-            Target::Store(store) => store
-                .insert_audit_batch(rows)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Target::Store(store) => {
+                match tokio::time::timeout(STORE_WRITE_TIMEOUT, store.insert_audit_batch(rows))
+                    .await
+                {
+                    Ok(res) => res.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(_) => Err(format!(
+                        "the store did not answer within {}s",
+                        STORE_WRITE_TIMEOUT.as_secs()
+                    )),
+                }
+            }
             Target::Jsonl(slot) => {
                 let mut file = slot.take().unwrap_or_else(|| JsonlFile::new(jsonl.clone()));
                 let buf = lines(rows);

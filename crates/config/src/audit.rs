@@ -52,6 +52,17 @@ pub struct AuditConfig {
     /// Longest wait for a batch to fill.
     #[serde(with = "duration")]
     pub flush_interval: Duration,
+    /// Keep store records this long (e.g. `"30d"`); unset keeps them forever. PostgreSQL
+    /// drops whole day partitions (a record goes once its whole day is past the
+    /// retention); SQLite deletes older rows in small batches. Checked at start and hourly.
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+    /// Where store records wait while the store cannot take them (PostgreSQL down): an
+    /// append-only file, written once the store is back, each record exactly once.
+    pub spool_path: PathBuf,
+    /// Largest spool file in bytes; 0 disables the spool (records then wait in memory only,
+    /// up to `queue`). Records beyond it are refused and counted, and `on_full` applies.
+    pub spool_max_bytes: u64,
 }
 
 impl Default for AuditConfig {
@@ -66,6 +77,9 @@ impl Default for AuditConfig {
             queue: 65_536,
             batch_max: 1_000,
             flush_interval: Duration::from_millis(200),
+            retention: None,
+            spool_path: PathBuf::from("data/audit-spool.jsonl"),
+            spool_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }

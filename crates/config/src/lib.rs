@@ -39,7 +39,7 @@ pub use log::{LogConfig, LogFormat};
 pub use policy::{BindingConfig, DefaultDecision, OnBlock, PolicyConfig};
 pub use proxy::{ProxyConfig, MAX_HEADER_BYTES_LIMIT};
 pub use sidecar::SidecarConfig;
-pub use store::StoreConfig;
+pub use store::{StoreConfig, STORE_URL_ENV};
 pub use tls::TlsConfig;
 
 use serde::{Deserialize, Serialize};

@@ -172,3 +172,44 @@ fn validation() {
         assert_eq!(e.key, key, "{src}");
     }
 }
+
+#[test]
+fn the_store_url_from_the_environment_wins_over_the_file() {
+    let mut c = Config::from_toml("[store]\nurl = \"sqlite://data/p.db\"\n").unwrap();
+    let pg = "postgres://gw:secret@db:5432/portcullis";
+    assert!(!c.store.apply_env(|_| None));
+    assert!(!c.store.apply_env(|_| Some("  ".to_owned())));
+    assert_eq!(c.store.url, "sqlite://data/p.db");
+    assert!(c
+        .store
+        .apply_env(|k| (k == STORE_URL_ENV).then(|| format!(" {pg}\n"))));
+    assert_eq!(c.store.url, pg);
+    c.validate().unwrap();
+    c.store.url = "postgresql://db/p".to_owned();
+    c.validate().unwrap();
+    c.store.url = "mysql://db/p".to_owned();
+    assert_eq!(c.validate().unwrap_err().key, "store.url");
+    c.store.url = pg.to_owned();
+    c.store.max_connections = 0;
+    assert_eq!(c.validate().unwrap_err().key, "store.max_connections");
+}
+
+#[test]
+fn audit_retention_and_spool() {
+    let c = Config::from_toml("").unwrap();
+    assert_eq!(c.audit.retention, None);
+    assert_eq!(c.audit.spool_max_bytes, 1024 * 1024 * 1024);
+    let c = Config::from_toml("[audit]\nretention = \"30d\"\nspool_max_bytes = 0\n").unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.audit.retention, Some(Duration::from_secs(30 * 86_400)));
+    for (doc, key) in [
+        ("[audit]\nretention = \"10m\"\n", "audit.retention"),
+        ("[audit]\nretention = \"36600d\"\n", "audit.retention"),
+        ("[audit]\nspool_path = \"\"\n", "audit.spool_path"),
+    ] {
+        let c = Config::from_toml(doc).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, key, "{doc}");
+    }
+    let e = Config::from_toml("[audit]\nretention = \"thirty days\"\n").unwrap_err();
+    assert_eq!(e.key, "audit.retention");
+}

@@ -16,10 +16,20 @@ impl Config {
     /// Checks values that types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_proxy()?;
-        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres://")) {
+        let url = &self.store.url;
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
             return Err(ConfigError::new(
                 "store.url",
                 "must be sqlite://PATH, sqlite::memory: or postgres://...",
+            ));
+        }
+        if !(1..=1000).contains(&self.store.max_connections) {
+            return Err(ConfigError::new(
+                "store.max_connections",
+                "must be between 1 and 1000",
             ));
         }
         validate_identity(&self.identity)?;
@@ -123,6 +133,26 @@ impl Config {
             return Err(ConfigError::new(
                 "audit.batch_max",
                 "must be between 1 and 100000",
+            ));
+        }
+        if let Some(r) = self.audit.retention {
+            if r < std::time::Duration::from_secs(3600) {
+                return Err(ConfigError::new(
+                    "audit.retention",
+                    "must be at least 1h (e.g. \"30d\"); leave it unset to keep records",
+                ));
+            }
+            if r > std::time::Duration::from_secs(100 * 365 * 86_400) {
+                return Err(ConfigError::new(
+                    "audit.retention",
+                    "must be at most 100 years",
+                ));
+            }
+        }
+        if self.audit.spool_max_bytes > 0 && self.audit.spool_path.as_os_str().is_empty() {
+            return Err(ConfigError::new(
+                "audit.spool_path",
+                "must name a file (or set audit.spool_max_bytes = 0 to disable the spool)",
             ));
         }
         Ok(())

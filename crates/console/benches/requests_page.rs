@@ -24,10 +24,21 @@ use std::time::{Duration, Instant};
 /// The records end at this time (Unix seconds); the clock stands one minute later.
 const END_SECS: u64 = 1_767_225_600;
 const AGENTS: [&str; 8] = [
-    "billing_bot", "support_bot", "research_bot", "triage_bot", "coder", "planner", "scribe",
+    "billing_bot",
+    "support_bot",
+    "research_bot",
+    "triage_bot",
+    "coder",
+    "planner",
+    "scribe",
     "indexer",
 ];
-const HOSTS: [&str; 4] = ["api.openai.com", "api.anthropic.com", "api.github.com", "pypi.org"];
+const HOSTS: [&str; 4] = [
+    "api.openai.com",
+    "api.anthropic.com",
+    "api.github.com",
+    "pypi.org",
+];
 
 fn row(seq: u64, n: u64) -> AuditRow {
     // Spread evenly over the 24 hours before END_SECS.
@@ -130,7 +141,9 @@ fn bench(c: &mut Criterion) {
                 s.create_agent(&Agent::new(a, "default", END_SECS)).await?;
             }
         }
-        let (_, key) = s.create_api_key("default", Role::Admin, "bench", END_SECS).await?;
+        let (_, key) = s
+            .create_api_key("default", Role::Admin, "bench", END_SECS)
+            .await?;
         let clock = Arc::new(ManualClock::at(END_SECS + 60));
         let cp = ControlPlane::new(
             s.clone(),

@@ -315,7 +315,7 @@ async fn dispatch(
         Route::AgentAction(id, action) => agents::action(ctx, id, action).await,
         Route::Policies => policies::page(ctx, query).await,
         Route::Policy(name) => policies::source(ctx, name),
-        Route::PolicyMode(name) => policies::set_mode(ctx, name, form),
+        Route::PolicyMode(name) => policies::set_mode(ctx, name, form).await,
         Route::Simulate => simulate::page(ctx, post, form, query).await,
         Route::Usage => usage::page(ctx, query).await,
         Route::Credentials if post => credentials::create(ctx, form).await,

@@ -11,8 +11,8 @@ use portcullis_identity::{
     generate_secret, hash_secret, AuthThrottle, Authenticator, Registry, SigningKey,
     ThrottleSettings, TokenIssuer,
 };
-use std::net::{IpAddr, Ipv4Addr};
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 const NOW: u64 = 1_700_000_000;
@@ -33,7 +33,10 @@ fn setup() -> (Authenticator, Arc<TokenIssuer>, String, String) {
         Arc::new(SigningKey::generate()),
     ));
     let clock = Arc::new(ManualClock::at(NOW + 10));
-    let throttle = Arc::new(AuthThrottle::new(ThrottleSettings::default(), clock.clone()));
+    let throttle = Arc::new(AuthThrottle::new(
+        ThrottleSettings::default(),
+        clock.clone(),
+    ));
     let auth = Authenticator::new(registry.clone(), issuer.clone(), clock).with_throttle(throttle);
     let agent = registry
         .get("agent_500")
@@ -78,7 +81,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| auth.authenticate(Some(black_box(basic.as_bytes()))))
     });
     let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    assert!(auth.authenticate_from(Some(bearer.as_bytes()), client).is_ok());
+    assert!(auth
+        .authenticate_from(Some(bearer.as_bytes()), client)
+        .is_ok());
     c.bench_function("proxy_bearer_jwt_cached", |b| {
         b.iter(|| auth.authenticate_from(Some(black_box(bearer.as_bytes())), client))
     });

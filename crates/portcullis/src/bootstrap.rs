@@ -6,7 +6,7 @@ use portcullis_config::{AgentConfig, Config};
 use portcullis_core::{Agent, AgentSource, AgentStatus, Clock};
 use portcullis_identity::{generate_secret, hash_secret, SigningKey};
 use portcullis_policy::{example_sources, PolicyEngine};
-use portcullis_store::{SealKey, Store, StoreError};
+use portcullis_store::{SealKey, Store, StoreError, StoreOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::info;
@@ -17,9 +17,12 @@ pub(crate) const DEMO_AGENT: &str = "demo";
 /// Opens the configured store for `serve` (creating its directory and file on first run,
 /// applying migrations).
 pub(crate) async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    Store::connect(&cfg.store.url)
+    let options = StoreOptions {
+        max_connections: cfg.store.max_connections,
+    };
+    Store::connect_with(&cfg.store.url, &options)
         .await
-        .with_context(|| format!("opening store {}", cfg.store.url))
+        .with_context(|| format!("opening store {}", Store::display_url(&cfg.store.url)))
 }
 
 /// Opens the store a gateway with this config uses, for CLI commands: never creates one.
@@ -32,7 +35,7 @@ pub(crate) async fn open_existing_store(cfg: &Config) -> anyhow::Result<Store> {
     let url = &cfg.store.url;
     let shown = match Store::file_path(url) {
         Ok(Some(path)) => format!("sqlite://{}", path.display()),
-        _ => url.clone(),
+        _ => Store::display_url(url),
     };
     match Store::connect_existing(url).await {
         Ok(store) => {
@@ -47,6 +50,10 @@ pub(crate) async fn open_existing_store(cfg: &Config) -> anyhow::Result<Store> {
             std::env::current_dir()
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|_| "?".to_owned())
+        ),
+        Err(StoreError::NoSchema { url }) => bail!(
+            "the database {url} holds no Portcullis store yet; start `portcullis serve` with \
+             this store.url (or PORTCULLIS_STORE_URL) once to create it"
         ),
         Err(e) => Err(e).with_context(|| format!("opening store {shown}")),
     }
@@ -178,7 +185,12 @@ pub(crate) async fn create_demo_agent(
     agent.allowed_scopes = vec!["openai:*:*".to_owned(), "anthropic:*:*".to_owned()];
     agent.token_ttl_secs = cfg.identity.token_ttl.as_secs();
     agent.secret_sha256 = Some(hash_secret(&secret));
-    store.create_agent(&agent).await?;
+    match store.create_agent(&agent).await {
+        Ok(()) => {}
+        // Replicas starting together on an empty shared store: another one created it.
+        Err(StoreError::Conflict { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
     info!(agent = DEMO_AGENT, "first run: demo agent created");
     Ok(Some(secret))
 }

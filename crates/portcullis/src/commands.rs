@@ -11,7 +11,7 @@ use portcullis_core::{Agent, AgentStatus, Clock, SystemClock};
 use portcullis_identity::{
     generate_secret, hash_secret, validate_agent, AgentConfigUpdate, TokenIssuer,
 };
-use portcullis_store::{Role, Store};
+use portcullis_store::{Modified, Role, Store, StoreError};
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::sync::Arc;
@@ -70,11 +70,13 @@ pub(crate) async fn agent(cfg: &Config, action: AgentAction) -> anyhow::Result<(
             println!("{}", serde_json::to_string_pretty(&a)?);
         }
         AgentAction::Rotate { id } => {
-            let mut a = get(&store, &id).await?;
             let secret = generate_secret();
-            a.secret_sha256 = Some(hash_secret(&secret));
-            a.generation += 1;
-            store.update_agent(&a, now).await?;
+            let a = modify(&store, &id, now, |a| {
+                a.secret_sha256 = Some(hash_secret(&secret));
+                a.generation += 1;
+                Ok(true)
+            })
+            .await?;
             println!("rotated `{id}` (generation {}); old secret and tokens are refused. New secret, shown once:", a.generation);
             println!("{secret}");
         }
@@ -82,11 +84,13 @@ pub(crate) async fn agent(cfg: &Config, action: AgentAction) -> anyhow::Result<(
         AgentAction::Activate { id } => set_status(&store, &id, AgentStatus::Active, now).await?,
         AgentAction::Revoke { id } => set_status(&store, &id, AgentStatus::Revoked, now).await?,
         AgentAction::Set { id, fields } => {
-            let mut a = get(&store, &id).await?;
             let update = update_from(&fields)?.ok_or_else(|| anyhow!("No fields to update"))?;
-            update.apply(&mut a, now);
-            validate_agent(&a).map_err(|e| anyhow!("{e}"))?;
-            store.update_agent(&a, now).await?;
+            modify(&store, &id, now, |a| {
+                update.apply(a, now);
+                validate_agent(a).map_err(|e| anyhow!("{e}"))?;
+                Ok(true)
+            })
+            .await?;
             println!("updated `{id}`");
         }
     }
@@ -323,13 +327,31 @@ async fn get(store: &Store, id: &str) -> anyhow::Result<Agent> {
         .with_context(|| format!("no agent `{id}`"))
 }
 
-async fn set_status(store: &Store, id: &str, status: AgentStatus, now: u64) -> anyhow::Result<()> {
-    let mut a = get(store, id).await?;
-    if a.status == AgentStatus::Revoked && status != AgentStatus::Revoked {
-        bail!("agent `{id}` is revoked; revocation is final");
+/// Read-modify-write of agent `id` in one store transaction (a gateway or another CLI
+/// changing it meanwhile is never undone).
+async fn modify(
+    store: &Store,
+    id: &str,
+    now: u64,
+    edit: impl FnOnce(&mut Agent) -> anyhow::Result<bool>,
+) -> anyhow::Result<Agent> {
+    match store.modify_agent(id, now, edit).await {
+        Ok(a) => Ok(a),
+        Err(Modified::Refused(e)) => Err(e),
+        Err(Modified::Store(StoreError::NotFound { .. })) => bail!("no agent `{id}`"),
+        Err(Modified::Store(e)) => Err(e.into()),
     }
-    a.status = status;
-    store.update_agent(&a, now).await?;
+}
+
+async fn set_status(store: &Store, id: &str, status: AgentStatus, now: u64) -> anyhow::Result<()> {
+    modify(store, id, now, |a| {
+        if a.status == AgentStatus::Revoked && status != AgentStatus::Revoked {
+            bail!("agent `{id}` is revoked; revocation is final");
+        }
+        a.status = status;
+        Ok(true)
+    })
+    .await?;
     println!("`{id}` is now {}", label(&status));
     Ok(())
 }

@@ -117,17 +117,25 @@ fn ca_init(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Reads and validates the config (the config's own checks, then the domain checks of
-/// [`portcullis_app::settings::validate`]); an invalid one is reported and exits with [`EXIT_CONFIG`].
+/// [`portcullis_app::settings::validate`]) with `PORTCULLIS_STORE_URL` applied; an invalid
+/// one is reported and exits with [`EXIT_CONFIG`].
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     let res = match path {
         Some(p) => Config::load(p),
         None => Ok(Config::default()),
     };
-    res.and_then(|cfg| portcullis_app::settings::validate(&cfg).map(|()| cfg))
-        .map_err(|e| {
-            eprintln!("portcullis: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        })
+    res.and_then(|mut cfg| {
+        // PORTCULLIS_STORE_URL wins over store.url (a password stays in a Secret); the
+        // replaced URL is validated like the file's.
+        if cfg.store.apply_env(|k| std::env::var(k).ok()) {
+            cfg.validate()?;
+        }
+        portcullis_app::settings::validate(&cfg).map(|()| cfg)
+    })
+    .map_err(|e| {
+        eprintln!("portcullis: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 /// Runs a store-backed command on a small runtime; errors exit 1.

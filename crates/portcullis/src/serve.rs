@@ -86,13 +86,32 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let base = Base::build(&cfg, shutdown_rx.clone()).await?;
     let phases = Phases::build(&cfg, &base).await?;
+    // Shared deployments: run-time policy modes come from the store (before the first load).
+    if let Some(engine) = &phases.engine {
+        let modes = portcullis_admin::PolicyModeSync::new(engine.clone());
+        base.control.add_reload_hook(modes.clone());
+        let rx = shutdown_rx.clone();
+        tokio::spawn(async move { modes.follow_engine(rx).await });
+    }
     let n_agents = base.control.reload_registry().await?;
     {
         let (control, rx) = (base.control.clone(), shutdown_rx.clone());
         tokio::spawn(async move { control.watch(rx).await });
     }
+    tokio::spawn(portcullis_audit::run_upkeep(
+        base.store.clone(),
+        cfg.audit.retention,
+        base.clock.clone(),
+        shutdown_rx.clone(),
+    ));
     let tls = intercept(&cfg, &base.registry)?;
-    let policy = policy_status(phases.engine.as_ref())?;
+    let mut policy = policy_status(phases.engine.as_ref())?;
+    policy
+        .checks
+        .push(Arc::new(portcullis_admin::StoreReady::new(
+            base.control.clone(),
+            Some(base.audit.metrics().clone()),
+        )));
     let open = phases.pipeline.authenticator.is_open();
     let shared = Shared::with_intercept(
         cfg.proxy.clone(),

@@ -6,13 +6,13 @@
 //! parent's tenant. Groups, scopes, attributes and limits are stored as JSON text; status,
 //! mode, risk level and source as their serde names (`active`, `HIGH`, ...).
 
+use crate::backend::{on_pool, on_tx, Columns, Tx};
 use crate::error::{Result, StoreError};
 use crate::store::{bump_revision, Store};
 use portcullis_core::{is_valid_id, is_valid_scope, Agent, AgentSource, ConfigOverrides};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Database, Encode, Type};
 
 const COLUMNS: &str = "parent, id, tenant, groups_json, status, mode, risk_level, scopes_json, \
      token_ttl_secs, attributes_json, generation, secret_sha256, limits_json, source, \
@@ -59,7 +59,13 @@ impl Store {
                 ));
             }
         }
-        match row.bind(sqlx::query(INSERT)).execute(&mut *tx).await {
+        let inserted = on_tx!(&mut tx, |c| {
+            row.bind(sqlx::query(INSERT))
+                .execute(&mut *c)
+                .await
+                .map(|r| r.rows_affected())
+        });
+        match inserted {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict {
@@ -87,22 +93,18 @@ impl Store {
     /// sub-agents, ordered by tenant then id.
     pub async fn list_agents(&self, tenant: Option<&str>) -> Result<Vec<Agent>> {
         let order = "ORDER BY tenant, COALESCE(NULLIF(parent, ''), id), parent, id";
-        let rows = match tenant {
-            Some(t) => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM agents WHERE tenant = $1 {order}"
-                ))
-                .bind(t)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(&format!("SELECT {COLUMNS} FROM agents {order}"))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+        let sql = match tenant {
+            Some(_) => format!("SELECT {COLUMNS} FROM agents WHERE tenant = $1 {order}"),
+            None => format!("SELECT {COLUMNS} FROM agents {order}"),
         };
-        rows.iter().map(decode).collect()
+        on_pool!(&self.pool, |p| {
+            let q = sqlx::query(&sql);
+            let q = match tenant {
+                Some(t) => q.bind(t),
+                None => q,
+            };
+            q.fetch_all(p).await?.iter().map(decode).collect()
+        })
     }
 
     /// Replaces the stored record of `agent` (matched by parent and id) with `agent`,
@@ -130,13 +132,72 @@ impl Store {
         let mut row = Encoded::new(&agent)?;
         row.updated_at = to_i64("updated_at", now_unix)?;
         row.created_at = to_i64("created_at", existing.created_at)?;
-        row.bind(sqlx::query(UPDATE)).execute(&mut *tx).await?;
+        on_tx!(&mut tx, |c| {
+            row.bind(sqlx::query(UPDATE)).execute(&mut *c).await?;
+        });
         propagate_tenant(&mut tx, &row).await?;
         let stored = fetch_in(&mut tx, &row.parent, &agent.id).await?;
         tx.commit().await?;
         stored.ok_or_else(|| StoreError::NotFound {
             what: "agent",
             id: agent.id.clone(),
+        })
+    }
+
+    /// Read-modify-write of the top-level agent `id` as one transaction under the store's
+    /// write lock, so concurrent changes through several gateways (or a gateway and the CLI)
+    /// never undo each other: `f` sees the stored agent as of the lock and edits it, and
+    /// returns `Ok(true)` to write it (as [`Store::update_agent`] does: `updated_at =
+    /// now_unix`, run-time overrides of config agents noted), `Ok(false)` to leave it as is,
+    /// or `Err(e)` to refuse (nothing written). Returns the stored agent.
+    ///
+    /// Fails with [`StoreError::NotFound`] (in [`Modified::Store`]) when there is no such
+    /// agent; `f` never runs then.
+    pub async fn modify_agent<E>(
+        &self,
+        id: &str,
+        now_unix: u64,
+        f: impl FnOnce(&mut Agent) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<Agent, Modified<E>> {
+        let mut tx = self.write_tx().await?;
+        let Some(existing) = fetch_in(&mut tx, "", id).await? else {
+            return Err(StoreError::NotFound {
+                what: "agent",
+                id: id.to_owned(),
+            }
+            .into());
+        };
+        let mut agent = existing.clone();
+        match f(&mut agent) {
+            Ok(true) => {}
+            Ok(false) => {
+                tx.rollback().await?;
+                return Ok(existing);
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(Modified::Refused(e));
+            }
+        }
+        agent.id = existing.id.clone();
+        agent.parent = None;
+        agent.note_runtime_change(&existing);
+        let mut row = Encoded::new(&agent)?;
+        row.updated_at = to_i64("updated_at", now_unix)?;
+        row.created_at = to_i64("created_at", existing.created_at)?;
+        bump_revision(&mut tx).await?;
+        on_tx!(&mut tx, |c| {
+            row.bind(sqlx::query(UPDATE)).execute(&mut *c).await?;
+        });
+        propagate_tenant(&mut tx, &row).await?;
+        let stored = fetch_in(&mut tx, "", id).await?;
+        tx.commit().await?;
+        stored.ok_or_else(|| {
+            StoreError::NotFound {
+                what: "agent",
+                id: id.to_owned(),
+            }
+            .into()
         })
     }
 
@@ -160,7 +221,9 @@ impl Store {
         row.updated_at = to_i64("updated_at", now_unix)?;
         bump_revision(&mut tx).await?;
         let sql = if existing.is_some() { UPDATE } else { INSERT };
-        row.bind(sqlx::query(sql)).execute(&mut *tx).await?;
+        on_tx!(&mut tx, |c| {
+            row.bind(sqlx::query(sql)).execute(&mut *c).await?;
+        });
         propagate_tenant(&mut tx, &row).await?;
         let stored = fetch_in(&mut tx, &row.parent, &agent.id).await?;
         tx.commit().await?;
@@ -206,46 +269,80 @@ impl Store {
         sub.source = AgentSource::Subagent;
         let row = Encoded::new(&sub)?;
         bump_revision(&mut tx).await?;
-        row.bind(sqlx::query(INSERT)).execute(&mut *tx).await?;
+        on_tx!(&mut tx, |c| {
+            row.bind(sqlx::query(INSERT)).execute(&mut *c).await?;
+        });
         tx.commit().await?;
         Ok(sub)
     }
 
     async fn fetch_agent(&self, parent: &str, id: &str) -> Result<Option<Agent>> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM agents WHERE parent = $1 AND id = $2"
-        ))
-        .bind(parent)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(decode).transpose()
+        let sql = format!("SELECT {COLUMNS} FROM agents WHERE parent = $1 AND id = $2");
+        on_pool!(&self.pool, |p| {
+            let row = sqlx::query(&sql)
+                .bind(parent)
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 }
 
-async fn fetch_in(
-    tx: &mut Transaction<'static, Sqlite>,
-    parent: &str,
-    id: &str,
-) -> Result<Option<Agent>> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM agents WHERE parent = $1 AND id = $2"
-    ))
-    .bind(parent)
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.as_ref().map(decode).transpose()
+/// Why [`Store::modify_agent`] wrote nothing: the store failed, or the edit refused.
+#[derive(Debug)]
+pub enum Modified<E> {
+    /// The store failed (or has no such agent).
+    Store(StoreError),
+    /// The edit returned this error.
+    Refused(E),
+}
+
+impl<E> From<StoreError> for Modified<E> {
+    fn from(e: StoreError) -> Self {
+        Modified::Store(e)
+    }
+}
+
+impl<E> From<sqlx::Error> for Modified<E> {
+    fn from(e: sqlx::Error) -> Self {
+        Modified::Store(e.into())
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Modified<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Modified::Store(e) => e.fmt(f),
+            Modified::Refused(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for Modified<E> {}
+
+async fn fetch_in(tx: &mut Tx, parent: &str, id: &str) -> Result<Option<Agent>> {
+    let sql = format!("SELECT {COLUMNS} FROM agents WHERE parent = $1 AND id = $2");
+    on_tx!(tx, |c| {
+        let row = sqlx::query(&sql)
+            .bind(parent)
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    })
 }
 
 /// Keeps sub-agents in their parent's tenant when a top-level agent moves.
-async fn propagate_tenant(tx: &mut Transaction<'static, Sqlite>, row: &Encoded) -> Result<()> {
+async fn propagate_tenant(tx: &mut Tx, row: &Encoded) -> Result<()> {
     if row.parent.is_empty() {
-        sqlx::query("UPDATE agents SET tenant = $1 WHERE parent = $2 AND tenant <> $1")
-            .bind(&row.tenant)
-            .bind(&row.id)
-            .execute(&mut **tx)
-            .await?;
+        on_tx!(tx, |c| {
+            sqlx::query("UPDATE agents SET tenant = $1 WHERE parent = $2 AND tenant <> $1")
+                .bind(&row.tenant)
+                .bind(&row.id)
+                .execute(&mut *c)
+                .await?;
+        });
     }
     Ok(())
 }
@@ -313,28 +410,34 @@ impl Encoded {
         })
     }
 
-    fn bind<'q>(
+    /// Binds the 18 columns, in [`COLUMNS`] order, on either backend.
+    fn bind<'q, DB: Database>(
         &'q self,
-        q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-        q.bind(&self.parent)
-            .bind(&self.id)
-            .bind(&self.tenant)
-            .bind(&self.groups)
-            .bind(&self.status)
-            .bind(&self.mode)
-            .bind(&self.risk_level)
-            .bind(&self.scopes)
+        q: sqlx::query::Query<'q, DB, DB::Arguments<'q>>,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+    where
+        &'q str: Encode<'q, DB> + Type<DB>,
+        Option<&'q str>: Encode<'q, DB> + Type<DB>,
+        i64: Encode<'q, DB> + Type<DB>,
+    {
+        q.bind(self.parent.as_str())
+            .bind(self.id.as_str())
+            .bind(self.tenant.as_str())
+            .bind(self.groups.as_str())
+            .bind(self.status.as_str())
+            .bind(self.mode.as_str())
+            .bind(self.risk_level.as_str())
+            .bind(self.scopes.as_str())
             .bind(self.token_ttl_secs)
-            .bind(&self.attributes)
+            .bind(self.attributes.as_str())
             .bind(self.generation)
-            .bind(&self.secret_sha256)
-            .bind(&self.limits)
-            .bind(&self.source)
+            .bind(self.secret_sha256.as_deref())
+            .bind(self.limits.as_str())
+            .bind(self.source.as_str())
             .bind(self.created_at)
             .bind(self.updated_at)
-            .bind(&self.overridden_mode)
-            .bind(&self.rotated_secret)
+            .bind(self.overridden_mode.as_deref())
+            .bind(self.rotated_secret.as_deref())
     }
 }
 
@@ -385,44 +488,32 @@ fn validate(a: &Agent) -> Result<()> {
     Ok(())
 }
 
-fn decode(row: &SqliteRow) -> Result<Agent> {
-    let parent: String = row.try_get("parent")?;
+fn decode(row: &impl Columns) -> Result<Agent> {
+    let parent = row.text("parent")?;
     Ok(Agent {
-        id: row.try_get("id")?,
-        tenant: row.try_get("tenant")?,
+        id: row.text("id")?,
+        tenant: row.text("tenant")?,
         parent: (!parent.is_empty()).then_some(parent),
-        groups: from_json(
-            "agents.groups_json",
-            &row.try_get::<String, _>("groups_json")?,
-        )?,
-        status: parse_enum("agents.status", row.try_get("status")?)?,
-        mode: parse_enum("agents.mode", row.try_get("mode")?)?,
-        risk_level: parse_enum("agents.risk_level", row.try_get("risk_level")?)?,
-        allowed_scopes: from_json(
-            "agents.scopes_json",
-            &row.try_get::<String, _>("scopes_json")?,
-        )?,
-        token_ttl_secs: to_u64("agents.token_ttl_secs", row.try_get("token_ttl_secs")?)?,
-        attributes: from_json(
-            "agents.attributes_json",
-            &row.try_get::<String, _>("attributes_json")?,
-        )?,
-        generation: to_u64("agents.generation", row.try_get("generation")?)?,
-        secret_sha256: row.try_get("secret_sha256")?,
-        limits: from_json(
-            "agents.limits_json",
-            &row.try_get::<String, _>("limits_json")?,
-        )?,
-        source: parse_enum("agents.source", row.try_get("source")?)?,
+        groups: from_json("agents.groups_json", &row.text("groups_json")?)?,
+        status: parse_enum("agents.status", row.text("status")?)?,
+        mode: parse_enum("agents.mode", row.text("mode")?)?,
+        risk_level: parse_enum("agents.risk_level", row.text("risk_level")?)?,
+        allowed_scopes: from_json("agents.scopes_json", &row.text("scopes_json")?)?,
+        token_ttl_secs: to_u64("agents.token_ttl_secs", row.int("token_ttl_secs")?)?,
+        attributes: from_json("agents.attributes_json", &row.text("attributes_json")?)?,
+        generation: to_u64("agents.generation", row.int("generation")?)?,
+        secret_sha256: row.opt_text("secret_sha256")?,
+        limits: from_json("agents.limits_json", &row.text("limits_json")?)?,
+        source: parse_enum("agents.source", row.text("source")?)?,
         config_overrides: ConfigOverrides {
             mode: row
-                .try_get::<Option<String>, _>("overridden_config_mode")?
+                .opt_text("overridden_config_mode")?
                 .map(|m| parse_enum("agents.overridden_config_mode", m))
                 .transpose()?,
-            secret_sha256: row.try_get("rotated_config_secret_sha256")?,
+            secret_sha256: row.opt_text("rotated_config_secret_sha256")?,
         },
-        created_at: to_u64("agents.created_at", row.try_get("created_at")?)?,
-        updated_at: to_u64("agents.updated_at", row.try_get("updated_at")?)?,
+        created_at: to_u64("agents.created_at", row.int("created_at")?)?,
+        updated_at: to_u64("agents.updated_at", row.int("updated_at")?)?,
     })
 }
 

@@ -1,13 +1,12 @@
 //! Operator API keys for the admin API: bound to a tenant and a role, stored as SHA-256.
 
 use crate::agents::{enum_name, parse_enum, to_i64, to_u64};
+use crate::backend::{on_pool, on_tx, Columns};
 use crate::error::{Result, StoreError};
 use crate::secret::{generate_api_key, is_sha256_hex, sha256_hex};
 use crate::store::{bump_revision, Store};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 use std::fmt;
 use std::str::FromStr;
 
@@ -99,21 +98,25 @@ impl Store {
             created_at: now_unix,
             revoked_at: None,
         };
+        let role = enum_name("role", &record.role)?;
+        let created_at = to_i64("created_at", now_unix)?;
         let mut tx = self.write_tx().await?;
         bump_revision(&mut tx).await?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, tenant, role, name, key_sha256, key_prefix, created_at, \
-             revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
-        )
-        .bind(&record.id)
-        .bind(&record.tenant)
-        .bind(enum_name("role", &record.role)?)
-        .bind(&record.name)
-        .bind(sha256_hex(&plaintext))
-        .bind(&record.key_prefix)
-        .bind(to_i64("created_at", now_unix)?)
-        .execute(&mut *tx)
-        .await?;
+        on_tx!(&mut tx, |c| {
+            sqlx::query(
+                "INSERT INTO api_keys (id, tenant, role, name, key_sha256, key_prefix, \
+                 created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+            )
+            .bind(&record.id)
+            .bind(&record.tenant)
+            .bind(&role)
+            .bind(&record.name)
+            .bind(sha256_hex(&plaintext))
+            .bind(&record.key_prefix)
+            .bind(created_at)
+            .execute(&mut *c)
+            .await?;
+        });
         tx.commit().await?;
         Ok((record, plaintext))
     }
@@ -124,35 +127,30 @@ impl Store {
         if !is_sha256_hex(sha256_hex) {
             return Ok(None);
         }
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL"
-        ))
-        .bind(sha256_hex)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(decode).transpose()
+        let sql =
+            format!("SELECT {COLUMNS} FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL");
+        on_pool!(&self.pool, |p| {
+            let row = sqlx::query(&sql).bind(sha256_hex).fetch_optional(p).await?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 
     /// Keys of one tenant (or all), revoked ones included, oldest first.
     pub async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>> {
-        let rows = match tenant {
-            Some(t) => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY created_at, id"
-                ))
-                .bind(t)
-                .fetch_all(&self.pool)
-                .await?
+        let sql = match tenant {
+            Some(_) => {
+                format!("SELECT {COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY created_at, id")
             }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM api_keys ORDER BY tenant, created_at, id"
-                ))
-                .fetch_all(&self.pool)
-                .await?
-            }
+            None => format!("SELECT {COLUMNS} FROM api_keys ORDER BY tenant, created_at, id"),
         };
-        rows.iter().map(decode).collect()
+        on_pool!(&self.pool, |p| {
+            let q = sqlx::query(&sql);
+            let q = match tenant {
+                Some(t) => q.bind(t),
+                None => q,
+            };
+            q.fetch_all(p).await?.iter().map(decode).collect()
+        })
     }
 
     /// Revokes key `id`, visible only within `tenant` when given. Revoking an already revoked
@@ -167,11 +165,11 @@ impl Store {
         let now = to_i64("revoked_at", now_unix)?;
         let mut tx = self.write_tx().await?;
         bump_revision(&mut tx).await?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let found = row.as_ref().map(decode).transpose()?;
+        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
+        let found = on_tx!(&mut tx, |c| {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *c).await?;
+            row.as_ref().map(decode).transpose()?
+        });
         let Some(mut record) = found.filter(|r| tenant.is_none_or(|t| t == r.tenant)) else {
             return Err(StoreError::NotFound {
                 what: "api key",
@@ -182,11 +180,13 @@ impl Store {
             tx.rollback().await?;
             return Ok(record);
         }
-        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(&mut tx, |c| {
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+        });
         tx.commit().await?;
         record.revoked_at = Some(now_unix);
         Ok(record)
@@ -214,16 +214,16 @@ fn check_label(what: &'static str, s: &str, may_be_empty: bool) -> Result<()> {
     Ok(())
 }
 
-fn decode(row: &SqliteRow) -> Result<ApiKeyRecord> {
+fn decode(row: &impl Columns) -> Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
-        id: row.try_get("id")?,
-        tenant: row.try_get("tenant")?,
-        role: parse_enum("api_keys.role", row.try_get("role")?)?,
-        name: row.try_get("name")?,
-        key_prefix: row.try_get("key_prefix")?,
-        created_at: to_u64("api_keys.created_at", row.try_get("created_at")?)?,
+        id: row.text("id")?,
+        tenant: row.text("tenant")?,
+        role: parse_enum("api_keys.role", row.text("role")?)?,
+        name: row.text("name")?,
+        key_prefix: row.text("key_prefix")?,
+        created_at: to_u64("api_keys.created_at", row.int("created_at")?)?,
         revoked_at: row
-            .try_get::<Option<i64>, _>("revoked_at")?
+            .opt_int("revoked_at")?
             .map(|v| to_u64("api_keys.revoked_at", v))
             .transpose()?,
     })

@@ -1,24 +1,39 @@
 //! The queryable audit table: batched inserts, filtered pages, lookups and a tail cursor.
 //!
 //! Each [`AuditRecord`] is stored as an [`AuditRow`]: the filterable fields as columns plus
-//! the full record as JSON text, returned verbatim by the queries.
+//! the full record as JSON text, returned verbatim by the queries. The queries are the same
+//! on both backends; inserts differ (SQLite: multi-row `VALUES`; PostgreSQL: one `INSERT ..
+//! SELECT FROM UNNEST` of column arrays per chunk, into the day-partitioned table).
 
+use crate::backend::{on_pool, Columns, Pool};
 use crate::error::{Result, StoreError};
 use crate::store::Store;
 use portcullis_core::AuditRecord;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Database, Encode, QueryBuilder, Sqlite, Type};
 
 /// Rows per multi-row `INSERT` (12 parameters each; SQLite allows 32766 per statement).
 /// Smaller tails are inserted in power-of-two chunks so only a few statement shapes are
 /// prepared and cached.
 const ROWS_PER_INSERT: usize = 256;
+/// Rows per PostgreSQL `INSERT .. UNNEST` (one statement shape whatever the count; the
+/// chunk bounds the size of one message).
+const PG_ROWS_PER_INSERT: usize = 5_000;
+/// The PostgreSQL insert: twelve arrays, one element per row. A row whose (id, ts) is
+/// already stored is skipped.
+const PG_INSERT: &str = "INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, \
+     policy, provider, model, kind, status, record) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::text[]) \
+     ON CONFLICT DO NOTHING";
 /// Largest page [`Store::query_audit`] and [`Store::audit_after`] return.
 pub const MAX_AUDIT_PAGE: u32 = 10_000;
 
-/// One audit record as stored: filterable columns plus the full JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One audit record as stored: filterable columns plus the full JSON. Serialisable so a
+/// record waiting for the store (the audit spool) keeps exactly what will be stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRow {
     /// Time-ordered unique id (sorts like the time it was issued).
     pub id: String,
@@ -155,36 +170,10 @@ impl Store {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.write_tx().await?;
-        let mut inserted = 0;
-        let mut rest = rows;
-        while !rest.is_empty() {
-            let n = chunk_len(rest.len());
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, policy, \
-                 provider, model, kind, status, record) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(&r.id)
-                    .push_bind(r.ts_ms)
-                    .push_bind(&r.tenant)
-                    .push_bind(&r.agent_id)
-                    .push_bind(&r.subagent)
-                    .push_bind(&r.verdict)
-                    .push_bind(&r.policy)
-                    .push_bind(&r.provider)
-                    .push_bind(&r.model)
-                    .push_bind(&r.kind)
-                    .push_bind(r.status.map(i64::from))
-                    .push_bind(&r.record_json);
-            });
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+        match &self.pool {
+            Pool::Sqlite(p) => insert_sqlite(p, rows).await,
+            Pool::Postgres(p) => insert_postgres(p, rows).await,
         }
-        tx.commit().await?;
-        Ok(inserted)
     }
 
     /// One page of records matching `q`, newest first, with the total number of matches.
@@ -192,37 +181,48 @@ impl Store {
         let offset = i64::try_from(q.offset)
             .map_err(|_| StoreError::invalid("offset", format!("{} is too large", q.offset)))?;
         let limit = i64::from(q.limit.min(MAX_AUDIT_PAGE));
-        // One read transaction: the page and the total come from the same snapshot.
-        let mut tx = self.pool.begin().await?;
+        let (total, records) = on_pool!(&self.pool, |p| {
+            // One read transaction: the page and the total come from the same snapshot
+            // (SQLite's transactions are snapshots; PostgreSQL needs REPEATABLE READ).
+            let mut tx = match self.backend() {
+                crate::Backend::Sqlite => p.begin().await?,
+                crate::Backend::Postgres => {
+                    p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                        .await?
+                }
+            };
+            let mut count = QueryBuilder::new("SELECT COUNT(*) FROM audit_records");
+            push_filters(&mut count, q);
+            let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
 
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM audit_records");
-        push_filters(&mut count, q);
-        let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-
-        let mut page = QueryBuilder::<Sqlite>::new("SELECT record FROM audit_records");
-        push_filters(&mut page, q);
-        page.push(" ORDER BY ts DESC, id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = page.build().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-
+            let mut page = QueryBuilder::new("SELECT record FROM audit_records");
+            push_filters(&mut page, q);
+            page.push(" ORDER BY ts DESC, id DESC LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            let rows = page.build().fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            let records = rows.iter().map(record_of).collect::<Result<Vec<_>>>()?;
+            (total, records)
+        });
         Ok(AuditPage {
-            records: rows.iter().map(record_of).collect::<Result<_>>()?,
+            records,
             total: u64::try_from(total).unwrap_or(0),
         })
     }
 
     /// The record `id`, if it exists (and belongs to `tenant` when given).
     pub async fn get_audit(&self, tenant: Option<&str>, id: &str) -> Result<Option<Value>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT record FROM audit_records WHERE id = ");
-        qb.push_bind(id);
-        if let Some(t) = tenant {
-            qb.push(" AND tenant = ").push_bind(t);
-        }
-        let row = qb.build().fetch_optional(&self.pool).await?;
-        row.as_ref().map(record_of).transpose()
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new("SELECT record FROM audit_records WHERE id = ");
+            qb.push_bind(id);
+            if let Some(t) = tenant {
+                qb.push(" AND tenant = ").push_bind(t);
+            }
+            let row = qb.build().fetch_optional(p).await?;
+            row.as_ref().map(record_of).transpose()
+        })
     }
 
     /// For `audit tail`: records with an id greater than `after_id`, oldest first, at most
@@ -235,43 +235,116 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<AuditEntry>> {
         let limit = i64::from(limit.min(MAX_AUDIT_PAGE));
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, ts, record FROM audit_records");
-        let mut sep = Sep::default();
-        if let Some(t) = tenant {
-            qb.push(sep.next()).push("tenant = ").push_bind(t);
-        }
-        let mut rows = match after_id {
-            Some(cursor) => {
-                qb.push(sep.next()).push("id > ").push_bind(cursor);
-                qb.push(" ORDER BY id ASC LIMIT ").push_bind(limit);
-                qb.build().fetch_all(&self.pool).await?
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new("SELECT id, ts, record FROM audit_records");
+            let mut sep = Sep::default();
+            if let Some(t) = tenant {
+                qb.push(sep.next()).push("tenant = ").push_bind(t);
             }
-            None => {
-                qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
-                let mut rows = qb.build().fetch_all(&self.pool).await?;
-                rows.reverse();
-                rows
-            }
-        };
-        rows.drain(..)
-            .map(|row| {
-                Ok(AuditEntry {
-                    id: row.try_get("id")?,
-                    ts_ms: row.try_get("ts")?,
-                    record: record_of(&row)?,
+            let rows = match after_id {
+                Some(cursor) => {
+                    qb.push(sep.next()).push("id > ").push_bind(cursor);
+                    qb.push(" ORDER BY id ASC LIMIT ").push_bind(limit);
+                    qb.build().fetch_all(p).await?
+                }
+                None => {
+                    qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+                    let mut rows = qb.build().fetch_all(p).await?;
+                    rows.reverse();
+                    rows
+                }
+            };
+            rows.iter()
+                .map(|row| {
+                    Ok(AuditEntry {
+                        id: row.text("id")?,
+                        ts_ms: row.int("ts")?,
+                        record: record_of(row)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
-    /// Deletes records older than `before_ms` (Unix ms); returns how many were removed.
+    /// Deletes records older than `before_ms` (Unix ms) at once; returns how many were
+    /// removed. For routine retention use [`Store::maintain_audit`], which works in bounded
+    /// batches (SQLite) or drops whole day partitions (PostgreSQL).
     pub async fn prune_audit(&self, before_ms: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM audit_records WHERE ts < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        on_pool!(&self.pool, |p| {
+            Ok(sqlx::query("DELETE FROM audit_records WHERE ts < $1")
+                .bind(before_ms)
+                .execute(p)
+                .await?
+                .rows_affected())
+        })
     }
+}
+
+/// SQLite: multi-row `VALUES` in chunks, one transaction.
+async fn insert_sqlite(pool: &SqlitePool, rows: &[AuditRow]) -> Result<u64> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut inserted = 0;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = chunk_len(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, policy, \
+             provider, model, kind, status, record) ",
+        );
+        qb.push_values(chunk, |mut b, r| {
+            b.push_bind(&r.id)
+                .push_bind(r.ts_ms)
+                .push_bind(&r.tenant)
+                .push_bind(&r.agent_id)
+                .push_bind(&r.subagent)
+                .push_bind(&r.verdict)
+                .push_bind(&r.policy)
+                .push_bind(&r.provider)
+                .push_bind(&r.model)
+                .push_bind(&r.kind)
+                .push_bind(r.status.map(i64::from))
+                .push_bind(&r.record_json);
+        });
+        qb.push(" ON CONFLICT (id) DO NOTHING");
+        inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// PostgreSQL: column arrays through `UNNEST`, one statement per chunk, one transaction.
+async fn insert_postgres(pool: &PgPool, rows: &[AuditRow]) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let mut inserted = 0;
+    for chunk in rows.chunks(PG_ROWS_PER_INSERT) {
+        let text = |f: fn(&AuditRow) -> &str| chunk.iter().map(f).collect::<Vec<&str>>();
+        let opt = |f: fn(&AuditRow) -> Option<&str>| chunk.iter().map(f).collect::<Vec<_>>();
+        inserted += sqlx::query(PG_INSERT)
+            .bind(text(|r| &r.id))
+            .bind(chunk.iter().map(|r| r.ts_ms).collect::<Vec<i64>>())
+            .bind(text(|r| &r.tenant))
+            .bind(text(|r| &r.agent_id))
+            .bind(opt(|r| r.subagent.as_deref()))
+            .bind(text(|r| &r.verdict))
+            .bind(opt(|r| r.policy.as_deref()))
+            .bind(opt(|r| r.provider.as_deref()))
+            .bind(opt(|r| r.model.as_deref()))
+            .bind(text(|r| &r.kind))
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| r.status.map(i64::from))
+                    .collect::<Vec<Option<i64>>>(),
+            )
+            .bind(text(|r| &r.record_json))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(inserted)
 }
 
 /// `WHERE` for the first condition, `AND` after.
@@ -288,7 +361,12 @@ impl Sep {
     }
 }
 
-fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, q: &'a AuditQuery) {
+/// The `WHERE` clause of `q`, on either backend.
+fn push_filters<'a, DB: Database>(qb: &mut QueryBuilder<'a, DB>, q: &'a AuditQuery)
+where
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
     let mut sep = Sep::default();
     if let Some(t) = &q.tenant {
         if q.include_unattributed {
@@ -335,8 +413,8 @@ fn is_json(s: &str) -> bool {
     serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
 }
 
-fn record_of(row: &SqliteRow) -> Result<Value> {
-    let text: String = row.try_get("record")?;
+fn record_of(row: &impl Columns) -> Result<Value> {
+    let text = row.text("record")?;
     serde_json::from_str(&text).map_err(|e| StoreError::corrupt("audit_records.record", e))
 }
 
@@ -406,17 +484,20 @@ mod usage_tests {
         let back = store.get_audit(None, "b").await?;
         assert_eq!(back.map(|r| r["usage"].clone()), Some(missing));
 
+        let Pool::Sqlite(pool) = &store.pool else {
+            return Err(StoreError::invalid("test", "expected SQLite"));
+        };
         let (sum, counted, all): (Option<i64>, i64, i64) = sqlx::query_as(
             "SELECT SUM(json_extract(record, '$.usage.total_tokens')), \
              COUNT(json_extract(record, '$.usage.total_tokens')), COUNT(*) FROM audit_records",
         )
-        .fetch_one(&store.pool)
+        .fetch_one(pool)
         .await?;
         assert_eq!((sum, counted, all), (Some(22), 2, 4));
         let avg: Option<f64> = sqlx::query_scalar(
             "SELECT AVG(json_extract(record, '$.usage.input_tokens')) FROM audit_records",
         )
-        .fetch_one(&store.pool)
+        .fetch_one(pool)
         .await?;
         assert_eq!(avg, Some(8.5), "an average over known counts only");
         let missing_rows: i64 = sqlx::query_scalar(
@@ -424,7 +505,7 @@ mod usage_tests {
              WHERE json_extract(record, '$.usage.source') = 'missing' \
              AND json_type(record, '$.usage.input_tokens') = 'null'",
         )
-        .fetch_one(&store.pool)
+        .fetch_one(pool)
         .await?;
         assert_eq!(missing_rows, 1);
         Ok(())
@@ -437,15 +518,15 @@ mod plan_tests {
 
     /// The query plan of the page query for `q`, one line per step.
     async fn plan(store: &Store, q: &AuditQuery) -> Vec<String> {
+        use sqlx::Row;
+        let Pool::Sqlite(pool) = &store.pool else {
+            return Vec::new();
+        };
         let mut page =
             QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN SELECT record FROM audit_records");
         push_filters(&mut page, q);
         page.push(" ORDER BY ts DESC, id DESC LIMIT 50");
-        let rows = page
-            .build()
-            .fetch_all(&store.pool)
-            .await
-            .unwrap_or_default();
+        let rows = page.build().fetch_all(pool).await.unwrap_or_default();
         rows.iter()
             .filter_map(|r| r.try_get::<String, _>("detail").ok())
             .collect()

@@ -305,7 +305,7 @@ impl Store {
         }
         qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(self.console_pool()?).await?;
         rows.iter().map(entry_of).collect()
     }
 
@@ -318,7 +318,7 @@ impl Store {
         let mut sep = Sep::default();
         push_filter(&mut qb, &mut sep, scope, f);
         qb.push(" LIMIT ").push_bind(cap).push(") AS capped");
-        let row = qb.build().fetch_one(&self.pool).await?;
+        let row = qb.build().fetch_one(self.console_pool()?).await?;
         u64_of(&row, "n")
     }
 
@@ -340,7 +340,7 @@ impl Store {
         push_scope(&mut qb, &mut sep, scope);
         push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
         qb.push(" GROUP BY b, verdict ORDER BY b");
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(self.console_pool()?).await?;
         rows.iter()
             .map(|r| {
                 let b: i64 = r.try_get("b")?;
@@ -378,7 +378,7 @@ impl Store {
         push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
         qb.push(sep.next()).push("provider IS NOT NULL");
         qb.push(" GROUP BY b, k ORDER BY b");
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(self.console_pool()?).await?;
         rows.iter()
             .map(|r| {
                 let b: i64 = r.try_get("b")?;
@@ -415,7 +415,7 @@ impl Store {
         }
         qb.push(" GROUP BY k ORDER BY n DESC, k LIMIT ")
             .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(self.console_pool()?).await?;
         rows.iter()
             .map(|r| {
                 Ok(TopRow {
@@ -447,7 +447,7 @@ impl Store {
             .push("verdict IN ('deny', 'rate_limited', 'error')");
         qb.push(" GROUP BY verdict, policy, code ORDER BY n DESC LIMIT ")
             .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(self.console_pool()?).await?;
         rows.iter()
             .map(|r| {
                 Ok(RefusalRow {
@@ -480,7 +480,7 @@ impl Store {
         push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
         qb.push(sep.next()).push(shadow_verdicts);
         qb.push(" GROUP BY je.value ORDER BY n DESC, je.value LIMIT 100");
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(self.console_pool()?).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let policy: String = r.try_get("policy")?;
@@ -498,7 +498,7 @@ impl Store {
             // `id` alone would be json_each's column.
             ex.push(" ORDER BY audit_records.ts DESC, audit_records.id DESC LIMIT ")
                 .push_bind(i64::from(examples.min(MAX_CONSOLE_PAGE)));
-            let found = ex.build().fetch_all(&self.pool).await?;
+            let found = ex.build().fetch_all(self.console_pool()?).await?;
             out.push(ShadowRow {
                 examples: found.iter().map(json_of).collect::<Result<_>>()?,
                 policy,
@@ -522,7 +522,7 @@ impl Store {
         push_scope(&mut qb, &mut sep, scope);
         push_window(&mut qb, &mut sep, minute_ms, None);
         qb.push(" GROUP BY agent_id");
-        for r in qb.build().fetch_all(&self.pool).await? {
+        for r in qb.build().fetch_all(self.console_pool()?).await? {
             let id: String = r.try_get("agent_id")?;
             out.entry(id).or_default().requests_last_minute = u64_of(&r, "n")?;
         }
@@ -534,7 +534,7 @@ impl Store {
         push_window(&mut qb, &mut sep, day_ms, None);
         qb.push(sep.next()).push("provider IS NOT NULL");
         qb.push(" GROUP BY agent_id");
-        for r in qb.build().fetch_all(&self.pool).await? {
+        for r in qb.build().fetch_all(self.console_pool()?).await? {
             let id: String = r.try_get("agent_id")?;
             out.entry(id).or_default().tokens_today = u64_of(&r, "t")?;
         }
@@ -557,7 +557,7 @@ impl Store {
         qb.push(sep.next()).push("subagent IS NOT NULL");
         qb.push(" GROUP BY agent_id, subagent ORDER BY agent_id, subagent LIMIT ")
             .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(self.console_pool()?).await?;
         rows.iter()
             .map(|r| {
                 Ok(SubagentSeen {

@@ -51,7 +51,7 @@ impl Store {
         .bind(to_i64("created_at", s.created_at)?)
         .bind(to_i64("last_seen", s.last_seen)?)
         .bind(to_i64("expires_at", s.expires_at)?)
-        .execute(&self.pool)
+        .execute(self.console_pool()?)
         .await?;
         Ok(())
     }
@@ -81,7 +81,7 @@ impl Store {
         .bind(id_sha256)
         .bind(now_i)
         .bind(idle_since)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.console_pool()?)
         .await?;
         row.as_ref().map(session_of).transpose()
     }
@@ -91,7 +91,7 @@ impl Store {
         sqlx::query("UPDATE console_sessions SET last_seen = $1 WHERE id_sha256 = $2")
             .bind(to_i64("now", now)?)
             .bind(id_sha256)
-            .execute(&self.pool)
+            .execute(self.console_pool()?)
             .await?;
         Ok(())
     }
@@ -100,7 +100,7 @@ impl Store {
     pub async fn delete_console_session(&self, id_sha256: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM console_sessions WHERE id_sha256 = $1")
             .bind(id_sha256)
-            .execute(&self.pool)
+            .execute(self.console_pool()?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -113,7 +113,7 @@ impl Store {
             sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1 OR last_seen <= $2")
                 .bind(now_i)
                 .bind(idle_since)
-                .execute(&self.pool)
+                .execute(self.console_pool()?)
                 .await?;
         Ok(done.rows_affected())
     }
@@ -132,4 +132,17 @@ fn session_of(row: &SqliteRow) -> Result<ConsoleSession> {
         last_seen: to_u64("last_seen", row.try_get("last_seen")?)?,
         expires_at: to_u64("expires_at", row.try_get("expires_at")?)?,
     })
+}
+
+impl Store {
+    /// The pool the console's queries run on (SQLite: they are written in its dialect).
+    pub(crate) fn console_pool(&self) -> Result<&sqlx::SqlitePool> {
+        match &self.pool {
+            crate::backend::Pool::Sqlite(p) => Ok(p),
+            crate::backend::Pool::Postgres(_) => Err(StoreError::invalid(
+                "console",
+                "the console's queries are not available on PostgreSQL in this build",
+            )),
+        }
+    }
 }

@@ -3,12 +3,11 @@
 //! here returns it except [`StoredCredential::secret`], which needs the key.
 
 use crate::agents::{to_i64, to_u64};
+use crate::backend::{on_pool, on_tx, Columns};
 use crate::error::{Result, StoreError};
 use crate::seal::SealKey;
 use crate::store::{bump_revision, Store};
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 
 const COLUMNS: &str = "name, tenant, spec_json, secret_sealed, created_at, updated_at";
 
@@ -45,16 +44,16 @@ impl StoredCredential {
     }
 }
 
-fn decode(row: &SqliteRow) -> Result<StoredCredential> {
-    let spec: String = row.try_get("spec_json")?;
+fn decode(row: &impl Columns) -> Result<StoredCredential> {
+    let spec = row.text("spec_json")?;
     Ok(StoredCredential {
-        name: row.try_get("name")?,
-        tenant: row.try_get("tenant")?,
+        name: row.text("name")?,
+        tenant: row.text("tenant")?,
         spec: serde_json::from_str(&spec)
             .map_err(|e| StoreError::corrupt("credentials.spec_json", e))?,
-        created_at: to_u64("credentials.created_at", row.try_get("created_at")?)?,
-        updated_at: to_u64("credentials.updated_at", row.try_get("updated_at")?)?,
-        sealed: row.try_get("secret_sealed")?,
+        created_at: to_u64("credentials.created_at", row.int("created_at")?)?,
+        updated_at: to_u64("credentials.updated_at", row.int("updated_at")?)?,
+        sealed: row.text("secret_sealed")?,
     })
 }
 
@@ -72,15 +71,11 @@ impl Store {
         now_unix: u64,
     ) -> Result<StoredCredential> {
         let mut tx = self.write_tx().await?;
-        let existing = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM credentials WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .as_ref()
-        .map(decode)
-        .transpose()?;
+        let sql = format!("SELECT {COLUMNS} FROM credentials WHERE name = $1");
+        let existing = on_tx!(&mut tx, |c| {
+            let row = sqlx::query(&sql).bind(name).fetch_optional(&mut *c).await?;
+            row.as_ref().map(decode).transpose()?
+        });
         if let Some(e) = &existing {
             if e.tenant != tenant {
                 return Err(StoreError::Conflict {
@@ -106,21 +101,27 @@ impl Store {
         let created = existing.as_ref().map_or(now_unix, |e| e.created_at);
         let spec_json = serde_json::to_string(spec)
             .map_err(|e| StoreError::invalid("credential", e.to_string()))?;
+        let (created_at, updated_at) = (
+            to_i64("created_at", created)?,
+            to_i64("updated_at", now_unix)?,
+        );
         bump_revision(&mut tx).await?;
-        sqlx::query(
-            "INSERT INTO credentials (name, tenant, spec_json, secret_sealed, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET \
-             spec_json = excluded.spec_json, secret_sealed = excluded.secret_sealed, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(tenant)
-        .bind(&spec_json)
-        .bind(&sealed)
-        .bind(to_i64("created_at", created)?)
-        .bind(to_i64("updated_at", now_unix)?)
-        .execute(&mut *tx)
-        .await?;
+        on_tx!(&mut tx, |c| {
+            sqlx::query(
+                "INSERT INTO credentials (name, tenant, spec_json, secret_sealed, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET \
+                 spec_json = excluded.spec_json, secret_sealed = excluded.secret_sealed, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(tenant)
+            .bind(&spec_json)
+            .bind(&sealed)
+            .bind(created_at)
+            .bind(updated_at)
+            .execute(&mut *c)
+            .await?;
+        });
         tx.commit().await?;
         Ok(StoredCredential {
             name: name.to_owned(),
@@ -134,44 +135,40 @@ impl Store {
 
     /// One credential by name.
     pub async fn get_credential(&self, name: &str) -> Result<Option<StoredCredential>> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM credentials WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(decode).transpose()
+        let sql = format!("SELECT {COLUMNS} FROM credentials WHERE name = $1");
+        on_pool!(&self.pool, |p| {
+            let row = sqlx::query(&sql).bind(name).fetch_optional(p).await?;
+            row.as_ref().map(decode).transpose()
+        })
     }
 
     /// Credentials of one tenant (or all), by name.
     pub async fn list_credentials(&self, tenant: Option<&str>) -> Result<Vec<StoredCredential>> {
-        let rows = match tenant {
-            Some(t) => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM credentials WHERE tenant = $1 ORDER BY name"
-                ))
-                .bind(t)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(&format!("SELECT {COLUMNS} FROM credentials ORDER BY name"))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+        let sql = match tenant {
+            Some(_) => format!("SELECT {COLUMNS} FROM credentials WHERE tenant = $1 ORDER BY name"),
+            None => format!("SELECT {COLUMNS} FROM credentials ORDER BY name"),
         };
-        rows.iter().map(decode).collect()
+        on_pool!(&self.pool, |p| {
+            let q = sqlx::query(&sql);
+            let q = match tenant {
+                Some(t) => q.bind(t),
+                None => q,
+            };
+            q.fetch_all(p).await?.iter().map(decode).collect()
+        })
     }
 
     /// Deletes the credential `name` of `tenant`; `false` when there was none.
     pub async fn delete_credential(&self, name: &str, tenant: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let n = sqlx::query("DELETE FROM credentials WHERE name = $1 AND tenant = $2")
-            .bind(name)
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = on_tx!(&mut tx, |c| {
+            sqlx::query("DELETE FROM credentials WHERE name = $1 AND tenant = $2")
+                .bind(name)
+                .bind(tenant)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+        });
         if n > 0 {
             bump_revision(&mut tx).await?;
         }

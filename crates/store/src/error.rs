@@ -14,14 +14,6 @@ pub enum StoreError {
         /// Why it was refused.
         reason: &'static str,
     },
-    /// The URL names a backend this build does not provide.
-    #[error("unsupported store url {url:?}: {reason}")]
-    Unsupported {
-        /// The URL with any password redacted.
-        url: String,
-        /// Why it is not available.
-        reason: &'static str,
-    },
     /// The directory holding the database could not be created.
     #[error("cannot create store directory {}: {source}", path.display())]
     CreateDir {
@@ -45,7 +37,14 @@ pub enum StoreError {
         /// The absolute path of the missing file.
         path: PathBuf,
     },
-    /// The database could not be opened (not a database, permissions, locked).
+    /// A PostgreSQL database without the Portcullis schema, opened by a caller that asked
+    /// not to create anything ([`crate::Store::connect_existing`]).
+    #[error("no Portcullis schema in {url}")]
+    NoSchema {
+        /// The store URL (no password).
+        url: String,
+    },
+    /// The database could not be opened (not a database, permissions, locked, unreachable).
     #[error("cannot open store {url}: {source}")]
     Open {
         /// The store URL.
@@ -142,12 +141,16 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Whether SQLite refused because another connection holds a lock (SQLITE_BUSY or
 /// SQLITE_LOCKED, any extended code). Some first-time steps (the switch to WAL, a
 /// deferred transaction upgrading to a write) fail at once instead of waiting.
+/// PostgreSQL errors are never "busy": its writers wait for locks.
 pub(crate) fn sqlx_busy(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+        {
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+        }
         _ => false,
     }
 }

@@ -1,11 +1,14 @@
 //! Opening the store: URL parsing, connection options, migrations, change revision.
 
+use crate::backend::{on_pool, on_tx, Pool, Tx};
 use crate::error::{Result, StoreError};
+use crate::migrate::{migrator, Dialect};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -15,20 +18,45 @@ const FILE_POOL_SIZE: u32 = 4;
 
 /// A handle on the persistent store. Cheap to clone: clones share one connection pool.
 ///
-/// Several handles, in one process or several (the gateway and the CLI), may open the
-/// same SQLite file at once; writes are serialised by SQLite and every agent, credential
-/// and API-key write bumps [`Store::revision`].
+/// Several handles, in one process or several (gateway replicas and the CLI), may open the
+/// same store at once; writes are serialised (SQLite's write lock, PostgreSQL's lock on the
+/// revision row) and every decision-changing write bumps [`Store::revision`].
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Pool,
     display: String,
 }
 
-/// Where a `sqlite:` URL points.
+/// Which database a store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (or in-memory database): one gateway, or a few processes on
+    /// one machine sharing the file.
+    Sqlite,
+    /// A PostgreSQL server shared by every replica.
+    Postgres,
+}
+
+/// Connection settings that are not part of the URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
+pub struct StoreOptions {
+    /// Most connections this process keeps to a PostgreSQL server (the change feed holds
+    /// one more). Ignored for SQLite.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_connections: 8 }
+    }
+}
+
+/// Where a store URL points.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
     Memory,
     File(PathBuf),
+    Postgres(Box<PgConnectOptions>),
 }
 
 impl Store {
@@ -36,36 +64,62 @@ impl Store {
     ///
     /// Accepted: `sqlite://PATH` (relative like `sqlite://data/portcullis.db` or absolute like
     /// `sqlite:///var/lib/portcullis/db`; parent directories and the file are created on
-    /// first run; WAL journal, busy timeout and foreign keys on) and `sqlite::memory:`
-    /// (a private in-memory database, for tests). `postgres://` URLs are recognised but
-    /// refused with [`StoreError::Unsupported`]: that backend is not built yet.
+    /// first run; WAL journal, busy timeout and foreign keys on), `sqlite::memory:`
+    /// (a private in-memory database, for tests) and `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (or `postgresql://`, with libpq parameters such as `?sslmode=verify-full`; the
+    /// database must exist, the schema is created in it).
     ///
-    /// Several processes may open a fresh file at the same moment: the first-time steps
-    /// (switching to WAL, creating the schema) are retried with a bounded backoff while
-    /// another opener holds the lock, so every opener succeeds.
+    /// Several processes may open a fresh store at the same moment. SQLite: the first-time
+    /// steps (switching to WAL, creating the schema) are retried with a bounded backoff
+    /// while another opener holds the lock. PostgreSQL: migrations run under an advisory
+    /// lock, so each is applied once while the other openers wait. Every opener succeeds.
     pub async fn connect(url: &str) -> Result<Store> {
-        Self::open(url, true).await
+        Self::open(url, true, &StoreOptions::default()).await
+    }
+
+    /// Like [`Store::connect`], with `options`.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Store> {
+        Self::open(url, true, options).await
     }
 
     /// Like [`Store::connect`], but never creates anything: a `sqlite://` file that does
     /// not exist yet is refused with [`StoreError::Missing`] naming its absolute path, and
-    /// no directory or file is created. For tools (the CLI) that must work on the store a
-    /// gateway uses, not on a new empty one.
+    /// no directory or file is created; a PostgreSQL database without the Portcullis schema
+    /// is refused with [`StoreError::NoSchema`]. For tools (the CLI) that must work on the
+    /// store a gateway uses, not on a new empty one.
     pub async fn connect_existing(url: &str) -> Result<Store> {
-        Self::open(url, false).await
+        Self::open(url, false, &StoreOptions::default()).await
     }
 
-    /// The absolute path of the database file `url` names (`None` for an in-memory store).
-    /// A relative path is resolved against the current directory.
+    /// The absolute path of the database file `url` names (`None` for an in-memory store
+    /// or a database server). A relative path is resolved against the current directory.
     pub fn file_path(url: &str) -> Result<Option<PathBuf>> {
         Ok(match parse_url(url)? {
-            Target::Memory => None,
+            Target::Memory | Target::Postgres(_) => None,
             Target::File(p) => Some(absolute(&p)),
         })
     }
 
-    async fn open(url: &str, create: bool) -> Result<Store> {
+    /// `url` as the banner and logs may show it: a PostgreSQL URL without its password and
+    /// parameters (`postgres://user@host:5432/db`), a SQLite URL as given. An unusable URL
+    /// is shown with any password replaced by `***`.
+    pub fn display_url(url: &str) -> String {
+        match parse_url(url) {
+            Ok(Target::Postgres(o)) => crate::postgres::display(&o),
+            Ok(_) => url.to_owned(),
+            Err(_) => redact(url),
+        }
+    }
+
+    async fn open(url: &str, create: bool, options: &StoreOptions) -> Result<Store> {
         let target = parse_url(url)?;
+        if let Target::Postgres(o) = &target {
+            let (pool, display) = crate::postgres::open(o, create, options).await?;
+            return Ok(Store {
+                pool: Pool::Postgres(pool),
+                display,
+            });
+        }
         if let (Target::File(path), false) = (&target, create) {
             if !path.is_file() {
                 return Err(StoreError::Missing {
@@ -76,7 +130,7 @@ impl Store {
         let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
         let mut attempt: u32 = 0;
         loop {
-            match Self::open_once(&target, create).await {
+            match open_sqlite(&target, create).await {
                 Err(e) if e.is_busy() && tokio::time::Instant::now() < deadline => {
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt)).await;
@@ -86,81 +140,30 @@ impl Store {
         }
     }
 
-    async fn open_once(target: &Target, create: bool) -> Result<Store> {
-        let base = SqliteConnectOptions::new()
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .statement_cache_capacity(256);
-        let (pool, display) = match target {
-            Target::Memory => {
-                let opts = base.in_memory(true);
-                // One connection kept forever: every connection would otherwise see its
-                // own, empty, in-memory database.
-                let pool = SqlitePoolOptions::new()
-                    .min_connections(1)
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_with(opts)
-                    .await?;
-                (pool, "sqlite::memory:".to_owned())
-            }
-            Target::File(path) => {
-                if create {
-                    create_parent(path).await?;
-                    create_private_file(path).await?;
-                }
-                // WAL: readers never block the writer and other processes (the CLI) may
-                // write concurrently. synchronous=NORMAL: a commit survives a crash of the
-                // process; the last commits may be lost on power loss. 8 KiB pages (new files
-                // only), a 16 MiB page cache per connection and in-memory statement journals
-                // measured faster for batched audit inserts.
-                let opts = base
-                    .filename(path)
-                    .create_if_missing(create)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .page_size(8192)
-                    .pragma("cache_size", "-16384")
-                    .pragma("temp_store", "memory");
-                let display = format!("sqlite://{}", path.display());
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(FILE_POOL_SIZE)
-                    .connect_with(opts)
-                    .await
-                    .map_err(|source| StoreError::Open {
-                        url: display.clone(),
-                        source,
-                    })?;
-                (pool, display)
-            }
-        };
-        if let Err(e) = migrate(&pool).await {
-            pool.close().await;
-            return Err(match e {
-                StoreError::Migrate(source) => StoreError::MigrateAt {
-                    url: display,
-                    source,
-                },
-                other => other,
-            });
-        }
-        Ok(Store { pool, display })
-    }
-
-    /// A printable description of the backend, e.g. `sqlite://data/portcullis.db`
-    /// (for the startup banner; never contains a password).
+    /// A printable description of the backend, e.g. `sqlite://data/portcullis.db` or
+    /// `postgres://portcullis@db:5432/portcullis` (for the startup banner, logs and
+    /// `/readyz`; never contains a password).
     pub fn describe(&self) -> &str {
         &self.display
     }
 
-    /// The change counter: bumped in the same transaction as every write to agents,
-    /// credentials or API keys, by any process sharing the database. Poll it cheaply
-    /// and reload the agent list only when it differs from the last value seen.
+    /// Which database this store uses.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The change counter: bumped in the same transaction as every decision-changing write
+    /// (agents, sub-agents, credentials, API keys, policy modes), by any process sharing the
+    /// database. Poll it cheaply and reload only when it differs from the last value seen.
     pub async fn revision(&self) -> Result<u64> {
-        let rev: i64 = sqlx::query_scalar("SELECT revision FROM meta WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let rev: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT revision FROM meta WHERE id = 1")
+                .fetch_one(p)
+                .await?
+        });
         u64::try_from(rev).map_err(|_| StoreError::corrupt("meta.revision", "negative revision"))
     }
 
@@ -169,19 +172,105 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Starts a write transaction that takes the write lock at once (so concurrent writers
-    /// queue on the busy timeout instead of failing on a stale snapshot).
-    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Starts a write transaction holding the store's write lock from the start, so
+    /// concurrent writers (in this process or another) queue instead of failing on a stale
+    /// read: SQLite `BEGIN IMMEDIATE`; PostgreSQL locks the revision row (`FOR UPDATE`),
+    /// which every decision-changing write then bumps.
+    pub(crate) async fn write_tx(&self) -> Result<Tx> {
+        match &self.pool {
+            Pool::Sqlite(p) => Ok(Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?)),
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT revision FROM meta WHERE id = 1 FOR UPDATE")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Tx::Postgres(tx))
+            }
+        }
     }
 }
 
-/// Bumps the change counter inside `tx`.
-pub(crate) async fn bump_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
-    sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await?;
+/// Bumps the change counter inside `tx` (on PostgreSQL, a trigger announces the new value
+/// with NOTIFY when `tx` commits).
+pub(crate) async fn bump_revision(tx: &mut Tx) -> Result<()> {
+    on_tx!(tx, |c| {
+        sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1")
+            .execute(&mut *c)
+            .await?;
+    });
     Ok(())
+}
+
+/// Opens a SQLite target (file or memory) and migrates it.
+async fn open_sqlite(target: &Target, create: bool) -> Result<Store> {
+    let base = SqliteConnectOptions::new()
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .statement_cache_capacity(256);
+    let (pool, display) = match target {
+        Target::Memory => {
+            let opts = base.in_memory(true);
+            // One connection kept forever: every connection would otherwise see its
+            // own, empty, in-memory database.
+            let pool = SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(opts)
+                .await?;
+            (pool, "sqlite::memory:".to_owned())
+        }
+        Target::File(path) => {
+            if create {
+                create_parent(path).await?;
+                create_private_file(path).await?;
+            }
+            // WAL: readers never block the writer and other processes (the CLI) may
+            // write concurrently. synchronous=NORMAL: a commit survives a crash of the
+            // process; the last commits may be lost on power loss. 8 KiB pages (new files
+            // only), a 16 MiB page cache per connection and in-memory statement journals
+            // measured faster for batched audit inserts.
+            let opts = base
+                .filename(path)
+                .create_if_missing(create)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .page_size(8192)
+                .pragma("cache_size", "-16384")
+                .pragma("temp_store", "memory");
+            let display = format!("sqlite://{}", path.display());
+            let pool = SqlitePoolOptions::new()
+                .max_connections(FILE_POOL_SIZE)
+                .connect_with(opts)
+                .await
+                .map_err(|source| StoreError::Open {
+                    url: display.clone(),
+                    source,
+                })?;
+            (pool, display)
+        }
+        Target::Postgres(_) => {
+            return Err(StoreError::invalid(
+                "store url",
+                "a PostgreSQL URL is not a SQLite target",
+            ))
+        }
+    };
+    if let Err(e) = migrate_sqlite(&pool).await {
+        pool.close().await;
+        return Err(match e {
+            StoreError::Migrate(source) => StoreError::MigrateAt {
+                url: display,
+                source,
+            },
+            other => other,
+        });
+    }
+    Ok(Store {
+        pool: Pool::Sqlite(pool),
+        display,
+    })
 }
 
 /// Applies pending migrations. Openers starting on a fresh file race to apply the same
@@ -190,9 +279,9 @@ pub(crate) async fn bump_revision(tx: &mut Transaction<'static, Sqlite>) -> Resu
 /// migrations recorded than before the attempt), and a few more times otherwise. A lock
 /// held by another opener is returned as is (busy), for [`Store::open`] to retry after a
 /// pause; a persistent failure (e.g. a changed checksum) is returned.
-async fn migrate(pool: &SqlitePool) -> Result<()> {
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<()> {
     const STALLED_ATTEMPTS: usize = 3;
-    let migrator = crate::migrate::migrator().await?;
+    let migrator = migrator(Dialect::Sqlite).await?;
     let mut stalled = 1;
     let mut applied = applied_count(pool).await;
     loop {
@@ -223,7 +312,7 @@ async fn applied_count(pool: &SqlitePool) -> i64 {
 
 /// Pause before the `attempt`-th retry of a first open: 10 ms doubling to 320 ms, with
 /// up to 50% random jitter so simultaneous openers do not collide again in lock step.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 10u64 << attempt.clamp(1, 6).saturating_sub(1);
     let jitter = rand::random_range(0..=base / 2);
     Duration::from_millis(base + jitter)
@@ -267,7 +356,7 @@ async fn create_parent(path: &Path) -> Result<()> {
     }
 }
 
-fn parse_url(url: &str) -> Result<Target> {
+pub(crate) fn parse_url(url: &str) -> Result<Target> {
     let invalid = |reason| StoreError::InvalidUrl {
         url: redact(url),
         reason,
@@ -295,31 +384,39 @@ fn parse_url(url: &str) -> Result<Target> {
         return parse_url(&format!("sqlite://{rest}")).map_err(|_| invalid("bad sqlite: path"));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Unsupported {
-            url: redact(url),
-            reason: "PostgreSQL backend not built yet; use sqlite://PATH",
-        });
+        if url.contains('\0') {
+            return Err(invalid("URL contains a NUL byte"));
+        }
+        return match PgConnectOptions::from_str(url) {
+            Ok(o) if o.get_database().is_some_and(|d| !d.is_empty()) => {
+                Ok(Target::Postgres(Box::new(o)))
+            }
+            Ok(_) => Err(invalid(
+                "name the database: postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+            )),
+            Err(_) => Err(invalid("not a valid postgres:// URL")),
+        };
     }
-    Err(invalid("expected sqlite://PATH or sqlite::memory:"))
+    Err(invalid(
+        "expected sqlite://PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST/DATABASE",
+    ))
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`.
-fn redact(url: &str) -> String {
+/// Replaces the password of `scheme://user:password@host` with `***` and drops the query
+/// (it may carry `password=`).
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+        Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                url.to_owned()
-            }
+            format!("{scheme}://{user}:***@{host}{tail}")
         }
-        None => url.to_owned(),
+        _ => format!("{scheme}://{rest}"),
     }
 }
 
@@ -327,20 +424,24 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    fn file(url: &str) -> Option<PathBuf> {
+        match parse_url(url) {
+            Ok(Target::File(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     #[test]
     fn parses_sqlite_urls() {
-        assert_eq!(parse_url("sqlite::memory:").ok(), Some(Target::Memory));
+        assert!(matches!(parse_url("sqlite::memory:"), Ok(Target::Memory)));
         assert_eq!(
-            parse_url("sqlite://data/portcullis.db").ok(),
-            Some(Target::File(PathBuf::from("data/portcullis.db")))
+            file("sqlite://data/portcullis.db"),
+            Some(PathBuf::from("data/portcullis.db"))
         );
+        assert_eq!(file("sqlite:data.db"), Some(PathBuf::from("data.db")));
         assert_eq!(
-            parse_url("sqlite:data.db").ok(),
-            Some(Target::File(PathBuf::from("data.db")))
-        );
-        assert_eq!(
-            parse_url("sqlite:///var/lib/p.db").ok(),
-            Some(Target::File(PathBuf::from("/var/lib/p.db")))
+            file("sqlite:///var/lib/p.db"),
+            Some(PathBuf::from("/var/lib/p.db"))
         );
         for bad in [
             "",
@@ -350,6 +451,9 @@ mod tests {
             "sqlite://dir/",
             "sqlite://a.db?mode=ro",
             "data.db",
+            "postgres://u:pw@db:5432",
+            "postgres://u:pw@db:5432/",
+            "postgres://u:pw@db:notaport/p",
         ] {
             assert!(
                 matches!(parse_url(bad), Err(StoreError::InvalidUrl { .. })),
@@ -359,26 +463,35 @@ mod tests {
     }
 
     #[test]
-    fn postgres_is_refused_naming_url_without_password() {
-        let err = parse_url("postgres://admin:hunter2@db:5432/portcullis").err();
+    fn postgres_urls_parse_and_display_without_secrets() {
+        for url in [
+            "postgres://admin:hunter2@db:5433/portcullis",
+            "postgresql://admin:hunter2@db:5433/portcullis?sslmode=require&application_name=x",
+            "postgres://admin@db:5433/portcullis?password=hunter2",
+        ] {
+            assert!(matches!(parse_url(url), Ok(Target::Postgres(_))), "{url}");
+            let shown = Store::display_url(url);
+            assert_eq!(shown, "postgres://admin@db:5433/portcullis", "{url}");
+        }
+        let err = parse_url("postgres://admin:hunter2@db:5432/").err();
         let msg = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("PostgreSQL backend not built yet"), "{msg}");
-        assert!(
-            msg.contains("postgres://admin:***@db:5432/portcullis"),
-            "{msg}"
-        );
+        assert!(msg.contains("postgres://admin:***@db:5432/"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
-        assert!(matches!(
-            parse_url("postgresql://db/p"),
-            Err(StoreError::Unsupported { .. })
-        ));
     }
 
     #[test]
-    fn redaction_keeps_urls_without_password() {
+    fn redaction_hides_passwords_and_parameters() {
         assert_eq!(redact("postgres://db/p"), "postgres://db/p");
         assert_eq!(redact("postgres://u@db/p"), "postgres://u@db/p");
         assert_eq!(redact("postgres://u:p@ss@db/p"), "postgres://u:***@db/p");
+        assert_eq!(
+            redact("postgres://u@db/p?password=x&sslmode=require"),
+            "postgres://u@db/p"
+        );
         assert_eq!(redact("no scheme"), "no scheme");
+        assert_eq!(
+            Store::display_url("mysql://u:secret@h/db"),
+            "mysql://u:***@h/db"
+        );
     }
 }

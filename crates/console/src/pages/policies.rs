@@ -275,7 +275,7 @@ pub(crate) fn source(ctx: &Ctx<'_>, raw: &str) -> Response<Full<Bytes>> {
 }
 
 /// `POST /ui/policies/{name}/mode` with `mode` = active | shadow | disabled | clear.
-pub(crate) fn set_mode(ctx: &Ctx<'_>, raw: &str, form: &Form) -> Response<Full<Bytes>> {
+pub(crate) async fn set_mode(ctx: &Ctx<'_>, raw: &str, form: &Form) -> Response<Full<Bytes>> {
     let Some(api) = ctx.policy else {
         return ctx.error_page("policies", &disabled());
     };
@@ -286,7 +286,7 @@ pub(crate) fn set_mode(ctx: &Ctx<'_>, raw: &str, form: &Form) -> Response<Full<B
         None => json!(""),
     };
     let body = serde_json::to_vec(&json!({ "mode": mode })).unwrap_or_default();
-    match policies::set_mode(api, ctx.op(), &name, &body) {
+    match policies::set_mode(ctx.cp, api, ctx.op(), &name, &body).await {
         Ok(_) => web::see_other(&view::url(
             "/ui/policies",
             &[("done", "mode"), ("policy", &name)],

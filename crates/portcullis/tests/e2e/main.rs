@@ -20,6 +20,7 @@ mod intercept;
 mod lifecycle;
 mod limits;
 mod policy;
+mod shared;
 mod sidecar;
 mod streaming;
 mod stub;

@@ -1,7 +1,6 @@
 //! A loopback origin and raw clients (bytes in, one parsed response out).
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -34,16 +33,15 @@ pub async fn origin() -> u16 {
                     if events {
                         // Two server-sent events 50 ms apart, then nothing (never a third):
                         // a proxy that waits for more before writing never delivers the second.
-                        let two = futures_util::stream::iter([
-                            "data: one\n\n",
-                            "data: two\n\n",
-                        ])
-                        .then(|event| async move {
-                            if event.ends_with("two\n\n") {
-                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            }
-                            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(event)))
-                        });
+                        let two = futures_util::StreamExt::then(
+                            futures_util::stream::iter(["data: one\n\n", "data: two\n\n"]),
+                            |event| async move {
+                                if event.ends_with("two\n\n") {
+                                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                                }
+                                Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(event)))
+                            },
+                        );
                         let body = http_body_util::StreamBody::new(futures_util::StreamExt::chain(
                             two,
                             futures_util::stream::pending(),

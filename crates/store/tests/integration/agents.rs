@@ -4,12 +4,20 @@ use portcullis_core::{Agent, AgentLimits, AgentMode, AgentSource, AgentStatus, R
 use portcullis_store::{sha256_hex, Store, StoreError};
 use serde_json::json;
 
-async fn mem() -> Store {
-    match Store::connect("sqlite::memory:").await {
-        Ok(s) => s,
-        Err(e) => panic!("connect: {e}"),
-    }
-}
+crate::both_backends!(
+    create_get_round_trips_every_field,
+    every_enum_value_round_trips,
+    duplicate_id_is_a_conflict_and_keeps_the_original,
+    malformed_agents_are_refused_and_not_stored,
+    update_replaces_record_keeps_created_at_and_bumps,
+    upsert_inserts_updates_and_skips_no_op_writes,
+    runtime_writes_on_config_agents_record_overrides,
+    subagents_register_once_under_their_parent,
+    list_filters_by_tenant_and_groups_subagents_after_parent,
+    moving_a_parent_to_another_tenant_moves_its_subagents,
+    secret_hash_is_stored_but_never_serialized,
+    created_subagents_need_their_parent_and_its_tenant,
+);
 
 fn full_agent(id: &str, tenant: &str) -> Agent {
     let mut a = Agent::new(id, tenant, 1_700_000_000);
@@ -39,9 +47,7 @@ fn full_agent(id: &str, tenant: &str) -> Agent {
     a
 }
 
-#[tokio::test]
-async fn create_get_round_trips_every_field() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn create_get_round_trips_every_field(s: Store) -> Result<(), StoreError> {
     let a = full_agent("billing_bot", "acme");
     s.create_agent(&a).await?;
     assert_eq!(s.get_agent("billing_bot").await?, Some(a.clone()));
@@ -53,9 +59,7 @@ async fn create_get_round_trips_every_field() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn every_enum_value_round_trips() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn every_enum_value_round_trips(s: Store) -> Result<(), StoreError> {
     let statuses = [
         AgentStatus::Active,
         AgentStatus::Suspended,
@@ -85,9 +89,7 @@ async fn every_enum_value_round_trips() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn duplicate_id_is_a_conflict_and_keeps_the_original() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn duplicate_id_is_a_conflict_and_keeps_the_original(s: Store) -> Result<(), StoreError> {
     let a = full_agent("dup_bot", "acme");
     s.create_agent(&a).await?;
     let rev = s.revision().await?;
@@ -109,9 +111,7 @@ async fn duplicate_id_is_a_conflict_and_keeps_the_original() -> Result<(), Store
     Ok(())
 }
 
-#[tokio::test]
-async fn malformed_agents_are_refused_and_not_stored() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn malformed_agents_are_refused_and_not_stored(s: Store) -> Result<(), StoreError> {
     let mut cases = Vec::new();
     for id in [
         "",
@@ -160,9 +160,7 @@ async fn malformed_agents_are_refused_and_not_stored() -> Result<(), StoreError>
     Ok(())
 }
 
-#[tokio::test]
-async fn update_replaces_record_keeps_created_at_and_bumps() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn update_replaces_record_keeps_created_at_and_bumps(s: Store) -> Result<(), StoreError> {
     let a = Agent::new("upd_bot", "acme", 100);
     s.create_agent(&a).await?;
     let rev = s.revision().await?;
@@ -189,9 +187,7 @@ async fn update_replaces_record_keeps_created_at_and_bumps() -> Result<(), Store
     Ok(())
 }
 
-#[tokio::test]
-async fn upsert_inserts_updates_and_skips_no_op_writes() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn upsert_inserts_updates_and_skips_no_op_writes(s: Store) -> Result<(), StoreError> {
     let a = full_agent("cfg_bot", "acme");
     let first = s.upsert_agent(&a, 1_000).await?;
     assert_eq!(first.created_at, a.created_at);
@@ -219,9 +215,7 @@ async fn upsert_inserts_updates_and_skips_no_op_writes() -> Result<(), StoreErro
 
 /// A run-time write on a config agent remembers the config values it overrode; the
 /// overrides round-trip, a caller cannot erase them, and the upsert writes what it is given.
-#[tokio::test]
-async fn runtime_writes_on_config_agents_record_overrides() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn runtime_writes_on_config_agents_record_overrides(s: Store) -> Result<(), StoreError> {
     let mut cfg = Agent::new("cfg_bot", "acme", 1);
     cfg.source = AgentSource::Config;
     cfg.secret_sha256 = Some(sha256_hex("config secret"));
@@ -285,9 +279,7 @@ async fn runtime_writes_on_config_agents_record_overrides() -> Result<(), StoreE
     Ok(())
 }
 
-#[tokio::test]
-async fn subagents_register_once_under_their_parent() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn subagents_register_once_under_their_parent(s: Store) -> Result<(), StoreError> {
     s.create_agent(&Agent::new("parent_a", "acme", 1)).await?;
     s.create_agent(&Agent::new("parent_b", "globex", 1)).await?;
     let rev = s.revision().await?;
@@ -339,9 +331,9 @@ async fn subagents_register_once_under_their_parent() -> Result<(), StoreError> 
     Ok(())
 }
 
-#[tokio::test]
-async fn list_filters_by_tenant_and_groups_subagents_after_parent() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn list_filters_by_tenant_and_groups_subagents_after_parent(
+    s: Store,
+) -> Result<(), StoreError> {
     for (id, tenant) in [("zeta", "acme"), ("alpha", "acme"), ("mid", "globex")] {
         s.create_agent(&Agent::new(id, tenant, 1)).await?;
     }
@@ -365,9 +357,7 @@ async fn list_filters_by_tenant_and_groups_subagents_after_parent() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
-async fn moving_a_parent_to_another_tenant_moves_its_subagents() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn moving_a_parent_to_another_tenant_moves_its_subagents(s: Store) -> Result<(), StoreError> {
     s.create_agent(&Agent::new("mover", "acme", 1)).await?;
     s.register_subagent("mover", "child", 2).await?;
     let mut moved = Agent::new("mover", "globex", 1);
@@ -379,9 +369,7 @@ async fn moving_a_parent_to_another_tenant_moves_its_subagents() -> Result<(), S
     Ok(())
 }
 
-#[tokio::test]
-async fn secret_hash_is_stored_but_never_serialized() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn secret_hash_is_stored_but_never_serialized(s: Store) -> Result<(), StoreError> {
     let a = full_agent("secret_bot", "acme");
     s.create_agent(&a).await?;
     let got = s.get_agent("secret_bot").await?;
@@ -395,9 +383,7 @@ async fn secret_hash_is_stored_but_never_serialized() -> Result<(), StoreError> 
     Ok(())
 }
 
-#[tokio::test]
-async fn created_subagents_need_their_parent_and_its_tenant() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn created_subagents_need_their_parent_and_its_tenant(s: Store) -> Result<(), StoreError> {
     let mut sub = Agent::new("child", "acme", 1);
     sub.parent = Some("parent_x".into());
     assert!(matches!(
@@ -419,5 +405,97 @@ async fn created_subagents_need_their_parent_and_its_tenant() -> Result<(), Stor
         s.create_agent(&sub).await,
         Err(StoreError::Conflict { .. })
     ));
+    Ok(())
+}
+
+crate::both_backends!(
+    modify_reads_under_the_lock_and_writes_only_on_request,
+    concurrent_modifications_never_undo_each_other,
+);
+
+async fn modify_reads_under_the_lock_and_writes_only_on_request(
+    s: Store,
+) -> Result<(), StoreError> {
+    let mut a = Agent::new("mod_bot", "acme", 5);
+    a.source = AgentSource::Config;
+    a.mode = AgentMode::Active;
+    s.create_agent(&a).await?;
+    let rev = s.revision().await?;
+    // Ok(false): nothing written, no bump.
+    let same = s
+        .modify_agent("mod_bot", 9, |a| {
+            a.mode = AgentMode::Shadow;
+            Ok::<_, String>(false)
+        })
+        .await
+        .map_err(|e| StoreError::Invalid {
+            what: "test",
+            reason: e.to_string(),
+        })?;
+    assert_eq!(same.mode, AgentMode::Active);
+    assert_eq!(s.revision().await?, rev);
+    // Err: refused, nothing written.
+    let refused = s
+        .modify_agent("mod_bot", 9, |_| Err::<bool, _>("no".to_owned()))
+        .await;
+    assert!(matches!(refused, Err(portcullis_store::Modified::Refused(ref e)) if e == "no"));
+    // Ok(true): written with updated_at, the config override noted, revision bumped.
+    let stored = s
+        .modify_agent("mod_bot", 9, |a| {
+            a.mode = AgentMode::Shadow;
+            a.id = "cannot_rename".to_owned();
+            Ok::<_, String>(true)
+        })
+        .await
+        .map_err(|e| StoreError::Invalid {
+            what: "test",
+            reason: e.to_string(),
+        })?;
+    assert_eq!(
+        (stored.id.as_str(), stored.mode),
+        ("mod_bot", AgentMode::Shadow)
+    );
+    assert_eq!((stored.created_at, stored.updated_at), (5, 9));
+    assert_eq!(stored.config_overrides.mode, Some(AgentMode::Active));
+    assert_eq!(s.revision().await?, rev + 1);
+    assert_eq!(s.get_agent("mod_bot").await?, Some(stored));
+    let missing = s.modify_agent("ghost", 1, |_| Ok::<_, String>(true)).await;
+    assert!(matches!(
+        missing,
+        Err(portcullis_store::Modified::Store(
+            StoreError::NotFound { .. }
+        ))
+    ));
+    Ok(())
+}
+
+async fn concurrent_modifications_never_undo_each_other(s: Store) -> Result<(), StoreError> {
+    let start = Agent::new("busy_bot", "acme", 1);
+    s.create_agent(&start).await?;
+    // Sixteen writers each bump the generation once (as rotations through several
+    // gateways would): none is lost.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.modify_agent("busy_bot", 2, |a| {
+                a.generation += 1;
+                Ok::<_, String>(true)
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            other => panic!("a writer failed: {other:?}"),
+        }
+    }
+    assert_eq!(
+        s.get_agent("busy_bot").await?.map(|a| a.generation),
+        Some(start.generation + 16)
+    );
     Ok(())
 }

@@ -2,16 +2,14 @@
 
 use portcullis_store::{sha256_hex, Role, Store, StoreError};
 
-async fn mem() -> Store {
-    match Store::connect("sqlite::memory:").await {
-        Ok(s) => s,
-        Err(e) => panic!("connect: {e}"),
-    }
-}
+crate::both_backends!(
+    created_key_is_found_by_its_hash_only,
+    keys_are_unique_and_listed_per_tenant,
+    revocation_is_tenant_scoped_idempotent_and_effective,
+    creation_bumps_revision_and_validates_labels,
+);
 
-#[tokio::test]
-async fn created_key_is_found_by_its_hash_only() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn created_key_is_found_by_its_hash_only(s: Store) -> Result<(), StoreError> {
     let (rec, key) = s
         .create_api_key("acme", Role::Admin, "ci deploy", 1_000)
         .await?;
@@ -45,9 +43,7 @@ async fn created_key_is_found_by_its_hash_only() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn keys_are_unique_and_listed_per_tenant() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn keys_are_unique_and_listed_per_tenant(s: Store) -> Result<(), StoreError> {
     let (a1, k1) = s.create_api_key("acme", Role::Admin, "one", 1).await?;
     let (a2, k2) = s.create_api_key("acme", Role::Viewer, "two", 2).await?;
     let (g1, _) = s.create_api_key("globex", Role::Admin, "", 3).await?;
@@ -63,9 +59,7 @@ async fn keys_are_unique_and_listed_per_tenant() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn revocation_is_tenant_scoped_idempotent_and_effective() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn revocation_is_tenant_scoped_idempotent_and_effective(s: Store) -> Result<(), StoreError> {
     let (rec, key) = s.create_api_key("acme", Role::Viewer, "dash", 10).await?;
     let hash = sha256_hex(&key);
     let rev = s.revision().await?;
@@ -99,9 +93,7 @@ async fn revocation_is_tenant_scoped_idempotent_and_effective() -> Result<(), St
     Ok(())
 }
 
-#[tokio::test]
-async fn creation_bumps_revision_and_validates_labels() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn creation_bumps_revision_and_validates_labels(s: Store) -> Result<(), StoreError> {
     s.create_api_key("acme", Role::Admin, "a", 1).await?;
     assert_eq!(s.revision().await?, 1);
     for (tenant, name) in [("", "x"), ("acme", "bad\u{7}name"), ("a\nb", "x")] {

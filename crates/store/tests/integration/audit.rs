@@ -3,12 +3,17 @@
 use portcullis_store::{AuditQuery, AuditRow, Store, StoreError};
 use serde_json::{json, Value};
 
-async fn mem() -> Store {
-    match Store::connect("sqlite::memory:").await {
-        Ok(s) => s,
-        Err(e) => panic!("connect: {e}"),
-    }
-}
+crate::both_backends!(
+    batch_insert_is_complete_idempotent_and_verbatim,
+    invalid_json_rejects_the_whole_batch,
+    newest_first_with_ties_broken_by_id,
+    every_filter_matches_exactly_what_it_should,
+    pages_tile_the_result_and_total_ignores_paging,
+    tenants_never_see_each_others_records,
+    tail_cursor_follows_new_records_in_order,
+    prune_removes_only_older_records,
+    audit_writes_do_not_bump_the_agent_revision,
+);
 
 /// A row whose JSON record mirrors its columns, plus a payload the store must not touch.
 fn row(i: u32, ts_ms: i64, tenant: &str, agent: &str, verdict: &str) -> AuditRow {
@@ -60,9 +65,7 @@ fn fixture() -> Vec<AuditRow> {
         .collect()
 }
 
-#[tokio::test]
-async fn batch_insert_is_complete_idempotent_and_verbatim() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn batch_insert_is_complete_idempotent_and_verbatim(s: Store) -> Result<(), StoreError> {
     let rows: Vec<AuditRow> = (0..1_000u32)
         .map(|i| row(i, 1_000 + i64::from(i), "t", "a", "allow"))
         .collect();
@@ -90,9 +93,7 @@ async fn batch_insert_is_complete_idempotent_and_verbatim() -> Result<(), StoreE
     Ok(())
 }
 
-#[tokio::test]
-async fn invalid_json_rejects_the_whole_batch() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn invalid_json_rejects_the_whole_batch(s: Store) -> Result<(), StoreError> {
     let mut rows = vec![row(1, 1, "t", "a", "allow"), row(2, 2, "t", "a", "allow")];
     rows[1].record_json = "{\"id\": truncated".to_owned();
     assert!(matches!(
@@ -103,9 +104,7 @@ async fn invalid_json_rejects_the_whole_batch() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn newest_first_with_ties_broken_by_id() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn newest_first_with_ties_broken_by_id(s: Store) -> Result<(), StoreError> {
     // Inserted out of order, two share a timestamp.
     let rows = vec![
         row(2, 2_000, "t", "a", "allow"),
@@ -127,9 +126,7 @@ async fn newest_first_with_ties_broken_by_id() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn every_filter_matches_exactly_what_it_should() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn every_filter_matches_exactly_what_it_should(s: Store) -> Result<(), StoreError> {
     let rows = fixture();
     s.insert_audit_batch(&rows).await?;
 
@@ -257,9 +254,7 @@ async fn every_filter_matches_exactly_what_it_should() -> Result<(), StoreError>
     Ok(())
 }
 
-#[tokio::test]
-async fn pages_tile_the_result_and_total_ignores_paging() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn pages_tile_the_result_and_total_ignores_paging(s: Store) -> Result<(), StoreError> {
     s.insert_audit_batch(&fixture()).await?;
     let base = AuditQuery {
         tenant: Some("acme".into()),
@@ -322,9 +317,7 @@ async fn pages_tile_the_result_and_total_ignores_paging() -> Result<(), StoreErr
     Ok(())
 }
 
-#[tokio::test]
-async fn tenants_never_see_each_others_records() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn tenants_never_see_each_others_records(s: Store) -> Result<(), StoreError> {
     let rows = fixture();
     s.insert_audit_batch(&rows).await?;
     let page = s
@@ -353,9 +346,7 @@ async fn tenants_never_see_each_others_records() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn tail_cursor_follows_new_records_in_order() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn tail_cursor_follows_new_records_in_order(s: Store) -> Result<(), StoreError> {
     assert!(s.audit_after(None, None, 10).await?.is_empty());
     let first: Vec<AuditRow> = (1..=5u32)
         .map(|i| row(i, i64::from(i), "t", "a", "allow"))
@@ -386,9 +377,7 @@ async fn tail_cursor_follows_new_records_in_order() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn prune_removes_only_older_records() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn prune_removes_only_older_records(s: Store) -> Result<(), StoreError> {
     s.insert_audit_batch(&fixture()).await?;
     assert_eq!(s.prune_audit(100_000).await?, 99);
     let page = s
@@ -405,9 +394,7 @@ async fn prune_removes_only_older_records() -> Result<(), StoreError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn audit_writes_do_not_bump_the_agent_revision() -> Result<(), StoreError> {
-    let s = mem().await;
+async fn audit_writes_do_not_bump_the_agent_revision(s: Store) -> Result<(), StoreError> {
     s.insert_audit_batch(&fixture()).await?;
     assert_eq!(s.revision().await?, 0);
     Ok(())

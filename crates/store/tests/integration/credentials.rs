@@ -3,11 +3,9 @@
 use portcullis_store::{SealKey, Store, StoreError, SEAL_KEY_LEN};
 use serde_json::json;
 
-#[tokio::test]
-async fn secrets_are_sealed_write_only_and_owned_by_a_tenant() -> Result<(), StoreError> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("p.db");
-    let s = Store::connect(&format!("sqlite://{}", db.display())).await?;
+crate::both_backends!(secrets_are_sealed_write_only_and_owned_by_a_tenant);
+
+async fn secrets_are_sealed_write_only_and_owned_by_a_tenant(s: Store) -> Result<(), StoreError> {
     let key = SealKey::from_bytes(&[3; SEAL_KEY_LEN])?;
     let spec = json!({"hosts": ["api.openai.com"], "agents": ["bot"]});
     let rev0 = s.revision().await?;
@@ -80,7 +78,30 @@ async fn secrets_are_sealed_write_only_and_owned_by_a_tenant() -> Result<(), Sto
         ["openai_prod"]
     );
 
-    // The plaintext never reaches the database file.
+    let rev = s.revision().await?;
+    assert!(s.delete_credential("openai_prod", "acme").await?);
+    assert!(s.revision().await? > rev);
+    assert!(s.get_credential("openai_prod").await?.is_none());
+    assert!(!s.delete_credential("openai_prod", "acme").await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_plaintext_never_reaches_the_database_file() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("p.db");
+    let s = Store::connect(&format!("sqlite://{}", db.display())).await?;
+    let key = SealKey::from_bytes(&[3; SEAL_KEY_LEN])?;
+    let spec = json!({"hosts": ["api.openai.com"]});
+    s.put_credential(
+        "openai_prod",
+        "acme",
+        &spec,
+        Some("sk-SEALED-plaintext"),
+        &key,
+        10,
+    )
+    .await?;
     s.close().await;
     // (SQLite may still be removing its -wal/-shm files: skip what vanished.)
     let mut read = 0;
@@ -98,10 +119,10 @@ async fn secrets_are_sealed_write_only_and_owned_by_a_tenant() -> Result<(), Sto
     }
     assert!(read >= 1, "the database file was read");
     let s = Store::connect(&format!("sqlite://{}", db.display())).await?;
-    let rev = s.revision().await?;
-    assert!(s.delete_credential("openai_prod", "acme").await?);
-    assert!(s.revision().await? > rev);
-    assert!(s.get_credential("openai_prod").await?.is_none());
-    assert!(!s.delete_credential("openai_prod", "acme").await?);
+    let got = s.get_credential("openai_prod").await?;
+    assert_eq!(
+        got.map(|c| c.secret(&key)).transpose()?.as_deref(),
+        Some("sk-SEALED-plaintext")
+    );
     Ok(())
 }

@@ -23,6 +23,8 @@ pub struct Gateway {
     dir: tempfile::TempDir,
     cfg: PathBuf,
     lines: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Environment given to the process and to [`Gateway::cli`] (e.g. the store URL).
+    env: Vec<(String, String)>,
 }
 
 /// Options for [`Gateway::launch`]: authentication on or off, config sections, and
@@ -92,6 +94,12 @@ impl Gateway {
     }
 
     fn spawn_in(dir: tempfile::TempDir, doc: &str) -> Self {
+        Self::spawn_with(dir, doc, Vec::new())
+    }
+
+    /// Starts the gateway in `dir` (files already written there) with `doc` as its whole
+    /// config file and `env` added to its environment and to every [`Gateway::cli`] run.
+    pub fn spawn_with(dir: tempfile::TempDir, doc: &str, env: Vec<(String, String)>) -> Self {
         let cfg = dir.path().join("portcullis.toml");
         std::fs::write(&cfg, doc).expect("write config");
         let mut gw = Self {
@@ -102,6 +110,7 @@ impl Gateway {
             dir,
             cfg,
             lines: Arc::default(),
+            env,
         };
         gw.spawn();
         gw
@@ -126,6 +135,7 @@ impl Gateway {
         for k in PROXY_ENV {
             cmd.env_remove(k);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("spawn portcullis");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -162,6 +172,13 @@ impl Gateway {
         self.sigterm();
         let st = self.wait_exit(TIMEOUT);
         assert!(st.success(), "gateway exited with {st} on SIGTERM");
+        self.spawn();
+    }
+
+    /// Starts the process again after it exited ([`Gateway::sigterm`] and
+    /// [`Gateway::wait_exit`]), in the same directory with the same config and environment.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the gateway is still running");
         self.spawn();
     }
 
@@ -218,6 +235,7 @@ impl Gateway {
         for k in PROXY_ENV {
             cmd.env_remove(k);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.output().expect("run portcullis")
     }
 

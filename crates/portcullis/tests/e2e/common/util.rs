@@ -13,8 +13,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 pub const BIG_LEN: usize = 10 * 1024 * 1024;
 
 /// Proxy-related environment variables cleared for every child process so the
-/// host environment cannot redirect or bypass the proxy under test.
-pub(super) const PROXY_ENV: [&str; 10] = [
+/// host environment cannot redirect or bypass the proxy under test (nor point it at
+/// another store).
+pub(super) const PROXY_ENV: [&str; 11] = [
     "http_proxy",
     "https_proxy",
     "HTTP_PROXY",
@@ -25,6 +26,7 @@ pub(super) const PROXY_ENV: [&str; 10] = [
     "NO_PROXY",
     "PORTCULLIS_CONFIG",
     "PORTCULLIS_LOG",
+    "PORTCULLIS_STORE_URL",
 ];
 
 /// A deterministic pseudo-random body of `BIG_LEN` bytes (xorshift64).
