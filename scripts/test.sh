@@ -21,5 +21,7 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQS" "$VENV/.requirements"; then
 fi
 export PORTCULLIS_TEST_PYTHON="$PWD/$VENV/bin/python"
 
+source scripts/services/redis.sh
+
 echo "== cargo test --workspace"
 cargo test --workspace --locked "$@"
