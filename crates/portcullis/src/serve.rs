@@ -98,9 +98,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         base.metrics.clone(),
         Some(tls.intercept),
     );
+    let mut checks = policy.checks.clone();
+    checks.push(base.limits_ready.clone());
     let admin = Admin::with_policy(
         base.registry.clone(),
-        policy.checks.clone(),
+        checks,
         shutdown_rx.clone(),
         base.control.clone(),
         phases.engine.clone().map(|e| {
@@ -116,6 +118,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         store: base.store.describe(),
         agents: n_agents,
         policy: policy.banner.clone(),
+        limits: &base.limits_banner,
         open,
         tls: (&tls.ca_cert, &tls.bundle, tls.generated),
         credentials: base.credentials.names(),
@@ -132,6 +135,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     info!("shutdown requested; draining");
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
+    // Settlements of the last requests reach a shared limits backend (bounded wait).
+    let _ = tokio::time::timeout(Duration::from_secs(2), base.limits.limiter().flush()).await;
     // Every record of every finished request is written before exit.
     base.audit.shutdown().await;
     let _ = base.audit_writer.await;
@@ -154,6 +159,8 @@ struct Base {
     audit_writer: tokio::task::JoinHandle<()>,
     recorder: Arc<dyn Recorder>,
     limits: Arc<AgentLimits>,
+    limits_ready: Arc<dyn ReadyCheck>,
+    limits_banner: String,
     credentials: Arc<Credentials>,
     injector: Arc<CredentialPhase>,
     control: Arc<ControlPlane>,
@@ -177,11 +184,13 @@ impl Base {
         )
         .context("starting the audit pipeline")?;
         let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
-        let limits = Arc::new(AgentLimits::in_memory(
-            settings::limit_settings(cfg),
-            agents.clone(),
-            clock.clone(),
-        ));
+        let (limits, limits_ready, limits_banner) =
+            portcullis_app::limits::from_config(cfg, &registry, agents.clone(), clock.clone())
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("starting the limiter")?;
+        let limits = Arc::new(limits);
+        let limits_ready: Arc<dyn ReadyCheck> = Arc::new(limits_ready);
         limits.spawn_sweeper(shutdown);
         let (seal_key, generated_key) = bootstrap::credentials_key(cfg)?;
         if generated_key {
@@ -207,6 +216,8 @@ impl Base {
             audit_writer,
             recorder,
             limits,
+            limits_ready,
+            limits_banner,
             credentials,
             injector,
             control,
@@ -337,6 +348,7 @@ struct Banner<'a> {
     store: &'a str,
     agents: usize,
     policy: String,
+    limits: &'a str,
     open: bool,
     /// CA certificate, bundle, generated now.
     tls: (&'a Path, &'a Path, bool),
@@ -350,10 +362,11 @@ impl Banner<'_> {
         let (ca_cert, bundle, generated) = self.tls;
         let creds = &self.credentials;
         println!(
-            "portcullis {VERSION} proxy={proxy} admin={admin} store={} agents={} {} auth={}{} ports={:?} allow_private={} ca={} intercept={}{} credentials={}{} log={}",
+            "portcullis {VERSION} proxy={proxy} admin={admin} store={} agents={} {} {} auth={}{} ports={:?} allow_private={} ca={} intercept={}{} credentials={}{} log={}",
             self.store,
             self.agents,
             self.policy,
+            self.limits,
             if self.open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
             cfg.sidecar.agent.as_ref().map(|a| format!(" sidecar={a}(loopback clients without credentials)")).unwrap_or_default(),
             cfg.proxy.allowed_ports,
