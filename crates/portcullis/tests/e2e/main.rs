@@ -19,6 +19,7 @@ mod intercept;
 mod lifecycle;
 mod limits;
 mod policy;
+mod shared_limits;
 mod sidecar;
 mod streaming;
 mod stub;
