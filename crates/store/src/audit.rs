@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-/// Rows per multi-row `INSERT` (12 parameters each; SQLite allows 32766 per statement).
+/// Rows per multi-row `INSERT` (13 parameters each; SQLite allows 32766 per statement).
 /// Smaller tails are inserted in power-of-two chunks so only a few statement shapes are
 /// prepared and cached.
 const ROWS_PER_INSERT: usize = 256;
@@ -34,6 +34,8 @@ pub struct AuditRow {
     pub verdict: String,
     /// The deciding policy, if any.
     pub policy: Option<String>,
+    /// Revision of the policy set that decided, if any.
+    pub policy_revision: Option<String>,
     /// LLM provider, when classified.
     pub provider: Option<String>,
     /// LLM model, when classified.
@@ -59,6 +61,7 @@ impl From<AuditRecord> for AuditRow {
             subagent: r.subagent,
             verdict: r.verdict.as_str().to_owned(),
             policy: r.policy,
+            policy_revision: r.policy_revision,
             provider: r.provider,
             model: r.model,
             kind: r.kind.as_str().to_owned(),
@@ -164,7 +167,7 @@ impl Store {
             rest = tail;
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, policy, \
-                 provider, model, kind, status, record) ",
+                 policy_revision, provider, model, kind, status, record) ",
             );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(&r.id)
@@ -174,6 +177,7 @@ impl Store {
                     .push_bind(&r.subagent)
                     .push_bind(&r.verdict)
                     .push_bind(&r.policy)
+                    .push_bind(&r.policy_revision)
                     .push_bind(&r.provider)
                     .push_bind(&r.model)
                     .push_bind(&r.kind)
@@ -376,6 +380,7 @@ mod usage_tests {
             subagent: None,
             verdict: "allow".to_owned(),
             policy: None,
+            policy_revision: None,
             provider: Some("openai".to_owned()),
             model: None,
             kind: "http".to_owned(),

@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "config overrides",
         include_str!("../migrations/0003_config_overrides.sql"),
     ),
+    (
+        4,
+        "policy revision",
+        include_str!("../migrations/0004_policy_revision.sql"),
+    ),
 ];
 
 /// A [`MigrationSource`] over [`MIGRATIONS`], so no file is read at run time.
