@@ -149,6 +149,21 @@ pub fn policy_settings(cfg: &Config, dir: Option<PathBuf>) -> EngineConfig {
     }
 }
 
+/// `policy.bundle_*` as the bundle poller's settings (`None` without `policy.bundle_url`).
+pub fn bundle_settings(cfg: &Config) -> Option<crate::bundles::BundleSettings> {
+    let p = &cfg.policy;
+    p.bundle_url
+        .as_ref()
+        .map(|url| crate::bundles::BundleSettings {
+            url: url.clone(),
+            path: p.bundle_path.clone(),
+            poll: p.bundle_poll,
+            long_poll: p.bundle_long_poll,
+            max_bytes: p.bundle_max_bytes,
+            extra_ca: cfg.tls.upstream_ca.clone(),
+        })
+}
+
 fn binding(b: &BindingConfig) -> Binding {
     Binding {
         policy: b.policy.clone(),

@@ -89,7 +89,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(async move { control.watch(rx).await });
     }
     let tls = intercept(&cfg, &base.registry)?;
-    let policy = policy_status(phases.engine.as_ref())?;
+    let policy = policy_status(phases.engine.as_ref(), cfg.policy.bundle_url.as_deref())?;
+    // The bundle poller runs until the gateway exits.
+    let _bundles = phases.bundles;
     let open = phases.pipeline.authenticator.is_open();
     let shared = Shared::with_intercept(
         cfg.proxy.clone(),
@@ -230,6 +232,8 @@ impl Base {
 struct Phases {
     pipeline: Pipeline,
     engine: Option<Arc<portcullis_policy::PolicyEngine>>,
+    /// The bundle poller (`policy.bundle_url`), kept alive while the gateway runs.
+    bundles: Option<portcullis_app::bundles::BundlePoller>,
     demo_secret: Option<String>,
 }
 
@@ -246,6 +250,7 @@ impl Phases {
             return Ok(Self {
                 pipeline: common,
                 engine: None,
+                bundles: None,
                 demo_secret: None,
             });
         }
@@ -258,7 +263,20 @@ impl Phases {
         bootstrap::upsert_config_agents(cfg, &b.store, b.clock.as_ref()).await?;
         let demo_secret = bootstrap::create_demo_agent(cfg, &b.store, b.clock.as_ref()).await?;
         let imetrics = IdentityMetrics::new(&b.registry)?;
-        let engine = bootstrap::policy_engine(cfg, b.clock.clone())?;
+        let (engine, bundles) = match portcullis_app::settings::bundle_settings(cfg) {
+            Some(bs) => {
+                let ec = portcullis_app::settings::policy_settings(cfg, None);
+                let (engine, etag) =
+                    portcullis_app::bundles::start_engine(ec, b.clock.clone(), &bs)
+                        .await
+                        .map_err(anyhow::Error::msg)
+                        .context("loading the policy bundle")?;
+                let engine = Arc::new(engine);
+                let poller = portcullis_app::bundles::spawn(engine.clone(), bs, etag);
+                (engine, Some(poller))
+            }
+            None => (bootstrap::policy_engine(cfg, b.clock.clone())?, None),
+        };
         let pmetrics = PolicyMetrics::new(&b.registry, engine.clone())?;
         let authorizer = Arc::new(PolicyAuthorizer::new(engine.clone(), pmetrics));
         let throttle = portcullis_app::identity::auth_throttle(&cfg.identity, b.clock.clone());
@@ -283,6 +301,7 @@ impl Phases {
                 ..common
             },
             engine: Some(engine),
+            bundles,
             demo_secret,
         })
     }
@@ -298,6 +317,7 @@ struct PolicyStatus {
 
 fn policy_status(
     engine: Option<&Arc<portcullis_policy::PolicyEngine>>,
+    cfg_bundle_url: Option<&str>,
 ) -> anyhow::Result<PolicyStatus> {
     let Some(engine) = engine else {
         let off = "policies=OFF(proxy.allow_unauthenticated=true: no policy is evaluated, every request is allowed) default=allow";
@@ -316,12 +336,11 @@ fn policy_status(
         None => None,
     };
     let st = engine.reload_status();
-    let src = engine
-        .config()
-        .dir
-        .as_ref()
-        .map(|d| d.display().to_string())
-        .unwrap_or_else(|| "built-in".to_owned());
+    let src = match (&engine.config().dir, cfg_bundle_url) {
+        (_, Some(url)) => format!("bundle {url} revision {}", st.revision),
+        (Some(d), None) => d.display().to_string(),
+        (None, None) => "built-in".to_owned(),
+    };
     let default = match engine.config().default {
         DefaultDecision::Deny => "deny",
         DefaultDecision::Allow => {

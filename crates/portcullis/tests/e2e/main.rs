@@ -11,6 +11,7 @@ mod common;
 mod adversarial;
 mod audit;
 mod audit_cli;
+mod bundles;
 mod cli_store;
 mod credentials;
 mod edges;
