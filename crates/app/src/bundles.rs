@@ -13,6 +13,7 @@ use http::{header, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use portcullis_policy::{read_bundle, Bundle, BundleLimits, EngineConfig, PolicyEngine};
+use portcullis_tls::rustls;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,9 +75,21 @@ enum Answer {
     },
 }
 
+/// The TLS client configuration for an `https://` URL (public and system roots, plus
+/// `tls.upstream_ca`), built once; `None` for `http://`.
+fn client_tls(s: &BundleSettings) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    if !s.url.starts_with("https://") {
+        return Ok(None);
+    }
+    portcullis_tls::upstream_client_config(&s.extra_ca, portcullis_tls::ALPN_HTTP11)
+        .map(Some)
+        .map_err(|e| format!("TLS setup for {}: {e}", s.url))
+}
+
 /// Fetches the bundle once: `If-None-Match: etag`, `Prefer: wait=N` when `wait` is set.
 async fn fetch(
     s: &BundleSettings,
+    client_tls: Option<&Arc<rustls::ClientConfig>>,
     etag: Option<&str>,
     wait: Option<Duration>,
 ) -> Result<Answer, String> {
@@ -115,11 +128,9 @@ async fn fetch(
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("building the request: {e}"))?;
         let resp = if tls {
-            let config =
-                portcullis_tls::upstream_client_config(&s.extra_ca, portcullis_tls::ALPN_HTTP11)
-                    .map_err(|e| format!("TLS setup: {e}"))?;
+            let config = client_tls.ok_or("no TLS configuration for an https:// URL")?;
             let name = portcullis_tls::upstream_server_name(&host).map_err(|e| e.to_string())?;
-            let stream = tokio_rustls::TlsConnector::from(config)
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("TLS handshake with {host}: {e}"))?;
@@ -218,7 +229,8 @@ pub async fn start_engine(
     clock: Arc<dyn portcullis_core::Clock>,
     s: &BundleSettings,
 ) -> Result<(PolicyEngine, Option<String>), String> {
-    match fetch(s, None, None).await {
+    let tls = client_tls(s)?;
+    match fetch(s, tls.as_ref(), None, None).await {
         Ok(Answer::Bundle { bytes, etag, .. }) => match read_bundle(&bytes, &s.limits()) {
             Ok(bundle) => {
                 let revision = bundle.revision.clone();
@@ -294,6 +306,14 @@ pub fn spawn(engine: Arc<PolicyEngine>, s: BundleSettings, etag: Option<String>)
 }
 
 async fn poll_loop(engine: Arc<PolicyEngine>, s: BundleSettings, mut etag: Option<String>) {
+    // Built once; it was built at start already, so it cannot fail differently here.
+    let tls = match client_tls(&s) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(url = %s.url, error = %e, "policy bundle polling stopped");
+            return;
+        }
+    };
     let wait = (!s.long_poll.is_zero()).then_some(s.long_poll);
     // Long polling is used once the server has said it supports it.
     let mut long_poll = false;
@@ -301,7 +321,7 @@ async fn poll_loop(engine: Arc<PolicyEngine>, s: BundleSettings, mut etag: Optio
     loop {
         let started = Instant::now();
         let asked = if long_poll { wait } else { None };
-        let answer = fetch(&s, etag.as_deref(), asked).await;
+        let answer = fetch(&s, tls.as_ref(), etag.as_deref(), asked).await;
         let delay = match answer {
             Ok(answer) => {
                 if failing {

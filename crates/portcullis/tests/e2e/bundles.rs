@@ -56,6 +56,11 @@ struct BundleServer {
 
 impl BundleServer {
     fn start(bytes: Vec<u8>, etag: &str) -> Self {
+        Self::serve(bytes, etag, true)
+    }
+
+    /// `long_poll`: announce long polling and honour `Prefer: wait=N`; else a plain server.
+    fn serve(bytes: Vec<u8>, etag: &str, long_poll: bool) -> Self {
         let served = Arc::new(Mutex::new(Served {
             bytes,
             etag: etag.to_owned(),
@@ -87,7 +92,7 @@ impl BundleServer {
                         s.asked.push((inm.clone(), prefer));
                         s.etag.clone()
                     };
-                    if inm.as_deref() == Some(current.as_str()) && !wait.is_zero() {
+                    if long_poll && inm.as_deref() == Some(current.as_str()) && !wait.is_zero() {
                         let _ = tokio::time::timeout(wait, rx.changed()).await;
                     }
                     let (bytes, etag) = {
@@ -95,7 +100,14 @@ impl BundleServer {
                         (s.bytes.clone(), s.etag.clone())
                     };
                     let b = Response::builder()
-                        .header("content-type", "application/vnd.openpolicyagent.bundles")
+                        .header(
+                            "content-type",
+                            if long_poll {
+                                "application/vnd.openpolicyagent.bundles"
+                            } else {
+                                "application/gzip"
+                            },
+                        )
                         .header("etag", &etag);
                     let r: Response<OBody> = if inm.as_deref() == Some(etag.as_str()) {
                         b.status(StatusCode::NOT_MODIFIED)
@@ -381,6 +393,26 @@ fn a_new_revision_applies_within_the_poll_and_broken_bundles_keep_the_last_good(
         revisions.iter().all(|r| r.starts_with("rev-")),
         "{revisions:?}"
     );
+}
+
+#[test]
+fn a_server_without_long_polling_is_polled_periodically() {
+    let server = BundleServer::serve(bundle("p-1", "/echo/a"), "\"p1\"", false);
+    let s = Setup::start(&server.url());
+    assert_eq!(s.status("/echo/a"), 403);
+    s.gw.eventually("a conditional poll", || server.asked().len(), |n| *n >= 3);
+    server.publish(bundle("p-2", "/echo/b"), "\"p2\"");
+    s.until_statuses("p-2 applies on a periodic poll", 200, 403);
+    let asked = server.asked();
+    // The first request at start is unconditional; every poll after it carries the ETag, and
+    // none asks to be held open (the server never announced long polling).
+    assert_eq!(asked[0].0, None);
+    assert!(asked[1..].iter().all(|(inm, _)| inm.is_some()), "{asked:?}");
+    assert!(
+        asked.iter().all(|(_, prefer)| prefer.is_none()),
+        "{asked:?}"
+    );
+    assert_eq!(s.reload()["revision"], "p-2");
 }
 
 #[test]
