@@ -358,7 +358,8 @@ async fn poll_loop(engine: Arc<PolicyEngine>, s: BundleSettings, mut etag: Optio
                         .await;
                 }
                 long_poll = lp && wait.is_some();
-                if long_poll {
+                // Without an ETag the server cannot hold the next poll: wait the interval.
+                if long_poll && etag.is_some() {
                     MIN_SPACING.saturating_sub(started.elapsed())
                 } else {
                     s.poll
@@ -367,7 +368,7 @@ async fn poll_loop(engine: Arc<PolicyEngine>, s: BundleSettings, mut etag: Optio
             Err(e) => {
                 if !failing {
                     warn!(url = %s.url, error = %e,
-                        "policy bundle server unreachable: keeping the current set, retrying every poll");
+                        "policy bundle poll failed: keeping the current set, retrying every poll");
                     failing = true;
                 }
                 long_poll = false;
