@@ -26,5 +26,7 @@ source scripts/services/browser.sh
 # A throwaway PostgreSQL unless PORTCULLIS_TEST_POSTGRES_URL names one (stopped on exit).
 source scripts/services/postgres.sh
 
+source scripts/services/redis.sh
+
 echo "== cargo test --workspace"
 cargo test --workspace --locked "$@"

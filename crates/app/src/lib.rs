@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod bundles;
 pub mod credentials;
 pub mod identity;
 pub mod leaves;

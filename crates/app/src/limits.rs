@@ -1,16 +1,19 @@
 //! Rate limits and token budgets plugged into the data plane: per agent, the `[limits]`
 //! defaults with the agent's overrides (config `[agents.limits]`, `agent set`, or
 //! `PUT /v1/agents/{id}/config`), read from the registry on every request so a change applies
-//! to the next one.
+//! to the next one. The counters live in this process (`limits.backend = "memory"`) or in
+//! Redis, shared by every replica (`"redis"`, `portcullis-limits-redis`).
 
+use portcullis_admin::ReadyCheck;
 use portcullis_core::{Clock, Principal};
 use portcullis_identity::Registry;
 use portcullis_limits::{
-    Admission, LimitScopes, LimitSettings, Limiter, MemoryLimiter, Permit, Refusal, ScopeKey,
-    TokenReservation, UsageSnapshot,
+    Admission, LimitError, LimitFuture, LimitScopes, LimitSettings, Limiter, MemoryLimiter, Permit,
+    ScopeKey, TokenReservation, UsageSnapshot,
 };
 use portcullis_llm::Classification;
 use portcullis_proxy::phases::RequestLimits;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -18,7 +21,7 @@ use tokio::sync::watch;
 /// How often idle scopes are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// The limits phase: the in-memory limiter keyed by agent.
+/// The limits phase: a limiter (in memory or shared) keyed by agent.
 pub struct AgentLimits {
     limiter: Arc<dyn Limiter>,
     defaults: LimitSettings,
@@ -32,11 +35,25 @@ impl AgentLimits {
         registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::new(Arc::new(MemoryLimiter::new(clock)), defaults, registry)
+    }
+
+    /// The phase over any limiter (e.g. the shared Redis limiter).
+    pub fn new(
+        limiter: Arc<dyn Limiter>,
+        defaults: LimitSettings,
+        registry: Arc<Registry>,
+    ) -> Self {
         Self {
-            limiter: Arc::new(MemoryLimiter::new(clock)),
+            limiter,
             defaults,
             registry,
         }
+    }
+
+    /// The limiter behind the phase.
+    pub fn limiter(&self) -> &Arc<dyn Limiter> {
+        &self.limiter
     }
 
     /// Forgets idle scopes every minute until `shutdown` turns true.
@@ -75,12 +92,12 @@ fn reservation(
 }
 
 impl RequestLimits for AgentLimits {
-    fn usage(&self, principal: &Principal) -> UsageSnapshot {
+    fn usage(&self, principal: &Principal) -> LimitFuture<'_, UsageSnapshot> {
         self.limiter
             .usage_snapshot(&ScopeKey::agent(&principal.agent_id))
     }
 
-    fn admit(&self, principal: &Principal) -> Result<Admission, Refusal> {
+    fn admit(&self, principal: &Principal) -> LimitFuture<'_, Result<Admission, LimitError>> {
         let settings = self.settings(&principal.agent_id);
         let key = ScopeKey::agent(&principal.agent_id);
         self.limiter.admit(&LimitScopes::agent(&key, &settings))
@@ -92,7 +109,7 @@ impl RequestLimits for AgentLimits {
         llm: Option<&Classification>,
         body_len: u64,
         admission: Admission,
-    ) -> Result<Permit, Refusal> {
+    ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         let settings = self.settings(&principal.agent_id);
         let key = ScopeKey::agent(&principal.agent_id);
         self.limiter.acquire_admitted(
@@ -100,6 +117,67 @@ impl RequestLimits for AgentLimits {
             reservation(&settings, llm, body_len),
             admission,
         )
+    }
+}
+
+/// The limits phase `cfg` asks for: in memory, or the shared Redis limiter (started here:
+/// connected, or degraded until Redis answers) with its metrics in `metrics`. Also returns
+/// the readiness check and the banner's `limits=` part.
+pub async fn from_config(
+    cfg: &portcullis_config::Config,
+    metrics: &prometheus::Registry,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+) -> Result<(AgentLimits, LimitsReady, String), String> {
+    let defaults = crate::settings::limit_settings(cfg);
+    let env = std::env::var(crate::settings::REDIS_URL_ENV).ok();
+    let redis = crate::settings::redis_settings(cfg, env).map_err(|e| e.to_string())?;
+    let Some(redis) = redis else {
+        let limits = AgentLimits::in_memory(defaults, registry, clock);
+        let ready = LimitsReady {
+            backend: "memory",
+            limiter: limits.limiter.clone(),
+        };
+        return Ok((limits, ready, "limits=memory".to_owned()));
+    };
+    let banner = format!(
+        "limits=redis({}, on_redis_error={})",
+        portcullis_limits_redis::redact_url(&redis.url),
+        redis.on_error
+    );
+    let m = portcullis_limits_redis::RedisMetrics::register(metrics).map_err(|e| e.to_string())?;
+    let limiter = portcullis_limits_redis::RedisLimiter::start(redis, Some(m))
+        .await
+        .map_err(|e| e.to_string())?;
+    let limiter: Arc<dyn Limiter> = Arc::new(limiter);
+    let ready = LimitsReady {
+        backend: "redis",
+        limiter: limiter.clone(),
+    };
+    Ok((AgentLimits::new(limiter, defaults, registry), ready, banner))
+}
+
+/// `/readyz` component `limits`: which backend, and whether it is degraded (Redis unreachable,
+/// `limits.on_redis_error` applying). Always ready: a degraded backend still answers every
+/// request as configured, and taking every replica out of service would not bring Redis back.
+pub struct LimitsReady {
+    /// `memory` or `redis`.
+    pub backend: &'static str,
+    /// The limiter.
+    pub limiter: Arc<dyn Limiter>,
+}
+
+impl ReadyCheck for LimitsReady {
+    fn name(&self) -> &'static str {
+        "limits"
+    }
+
+    fn check(&self) -> (bool, Value) {
+        let detail = match self.limiter.degraded() {
+            Some(reason) => json!({"backend": self.backend, "state": "degraded", "reason": reason}),
+            None => json!({"backend": self.backend, "state": "ok"}),
+        };
+        (true, detail)
     }
 }
 
@@ -154,9 +232,18 @@ mod tests {
         assert!(reservation(&s, None, 1000).is_none());
     }
 
-    fn acquire(l: &AgentLimits, agent: &str) -> Result<Permit, Refusal> {
-        let admission = l.admit(&principal(agent))?;
-        l.acquire(&principal(agent), None, 0, admission)
+    /// The in-memory limiter answers at once.
+    fn now<T>(f: LimitFuture<'_, T>) -> T {
+        match f.into_ready() {
+            Ok(v) => v,
+            Err(_) => panic!("the in-memory limiter answered with a future"),
+        }
+    }
+
+    fn acquire(l: &AgentLimits, agent: &str) -> Result<Permit, portcullis_limits::Refusal> {
+        let refused = |e: LimitError| e.refusal().cloned().expect("a limit refusal");
+        let admission = now(l.admit(&principal(agent))).map_err(refused)?;
+        now(l.acquire(&principal(agent), None, 0, admission)).map_err(refused)
     }
 
     #[test]
@@ -183,22 +270,23 @@ mod tests {
             assert_eq!(p.rate_info().unwrap().remaining, left);
         }
         assert!(acquire(&l, "other").is_err());
-        assert_eq!(l.usage(&principal("other")).requests_last_minute, 3);
-        assert_eq!(l.usage(&principal("nobody")), UsageSnapshot::default());
+        assert_eq!(now(l.usage(&principal("other"))).requests_last_minute, 3);
+        assert_eq!(now(l.usage(&principal("nobody"))), UsageSnapshot::default());
+        // The next admission carries the usage read with its slot.
+        let admission = now(l.admit(&principal("other"))).unwrap();
+        assert_eq!(admission.usage().requests_last_minute, 3);
     }
 
     #[test]
     fn usage_counts_without_any_limit_configured() {
         let l = limits(LimitSettings::default(), vec![]);
         let body = br#"{"model":"gpt-4o","max_tokens":50,"messages":[]}"#;
-        let admission = l.admit(&principal("bot")).unwrap();
+        let admission = now(l.admit(&principal("bot"))).unwrap();
         let c = classified(body);
-        let p = l
-            .acquire(&principal("bot"), Some(&c), body.len() as u64, admission)
-            .unwrap();
+        let p = now(l.acquire(&principal("bot"), Some(&c), body.len() as u64, admission)).unwrap();
         assert!(p.rate_info().is_none(), "no limit, no X-RateLimit headers");
         p.settle(Some(20));
-        let u = l.usage(&principal("bot"));
+        let u = now(l.usage(&principal("bot")));
         assert_eq!((u.requests_last_minute, u.tokens_today), (1, 20));
     }
 }

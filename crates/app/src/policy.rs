@@ -220,6 +220,7 @@ impl ReadyCheck for PolicyReady {
         let st = self.0.reload_status();
         let detail = json!({
             "version": st.version,
+            "revision": st.revision,
             "policies": st.policies,
             "last_reload": if st.ok { "ok" } else { "error" },
             "last_reload_at": st.at,

@@ -3,8 +3,9 @@
 //! interception rules). `portcullis-config` depends on no domain crate; this is the one
 //! place that knows both sides.
 
-use portcullis_config::{BindingConfig, Config, ConfigError, ProviderFormat};
+use portcullis_config::{BindingConfig, Config, ConfigError, LimitsBackend, ProviderFormat};
 use portcullis_limits::{LimitSettings, SettingsError};
+use portcullis_limits_redis::{OnRedisError, RedisSettings};
 use portcullis_llm::{Classifier, Format, ProviderEntry};
 use portcullis_policy::{Binding, DefaultDecision, EngineConfig, OnBlock};
 use portcullis_tls::{HostMatcher, InterceptRules, DEFAULT_INTERCEPT_HOSTS};
@@ -23,6 +24,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ));
     }
     console_settings(cfg)?;
+    redis_settings(cfg, std::env::var(REDIS_URL_ENV).ok())?;
     let rules = intercept_rules(cfg)?;
     for (i, c) in cfg.credentials.iter().enumerate() {
         let key = format!("credentials[{i}].hosts");
@@ -53,6 +55,61 @@ pub fn limit_settings(cfg: &Config) -> LimitSettings {
         chars_per_token: l.chars_per_token,
         day_reset_offset: l.day_reset_offset,
     }
+}
+
+/// Environment variable that overrides `limits.redis_url` (keeps the password in a Secret).
+pub const REDIS_URL_ENV: &str = "PORTCULLIS_REDIS_URL";
+
+/// The shared limiter's settings when `limits.backend = "redis"` (`None` for `memory`): the URL
+/// is `env_url` (the value of `PORTCULLIS_REDIS_URL`) when set, else `limits.redis_url`.
+pub fn redis_settings(
+    cfg: &Config,
+    env_url: Option<String>,
+) -> Result<Option<RedisSettings>, ConfigError> {
+    let l = &cfg.limits;
+    if l.backend == LimitsBackend::Memory {
+        return Ok(None);
+    }
+    let url = env_url
+        .filter(|u| !u.is_empty())
+        .or_else(|| l.redis_url.clone())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "limits.redis_url",
+                format!("backend = \"redis\" needs a URL (this key, or {REDIS_URL_ENV})"),
+            )
+        })?;
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(ConfigError::new(
+            "limits.redis_url",
+            format!(
+                "{} is not a redis:// or rediss:// URL",
+                portcullis_limits_redis::redact_url(&url)
+            ),
+        ));
+    }
+    if l.redis_lease < std::time::Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "limits.redis_lease",
+            "must be at least 1s",
+        ));
+    }
+    if l.redis_timeout.is_zero() {
+        return Err(ConfigError::new(
+            "limits.redis_timeout",
+            "must be more than 0",
+        ));
+    }
+    let mut s = RedisSettings::new(url);
+    s.prefix = l.redis_prefix.clone();
+    s.lease = l.redis_lease;
+    s.timeout = l.redis_timeout;
+    s.on_error = match l.on_redis_error {
+        portcullis_config::OnRedisError::Local => OnRedisError::Local,
+        portcullis_config::OnRedisError::Deny => OnRedisError::Deny,
+        portcullis_config::OnRedisError::Allow => OnRedisError::Allow,
+    };
+    Ok(Some(s))
 }
 
 /// `[[llm.providers]]` as provider table entries (unchecked; [`classifier`] checks them).
@@ -91,6 +148,21 @@ pub fn policy_settings(cfg: &Config, dir: Option<PathBuf>) -> EngineConfig {
         bindings: p.bindings.iter().map(binding).collect(),
         ..EngineConfig::default()
     }
+}
+
+/// `policy.bundle_*` as the bundle poller's settings (`None` without `policy.bundle_url`).
+pub fn bundle_settings(cfg: &Config) -> Option<crate::bundles::BundleSettings> {
+    let p = &cfg.policy;
+    p.bundle_url
+        .as_ref()
+        .map(|url| crate::bundles::BundleSettings {
+            url: url.clone(),
+            path: p.bundle_path.clone(),
+            poll: p.bundle_poll,
+            long_poll: p.bundle_long_poll,
+            max_bytes: p.bundle_max_bytes,
+            extra_ca: cfg.tls.upstream_ca.clone(),
+        })
 }
 
 fn binding(b: &BindingConfig) -> Binding {
@@ -299,6 +371,55 @@ mod tests {
         assert!(e.key.starts_with("credentials"), "{e:?}");
         let e = Config::from_toml(&credential_doc(&[("mode", "\"append\"")])).unwrap_err();
         assert!(e.key.starts_with("credentials"), "{e:?}");
+    }
+
+    #[test]
+    fn redis_backend_settings() {
+        assert!(redis_settings(&Config::default(), None).unwrap().is_none());
+        let c = Config::from_toml("[limits]\nbackend = \"redis\"\n").unwrap();
+        assert_eq!(
+            redis_settings(&c, None).unwrap_err().key,
+            "limits.redis_url",
+            "redis without a URL"
+        );
+        let s = redis_settings(&c, Some("redis://:pw@r:6379".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.url, "redis://:pw@r:6379", "the environment provides it");
+        let c = Config::from_toml(
+            "[limits]\nbackend = \"redis\"\nredis_url = \"redis://file:6379\"\n\
+             redis_lease = \"10s\"\nredis_timeout = \"50ms\"\non_redis_error = \"deny\"\n",
+        )
+        .unwrap();
+        let s = redis_settings(&c, None).unwrap().unwrap();
+        assert_eq!(s.url, "redis://file:6379");
+        assert_eq!(s.lease, std::time::Duration::from_secs(10));
+        assert_eq!(s.timeout, std::time::Duration::from_millis(50));
+        assert_eq!(s.on_error, OnRedisError::Deny);
+        let s = redis_settings(&c, Some("redis://env:6379".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.url, "redis://env:6379",
+            "the environment wins over the file"
+        );
+        let e = redis_settings(&c, Some("http://user:pw@x".into())).unwrap_err();
+        assert_eq!(e.key, "limits.redis_url");
+        assert!(!e.reason.contains("pw"), "{}", e.reason);
+        let short = Config::from_toml(
+            "[limits]\nbackend = \"redis\"\nredis_url = \"redis://r\"\nredis_lease = \"500ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            redis_settings(&short, None).unwrap_err().key,
+            "limits.redis_lease"
+        );
+        assert_eq!(
+            Config::from_toml("[limits]\non_redis_error = \"open\"\n")
+                .unwrap_err()
+                .key,
+            "limits.on_redis_error"
+        );
     }
 
     #[test]

@@ -290,6 +290,7 @@ mod tests {
             subagent: None,
             verdict: "allow".to_owned(),
             policy: Some("baseline".to_owned()),
+            policy_revision: None,
             provider: None,
             model: None,
             kind: "http".to_owned(),

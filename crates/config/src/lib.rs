@@ -33,7 +33,9 @@ pub use audit::{AuditConfig, AuditOnFull, AuditSink};
 pub use console::{ConsoleConfig, GroupRole, TrustedHeaderConfig};
 pub use credentials::{CredentialConfig, CredentialMode};
 pub use identity::IdentityConfig;
-pub use limits::{LimitsConfig, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS};
+pub use limits::{
+    LimitsBackend, LimitsConfig, OnRedisError, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS,
+};
 pub use llm::{LlmConfig, ProviderConfig, ProviderFormat};
 pub use log::{LogConfig, LogFormat};
 pub use policy::{BindingConfig, DefaultDecision, OnBlock, PolicyConfig};

@@ -1,7 +1,9 @@
 //! `[limits]`: default per-agent rate limits and token budgets.
 
+use crate::duration;
 use portcullis_core::UtcOffset;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Output tokens reserved for an LLM request that does not state `max_tokens` (default of
 /// `limits.default_max_tokens`).
@@ -9,6 +11,30 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// Request-body bytes per prompt token (default of `limits.chars_per_token`).
 pub const DEFAULT_CHARS_PER_TOKEN: u64 = 4;
+
+/// Where the limiter keeps its counters (`limits.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsBackend {
+    /// In this process: each replica enforces its own limits.
+    #[default]
+    Memory,
+    /// In Redis (`limits.redis_url`): every replica shares the same counters.
+    Redis,
+}
+
+/// What requests get while Redis cannot be reached (`limits.on_redis_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Fall back to this replica's in-memory limits.
+    #[default]
+    Local,
+    /// Refuse requests that need a limit check (503 `limits_unavailable`).
+    Deny,
+    /// Admit them without limits.
+    Allow,
+}
 
 /// `[limits]`: the defaults for every agent; `[agents.limits]` overrides `rpm`, `tpm`,
 /// `tokens_per_day` and `max_concurrent` per agent. An unset limit is unlimited.
@@ -33,6 +59,23 @@ pub struct LimitsConfig {
     pub chars_per_token: u64,
     /// Fixed UTC offset whose midnight resets `tokens_per_day` (`"+02:00"`, `"-05:30"`, `"Z"`).
     pub day_reset_offset: UtcOffset,
+    /// `memory` (default: per process) or `redis` (shared by every replica).
+    pub backend: LimitsBackend,
+    /// `redis://[user:password@]host:port[/db]` or `rediss://...` (TLS). The environment
+    /// variable `PORTCULLIS_REDIS_URL` wins over this key, so the password can stay in a Secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (several gateways can share one Redis).
+    pub redis_prefix: String,
+    /// Lifetime of a concurrency lease in Redis: a replica renews its leases every third of it;
+    /// the slots of a replica that died come back at most this long after its last renewal.
+    #[serde(with = "duration")]
+    pub redis_lease: Duration,
+    /// Longest wait for Redis per call before it counts as unreachable.
+    #[serde(with = "duration")]
+    pub redis_timeout: Duration,
+    /// While Redis cannot be reached: `local` (default), `deny` or `allow`.
+    pub on_redis_error: OnRedisError,
 }
 
 impl Default for LimitsConfig {
@@ -45,6 +88,12 @@ impl Default for LimitsConfig {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             chars_per_token: DEFAULT_CHARS_PER_TOKEN,
             day_reset_offset: UtcOffset::UTC,
+            backend: LimitsBackend::Memory,
+            redis_url: None,
+            redis_prefix: "portcullis:limits:".to_owned(),
+            redis_lease: Duration::from_secs(30),
+            redis_timeout: Duration::from_millis(250),
+            on_redis_error: OnRedisError::Local,
         }
     }
 }

@@ -62,6 +62,19 @@ pub struct PolicyConfig {
     /// Directory of `.rego` files, watched for changes. Unset: `config/policies` when it
     /// exists in the working directory, else the built-in example set.
     pub dir: Option<PathBuf>,
+    /// URL of an OPA-compatible bundle (`.tar.gz` with `.manifest`, `*.rego`, `data.json`),
+    /// polled with `If-None-Match` and long polling; exclusive with `dir`.
+    pub bundle_url: Option<String>,
+    /// Where the last good bundle is kept, loaded at start when the server cannot be reached.
+    pub bundle_path: PathBuf,
+    /// Delay between polls when the server does not long-poll, and after a failed poll.
+    #[serde(with = "duration")]
+    pub bundle_poll: Duration,
+    /// How long the server may hold a poll open (`Prefer: wait=N`); `0` disables long polling.
+    #[serde(with = "duration")]
+    pub bundle_long_poll: Duration,
+    /// Largest bundle download accepted, in bytes (it may unpack to at most four times this).
+    pub bundle_max_bytes: u64,
     /// Decision when no active policy applies: `deny` (default) or `allow`.
     pub default: DefaultDecision,
     /// Blocked response: `json` (403 JSON) or `stub` (a provider-shaped refusal for LLM APIs).
@@ -77,6 +90,11 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             dir: None,
+            bundle_url: None,
+            bundle_path: PathBuf::from("data/policy-bundle.tar.gz"),
+            bundle_poll: Duration::from_secs(10),
+            bundle_long_poll: Duration::from_secs(30),
+            bundle_max_bytes: 16 << 20,
             default: DefaultDecision::Deny,
             on_block: OnBlock::Json,
             cache_ttl: Duration::from_secs(60),

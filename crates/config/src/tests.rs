@@ -166,7 +166,33 @@ fn validation() {
             "[proxy]\nlisten = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"",
             "admin.listen",
         ),
+        (
+            "[policy]\ndir = \"p\"\nbundle_url = \"http://b.example/b.tar.gz\"",
+            "policy.bundle_url",
+        ),
+        (
+            "[policy]\nbundle_url = \"ftp://b.example/b.tar.gz\"",
+            "policy.bundle_url",
+        ),
+        (
+            "[policy]\nbundle_url = \"http:///b.tar.gz\"",
+            "policy.bundle_url",
+        ),
+        (
+            "[policy]\nbundle_url = \"http://b.example/b\"\nbundle_poll = 0",
+            "policy.bundle_poll",
+        ),
+        (
+            "[policy]\nbundle_url = \"http://b.example/b\"\nbundle_long_poll = \"1h\"",
+            "policy.bundle_long_poll",
+        ),
+        (
+            "[policy]\nbundle_url = \"http://b.example/b\"\nbundle_max_bytes = 0",
+            "policy.bundle_max_bytes",
+        ),
     ];
+    let ok = "[policy]\nbundle_url = \"https://bundles.example:8443/v1/portcullis.tar.gz\"";
+    Config::from_toml(ok).unwrap().validate().unwrap();
     for (src, key) in cases {
         let e = Config::from_toml(src).unwrap().validate().unwrap_err();
         assert_eq!(e.key, key, "{src}");

@@ -9,6 +9,7 @@ use crate::{
 };
 use portcullis_core::{is_valid_id, is_valid_scope};
 use std::collections::HashSet;
+use std::time::Duration;
 
 const ID_PATTERN: &str = "must match ^[a-z][a-z0-9_]{1,63}$";
 
@@ -43,6 +44,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_bundle()?;
         validate_agents(&self.agents)?;
         validate_credentials(&self.credentials)?;
         self.console.validate()?;
@@ -153,6 +155,48 @@ impl Config {
             return Err(ConfigError::new(
                 "audit.spool_path",
                 "must name a file (or set audit.spool_max_bytes = 0 to disable the spool)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_bundle(&self) -> Result<(), ConfigError> {
+        let p = &self.policy;
+        let Some(url) = &p.bundle_url else {
+            return Ok(());
+        };
+        if p.dir.is_some() {
+            return Err(ConfigError::new(
+                "policy.bundle_url",
+                "policy.dir and policy.bundle_url are exclusive: policies come from one source",
+            ));
+        }
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or("");
+        if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
+            return Err(ConfigError::new(
+                "policy.bundle_url",
+                "must be http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH",
+            ));
+        }
+        if p.bundle_poll.is_zero() {
+            return Err(ConfigError::new(
+                "policy.bundle_poll",
+                "must be greater than zero",
+            ));
+        }
+        if p.bundle_long_poll > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "policy.bundle_long_poll",
+                "must be at most 10m",
+            ));
+        }
+        if p.bundle_max_bytes == 0 || p.bundle_max_bytes > 1 << 30 {
+            return Err(ConfigError::new(
+                "policy.bundle_max_bytes",
+                "must be between 1 and 1073741824",
             ));
         }
         Ok(())

@@ -80,6 +80,7 @@ fn row(seq: u64, n: u64) -> AuditRow {
         subagent: (seq % 7 == 0).then(|| "planner".to_owned()),
         verdict: verdict.into(),
         policy: Some("llm_allowlist".into()),
+        policy_revision: Some("sha256:0123456789abcdef0123".into()),
         provider: llm.then(|| "openai".to_owned()),
         model: llm.then(|| "gpt-4o-mini".to_owned()),
         kind: "http".into(),

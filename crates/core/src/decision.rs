@@ -98,6 +98,10 @@ pub struct Decision {
     pub eval_us: u64,
     /// Whether the decision came from the cache.
     pub cached: bool,
+    /// Revision of the policy set that decided: the bundle's manifest revision, or a hash of
+    /// the policy files (`None` when no policy set was involved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 impl Decision {
@@ -124,6 +128,7 @@ impl Decision {
             evaluations: Vec::new(),
             eval_us: 0,
             cached: false,
+            revision: None,
         }
     }
 }

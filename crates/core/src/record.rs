@@ -33,8 +33,9 @@ impl RequestKind {
     }
 }
 
-/// The record's JSON fields: DESIGN §5's, plus `credential` (a name, never a value).
-pub const RECORD_FIELDS: [&str; 31] = [
+/// The record's JSON fields: DESIGN §5's, plus `credential` (a name, never a value) and
+/// `policy_revision` (which policy set decided).
+pub const RECORD_FIELDS: [&str; 32] = [
     "id",
     "ts",
     "tenant",
@@ -55,6 +56,7 @@ pub const RECORD_FIELDS: [&str; 31] = [
     "reasons",
     "would_deny",
     "decision_id",
+    "policy_revision",
     "status",
     "error",
     "latency_ms",
@@ -116,6 +118,11 @@ pub struct AuditRecord {
     pub would_deny: Vec<String>,
     /// Id of the policy decision (also answered to the client on denial).
     pub decision_id: Option<String>,
+    /// Revision of the policy set that decided (the bundle's manifest revision, or a hash of
+    /// the policy directory's files), so an operator can tell which policy version allowed a
+    /// call. Absent when no policy decided.
+    #[serde(default)]
+    pub policy_revision: Option<String>,
     /// HTTP status answered, if a response was sent (200 for an established tunnel).
     pub status: Option<u16>,
     /// Machine code of the error, if the request failed or was refused.
@@ -172,6 +179,7 @@ impl AuditRecord {
             reasons: Vec::new(),
             would_deny: Vec::new(),
             decision_id: None,
+            policy_revision: None,
             status: None,
             error: None,
             latency_ms: 0,

@@ -1,4 +1,5 @@
-//! Cost of a limiter check per request, alone and with two threads on one key.
+//! Cost of a limiter check per request, alone and with two threads on one key. The answers
+//! are taken with `into_ready` (what awaiting a ready `LimitFuture` costs: one branch).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis_core::SystemClock;
@@ -25,7 +26,7 @@ fn limiter_with_keys(n: usize) -> MemoryLimiter {
     let s = LimitSettings::default();
     for i in 0..n {
         let key = ScopeKey::agent(&format!("agent_{i}"));
-        drop(limiter.acquire_one(&key, &s, None));
+        drop(limiter.acquire_one(&key, &s, None).into_ready());
     }
     limiter
 }
@@ -38,11 +39,11 @@ fn single_thread(c: &mut Criterion) {
     let reservation = Some(TokenReservation::tokens(1_000));
 
     c.bench_function("acquire+drop, rpm+concurrency", |b| {
-        b.iter(|| drop(black_box(limiter.acquire_one(&key, &s, None))))
+        b.iter(|| drop(black_box(limiter.acquire_one(&key, &s, None).into_ready())))
     });
     c.bench_function("acquire+settle, all four limits (LLM request)", |b| {
         b.iter(|| {
-            if let Ok(p) = limiter.acquire_one(&key, &s, reservation) {
+            if let Ok(Ok(p)) = limiter.acquire_one(&key, &s, reservation).into_ready() {
                 p.settle(Some(black_box(600)));
             }
         })
@@ -50,13 +51,13 @@ fn single_thread(c: &mut Criterion) {
     let scopes = LimitScopes::agent(&key, &s).with_tenant(&tenant, &s);
     c.bench_function("acquire+settle, agent and tenant scopes", |b| {
         b.iter(|| {
-            if let Ok(p) = limiter.acquire(&scopes, reservation) {
+            if let Ok(Ok(p)) = limiter.acquire(&scopes, reservation).into_ready() {
                 p.settle(Some(black_box(600)));
             }
         })
     });
     c.bench_function("usage_snapshot", |b| {
-        b.iter(|| black_box(limiter.usage_snapshot(&key)))
+        b.iter(|| black_box(limiter.usage_snapshot(&key).into_ready()))
     });
 }
 
@@ -76,7 +77,7 @@ fn contention(c: &mut Criterion) {
                     start.wait();
                     let t = Instant::now();
                     for _ in 0..iters {
-                        if let Ok(p) = limiter.acquire_one(&key, &s, reservation) {
+                        if let Ok(Ok(p)) = limiter.acquire_one(&key, &s, reservation).into_ready() {
                             p.settle(Some(black_box(600)));
                         }
                     }

@@ -2,30 +2,39 @@
 //!
 //! Per scope — an agent, and optionally its sub-agent and its tenant — the limiter enforces
 //! requests per minute, concurrent in-flight requests, and LLM tokens per minute and per day.
-//! It is pure logic: time comes from an injected [`portcullis_core::Clock`], there is no I/O,
-//! and every operation is a short critical section (no blocking, no async).
+//! The in-memory backend is pure logic: time comes from an injected [`portcullis_core::Clock`],
+//! there is no I/O, and every operation is a short critical section (no blocking). Calls return
+//! a [`LimitFuture`], which the in-memory backend fills at once (no allocation, no task
+//! switch) and a shared backend (`portcullis-limits-redis`) fills after asking its server.
 //!
 //! # Using it from the data plane
 //!
 //! ```
 //! use std::sync::Arc;
 //! use portcullis_core::SystemClock;
-//! use portcullis_limits::{Limiter, LimitSettings, MemoryLimiter, ScopeKey, TokenReservation};
+//! use portcullis_limits::{
+//!     LimitError, Limiter, LimitSettings, MemoryLimiter, ScopeKey, TokenReservation,
+//! };
 //!
 //! let limiter = MemoryLimiter::new(Arc::new(SystemClock));
 //! let key = ScopeKey::agent("demo");
 //! let settings = LimitSettings { rpm: Some(60), tpm: Some(100_000), ..LimitSettings::default() };
 //! // An LLM request with max_tokens = 512 and a 2 KiB body reserves 512 + 512 tokens.
 //! let reservation = TokenReservation::estimate(&settings, Some(512), 2048);
-//! match limiter.acquire_one(&key, &settings, Some(reservation)) {
+//! // In async code: `limiter.acquire_one(..).await`. The in-memory answer is ready at once.
+//! let answer = limiter.acquire_one(&key, &settings, Some(reservation)).into_ready();
+//! match answer.expect("the in-memory limiter answers at once") {
 //!     Ok(permit) => {
 //!         let rate = permit.rate_info(); // X-RateLimit-* of the tightest limit
 //!         assert_eq!(rate.map(|r| r.remaining), Some(59));
 //!         // ... forward, stream, tap ...
 //!         permit.settle(Some(700)); // usage recorded by the tap; None when missing
 //!     }
-//!     Err(refusal) => {
+//!     Err(LimitError::Limited(refusal)) => {
 //!         let _ = (refusal.retry_after_secs, refusal.detail()); // the proxy answers 429
+//!     }
+//!     Err(LimitError::Unavailable(why)) => {
+//!         let _ = why; // a shared backend that is down and set to refuse: the proxy answers 503
 //!     }
 //! }
 //! ```
@@ -35,7 +44,9 @@
 //! - **Requests per minute** (GCRA): `rpm = N` admits a burst of N back to back and refills at
 //!   N per minute (one every 60/N s); `X-RateLimit-Remaining` goes N−1 … 0.
 //! - **Concurrency**: the [`Permit`] holds a slot in every scope; dropping it releases the slot
-//!   whatever happened (success, upstream error, client abort).
+//!   whatever happened (success, upstream error, client abort). A shared backend holds slots
+//!   as leases that its process renews while the request is in flight, so the slots of a
+//!   process that died come back when their lease expires.
 //! - **Token budgets with reservation**: an LLM request reserves its worst case
 //!   ([`TokenReservation::estimate`]: `max_tokens`, or `default_max_tokens` when absent, plus
 //!   the prompt estimate) against the per-minute and per-day budgets before it is forwarded.
@@ -92,6 +103,7 @@
 #![warn(missing_docs)]
 
 mod estimate;
+mod future;
 mod limiter;
 mod memory;
 mod outcome;
@@ -100,9 +112,12 @@ mod scope;
 mod settings;
 
 pub use estimate::{estimate_prompt_tokens, estimate_prompt_tokens_with, TokenReservation};
+pub use future::{BoxLimitFuture, LimitFuture};
 pub use limiter::Limiter;
 pub use memory::MemoryLimiter;
-pub use outcome::{LimitKind, RateInfo, Refusal, UsageSnapshot};
+pub use outcome::{
+    keep_tightest, keep_worst, LimitError, LimitKind, RateInfo, Refusal, UsageSnapshot,
+};
 pub use permit::{Admission, Lease, Permit};
 pub use portcullis_core::UtcOffset;
 pub use scope::{LimitScopes, Scope, ScopeKey, ScopeKind};

@@ -104,6 +104,64 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// Why a limiter did not admit a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitError {
+    /// A limit refused it; nothing was charged.
+    Limited(Refusal),
+    /// The limits backend cannot be asked and is configured to refuse then
+    /// (`limits.on_redis_error = "deny"`); the string says why, without secrets.
+    Unavailable(String),
+}
+
+impl From<Refusal> for LimitError {
+    fn from(r: Refusal) -> Self {
+        Self::Limited(r)
+    }
+}
+
+impl LimitError {
+    /// The refusal, when a limit refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Limited(r) => Some(r),
+            Self::Unavailable(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for LimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Limited(r) => r.fmt(f),
+            Self::Unavailable(why) => write!(f, "the limits backend is unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for LimitError {}
+
+/// Keeps the refusal that matters most: one that can never fit, else the one that clears
+/// last; among equals the first seen. Every backend reports the same refusal this way.
+pub fn keep_worst(worst: &mut Option<Refusal>, candidate: Refusal) {
+    let replace = match worst {
+        None => true,
+        Some(w) => {
+            (candidate.never_fits, candidate.retry_after_secs) > (w.never_fits, w.retry_after_secs)
+        }
+    };
+    if replace {
+        *worst = Some(candidate);
+    }
+}
+
+/// Keeps the rate info with the smallest fraction remaining; among equals the first seen.
+pub fn keep_tightest(tightest: &mut Option<RateInfo>, candidate: RateInfo) {
+    if tightest.as_ref().is_none_or(|t| candidate.tighter_than(t)) {
+        *tightest = Some(candidate);
+    }
+}
+
 /// The state of the tightest limit after admitting a request, for the `X-RateLimit-*` headers
 /// of a successful response.
 ///
@@ -125,7 +183,7 @@ pub struct RateInfo {
 
 impl RateInfo {
     /// `true` when `self` has a smaller fraction left than `other`.
-    pub(crate) fn tighter_than(&self, other: &Self) -> bool {
+    pub fn tighter_than(&self, other: &Self) -> bool {
         // remaining/limit < other.remaining/other.limit, without division.
         u128::from(self.remaining) * u128::from(other.limit_value)
             < u128::from(other.remaining) * u128::from(self.limit_value)

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::outcome::RateInfo;
+use crate::outcome::{RateInfo, UsageSnapshot};
 
 /// Backend side of a [`Permit`]: what to give back when the request ends.
 ///
@@ -39,6 +39,23 @@ impl Permit {
             rate,
             reserved_tokens,
         }
+    }
+
+    /// A permit for a request that holds `admission` (its concurrency slot): `lease` gives back
+    /// the request's charge, then the admission frees the slot. Whichever backend took the slot
+    /// frees it, so an admission from one backend and a charge from another (a shared backend
+    /// that fell back to local limits in between) each give back what they took.
+    pub fn with_admission(
+        lease: Box<dyn Lease>,
+        admission: Admission,
+        rate: Option<RateInfo>,
+        reserved_tokens: u64,
+    ) -> Self {
+        Self::new(
+            Box::new(Admitted { lease, admission }),
+            rate,
+            reserved_tokens,
+        )
     }
 
     /// The tightest rate limit after this admission, for `X-RateLimit-*` headers; `None` when no
@@ -79,28 +96,56 @@ impl fmt::Debug for Permit {
     }
 }
 
+/// A charge and the admission whose slot it rides on, finished in that order.
+struct Admitted {
+    lease: Box<dyn Lease>,
+    admission: Admission,
+}
+
+impl Lease for Admitted {
+    fn finish(self: Box<Self>, usage: Option<u64>) {
+        let Admitted { lease, admission } = *self;
+        lease.finish(usage);
+        drop(admission);
+    }
+}
+
 /// A request's concurrency slot, taken when it arrives (before its body is read), so a stalled
 /// upload holds a slot too. [`Limiter::acquire_admitted`](crate::Limiter::acquire_admitted)
-/// turns it into the request's [`Permit`]; dropping it frees the slot.
+/// turns it into the request's [`Permit`] (which then holds it); dropping it frees the slot.
 #[must_use = "dropping an admission frees its concurrency slot"]
 pub struct Admission {
     lease: Option<Box<dyn Lease>>,
+    usage: UsageSnapshot,
 }
 
 impl Admission {
-    /// An admission from a backend `lease` that frees the slot when finished.
-    pub fn new(lease: Box<dyn Lease>) -> Self {
-        Self { lease: Some(lease) }
+    /// An admission from a backend `lease` that frees the slot when finished, with the agent
+    /// scope's `usage` as the backend saw it when it took the slot.
+    pub fn new(lease: Box<dyn Lease>, usage: UsageSnapshot) -> Self {
+        Self {
+            lease: Some(lease),
+            usage,
+        }
     }
 
-    /// An admission that holds nothing (no limiter).
+    /// An admission that holds nothing (no limiter, or a backend that admits without limits).
     pub fn none() -> Self {
-        Self { lease: None }
+        Self {
+            lease: None,
+            usage: UsageSnapshot::default(),
+        }
     }
 
-    /// The slot now belongs to the request's permit, whose lease frees it: forget it here.
-    pub fn into_permit(mut self) {
-        self.lease = None;
+    /// An admission that holds nothing but reports `usage`.
+    pub fn unlimited(usage: UsageSnapshot) -> Self {
+        Self { lease: None, usage }
+    }
+
+    /// The agent scope's usage when the slot was taken (before this request is charged): what
+    /// the policy input's `usage` shows, read in the same step as the slot.
+    pub fn usage(&self) -> UsageSnapshot {
+        self.usage
     }
 }
 
@@ -116,6 +161,7 @@ impl fmt::Debug for Admission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admission")
             .field("open", &self.lease.is_some())
+            .field("usage", &self.usage)
             .finish()
     }
 }

@@ -232,6 +232,7 @@ fn decision(
         evaluations,
         eval_us: 0,
         cached: false,
+        revision: None,
     }
 }
 

@@ -81,6 +81,10 @@ pub struct CompiledSet {
     pub(crate) library_tests: Vec<(String, String)>,
     program: Arc<Program>,
     vms: Mutex<Vec<RegoVM>>,
+    /// The data document (a bundle's `data.json` files), given to every VM.
+    data: Option<regorus::Value>,
+    /// Which policy set this is: a bundle's manifest revision, else a hash of the sources.
+    pub(crate) revision: String,
 }
 
 impl std::fmt::Debug for CompiledSet {
@@ -105,9 +109,70 @@ struct Parsed {
 
 /// Validates and compiles `sources`. On failure every error found is returned, not just the first.
 pub fn compile(sources: Vec<SourceFile>) -> Result<CompiledSet, ErrorReport> {
+    compile_with_data(sources, None)
+}
+
+/// The revision of a set read from files: `sha256:` and the first 20 hex digits of a hash
+/// over every file's path and contents (and the data document), in path order.
+pub fn sources_revision(sources: &[SourceFile], data: Option<&serde_json::Value>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files: Vec<&SourceFile> = sources.iter().collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut h = Sha256::new();
+    for f in files {
+        h.update((f.path.len() as u64).to_le_bytes());
+        h.update(f.path.as_bytes());
+        h.update((f.contents.len() as u64).to_le_bytes());
+        h.update(f.contents.as_bytes());
+    }
+    if let Some(d) = data {
+        h.update(b"data.json");
+        h.update(d.to_string().as_bytes());
+    }
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(10)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// [`compile`] with a data document (`data.json` of a bundle): policies read it as `data.*`.
+/// Data that conflicts with a rule's path is an error.
+pub fn compile_with_data(
+    sources: Vec<SourceFile>,
+    data: Option<serde_json::Value>,
+) -> Result<CompiledSet, ErrorReport> {
+    let revision = sources_revision(&sources, data.as_ref());
     let mut errors = Vec::new();
     let mut engine = Engine::new();
     engine.set_rego_v0(false);
+    let data = match data {
+        None => None,
+        Some(doc) if !doc.is_object() => {
+            return Err(ErrorReport::new(vec![PolicyError::new(
+                "data.json",
+                1,
+                1,
+                "the data document must be a JSON object",
+                Stage::Load,
+            )]))
+        }
+        Some(doc) => {
+            let value = regorus::Value::from(doc);
+            if let Err(e) = engine.add_data(value.clone()) {
+                return Err(ErrorReport::new(vec![PolicyError::new(
+                    "data.json",
+                    1,
+                    1,
+                    format!("data document rejected: {e}"),
+                    Stage::Load,
+                )]));
+            }
+            Some(value)
+        }
+    };
     let mut parsed = Vec::new();
 
     // Stage 1: parse each file alone so every syntax error is reported.
@@ -349,6 +414,19 @@ pub fn compile(sources: Vec<SourceFile>) -> Result<CompiledSet, ErrorReport> {
         }
     };
 
+    if let Some(d) = &data {
+        let mut probe = RegoVM::new();
+        probe.load_program(program.clone());
+        if let Err(e) = probe.set_data(d.clone()) {
+            return Err(ErrorReport::new(vec![PolicyError::new(
+                "data.json",
+                1,
+                1,
+                format!("data document conflicts with the policies' rules: {e}"),
+                Stage::Validate,
+            )]));
+        }
+    }
     let index = metas
         .iter()
         .enumerate()
@@ -366,6 +444,8 @@ pub fn compile(sources: Vec<SourceFile>) -> Result<CompiledSet, ErrorReport> {
         library_tests,
         program,
         vms: Mutex::new(Vec::new()),
+        data,
+        revision,
     })
 }
 
@@ -553,6 +633,11 @@ impl CompiledSet {
         &self.sources
     }
 
+    /// Which policy set this is: a bundle's manifest revision, or a hash of the sources.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
     /// Index of a policy by name.
     pub fn position(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
@@ -569,6 +654,10 @@ impl CompiledSet {
                 let mut vm = RegoVM::new();
                 vm.load_program(self.program.clone());
                 vm.set_max_instructions(MAX_INSTRUCTIONS);
+                if let Some(d) = &self.data {
+                    // Checked at compile time: a conflict cannot happen here.
+                    let _ = vm.set_data(d.clone());
+                }
                 vm
             }
         };

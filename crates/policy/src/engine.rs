@@ -2,9 +2,10 @@
 //! bindings and runtime mode overrides, the decision cache and reload status.
 
 use crate::binding::{Binding, DefaultDecision, OnBlock, Subject};
+use crate::bundle::Bundle;
 use crate::cache::DecisionCache;
 use crate::combine::{combine, Applied, Combined};
-use crate::compile::{compile, CompiledSet, SourceFile};
+use crate::compile::{compile, compile_with_data, CompiledSet, SourceFile};
 use crate::error::{EngineError, ErrorReport};
 use crate::eval::{evaluate_rvm, one_pass};
 use crate::ids::DecisionIds;
@@ -64,6 +65,9 @@ pub struct ReloadStatus {
     pub at: u64,
     /// Version of the active set (unchanged by a failed reload).
     pub version: u64,
+    /// Revision of the active set: the bundle's manifest revision, or `sha256:…` of the
+    /// policy files (unchanged by a failed reload).
+    pub revision: String,
     /// Policies in the active set.
     pub policies: usize,
     /// Errors of the last reload (empty when ok).
@@ -230,7 +234,29 @@ impl PolicyEngine {
         clock: Arc<dyn Clock>,
         sources: Vec<SourceFile>,
     ) -> Result<Self, EngineError> {
-        let set = compile(sources).map_err(EngineError::Invalid)?;
+        Self::with_set(config, clock, compile(sources))
+    }
+
+    /// An engine over a bundle's policies and data, with its revision.
+    pub fn with_bundle(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        bundle: Bundle,
+    ) -> Result<Self, EngineError> {
+        let revision = bundle.revision;
+        let compiled = compile_with_data(bundle.sources, bundle.data).map(|mut set| {
+            set.revision = revision;
+            set
+        });
+        Self::with_set(config, clock, compiled)
+    }
+
+    fn with_set(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        compiled: Result<CompiledSet, ErrorReport>,
+    ) -> Result<Self, EngineError> {
+        let set = compiled.map_err(EngineError::Invalid)?;
         let warnings = binding_warnings(&set, &config.bindings);
         // Compiled glob/regex patterns are cached process-wide by regorus; size the caches
         // for catalogue-style policies so patterns are not recompiled per request.
@@ -240,6 +266,7 @@ impl PolicyEngine {
         });
         let now = clock.unix_secs();
         let policies = set.policies.len();
+        let revision = set.revision.clone();
         let state = State::new(Arc::new(set), 1, BTreeMap::new(), &config.bindings);
         let ttl_ns = config.cache_ttl.as_nanos().min(u128::from(u64::MAX)) as u64;
         Ok(Self {
@@ -250,6 +277,7 @@ impl PolicyEngine {
                 ok: true,
                 at: now,
                 version: 1,
+                revision,
                 policies,
                 errors: Vec::new(),
                 warnings,
@@ -334,11 +362,50 @@ impl PolicyEngine {
 
     /// Compiles `sources` and swaps them in atomically on success.
     pub fn reload_sources(&self, sources: Vec<SourceFile>) -> Result<ReloadStatus, EngineError> {
+        self.install(compile(sources))
+    }
+
+    /// Compiles a bundle's policies and data and swaps them in atomically on success, with the
+    /// bundle's revision; a broken bundle keeps the last good set (as a broken file does).
+    pub fn reload_bundle(&self, bundle: Bundle) -> Result<ReloadStatus, EngineError> {
+        let revision = bundle.revision;
+        self.install(
+            compile_with_data(bundle.sources, bundle.data).map(|mut set| {
+                set.revision = revision;
+                set
+            }),
+        )
+    }
+
+    /// Records a bundle that could not even be read (not a tarball, unsafe paths, too large):
+    /// a failed reload like a compile error, the last good set stays.
+    pub fn record_bundle_error(&self, what: &str, error: &str) -> EngineError {
+        let report = ErrorReport::new(vec![crate::PolicyError::new(
+            what,
+            0,
+            0,
+            error.to_owned(),
+            crate::Stage::Load,
+        )]);
+        self.record_failure(&report);
+        EngineError::Invalid(report)
+    }
+
+    /// Revision of the active set (see [`ReloadStatus::revision`]).
+    pub fn revision(&self) -> String {
+        self.state.load().set.revision.clone()
+    }
+
+    fn install(
+        &self,
+        compiled: Result<CompiledSet, ErrorReport>,
+    ) -> Result<ReloadStatus, EngineError> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        match compile(sources) {
+        match compiled {
             Ok(set) => {
                 let version = self.next_version.fetch_add(1, Ordering::SeqCst);
                 let policies = set.policies.len();
+                let revision = set.revision.clone();
                 let warnings = binding_warnings(&set, &self.config.bindings);
                 let old = self.state.load();
                 let state = State::new(
@@ -354,12 +421,13 @@ impl PolicyEngine {
                     ok: true,
                     at: self.clock.unix_secs(),
                     version,
+                    revision: revision.clone(),
                     policies,
                     errors: Vec::new(),
                     warnings,
                 };
                 *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
-                tracing::info!(version, policies, "policy set reloaded");
+                tracing::info!(version, %revision, policies, "policy set reloaded");
                 Ok(status)
             }
             Err(report) => {
@@ -379,6 +447,7 @@ impl PolicyEngine {
             ok: false,
             at: self.clock.unix_secs(),
             version: state.version,
+            revision: state.set.revision.clone(),
             policies: state.set.policies.len(),
             errors: report.errors.clone(),
             warnings: Vec::new(),
@@ -457,7 +526,14 @@ impl PolicyEngine {
 
         if principal.mode == AgentMode::Disabled {
             let c = combine(&[], AgentMode::Disabled, self.config.default);
-            return self.finish(c, self.config.on_block, decision_id, started, false);
+            return self.finish(
+                c,
+                self.config.on_block,
+                decision_id,
+                started,
+                false,
+                &state.set.revision,
+            );
         }
 
         let subject = Subject::from(principal);
@@ -516,7 +592,14 @@ impl PolicyEngine {
         let combined = combine(&applied, principal.mode, self.config.default);
         let on_block = self.on_block_for(&combined.decision, &state, &applicable);
         let policy_error = combined.policy_error;
-        let outcome = self.finish(combined, on_block, decision_id, started, false);
+        let outcome = self.finish(
+            combined,
+            on_block,
+            decision_id,
+            started,
+            false,
+            &state.set.revision,
+        );
         if let (Some(key), false) = (cache_key, policy_error) {
             let mut cached = outcome.decision.clone();
             cached.decision_id.clear();
@@ -547,6 +630,7 @@ impl PolicyEngine {
         decision_id: String,
         started: Instant,
         cached: bool,
+        revision: &str,
     ) -> PolicyOutcome {
         if combined.policy_error {
             self.policy_errors.fetch_add(1, Ordering::Relaxed);
@@ -554,6 +638,7 @@ impl PolicyEngine {
         let mut decision = combined.decision;
         decision.decision_id = decision_id;
         decision.cached = cached;
+        decision.revision = Some(revision.to_owned());
         decision.eval_us = started.elapsed().as_micros() as u64;
         PolicyOutcome {
             decision,

@@ -839,3 +839,103 @@ fn one_pass_and_per_policy_strategies_agree() {
         Some(CODE_POLICY_ERROR)
     );
 }
+
+/// A bundle's data document is `data.*` for its policies, its revision is on every decision,
+/// and a broken bundle keeps the last good set (as a broken file does).
+#[test]
+fn bundles_bring_data_and_a_revision_and_a_broken_one_keeps_the_last_good() {
+    let policy = br#"package portcullis.policy.hosts
+import rego.v1
+
+allow if input.request.host in data.acme.hosts
+"#;
+    let v1 = build_bundle(
+        "rev-1",
+        &["portcullis", "acme"],
+        &[
+            ("/portcullis/hosts.rego", policy),
+            ("/acme/data.json", br#"{"hosts": ["api.openai.com"]}"#),
+        ],
+    );
+    let bundle = read_bundle(&v1, &BundleLimits::default()).unwrap();
+    let clock = Arc::new(ManualClock::at(1_800_000_000));
+    let e = PolicyEngine::with_bundle(EngineConfig::default(), clock, bundle).unwrap();
+    let p = principal("bot", "acme", &[]);
+    let d = e.decide(&http(&p, "GET", "api.openai.com", "/")).decision;
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.revision.as_deref(), Some("rev-1"));
+    assert!(
+        !e.decide(&http(&p, "GET", "evil.example", "/"))
+            .decision
+            .allowed
+    );
+    assert_eq!(e.reload_status().revision, "rev-1");
+
+    // A new revision with new data applies to the next request.
+    let v2 = build_bundle(
+        "rev-2",
+        &["portcullis", "acme"],
+        &[
+            ("/portcullis/hosts.rego", policy),
+            ("/acme/data.json", br#"{"hosts": ["evil.example"]}"#),
+        ],
+    );
+    e.reload_bundle(read_bundle(&v2, &BundleLimits::default()).unwrap())
+        .unwrap();
+    let d = e.decide(&http(&p, "GET", "evil.example", "/")).decision;
+    assert!(d.allowed);
+    assert_eq!(d.revision.as_deref(), Some("rev-2"));
+
+    // A bundle whose policy does not compile, and data that collides with a rule: both keep
+    // rev-2 and are reported.
+    let broken = build_bundle(
+        "rev-3",
+        &[""],
+        &[("/p.rego", b"package portcullis.policy.p\nallow if {\n")],
+    );
+    assert!(e
+        .reload_bundle(read_bundle(&broken, &BundleLimits::default()).unwrap())
+        .is_err());
+    let st = e.reload_status();
+    assert!(!st.ok);
+    assert_eq!(st.revision, "rev-2");
+    assert_eq!(st.errors[0].file, "p.rego");
+    let clash = build_bundle(
+        "rev-4",
+        &[""],
+        &[
+            ("/hosts.rego", policy),
+            (
+                "/data.json",
+                br#"{"portcullis": {"policy": {"hosts": {"allow": 1}}}, "acme": {"hosts": []}}"#,
+            ),
+        ],
+    );
+    assert!(e
+        .reload_bundle(read_bundle(&clash, &BundleLimits::default()).unwrap())
+        .is_err());
+    assert_eq!(e.revision(), "rev-2");
+    let e2 = e.record_bundle_error("bundle", "not a readable .tar.gz bundle");
+    assert!(e2.to_string().contains("bundle"), "{e2}");
+    assert_eq!(e.reload_status().errors[0].file, "bundle");
+    assert!(
+        e.decide(&http(&p, "GET", "evil.example", "/"))
+            .decision
+            .allowed
+    );
+}
+
+/// A policy directory's revision is a hash of its files: the same files, the same revision.
+#[test]
+fn a_file_set_revision_is_a_hash_of_the_files() {
+    let (a, _) = engine_with(&base(), EngineConfig::default());
+    let (b, _) = engine_with(&base(), EngineConfig::default());
+    assert!(a.revision().starts_with("sha256:"), "{}", a.revision());
+    assert_eq!(a.revision(), b.revision());
+    let p = principal("bot", "acme", &[]);
+    let d = a.decide(&http(&p, "GET", "api.openai.com", "/")).decision;
+    assert_eq!(d.revision, Some(a.revision()));
+    a.reload_sources(vec![SourceFile::new("openai.rego", ALLOW_OPENAI)])
+        .unwrap();
+    assert_ne!(a.revision(), b.revision());
+}

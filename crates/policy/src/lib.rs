@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod binding;
+mod bundle;
 mod cache;
 mod combine;
 mod compile;
@@ -36,11 +37,15 @@ mod testing;
 mod watch;
 
 pub use binding::{Binding, DefaultDecision, OnBlock, Subject};
+pub use bundle::{build_bundle, read_bundle, Bundle, BundleError, BundleLimits};
 pub use combine::{
     combine, Applied, Combined, PolicyResult, CODE_AGENT_DISABLED, CODE_POLICY_DENIED,
     CODE_POLICY_ERROR,
 };
-pub use compile::{compile, CompiledSet, PolicyMeta, SourceFile, POLICY_PREFIX};
+pub use compile::{
+    compile, compile_with_data, sources_revision, CompiledSet, PolicyMeta, SourceFile,
+    POLICY_PREFIX,
+};
 pub use engine::{
     EngineConfig, EngineStats, PolicyEngine, PolicyOutcome, PolicySummary, ReloadStatus,
 };

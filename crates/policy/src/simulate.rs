@@ -234,7 +234,14 @@ impl PolicyEngine {
             combine(&applied, subject.mode, self.config().default)
         };
         let on_block = self.on_block_for(&combined.decision, &state, &applicable);
-        let outcome = self.finish(combined, on_block, self.next_id(now), started, false);
+        let outcome = self.finish(
+            combined,
+            on_block,
+            self.next_id(now),
+            started,
+            false,
+            &state.set.revision,
+        );
         Ok(Simulation {
             decision: outcome.decision,
             on_block,
@@ -279,7 +286,14 @@ impl PolicyEngine {
         self.count_decision(combined.policy_error);
         let on_block = self.config().on_block;
         Ok(self
-            .finish(combined, on_block, self.next_id(now), started, false)
+            .finish(
+                combined,
+                on_block,
+                self.next_id(now),
+                started,
+                false,
+                &state.set.revision,
+            )
             .decision)
     }
 

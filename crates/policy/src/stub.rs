@@ -174,6 +174,7 @@ mod tests {
             evaluations: vec![],
             eval_us: 3,
             cached: false,
+            revision: None,
         }
     }
 

@@ -197,6 +197,9 @@ pub(crate) async fn create_demo_agent(
 
 /// Where policies come from, for the banner.
 pub(crate) fn policy_dir(cfg: &Config) -> Option<PathBuf> {
+    if cfg.policy.bundle_url.is_some() {
+        return None;
+    }
     cfg.policy.dir.clone().or_else(|| {
         let d = PathBuf::from("config/policies");
         d.is_dir().then_some(d)
@@ -208,6 +211,15 @@ pub(crate) fn policy_engine(
     cfg: &Config,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<PolicyEngine>> {
+    if let Some(bs) = portcullis_app::settings::bundle_settings(cfg) {
+        // Commands that only read policies use the last good bundle; `serve` fetches first.
+        let ec = portcullis_app::settings::policy_settings(cfg, None);
+        let bundle = portcullis_app::bundles::load_persisted(&bs).map_err(anyhow::Error::msg)?;
+        return Ok(Arc::new(
+            PolicyEngine::with_bundle(ec, clock, bundle)
+                .with_context(|| format!("loading the policy bundle {}", bs.path.display()))?,
+        ));
+    }
     let dir = policy_dir(cfg);
     let ec = portcullis_app::settings::policy_settings(cfg, dir.clone());
     let engine = match &dir {

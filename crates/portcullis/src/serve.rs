@@ -105,13 +105,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let tls = intercept(&cfg, &base.registry)?;
-    let mut policy = policy_status(phases.engine.as_ref())?;
+    let mut policy = policy_status(phases.engine.as_ref(), cfg.policy.bundle_url.as_deref())?;
     policy
         .checks
         .push(Arc::new(portcullis_admin::StoreReady::new(
             base.control.clone(),
             Some(base.audit.metrics().clone()),
         )));
+    // The bundle poller runs until the gateway exits.
+    let _bundles = phases.bundles;
     let open = phases.pipeline.authenticator.is_open();
     let shared = Shared::with_intercept(
         cfg.proxy.clone(),
@@ -120,9 +122,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         base.metrics.clone(),
         Some(tls.intercept),
     );
+    let mut checks = policy.checks.clone();
+    checks.push(base.limits_ready.clone());
     let admin = Admin::with_policy(
         base.registry.clone(),
-        policy.checks.clone(),
+        checks,
         shutdown_rx.clone(),
         base.control.clone(),
         phases.engine.clone().map(|e| {
@@ -144,6 +148,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         store: base.store.describe(),
         agents: n_agents,
         policy: policy.banner.clone(),
+        limits: &base.limits_banner,
         open,
         tls: (&tls.ca_cert, &tls.bundle, tls.generated),
         credentials: base.credentials.names(),
@@ -160,6 +165,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     info!("shutdown requested; draining");
     let _ = shutdown_tx.send(true);
     let _ = proxy_task.await;
+    // Settlements of the last requests reach a shared limits backend (bounded wait).
+    let _ = tokio::time::timeout(Duration::from_secs(2), base.limits.limiter().flush()).await;
     // Every record of every finished request is written before exit.
     base.audit.shutdown().await;
     let _ = base.audit_writer.await;
@@ -182,6 +189,8 @@ struct Base {
     audit_writer: tokio::task::JoinHandle<()>,
     recorder: Arc<dyn Recorder>,
     limits: Arc<AgentLimits>,
+    limits_ready: Arc<dyn ReadyCheck>,
+    limits_banner: String,
     credentials: Arc<Credentials>,
     injector: Arc<CredentialPhase>,
     control: Arc<ControlPlane>,
@@ -205,11 +214,13 @@ impl Base {
         )
         .context("starting the audit pipeline")?;
         let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
-        let limits = Arc::new(AgentLimits::in_memory(
-            settings::limit_settings(cfg),
-            agents.clone(),
-            clock.clone(),
-        ));
+        let (limits, limits_ready, limits_banner) =
+            portcullis_app::limits::from_config(cfg, &registry, agents.clone(), clock.clone())
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("starting the limiter")?;
+        let limits = Arc::new(limits);
+        let limits_ready: Arc<dyn ReadyCheck> = Arc::new(limits_ready);
         limits.spawn_sweeper(shutdown);
         let (seal_key, generated_key) = bootstrap::credentials_key(cfg)?;
         if generated_key {
@@ -235,6 +246,8 @@ impl Base {
             audit_writer,
             recorder,
             limits,
+            limits_ready,
+            limits_banner,
             credentials,
             injector,
             control,
@@ -247,6 +260,8 @@ impl Base {
 struct Phases {
     pipeline: Pipeline,
     engine: Option<Arc<portcullis_policy::PolicyEngine>>,
+    /// The bundle poller (`policy.bundle_url`), kept alive while the gateway runs.
+    bundles: Option<portcullis_app::bundles::BundlePoller>,
     demo_secret: Option<String>,
 }
 
@@ -263,6 +278,7 @@ impl Phases {
             return Ok(Self {
                 pipeline: common,
                 engine: None,
+                bundles: None,
                 demo_secret: None,
             });
         }
@@ -275,7 +291,20 @@ impl Phases {
         bootstrap::upsert_config_agents(cfg, &b.store, b.clock.as_ref()).await?;
         let demo_secret = bootstrap::create_demo_agent(cfg, &b.store, b.clock.as_ref()).await?;
         let imetrics = IdentityMetrics::new(&b.registry)?;
-        let engine = bootstrap::policy_engine(cfg, b.clock.clone())?;
+        let (engine, bundles) = match portcullis_app::settings::bundle_settings(cfg) {
+            Some(bs) => {
+                let ec = portcullis_app::settings::policy_settings(cfg, None);
+                let (engine, etag) =
+                    portcullis_app::bundles::start_engine(ec, b.clock.clone(), &bs)
+                        .await
+                        .map_err(anyhow::Error::msg)
+                        .context("loading the policy bundle")?;
+                let engine = Arc::new(engine);
+                let poller = portcullis_app::bundles::spawn(engine.clone(), bs, etag);
+                (engine, Some(poller))
+            }
+            None => (bootstrap::policy_engine(cfg, b.clock.clone())?, None),
+        };
         let pmetrics = PolicyMetrics::new(&b.registry, engine.clone())?;
         let authorizer = Arc::new(PolicyAuthorizer::new(engine.clone(), pmetrics));
         let throttle = portcullis_app::identity::auth_throttle(&cfg.identity, b.clock.clone());
@@ -300,6 +329,7 @@ impl Phases {
                 ..common
             },
             engine: Some(engine),
+            bundles,
             demo_secret,
         })
     }
@@ -341,6 +371,7 @@ struct PolicyStatus {
 
 fn policy_status(
     engine: Option<&Arc<portcullis_policy::PolicyEngine>>,
+    cfg_bundle_url: Option<&str>,
 ) -> anyhow::Result<PolicyStatus> {
     let Some(engine) = engine else {
         let off = "policies=OFF(proxy.allow_unauthenticated=true: no policy is evaluated, every request is allowed) default=allow";
@@ -359,12 +390,11 @@ fn policy_status(
         None => None,
     };
     let st = engine.reload_status();
-    let src = engine
-        .config()
-        .dir
-        .as_ref()
-        .map(|d| d.display().to_string())
-        .unwrap_or_else(|| "built-in".to_owned());
+    let src = match (&engine.config().dir, cfg_bundle_url) {
+        (_, Some(url)) => format!("bundle {url} revision {}", st.revision),
+        (Some(d), None) => d.display().to_string(),
+        (None, None) => "built-in".to_owned(),
+    };
     let default = match engine.config().default {
         DefaultDecision::Deny => "deny",
         DefaultDecision::Allow => {
@@ -391,6 +421,7 @@ struct Banner<'a> {
     store: &'a str,
     agents: usize,
     policy: String,
+    limits: &'a str,
     open: bool,
     /// CA certificate, bundle, generated now.
     tls: (&'a Path, &'a Path, bool),
@@ -404,10 +435,11 @@ impl Banner<'_> {
         let (ca_cert, bundle, generated) = self.tls;
         let creds = &self.credentials;
         println!(
-            "portcullis {VERSION} proxy={proxy} admin={admin} store={} agents={} {} auth={}{} ports={:?} allow_private={} ca={} intercept={}{} credentials={}{} log={}",
+            "portcullis {VERSION} proxy={proxy} admin={admin} store={} agents={} {} {} auth={}{} ports={:?} allow_private={} ca={} intercept={}{} credentials={}{} log={}",
             self.store,
             self.agents,
             self.policy,
+            self.limits,
             if self.open { "DISABLED(proxy.allow_unauthenticated=true: every client is trusted, development only)" } else { "required" },
             cfg.sidecar.agent.as_ref().map(|a| format!(" sidecar={a}(loopback clients without credentials)")).unwrap_or_default(),
             cfg.proxy.allowed_ports,

@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portcullis_core::Injection;
 use portcullis_core::{Decision, Principal, RequestKind};
-use portcullis_limits::{Admission, Permit};
+use portcullis_limits::{Admission, Permit, UsageSnapshot};
 use portcullis_llm::{Classification, RequestHead};
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -118,7 +118,7 @@ pub(crate) async fn admit(
     let subagent = steps.subagent(ex, &principal)?;
     let target = steps.target(ex)?;
     let canonical = steps.path(ex)?;
-    let slot = steps.slot(&principal)?;
+    let slot = steps.slot(&principal).await?;
     let body_timed_out = Arc::new(AtomicBool::new(false));
     let classified = steps
         .classify(
@@ -139,7 +139,11 @@ pub(crate) async fn admit(
         classified: &classified,
         credential: credential.as_deref(),
     };
-    steps.authorize(ex, &facts)?;
+    let usage = match &slot {
+        Some(admission) => admission.usage(),
+        None => steps.usage(&principal).await,
+    };
+    steps.authorize(ex, &facts, usage)?;
     let envelope = classified.llm.as_ref().map(Classification::error_envelope);
     let refuse = |r: Refusal| Denial::Refuse(r, envelope);
     if let Err(why) = shared.pipeline.recorder.admit().await {
@@ -147,6 +151,7 @@ pub(crate) async fn admit(
     }
     let permit = steps
         .limits(&principal, &classified, slot)
+        .await
         .map_err(refuse)?;
     let injection = steps.injection(credential.as_deref()).map_err(refuse)?;
     Ok(Admitted {
@@ -255,10 +260,22 @@ impl Steps<'_> {
     }
 
     /// The concurrency slot covers the whole exchange, body upload included.
-    fn slot(&self, principal: &Principal) -> Result<Option<Admission>, Refusal> {
+    async fn slot(&self, principal: &Principal) -> Result<Option<Admission>, Refusal> {
         match (&self.shared.pipeline.limits, self.entry.is_request()) {
-            (Some(limits), true) => limits.admit(principal).map(Some).map_err(Refusal::Limited),
+            (Some(limits), true) => limits
+                .admit(principal)
+                .await
+                .map(Some)
+                .map_err(Refusal::from),
             _ => Ok(None),
+        }
+    }
+
+    /// The agent's usage for the policy input of an exchange without a slot (a CONNECT).
+    async fn usage(&self, principal: &Principal) -> UsageSnapshot {
+        match &self.shared.pipeline.limits {
+            Some(limits) => limits.usage(principal).await,
+            None => UsageSnapshot::default(),
         }
     }
 
@@ -359,7 +376,12 @@ impl Steps<'_> {
         }
     }
 
-    fn authorize(&self, ex: &mut Exchange, f: &Facts<'_>) -> Result<(), Denial> {
+    fn authorize(
+        &self,
+        ex: &mut Exchange,
+        f: &Facts<'_>,
+        usage: UsageSnapshot,
+    ) -> Result<(), Denial> {
         let host = f.target.host_str();
         let kind = match self.entry {
             Entry::Connect => RequestKind::Connect,
@@ -384,11 +406,7 @@ impl Steps<'_> {
             client_addr: self.client_addr,
             llm: f.classified.llm.as_ref(),
             body: f.classified.json.as_ref(),
-            usage: pipeline
-                .limits
-                .as_ref()
-                .map(|l| l.usage(f.principal))
-                .unwrap_or_default(),
+            usage,
             credential: f.credential,
         });
         let decision = Arc::new(authz.decision);
@@ -405,7 +423,7 @@ impl Steps<'_> {
     }
 
     /// Rate limits and token budgets: the permit is held until the response ends.
-    fn limits(
+    async fn limits(
         &self,
         principal: &Principal,
         classified: &Classified,
@@ -419,8 +437,9 @@ impl Steps<'_> {
                     classified.body_len,
                     slot,
                 )
+                .await
                 .map(Some)
-                .map_err(Refusal::Limited),
+                .map_err(Refusal::from),
             _ => Ok(None),
         }
     }

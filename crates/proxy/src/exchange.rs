@@ -260,6 +260,7 @@ impl Exchange {
             r.reasons = reasons;
             r.would_deny = d.would_deny.clone();
             r.decision_id = Some(d.decision_id.clone());
+            r.policy_revision = d.revision.clone();
             r.policy_us = Some(d.eval_us);
         }
         self.observe(&r, elapsed);

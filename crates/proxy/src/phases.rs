@@ -11,7 +11,7 @@ use crate::refusal::{AuthFailure, Malformed, Stub};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 pub use portcullis_core::Injection;
 use portcullis_core::{AuditRecord, Decision, Principal, RequestKind};
-use portcullis_limits::{Admission, Permit, Refusal as LimitRefusal, UsageSnapshot};
+use portcullis_limits::{Admission, LimitError, LimitFuture, Permit, UsageSnapshot};
 use portcullis_llm::{Classification, Classifier};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,13 +98,18 @@ pub trait Authorizer: Send + Sync + 'static {
 }
 
 /// Phase 3: rate limits and token budgets.
+///
+/// Answers are [`LimitFuture`]s: ready at once for the in-memory limiter (awaiting costs a
+/// branch), a future for a shared backend that asks a server.
 pub trait RequestLimits: Send + Sync + 'static {
-    /// The agent's recent usage, for the policy input.
-    fn usage(&self, principal: &Principal) -> UsageSnapshot;
+    /// The agent's recent usage, for the policy input of a CONNECT (requests read it from
+    /// their [`Admission`]).
+    fn usage(&self, principal: &Principal) -> LimitFuture<'_, UsageSnapshot>;
 
     /// Takes the agent's concurrency slot as soon as it is authenticated, before its body is
-    /// read (a stalled upload holds a slot too), or refuses.
-    fn admit(&self, principal: &Principal) -> Result<Admission, LimitRefusal>;
+    /// read (a stalled upload holds a slot too), or refuses. The admission carries the agent's
+    /// usage as read in the same step (the policy input's `usage`).
+    fn admit(&self, principal: &Principal) -> LimitFuture<'_, Result<Admission, LimitError>>;
 
     /// Admits a request policy allowed, holding `admission`, or refuses it. `llm` sizes the
     /// token reservation of an LLM request together with `body_len`, the request body's size
@@ -115,7 +120,7 @@ pub trait RequestLimits: Send + Sync + 'static {
         llm: Option<&Classification>,
         body_len: u64,
         admission: Admission,
-    ) -> Result<Permit, LimitRefusal>;
+    ) -> LimitFuture<'_, Result<Permit, LimitError>>;
 }
 
 /// Phase 4: credential injection, for requests policy and limits allowed. Only requests

@@ -142,6 +142,8 @@ pub enum Cause {
     Policy,
     /// [`Refusal::Limited`].
     Limited,
+    /// [`Refusal::LimitsUnavailable`].
+    LimitsUnavailable,
     /// [`Refusal::AuditUnavailable`].
     AuditUnavailable,
     /// [`Refusal::CredentialUnavailable`].
@@ -160,7 +162,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, once.
-    pub const ALL: [Cause; 14] = [
+    pub const ALL: [Cause; 15] = [
         Cause::Auth,
         Cause::Malformed,
         Cause::Port,
@@ -168,6 +170,7 @@ impl Cause {
         Cause::HostMismatch,
         Cause::Policy,
         Cause::Limited,
+        Cause::LimitsUnavailable,
         Cause::AuditUnavailable,
         Cause::CredentialUnavailable,
         Cause::Upstream,
@@ -195,6 +198,9 @@ pub enum Refusal {
     Policy(Arc<Decision>),
     /// A rate limit or token budget.
     Limited(LimitRefusal),
+    /// The shared limits backend cannot be reached and is set to refuse then
+    /// (`limits.on_redis_error = "deny"`).
+    LimitsUnavailable(String),
     /// The audit trail cannot take the record (`audit.on_full = "fail_closed"`).
     AuditUnavailable(String),
     /// The credential policy was told about cannot be read.
@@ -226,6 +232,15 @@ impl From<DialError> for Refusal {
     }
 }
 
+impl From<portcullis_limits::LimitError> for Refusal {
+    fn from(e: portcullis_limits::LimitError) -> Self {
+        match e {
+            portcullis_limits::LimitError::Limited(r) => Refusal::Limited(r),
+            portcullis_limits::LimitError::Unavailable(why) => Refusal::LimitsUnavailable(why),
+        }
+    }
+}
+
 impl From<Malformed> for Refusal {
     fn from(m: Malformed) -> Self {
         Refusal::Malformed(m)
@@ -249,6 +264,7 @@ impl Refusal {
             Refusal::HostMismatch(_) => Cause::HostMismatch,
             Refusal::Policy(_) => Cause::Policy,
             Refusal::Limited(_) => Cause::Limited,
+            Refusal::LimitsUnavailable(_) => Cause::LimitsUnavailable,
             Refusal::AuditUnavailable(_) => Cause::AuditUnavailable,
             Refusal::CredentialUnavailable(_) => Cause::CredentialUnavailable,
             Refusal::Upstream(_) => Cause::Upstream,
@@ -277,6 +293,7 @@ impl Refusal {
             | Refusal::SniMismatch => Status::Forbidden,
             Refusal::Limited(_) => Status::TooManyRequests,
             Refusal::AuditUnavailable(_)
+            | Refusal::LimitsUnavailable(_)
             | Refusal::CredentialUnavailable(_)
             | Refusal::Overloaded => Status::ServiceUnavailable,
             Refusal::Upstream(Upstream::Dial(DialError::Timeout(_))) => Status::GatewayTimeout,
@@ -298,6 +315,7 @@ impl Refusal {
             Refusal::HostMismatch(_) => "host_mismatch",
             Refusal::Policy(d) => d.refusal_code(),
             Refusal::Limited(_) => "rate_limited",
+            Refusal::LimitsUnavailable(_) => "limits_unavailable",
             Refusal::AuditUnavailable(_) => "audit_unavailable",
             Refusal::CredentialUnavailable(_) => "credential_unavailable",
             Refusal::Upstream(Upstream::Dial(d)) => match d {
@@ -335,6 +353,7 @@ impl Refusal {
                 Verdict::Error
             }
             Refusal::AuditUnavailable(_)
+            | Refusal::LimitsUnavailable(_)
             | Refusal::CredentialUnavailable(_)
             | Refusal::Upstream(_)
             | Refusal::TunnelProtocol { .. } => decision.map_or(Verdict::Error, |d| d.verdict),
@@ -384,6 +403,9 @@ impl Refusal {
             Refusal::AuditUnavailable(why) | Refusal::CredentialUnavailable(why) => {
                 why.clone().into()
             }
+            Refusal::LimitsUnavailable(why) => {
+                format!("rate limits cannot be checked, so the request is refused: {why}").into()
+            }
             Refusal::Upstream(Upstream::Dial(d)) => d.detail().into(),
             Refusal::Upstream(Upstream::Protocol) => {
                 "the upstream closed the connection or sent an invalid response".into()
@@ -417,6 +439,7 @@ impl Refusal {
             | Refusal::Limited(_)
             | Refusal::SniMismatch => ErrorSource::Policy,
             Refusal::AuditUnavailable(_)
+            | Refusal::LimitsUnavailable(_)
             | Refusal::CredentialUnavailable(_)
             | Refusal::TunnelProtocol { .. }
             | Refusal::Overloaded => ErrorSource::Internal,

@@ -65,7 +65,7 @@ fn cause_headers(refusal: &Refusal, h: &mut HeaderMap) {
                 h.insert(X_PORTCULLIS_DECISION_ID, v);
             }
         }
-        Refusal::Overloaded => {
+        Refusal::Overloaded | Refusal::LimitsUnavailable(_) => {
             h.insert(RETRY_AFTER, HeaderValue::from(1u64));
         }
         Refusal::Limited(r) => {

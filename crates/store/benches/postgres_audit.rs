@@ -59,6 +59,7 @@ fn record(seq: u64, ts_ms: i64) -> AuditRow {
         subagent: None,
         verdict: verdict.into(),
         policy: Some("llm_allowlist".into()),
+        policy_revision: None,
         provider: Some("openai".into()),
         model: Some("gpt-4o-mini".into()),
         kind: "http".into(),

@@ -14,7 +14,7 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Database, Encode, QueryBuilder, Sqlite, Type};
 
-/// Rows per multi-row `INSERT` (12 parameters each; SQLite allows 32766 per statement).
+/// Rows per multi-row `INSERT` (13 parameters each; SQLite allows 32766 per statement).
 /// Smaller tails are inserted in power-of-two chunks so only a few statement shapes are
 /// prepared and cached.
 const ROWS_PER_INSERT: usize = 256;
@@ -24,10 +24,10 @@ const PG_ROWS_PER_INSERT: usize = 5_000;
 /// The PostgreSQL insert: twelve arrays, one element per row. A row whose (id, ts) is
 /// already stored is skipped.
 const PG_INSERT: &str = "INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, \
-     policy, provider, model, kind, status, record) \
+     policy, policy_revision, provider, model, kind, status, record) \
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
-     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::text[]) \
-     ON CONFLICT DO NOTHING";
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], \
+     $13::text[]) ON CONFLICT DO NOTHING";
 /// Largest page [`Store::query_audit`] and [`Store::audit_after`] return.
 pub const MAX_AUDIT_PAGE: u32 = 10_000;
 
@@ -49,6 +49,8 @@ pub struct AuditRow {
     pub verdict: String,
     /// The deciding policy, if any.
     pub policy: Option<String>,
+    /// Revision of the policy set that decided, if any.
+    pub policy_revision: Option<String>,
     /// LLM provider, when classified.
     pub provider: Option<String>,
     /// LLM model, when classified.
@@ -74,6 +76,7 @@ impl From<AuditRecord> for AuditRow {
             subagent: r.subagent,
             verdict: r.verdict.as_str().to_owned(),
             policy: r.policy,
+            policy_revision: r.policy_revision,
             provider: r.provider,
             model: r.model,
             kind: r.kind.as_str().to_owned(),
@@ -291,7 +294,7 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[AuditRow]) -> Result<u64> {
         rest = tail;
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, policy, \
-             provider, model, kind, status, record) ",
+             policy_revision, provider, model, kind, status, record) ",
         );
         qb.push_values(chunk, |mut b, r| {
             b.push_bind(&r.id)
@@ -301,6 +304,7 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[AuditRow]) -> Result<u64> {
                 .push_bind(&r.subagent)
                 .push_bind(&r.verdict)
                 .push_bind(&r.policy)
+                .push_bind(&r.policy_revision)
                 .push_bind(&r.provider)
                 .push_bind(&r.model)
                 .push_bind(&r.kind)
@@ -329,6 +333,7 @@ async fn insert_postgres(pool: &PgPool, rows: &[AuditRow]) -> Result<u64> {
             .bind(opt(|r| r.subagent.as_deref()))
             .bind(text(|r| &r.verdict))
             .bind(opt(|r| r.policy.as_deref()))
+            .bind(opt(|r| r.policy_revision.as_deref()))
             .bind(opt(|r| r.provider.as_deref()))
             .bind(opt(|r| r.model.as_deref()))
             .bind(text(|r| &r.kind))
@@ -454,6 +459,7 @@ mod usage_tests {
             subagent: None,
             verdict: "allow".to_owned(),
             policy: None,
+            policy_revision: None,
             provider: Some("openai".to_owned()),
             model: None,
             kind: "http".to_owned(),

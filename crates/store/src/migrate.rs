@@ -33,6 +33,11 @@ const SQLITE: &[Entry] = &[
         include_str!("../migrations/sqlite/0003_config_overrides.sql"),
     ),
     (
+        4,
+        "policy revision",
+        include_str!("../migrations/sqlite/0004_policy_revision.sql"),
+    ),
+    (
         5,
         "console sessions",
         include_str!("../migrations/sqlite/0005_console_sessions.sql"),
@@ -60,6 +65,11 @@ const POSTGRES: &[Entry] = &[
         3,
         "config overrides",
         include_str!("../migrations/postgres/0003_config_overrides.sql"),
+    ),
+    (
+        4,
+        "policy revision",
+        include_str!("../migrations/postgres/0004_policy_revision.sql"),
     ),
     (
         5,

@@ -1,4 +1,5 @@
-//! The record's JSON shape is exactly DESIGN §5's (plus `credential`), and never leaks
+//! The record's JSON shape is exactly DESIGN §5's (plus `credential` and `policy_revision`),
+//! and never leaks
 //! a query string.
 
 use portcullis_audit::{AuditRecord, RequestKind};
@@ -32,6 +33,7 @@ fn full_record() -> AuditRecord {
     r.reasons = vec!["model not allowed".into()];
     r.would_deny = vec!["models".into()];
     r.decision_id = Some("dec-1".into());
+    r.policy_revision = Some("rev-42".into());
     r.status = Some(200);
     r.latency_ms = 1234;
     r.policy_us = Some(87);
@@ -48,7 +50,7 @@ fn full_record() -> AuditRecord {
 #[test]
 fn has_exactly_the_design_fields() {
     let expected: BTreeSet<&str> = DESIGN_FIELDS.iter().copied().collect();
-    assert_eq!(expected.len(), 31);
+    assert_eq!(expected.len(), 32);
     for rec in [
         full_record(),
         AuditRecord::new("x", 0, "t", "a", RequestKind::Tunnel, Verdict::Allow),
@@ -58,6 +60,7 @@ fn has_exactly_the_design_fields() {
         assert_eq!(keys, expected);
     }
     let v: Value = serde_json::from_str(&full_record().to_json()).unwrap();
+    assert_eq!(v["policy_revision"], "rev-42");
     let usage: BTreeSet<&str> = v["usage"]
         .as_object()
         .unwrap()

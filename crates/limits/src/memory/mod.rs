@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::UNIX_EPOCH;
 
 use crate::estimate::TokenReservation;
+use crate::future::LimitFuture;
 use crate::limiter::Limiter;
-use crate::outcome::{RateInfo, Refusal, UsageSnapshot};
+use crate::outcome::{LimitError, RateInfo, Refusal, UsageSnapshot};
 use crate::permit::{Admission, Lease, Permit};
 use crate::scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
 use state::{Charge, Now, ScopeState, Stage};
@@ -89,13 +90,14 @@ impl std::fmt::Debug for MemoryLimiter {
 }
 
 impl MemoryLimiter {
-    /// Checks and charges `stage` of a request against every scope, all or nothing.
+    /// Checks and charges `stage` of a request against every scope, all or nothing. For
+    /// [`Stage::Slot`] also reads the agent scope's usage (before the charge).
     fn run(
         &self,
         scopes: &LimitScopes<'_>,
         reservation: Option<TokenReservation>,
         stage: Stage,
-    ) -> Result<(MemoryLease, Option<RateInfo>), Refusal> {
+    ) -> Result<(MemoryLease, Option<RateInfo>, UsageSnapshot), Refusal> {
         let now = now_of(self.clock.as_ref());
         let tokens = reservation.map(TokenReservation::get);
 
@@ -142,6 +144,21 @@ impl MemoryLimiter {
         if let Some(refusal) = worst {
             return Err(refusal);
         }
+        let mut usage = UsageSnapshot::default();
+        if stage == Stage::Slot {
+            let agent = (0..3).find(|&i| {
+                found[i]
+                    .as_ref()
+                    .is_some_and(|(s, _)| s.key == scopes.agent.key)
+            });
+            if let Some(guard) = agent.and_then(|i| guards[i].as_mut()) {
+                let (requests_last_minute, tokens_today) = guard.usage(now);
+                usage = UsageSnapshot {
+                    requests_last_minute,
+                    tokens_today,
+                };
+            }
+        }
 
         let mut charges: [Option<Charge>; 3] = [None, None, None];
         for i in 0..3 {
@@ -165,7 +182,7 @@ impl MemoryLimiter {
             clock: Arc::clone(&self.clock),
             held,
         };
-        Ok((lease, tightest))
+        Ok((lease, tightest, usage))
     }
 }
 
@@ -174,15 +191,21 @@ impl Limiter for MemoryLimiter {
         &self,
         scopes: &LimitScopes<'_>,
         reservation: Option<TokenReservation>,
-    ) -> Result<Permit, Refusal> {
+    ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         let tokens = reservation.map_or(0, TokenReservation::get);
-        let (lease, tightest) = self.run(scopes, reservation, Stage::Both)?;
-        Ok(Permit::new(Box::new(lease), tightest, tokens))
+        LimitFuture::ready(
+            self.run(scopes, reservation, Stage::Both)
+                .map(|(lease, tightest, _)| Permit::new(Box::new(lease), tightest, tokens))
+                .map_err(LimitError::Limited),
+        )
     }
 
-    fn admit(&self, scopes: &LimitScopes<'_>) -> Result<Admission, Refusal> {
-        let (lease, _) = self.run(scopes, None, Stage::Slot)?;
-        Ok(Admission::new(Box::new(lease)))
+    fn admit(&self, scopes: &LimitScopes<'_>) -> LimitFuture<'_, Result<Admission, LimitError>> {
+        LimitFuture::ready(
+            self.run(scopes, None, Stage::Slot)
+                .map(|(lease, _, usage)| Admission::new(Box::new(lease), usage))
+                .map_err(LimitError::Limited),
+        )
     }
 
     fn acquire_admitted(
@@ -190,23 +213,19 @@ impl Limiter for MemoryLimiter {
         scopes: &LimitScopes<'_>,
         reservation: Option<TokenReservation>,
         admission: Admission,
-    ) -> Result<Permit, Refusal> {
+    ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         let tokens = reservation.map_or(0, TokenReservation::get);
-        let (lease, tightest) = self.run(scopes, reservation, Stage::Charge)?;
-        // The permit's lease frees the slot the admission took: the admission must not.
-        admission.into_permit();
-        Ok(Permit::new(Box::new(lease), tightest, tokens))
+        LimitFuture::ready(
+            self.run(scopes, reservation, Stage::Charge)
+                .map(|(lease, tightest, _)| {
+                    Permit::with_admission(Box::new(lease), admission, tightest, tokens)
+                })
+                .map_err(LimitError::Limited),
+        )
     }
 
-    fn usage_snapshot(&self, key: &ScopeKey) -> UsageSnapshot {
-        let Some(state) = self.scopes.get(key.as_str()).map(|s| Arc::clone(s.value())) else {
-            return UsageSnapshot::default();
-        };
-        let (requests_last_minute, tokens_today) = lock(&state).usage(now_of(self.clock.as_ref()));
-        UsageSnapshot {
-            requests_last_minute,
-            tokens_today,
-        }
+    fn usage_snapshot(&self, key: &ScopeKey) -> LimitFuture<'_, UsageSnapshot> {
+        LimitFuture::ready(self.usage_now(key))
     }
 
     fn sweep(&self) -> usize {
@@ -224,6 +243,20 @@ impl Limiter for MemoryLimiter {
             }
         });
         before.saturating_sub(self.scopes.len())
+    }
+}
+
+impl MemoryLimiter {
+    /// Usage of one scope now (what [`Limiter::usage_snapshot`] answers).
+    pub fn usage_now(&self, key: &ScopeKey) -> UsageSnapshot {
+        let Some(state) = self.scopes.get(key.as_str()).map(|s| Arc::clone(s.value())) else {
+            return UsageSnapshot::default();
+        };
+        let (requests_last_minute, tokens_today) = lock(&state).usage(now_of(self.clock.as_ref()));
+        UsageSnapshot {
+            requests_last_minute,
+            tokens_today,
+        }
     }
 }
 
@@ -248,6 +281,21 @@ mod tests {
     use crate::settings::LimitSettings;
     use portcullis_core::ManualClock;
 
+    /// The memory limiter answers at once.
+    fn now<T>(f: LimitFuture<'_, T>) -> T {
+        match f.into_ready() {
+            Ok(v) => v,
+            Err(_) => panic!("the memory limiter answered with a future"),
+        }
+    }
+
+    fn refusal_of<T: std::fmt::Debug>(r: Result<T, LimitError>) -> Refusal {
+        match r {
+            Err(LimitError::Limited(r)) => r,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
     #[test]
     fn permit_holds_the_state_against_sweep() {
         let clock = Arc::new(ManualClock::at(1_700_000_000));
@@ -257,7 +305,7 @@ mod tests {
             max_concurrent: Some(1),
             ..LimitSettings::default()
         };
-        let permit = limiter.acquire_one(&key, &settings, None).unwrap();
+        let permit = now(limiter.acquire_one(&key, &settings, None)).unwrap();
         clock.advance(std::time::Duration::from_secs(3600));
         assert_eq!(limiter.sweep(), 0, "an open permit pins its scope");
         let state = Arc::clone(limiter.scopes.get(key.as_str()).unwrap().value());
@@ -287,27 +335,27 @@ mod tests {
         };
 
         // The slot is taken on arrival; a second arrival is refused while it is held.
-        let first = limiter.admit(&scopes).unwrap();
+        let first = now(limiter.admit(&scopes)).unwrap();
         assert_eq!(in_flight(), 1);
-        let refused = limiter.admit(&scopes).unwrap_err();
+        let refused = refusal_of(now(limiter.admit(&scopes)));
         assert_eq!(refused.limit, crate::LimitKind::Concurrent);
         assert_eq!(
-            limiter.usage_snapshot(&key).requests_last_minute,
+            limiter.usage_now(&key).requests_last_minute,
             0,
             "nothing charged yet"
         );
 
         // Admitted: the permit holds the same slot (not a second one) and charges the request.
-        let permit = limiter.acquire_admitted(&scopes, None, first).unwrap();
+        let permit = now(limiter.acquire_admitted(&scopes, None, first)).unwrap();
         assert_eq!(in_flight(), 1);
-        assert_eq!(limiter.usage_snapshot(&key).requests_last_minute, 1);
+        assert_eq!(limiter.usage_now(&key).requests_last_minute, 1);
         assert_eq!(permit.rate_info().map(|r| r.remaining), Some(1));
-        assert!(limiter.admit(&scopes).is_err());
+        assert!(now(limiter.admit(&scopes)).is_err());
         drop(permit);
         assert_eq!(in_flight(), 0);
 
         // A refusal at the second stage frees the slot and charges nothing.
-        let _burn = limiter.acquire(
+        let _burn = now(limiter.acquire(
             &LimitScopes::agent(
                 &key,
                 &LimitSettings {
@@ -316,16 +364,16 @@ mod tests {
                 },
             ),
             None,
-        );
+        ));
         drop(_burn);
-        let a = limiter.admit(&scopes).unwrap();
-        let r = limiter.acquire_admitted(&scopes, None, a).unwrap_err();
+        let a = now(limiter.admit(&scopes)).unwrap();
+        let r = refusal_of(now(limiter.acquire_admitted(&scopes, None, a)));
         assert_eq!(r.limit, crate::LimitKind::Rpm);
         assert_eq!(in_flight(), 0, "the refused request's slot is free");
-        assert_eq!(limiter.usage_snapshot(&key).requests_last_minute, 2);
+        assert_eq!(limiter.usage_now(&key).requests_last_minute, 2);
 
         // Dropping an admission without a permit frees its slot.
-        let a = limiter.admit(&scopes).unwrap();
+        let a = now(limiter.admit(&scopes)).unwrap();
         assert_eq!(in_flight(), 1);
         drop(a);
         assert_eq!(in_flight(), 0);

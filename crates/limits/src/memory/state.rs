@@ -1,6 +1,6 @@
 //! Counters of one scope and the all-limits check over them.
 
-use crate::outcome::{LimitKind, RateInfo, Refusal};
+use crate::outcome::{keep_tightest, keep_worst, LimitKind, RateInfo, Refusal};
 use crate::scope::ScopeKind;
 use crate::settings::{LimitSettings, DAY_SECS};
 use portcullis_core::UtcOffset;
@@ -77,6 +77,8 @@ pub(crate) struct Charge {
     offset: UtcOffset,
     /// Tokens reserved.
     tokens: u64,
+    /// Whether this charge took a concurrency slot (to free when it finishes).
+    slot: bool,
 }
 
 /// Which limits one call checks and charges: a request takes its concurrency slot when it
@@ -112,26 +114,6 @@ pub(crate) struct ScopeState {
     in_flight: u64,
     window: Window,
     day: Day,
-}
-
-/// Keeps the refusal that matters most: one that can never fit, else the one that clears last.
-fn keep_worst(worst: &mut Option<Refusal>, candidate: Refusal) {
-    let replace = match worst {
-        None => true,
-        Some(w) => {
-            (candidate.never_fits, candidate.retry_after_secs) > (w.never_fits, w.retry_after_secs)
-        }
-    };
-    if replace {
-        *worst = Some(candidate);
-    }
-}
-
-/// Keeps the rate info with the smallest fraction remaining.
-pub(crate) fn keep_tightest(tightest: &mut Option<RateInfo>, candidate: RateInfo) {
-    if tightest.as_ref().is_none_or(|t| candidate.tighter_than(t)) {
-        *tightest = Some(candidate);
-    }
 }
 
 impl ScopeState {
@@ -325,14 +307,17 @@ impl ScopeState {
             day_start: self.day.start,
             offset: settings.day_reset_offset,
             tokens,
+            slot: stage.takes_slot(),
         }
     }
 
-    /// Ends an admitted request: frees its concurrency slot and, with `usage`, replaces its
-    /// reservation by the actual tokens.
+    /// Ends an admitted request: frees the concurrency slot it took and, with `usage`, replaces
+    /// its reservation by the actual tokens.
     pub(crate) fn finish(&mut self, charge: &Charge, usage: Option<u64>, now: Now) {
         self.advance(now, charge.offset);
-        self.in_flight = self.in_flight.saturating_sub(1);
+        if charge.slot {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
         let Some(actual) = usage else {
             return;
         };

@@ -2,12 +2,12 @@
 
 use crate::common::*;
 use portcullis_limits::{
-    LimitKind, LimitScopes, LimitSettings, Limiter, ScopeKey, ScopeKind, TokenReservation,
+    LimitKind, LimitScopes, LimitSettings, ScopeKey, ScopeKind, TokenReservation,
 };
 
-#[test]
-fn a_tenant_refusal_charges_nothing_to_the_agent() {
-    let (_clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn a_tenant_refusal_charges_nothing_to_the_agent() {
+    let (_clock, limiter) = limiter_at(NOON).await;
     let tenant = ScopeKey::tenant("acme");
     let agent = ScopeKey::agent("bot");
     let tenant_limits = LimitSettings {
@@ -23,7 +23,7 @@ fn a_tenant_refusal_charges_nothing_to_the_agent() {
     let scopes = LimitScopes::agent(&agent, &agent_limits).with_tenant(&tenant, &tenant_limits);
     let reserve = |n| Some(TokenReservation::tokens(n));
 
-    let p = limiter.acquire(&scopes, reserve(800)).unwrap();
+    let p = limiter.acquire(&scopes, reserve(800)).await.unwrap();
     let info = *p.rate_info().unwrap();
     assert_eq!(
         (info.scope, info.limit, info.remaining),
@@ -32,32 +32,37 @@ fn a_tenant_refusal_charges_nothing_to_the_agent() {
     );
     p.settle(Some(800));
 
-    let refused = limiter.acquire(&scopes, reserve(300)).unwrap_err();
+    let refused = limiter.acquire(&scopes, reserve(300)).await.unwrap_err();
     assert_eq!(
         (refused.scope, refused.limit),
         (ScopeKind::Tenant, LimitKind::Tpm)
     );
 
-    let usage = limiter.usage_snapshot(&agent);
+    let usage = limiter.usage_snapshot(&agent).await;
     assert_eq!((usage.requests_last_minute, usage.tokens_today), (1, 800));
     // The agent's concurrency slot and rpm were not taken by the refusal: 4 more fit.
     for _ in 0..4 {
         limiter
             .acquire(&scopes, reserve(50))
+            .await
             .unwrap()
             .settle(Some(50));
     }
     assert_eq!(
-        limiter.acquire(&scopes, reserve(0)).unwrap_err().limit,
+        limiter
+            .acquire(&scopes, reserve(0))
+            .await
+            .unwrap_err()
+            .limit,
         LimitKind::Rpm
     );
-    assert_eq!(limiter.usage_snapshot(&tenant).tokens_today, 1_000);
-    assert_eq!(limiter.usage_snapshot(&agent).tokens_today, 1_000);
+    assert_eq!(limiter.usage_snapshot(&tenant).await.tokens_today, 1_000);
+    assert_eq!(limiter.usage_snapshot(&agent).await.tokens_today, 1_000);
 }
 
-#[test]
-fn agents_of_one_tenant_share_its_budget() {
-    let (_clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn agents_of_one_tenant_share_its_budget() {
+    let (_clock, limiter) = limiter_at(NOON).await;
     let tenant = ScopeKey::tenant("acme");
     let tenant_limits = LimitSettings {
         tokens_per_day: Some(1_000),
@@ -72,12 +77,14 @@ fn agents_of_one_tenant_share_its_budget() {
             &LimitScopes::agent(&a, &open).with_tenant(&tenant, &tenant_limits),
             reserve,
         )
+        .await
         .unwrap();
     let refused = limiter
         .acquire(
             &LimitScopes::agent(&b, &open).with_tenant(&tenant, &tenant_limits),
             reserve,
         )
+        .await
         .unwrap_err();
     assert_eq!(refused.scope, ScopeKind::Tenant);
     assert_eq!(refused.limit, LimitKind::TokensPerDay);
@@ -87,16 +94,17 @@ fn agents_of_one_tenant_share_its_budget() {
             &LimitScopes::agent(&b, &open).with_tenant(&tenant, &tenant_limits),
             reserve,
         )
+        .await
         .unwrap()
         .settle(None);
-    assert_eq!(limiter.usage_snapshot(&tenant).tokens_today, 700);
-    assert_eq!(limiter.usage_snapshot(&a).tokens_today, 100);
-    assert_eq!(limiter.usage_snapshot(&b).tokens_today, 600);
+    assert_eq!(limiter.usage_snapshot(&tenant).await.tokens_today, 700);
+    assert_eq!(limiter.usage_snapshot(&a).await.tokens_today, 100);
+    assert_eq!(limiter.usage_snapshot(&b).await.tokens_today, 600);
 }
 
-#[test]
-fn subagent_limits_apply_on_top_of_the_agent() {
-    let (_clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn subagent_limits_apply_on_top_of_the_agent() {
+    let (_clock, limiter) = limiter_at(NOON).await;
     let agent = ScopeKey::agent("bot");
     let sub = ScopeKey::subagent("bot", "crawler");
     let agent_limits = LimitSettings {
@@ -110,32 +118,32 @@ fn subagent_limits_apply_on_top_of_the_agent() {
     let sub_scopes = LimitScopes::agent(&agent, &agent_limits).with_subagent(&sub, &sub_limits);
     let agent_only = LimitScopes::agent(&agent, &agent_limits);
 
-    let s1 = limiter.acquire(&sub_scopes, None).unwrap();
-    let refused = limiter.acquire(&sub_scopes, None).unwrap_err();
+    let s1 = limiter.acquire(&sub_scopes, None).await.unwrap();
+    let refused = limiter.acquire(&sub_scopes, None).await.unwrap_err();
     assert_eq!(
         (refused.scope, refused.limit),
         (ScopeKind::Subagent, LimitKind::Concurrent)
     );
-    let a1 = limiter.acquire(&agent_only, None).unwrap();
-    let a2 = limiter.acquire(&agent_only, None).unwrap();
-    let refused = limiter.acquire(&agent_only, None).unwrap_err();
+    let a1 = limiter.acquire(&agent_only, None).await.unwrap();
+    let a2 = limiter.acquire(&agent_only, None).await.unwrap();
+    let refused = limiter.acquire(&agent_only, None).await.unwrap_err();
     assert_eq!(
         refused.scope,
         ScopeKind::Agent,
         "the sub-agent's request holds an agent slot"
     );
     drop(s1);
-    let _a3 = limiter.acquire(&agent_only, None).unwrap();
+    let _a3 = limiter.acquire(&agent_only, None).await.unwrap();
     // The agent is full again, so the sub-agent is refused by the agent scope.
-    let refused = limiter.acquire(&sub_scopes, None).unwrap_err();
+    let refused = limiter.acquire(&sub_scopes, None).await.unwrap_err();
     assert_eq!(refused.scope, ScopeKind::Agent);
     drop((a1, a2));
-    assert!(limiter.acquire(&sub_scopes, None).is_ok());
+    assert!(limiter.acquire(&sub_scopes, None).await.is_ok());
 }
 
-#[test]
-fn a_key_given_twice_is_checked_once_without_deadlock() {
-    let (_clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn a_key_given_twice_is_checked_once_without_deadlock() {
+    let (_clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
     let s = LimitSettings {
         rpm: Some(2),
@@ -144,73 +152,8 @@ fn a_key_given_twice_is_checked_once_without_deadlock() {
     let scopes = LimitScopes::agent(&key, &s)
         .with_subagent(&key, &s)
         .with_tenant(&key, &s);
-    let _a = limiter.acquire(&scopes, None).unwrap();
-    let _b = limiter.acquire(&scopes, None).unwrap();
-    assert!(limiter.acquire(&scopes, None).is_err());
-    assert_eq!(limiter.usage_snapshot(&key).requests_last_minute, 2);
-}
-
-#[test]
-fn sweep_evicts_idle_scopes_only() {
-    let (clock, limiter) = limiter_at(NOON);
-    let rpm = LimitSettings {
-        rpm: Some(10),
-        ..settings()
-    };
-    let daily = LimitSettings {
-        tokens_per_day: Some(1_000_000),
-        ..settings()
-    };
-    let idle = ScopeKey::agent("idle");
-    let spender = ScopeKey::agent("spender");
-    let busy = ScopeKey::agent("busy");
-    let refunded = ScopeKey::agent("refunded");
-
-    drop(plain(&limiter, &idle, &rpm).unwrap());
-    llm(&limiter, &spender, &daily, 500)
-        .unwrap()
-        .settle(Some(400));
-    let open = plain(&limiter, &busy, &rpm).unwrap();
-    llm(&limiter, &refunded, &daily, 500)
-        .unwrap()
-        .settle(Some(0));
-    assert_eq!(limiter.len(), 4);
-    assert_eq!(limiter.sweep(), 0, "everything is fresh");
-
-    clock.advance(secs(61));
-    assert_eq!(limiter.sweep(), 2, "idle and refunded are forgotten");
-    assert_eq!(limiter.len(), 2);
-    assert_eq!(
-        limiter.usage_snapshot(&spender).tokens_today,
-        400,
-        "today's spend is kept"
-    );
-    assert_eq!(limiter.usage_snapshot(&idle), Default::default());
-
-    // After midnight the spender's counter means nothing any more.
-    clock.advance(secs(12 * 3600));
-    drop(open);
-    assert_eq!(limiter.sweep(), 2);
-    assert!(limiter.is_empty());
-
-    // An evicted scope starts fresh with a full burst.
-    let p = plain(&limiter, &idle, &rpm).unwrap();
-    assert_eq!(p.rate_info().unwrap().remaining, 9);
-}
-
-#[test]
-fn sweep_keeps_a_scope_whose_burst_is_still_refilling() {
-    let (clock, limiter) = limiter_at(NOON);
-    let key = ScopeKey::agent("bot");
-    let s = LimitSettings {
-        rpm: Some(1),
-        ..settings()
-    };
-    drop(plain(&limiter, &key, &s).unwrap());
-    clock.advance(secs(59));
-    assert_eq!(limiter.sweep(), 0);
-    assert!(
-        plain(&limiter, &key, &s).is_err(),
-        "eviction did not reset the limit"
-    );
+    let _a = limiter.acquire(&scopes, None).await.unwrap();
+    let _b = limiter.acquire(&scopes, None).await.unwrap();
+    assert!(limiter.acquire(&scopes, None).await.is_err());
+    assert_eq!(limiter.usage_snapshot(&key).await.requests_last_minute, 2);
 }

@@ -1,7 +1,7 @@
 //! Token budgets: reservation, settlement, the minute window and the daily rollover.
 
 use crate::common::*;
-use portcullis_limits::{LimitKind, LimitSettings, Limiter, ScopeKey, TokenReservation, UtcOffset};
+use portcullis_limits::{LimitKind, LimitSettings, ScopeKey, TokenReservation, UtcOffset};
 
 fn budget(tpm: Option<u64>, per_day: Option<u64>) -> LimitSettings {
     LimitSettings {
@@ -11,28 +11,28 @@ fn budget(tpm: Option<u64>, per_day: Option<u64>) -> LimitSettings {
     }
 }
 
-#[test]
-fn reservation_and_settlement_arithmetic() {
-    let (_clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn reservation_and_settlement_arithmetic() {
+    let (_clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
     let s = budget(Some(10_000), Some(100_000));
 
-    let p = llm(&limiter, &key, &s, 3_000).unwrap();
+    let p = llm(&limiter, &key, &s, 3_000).await.unwrap();
     assert_eq!(p.reserved_tokens(), 3_000);
     let info = *p.rate_info().unwrap();
     assert_eq!(info.limit, LimitKind::Tpm, "70% left beats 97% left");
     assert_eq!(info.remaining, 7_000);
     assert_eq!(info.reset_unix, NOON + 61);
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 3_000);
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 3_000);
 
     // Settling releases the difference.
     p.settle(Some(1_200));
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 1_200);
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 1_200);
 
     // Exactly the rest of the minute budget fits, then nothing.
-    let p = llm(&limiter, &key, &s, 8_800).unwrap();
+    let p = llm(&limiter, &key, &s, 8_800).await.unwrap();
     assert_eq!(p.rate_info().unwrap().remaining, 0);
-    let refused = llm(&limiter, &key, &s, 1).unwrap_err();
+    let refused = llm(&limiter, &key, &s, 1).await.unwrap_err();
     assert_eq!(refused.limit, LimitKind::Tpm);
     assert_eq!(refused.limit_value, 10_000);
     assert_eq!(refused.requested, 1);
@@ -42,35 +42,38 @@ fn reservation_and_settlement_arithmetic() {
 
     // Usage above the reservation (the estimate was low) is charged in full.
     p.settle(Some(9_000));
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 10_200);
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 10_200);
 
     // A request without reservation (not an LLM call) is not held back by token budgets.
-    let plain_permit = plain(&limiter, &key, &s).unwrap();
+    let plain_permit = plain(&limiter, &key, &s).await.unwrap();
     assert_eq!(plain_permit.reserved_tokens(), 0);
     assert!(plain_permit.rate_info().is_none());
 }
 
-#[test]
-fn missing_usage_and_abort_keep_the_full_reservation() {
-    let (_clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn missing_usage_and_abort_keep_the_full_reservation() {
+    let (_clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
     let s = budget(Some(10_000), None);
 
-    llm(&limiter, &key, &s, 3_000).unwrap().settle(None);
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 3_000);
+    llm(&limiter, &key, &s, 3_000).await.unwrap().settle(None);
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 3_000);
 
-    drop(llm(&limiter, &key, &s, 4_000).unwrap());
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 7_000);
+    drop(llm(&limiter, &key, &s, 4_000).await.unwrap());
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 7_000);
 
-    let refused = llm(&limiter, &key, &s, 3_001).unwrap_err();
+    let refused = llm(&limiter, &key, &s, 3_001).await.unwrap_err();
     assert_eq!(refused.limit, LimitKind::Tpm);
-    llm(&limiter, &key, &s, 3_000).unwrap().settle(Some(0));
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 7_000);
+    llm(&limiter, &key, &s, 3_000)
+        .await
+        .unwrap()
+        .settle(Some(0));
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 7_000);
 }
 
-#[test]
-fn estimate_from_body_size_and_default_max_tokens() {
-    let (_clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn estimate_from_body_size_and_default_max_tokens() {
+    let (_clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
     let s = LimitSettings {
         tpm: Some(10_000),
@@ -79,17 +82,19 @@ fn estimate_from_body_size_and_default_max_tokens() {
     };
     // No max_tokens: 4096 + ceil(1001 / 4) = 4096 + 251.
     let r = TokenReservation::estimate(&s, None, 1_001);
-    let p = limiter.acquire_one(&key, &s, Some(r)).unwrap();
+    let p = limiter.acquire_one(&key, &s, Some(r)).await.unwrap();
     assert_eq!(p.reserved_tokens(), 4_347);
     assert_eq!(p.rate_info().unwrap().remaining, 10_000 - 4_347);
 }
 
-#[test]
-fn a_reservation_larger_than_the_budget_can_never_fit() {
-    let (_clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn a_reservation_larger_than_the_budget_can_never_fit() {
+    let (_clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
 
-    let refused = llm(&limiter, &key, &budget(Some(1_000), None), 1_001).unwrap_err();
+    let refused = llm(&limiter, &key, &budget(Some(1_000), None), 1_001)
+        .await
+        .unwrap_err();
     assert_eq!(refused.limit, LimitKind::Tpm);
     assert!(refused.never_fits);
     assert_eq!(refused.requested, 1_001);
@@ -100,7 +105,9 @@ fn a_reservation_larger_than_the_budget_can_never_fit() {
         "{detail}"
     );
 
-    let refused = llm(&limiter, &key, &budget(None, Some(500)), 501).unwrap_err();
+    let refused = llm(&limiter, &key, &budget(None, Some(500)), 501)
+        .await
+        .unwrap_err();
     assert_eq!(refused.limit, LimitKind::TokensPerDay);
     assert!(refused.never_fits);
 
@@ -109,24 +116,30 @@ fn a_reservation_larger_than_the_budget_can_never_fit() {
         rpm: Some(1),
         ..budget(Some(1_000), None)
     };
-    let _first = llm(&limiter, &key, &s, 10).unwrap();
-    let refused = llm(&limiter, &key, &s, 5_000).unwrap_err();
+    let _first = llm(&limiter, &key, &s, 10).await.unwrap();
+    let refused = llm(&limiter, &key, &s, 5_000).await.unwrap_err();
     assert_eq!(refused.limit, LimitKind::Tpm);
     assert!(refused.never_fits);
 }
 
-#[test]
-fn minute_window_frees_tokens_61_buckets_after_they_were_charged() {
-    let (clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn minute_window_frees_tokens_61_buckets_after_they_were_charged() {
+    let (clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
     let s = budget(Some(1_000), None);
 
-    llm(&limiter, &key, &s, 600).unwrap().settle(Some(600));
+    llm(&limiter, &key, &s, 600)
+        .await
+        .unwrap()
+        .settle(Some(600));
     clock.advance(secs(30));
-    llm(&limiter, &key, &s, 400).unwrap().settle(Some(400));
+    llm(&limiter, &key, &s, 400)
+        .await
+        .unwrap()
+        .settle(Some(400));
     clock.advance(secs(10));
     // Needs 500: the 600 of second 0 must expire first, at NOON + 61.
-    let refused = llm(&limiter, &key, &s, 500).unwrap_err();
+    let refused = llm(&limiter, &key, &s, 500).await.unwrap_err();
     assert_eq!(refused.retry_after_secs, 21);
     assert_eq!(
         refused.reset_unix,
@@ -135,24 +148,27 @@ fn minute_window_frees_tokens_61_buckets_after_they_were_charged() {
     );
     clock.advance(secs(20));
     assert_eq!(
-        llm(&limiter, &key, &s, 500).unwrap_err().retry_after_secs,
+        llm(&limiter, &key, &s, 500)
+            .await
+            .unwrap_err()
+            .retry_after_secs,
         1
     );
     clock.advance(secs(1));
-    let p = llm(&limiter, &key, &s, 500).unwrap();
+    let p = llm(&limiter, &key, &s, 500).await.unwrap();
     assert_eq!(p.rate_info().unwrap().remaining, 100);
 }
 
-#[test]
-fn no_60_second_interval_exceeds_the_minute_budget() {
+#[tokio::test]
+async fn no_60_second_interval_exceeds_the_minute_budget() {
     // Admit greedily every 250 ms for five minutes and check every 60 s interval.
-    let (clock, limiter) = limiter_at(NOON);
+    let (clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
     let s = budget(Some(1_000), None);
     let mut admitted: Vec<(u64, u64)> = Vec::new(); // (ms since start, tokens)
     for step in 0..1_200u64 {
         let tokens = 90 + (step * 37) % 200;
-        if let Ok(p) = llm(&limiter, &key, &s, tokens) {
+        if let Ok(p) = llm(&limiter, &key, &s, tokens).await {
             admitted.push((step * 250, tokens));
             p.settle(Some(tokens));
         }
@@ -176,48 +192,54 @@ fn no_60_second_interval_exceeds_the_minute_budget() {
     }
 }
 
-#[test]
-fn day_rolls_over_at_utc_midnight() {
-    let (clock, limiter) = limiter_at(MIDNIGHT + 86_400 - 10);
+#[tokio::test]
+async fn day_rolls_over_at_utc_midnight() {
+    let (clock, limiter) = limiter_at(MIDNIGHT + 86_400 - 10).await;
     let key = ScopeKey::agent("bot");
     let s = budget(None, Some(1_000));
 
-    llm(&limiter, &key, &s, 1_000).unwrap().settle(Some(1_000));
-    let refused = llm(&limiter, &key, &s, 1).unwrap_err();
+    llm(&limiter, &key, &s, 1_000)
+        .await
+        .unwrap()
+        .settle(Some(1_000));
+    let refused = llm(&limiter, &key, &s, 1).await.unwrap_err();
     assert_eq!(refused.limit, LimitKind::TokensPerDay);
     assert_eq!(refused.retry_after_secs, 10);
     assert_eq!(refused.reset_unix, MIDNIGHT + 86_400);
 
     // A reservation opened before midnight and settled after refunds nothing to the new day.
     clock.advance(secs(9));
-    assert!(llm(&limiter, &key, &s, 1).is_err());
+    assert!(llm(&limiter, &key, &s, 1).await.is_err());
     clock.advance(secs(1));
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 0);
-    let p = llm(&limiter, &key, &s, 1_000).unwrap();
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 0);
+    let p = llm(&limiter, &key, &s, 1_000).await.unwrap();
     assert_eq!(p.rate_info().unwrap().reset_unix, MIDNIGHT + 2 * 86_400);
     assert_eq!(p.rate_info().unwrap().remaining, 0);
     p.settle(Some(250));
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 250);
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 250);
 }
 
-#[test]
-fn settlement_after_midnight_does_not_refund_into_the_new_day() {
-    let (clock, limiter) = limiter_at(MIDNIGHT + 86_400 - 1);
+#[tokio::test]
+async fn settlement_after_midnight_does_not_refund_into_the_new_day() {
+    let (clock, limiter) = limiter_at(MIDNIGHT + 86_400 - 1).await;
     let key = ScopeKey::agent("bot");
     let s = budget(None, Some(1_000));
-    let late = llm(&limiter, &key, &s, 800).unwrap();
+    let late = llm(&limiter, &key, &s, 800).await.unwrap();
     clock.advance(secs(2));
-    llm(&limiter, &key, &s, 300).unwrap().settle(Some(300));
+    llm(&limiter, &key, &s, 300)
+        .await
+        .unwrap()
+        .settle(Some(300));
     late.settle(Some(0));
     assert_eq!(
-        limiter.usage_snapshot(&key).tokens_today,
+        limiter.usage_snapshot(&key).await.tokens_today,
         300,
         "yesterday's refund must not lower today's counter"
     );
 }
 
-#[test]
-fn day_rolls_over_at_a_configured_offset() {
+#[tokio::test]
+async fn day_rolls_over_at_a_configured_offset() {
     for (offset, local_midnight) in [
         ("+02:00", MIDNIGHT + 86_400 - 2 * 3600),
         ("-05:30", MIDNIGHT + 5 * 3600 + 1800),
@@ -227,38 +249,38 @@ fn day_rolls_over_at_a_configured_offset() {
             day_reset_offset: offset.parse::<UtcOffset>().unwrap(),
             ..settings()
         };
-        let (clock, limiter) = limiter_at(local_midnight - 5);
+        let (clock, limiter) = limiter_at(local_midnight - 5).await;
         let key = ScopeKey::agent("bot");
-        llm(&limiter, &key, &s, 1_000).unwrap().settle(None);
-        let refused = llm(&limiter, &key, &s, 1).unwrap_err();
+        llm(&limiter, &key, &s, 1_000).await.unwrap().settle(None);
+        let refused = llm(&limiter, &key, &s, 1).await.unwrap_err();
         assert_eq!(refused.reset_unix, local_midnight, "{offset}");
         assert_eq!(refused.retry_after_secs, 5, "{offset}");
         clock.advance(secs(4));
-        assert!(llm(&limiter, &key, &s, 1).is_err(), "{offset}");
+        assert!(llm(&limiter, &key, &s, 1).await.is_err(), "{offset}");
         clock.advance(secs(1));
-        let p = llm(&limiter, &key, &s, 1_000).unwrap();
+        let p = llm(&limiter, &key, &s, 1_000).await.unwrap();
         assert_eq!(p.rate_info().unwrap().reset_unix, local_midnight + 86_400);
     }
 }
 
-#[test]
-fn utc_midnight_is_not_a_reset_under_an_offset() {
+#[tokio::test]
+async fn utc_midnight_is_not_a_reset_under_an_offset() {
     let s = LimitSettings {
         tokens_per_day: Some(1_000),
         day_reset_offset: "+02:00".parse().unwrap(),
         ..settings()
     };
-    let (clock, limiter) = limiter_at(MIDNIGHT - 60);
+    let (clock, limiter) = limiter_at(MIDNIGHT - 60).await;
     let key = ScopeKey::agent("bot");
-    llm(&limiter, &key, &s, 1_000).unwrap().settle(None);
+    llm(&limiter, &key, &s, 1_000).await.unwrap().settle(None);
     clock.advance(secs(120));
-    let refused = llm(&limiter, &key, &s, 1).unwrap_err();
+    let refused = llm(&limiter, &key, &s, 1).await.unwrap_err();
     assert_eq!(refused.reset_unix, MIDNIGHT + 22 * 3600);
 }
 
-#[test]
-fn token_refusal_charges_nothing_else() {
-    let (clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn token_refusal_charges_nothing_else() {
+    let (clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
     let s = LimitSettings {
         rpm: Some(3),
@@ -268,57 +290,64 @@ fn token_refusal_charges_nothing_else() {
     // Refused by tpm: no request, no slot, no tokens charged.
     for _ in 0..10 {
         assert_eq!(
-            llm(&limiter, &key, &s, 2_000).unwrap_err().limit,
+            llm(&limiter, &key, &s, 2_000).await.unwrap_err().limit,
             LimitKind::Tpm
         );
     }
-    assert_eq!(limiter.usage_snapshot(&key), Default::default());
+    assert_eq!(limiter.usage_snapshot(&key).await, Default::default());
 
     // Refused by rpm (after 3): the tokens of the refused requests are not charged either.
     for _ in 0..3 {
-        llm(&limiter, &key, &s, 100).unwrap().settle(Some(100));
+        llm(&limiter, &key, &s, 100)
+            .await
+            .unwrap()
+            .settle(Some(100));
     }
     assert_eq!(
-        llm(&limiter, &key, &s, 100).unwrap_err().limit,
+        llm(&limiter, &key, &s, 100).await.unwrap_err().limit,
         LimitKind::Rpm
     );
-    let usage = limiter.usage_snapshot(&key);
+    let usage = limiter.usage_snapshot(&key).await;
     assert_eq!((usage.requests_last_minute, usage.tokens_today), (3, 300));
 
     // Refused by concurrency: the rpm budget is untouched.
     clock.advance(secs(60));
-    let held = llm(&limiter, &key, &s, 100).unwrap();
+    let held = llm(&limiter, &key, &s, 100).await.unwrap();
     assert_eq!(held.rate_info().map(|r| r.limit), Some(LimitKind::Tpm));
     assert_eq!(
-        llm(&limiter, &key, &s, 100).unwrap_err().limit,
+        llm(&limiter, &key, &s, 100).await.unwrap_err().limit,
         LimitKind::Concurrent
     );
     drop(held);
-    let p = llm(&limiter, &key, &s, 100).unwrap();
-    let usage = limiter.usage_snapshot(&key);
+    let p = llm(&limiter, &key, &s, 100).await.unwrap();
+    let usage = limiter.usage_snapshot(&key).await;
     assert_eq!(usage.tokens_today, 500);
     drop(p);
 }
 
-#[test]
-fn huge_reservations_saturate_instead_of_overflowing() {
-    let (clock, limiter) = limiter_at(NOON);
+#[tokio::test]
+async fn huge_reservations_saturate_instead_of_overflowing() {
+    let (clock, limiter) = limiter_at(NOON).await;
     let key = ScopeKey::agent("bot");
     let open = settings();
-    llm(&limiter, &key, &open, u64::MAX).unwrap().settle(None);
     llm(&limiter, &key, &open, u64::MAX)
+        .await
+        .unwrap()
+        .settle(None);
+    llm(&limiter, &key, &open, u64::MAX)
+        .await
         .unwrap()
         .settle(Some(u64::MAX));
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, u64::MAX);
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, SATURATED);
 
     let other = ScopeKey::agent("other");
     let max = budget(Some(u64::MAX), Some(u64::MAX));
-    let p = llm(&limiter, &other, &max, u64::MAX).unwrap();
+    let p = llm(&limiter, &other, &max, u64::MAX).await.unwrap();
     assert_eq!(p.rate_info().unwrap().remaining, 0);
-    let refused = llm(&limiter, &other, &max, 1).unwrap_err();
+    let refused = llm(&limiter, &other, &max, 1).await.unwrap_err();
     assert!(!refused.never_fits);
     p.settle(Some(0));
-    assert!(llm(&limiter, &other, &max, 1).is_ok());
+    assert!(llm(&limiter, &other, &max, 1).await.is_ok());
     clock.advance(secs(86_400));
-    assert_eq!(limiter.usage_snapshot(&key).tokens_today, 0);
+    assert_eq!(limiter.usage_snapshot(&key).await.tokens_today, 0);
 }

@@ -21,14 +21,14 @@ const PROMPT_TOKENS: u64 = 25;
 /// An OpenAI-compatible origin: `POST /v1/chat/completions` answers JSON or (with
 /// `"stream": true`) SSE chunks paced 40 ms apart, ending with a usage chunk and
 /// `[DONE]`. Usage: 25 prompt tokens, `max_tokens` (default 16) completion tokens.
-struct LlmOrigin(TestServer);
+pub(crate) struct LlmOrigin(TestServer);
 
 impl LlmOrigin {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self(TestServer::start(None, Arc::new(|req| Box::pin(chat(req)))))
     }
 
-    fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.0.port()
     }
 

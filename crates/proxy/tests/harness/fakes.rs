@@ -5,7 +5,8 @@ use base64::Engine;
 use http::{HeaderValue, Method};
 use portcullis_core::{AuditRecord, Decision, Injection, Principal, Verdict};
 use portcullis_limits::{
-    Admission, LimitKind, Permit, Refusal as LimitRefusal, ScopeKind, UsageSnapshot,
+    Admission, LimitError, LimitFuture, LimitKind, Permit, Refusal as LimitRefusal, ScopeKind,
+    UsageSnapshot,
 };
 use portcullis_llm::Classification;
 use portcullis_proxy::phases::{
@@ -118,16 +119,23 @@ impl Authorizer for FakePolicy {
     }
 }
 
-/// Agent `limited` is over its rate limit; everyone else is admitted with no limit.
+/// Agent `limited` is over its rate limit; agent `unlimitable` meets a limits backend that is
+/// down and set to refuse; everyone else is admitted with no limit.
 pub struct FakeLimits;
 
 impl RequestLimits for FakeLimits {
-    fn usage(&self, _: &Principal) -> UsageSnapshot {
-        UsageSnapshot::default()
+    fn usage(&self, _: &Principal) -> LimitFuture<'_, UsageSnapshot> {
+        LimitFuture::ready(UsageSnapshot::default())
     }
 
-    fn admit(&self, _: &Principal) -> Result<Admission, LimitRefusal> {
-        Ok(Admission::none())
+    fn admit(&self, principal: &Principal) -> LimitFuture<'_, Result<Admission, LimitError>> {
+        if &*principal.agent_id == "unlimitable" {
+            return LimitFuture::ready(Err(LimitError::Unavailable(
+                "redis at redis://127.0.0.1:1 unreachable (connection refused); on_redis_error = deny"
+                    .into(),
+            )));
+        }
+        LimitFuture::ready(Ok(Admission::none()))
     }
 
     fn acquire(
@@ -136,11 +144,11 @@ impl RequestLimits for FakeLimits {
         _: Option<&Classification>,
         _: u64,
         _admission: Admission,
-    ) -> Result<Permit, LimitRefusal> {
+    ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         if &*principal.agent_id != "limited" {
-            return Ok(unlimited());
+            return LimitFuture::ready(Ok(unlimited()));
         }
-        Err(LimitRefusal {
+        LimitFuture::ready(Err(LimitError::Limited(LimitRefusal {
             limit: LimitKind::Rpm,
             scope: ScopeKind::Agent,
             limit_value: 1,
@@ -149,7 +157,7 @@ impl RequestLimits for FakeLimits {
             retry_after_secs: 30,
             reset_unix: 1_900_000_000,
             never_fits: false,
-        })
+        })))
     }
 }
 
@@ -159,9 +167,13 @@ fn unlimited() -> Permit {
     let limiter = MemoryLimiter::new(Arc::new(portcullis_core::SystemClock));
     let key = ScopeKey::agent("any");
     let settings = LimitSettings::default();
-    limiter
+    let answer = limiter
         .acquire(&LimitScopes::agent(&key, &settings), None)
-        .expect("no limit configured")
+        .into_ready();
+    match answer {
+        Ok(Ok(permit)) => permit,
+        _ => panic!("no limit configured: the memory limiter admits at once"),
+    }
 }
 
 /// Captures every record; `admit` refuses while `down` is set.

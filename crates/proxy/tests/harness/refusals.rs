@@ -99,6 +99,13 @@ async fn provoke(h: &Harness, cause: Cause) -> Vec<Expect> {
             assert_eq!(r.header("retry-after"), Some("30"));
             answered(r, expect(429, "rate_limited", Verdict::RateLimited))
         }
+        Cause::LimitsUnavailable => {
+            let r = send(h.addr, &get(&url("/a"), Some(&basic("unlimitable")))).await;
+            assert_eq!(r.header("retry-after"), Some("1"));
+            let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+            assert!(detail.contains("on_redis_error = deny"), "{detail}");
+            answered(r, expect(503, "limits_unavailable", Verdict::Error))
+        }
         Cause::AuditUnavailable => {
             h.recorder
                 .down

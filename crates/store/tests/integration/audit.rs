@@ -34,6 +34,7 @@ fn row(i: u32, ts_ms: i64, tenant: &str, agent: &str, verdict: &str) -> AuditRow
         subagent: i.is_multiple_of(4).then(|| "helper".to_owned()),
         verdict: verdict.to_owned(),
         policy: (verdict != "allow").then(|| "block_pii".to_owned()),
+        policy_revision: None,
         provider,
         model,
         kind: "http".to_owned(),

@@ -29,6 +29,7 @@ fn row(id: &str, ts_ms: i64) -> AuditRow {
         subagent: Some("helper".to_owned()),
         verdict: "deny".to_owned(),
         policy: Some("baseline".to_owned()),
+        policy_revision: None,
         provider: Some("openai".to_owned()),
         model: Some("gpt-4o".to_owned()),
         kind: "http".to_owned(),

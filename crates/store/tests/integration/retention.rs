@@ -18,6 +18,7 @@ fn row(id: &str, ts_ms: i64) -> AuditRow {
         subagent: None,
         verdict: "allow".to_owned(),
         policy: None,
+        policy_revision: None,
         provider: None,
         model: None,
         kind: "http".to_owned(),

@@ -1,45 +1,21 @@
-//! Shared helpers for the limiter tests.
+//! The in-memory backend for the shared test bodies.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../harness.rs"]
+mod harness;
+
+pub use harness::*;
+
 use portcullis_core::ManualClock;
-use portcullis_limits::{
-    LimitSettings, Limiter, MemoryLimiter, Permit, Refusal, ScopeKey, TokenReservation,
-};
+use portcullis_limits::MemoryLimiter;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// 2026-11-25T00:00:00Z, a UTC midnight.
-pub const MIDNIGHT: u64 = 1_795_564_800;
-/// Noon of that day: far from any day boundary.
-pub const NOON: u64 = MIDNIGHT + 12 * 3600;
+/// Where token counts saturate.
+pub const SATURATED: u64 = u64::MAX;
 
-pub fn limiter_at(unix: u64) -> (Arc<ManualClock>, MemoryLimiter) {
+/// A fresh in-memory limiter on a manual clock at `unix`.
+pub async fn limiter_at(unix: u64) -> (Arc<ManualClock>, TestLimiter<MemoryLimiter>) {
     let clock = Arc::new(ManualClock::at(unix));
     let limiter = MemoryLimiter::new(clock.clone());
-    (clock, limiter)
-}
-
-pub fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-pub fn settings() -> LimitSettings {
-    LimitSettings::default()
-}
-
-pub fn llm(
-    limiter: &MemoryLimiter,
-    key: &ScopeKey,
-    s: &LimitSettings,
-    tokens: u64,
-) -> Result<Permit, Refusal> {
-    limiter.acquire_one(key, s, Some(TokenReservation::tokens(tokens)))
-}
-
-pub fn plain(
-    limiter: &MemoryLimiter,
-    key: &ScopeKey,
-    s: &LimitSettings,
-) -> Result<Permit, Refusal> {
-    limiter.acquire_one(key, s, None)
+    (clock, TestLimiter(limiter))
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod clients;
+pub mod fleet;
 pub mod gateway;
 pub mod origin;
 pub mod raw;
@@ -16,6 +17,7 @@ pub mod util;
 pub mod ws;
 
 pub use clients::*;
+pub use fleet::*;
 pub use gateway::*;
 pub use origin::*;
 pub use raw::*;
