@@ -28,6 +28,19 @@ pub enum AuditOnFull {
     FailClosed,
 }
 
+/// How MCP call arguments are recorded (`audit.mcp_arguments`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpArguments {
+    /// Not recorded.
+    None,
+    /// SHA-256 of the canonical JSON (arguments may hold secrets).
+    #[default]
+    Hash,
+    /// Recorded as sent.
+    Full,
+}
+
 /// `[audit]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +65,8 @@ pub struct AuditConfig {
     /// Longest wait for a batch to fill.
     #[serde(with = "duration")]
     pub flush_interval: Duration,
+    /// How MCP tool-call arguments are recorded: `none`, `hash` (default) or `full`.
+    pub mcp_arguments: McpArguments,
 }
 
 impl Default for AuditConfig {
@@ -66,6 +81,7 @@ impl Default for AuditConfig {
             queue: 65_536,
             batch_max: 1_000,
             flush_interval: Duration::from_millis(200),
+            mcp_arguments: McpArguments::Hash,
         }
     }
 }

@@ -19,6 +19,7 @@ mod identity;
 mod limits;
 mod llm;
 mod log;
+mod mcp;
 mod policy;
 mod proxy;
 mod sidecar;
@@ -28,12 +29,13 @@ mod validate;
 
 pub use admin::AdminConfig;
 pub use agents::AgentConfig;
-pub use audit::{AuditConfig, AuditOnFull, AuditSink};
+pub use audit::{AuditConfig, AuditOnFull, AuditSink, McpArguments};
 pub use credentials::{CredentialConfig, CredentialMode};
 pub use identity::IdentityConfig;
 pub use limits::{LimitsConfig, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS};
 pub use llm::{LlmConfig, ProviderConfig, ProviderFormat};
 pub use log::{LogConfig, LogFormat};
+pub use mcp::{McpConfig, McpOnBlock, McpServerConfig};
 pub use policy::{BindingConfig, DefaultDecision, OnBlock, PolicyConfig};
 pub use proxy::{ProxyConfig, MAX_HEADER_BYTES_LIMIT};
 pub use sidecar::SidecarConfig;
@@ -73,6 +75,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Provider credentials the gateway injects into allowed requests.
     pub credentials: Vec<CredentialConfig>,
+    /// MCP servers governed per JSON-RPC message.
+    pub mcp: McpConfig,
 }
 
 /// A configuration error naming the offending key.

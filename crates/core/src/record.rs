@@ -34,7 +34,7 @@ impl RequestKind {
 }
 
 /// The record's JSON fields: DESIGN §5's, plus `credential` (a name, never a value).
-pub const RECORD_FIELDS: [&str; 31] = [
+pub const RECORD_FIELDS: [&str; 32] = [
     "id",
     "ts",
     "tenant",
@@ -66,6 +66,7 @@ pub const RECORD_FIELDS: [&str; 31] = [
     "tls_intercepted",
     "client_addr",
     "credential",
+    "mcp",
 ];
 
 /// One audit record, serialised as one JSON object with exactly [`RECORD_FIELDS`].
@@ -139,6 +140,9 @@ pub struct AuditRecord {
     pub client_addr: Option<String>,
     /// Name of the credential injected upstream (never its value).
     pub credential: Option<String>,
+    /// The MCP message this record is about (requests to `[[mcp.servers]]`).
+    #[serde(default)]
+    pub mcp: Option<crate::mcp::McpRecord>,
 }
 
 impl AuditRecord {
@@ -183,6 +187,7 @@ impl AuditRecord {
             tls_intercepted: false,
             client_addr: None,
             credential: None,
+            mcp: None,
         }
     }
 

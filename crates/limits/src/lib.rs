@@ -93,6 +93,7 @@
 
 mod estimate;
 mod limiter;
+mod mcp;
 mod memory;
 mod outcome;
 mod permit;
@@ -101,6 +102,7 @@ mod settings;
 
 pub use estimate::{estimate_prompt_tokens, estimate_prompt_tokens_with, TokenReservation};
 pub use limiter::Limiter;
+pub use mcp::McpCallCounter;
 pub use memory::MemoryLimiter;
 pub use outcome::{LimitKind, RateInfo, Refusal, UsageSnapshot};
 pub use permit::{Admission, Lease, Permit};
