@@ -53,7 +53,7 @@ pub fn filter_json(
         .then(|| serde_json::from_slice::<Value>(body).ok())
         .flatten();
     let Some(mut v) = parsed else {
-        return failed(list_ids, false);
+        return unfilterable(list_ids, false);
     };
     let keys: Vec<String> = list_ids.iter().map(Id::key).collect();
     let mut out = Filtered::default();
@@ -94,7 +94,7 @@ fn filter_message(
 }
 
 /// The answer when the list cannot be filtered: an error for every listed id.
-fn failed(list_ids: &[Id], sse: bool) -> Filtered {
+pub fn unfilterable(list_ids: &[Id], sse: bool) -> Filtered {
     let responses: Vec<Value> = list_ids
         .iter()
         .map(|id| error_response(Some(id), FILTER_FAILED, FILTER_FAILED_TEXT, None))
@@ -175,7 +175,7 @@ impl SseFilter {
 
     fn close(&mut self, out: &mut Vec<u8>) {
         self.closed = true;
-        out.extend_from_slice(&failed(&self.ids, true).body);
+        out.extend_from_slice(&unfilterable(&self.ids, true).body);
     }
 
     fn event(&mut self, e: Event, keep: &mut dyn FnMut(&str) -> bool) -> Vec<u8> {

@@ -61,6 +61,30 @@ pub struct UsageFacts {
     pub mcp_calls_last_minute: u64,
 }
 
+impl<'a> McpFacts<'a> {
+    /// The facts of `message` (`None`: a GET or DELETE of the endpoint) sent to `server`.
+    pub fn of(
+        server: &'a str,
+        message: Option<&'a portcullis_mcp::Message>,
+        session_id: Option<&'a str>,
+        protocol_version: Option<&'a str>,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            server,
+            method: message.and_then(|m| m.method.as_deref()),
+            kind: message.map(|m| m.kind.as_str()),
+            tool: message.and_then(|m| m.tool.as_deref()),
+            name: message.and_then(|m| m.name.as_deref()),
+            arguments: message.and_then(portcullis_mcp::Message::arguments),
+            params: message.and_then(|m| m.params.as_ref()),
+            session_id,
+            protocol_version,
+            batch_size,
+        }
+    }
+}
+
 /// One MCP message (`input.mcp`): a JSON-RPC message of a POST to a `[[mcp.servers]]`
 /// endpoint, or a GET/DELETE of that endpoint (then `method` and `kind` are absent).
 #[derive(Debug, Clone, Copy, Default)]

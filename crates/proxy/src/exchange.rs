@@ -9,7 +9,8 @@
 
 use crate::body::ProxyBody;
 use crate::refusal::{Denial, Refusal};
-use crate::respond::{refusal_response, stub_response};
+use crate::mcp::McpLog;
+use crate::respond::{mcp_denied_response, refusal_response, stub_response};
 use crate::state::Shared;
 use crate::target::Target;
 use http::Response;
@@ -47,6 +48,8 @@ pub struct Exchange {
     started: Instant,
     record: AuditRecord,
     decision: Option<Arc<Decision>>,
+    /// The messages of an MCP request: one record each.
+    mcp: Option<McpLog>,
     done: bool,
 }
 
@@ -76,6 +79,7 @@ impl Exchange {
             started: Instant::now(),
             record,
             decision: None,
+            mcp: None,
             done: false,
         }
     }
@@ -143,6 +147,22 @@ impl Exchange {
         self.decision = Some(d);
     }
 
+    /// The messages of an MCP request and their decisions: the exchange is recorded as one
+    /// record per message.
+    pub(crate) fn set_mcp(&mut self, log: McpLog) {
+        self.mcp = Some(log);
+    }
+
+    /// What the MCP server answered, per request id.
+    pub(crate) fn set_mcp_outcomes(
+        &mut self,
+        outcomes: &std::collections::HashMap<String, portcullis_mcp::Outcome>,
+    ) {
+        if let Some(log) = self.mcp.as_mut() {
+            log.set_outcomes(outcomes);
+        }
+    }
+
     /// The credential injected upstream (its name, never its value).
     pub fn set_credential(&mut self, name: &str) {
         self.record.credential = Some(name.to_owned());
@@ -183,6 +203,16 @@ impl Exchange {
                     status: 200,
                     error: Some(code),
                     bytes_out: stub.body.len() as u64,
+                    ..Outcome::default()
+                });
+                resp
+            }
+            Denial::Mcp(denied) => {
+                let resp = mcp_denied_response(&denied);
+                self.finish(Outcome {
+                    status: 200,
+                    error: Some(denied.decision.refusal_code()),
+                    bytes_out: denied.answer.body.len() as u64,
                     ..Outcome::default()
                 });
                 resp
@@ -253,6 +283,17 @@ impl Exchange {
         r.bytes_out = outcome.bytes_out;
         r.latency_ms = millis(elapsed);
         r.usage = outcome.usage;
+        if let Some(log) = self.mcp.take() {
+            // One record per message, each with its own decision; the exchange's metrics once.
+            self.decision = None;
+            self.observe(&r, elapsed);
+            let agent = self.agent_label();
+            let gate = self.shared.pipeline.mcp.clone();
+            for rec in log.records(r, verdict, gate.as_deref(), &self.shared.metrics, &agent) {
+                self.shared.pipeline.recorder.record(rec);
+            }
+            return;
+        }
         if let Some(d) = self.decision.take() {
             r.policy = d.policy.clone();
             let mut reasons = d.reasons.clone();
