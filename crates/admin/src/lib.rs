@@ -89,7 +89,9 @@ pub use control::{ControlPlane, CredentialsApi, ReloadHook, WATCH_INTERVAL};
 pub use credentials::{unusable_agents, UnusableAgents};
 pub use operator::{Operator, DEFAULT_PLATFORM_TENANT, KEY_CACHE_TTL};
 pub use policies::{PolicyApi, MAX_CONCURRENT_EVALS};
-pub use sim_request::{McpReader, RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY};
+pub use sim_request::{
+    McpReader, McpServerLookup, RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY,
+};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};

@@ -30,12 +30,15 @@ const MAX_SCOPES: usize = 256;
 /// Default `proxy.max_inspect_body`: the largest request body the gateway inspects.
 pub const DEFAULT_MAX_INSPECT_BODY: usize = 1024 * 1024;
 
+/// `(host, path)` → the name of the MCP server whose endpoint that is.
+pub type McpServerLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
 /// How the data plane recognises MCP endpoints (`[[mcp.servers]]`): the server name for a
 /// host and path, and the parsing bounds.
 #[derive(Clone)]
 pub struct McpReader {
     /// `(host, path)` → the server's name, exactly as the data plane matches it.
-    pub server: Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>,
+    pub server: McpServerLookup,
     /// `[mcp]` parsing bounds.
     pub limits: portcullis_mcp::Limits,
 }
@@ -153,12 +156,11 @@ struct Mcp {
     batch_size: usize,
 }
 
-/// Reads a described request to an MCP endpoint like the data plane: the body parsed (one
-/// message; a batch is decided message by message, so each is simulated alone) and the
+/// Reads a described HTTP request to an MCP endpoint like the data plane: the body parsed
+/// (one message; a batch is decided message by message, so each is simulated alone) and the
 /// mirrored headers checked.
 fn mcp(
     reader: &RequestReader,
-    kind: RequestKind,
     method: &str,
     host: &str,
     path: &str,
@@ -167,9 +169,6 @@ fn mcp(
     e: &mut Errors,
 ) -> Option<Mcp> {
     let r = reader.mcp.as_ref()?;
-    if kind != RequestKind::Http {
-        return None;
-    }
     let server = (r.server)(host, path)?;
     let text = |n: &str| {
         headers
@@ -188,7 +187,10 @@ fn mcp(
         return Some(out);
     }
     let Some(bytes) = body else {
-        e.push("request.body", "a POST to an MCP endpoint needs a JSON-RPC body");
+        e.push(
+            "request.body",
+            "a POST to an MCP endpoint needs a JSON-RPC body",
+        );
         return None;
     };
     let parsed = match portcullis_mcp::parse_body(bytes, &r.limits) {
@@ -201,9 +203,8 @@ fn mcp(
             return None;
         }
     };
-    let values = |n: &str| -> Vec<&[u8]> {
-        headers.get_all(n).iter().map(|v| v.as_bytes()).collect()
-    };
+    let values =
+        |n: &str| -> Vec<&[u8]> { headers.get_all(n).iter().map(|v| v.as_bytes()).collect() };
     if let Err(err) = check_mirrored(&values(MCP_METHOD), &values(MCP_NAME), &parsed) {
         e.push(
             "request.headers",
@@ -474,16 +475,19 @@ fn described(body: &Map<String, Value>, reader: &RequestReader, e: &mut Errors) 
     if let Some(stated) = &stated {
         check_llm(stated, kind, inspected.llm.as_ref(), &host, port, e);
     }
-    let mcp = mcp(
-        reader,
-        kind,
-        &method,
-        &host,
-        &path,
-        &headers,
-        raw_body.as_deref(),
-        e,
-    );
+    let mcp = if kind == RequestKind::Http {
+        mcp(
+            reader,
+            &method,
+            &host,
+            &path,
+            &headers,
+            raw_body.as_deref(),
+            e,
+        )
+    } else {
+        None
+    };
     Described {
         mcp,
         kind,
@@ -715,7 +719,11 @@ fn usage(body: &Map<String, Value>, e: &mut Errors) -> UsageFacts {
     e.unknown_fields(
         "usage",
         u,
-        &["requests_last_minute", "tokens_today", "mcp_calls_last_minute"],
+        &[
+            "requests_last_minute",
+            "tokens_today",
+            "mcp_calls_last_minute",
+        ],
     );
     UsageFacts {
         requests_last_minute: e

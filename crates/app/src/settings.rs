@@ -217,7 +217,9 @@ pub fn mcp_servers(cfg: &Config) -> Result<Vec<portcullis_proxy::mcp::McpServer>
 }
 
 /// `[mcp]` and `audit.mcp_arguments` as the data plane's MCP settings; `None` without servers.
-pub fn mcp_settings(cfg: &Config) -> Result<Option<portcullis_proxy::mcp::McpSettings>, ConfigError> {
+pub fn mcp_settings(
+    cfg: &Config,
+) -> Result<Option<portcullis_proxy::mcp::McpSettings>, ConfigError> {
     let servers = mcp_servers(cfg)?;
     if servers.is_empty() {
         return Ok(None);

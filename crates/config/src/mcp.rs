@@ -91,7 +91,10 @@ impl McpConfig {
                 return Err(ConfigError::new(key("name"), "is used twice"));
             }
             if s.hosts.is_empty() {
-                return Err(ConfigError::new(key("hosts"), "must name at least one host"));
+                return Err(ConfigError::new(
+                    key("hosts"),
+                    "must name at least one host",
+                ));
             }
             if let Some(p) = &s.path {
                 if !p.starts_with('/') || p.contains(['?', '#']) {

@@ -61,7 +61,9 @@ impl McpCallCounter {
             let used = w.tokens();
             if used.saturating_add(calls) > max {
                 let never_fits = calls > max;
-                let reset = w.freed_at(used.saturating_add(calls) - max).unwrap_or(now + 61);
+                let reset = w
+                    .freed_at(used.saturating_add(calls) - max)
+                    .unwrap_or(now + 61);
                 return Err(Refusal {
                     limit: LimitKind::McpCallsPerMinute,
                     scope: ScopeKind::Agent,
@@ -101,7 +103,10 @@ mod tests {
         c.admit("a", 2, Some(3)).unwrap();
         assert_eq!(c.last_minute("a"), 2);
         let r = c.admit("a", 2, Some(3)).unwrap_err();
-        assert_eq!((r.limit, r.remaining, r.requested), (LimitKind::McpCallsPerMinute, 1, 2));
+        assert_eq!(
+            (r.limit, r.remaining, r.requested),
+            (LimitKind::McpCallsPerMinute, 1, 2)
+        );
         assert!(r.retry_after_secs >= 1);
         assert_eq!(c.last_minute("a"), 2, "a refusal counts nothing");
         c.admit("a", 1, Some(3)).unwrap();

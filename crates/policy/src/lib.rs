@@ -49,8 +49,7 @@ pub use facts::{build_input, inspect_buffered, ExchangeFacts, Inspected};
 pub use ids::DecisionIds;
 pub use input::{
     is_credential_header, parse_query, rfc3339, value_to_json, LlmFacts, McpFacts, PolicyInput,
-    RequestFacts,
-    RequestKind, UsageFacts,
+    RequestFacts, RequestKind, UsageFacts,
 };
 pub use loader::{example_sources, read_dir};
 pub use overrides::{

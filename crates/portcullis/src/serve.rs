@@ -146,7 +146,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 pub(crate) fn mcp_reader(gate: Arc<portcullis_proxy::mcp::McpGate>) -> portcullis_admin::McpReader {
     let limits = gate.limits();
     portcullis_admin::McpReader {
-        server: Arc::new(move |host: &str, path: &str| gate.server_name(host, path).map(str::to_owned)),
+        server: Arc::new(move |host: &str, path: &str| {
+            gate.server_name(host, path).map(str::to_owned)
+        }),
         limits,
     }
 }

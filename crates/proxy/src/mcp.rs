@@ -151,9 +151,7 @@ impl McpRequest {
 }
 
 fn header_text(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// Reads and parses the body of a request to an MCP endpoint (a POST; other methods carry
@@ -192,9 +190,8 @@ pub(crate) async fn read(
         Err(e) => return Err(crate::admission::body_refusal(e.as_ref(), body_timeout)),
     };
     let parsed = portcullis_mcp::parse_body(&bytes, &limits).map_err(|e| invalid(&e))?;
-    let values = |name: &str| -> Vec<&[u8]> {
-        h.get_all(name).iter().map(|v| v.as_bytes()).collect()
-    };
+    let values =
+        |name: &str| -> Vec<&[u8]> { h.get_all(name).iter().map(|v| v.as_bytes()).collect() };
     check_mirrored(&values(MCP_METHOD), &values(MCP_NAME), &parsed).map_err(|e| {
         Refusal::Mcp(McpInvalid {
             code: "mcp_header_mismatch",
@@ -325,7 +322,10 @@ impl McpCall {
             method: m.and_then(|m| m.method.clone()),
             tool: m.and_then(|m| m.tool.clone()),
             id: m.and_then(|m| m.id.clone()),
-            arguments: portcullis_mcp::audit::arguments_record(mode, m.and_then(Message::arguments)),
+            arguments: portcullis_mcp::audit::arguments_record(
+                mode,
+                m.and_then(Message::arguments),
+            ),
             decision,
             is_error: None,
         }
@@ -378,8 +378,9 @@ impl McpLog {
             r.verdict = match (verdict, &denied) {
                 (Verdict::Allow | Verdict::WouldDeny, _) => d.verdict,
                 (Verdict::Deny, Some((i, why))) if *i != c.index => {
-                    r.reasons
-                        .push(format!("refused with its batch: message {i} was denied: {why}"));
+                    r.reasons.push(format!(
+                        "refused with its batch: message {i} was denied: {why}"
+                    ));
                     if r.error.is_none() {
                         r.error = Some("mcp_batch_refused".to_owned());
                     }

@@ -141,8 +141,8 @@ impl McpAdmitted {
                 .map(str::to_owned)
         };
         let ct = text(headers, CONTENT_TYPE);
-        let encoding = text(headers, CONTENT_ENCODING)
-            .filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        let encoding =
+            text(headers, CONTENT_ENCODING).filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
         let max = self.max_answer();
         let media = media_type(ct.as_deref());
         let sse = media.as_deref() == Some("text/event-stream");

@@ -53,7 +53,10 @@ pub fn refusal_response(refusal: &Refusal, envelope: Option<ErrorEnvelope>) -> R
 pub fn mcp_denied_response(d: &crate::refusal::McpDenied) -> Response<ProxyBody> {
     let mut r = Response::new(full(d.answer.body.clone()));
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(d.answer.content_type));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(d.answer.content_type),
+    );
     h.insert("x-portcullis-blocked", HeaderValue::from_static("true"));
     h.insert(
         X_PORTCULLIS_ERROR,

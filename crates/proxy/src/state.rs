@@ -83,7 +83,11 @@ impl Shared {
                         .credentials
                         .as_ref()
                         .is_some_and(|c| c.intercepts(host))
-                        || self.pipeline.mcp.as_ref().is_some_and(|m| m.intercepts(host)))
+                        || self
+                            .pipeline
+                            .mcp
+                            .as_ref()
+                            .is_some_and(|m| m.intercepts(host)))
         })
     }
 }
