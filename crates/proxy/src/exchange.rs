@@ -8,8 +8,8 @@
 //! record. The metrics every finished exchange moves are updated here too.
 
 use crate::body::ProxyBody;
-use crate::refusal::{Denial, Refusal};
 use crate::mcp::McpLog;
+use crate::refusal::{Denial, Refusal};
 use crate::respond::{mcp_denied_response, refusal_response, stub_response};
 use crate::state::Shared;
 use crate::target::Target;
@@ -26,6 +26,15 @@ use tokio::time::Instant;
 const NO_PROVIDER: &str = "none";
 /// Agent label for exchanges refused before authentication succeeded.
 const NO_AGENT: &str = "unauthenticated";
+
+/// The metric label of `agent_id` (`unauthenticated` before an agent is known).
+fn agent_label(agent_id: &str) -> &str {
+    if agent_id.is_empty() {
+        NO_AGENT
+    } else {
+        agent_id
+    }
+}
 
 /// How an exchange that was not refused ended.
 #[derive(Debug, Clone, Default)]
@@ -254,11 +263,7 @@ impl Exchange {
     }
 
     fn agent_label(&self) -> String {
-        if self.record.agent_id.is_empty() {
-            NO_AGENT.to_owned()
-        } else {
-            self.record.agent_id.clone()
-        }
+        agent_label(&self.record.agent_id).to_owned()
     }
 
     fn close(&mut self, outcome: Outcome, verdict: Verdict) {
@@ -287,7 +292,8 @@ impl Exchange {
             // One record per message, each with its own decision; the exchange's metrics once.
             self.decision = None;
             self.observe(&r, elapsed);
-            let agent = self.agent_label();
+            // The exchange's own record was moved into `r` above: label with its agent.
+            let agent = agent_label(&r.agent_id).to_owned();
             let gate = self.shared.pipeline.mcp.clone();
             for rec in log.records(r, verdict, gate.as_deref(), &self.shared.metrics, &agent) {
                 self.shared.pipeline.recorder.record(rec);
@@ -309,11 +315,7 @@ impl Exchange {
 
     fn observe(&self, r: &AuditRecord, elapsed: std::time::Duration) {
         let m = &self.shared.metrics;
-        let agent = if r.agent_id.is_empty() {
-            NO_AGENT
-        } else {
-            r.agent_id.as_str()
-        };
+        let agent = agent_label(&r.agent_id);
         let provider = r.provider.as_deref().unwrap_or(NO_PROVIDER);
         m.requests
             .with_label_values(&[agent, r.verdict.as_str(), provider])
