@@ -20,6 +20,7 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQS" "$VENV/.requirements"; then
   cp "$REQS" "$VENV/.requirements"
 fi
 export PORTCULLIS_TEST_PYTHON="$PWD/$VENV/bin/python"
+source scripts/services/node.sh
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked "$@"

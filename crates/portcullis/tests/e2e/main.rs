@@ -18,6 +18,7 @@ mod identity;
 mod intercept;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod policy;
 mod sidecar;
 mod streaming;
