@@ -12,4 +12,3 @@ if ! cmp -s tests/node/package-lock.json tests/node/node_modules/.installed-lock
   (cd tests/node && npm ci --no-audit --no-fund --silent \
     && cp package-lock.json node_modules/.installed-lock)
 fi
-export PORTCULLIS_TEST_NODE_MODULES="$PWD/tests/node/node_modules"
