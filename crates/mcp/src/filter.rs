@@ -158,6 +158,13 @@ impl SseFilter {
         out
     }
 
+    /// The tools listed by the events fed so far and not taken yet (every name, removed ones
+    /// included), so they are known before the filtered event reaches the client: a client
+    /// that stops reading at its answer closes the stream before it ends.
+    pub fn take_listed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.listed)
+    }
+
     /// The bytes left at the end of the stream (an unfinished event, passed on as sent).
     pub fn finish(self) -> (Vec<u8>, usize, Vec<String>) {
         let rest = if self.closed {
@@ -336,6 +343,20 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(run_sse(&bytes, 1 << 20).0, whole);
+    }
+
+    #[test]
+    fn listed_tools_are_known_as_soon_as_their_event_is_filtered() {
+        let list = format!("data: {}\n\n", list_answer(json!("l")));
+        let mut f = SseFilter::new(&[Id::Str("l".into())], 1 << 20);
+        let out = f.feed(list.as_bytes(), &mut only_safe);
+        assert!(!out.is_empty());
+        assert_eq!(
+            f.take_listed(),
+            ["safe_read", "delete_repository", "safe_list"]
+        );
+        assert!(f.take_listed().is_empty());
+        assert!(f.finish().2.is_empty());
     }
 
     #[test]

@@ -279,6 +279,11 @@ impl Body for ListFiltered {
                 (State::Sse(f), Some(frame)) => {
                     if let Ok(d) = frame.into_data() {
                         let out = f.feed(&d, &mut keep);
+                        // Known before the client reads the list (it may close right after).
+                        let listed = f.take_listed();
+                        if !listed.is_empty() {
+                            this.ctx.learn(&listed);
+                        }
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                         }
