@@ -165,10 +165,9 @@ async fn provoke(h: &Harness, cause: Cause) -> Vec<Expect> {
             // A body to an MCP endpoint that is not JSON-RPC: a JSON-RPC error, id null.
             let body = b"not json";
             let mut req = format!(
-                "POST {} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {bot}\r\n\
+                "POST http://localhost:{o}/mcp HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {bot}\r\n\
                  Content-Type: application/json\r\nContent-Length: {}\r\n\
                  Connection: close\r\n\r\n",
-                format!("http://localhost:{o}/mcp"),
                 body.len()
             )
             .into_bytes();
