@@ -27,6 +27,7 @@ source scripts/services/browser.sh
 source scripts/services/postgres.sh
 
 source scripts/services/redis.sh
+source scripts/services/node.sh
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked "$@"

@@ -102,7 +102,9 @@ pub use credentials::{unusable_agents, UnusableAgents};
 pub use operator::{Operator, DEFAULT_PLATFORM_TENANT, KEY_CACHE_TTL};
 pub use policies::{PolicyApi, MAX_CONCURRENT_EVALS};
 pub use policy_modes::PolicyModeSync;
-pub use sim_request::{RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY};
+pub use sim_request::{
+    McpReader, McpServerLookup, RequestReader, SimRequest, DEFAULT_MAX_INSPECT_BODY,
+};
 pub use ui::{Ui, UiFuture};
 
 use bytes::Bytes;

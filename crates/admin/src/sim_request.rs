@@ -10,9 +10,11 @@ use http::HeaderMap;
 use portcullis_core::{is_valid_id, is_valid_scope, Principal, TokenInfo};
 use portcullis_identity::{validate_subagent, FieldError, ValidationErrors};
 use portcullis_llm::{Classification, Classifier, RequestHead};
+use portcullis_mcp::headers::{check_mirrored, MCP_METHOD, MCP_NAME};
+use portcullis_mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use portcullis_policy::{
     build_input, inspect_buffered, is_credential_header, with_principal, ExchangeFacts, Inspected,
-    RequestKind, UsageFacts,
+    McpFacts, RequestKind, UsageFacts,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -28,15 +30,38 @@ const MAX_SCOPES: usize = 256;
 /// Default `proxy.max_inspect_body`: the largest request body the gateway inspects.
 pub const DEFAULT_MAX_INSPECT_BODY: usize = 1024 * 1024;
 
+/// `(host, path)` → the name of the MCP server whose endpoint that is.
+pub type McpServerLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
+/// How the data plane recognises MCP endpoints (`[[mcp.servers]]`): the server name for a
+/// host and path, and the parsing bounds.
+#[derive(Clone)]
+pub struct McpReader {
+    /// `(host, path)` → the server's name, exactly as the data plane matches it.
+    pub server: McpServerLookup,
+    /// `[mcp]` parsing bounds.
+    pub limits: portcullis_mcp::Limits,
+}
+
+impl std::fmt::Debug for McpReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpReader")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
 /// How the data plane reads a request: its classifier (built-in providers plus
-/// `[[llm.providers]]`) and body bound (`proxy.max_inspect_body`). The simulator reads a
-/// described request with these, so it sees the facts the gateway would.
+/// `[[llm.providers]]`), body bound (`proxy.max_inspect_body`) and MCP endpoints. The
+/// simulator reads a described request with these, so it sees the facts the gateway would.
 #[derive(Debug, Clone)]
 pub struct RequestReader {
     /// The gateway's classifier.
     pub classifier: Arc<Classifier>,
     /// `proxy.max_inspect_body`.
     pub max_inspect_body: usize,
+    /// The MCP endpoints (`None`: none registered).
+    pub mcp: Option<McpReader>,
 }
 
 impl Default for RequestReader {
@@ -45,6 +70,7 @@ impl Default for RequestReader {
         Self {
             classifier: Arc::new(Classifier::new(&[]).unwrap_or_default()),
             max_inspect_body: DEFAULT_MAX_INSPECT_BODY,
+            mcp: None,
         }
     }
 }
@@ -116,6 +142,87 @@ pub(crate) struct Described {
     subagent: Option<String>,
     credential: Option<String>,
     now: Option<String>,
+    /// The MCP message, for a request to an MCP endpoint.
+    mcp: Option<Mcp>,
+}
+
+/// A described request to an MCP endpoint, read as the data plane reads it.
+#[derive(Debug, Clone, PartialEq)]
+struct Mcp {
+    server: String,
+    message: Option<portcullis_mcp::Message>,
+    session_id: Option<String>,
+    protocol_version: Option<String>,
+    batch_size: usize,
+}
+
+/// Reads a described HTTP request to an MCP endpoint like the data plane: the body parsed
+/// (one message; a batch is decided message by message, so each is simulated alone) and the
+/// mirrored headers checked.
+fn mcp(
+    reader: &RequestReader,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: Option<&[u8]>,
+    e: &mut Errors,
+) -> Option<Mcp> {
+    let r = reader.mcp.as_ref()?;
+    let server = (r.server)(host, path)?;
+    let text = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut out = Mcp {
+        server,
+        message: None,
+        session_id: text(MCP_SESSION_ID),
+        protocol_version: text(MCP_PROTOCOL_VERSION),
+        batch_size: 0,
+    };
+    if !method.eq_ignore_ascii_case("POST") {
+        return Some(out);
+    }
+    let Some(bytes) = body else {
+        e.push(
+            "request.body",
+            "a POST to an MCP endpoint needs a JSON-RPC body",
+        );
+        return None;
+    };
+    let parsed = match portcullis_mcp::parse_body(bytes, &r.limits) {
+        Ok(p) => p,
+        Err(err) => {
+            e.push(
+                "request.body",
+                format!("the gateway refuses this MCP body ({}): {err}", err.code()),
+            );
+            return None;
+        }
+    };
+    let values =
+        |n: &str| -> Vec<&[u8]> { headers.get_all(n).iter().map(|v| v.as_bytes()).collect() };
+    if let Err(err) = check_mirrored(&values(MCP_METHOD), &values(MCP_NAME), &parsed) {
+        e.push(
+            "request.headers",
+            format!("the gateway refuses this request (mcp_header_mismatch): {err}"),
+        );
+        return None;
+    }
+    if parsed.batch {
+        e.push(
+            "request.body",
+            "a batch is decided message by message (one denial refuses it whole): simulate \
+             each message alone",
+        );
+        return None;
+    }
+    out.batch_size = parsed.messages.len();
+    out.message = parsed.messages.into_iter().next();
+    Some(out)
 }
 
 /// A stated classification: checked against the derived one, never used instead of it.
@@ -368,7 +475,21 @@ fn described(body: &Map<String, Value>, reader: &RequestReader, e: &mut Errors) 
     if let Some(stated) = &stated {
         check_llm(stated, kind, inspected.llm.as_ref(), &host, port, e);
     }
+    let mcp = if kind == RequestKind::Http {
+        mcp(
+            reader,
+            &method,
+            &host,
+            &path,
+            &headers,
+            raw_body.as_deref(),
+            e,
+        )
+    } else {
+        None
+    };
     Described {
+        mcp,
         kind,
         method,
         scheme,
@@ -595,12 +716,23 @@ fn usage(body: &Map<String, Value>, e: &mut Errors) -> UsageFacts {
     let Some(u) = e.object(body, "usage", "usage") else {
         return UsageFacts::default();
     };
-    e.unknown_fields("usage", u, &["requests_last_minute", "tokens_today"]);
+    e.unknown_fields(
+        "usage",
+        u,
+        &[
+            "requests_last_minute",
+            "tokens_today",
+            "mcp_calls_last_minute",
+        ],
+    );
     UsageFacts {
         requests_last_minute: e
             .uint(u, "requests_last_minute", "usage.requests_last_minute")
             .unwrap_or(0),
         tokens_today: e.uint(u, "tokens_today", "usage.tokens_today").unwrap_or(0),
+        mcp_calls_last_minute: e
+            .uint(u, "mcp_calls_last_minute", "usage.mcp_calls_last_minute")
+            .unwrap_or(0),
     }
 }
 
@@ -773,6 +905,15 @@ impl Described {
             body: self.inspected.body.as_ref(),
             usage: self.usage,
             credential: self.credential.as_deref(),
+            mcp: self.mcp.as_ref().map(|m| {
+                McpFacts::of(
+                    &m.server,
+                    m.message.as_ref(),
+                    m.session_id.as_deref(),
+                    m.protocol_version.as_deref(),
+                    m.batch_size,
+                )
+            }),
         });
         let mut doc = input.to_json(SystemTime::now());
         if let Some(obj) = doc.as_object_mut() {

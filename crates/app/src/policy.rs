@@ -5,8 +5,8 @@ use portcullis_admin::ReadyCheck;
 use portcullis_core::{Decision, Principal, RequestKind};
 use portcullis_llm::{Api, Classification};
 use portcullis_policy::{
-    build_input, stub_response, ExchangeFacts, OnBlock, PolicyEngine, PolicyInput, StubFormat,
-    UsageFacts,
+    build_input, stub_response, ExchangeFacts, McpFacts, OnBlock, PolicyEngine, PolicyInput,
+    StubFormat, UsageFacts,
 };
 use portcullis_proxy::phases::{Authorization, Authorizer, RequestFacts};
 use portcullis_proxy::refusal::Stub;
@@ -178,8 +178,10 @@ impl Authorizer for PolicyAuthorizer {
             usage: UsageFacts {
                 requests_last_minute: f.usage.requests_last_minute,
                 tokens_today: f.usage.tokens_today,
+                mcp_calls_last_minute: f.mcp.map_or(0, |m| m.calls_last_minute),
             },
             credential: f.credential,
+            mcp: f.mcp.map(mcp_facts),
         });
         let out = self.engine.decide(&input);
         self.metrics.observe(&out.decision);
@@ -205,6 +207,17 @@ impl Authorizer for PolicyAuthorizer {
             content_type: s.content_type,
         })
     }
+}
+
+/// The data plane's MCP facts as policy input (`input.mcp`).
+pub fn mcp_facts(m: portcullis_proxy::phases::McpFacts<'_>) -> McpFacts<'_> {
+    McpFacts::of(
+        m.server,
+        m.message,
+        m.session_id,
+        m.protocol_version,
+        m.batch_size,
+    )
 }
 
 /// `/readyz` component: ready while a good policy set serves; the last reload's

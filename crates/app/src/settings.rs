@@ -26,6 +26,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     console_settings(cfg)?;
     redis_settings(cfg, std::env::var(REDIS_URL_ENV).ok())?;
     let rules = intercept_rules(cfg)?;
+    mcp_servers(cfg)?;
     for (i, c) in cfg.credentials.iter().enumerate() {
         let key = format!("credentials[{i}].hosts");
         HostMatcher::new(&c.hosts).map_err(|e| ConfigError::new(&key, e.to_string()))?;
@@ -268,6 +269,65 @@ pub fn provider_warnings(cfg: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// `[[mcp.servers]]` as the data plane's endpoints (host globs checked).
+pub fn mcp_servers(cfg: &Config) -> Result<Vec<portcullis_proxy::mcp::McpServer>, ConfigError> {
+    cfg.mcp
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let hosts = HostMatcher::new(&s.hosts)
+                .map_err(|e| ConfigError::new(format!("mcp.servers[{i}].hosts"), e.to_string()))?;
+            Ok(portcullis_proxy::mcp::McpServer {
+                name: s.name.clone(),
+                hosts,
+                path: s.path.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `[mcp]` and `audit.mcp_arguments` as the data plane's MCP settings; `None` without servers.
+pub fn mcp_settings(
+    cfg: &Config,
+) -> Result<Option<portcullis_proxy::mcp::McpSettings>, ConfigError> {
+    let servers = mcp_servers(cfg)?;
+    if servers.is_empty() {
+        return Ok(None);
+    }
+    let m = &cfg.mcp;
+    Ok(Some(portcullis_proxy::mcp::McpSettings {
+        servers,
+        on_block: match m.on_block {
+            portcullis_config::McpOnBlock::Error => portcullis_mcp::OnBlock::Error,
+            portcullis_config::McpOnBlock::ToolResult => portcullis_mcp::OnBlock::ToolResult,
+        },
+        filter_tools_list: m.filter_tools_list,
+        limits: portcullis_mcp::Limits {
+            max_body: m.max_body,
+            max_depth: m.max_depth,
+            max_batch: m.max_batch,
+        },
+        max_answer: m.max_answer,
+        arguments: match cfg.audit.mcp_arguments {
+            portcullis_config::McpArguments::None => portcullis_mcp::ArgumentsAudit::None,
+            portcullis_config::McpArguments::Hash => portcullis_mcp::ArgumentsAudit::Hash,
+            portcullis_config::McpArguments::Full => portcullis_mcp::ArgumentsAudit::Full,
+        },
+        calls_per_minute: m.calls_per_minute,
+        max_tool_labels: m.max_tool_labels,
+    }))
+}
+
+/// The MCP servers' host globs (intercepted), for the banner.
+pub fn mcp_hosts(cfg: &Config) -> Vec<String> {
+    cfg.mcp
+        .servers
+        .iter()
+        .flat_map(|s| s.hosts.iter().cloned())
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,6 +28,19 @@ pub enum AuditOnFull {
     FailClosed,
 }
 
+/// How MCP call arguments are recorded (`audit.mcp_arguments`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpArguments {
+    /// Not recorded.
+    None,
+    /// SHA-256 of the canonical JSON (arguments may hold secrets).
+    #[default]
+    Hash,
+    /// Recorded as sent.
+    Full,
+}
+
 /// `[audit]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +76,8 @@ pub struct AuditConfig {
     /// Largest spool file in bytes; 0 disables the spool (records then wait in memory only,
     /// up to `queue`). Records beyond it are refused and counted, and `on_full` applies.
     pub spool_max_bytes: u64,
+    /// How MCP tool-call arguments are recorded: `none`, `hash` (default) or `full`.
+    pub mcp_arguments: McpArguments,
 }
 
 impl Default for AuditConfig {
@@ -80,6 +95,7 @@ impl Default for AuditConfig {
             retention: None,
             spool_path: PathBuf::from("data/audit-spool.jsonl"),
             spool_max_bytes: 1024 * 1024 * 1024,
+            mcp_arguments: McpArguments::Hash,
         }
     }
 }

@@ -20,6 +20,7 @@ mod identity;
 mod limits;
 mod llm;
 mod log;
+mod mcp;
 mod policy;
 mod proxy;
 mod sidecar;
@@ -29,7 +30,7 @@ mod validate;
 
 pub use admin::AdminConfig;
 pub use agents::AgentConfig;
-pub use audit::{AuditConfig, AuditOnFull, AuditSink};
+pub use audit::{AuditConfig, AuditOnFull, AuditSink, McpArguments};
 pub use console::{ConsoleConfig, GroupRole, TrustedHeaderConfig};
 pub use credentials::{CredentialConfig, CredentialMode};
 pub use identity::IdentityConfig;
@@ -38,6 +39,7 @@ pub use limits::{
 };
 pub use llm::{LlmConfig, ProviderConfig, ProviderFormat};
 pub use log::{LogConfig, LogFormat};
+pub use mcp::{McpConfig, McpOnBlock, McpServerConfig};
 pub use policy::{BindingConfig, DefaultDecision, OnBlock, PolicyConfig};
 pub use proxy::{ProxyConfig, MAX_HEADER_BYTES_LIMIT};
 pub use sidecar::SidecarConfig;
@@ -79,6 +81,8 @@ pub struct Config {
     pub credentials: Vec<CredentialConfig>,
     /// The operator console on the admin listener.
     pub console: ConsoleConfig,
+    /// MCP servers governed per JSON-RPC message.
+    pub mcp: McpConfig,
 }
 
 /// A configuration error naming the offending key.

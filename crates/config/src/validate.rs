@@ -48,6 +48,7 @@ impl Config {
         validate_agents(&self.agents)?;
         validate_credentials(&self.credentials)?;
         self.console.validate()?;
+        self.mcp.validate()?;
         if self.tls.ca_cert.is_some() != self.tls.ca_key.is_some() {
             return Err(ConfigError::new(
                 if self.tls.ca_cert.is_some() {

@@ -33,9 +33,9 @@ impl RequestKind {
     }
 }
 
-/// The record's JSON fields: DESIGN §5's, plus `credential` (a name, never a value) and
-/// `policy_revision` (which policy set decided).
-pub const RECORD_FIELDS: [&str; 32] = [
+/// The record's JSON fields: DESIGN §5's, plus `credential` (a name, never a value),
+/// `policy_revision` (which policy set decided) and `mcp` (the JSON-RPC message decided).
+pub const RECORD_FIELDS: [&str; 33] = [
     "id",
     "ts",
     "tenant",
@@ -68,6 +68,7 @@ pub const RECORD_FIELDS: [&str; 32] = [
     "tls_intercepted",
     "client_addr",
     "credential",
+    "mcp",
 ];
 
 /// One audit record, serialised as one JSON object with exactly [`RECORD_FIELDS`].
@@ -146,6 +147,9 @@ pub struct AuditRecord {
     pub client_addr: Option<String>,
     /// Name of the credential injected upstream (never its value).
     pub credential: Option<String>,
+    /// The MCP message this record is about (requests to `[[mcp.servers]]`).
+    #[serde(default)]
+    pub mcp: Option<crate::mcp::McpRecord>,
 }
 
 impl AuditRecord {
@@ -191,6 +195,7 @@ impl AuditRecord {
             tls_intercepted: false,
             client_addr: None,
             credential: None,
+            mcp: None,
         }
     }
 

@@ -105,6 +105,7 @@
 mod estimate;
 mod future;
 mod limiter;
+mod mcp;
 mod memory;
 mod outcome;
 mod permit;
@@ -114,6 +115,7 @@ mod settings;
 pub use estimate::{estimate_prompt_tokens, estimate_prompt_tokens_with, TokenReservation};
 pub use future::{BoxLimitFuture, LimitFuture};
 pub use limiter::Limiter;
+pub use mcp::McpCallCounter;
 pub use memory::MemoryLimiter;
 pub use outcome::{
     keep_tightest, keep_worst, LimitError, LimitKind, RateInfo, Refusal, UsageSnapshot,

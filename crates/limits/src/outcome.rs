@@ -17,6 +17,8 @@ pub enum LimitKind {
     Tpm,
     /// LLM tokens per day.
     TokensPerDay,
+    /// MCP tool calls per minute.
+    McpCallsPerMinute,
 }
 
 impl LimitKind {
@@ -27,6 +29,7 @@ impl LimitKind {
             Self::Concurrent => "concurrent",
             Self::Tpm => "tpm",
             Self::TokensPerDay => "tokens_per_day",
+            Self::McpCallsPerMinute => "mcp_calls_per_minute",
         }
     }
 
@@ -36,6 +39,7 @@ impl LimitKind {
             Self::Concurrent => "concurrent request limit",
             Self::Tpm => "token budget per minute",
             Self::TokensPerDay => "daily token budget",
+            Self::McpCallsPerMinute => "MCP tool calls per minute",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! authorizer, the admin simulator and `portcullis policy eval` all go through here, so a
 //! simulated request is decided on exactly the facts the gateway would use.
 
-use crate::input::{LlmFacts, PolicyInput, RequestFacts, RequestKind, UsageFacts};
+use crate::input::{LlmFacts, McpFacts, PolicyInput, RequestFacts, RequestKind, UsageFacts};
 use http::HeaderMap;
 use portcullis_core::Principal;
 use portcullis_llm::{Classification, Classifier, RequestHead};
@@ -41,6 +41,8 @@ pub struct ExchangeFacts<'a> {
     pub usage: UsageFacts,
     /// The credential that will be injected if the request is allowed.
     pub credential: Option<&'a str>,
+    /// The MCP message, for requests to `[[mcp.servers]]` endpoints.
+    pub mcp: Option<McpFacts<'a>>,
 }
 
 /// Builds the policy input (DESIGN §4) of a request from the data plane's facts:
@@ -65,6 +67,9 @@ pub fn build_input<'a>(f: &ExchangeFacts<'a>) -> PolicyInput<'a> {
     }
     if let Some(c) = f.credential {
         input = input.with_credential(c);
+    }
+    if let Some(m) = f.mcp {
+        input = input.with_mcp(m);
     }
     if let Some(c) = f.llm {
         input = input.with_llm(LlmFacts {
@@ -219,6 +224,7 @@ mod tests {
                 body: None,
                 usage: UsageFacts::default(),
                 credential: None,
+                mcp: None,
             });
             let d = engine.decide(&input).decision;
             // The simulator's path (interpreter, document) agrees.
@@ -275,8 +281,10 @@ mod tests {
             usage: UsageFacts {
                 requests_last_minute: 2,
                 tokens_today: 9,
+                mcp_calls_last_minute: 0,
             },
             credential: Some("openai_prod"),
+            mcp: None,
         });
         let j = input.to_json(UNIX_EPOCH);
         assert_eq!(j["agent"]["id"], "bot");
@@ -284,7 +292,7 @@ mod tests {
         assert_eq!(j["credential"], "openai_prod");
         assert_eq!(
             j["usage"],
-            json!({"requests_last_minute": 2, "tokens_today": 9})
+            json!({"requests_last_minute": 2, "tokens_today": 9, "mcp_calls_last_minute": 0})
         );
         assert_eq!(
             j["llm"],

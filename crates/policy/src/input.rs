@@ -57,6 +57,59 @@ pub struct UsageFacts {
     pub requests_last_minute: u64,
     /// LLM tokens used by this agent today.
     pub tokens_today: u64,
+    /// MCP tool calls by this agent in the last minute (before this request).
+    pub mcp_calls_last_minute: u64,
+}
+
+impl<'a> McpFacts<'a> {
+    /// The facts of `message` (`None`: a GET or DELETE of the endpoint) sent to `server`.
+    pub fn of(
+        server: &'a str,
+        message: Option<&'a portcullis_mcp::Message>,
+        session_id: Option<&'a str>,
+        protocol_version: Option<&'a str>,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            server,
+            method: message.and_then(|m| m.method.as_deref()),
+            kind: message.map(|m| m.kind.as_str()),
+            tool: message.and_then(|m| m.tool.as_deref()),
+            name: message.and_then(|m| m.name.as_deref()),
+            arguments: message.and_then(portcullis_mcp::Message::arguments),
+            params: message.and_then(|m| m.params.as_ref()),
+            session_id,
+            protocol_version,
+            batch_size,
+        }
+    }
+}
+
+/// One MCP message (`input.mcp`): a JSON-RPC message of a POST to a `[[mcp.servers]]`
+/// endpoint, or a GET/DELETE of that endpoint (then `method` and `kind` are absent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct McpFacts<'a> {
+    /// The `[[mcp.servers]]` name.
+    pub server: &'a str,
+    /// The method exactly as sent (case and Unicode kept: an unknown method is unknown).
+    pub method: Option<&'a str>,
+    /// `request`, `notification` or `response`.
+    pub kind: Option<&'a str>,
+    /// The tool of an exact `tools/call` (`params.name`).
+    pub tool: Option<&'a str>,
+    /// `params.name` of tools/call and prompts/get, `params.uri` of resources/read,
+    /// resources/subscribe and resources/unsubscribe.
+    pub name: Option<&'a str>,
+    /// `params.arguments` (parsed JSON).
+    pub arguments: Option<&'a Json>,
+    /// `params` (parsed JSON).
+    pub params: Option<&'a Json>,
+    /// `Mcp-Session-Id`, when sent.
+    pub session_id: Option<&'a str>,
+    /// `MCP-Protocol-Version`, when sent.
+    pub protocol_version: Option<&'a str>,
+    /// Messages in the body (1 unless a batch; 0 for GET/DELETE).
+    pub batch_size: usize,
 }
 
 /// Everything a decision depends on, borrowed from the caller.
@@ -79,6 +132,8 @@ pub struct PolicyInput<'a> {
     pub usage: UsageFacts,
     /// Name of the credential that would be injected, if any.
     pub credential: Option<&'a str>,
+    /// The MCP message, for requests to MCP servers.
+    pub mcp: Option<McpFacts<'a>>,
     /// Decision time; the engine's clock when `None`.
     pub now: Option<SystemTime>,
 }
@@ -95,8 +150,15 @@ impl<'a> PolicyInput<'a> {
             llm: None,
             usage: UsageFacts::default(),
             credential: None,
+            mcp: None,
             now: None,
         }
+    }
+
+    /// Sets the MCP message.
+    pub fn with_mcp(mut self, mcp: McpFacts<'a>) -> Self {
+        self.mcp = Some(mcp);
+        self
     }
 
     /// Sets the request facts.
@@ -217,7 +279,14 @@ impl<'a> PolicyInput<'a> {
             Value::from(self.usage.requests_last_minute),
         );
         usage.insert(key(Key::TokensToday), Value::from(self.usage.tokens_today));
+        usage.insert(
+            key(Key::McpCallsLastMinute),
+            Value::from(self.usage.mcp_calls_last_minute),
+        );
         root.insert(key(Key::Usage), Value::from(usage));
+        if let Some(m) = &self.mcp {
+            root.insert(key(Key::Mcp), mcp_value(m));
+        }
         root.insert(
             key(Key::Credential),
             self.credential.map(s).unwrap_or(Value::Null),
@@ -321,6 +390,25 @@ impl<'a> PolicyInput<'a> {
         if mask.has(FieldMask::CREDENTIAL) {
             self.credential.hash(h);
         }
+        if mask.has(FieldMask::MCP) {
+            match &self.mcp {
+                Some(m) => {
+                    1u8.hash(h);
+                    (m.server, m.method, m.kind, m.tool, m.name).hash(h);
+                    (m.session_id, m.protocol_version, m.batch_size).hash(h);
+                    for v in [m.arguments, m.params] {
+                        match v {
+                            Some(v) => {
+                                1u8.hash(h);
+                                hash_json(v, h);
+                            }
+                            None => 0u8.hash(h),
+                        }
+                    }
+                }
+                None => 0u8.hash(h),
+            }
+        }
     }
 
     /// 128-bit cache key over the fields selected by `mask`, with two keyed hashers.
@@ -358,6 +446,8 @@ enum Key {
     Kind,
     Llm,
     MaxTokens,
+    Mcp,
+    McpCallsLastMinute,
     Method,
     MethodOverride,
     Mode,
@@ -395,6 +485,8 @@ const KEY_NAMES: &[&str] = &[
     "kind",
     "llm",
     "max_tokens",
+    "mcp",
+    "mcp_calls_last_minute",
     "method",
     "method_override",
     "mode",
@@ -422,6 +514,23 @@ static KEYS: std::sync::LazyLock<Vec<Value>> =
 
 fn key(k: Key) -> Value {
     KEYS.get(k as usize).cloned().unwrap_or(Value::Undefined)
+}
+
+fn mcp_value(m: &McpFacts<'_>) -> Value {
+    let opt = |v: Option<&str>| v.map(s).unwrap_or(Value::Null);
+    let json = |v: Option<&Json>| v.map(|j| Value::from(j.clone())).unwrap_or(Value::Null);
+    let mut o = BTreeMap::new();
+    o.insert(s("server"), s(m.server));
+    o.insert(s("method"), opt(m.method));
+    o.insert(s("kind"), opt(m.kind));
+    o.insert(s("tool"), opt(m.tool));
+    o.insert(s("name"), opt(m.name));
+    o.insert(s("arguments"), json(m.arguments));
+    o.insert(s("params"), json(m.params));
+    o.insert(s("session_id"), opt(m.session_id));
+    o.insert(s("protocol_version"), opt(m.protocol_version));
+    o.insert(s("batch_size"), Value::from(m.batch_size as u64));
+    Value::from(o)
 }
 
 fn s(v: &str) -> Value {

@@ -53,8 +53,8 @@ pub use error::{EngineError, ErrorReport, PolicyError, Stage};
 pub use facts::{build_input, inspect_buffered, ExchangeFacts, Inspected};
 pub use ids::DecisionIds;
 pub use input::{
-    is_credential_header, parse_query, rfc3339, value_to_json, LlmFacts, PolicyInput, RequestFacts,
-    RequestKind, UsageFacts,
+    is_credential_header, parse_query, rfc3339, value_to_json, LlmFacts, McpFacts, PolicyInput,
+    RequestFacts, RequestKind, UsageFacts,
 };
 pub use loader::{example_sources, read_dir};
 pub use overrides::{

@@ -86,6 +86,10 @@ pub fn example_sources() -> Vec<SourceFile> {
             include_str!("../../../config/policies/lib/catalog_test.rego"),
         ),
         SourceFile::new(
+            "mcp_tools.rego",
+            include_str!("../../../config/policies/mcp_tools.rego"),
+        ),
+        SourceFile::new(
             "model_allowlist.rego",
             include_str!("../../../config/policies/model_allowlist.rego"),
         ),
@@ -111,6 +115,7 @@ mod tests {
             [
                 "baseline",
                 "high_risk_llm",
+                "mcp_tools",
                 "model_allowlist",
                 "stripe_readonly"
             ]

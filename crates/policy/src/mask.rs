@@ -24,6 +24,7 @@ impl FieldMask {
     /// `input.now`: never part of a cache key, so a policy reading it is not cacheable.
     pub(crate) const NOW: u32 = 1 << 15;
     pub(crate) const METHOD_OVERRIDE: u32 = 1 << 16;
+    pub(crate) const MCP: u32 = 1 << 17;
     const REQUEST: u32 = Self::METHOD
         | Self::METHOD_OVERRIDE
         | Self::SCHEME
@@ -67,6 +68,7 @@ impl FieldMask {
             "llm" => Self::LLM,
             "usage" => Self::USAGE,
             "credential" => Self::CREDENTIAL,
+            "mcp" => Self::MCP,
             "now" => Self::NOW,
             _ if field.starts_with("request.") => 0,
             _ => 0,

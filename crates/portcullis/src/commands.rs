@@ -477,6 +477,12 @@ async fn eval(cfg: &Config, input: &std::path::Path, agent: Option<&str>) -> any
                     .context("llm.providers")?,
             ),
             max_inspect_body: cfg.proxy.max_inspect_body,
+            mcp: portcullis_app::settings::mcp_settings(cfg)?.map(|s| {
+                crate::serve::mcp_reader(Arc::new(portcullis_proxy::mcp::McpGate::new(
+                    s,
+                    Arc::new(portcullis_core::SystemClock),
+                )))
+            }),
         };
         let sim = portcullis_admin::SimRequest::parse(&map, &reader).map_err(|v| {
             let fields: Vec<String> =

@@ -133,6 +133,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             PolicyApi::new(e).request_reader(portcullis_admin::RequestReader {
                 classifier: base.classifier.clone(),
                 max_inspect_body: cfg.proxy.max_inspect_body,
+                mcp: base.mcp.clone().map(mcp_reader),
             })
         }),
     );
@@ -176,6 +177,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the simulator recognises MCP endpoints: the data plane's own matcher and bounds.
+pub(crate) fn mcp_reader(gate: Arc<portcullis_proxy::mcp::McpGate>) -> portcullis_admin::McpReader {
+    let limits = gate.limits();
+    portcullis_admin::McpReader {
+        server: Arc::new(move |host: &str, path: &str| {
+            gate.server_name(host, path).map(str::to_owned)
+        }),
+        limits,
+    }
+}
+
 /// What every phase and the control plane share: the store, the agent registry, metrics, the
 /// audit trail, limits, credentials and the classifier.
 struct Base {
@@ -194,6 +206,7 @@ struct Base {
     credentials: Arc<Credentials>,
     injector: Arc<CredentialPhase>,
     control: Arc<ControlPlane>,
+    mcp: Option<Arc<portcullis_proxy::mcp::McpGate>>,
 }
 
 impl Base {
@@ -235,7 +248,10 @@ impl Base {
             key: seal_key,
             config: cfg.credentials.clone(),
         });
+        let mcp = settings::mcp_settings(cfg)?
+            .map(|s| Arc::new(portcullis_proxy::mcp::McpGate::new(s, clock.clone())));
         Ok(Self {
+            mcp,
             clock,
             registry,
             metrics,
@@ -268,6 +284,7 @@ struct Phases {
 impl Phases {
     async fn build(cfg: &Config, b: &Base) -> anyhow::Result<Self> {
         let common = Pipeline {
+            mcp: b.mcp.clone(),
             classifier: Some(b.classifier.clone()),
             recorder: b.recorder.clone(),
             limits: Some(b.limits.clone()),

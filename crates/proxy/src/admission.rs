@@ -85,6 +85,8 @@ pub(crate) struct Admitted {
     pub(crate) permit: Option<Permit>,
     pub(crate) injection: Option<Injection>,
     pub(crate) subagent: Option<String>,
+    /// What the answer to an MCP request needs (outcome scan, `tools/list` filter).
+    pub(crate) mcp: Option<crate::mcp_answer::McpAdmitted>,
 }
 
 /// The request's body and the decision inputs read from it.
@@ -120,7 +122,7 @@ pub(crate) async fn admit(
     let canonical = steps.path(ex)?;
     let slot = steps.slot(&principal).await?;
     let body_timed_out = Arc::new(AtomicBool::new(false));
-    let classified = steps
+    let mut classified = steps
         .classify(
             ex,
             &target,
@@ -130,8 +132,13 @@ pub(crate) async fn admit(
             &body_timed_out,
         )
         .await?;
+    let mcp = steps
+        .mcp(&principal, &target, canonical.as_deref(), &mut classified)
+        .await?;
     let credential = steps.bound_credential(&principal, &target);
+    let host = target.host_str();
     let facts = Facts {
+        host: &host,
         principal: &principal,
         subagent: subagent.as_deref(),
         target: &target,
@@ -143,7 +150,10 @@ pub(crate) async fn admit(
         Some(admission) => admission.usage(),
         None => steps.usage(&principal).await,
     };
-    steps.authorize(ex, &facts, usage)?;
+    match &mcp {
+        Some(req) => steps.authorize_mcp(ex, &facts, req, usage)?,
+        None => steps.authorize(ex, &facts, usage)?,
+    }
     let envelope = classified.llm.as_ref().map(Classification::error_envelope);
     let refuse = |r: Refusal| Denial::Refuse(r, envelope);
     if let Err(why) = shared.pipeline.recorder.admit().await {
@@ -153,7 +163,14 @@ pub(crate) async fn admit(
         .limits(&principal, &classified, slot)
         .await
         .map_err(refuse)?;
+    if let (Some(gate), Some(req)) = (&shared.pipeline.mcp, &mcp) {
+        crate::mcp::count_calls(gate, &principal.agent_id, req).map_err(refuse)?;
+    }
     let injection = steps.injection(credential.as_deref()).map_err(refuse)?;
+    let mcp = mcp.map(|req| {
+        let base = steps.request_facts(&facts, usage);
+        crate::mcp_answer::McpAdmitted::new(shared, req, &base)
+    });
     Ok(Admitted {
         principal,
         target,
@@ -164,11 +181,13 @@ pub(crate) async fn admit(
         permit,
         injection,
         subagent,
+        mcp,
     })
 }
 
 /// Borrowed facts handed to the authorizer.
 struct Facts<'a> {
+    host: &'a str,
     principal: &'a Principal,
     subagent: Option<&'a str>,
     target: &'a Target,
@@ -376,13 +395,8 @@ impl Steps<'_> {
         }
     }
 
-    fn authorize(
-        &self,
-        ex: &mut Exchange,
-        f: &Facts<'_>,
-        usage: UsageSnapshot,
-    ) -> Result<(), Denial> {
-        let host = f.target.host_str();
+    /// The facts the Authorizer sees (without an MCP message).
+    fn request_facts<'f>(&'f self, f: &'f Facts<'f>, usage: UsageSnapshot) -> RequestFacts<'f> {
         let kind = match self.entry {
             Entry::Connect => RequestKind::Connect,
             Entry::Forward | Entry::Inner(_) => RequestKind::Http,
@@ -391,14 +405,13 @@ impl Steps<'_> {
             Entry::Connect => "",
             _ => f.path.unwrap_or(self.parts.uri.path()),
         };
-        let pipeline = &self.shared.pipeline;
-        let authz = pipeline.authorizer.authorize(&RequestFacts {
+        RequestFacts {
             kind,
             principal: f.principal,
             subagent: f.subagent,
             method: &self.parts.method,
             scheme: self.entry.scheme(),
-            host: &host,
+            host: f.host,
             port: f.target.port,
             path,
             query: self.parts.uri.query(),
@@ -408,7 +421,18 @@ impl Steps<'_> {
             body: f.classified.json.as_ref(),
             usage,
             credential: f.credential,
-        });
+            mcp: None,
+        }
+    }
+
+    fn authorize(
+        &self,
+        ex: &mut Exchange,
+        f: &Facts<'_>,
+        usage: UsageSnapshot,
+    ) -> Result<(), Denial> {
+        let pipeline = &self.shared.pipeline;
+        let authz = pipeline.authorizer.authorize(&self.request_facts(f, usage));
         let decision = Arc::new(authz.decision);
         ex.set_decision(decision.clone());
         if decision.allowed {
@@ -420,6 +444,59 @@ impl Steps<'_> {
             authz.stub,
             f.classified.llm.as_ref(),
         ))
+    }
+
+    /// Decides every message of an MCP request; one denial refuses the whole body.
+    fn authorize_mcp(
+        &self,
+        ex: &mut Exchange,
+        f: &Facts<'_>,
+        req: &crate::mcp::McpRequest,
+        usage: UsageSnapshot,
+    ) -> Result<(), Denial> {
+        let Some(gate) = self.shared.pipeline.mcp.as_ref() else {
+            return self.authorize(ex, f, usage);
+        };
+        let base = self.request_facts(f, usage);
+        let authorizer = &self.shared.pipeline.authorizer;
+        crate::mcp::authorize(gate, ex, req, &|m| {
+            authorizer.authorize(&crate::mcp::with_mcp(&base, m))
+        })
+    }
+
+    /// A request to a registered MCP endpoint: its body read whole (bounded) and parsed, its
+    /// mirrored headers checked. `None` for every other request.
+    async fn mcp(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        canonical: Option<&str>,
+        classified: &mut Classified,
+    ) -> Result<Option<crate::mcp::McpRequest>, Refusal> {
+        let Some(gate) = self.shared.pipeline.mcp.as_ref() else {
+            return Ok(None);
+        };
+        if !self.entry.is_request() {
+            return Ok(None);
+        }
+        let path = canonical.unwrap_or(self.parts.uri.path());
+        let Some(server) = gate.server(&target.host_str(), path) else {
+            return Ok(None);
+        };
+        let (req, body, len) = crate::mcp::read(
+            gate,
+            server,
+            self.parts,
+            classified.body.take(),
+            &principal.agent_id,
+            self.shared.cfg.body_read_timeout,
+        )
+        .await?;
+        classified.body = body;
+        if len > 0 {
+            classified.body_len = len;
+        }
+        Ok(Some(req))
     }
 
     /// Rate limits and token budgets: the permit is held until the response ends.

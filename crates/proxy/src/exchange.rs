@@ -8,8 +8,9 @@
 //! record. The metrics every finished exchange moves are updated here too.
 
 use crate::body::ProxyBody;
+use crate::mcp::McpLog;
 use crate::refusal::{Denial, Refusal};
-use crate::respond::{refusal_response, stub_response};
+use crate::respond::{mcp_denied_response, refusal_response, stub_response};
 use crate::state::Shared;
 use crate::target::Target;
 use http::Response;
@@ -25,6 +26,15 @@ use tokio::time::Instant;
 const NO_PROVIDER: &str = "none";
 /// Agent label for exchanges refused before authentication succeeded.
 const NO_AGENT: &str = "unauthenticated";
+
+/// The metric label of `agent_id` (`unauthenticated` before an agent is known).
+fn agent_label(agent_id: &str) -> &str {
+    if agent_id.is_empty() {
+        NO_AGENT
+    } else {
+        agent_id
+    }
+}
 
 /// How an exchange that was not refused ended.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +57,8 @@ pub struct Exchange {
     started: Instant,
     record: AuditRecord,
     decision: Option<Arc<Decision>>,
+    /// The messages of an MCP request: one record each.
+    mcp: Option<McpLog>,
     done: bool,
 }
 
@@ -76,6 +88,7 @@ impl Exchange {
             started: Instant::now(),
             record,
             decision: None,
+            mcp: None,
             done: false,
         }
     }
@@ -143,6 +156,22 @@ impl Exchange {
         self.decision = Some(d);
     }
 
+    /// The messages of an MCP request and their decisions: the exchange is recorded as one
+    /// record per message.
+    pub(crate) fn set_mcp(&mut self, log: McpLog) {
+        self.mcp = Some(log);
+    }
+
+    /// What the MCP server answered, per request id.
+    pub(crate) fn set_mcp_outcomes(
+        &mut self,
+        outcomes: &std::collections::HashMap<String, portcullis_mcp::Outcome>,
+    ) {
+        if let Some(log) = self.mcp.as_mut() {
+            log.set_outcomes(outcomes);
+        }
+    }
+
     /// The credential injected upstream (its name, never its value).
     pub fn set_credential(&mut self, name: &str) {
         self.record.credential = Some(name.to_owned());
@@ -187,6 +216,16 @@ impl Exchange {
                 });
                 resp
             }
+            Denial::Mcp(denied) => {
+                let resp = mcp_denied_response(&denied);
+                self.finish(Outcome {
+                    status: 200,
+                    error: Some(denied.decision.refusal_code()),
+                    bytes_out: denied.answer.body.len() as u64,
+                    ..Outcome::default()
+                });
+                resp
+            }
         }
     }
 
@@ -224,11 +263,7 @@ impl Exchange {
     }
 
     fn agent_label(&self) -> String {
-        if self.record.agent_id.is_empty() {
-            NO_AGENT.to_owned()
-        } else {
-            self.record.agent_id.clone()
-        }
+        agent_label(&self.record.agent_id).to_owned()
     }
 
     fn close(&mut self, outcome: Outcome, verdict: Verdict) {
@@ -253,6 +288,18 @@ impl Exchange {
         r.bytes_out = outcome.bytes_out;
         r.latency_ms = millis(elapsed);
         r.usage = outcome.usage;
+        if let Some(log) = self.mcp.take() {
+            // One record per message, each with its own decision; the exchange's metrics once.
+            self.decision = None;
+            self.observe(&r, elapsed);
+            // The exchange's own record was moved into `r` above: label with its agent.
+            let agent = agent_label(&r.agent_id).to_owned();
+            let gate = self.shared.pipeline.mcp.clone();
+            for rec in log.records(r, verdict, gate.as_deref(), &self.shared.metrics, &agent) {
+                self.shared.pipeline.recorder.record(rec);
+            }
+            return;
+        }
         if let Some(d) = self.decision.take() {
             r.policy = d.policy.clone();
             let mut reasons = d.reasons.clone();
@@ -269,11 +316,7 @@ impl Exchange {
 
     fn observe(&self, r: &AuditRecord, elapsed: std::time::Duration) {
         let m = &self.shared.metrics;
-        let agent = if r.agent_id.is_empty() {
-            NO_AGENT
-        } else {
-            r.agent_id.as_str()
-        };
+        let agent = agent_label(&r.agent_id);
         let provider = r.provider.as_deref().unwrap_or(NO_PROVIDER);
         m.requests
             .with_label_values(&[agent, r.verdict.as_str(), provider])

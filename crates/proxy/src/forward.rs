@@ -116,6 +116,7 @@ struct Outbound {
 /// What forwarding keeps of the admission once the request is built.
 struct AdmittedRest {
     llm: Option<portcullis_llm::Classification>,
+    mcp: Option<crate::mcp_answer::McpAdmitted>,
     permit: Option<Permit>,
     timed_out: Arc<std::sync::atomic::AtomicBool>,
     upgrade: bool,
@@ -175,6 +176,7 @@ impl Outbound {
             bytes_in,
             admitted: AdmittedRest {
                 llm: a.llm,
+                mcp: a.mcp,
                 permit: a.permit,
                 timed_out: a.body_timed_out,
                 upgrade: upgrade.is_some(),
@@ -249,7 +251,7 @@ fn refuse_upstream(
 /// usage tap on a copy of classified LLM responses, and the exchange finished when the body
 /// ends, fails or is abandoned.
 fn respond(
-    ex: Exchange,
+    mut ex: Exchange,
     resp: Response<Incoming>,
     bytes_in: Arc<AtomicU64>,
     admitted: AdmittedRest,
@@ -277,9 +279,21 @@ fn respond(
         SharedTap::new(c, h(CONTENT_ENCODING), h(CONTENT_TYPE))
     });
     let end_tap = tap.clone();
+    let body: ProxyBody = body.map_err(BoxError::from).boxed();
+    let (body, mcp_scan) = match &admitted.mcp {
+        Some(m) => {
+            let (b, scan) = m.wrap(&mut parts.headers, body);
+            (b, Some(scan))
+        }
+        None => (body, None),
+    };
+    let end_scan = mcp_scan.clone();
     let body = Metered::new(
-        body.map_err(BoxError::from),
+        body,
         Box::new(move |n, end| {
+            if let Some(s) = end_scan {
+                ex.set_mcp_outcomes(&s.finish().outcomes);
+            }
             let tapped = end_tap.and_then(|t| t.finish());
             let terminal = tapped.as_ref().is_some_and(|t| t.terminal);
             let usage = tapped.map(|t| t.usage);
@@ -296,9 +310,10 @@ fn respond(
             });
         }),
     );
-    let body = match tap {
-        Some(t) => body.with_tap(Box::new(t)).boxed(),
-        None => body.boxed(),
+    let body = match (tap, mcp_scan) {
+        (Some(t), _) => body.with_tap(Box::new(t)).boxed(),
+        (None, Some(s)) => body.with_tap(Box::new(s)).boxed(),
+        (None, None) => body.boxed(),
     };
     Response::from_parts(parts, body)
 }

@@ -25,6 +25,8 @@ mod intercept;
 mod io;
 mod listener;
 mod local;
+pub mod mcp;
+mod mcp_answer;
 pub mod metrics;
 pub mod path;
 pub mod phases;

@@ -33,6 +33,8 @@ pub struct ProxyMetrics {
     pub rate_limited: IntCounterVec,
     /// `portcullis_credential_injections_total{credential}`.
     pub credential_injections: IntCounterVec,
+    /// `portcullis_mcp_calls_total{agent,server,tool,verdict}`: MCP tool calls.
+    pub mcp_calls: IntCounterVec,
     models: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -121,6 +123,11 @@ impl ProxyMetrics {
                 "portcullis_credential_injections_total",
                 "Upstream requests the gateway added a configured credential to, by credential.",
                 &["credential"],
+            )?,
+            mcp_calls: counter(
+                "portcullis_mcp_calls_total",
+                "MCP tool calls, by agent, server, tool (tools a server listed; others `other`) and verdict.",
+                &["agent", "server", "tool", "verdict"],
             )?,
             models: Default::default(),
         };

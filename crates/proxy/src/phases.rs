@@ -49,6 +49,25 @@ pub struct RequestFacts<'a> {
     pub usage: UsageSnapshot,
     /// The credential that will be injected if the request is allowed (`input.credential`).
     pub credential: Option<&'a str>,
+    /// The MCP message decided (`input.mcp`), for requests to `[[mcp.servers]]` endpoints.
+    pub mcp: Option<McpFacts<'a>>,
+}
+
+/// One MCP message as policy sees it (`input.mcp`).
+#[derive(Debug, Clone, Copy)]
+pub struct McpFacts<'a> {
+    /// The `[[mcp.servers]]` name.
+    pub server: &'a str,
+    /// The message (`None`: a GET or DELETE of the endpoint, which carries none).
+    pub message: Option<&'a portcullis_mcp::Message>,
+    /// `Mcp-Session-Id`, when sent.
+    pub session_id: Option<&'a str>,
+    /// `MCP-Protocol-Version`, when sent.
+    pub protocol_version: Option<&'a str>,
+    /// Messages in the body.
+    pub batch_size: usize,
+    /// Tool calls by this agent in the last minute (`input.usage.mcp_calls_last_minute`).
+    pub calls_last_minute: u64,
 }
 
 /// A decision and how to answer it if it blocks.
@@ -321,6 +340,8 @@ pub struct Pipeline {
     pub local: Option<Arc<dyn LocalService>>,
     /// LLM provider classifier (pure; `None` disables classification).
     pub classifier: Option<Arc<Classifier>>,
+    /// MCP servers governed per JSON-RPC message (`None`: none registered).
+    pub mcp: Option<Arc<crate::mcp::McpGate>>,
 }
 
 impl Pipeline {
@@ -334,6 +355,7 @@ impl Pipeline {
             credentials: None,
             local: None,
             classifier: None,
+            mcp: None,
         }
     }
 }

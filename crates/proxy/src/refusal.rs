@@ -32,6 +32,33 @@ pub enum Denial {
     Refuse(Refusal, Option<portcullis_core::ErrorEnvelope>),
     /// A provider-shaped stub stating the policy's refusal.
     Stub(Stub),
+    /// An MCP body policy denied, answered like an MCP server (JSON-RPC errors or tool
+    /// results for each request, HTTP 200).
+    Mcp(McpDenied),
+}
+
+/// The answer to an MCP body policy denied.
+#[derive(Debug)]
+pub struct McpDenied {
+    /// JSON or SSE body.
+    pub answer: portcullis_mcp::Answer,
+    /// The denying decision.
+    pub decision: Arc<Decision>,
+}
+
+/// A request to an MCP endpoint that cannot be governed: not JSON-RPC, over the bounds, or
+/// with `Mcp-Method` / `Mcp-Name` headers that do not match its body. Answered with a
+/// JSON-RPC error (id `null`) and HTTP 400 (413 when too large).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpInvalid {
+    /// Machine code (`mcp_parse_error`, `mcp_invalid_request`, `mcp_header_mismatch`, ...).
+    pub code: &'static str,
+    /// JSON-RPC error code.
+    pub rpc_code: i64,
+    /// Why.
+    pub detail: String,
+    /// The body is over `mcp.max_body`.
+    pub too_large: bool,
 }
 
 impl From<Refusal> for Denial {
@@ -158,11 +185,13 @@ pub enum Cause {
     TunnelProtocol,
     /// [`Refusal::Overloaded`].
     Overloaded,
+    /// [`Refusal::Mcp`].
+    Mcp,
 }
 
 impl Cause {
     /// Every cause, once.
-    pub const ALL: [Cause; 15] = [
+    pub const ALL: [Cause; 16] = [
         Cause::Auth,
         Cause::Malformed,
         Cause::Port,
@@ -178,6 +207,7 @@ impl Cause {
         Cause::SniMismatch,
         Cause::TunnelProtocol,
         Cause::Overloaded,
+        Cause::Mcp,
     ];
 }
 
@@ -221,6 +251,8 @@ pub enum Refusal {
     /// The gateway is at `max_connections`: the connection is answered and closed before any
     /// request is read (so there is no exchange to record; it is counted instead).
     Overloaded,
+    /// A request to an MCP endpoint that cannot be governed.
+    Mcp(McpInvalid),
 }
 
 impl From<DialError> for Refusal {
@@ -272,6 +304,7 @@ impl Refusal {
             Refusal::SniMismatch => Cause::SniMismatch,
             Refusal::TunnelProtocol { .. } => Cause::TunnelProtocol,
             Refusal::Overloaded => Cause::Overloaded,
+            Refusal::Mcp(_) => Cause::Mcp,
         }
     }
 
@@ -286,6 +319,8 @@ impl Refusal {
                 AuthFailureKind::Throttled { .. } => Status::TooManyRequests,
             },
             Refusal::Malformed(m) => m.status(),
+            Refusal::Mcp(m) if m.too_large => Status::PayloadTooLarge,
+            Refusal::Mcp(_) => Status::BadRequest,
             Refusal::Port(_)
             | Refusal::Destination(_)
             | Refusal::HostMismatch(_)
@@ -331,6 +366,7 @@ impl Refusal {
             Refusal::TunnelProtocol { undecided: true } => "tunnel_undecided",
             Refusal::TunnelProtocol { undecided: false } => "tunnel_protocol_refused",
             Refusal::Overloaded => "too_many_connections",
+            Refusal::Mcp(m) => m.code,
         }
     }
 
@@ -349,9 +385,11 @@ impl Refusal {
             | Refusal::Policy(_)
             | Refusal::SniMismatch => Verdict::Deny,
             Refusal::Limited(_) => Verdict::RateLimited,
-            Refusal::Auth(_) | Refusal::Malformed(_) | Refusal::NotFound | Refusal::Overloaded => {
-                Verdict::Error
-            }
+            Refusal::Auth(_)
+            | Refusal::Malformed(_)
+            | Refusal::NotFound
+            | Refusal::Overloaded
+            | Refusal::Mcp(_) => Verdict::Error,
             Refusal::AuditUnavailable(_)
             | Refusal::LimitsUnavailable(_)
             | Refusal::CredentialUnavailable(_)
@@ -424,6 +462,7 @@ impl Refusal {
                 "the intercepted tunnel carries neither TLS nor HTTP".into()
             }
             Refusal::Overloaded => "the gateway is at its connection limit; retry later".into(),
+            Refusal::Mcp(m) => m.detail.clone().into(),
         }
     }
 
@@ -431,7 +470,9 @@ impl Refusal {
     pub fn source(&self) -> ErrorSource {
         match self {
             Refusal::Auth(a) if a.kind == AuthFailureKind::Disabled => ErrorSource::Policy,
-            Refusal::Auth(_) | Refusal::Malformed(_) | Refusal::NotFound => ErrorSource::Client,
+            Refusal::Auth(_) | Refusal::Malformed(_) | Refusal::NotFound | Refusal::Mcp(_) => {
+                ErrorSource::Client
+            }
             Refusal::Port(_)
             | Refusal::Destination(_)
             | Refusal::HostMismatch(_)

@@ -19,9 +19,23 @@ pub const X_PORTCULLIS_DECISION_ID: &str = "x-portcullis-decision-id";
 pub fn refusal_response(refusal: &Refusal, envelope: Option<ErrorEnvelope>) -> Response<ProxyBody> {
     let status = refusal.status();
     let code = refusal.code();
-    let mut err = ApiError::new(status, code, refusal.detail(), refusal.source());
-    err.extra = refusal.extra();
-    let mut resp = Response::new(full(err.to_body(envelope)));
+    let body = match refusal {
+        // An MCP client reads a JSON-RPC error (no id: the body could not be read as one).
+        Refusal::Mcp(m) => portcullis_mcp::answer::error_response(
+            None,
+            m.rpc_code,
+            &m.detail,
+            Some(serde_json::json!({"code": code, "detail": m.detail})),
+        )
+        .to_string()
+        .into_bytes(),
+        _ => {
+            let mut err = ApiError::new(status, code, refusal.detail(), refusal.source());
+            err.extra = refusal.extra();
+            err.to_body(envelope)
+        }
+    };
+    let mut resp = Response::new(full(body));
     *resp.status_mut() =
         StatusCode::from_u16(status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
@@ -32,6 +46,26 @@ pub fn refusal_response(refusal: &Refusal, envelope: Option<ErrorEnvelope>) -> R
         resp.extensions_mut().insert(phrase);
     }
     resp
+}
+
+/// A denied MCP body's answer: 200 with the JSON-RPC answers, `X-Portcullis-Blocked: true`,
+/// the error code and the decision id.
+pub fn mcp_denied_response(d: &crate::refusal::McpDenied) -> Response<ProxyBody> {
+    let mut r = Response::new(full(d.answer.body.clone()));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(d.answer.content_type),
+    );
+    h.insert("x-portcullis-blocked", HeaderValue::from_static("true"));
+    h.insert(
+        X_PORTCULLIS_ERROR,
+        HeaderValue::from_static(d.decision.refusal_code()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&d.decision.decision_id) {
+        h.insert(X_PORTCULLIS_DECISION_ID, v);
+    }
+    r
 }
 
 /// A policy's provider-shaped stub: 200 with `X-Portcullis-Blocked: true` and the decision id.

@@ -71,18 +71,23 @@ impl Shared {
         })
     }
 
-    /// Whether CONNECT tunnels to `host` are intercepted: the interception rules, or a
-    /// credential bound to the host (a key cannot be added to an opaque tunnel); passthrough
-    /// wins over both.
+    /// Whether CONNECT tunnels to `host` are intercepted: the interception rules, a credential
+    /// bound to the host (a key cannot be added to an opaque tunnel) or an MCP server on it (its
+    /// calls are decided one by one); passthrough wins over all.
     pub fn intercepts(&self, host: &str) -> bool {
         self.intercept.as_ref().is_some_and(|i| {
             i.rules.should_intercept(host)
                 || !i.rules.passthrough.matches(host)
-                    && self
+                    && (self
                         .pipeline
                         .credentials
                         .as_ref()
                         .is_some_and(|c| c.intercepts(host))
+                        || self
+                            .pipeline
+                            .mcp
+                            .as_ref()
+                            .is_some_and(|m| m.intercepts(host)))
         })
     }
 }

@@ -234,6 +234,7 @@ impl Harness {
             body: json.as_ref(),
             usage: UsageFacts::default(),
             credential: None,
+            mcp: None,
         });
         self.engine.decide(&input).decision
     }
@@ -327,6 +328,7 @@ async fn list_shows_the_example_policies_with_modes_and_reload_status() {
         [
             "baseline",
             "high_risk_llm",
+            "mcp_tools",
             "model_allowlist",
             "stripe_readonly"
         ]
@@ -346,7 +348,7 @@ async fn list_shows_the_example_policies_with_modes_and_reload_status() {
     assert_eq!(p("high_risk_llm")["mode_override"], Value::Null);
     assert_eq!(p("stripe_readonly")["bindings"], json!([]));
     assert_eq!(v["reload"]["ok"], true);
-    assert_eq!(v["reload"]["policies"], 4);
+    assert_eq!(v["reload"]["policies"], 5);
     assert_eq!(v["reload"]["errors"], json!([]));
     assert_eq!(v["version"], h.engine.version());
     assert_eq!(v["default"], "deny");
@@ -462,7 +464,7 @@ async fn validate_reports_file_row_and_col() {
     assert_eq!(with_lib.json()["valid"], true, "{}", with_lib.body);
 
     // Validation changes nothing.
-    assert_eq!(h.engine.list_policies().len(), 4);
+    assert_eq!(h.engine.list_policies().len(), 5);
 
     for (body, status, field) in [
         (json!({}), 422, "source"),
@@ -508,7 +510,7 @@ async fn simulate_allowed_and_denied_requests_with_trace() {
         v["agent"],
         json!({"id": "bot", "tenant": "acme", "status": "active", "mode": "active"})
     );
-    assert_eq!(v["trace"].as_array().unwrap().len(), 4);
+    assert_eq!(v["trace"].as_array().unwrap().len(), 5);
     assert_eq!(trace_of(&v, "baseline")["allow"], true);
     assert_eq!(trace_of(&v, "baseline")["applicable"], true);
     assert_eq!(trace_of(&v, "model_allowlist")["deny"], json!([]));
@@ -1083,7 +1085,7 @@ async fn validate_refuses_foreign_packages_and_unused_libraries() {
     assert_eq!(ok, json!({"valid": true, "errors": []}));
     assert_eq!(
         h.engine.list_policies().len(),
-        4,
+        5,
         "validation changes nothing"
     );
 }

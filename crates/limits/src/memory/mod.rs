@@ -7,7 +7,7 @@
 
 mod gcra;
 mod state;
-mod window;
+pub(crate) mod window;
 
 use dashmap::DashMap;
 use portcullis_core::Clock;

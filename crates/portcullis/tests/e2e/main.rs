@@ -20,6 +20,7 @@ mod identity;
 mod intercept;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod policy;
 mod shared;
 mod shared_limits;

@@ -66,6 +66,7 @@ impl Harness {
             credentials: Some(Arc::new(FakeCredentials)),
             local: None,
             classifier: None,
+            mcp: Some(Arc::new(mcp_gate())),
         };
         let registry = prometheus::Registry::new();
         let metrics = ProxyMetrics::new(&registry).expect("metrics");
@@ -176,4 +177,24 @@ pub fn client_config(trusted: Option<&[u8]>) -> rustls::ClientConfig {
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth()
+}
+
+/// `/mcp` on `localhost` (already intercepted) as an MCP endpoint named `files`.
+fn mcp_gate() -> portcullis_proxy::mcp::McpGate {
+    use portcullis_proxy::mcp::{McpGate, McpServer, McpSettings};
+    let settings = McpSettings {
+        servers: vec![McpServer {
+            name: "files".to_owned(),
+            hosts: HostMatcher::new(["localhost"]).expect("matcher"),
+            path: Some("/mcp".to_owned()),
+        }],
+        on_block: portcullis_mcp::OnBlock::Error,
+        filter_tools_list: false,
+        limits: portcullis_mcp::Limits::default(),
+        max_answer: 1024 * 1024,
+        arguments: portcullis_mcp::ArgumentsAudit::Hash,
+        calls_per_minute: None,
+        max_tool_labels: 16,
+    };
+    McpGate::new(settings, Arc::new(portcullis_core::SystemClock))
 }

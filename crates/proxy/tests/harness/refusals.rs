@@ -168,6 +168,31 @@ async fn provoke(h: &Harness, cause: Cause) -> Vec<Expect> {
                 verdict: Verdict::Allow,
             }]
         }
+        Cause::Mcp => {
+            // A body to an MCP endpoint that is not JSON-RPC: a JSON-RPC error, id null.
+            let body = b"not json";
+            let mut req = format!(
+                "POST http://localhost:{o}/mcp HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {bot}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            req.extend_from_slice(body);
+            let r = send(h.addr, &req).await;
+            assert_eq!(r.status, 400, "{r:?}");
+            assert_eq!(r.header("x-portcullis-error"), Some("mcp_parse_error"));
+            let v = r.json();
+            assert_eq!(v["jsonrpc"], "2.0", "{v}");
+            assert_eq!(v["id"], serde_json::Value::Null, "{v}");
+            assert_eq!(v["error"]["code"], -32700, "{v}");
+            assert_eq!(v["error"]["data"]["code"], "mcp_parse_error", "{v}");
+            vec![Expect {
+                status: Some(400),
+                code: "mcp_parse_error",
+                verdict: Verdict::Error,
+            }]
+        }
         Cause::Overloaded => {
             let h1 = Harness::start_with(|c| c.max_connections = 1).await;
             let _held = TcpStream::connect(h1.addr).await.expect("first");
