@@ -63,7 +63,6 @@ CREATE INDEX api_keys_tenant ON api_keys (tenant);
 -- spooled through a long outage). A partitioned table's unique keys must contain the
 -- partition key, so the key is (id, ts): a record keeps its id and ts when retried, so a
 -- retried batch still finds its earlier copy and is skipped (ON CONFLICT DO NOTHING).
--- policy_revision: which policy set decided (bundle revision or file-set hash).
 CREATE TABLE audit_records (
     id TEXT NOT NULL,
     ts BIGINT NOT NULL,
@@ -77,7 +76,6 @@ CREATE TABLE audit_records (
     kind TEXT NOT NULL,
     status BIGINT,
     record TEXT NOT NULL,
-    policy_revision TEXT,
     PRIMARY KEY (id, ts)
 ) PARTITION BY RANGE (ts);
 CREATE TABLE audit_records_default PARTITION OF audit_records DEFAULT;
