@@ -112,7 +112,7 @@ async fn a_streamed_event_is_written_as_soon_as_it_arrives() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     // Chunked framing of exactly the two events, nothing else yet.
     assert!(
-        text.ends_with("\r\n\r\nb\r\ndata: one\n\n\r\nb\r\ndata: two\n\n\r\n"),
+        text.ends_with("\r\n\r\nB\r\ndata: one\n\n\r\nB\r\ndata: two\n\n\r\n"),
         "{text:?}"
     );
 }
