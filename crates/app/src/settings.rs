@@ -330,6 +330,53 @@ pub fn mcp_hosts(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
+/// `[console]` as the console's settings (`None` when `console.enabled = false`).
+pub fn console_settings(
+    cfg: &Config,
+) -> Result<Option<portcullis_console::ConsoleSettings>, ConfigError> {
+    let c = &cfg.console;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let t = &c.trusted_header;
+    let trusted_header = if t.sources.is_empty() {
+        None
+    } else {
+        let name = |key: &str, v: &str| {
+            http::HeaderName::from_bytes(v.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    format!("console.trusted_header.{key}"),
+                    "must be a header name",
+                )
+            })
+        };
+        let mut roles = Vec::with_capacity(t.roles.len());
+        for (i, r) in t.roles.iter().enumerate() {
+            let role = r.role.parse().map_err(|_| {
+                ConfigError::new(
+                    format!("console.trusted_header.roles[{i}].role"),
+                    "must be admin or viewer",
+                )
+            })?;
+            roles.push((r.group.clone(), r.tenant.clone(), role));
+        }
+        Some(portcullis_console::TrustedHeaders {
+            sources: t.sources.clone(),
+            user: name("user_header", &t.user_header)?,
+            email: name("email_header", &t.email_header)?,
+            groups: name("groups_header", &t.groups_header)?,
+            roles,
+        })
+    };
+    Ok(Some(portcullis_console::ConsoleSettings {
+        session_ttl: c.session_ttl,
+        idle_timeout: c.idle_timeout,
+        secure_cookie: c.secure_cookie,
+        live_interval_secs: c.live_interval_secs,
+        trusted_header,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,51 +780,4 @@ mod tests {
             validate(&c).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         }
     }
-}
-
-/// `[console]` as the console's settings (`None` when `console.enabled = false`).
-pub fn console_settings(
-    cfg: &Config,
-) -> Result<Option<portcullis_console::ConsoleSettings>, ConfigError> {
-    let c = &cfg.console;
-    if !c.enabled {
-        return Ok(None);
-    }
-    let t = &c.trusted_header;
-    let trusted_header = if t.sources.is_empty() {
-        None
-    } else {
-        let name = |key: &str, v: &str| {
-            http::HeaderName::from_bytes(v.as_bytes()).map_err(|_| {
-                ConfigError::new(
-                    format!("console.trusted_header.{key}"),
-                    "must be a header name",
-                )
-            })
-        };
-        let mut roles = Vec::with_capacity(t.roles.len());
-        for (i, r) in t.roles.iter().enumerate() {
-            let role = r.role.parse().map_err(|_| {
-                ConfigError::new(
-                    format!("console.trusted_header.roles[{i}].role"),
-                    "must be admin or viewer",
-                )
-            })?;
-            roles.push((r.group.clone(), r.tenant.clone(), role));
-        }
-        Some(portcullis_console::TrustedHeaders {
-            sources: t.sources.clone(),
-            user: name("user_header", &t.user_header)?,
-            email: name("email_header", &t.email_header)?,
-            groups: name("groups_header", &t.groups_header)?,
-            roles,
-        })
-    };
-    Ok(Some(portcullis_console::ConsoleSettings {
-        session_ttl: c.session_ttl,
-        idle_timeout: c.idle_timeout,
-        secure_cookie: c.secure_cookie,
-        live_interval_secs: c.live_interval_secs,
-        trusted_header,
-    }))
 }
