@@ -250,7 +250,10 @@ PYEOF
     else
         note=
     fi
-    "$BIN" check-config --config "$cfg" >/dev/null || die "check-config rejected $(basename "$cfg")"
+    # As in the pod: the egress gateway's Redis URL comes from the Secret portcullis-backends
+    # (PORTCULLIS_REDIS_URL); check-config validates it and never connects.
+    PORTCULLIS_REDIS_URL=redis://portcullis-redis:6379 "$BIN" check-config --config "$cfg" >/dev/null \
+        || die "check-config rejected $(basename "$cfg")"
     echo "$(basename "$cfg"): ok$note"
 done
 
