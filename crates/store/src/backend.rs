@@ -12,6 +12,20 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Postgres, Row, Sqlite, Transaction};
 
+/// Connection settings that are not part of the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Most connections this process keeps to a PostgreSQL server (the change feed holds
+    /// one more). Ignored for SQLite.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_connections: 8 }
+    }
+}
+
 /// The connection pool of the backend in use.
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {

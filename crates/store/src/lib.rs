@@ -69,6 +69,7 @@ pub mod testing;
 pub use agents::Modified;
 pub use api_keys::{ApiKeyRecord, Role};
 pub use audit::{AuditEntry, AuditPage, AuditQuery, AuditRow, MAX_AUDIT_PAGE};
+pub use backend::StoreOptions;
 pub use console::{
     AgentActivity, ConsoleRecord, Cursor, Dimension, RefusalRow, RequestFilter, Scope, ShadowRow,
     SubagentSeen, TokenBucket, TopRow, VerdictBucket, MAX_CONSOLE_PAGE,
@@ -81,4 +82,4 @@ pub use policy_modes::POLICY_MODES;
 pub use retention::{AuditUpkeep, PARTITIONS_AHEAD};
 pub use seal::{SealKey, SEAL_KEY_LEN};
 pub use secret::{generate_api_key, is_sha256_hex, sha256_hex, API_KEY_PREFIX};
-pub use store::{Backend, Store, StoreOptions};
+pub use store::{Backend, Store};

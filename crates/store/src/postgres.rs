@@ -1,9 +1,9 @@
 //! Opening a PostgreSQL store: the pool, migrations under an advisory lock, the first
 //! audit partitions.
 
+use crate::backend::StoreOptions;
 use crate::error::{Result, StoreError};
 use crate::migrate::{migrator, Dialect};
-use crate::store::StoreOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Connection;
 use std::time::Duration;

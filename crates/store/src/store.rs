@@ -1,6 +1,6 @@
 //! Opening the store: URL parsing, connection options, migrations, change revision.
 
-use crate::backend::{on_pool, on_tx, Pool, Tx};
+use crate::backend::{on_pool, on_tx, Pool, StoreOptions, Tx};
 use crate::error::{Result, StoreError};
 use crate::migrate::{migrator, Dialect};
 use sqlx::postgres::PgConnectOptions;
@@ -35,20 +35,6 @@ pub enum Backend {
     Sqlite,
     /// A PostgreSQL server shared by every replica.
     Postgres,
-}
-
-/// Connection settings that are not part of the URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreOptions {
-    /// Most connections this process keeps to a PostgreSQL server (the change feed holds
-    /// one more). Ignored for SQLite.
-    pub max_connections: u32,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self { max_connections: 8 }
-    }
 }
 
 /// Where a store URL points.
