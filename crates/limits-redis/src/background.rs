@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::lease::{Job, Settle};
-use crate::limiter::Shared;
 use crate::scripts::{RENEW, SETTLE};
+use crate::shared::Shared;
 use crate::wire::MAX_EXACT;
 
 /// Settlements sent together (concurrently on the multiplexed connection).

@@ -45,6 +45,7 @@ mod lease;
 mod limiter;
 mod scripts;
 mod settings;
+mod shared;
 mod wire;
 
 pub use health::RedisMetrics;
