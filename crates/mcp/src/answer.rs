@@ -3,19 +3,11 @@
 //! stream when the client accepts only that. MCP clients surface both as a failed tool call, so
 //! the agent's model reads the reason.
 
+pub use crate::codes::{
+    HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED,
+};
 use crate::message::{Body, Id, Kind, Message};
 use serde_json::{json, Map, Value};
-
-/// JSON-RPC: the body is not JSON.
-pub const PARSE_ERROR: i64 = -32700;
-/// JSON-RPC: not a valid request object.
-pub const INVALID_REQUEST: i64 = -32600;
-/// JSON-RPC: invalid method parameters.
-pub const INVALID_PARAMS: i64 = -32602;
-/// A mirrored header does not match the body (SEP-2243 `HeaderMismatch`).
-pub const HEADER_MISMATCH: i64 = -32001;
-/// Refused by the gateway's policy (a server-defined code of the implementation range).
-pub const POLICY_DENIED: i64 = -32003;
 
 /// How a denied call is answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -18,6 +18,7 @@
 
 pub mod answer;
 pub mod audit;
+pub mod codes;
 pub mod filter;
 pub mod headers;
 pub mod json;

@@ -198,10 +198,10 @@ impl ParseError {
     /// The JSON-RPC error code answered.
     pub fn rpc_code(&self) -> i64 {
         match self {
-            ParseError::Json(_) => crate::answer::PARSE_ERROR,
-            ParseError::InvalidParams(_) => crate::answer::INVALID_PARAMS,
+            ParseError::Json(_) => crate::codes::PARSE_ERROR,
+            ParseError::InvalidParams(_) => crate::codes::INVALID_PARAMS,
             ParseError::TooLarge(_) | ParseError::Invalid(_) | ParseError::BatchTooLarge { .. } => {
-                crate::answer::INVALID_REQUEST
+                crate::codes::INVALID_REQUEST
             }
         }
     }
@@ -430,7 +430,7 @@ mod tests {
         }
         for bad in [json!(null), json!(true), json!([1]), json!({"a":1})] {
             let e = parse(&json!({"jsonrpc":"2.0","id":bad,"method":"ping"})).unwrap_err();
-            assert_eq!(e.rpc_code(), crate::answer::INVALID_REQUEST, "{bad}");
+            assert_eq!(e.rpc_code(), crate::codes::INVALID_REQUEST, "{bad}");
         }
         // 1 and "1" are different ids.
         assert_ne!(Id::Num(1.into()).key(), Id::Str("1".into()).key());
@@ -518,7 +518,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&c).unwrap_err().rpc_code(),
-                crate::answer::INVALID_PARAMS
+                crate::codes::INVALID_PARAMS
             );
         }
     }
@@ -553,7 +553,7 @@ mod tests {
             parse_body(b"\x00\x01garbage", &Limits::default())
                 .unwrap_err()
                 .rpc_code(),
-            crate::answer::PARSE_ERROR
+            crate::codes::PARSE_ERROR
         );
     }
 }
