@@ -380,7 +380,10 @@ impl Steps<'_> {
                 c.inspect_body(content_type, &prefix, max);
                 Ok(rejoin(prefix, rest))
             }
-            Err(e) => Err(body_refusal(e.as_ref(), self.shared.cfg.body_read_timeout)),
+            Err(e) => Err(crate::refusal::body_refusal(
+                e.as_ref(),
+                self.shared.cfg.body_read_timeout,
+            )),
         }
     }
 
@@ -549,18 +552,6 @@ fn denial(
     }
     let envelope = llm.map(Classification::error_envelope);
     Denial::Refuse(Refusal::Policy(decision), envelope)
-}
-
-/// A failure to read the request body: 408 when it stalled, else 400.
-pub(crate) fn body_refusal(
-    e: &(dyn std::error::Error + 'static),
-    timeout: std::time::Duration,
-) -> Refusal {
-    if crate::body::is_body_read_timeout(e) {
-        Malformed::BodyStalled(timeout).into()
-    } else {
-        Malformed::Body.into()
-    }
 }
 
 fn connect_target(uri: &Uri) -> Result<Target, Malformed> {

@@ -8,7 +8,7 @@
 //! record. The metrics every finished exchange moves are updated here too.
 
 use crate::body::ProxyBody;
-use crate::mcp::McpLog;
+use crate::mcp_log::McpLog;
 use crate::refusal::{Denial, Refusal};
 use crate::respond::{mcp_denied_response, refusal_response, stub_response};
 use crate::state::Shared;

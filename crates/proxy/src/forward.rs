@@ -224,7 +224,7 @@ fn refuse_upstream(
     envelope: Option<ErrorEnvelope>,
 ) -> Response<ProxyBody> {
     if admitted.timed_out.load(Ordering::Acquire) {
-        let r = crate::admission::body_refusal(
+        let r = crate::refusal::body_refusal(
             &crate::body::BodyReadTimeout(shared.cfg.body_read_timeout),
             shared.cfg.body_read_timeout,
         );

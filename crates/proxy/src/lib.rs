@@ -27,6 +27,8 @@ mod listener;
 mod local;
 pub mod mcp;
 mod mcp_answer;
+mod mcp_gate;
+mod mcp_log;
 pub mod metrics;
 pub mod path;
 pub mod phases;

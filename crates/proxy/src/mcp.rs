@@ -11,103 +11,17 @@
 use crate::body::{full, ProxyBody};
 use crate::exchange::Exchange;
 use crate::inspect::{read_prefix, Prefix};
+pub use crate::mcp_gate::{McpGate, McpServer, McpSettings};
+use crate::mcp_log::{McpCall, McpLog};
 use crate::phases::{Authorization, McpFacts, RequestFacts};
 use crate::refusal::{Denial, McpInvalid, Refusal};
 use http::request::Parts;
 use http::{HeaderMap, Method};
-use portcullis_core::{AuditRecord, Decision, McpRecord, Verdict};
-use portcullis_limits::McpCallCounter;
+use portcullis_core::Decision;
 use portcullis_mcp::headers::{check_mirrored, sse_only, MCP_METHOD, MCP_NAME};
 use portcullis_mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
-use portcullis_mcp::{ArgumentsAudit, Body, Id, Limits, Message, OnBlock, Outcome, Refused};
-use portcullis_tls::HostMatcher;
-use std::collections::HashMap;
+use portcullis_mcp::{Body, Id, Message, OnBlock, Refused};
 use std::sync::Arc;
-
-/// One `[[mcp.servers]]` endpoint.
-pub struct McpServer {
-    /// Name (policy input, audit, metric label).
-    pub name: String,
-    /// Its hosts.
-    pub hosts: HostMatcher,
-    /// Path prefix (every path when `None`).
-    pub path: Option<String>,
-}
-
-impl McpServer {
-    fn matches(&self, host: &str, path: &str) -> bool {
-        self.hosts.matches(host)
-            && self.path.as_deref().is_none_or(|p| {
-                path == p
-                    || path.starts_with(p)
-                        && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/'))
-            })
-    }
-}
-
-/// `[mcp]` as the data plane uses it.
-pub struct McpSettings {
-    /// The endpoints.
-    pub servers: Vec<McpServer>,
-    /// How a denied call is answered.
-    pub on_block: OnBlock,
-    /// Filter `tools/list` answers.
-    pub filter_tools_list: bool,
-    /// Request parsing bounds.
-    pub limits: Limits,
-    /// Largest answer read or filtered.
-    pub max_answer: usize,
-    /// How arguments are recorded.
-    pub arguments: ArgumentsAudit,
-    /// Tool calls per minute per agent.
-    pub calls_per_minute: Option<u64>,
-    /// Most (server, tool) metric labels.
-    pub max_tool_labels: usize,
-}
-
-/// The MCP phase's shared state: settings, tool labels, tool-call counters.
-pub struct McpGate {
-    pub(crate) settings: McpSettings,
-    pub(crate) labels: portcullis_mcp::labels::ToolLabels,
-    pub(crate) counter: McpCallCounter,
-}
-
-impl McpGate {
-    /// The gate for `settings`, counting calls on `clock`.
-    pub fn new(settings: McpSettings, clock: Arc<dyn portcullis_core::Clock>) -> Self {
-        Self {
-            labels: portcullis_mcp::labels::ToolLabels::new(settings.max_tool_labels),
-            counter: McpCallCounter::new(clock),
-            settings,
-        }
-    }
-
-    /// Whether `host` is an MCP server's (its tunnels are intercepted).
-    pub fn intercepts(&self, host: &str) -> bool {
-        self.settings.servers.iter().any(|s| s.hosts.matches(host))
-    }
-
-    /// The server whose endpoint `host` and `path` are.
-    pub(crate) fn server(&self, host: &str, path: &str) -> Option<&McpServer> {
-        self.settings.servers.iter().find(|s| s.matches(host, path))
-    }
-
-    /// The name of the server whose endpoint `host` and `path` are (the admin simulator reads
-    /// described requests with this).
-    pub fn server_name(&self, host: &str, path: &str) -> Option<&str> {
-        self.server(host, path).map(|s| s.name.as_str())
-    }
-
-    /// The request parsing bounds.
-    pub fn limits(&self) -> Limits {
-        self.settings.limits
-    }
-
-    /// Forgets idle tool-call counters.
-    pub fn sweep(&self) {
-        self.counter.sweep();
-    }
-}
 
 /// What admission learned about an MCP request, kept for the answer.
 pub(crate) struct McpRequest {
@@ -187,7 +101,7 @@ pub(crate) async fn read(
                 limits.max_body,
             )))
         }
-        Err(e) => return Err(crate::admission::body_refusal(e.as_ref(), body_timeout)),
+        Err(e) => return Err(crate::refusal::body_refusal(e.as_ref(), body_timeout)),
     };
     let parsed = portcullis_mcp::parse_body(&bytes, &limits).map_err(|e| invalid(&e))?;
     let values =
@@ -297,136 +211,6 @@ pub(crate) fn count_calls(gate: &McpGate, agent: &str, req: &McpRequest) -> Resu
         .map_err(Refusal::Limited)
 }
 
-/// One message as the exchange records it.
-pub(crate) struct McpCall {
-    index: usize,
-    kind: Option<&'static str>,
-    method: Option<String>,
-    tool: Option<String>,
-    id: Option<Id>,
-    arguments: (Option<serde_json::Value>, Option<String>),
-    pub(crate) decision: Arc<Decision>,
-    is_error: Option<bool>,
-}
-
-impl McpCall {
-    fn new(
-        index: usize,
-        m: Option<&Message>,
-        decision: Arc<Decision>,
-        mode: ArgumentsAudit,
-    ) -> Self {
-        Self {
-            index,
-            kind: m.map(|m| m.kind.as_str()),
-            method: m.and_then(|m| m.method.clone()),
-            tool: m.and_then(|m| m.tool.clone()),
-            id: m.and_then(|m| m.id.clone()),
-            arguments: portcullis_mcp::audit::arguments_record(
-                mode,
-                m.and_then(Message::arguments),
-            ),
-            decision,
-            is_error: None,
-        }
-    }
-}
-
-/// Every message of one MCP exchange, recorded one record each.
-pub(crate) struct McpLog {
-    server: String,
-    session: Option<String>,
-    protocol_version: Option<String>,
-    batch_size: u32,
-    calls: Vec<McpCall>,
-    denied_index: Option<usize>,
-}
-
-impl McpLog {
-    /// The answer's outcome per id.
-    pub(crate) fn set_outcomes(&mut self, outcomes: &HashMap<String, Outcome>) {
-        for c in &mut self.calls {
-            if let Some(o) = c.id.as_ref().and_then(|id| outcomes.get(&id.key())) {
-                c.is_error = Some(o.failed());
-            }
-        }
-    }
-
-    /// One record per message from the exchange's record `base` and its `verdict`; also
-    /// counts tool calls in `portcullis_mcp_calls_total`.
-    pub(crate) fn records(
-        self,
-        base: AuditRecord,
-        verdict: Verdict,
-        gate: Option<&McpGate>,
-        metrics: &crate::metrics::ProxyMetrics,
-        agent: &str,
-    ) -> Vec<AuditRecord> {
-        let denied = self.denied_index.and_then(|i| {
-            self.calls
-                .get(i)
-                .map(|c| (i, c.decision.reasons.first().cloned().unwrap_or_default()))
-        });
-        let n = self.calls.len();
-        let mut out = Vec::with_capacity(n.max(1));
-        for (k, c) in self.calls.into_iter().enumerate() {
-            let mut r = base.clone();
-            if k > 0 {
-                r.id = crate::ids::new_id();
-            }
-            let d = &c.decision;
-            r.verdict = match (verdict, &denied) {
-                (Verdict::Allow | Verdict::WouldDeny, _) => d.verdict,
-                (Verdict::Deny, Some((i, why))) if *i != c.index => {
-                    r.reasons.push(format!(
-                        "refused with its batch: message {i} was denied: {why}"
-                    ));
-                    if r.error.is_none() {
-                        r.error = Some("mcp_batch_refused".to_owned());
-                    }
-                    Verdict::Deny
-                }
-                (Verdict::Deny, Some(_)) => d.verdict,
-                (other, _) => other,
-            };
-            let mut reasons = d.reasons.clone();
-            reasons.append(&mut r.reasons);
-            r.reasons = reasons;
-            r.policy = d.policy.clone();
-            r.would_deny = d.would_deny.clone();
-            r.decision_id = Some(d.decision_id.clone());
-            r.policy_us = Some(d.eval_us);
-            if c.method.as_deref() == Some(portcullis_mcp::message::TOOLS_CALL) {
-                let tool = c.tool.as_deref().unwrap_or_default();
-                let label = gate.map_or_else(
-                    || portcullis_mcp::labels::OTHER.to_owned(),
-                    |g| g.labels.label(&self.server, tool),
-                );
-                metrics
-                    .mcp_calls
-                    .with_label_values(&[agent, &self.server, &label, r.verdict.as_str()])
-                    .inc();
-            }
-            r.mcp = Some(McpRecord {
-                server: self.server.clone(),
-                method: c.method,
-                kind: c.kind.map(str::to_owned),
-                tool: c.tool,
-                id: c.id.as_ref().map(Id::key),
-                is_error: c.is_error,
-                arguments: c.arguments.0,
-                arguments_sha256: c.arguments.1,
-                session: self.session.clone(),
-                protocol_version: self.protocol_version.clone(),
-                batch_size: self.batch_size,
-                batch_index: u32::try_from(c.index).unwrap_or(u32::MAX),
-            });
-            out.push(r);
-        }
-        out
-    }
-}
-
 /// The facts of one message for the Authorizer, from the request's.
 pub(crate) fn with_mcp<'a>(base: &RequestFacts<'a>, mcp: McpFacts<'a>) -> RequestFacts<'a> {
     RequestFacts {
@@ -445,33 +229,5 @@ pub(crate) fn listed_tool(tool: &str) -> Message {
         params: Some(serde_json::json!({ "name": tool })),
         tool: Some(tool.to_owned()),
         name: Some(tool.to_owned()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn server(path: Option<&str>) -> McpServer {
-        McpServer {
-            name: "s".into(),
-            hosts: HostMatcher::new(["mcp.example.com"]).unwrap(),
-            path: path.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn endpoints_match_on_host_and_path_segments() {
-        let any = server(None);
-        assert!(any.matches("mcp.example.com", "/anything"));
-        assert!(!any.matches("other.example.com", "/mcp"));
-        let p = server(Some("/mcp"));
-        assert!(p.matches("mcp.example.com", "/mcp"));
-        assert!(p.matches("mcp.example.com", "/mcp/x"));
-        assert!(!p.matches("mcp.example.com", "/mcpx"));
-        assert!(!p.matches("mcp.example.com", "/"));
-        let slash = server(Some("/mcp/"));
-        assert!(slash.matches("mcp.example.com", "/mcp/"));
-        assert!(!slash.matches("mcp.example.com", "/mcp"));
     }
 }

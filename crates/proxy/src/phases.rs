@@ -341,7 +341,7 @@ pub struct Pipeline {
     /// LLM provider classifier (pure; `None` disables classification).
     pub classifier: Option<Arc<Classifier>>,
     /// MCP servers governed per JSON-RPC message (`None`: none registered).
-    pub mcp: Option<Arc<crate::mcp::McpGate>>,
+    pub mcp: Option<Arc<crate::mcp_gate::McpGate>>,
 }
 
 impl Pipeline {

@@ -607,6 +607,18 @@ impl Malformed {
     }
 }
 
+/// A failure to read the request body: 408 when it stalled, else 400.
+pub(crate) fn body_refusal(
+    e: &(dyn std::error::Error + 'static),
+    timeout: std::time::Duration,
+) -> Refusal {
+    if crate::body::is_body_read_timeout(e) {
+        Malformed::BodyStalled(timeout).into()
+    } else {
+        Malformed::Body.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
