@@ -58,7 +58,7 @@ fn row(seq: u64, n: u64) -> AuditRow {
     let llm = host.starts_with("api.open") || host.starts_with("api.anth");
     let record = json!({
         "id": id, "ts": "2025-12-31T12:00:00.000Z", "tenant": "default", "agent_id": agent,
-        "subagent": if seq % 7 == 0 { json!("planner") } else { json!(null) }, "kind": "http",
+        "subagent": if seq.is_multiple_of(7) { json!("planner") } else { json!(null) }, "kind": "http",
         "method": "POST", "scheme": "https", "host": host, "port": 443,
         "path": "/v1/chat/completions", "provider": if llm { json!("openai") } else { json!(null) },
         "api": "chat.completions", "model": if llm { json!("gpt-4o-mini") } else { json!(null) },
@@ -77,7 +77,7 @@ fn row(seq: u64, n: u64) -> AuditRow {
         ts_ms,
         tenant: "default".into(),
         agent_id: agent.into(),
-        subagent: (seq % 7 == 0).then(|| "planner".to_owned()),
+        subagent: (seq.is_multiple_of(7)).then(|| "planner".to_owned()),
         verdict: verdict.into(),
         policy: Some("llm_allowlist".into()),
         provider: llm.then(|| "openai".to_owned()),

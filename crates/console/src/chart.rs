@@ -124,7 +124,7 @@ fn x_ticks(n: usize, start_ms: i64, step_ms: i64) -> Vec<Tick> {
             let label = if step_ms >= 86_400_000 {
                 view::time_ms(ms).get(5..10).unwrap_or("").to_owned()
             } else if step_ms >= 3_600_000 && n as i64 * step_ms > 86_400_000 {
-                view::time_ms(ms).get(5..13).unwrap_or("").replace(' ', " ") + "h"
+                view::time_ms(ms).get(5..13).unwrap_or("").to_owned() + "h"
             } else {
                 view::clock_ms(ms).get(..5).unwrap_or("").to_owned()
             };

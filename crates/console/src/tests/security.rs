@@ -73,7 +73,9 @@ async fn a_change_without_the_csrf_token_or_from_another_site_is_refused() {
     let (cookie, csrf) = h.sign_in(&h.admin_key).await;
     assert_eq!(csrf.len(), 64);
     let zeros = "0".repeat(64);
-    let cases: [(Vec<(&str, &str)>, Vec<(&str, &str)>, &str); 4] = [
+    // (form fields, extra headers, what the case is)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 4] = [
         (vec![], vec![("origin", "http://admin.test")], "no token"),
         (vec![("csrf", zeros.as_str())], vec![], "wrong token"),
         (
