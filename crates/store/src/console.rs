@@ -1,29 +1,62 @@
 //! What the operator console reads from the audit table beyond `GET /v1/decisions`:
 //! pages by keyset (newest first, fast at any depth), host and status filters, a capped
-//! count, and aggregates (requests per verdict
-//! over time, tokens per agent, model or provider, top lists, refusals by cause, the
-//! shadow report, per-agent activity, sub-agents seen).
+//! count, and aggregates (requests per verdict over time, tokens per agent, model or
+//! provider, top lists, refusals by cause, the shadow report, per-agent activity,
+//! sub-agents seen).
 //!
 //! Every query takes a [`Scope`] (the caller's tenant) and a time window, so it walks one
-//! of the `(…, ts, id)` indexes of migration 1 instead of the whole table. The SQL is
-//! portable except the JSON accessors, kept in the constants below with their PostgreSQL
-//! form beside them.
+//! of the `(…, ts, id)` indexes of migration 1 (on PostgreSQL, within the day partitions the
+//! window leaves) instead of the whole table. The SQL is the same on both backends except
+//! the JSON accessors (`Json`: `record` is TEXT on both, read with `json_extract` by
+//! SQLite and parsed as `json` by PostgreSQL) and sums, cast back to BIGINT because
+//! PostgreSQL sums BIGINTs as NUMERIC.
 
+use crate::backend::{on_pool, Columns};
 use crate::error::{Result, StoreError};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
-/// `usage.total_tokens` of a record (PostgreSQL: `(record::jsonb #>> '{usage,total_tokens}')::bigint`).
-const TOTAL_TOKENS: &str = "json_extract(record, '$.usage.total_tokens')";
-/// `host` of a record (PostgreSQL: `record::jsonb ->> 'host'`).
-const HOST: &str = "json_extract(record, '$.host')";
-/// `error` of a record (PostgreSQL: `record::jsonb ->> 'error'`).
-const ERROR_CODE: &str = "json_extract(record, '$.error')";
-/// The shadow policies of a record as rows with a `value` column (PostgreSQL:
-/// `jsonb_array_elements_text(record::jsonb -> 'would_deny') AS je(value)`).
-const WOULD_DENY_ROWS: &str = "json_each(audit_records.record, '$.would_deny') AS je";
+/// The JSON accessors of one dialect.
+struct Json {
+    /// `usage.total_tokens` of a record, as BIGINT (NULL when not reported).
+    total_tokens: &'static str,
+    /// `host` of a record, as TEXT.
+    host: &'static str,
+    /// `error` (the machine error code) of a record, as TEXT.
+    error_code: &'static str,
+    /// The shadow policies of a record (`would_deny`) as rows `je` with a `value` column.
+    would_deny_rows: &'static str,
+}
+
+const SQLITE_JSON: Json = Json {
+    total_tokens: "json_extract(record, '$.usage.total_tokens')",
+    host: "json_extract(record, '$.host')",
+    error_code: "json_extract(record, '$.error')",
+    would_deny_rows: "json_each(audit_records.record, '$.would_deny') AS je",
+};
+
+/// `record` is TEXT: each accessor parses it as `json`, which extracts a field without
+/// building the `jsonb` tree (measured over 250,000 records: a token sum in 1.4 s instead of
+/// 2.4 s). `#>>`/`->>` give TEXT (NULL for a JSON null or a missing key). `would_deny` is
+/// extracted once per record (LATERAL) and expanded only when it is an array
+/// (`json_array_elements_text` raises on anything else).
+const POSTGRES_JSON: Json = Json {
+    total_tokens: "(audit_records.record::json #>> '{usage,total_tokens}')::bigint",
+    host: "(audit_records.record::json ->> 'host')",
+    error_code: "(audit_records.record::json ->> 'error')",
+    would_deny_rows: "LATERAL (SELECT audit_records.record::json -> 'would_deny' AS wd) AS wdl, \
+         json_array_elements_text(CASE WHEN json_typeof(wdl.wd) = 'array' THEN wdl.wd END) \
+         AS je(value)",
+};
+
+fn json(backend: Backend) -> &'static Json {
+    match backend {
+        Backend::Sqlite => &SQLITE_JSON,
+        Backend::Postgres => &POSTGRES_JSON,
+    }
+}
+
 /// Largest page of console records.
 pub const MAX_CONSOLE_PAGE: u32 = 500;
 
@@ -198,7 +231,11 @@ impl Sep {
     }
 }
 
-fn push_scope<'a>(qb: &mut QueryBuilder<'a, Sqlite>, sep: &mut Sep, scope: &'a Scope) {
+fn push_scope<'a, DB>(qb: &mut QueryBuilder<'a, DB>, sep: &mut Sep, scope: &'a Scope)
+where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
     if let Some(t) = &scope.tenant {
         if scope.include_unattributed {
             qb.push(sep.next())
@@ -211,19 +248,28 @@ fn push_scope<'a>(qb: &mut QueryBuilder<'a, Sqlite>, sep: &mut Sep, scope: &'a S
     }
 }
 
-fn push_window(qb: &mut QueryBuilder<'_, Sqlite>, sep: &mut Sep, since: i64, until: Option<i64>) {
+fn push_window<'a, DB>(qb: &mut QueryBuilder<'a, DB>, sep: &mut Sep, since: i64, until: Option<i64>)
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+{
     qb.push(sep.next()).push("ts >= ").push_bind(since);
     if let Some(u) = until {
         qb.push(sep.next()).push("ts < ").push_bind(u);
     }
 }
 
-fn push_filter<'a>(
-    qb: &mut QueryBuilder<'a, Sqlite>,
+fn push_filter<'a, DB>(
+    qb: &mut QueryBuilder<'a, DB>,
     sep: &mut Sep,
+    json: &Json,
     scope: &'a Scope,
     f: &'a RequestFilter,
-) {
+) where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
     push_scope(qb, sep, scope);
     let text = [
         ("agent_id = ", &f.agent_id),
@@ -240,7 +286,7 @@ fn push_filter<'a>(
     }
     if let Some(h) = &f.host {
         qb.push(sep.next())
-            .push(HOST)
+            .push(json.host)
             .push(" = ")
             .push_bind(h.as_str());
     }
@@ -252,21 +298,24 @@ fn push_filter<'a>(
     push_window(qb, sep, f.since_ms, f.until_ms);
 }
 
-fn u64_of(row: &SqliteRow, col: &str) -> Result<u64> {
-    let v: Option<i64> = row.try_get(col)?;
-    Ok(v.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+/// A count or sum column (NULL, e.g. a sum over no reported usage, reads as 0).
+fn u64_of(row: &impl Columns, col: &str) -> Result<u64> {
+    Ok(row
+        .opt_int(col)?
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0))
 }
 
-fn json_of(row: &SqliteRow) -> Result<Value> {
-    let text: String = row.try_get("record")?;
+fn json_of(row: &impl Columns) -> Result<Value> {
+    let text = row.text("record")?;
     serde_json::from_str(&text).map_err(|e| StoreError::corrupt("audit_records.record", e))
 }
 
-fn entry_of(row: &SqliteRow) -> Result<ConsoleRecord> {
+fn entry_of(row: &impl Columns) -> Result<ConsoleRecord> {
     Ok(ConsoleRecord {
         cursor: Cursor {
-            ts_ms: row.try_get("ts")?,
-            id: row.try_get("id")?,
+            ts_ms: row.int("ts")?,
+            id: row.text("id")?,
         },
         record: json_of(row)?,
     })
@@ -290,36 +339,42 @@ impl Store {
         before: Option<&Cursor>,
         limit: u32,
     ) -> Result<Vec<ConsoleRecord>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, ts, record FROM audit_records");
-        let mut sep = Sep::default();
-        push_filter(&mut qb, &mut sep, scope, f);
-        if let Some(c) = before {
-            qb.push(sep.next())
-                .push("(ts < ")
-                .push_bind(c.ts_ms)
-                .push(" OR (ts = ")
-                .push_bind(c.ts_ms)
-                .push(" AND id < ")
-                .push_bind(c.id.as_str())
-                .push("))");
-        }
-        qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(self.console_pool()?).await?;
-        rows.iter().map(entry_of).collect()
+        let json = json(self.backend());
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new("SELECT id, ts, record FROM audit_records");
+            let mut sep = Sep::default();
+            push_filter(&mut qb, &mut sep, json, scope, f);
+            if let Some(c) = before {
+                qb.push(sep.next())
+                    .push("(ts < ")
+                    .push_bind(c.ts_ms)
+                    .push(" OR (ts = ")
+                    .push_bind(c.ts_ms)
+                    .push(" AND id < ")
+                    .push_bind(c.id.as_str())
+                    .push("))");
+            }
+            qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
+                .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
+            let rows = qb.build().fetch_all(p).await?;
+            rows.iter().map(entry_of).collect()
+        })
     }
 
     /// How many records match, counting at most `cap` (so a count over a huge window costs
     /// no more than `cap` index steps); the answer is `cap` when there are at least `cap`.
     pub async fn console_count(&self, scope: &Scope, f: &RequestFilter, cap: u64) -> Result<u64> {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        let mut qb =
-            QueryBuilder::<Sqlite>::new("SELECT COUNT(*) AS n FROM (SELECT 1 FROM audit_records");
-        let mut sep = Sep::default();
-        push_filter(&mut qb, &mut sep, scope, f);
-        qb.push(" LIMIT ").push_bind(cap).push(") AS capped");
-        let row = qb.build().fetch_one(self.console_pool()?).await?;
-        u64_of(&row, "n")
+        let json = json(self.backend());
+        on_pool!(&self.pool, |p| {
+            let mut qb =
+                QueryBuilder::new("SELECT COUNT(*) AS n FROM (SELECT 1 FROM audit_records");
+            let mut sep = Sep::default();
+            push_filter(&mut qb, &mut sep, json, scope, f);
+            qb.push(" LIMIT ").push_bind(cap).push(") AS capped");
+            let row = qb.build().fetch_one(p).await?;
+            u64_of(&row, "n")
+        })
     }
 
     /// Records per verdict in buckets of `bucket_ms` over `[since, until)`.
@@ -331,26 +386,27 @@ impl Store {
         bucket_ms: i64,
     ) -> Result<Vec<VerdictBucket>> {
         let bucket = bucket_of(bucket_ms)?;
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT (ts - ");
-        qb.push_bind(since_ms)
-            .push(") / ")
-            .push_bind(bucket)
-            .push(" AS b, verdict, COUNT(*) AS n FROM audit_records");
-        let mut sep = Sep::default();
-        push_scope(&mut qb, &mut sep, scope);
-        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
-        qb.push(" GROUP BY b, verdict ORDER BY b");
-        let rows = qb.build().fetch_all(self.console_pool()?).await?;
-        rows.iter()
-            .map(|r| {
-                let b: i64 = r.try_get("b")?;
-                Ok(VerdictBucket {
-                    start_ms: since_ms.saturating_add(b.saturating_mul(bucket)),
-                    verdict: r.try_get("verdict")?,
-                    requests: u64_of(r, "n")?,
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new("SELECT (ts - ");
+            qb.push_bind(since_ms)
+                .push(") / ")
+                .push_bind(bucket)
+                .push(" AS b, verdict, COUNT(*) AS n FROM audit_records");
+            let mut sep = Sep::default();
+            push_scope(&mut qb, &mut sep, scope);
+            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+            qb.push(" GROUP BY b, verdict ORDER BY b");
+            let rows = qb.build().fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(VerdictBucket {
+                        start_ms: since_ms.saturating_add(r.int("b")?.saturating_mul(bucket)),
+                        verdict: r.text("verdict")?,
+                        requests: u64_of(r, "n")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Reported tokens and records of LLM requests per `dim` in buckets of `bucket_ms` over
@@ -365,31 +421,33 @@ impl Store {
     ) -> Result<Vec<TokenBucket>> {
         let bucket = bucket_of(bucket_ms)?;
         let col = dim.column();
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT (ts - ");
-        qb.push_bind(since_ms)
-            .push(") / ")
-            .push_bind(bucket)
-            .push(format!(
-                " AS b, COALESCE({col}, '') AS k, SUM({TOTAL_TOKENS}) AS t, COUNT(*) AS n \
-                 FROM audit_records"
-            ));
-        let mut sep = Sep::default();
-        push_scope(&mut qb, &mut sep, scope);
-        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
-        qb.push(sep.next()).push("provider IS NOT NULL");
-        qb.push(" GROUP BY b, k ORDER BY b");
-        let rows = qb.build().fetch_all(self.console_pool()?).await?;
-        rows.iter()
-            .map(|r| {
-                let b: i64 = r.try_get("b")?;
-                Ok(TokenBucket {
-                    start_ms: since_ms.saturating_add(b.saturating_mul(bucket)),
-                    key: r.try_get("k")?,
-                    tokens: u64_of(r, "t")?,
-                    requests: u64_of(r, "n")?,
+        let tokens = json(self.backend()).total_tokens;
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new("SELECT (ts - ");
+            qb.push_bind(since_ms)
+                .push(") / ")
+                .push_bind(bucket)
+                .push(format!(
+                    " AS b, COALESCE({col}, '') AS k, CAST(SUM({tokens}) AS BIGINT) AS t, \
+                     COUNT(*) AS n FROM audit_records"
+                ));
+            let mut sep = Sep::default();
+            push_scope(&mut qb, &mut sep, scope);
+            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+            qb.push(sep.next()).push("provider IS NOT NULL");
+            qb.push(" GROUP BY b, k ORDER BY b");
+            let rows = qb.build().fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(TokenBucket {
+                        start_ms: since_ms.saturating_add(r.int("b")?.saturating_mul(bucket)),
+                        key: r.text("k")?,
+                        tokens: u64_of(r, "t")?,
+                        requests: u64_of(r, "n")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The `limit` groups of `dim` with the most records over `[since, until)`.
@@ -402,30 +460,34 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<TopRow>> {
         let col = dim.column();
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT COALESCE({col}, '') AS k, COUNT(*) AS n, SUM({TOTAL_TOKENS}) AS t, \
-             SUM(CASE WHEN verdict IN ('deny', 'rate_limited', 'error') THEN 1 ELSE 0 END) \
-             AS refused FROM audit_records"
-        ));
-        let mut sep = Sep::default();
-        push_scope(&mut qb, &mut sep, scope);
-        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
-        if dim != Dimension::Agent {
-            qb.push(sep.next()).push(format!("{col} IS NOT NULL"));
-        }
-        qb.push(" GROUP BY k ORDER BY n DESC, k LIMIT ")
-            .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(self.console_pool()?).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TopRow {
-                    key: r.try_get("k")?,
-                    requests: u64_of(r, "n")?,
-                    tokens: u64_of(r, "t")?,
-                    refused: u64_of(r, "refused")?,
+        let tokens = json(self.backend()).total_tokens;
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT COALESCE({col}, '') AS k, COUNT(*) AS n, \
+                 CAST(SUM({tokens}) AS BIGINT) AS t, \
+                 CAST(SUM(CASE WHEN verdict IN ('deny', 'rate_limited', 'error') THEN 1 ELSE 0 END) \
+                 AS BIGINT) AS refused FROM audit_records"
+            ));
+            let mut sep = Sep::default();
+            push_scope(&mut qb, &mut sep, scope);
+            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+            if dim != Dimension::Agent {
+                qb.push(sep.next()).push(format!("{col} IS NOT NULL"));
+            }
+            qb.push(" GROUP BY k ORDER BY n DESC, k LIMIT ")
+                .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
+            let rows = qb.build().fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(TopRow {
+                        key: r.text("k")?,
+                        requests: u64_of(r, "n")?,
+                        tokens: u64_of(r, "t")?,
+                        refused: u64_of(r, "refused")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Refused records over `[since, until)` grouped by verdict, policy and error code,
@@ -437,27 +499,32 @@ impl Store {
         until_ms: i64,
         limit: u32,
     ) -> Result<Vec<RefusalRow>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT verdict, policy, {ERROR_CODE} AS code, COUNT(*) AS n FROM audit_records"
-        ));
-        let mut sep = Sep::default();
-        push_scope(&mut qb, &mut sep, scope);
-        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
-        qb.push(sep.next())
-            .push("verdict IN ('deny', 'rate_limited', 'error')");
-        qb.push(" GROUP BY verdict, policy, code ORDER BY n DESC LIMIT ")
+        let code = json(self.backend()).error_code;
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT verdict, policy, {code} AS code, COUNT(*) AS n FROM audit_records"
+            ));
+            let mut sep = Sep::default();
+            push_scope(&mut qb, &mut sep, scope);
+            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+            qb.push(sep.next())
+                .push("verdict IN ('deny', 'rate_limited', 'error')");
+            qb.push(
+                " GROUP BY verdict, policy, code ORDER BY n DESC, verdict, policy, code LIMIT ",
+            )
             .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(self.console_pool()?).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RefusalRow {
-                    verdict: r.try_get("verdict")?,
-                    policy: r.try_get("policy")?,
-                    code: r.try_get("code")?,
-                    count: u64_of(r, "n")?,
+            let rows = qb.build().fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(RefusalRow {
+                        verdict: r.text("verdict")?,
+                        policy: r.opt_text("policy")?,
+                        code: r.opt_text("code")?,
+                        count: u64_of(r, "n")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The shadow report over `[since, until)`: for each policy named in records'
@@ -472,40 +539,44 @@ impl Store {
         // Shadow denials are recorded on would_deny records, and on records another
         // policy or a limit refused anyway.
         let shadow_verdicts = "verdict IN ('would_deny', 'deny', 'rate_limited')";
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT je.value AS policy, COUNT(*) AS n FROM audit_records, {WOULD_DENY_ROWS}"
-        ));
-        let mut sep = Sep::default();
-        push_scope(&mut qb, &mut sep, scope);
-        push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
-        qb.push(sep.next()).push(shadow_verdicts);
-        qb.push(" GROUP BY je.value ORDER BY n DESC, je.value LIMIT 100");
-        let rows = qb.build().fetch_all(self.console_pool()?).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let policy: String = r.try_get("policy")?;
-            let count = u64_of(r, "n")?;
-            let mut ex = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT audit_records.record AS record FROM audit_records, {WOULD_DENY_ROWS}"
+        let rows_of = json(self.backend()).would_deny_rows;
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT je.value AS policy, COUNT(*) AS n FROM audit_records, {rows_of}"
             ));
             let mut sep = Sep::default();
-            push_scope(&mut ex, &mut sep, scope);
-            push_window(&mut ex, &mut sep, since_ms, Some(until_ms));
-            ex.push(sep.next()).push(shadow_verdicts);
-            ex.push(sep.next())
-                .push("je.value = ")
-                .push_bind(policy.as_str());
-            // `id` alone would be json_each's column.
-            ex.push(" ORDER BY audit_records.ts DESC, audit_records.id DESC LIMIT ")
-                .push_bind(i64::from(examples.min(MAX_CONSOLE_PAGE)));
-            let found = ex.build().fetch_all(self.console_pool()?).await?;
-            out.push(ShadowRow {
-                examples: found.iter().map(json_of).collect::<Result<_>>()?,
-                policy,
-                count,
-            });
-        }
-        Ok(out)
+            push_scope(&mut qb, &mut sep, scope);
+            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+            qb.push(sep.next()).push(shadow_verdicts);
+            qb.push(" GROUP BY je.value ORDER BY n DESC, je.value LIMIT 100");
+            let rows = qb.build().fetch_all(p).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let policy = r.text("policy")?;
+                let count = u64_of(r, "n")?;
+                let mut ex = QueryBuilder::new(format!(
+                    "SELECT audit_records.record AS record FROM audit_records, {rows_of}"
+                ));
+                let mut sep = Sep::default();
+                push_scope(&mut ex, &mut sep, scope);
+                push_window(&mut ex, &mut sep, since_ms, Some(until_ms));
+                ex.push(sep.next()).push(shadow_verdicts);
+                ex.push(sep.next())
+                    .push("je.value = ")
+                    .push_bind(policy.as_str());
+                // `id` alone would be json_each's column on SQLite.
+                ex.push(" ORDER BY audit_records.ts DESC, audit_records.id DESC LIMIT ")
+                    .push_bind(i64::from(examples.min(MAX_CONSOLE_PAGE)));
+                let found = ex.build().fetch_all(p).await?;
+                let examples = found.iter().map(json_of).collect::<Result<_>>()?;
+                out.push(ShadowRow {
+                    examples,
+                    policy,
+                    count,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// Per agent of `scope`: records since `minute_ms` and reported tokens since `day_ms`.
@@ -515,29 +586,31 @@ impl Store {
         minute_ms: i64,
         day_ms: i64,
     ) -> Result<Vec<(String, AgentActivity)>> {
+        let tokens = json(self.backend()).total_tokens;
         let mut out: std::collections::BTreeMap<String, AgentActivity> = Default::default();
-        let mut qb =
-            QueryBuilder::<Sqlite>::new("SELECT agent_id, COUNT(*) AS n FROM audit_records");
-        let mut sep = Sep::default();
-        push_scope(&mut qb, &mut sep, scope);
-        push_window(&mut qb, &mut sep, minute_ms, None);
-        qb.push(" GROUP BY agent_id");
-        for r in qb.build().fetch_all(self.console_pool()?).await? {
-            let id: String = r.try_get("agent_id")?;
-            out.entry(id).or_default().requests_last_minute = u64_of(&r, "n")?;
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT agent_id, SUM({TOTAL_TOKENS}) AS t FROM audit_records"
-        ));
-        let mut sep = Sep::default();
-        push_scope(&mut qb, &mut sep, scope);
-        push_window(&mut qb, &mut sep, day_ms, None);
-        qb.push(sep.next()).push("provider IS NOT NULL");
-        qb.push(" GROUP BY agent_id");
-        for r in qb.build().fetch_all(self.console_pool()?).await? {
-            let id: String = r.try_get("agent_id")?;
-            out.entry(id).or_default().tokens_today = u64_of(&r, "t")?;
-        }
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new("SELECT agent_id, COUNT(*) AS n FROM audit_records");
+            let mut sep = Sep::default();
+            push_scope(&mut qb, &mut sep, scope);
+            push_window(&mut qb, &mut sep, minute_ms, None);
+            qb.push(" GROUP BY agent_id");
+            for r in qb.build().fetch_all(p).await? {
+                out.entry(r.text("agent_id")?)
+                    .or_default()
+                    .requests_last_minute = u64_of(&r, "n")?;
+            }
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT agent_id, CAST(SUM({tokens}) AS BIGINT) AS t FROM audit_records"
+            ));
+            let mut sep = Sep::default();
+            push_scope(&mut qb, &mut sep, scope);
+            push_window(&mut qb, &mut sep, day_ms, None);
+            qb.push(sep.next()).push("provider IS NOT NULL");
+            qb.push(" GROUP BY agent_id");
+            for r in qb.build().fetch_all(p).await? {
+                out.entry(r.text("agent_id")?).or_default().tokens_today = u64_of(&r, "t")?;
+            }
+        });
         Ok(out.into_iter().collect())
     }
 
@@ -548,25 +621,27 @@ impl Store {
         since_ms: i64,
         limit: u32,
     ) -> Result<Vec<SubagentSeen>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT agent_id, subagent, COUNT(*) AS n, MAX(ts) AS last FROM audit_records",
-        );
-        let mut sep = Sep::default();
-        push_scope(&mut qb, &mut sep, scope);
-        push_window(&mut qb, &mut sep, since_ms, None);
-        qb.push(sep.next()).push("subagent IS NOT NULL");
-        qb.push(" GROUP BY agent_id, subagent ORDER BY agent_id, subagent LIMIT ")
-            .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
-        let rows = qb.build().fetch_all(self.console_pool()?).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SubagentSeen {
-                    agent_id: r.try_get("agent_id")?,
-                    subagent: r.try_get("subagent")?,
-                    requests: u64_of(r, "n")?,
-                    last_ms: r.try_get::<Option<i64>, _>("last")?.unwrap_or(0),
+        on_pool!(&self.pool, |p| {
+            let mut qb = QueryBuilder::new(
+                "SELECT agent_id, subagent, COUNT(*) AS n, MAX(ts) AS last FROM audit_records",
+            );
+            let mut sep = Sep::default();
+            push_scope(&mut qb, &mut sep, scope);
+            push_window(&mut qb, &mut sep, since_ms, None);
+            qb.push(sep.next()).push("subagent IS NOT NULL");
+            qb.push(" GROUP BY agent_id, subagent ORDER BY agent_id, subagent LIMIT ")
+                .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
+            let rows = qb.build().fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(SubagentSeen {
+                        agent_id: r.text("agent_id")?,
+                        subagent: r.text("subagent")?,
+                        requests: u64_of(r, "n")?,
+                        last_ms: r.opt_int("last")?.unwrap_or(0),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 }

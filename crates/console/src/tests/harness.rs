@@ -8,6 +8,7 @@ use portcullis_admin::{Admin, ControlPlane, PolicyApi};
 use portcullis_core::{Agent, AuditRecord, Clock, ManualClock, RequestKind, Usage, Verdict};
 use portcullis_identity::Registry;
 use portcullis_policy::{EngineConfig, PolicyEngine, SourceFile};
+use portcullis_store::testing::TestDatabase;
 use portcullis_store::{AuditRow, Role, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,16 @@ allow if input.request.host == "api.example"
 deny contains "path /admin is off limits" if startswith(input.request.path, "/admin")
 "#;
 
+/// The store backend a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Db {
+    /// A private in-memory SQLite database.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server of `PORTCULLIS_TEST_POSTGRES_URL` (the
+    /// test fails without it), dropped with the harness.
+    Postgres,
+}
+
 pub(crate) struct H {
     pub(crate) admin: Arc<Admin>,
     pub(crate) console: Arc<Console>,
@@ -33,6 +44,8 @@ pub(crate) struct H {
     pub(crate) admin_key: String,
     pub(crate) viewer_key: String,
     pub(crate) acme_key: String,
+    /// The PostgreSQL test database, dropped after everything above.
+    _db: Option<TestDatabase>,
 }
 
 pub(crate) struct Resp {
@@ -76,12 +89,22 @@ pub(crate) fn record(
 }
 
 impl H {
-    pub(crate) async fn new() -> Self {
-        Self::with_settings(ConsoleSettings::default()).await
+    pub(crate) async fn new(db: Db) -> Self {
+        Self::with_settings(db, ConsoleSettings::default()).await
     }
 
-    pub(crate) async fn with_settings(settings: ConsoleSettings) -> Self {
-        let store = Store::connect("sqlite::memory:").await.expect("store");
+    pub(crate) async fn with_settings(db: Db, settings: ConsoleSettings) -> Self {
+        let (store, db) = match db {
+            Db::Sqlite => (
+                Store::connect("sqlite::memory:").await.expect("store"),
+                None,
+            ),
+            Db::Postgres => {
+                let pg = TestDatabase::create().await;
+                let store = Store::connect(pg.url()).await.expect("store");
+                (store, Some(pg))
+            }
+        };
         let clock = Arc::new(ManualClock::at(T0));
         for (id, tenant) in [("bot", "default"), ("helper", "default"), ("rival", "acme")] {
             store
@@ -127,6 +150,7 @@ impl H {
             admin_key,
             viewer_key,
             acme_key,
+            _db: db,
         }
     }
 

@@ -1,11 +1,18 @@
 //! What the pages show and do, through the same operations as the API.
 
-use super::harness::{record, H};
+use super::harness::{record, Db, H};
 use portcullis_core::{AgentStatus, Verdict};
 
-#[tokio::test]
-async fn requests_default_to_the_last_day_and_filter_in_the_url() {
-    let h = H::new().await;
+crate::tests::both_backends!(
+    requests_default_to_the_last_day_and_filter_in_the_url,
+    pages_of_many_records_use_a_cursor,
+    agents_are_created_changed_and_suspended_through_the_operations,
+    the_simulator_decides_like_the_recorded_denial,
+    usage_shadow_report_and_policy_modes,
+);
+
+async fn requests_default_to_the_last_day_and_filter_in_the_url(db: Db) {
+    let h = H::new(db).await;
     let now = h.now_ms();
     let mut old = record(
         "00OLD",
@@ -79,9 +86,8 @@ async fn requests_default_to_the_last_day_and_filter_in_the_url() {
     }
 }
 
-#[tokio::test]
-async fn pages_of_many_records_use_a_cursor() {
-    let h = H::new().await;
+async fn pages_of_many_records_use_a_cursor(db: Db) {
+    let h = H::new(db).await;
     let now = h.now_ms();
     let records = (0..120)
         .map(|i| {
@@ -119,9 +125,8 @@ async fn pages_of_many_records_use_a_cursor() {
     );
 }
 
-#[tokio::test]
-async fn agents_are_created_changed_and_suspended_through_the_operations() {
-    let h = H::new().await;
+async fn agents_are_created_changed_and_suspended_through_the_operations(db: Db) {
+    let h = H::new(db).await;
     let (cookie, csrf) = h.sign_in(&h.admin_key).await;
     let r = h
         .post(
@@ -229,9 +234,8 @@ async fn agents_are_created_changed_and_suspended_through_the_operations() {
     assert_eq!(r.status, 409, "revocation is permanent");
 }
 
-#[tokio::test]
-async fn the_simulator_decides_like_the_recorded_denial() {
-    let h = H::new().await;
+async fn the_simulator_decides_like_the_recorded_denial(db: Db) {
+    let h = H::new(db).await;
     let now = h.now_ms();
     let mut denied = record("01S", "default", "bot", Verdict::Deny, now - 1000);
     denied.method = Some("GET".into());
@@ -278,9 +282,8 @@ async fn the_simulator_decides_like_the_recorded_denial() {
     assert_eq!(bad.status, 422);
 }
 
-#[tokio::test]
-async fn usage_shadow_report_and_policy_modes() {
-    let h = H::new().await;
+async fn usage_shadow_report_and_policy_modes(db: Db) {
+    let h = H::new(db).await;
     let now = h.now_ms();
     let mut w = record("01W", "default", "bot", Verdict::WouldDeny, now - 1000);
     w.would_deny = vec!["guard".into()];

@@ -1,13 +1,20 @@
 //! CSRF, roles, tenants, escaping and headers.
 
-use super::harness::{local, record, H};
+use super::harness::{local, record, Db, H};
 use bytes::Bytes;
 use http_body_util::Full;
 use portcullis_core::{AgentStatus, Verdict};
 
-#[tokio::test]
-async fn every_answer_carries_the_security_headers() {
-    let h = H::new().await;
+crate::tests::both_backends!(
+    every_answer_carries_the_security_headers,
+    a_change_without_the_csrf_token_or_from_another_site_is_refused,
+    a_viewer_sees_no_controls_and_a_forged_change_is_refused,
+    an_operator_never_sees_another_tenant,
+    agent_controlled_strings_render_as_text,
+);
+
+async fn every_answer_carries_the_security_headers(db: Db) {
+    let h = H::new(db).await;
     let (cookie, _) = h.sign_in(&h.admin_key).await;
     for path in [
         "/ui/",
@@ -67,9 +74,8 @@ async fn every_answer_carries_the_security_headers() {
     assert_eq!(h.get("/ui/assets/../../etc/passwd", None).await.status, 404);
 }
 
-#[tokio::test]
-async fn a_change_without_the_csrf_token_or_from_another_site_is_refused() {
-    let h = H::new().await;
+async fn a_change_without_the_csrf_token_or_from_another_site_is_refused(db: Db) {
+    let h = H::new(db).await;
     let (cookie, csrf) = h.sign_in(&h.admin_key).await;
     assert_eq!(csrf.len(), 64);
     let zeros = "0".repeat(64);
@@ -129,9 +135,8 @@ async fn a_change_without_the_csrf_token_or_from_another_site_is_refused() {
     assert_eq!(r.status, 403);
 }
 
-#[tokio::test]
-async fn a_viewer_sees_no_controls_and_a_forged_change_is_refused() {
-    let h = H::new().await;
+async fn a_viewer_sees_no_controls_and_a_forged_change_is_refused(db: Db) {
+    let h = H::new(db).await;
     let (cookie, csrf) = h.sign_in(&h.viewer_key).await;
     let page = h.get("/ui/agents", Some(&cookie)).await;
     assert_eq!(page.status, 200);
@@ -178,9 +183,8 @@ async fn a_viewer_sees_no_controls_and_a_forged_change_is_refused() {
     assert!(h.store.get_agent("sneaky").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn an_operator_never_sees_another_tenant() {
-    let h = H::new().await;
+async fn an_operator_never_sees_another_tenant(db: Db) {
+    let h = H::new(db).await;
     let now = h.now_ms();
     h.insert(vec![
         record("01A", "default", "bot", Verdict::Allow, now - 1000),
@@ -238,9 +242,8 @@ async fn an_operator_never_sees_another_tenant() {
     );
 }
 
-#[tokio::test]
-async fn agent_controlled_strings_render_as_text() {
-    let h = H::new().await;
+async fn agent_controlled_strings_render_as_text(db: Db) {
+    let h = H::new(db).await;
     let now = h.now_ms();
     let mut r = record("01X", "default", "bot", Verdict::Deny, now - 1000);
     r.path = Some("/<script>alert(1)</script>".into());

@@ -1,6 +1,6 @@
 //! Sign-in, sessions in the store, expiry, sign-out, revoked keys, trusted headers.
 
-use super::harness::{local, H, T0};
+use super::harness::{local, Db, H, T0};
 use crate::{ConsoleSettings, TrustedHeaders};
 use bytes::Bytes;
 use http::{HeaderName, Request};
@@ -9,9 +9,17 @@ use portcullis_store::{sha256_hex, Role};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[tokio::test]
-async fn a_key_signs_in_and_a_wrong_one_is_refused() {
-    let h = H::new().await;
+crate::tests::both_backends!(
+    a_key_signs_in_and_a_wrong_one_is_refused,
+    without_a_session_pages_redirect_and_changes_are_refused,
+    sign_out_deletes_the_session_everywhere,
+    sessions_expire_when_idle_and_at_their_lifetime,
+    revoking_the_key_ends_its_sessions,
+    trusted_headers_count_only_from_the_configured_sources,
+);
+
+async fn a_key_signs_in_and_a_wrong_one_is_refused(db: Db) {
+    let h = H::new(db).await;
     let wrong = h
         .post("/ui/login", None, &[("key", "pck_not_a_real_key")])
         .await;
@@ -70,9 +78,8 @@ async fn a_key_signs_in_and_a_wrong_one_is_refused() {
     assert_eq!(r.header("location"), "/ui/");
 }
 
-#[tokio::test]
-async fn without_a_session_pages_redirect_and_changes_are_refused() {
-    let h = H::new().await;
+async fn without_a_session_pages_redirect_and_changes_are_refused(db: Db) {
+    let h = H::new(db).await;
     let r = h.get("/ui/agents?x=1", None).await;
     assert_eq!(r.status, 303);
     assert_eq!(
@@ -89,9 +96,8 @@ async fn without_a_session_pages_redirect_and_changes_are_refused() {
     assert_eq!(agent.status, portcullis_core::AgentStatus::Active);
 }
 
-#[tokio::test]
-async fn sign_out_deletes_the_session_everywhere() {
-    let h = H::new().await;
+async fn sign_out_deletes_the_session_everywhere(db: Db) {
+    let h = H::new(db).await;
     let (cookie, csrf) = h.sign_in(&h.admin_key).await;
     let r = h
         .post("/ui/logout", Some(&cookie), &[("csrf", &csrf)])
@@ -105,13 +111,15 @@ async fn sign_out_deletes_the_session_everywhere() {
     );
 }
 
-#[tokio::test]
-async fn sessions_expire_when_idle_and_at_their_lifetime() {
-    let h = H::with_settings(ConsoleSettings {
-        session_ttl: Duration::from_secs(3600),
-        idle_timeout: Duration::from_secs(600),
-        ..ConsoleSettings::default()
-    })
+async fn sessions_expire_when_idle_and_at_their_lifetime(db: Db) {
+    let h = H::with_settings(
+        db,
+        ConsoleSettings {
+            session_ttl: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(600),
+            ..ConsoleSettings::default()
+        },
+    )
     .await;
     let (cookie, _) = h.sign_in(&h.admin_key).await;
     h.clock.advance(Duration::from_secs(500));
@@ -151,9 +159,8 @@ async fn sessions_expire_when_idle_and_at_their_lifetime() {
     assert!(pruned >= 2, "{pruned}");
 }
 
-#[tokio::test]
-async fn revoking_the_key_ends_its_sessions() {
-    let h = H::new().await;
+async fn revoking_the_key_ends_its_sessions(db: Db) {
+    let h = H::new(db).await;
     let (cookie, _) = h.sign_in(&h.viewer_key).await;
     let keys = h.store.list_api_keys(Some("default")).await.unwrap();
     let viewer = keys.iter().find(|k| k.role == Role::Viewer).unwrap();
@@ -188,9 +195,8 @@ async fn from(h: &H, peer: SocketAddr, headers: &[(&str, &str)]) -> super::harne
         .await
 }
 
-#[tokio::test]
-async fn trusted_headers_count_only_from_the_configured_sources() {
-    let h = H::with_settings(trusted()).await;
+async fn trusted_headers_count_only_from_the_configured_sources(db: Db) {
+    let h = H::with_settings(db, trusted()).await;
     let proxy = SocketAddr::from(([10, 1, 2, 3], 5000));
     let ids = [
         ("x-forwarded-user", "alice"),

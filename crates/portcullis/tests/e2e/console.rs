@@ -5,8 +5,13 @@
 //! token-less change; afterwards the suspended agent's next proxied request is 407.
 //! Screenshots of every page land in `target/console-screenshots/`.
 //!
+//! The same checks run twice: on a gateway with its embedded SQLite store, and on a
+//! gateway of a shared deployment (PostgreSQL store, as the overlay runs it; screenshots in
+//! `target/console-screenshots/postgres/`).
+//!
 //! Needs `node`, `/usr/bin/chromium` and `tests/browser/node_modules`: `scripts/test.sh`
-//! installs them (apt `chromium`, `npm ci`); without them the test fails saying so.
+//! installs them (apt `chromium`, `npm ci`); without them the test fails saying so. The
+//! PostgreSQL run also needs `PORTCULLIS_TEST_POSTGRES_URL` (`scripts/test.sh` sets it).
 
 use crate::common::server::{OBody, TestServer};
 use crate::common::*;
@@ -14,6 +19,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use portcullis_core::{AuditRecord, RequestKind, Verdict};
+use portcullis_store::{AuditRow, Store};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -96,29 +103,64 @@ fn browser_ready() -> PathBuf {
     PathBuf::from(chromium)
 }
 
-/// Writes a record with raw payloads in path, sub-agent and model straight into the store,
-/// as any writer of the shared store could (the data plane itself refuses such a sub-agent
-/// name and such a path).
-fn insert_payload_record(gw: &Gateway, agent: &str) {
-    let script = r#"
-import json, sqlite3, sys, time
-db, agent = sys.argv[1], sys.argv[2]
-ts = int(time.time() * 1000)
-rec = {"id": "01ZZPAYLOAD0000000000000001", "ts": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts / 1000)),
-  "tenant": "default", "agent_id": agent, "subagent": "\"><img src=x onerror=alert(1)>", "kind": "http",
-  "method": "GET", "scheme": "http", "host": "127.0.0.1", "port": 80, "path": "/<script>alert(1)</script>",
-  "provider": "openai", "api": "chat.completions", "model": "<img src=x onerror=alert(1)>", "stream": False,
-  "verdict": "allow", "policy": "guard", "reasons": ["<b onmouseover=alert(1)>reason</b>"], "would_deny": [],
-  "decision_id": "dec-payload", "status": 200, "error": None, "latency_ms": 3, "policy_us": 10,
-  "upstream_ttfb_ms": 1, "bytes_in": 0, "bytes_out": 2, "usage": None, "tls_intercepted": False,
-  "client_addr": "127.0.0.1:1", "credential": None}
-c = sqlite3.connect(db, timeout=10)
-c.execute("INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, policy, provider, model, kind, status, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-  (rec["id"], ts, "default", agent, rec["subagent"], "allow", "guard", "openai", rec["model"], "http", 200, json.dumps(rec)))
-c.commit()
-"#;
-    let db = gw.dir().join("data/portcullis.db");
-    run_python(script, &[db.display().to_string(), agent.to_owned()]);
+/// Writes a record with raw payloads in path, sub-agent and model straight into the store
+/// at `store_url`, as any writer of the shared store could (the data plane itself refuses
+/// such a sub-agent name and such a path).
+fn insert_payload_record(store_url: &str, agent: &str) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    let mut rec = AuditRecord::new(
+        "01ZZPAYLOAD0000000000000001",
+        now_ms,
+        "default",
+        agent,
+        RequestKind::Http,
+        Verdict::Allow,
+    );
+    rec.subagent = Some("\"><img src=x onerror=alert(1)>".into());
+    rec.method = Some("GET".into());
+    rec.scheme = Some("http".into());
+    rec.host = Some("127.0.0.1".into());
+    rec.port = Some(80);
+    rec.path = Some("/<script>alert(1)</script>".into());
+    rec.provider = Some("openai".into());
+    rec.api = Some("chat.completions".into());
+    rec.model = Some("<img src=x onerror=alert(1)>".into());
+    rec.stream = Some(false);
+    rec.policy = Some("guard".into());
+    rec.reasons = vec!["<b onmouseover=alert(1)>reason</b>".into()];
+    rec.decision_id = Some("dec-payload".into());
+    rec.status = Some(200);
+    rec.latency_ms = 3;
+    rec.policy_us = Some(10);
+    rec.upstream_ttfb_ms = Some(1);
+    rec.bytes_out = 2;
+    rec.client_addr = Some("127.0.0.1:1".into());
+    block_on(async {
+        let store = Store::connect_existing(store_url)
+            .await
+            .unwrap_or_else(|e| panic!("open {store_url}: {e}"));
+        let n = store
+            .insert_audit_batch(&[AuditRow::from(rec)])
+            .await
+            .unwrap_or_else(|e| panic!("insert the payload record: {e}"));
+        assert_eq!(n, 1, "the payload record is new");
+        store.close().await;
+    });
+}
+
+/// The gateway's config sections beyond `[proxy]` for an origin on `port`.
+fn config_rest(port: u16) -> String {
+    format!(
+        "\n[policy]\ndir = \"{{DIR}}/policies\"\n\
+         [[llm.providers]]\nname = \"local\"\nhost = \"127.0.0.1:{port}\"\n\
+         [console]\nlive_interval_secs = 1\n"
+    )
+}
+
+fn policy_files() -> Vec<(String, Vec<u8>)> {
+    vec![("policies/guard.rego".to_owned(), GUARD.as_bytes().to_vec())]
 }
 
 #[test]
@@ -129,13 +171,42 @@ fn the_console_in_a_real_browser() {
     let gw = Gateway::launch(GatewayOpts {
         auth: true,
         proxy_lines: loopback_proxy_section(&[port]),
-        rest: format!(
-            "\n[policy]\ndir = \"{{DIR}}/policies\"\n\
-             [[llm.providers]]\nname = \"local\"\nhost = \"127.0.0.1:{port}\"\n\
-             [console]\nlive_interval_secs = 1\n"
-        ),
-        files: vec![("policies/guard.rego".to_owned(), GUARD.as_bytes().to_vec())],
+        rest: config_rest(port),
+        files: policy_files(),
     });
+    let store_url = format!("sqlite://{}", gw.dir().join("data/portcullis.db").display());
+    browser_checks(&gw, &store_url, port, &chromium, "console-screenshots");
+}
+
+/// The same checks on a gateway whose store is PostgreSQL (the shared deployment).
+#[test]
+fn the_console_in_a_real_browser_on_postgresql() {
+    let chromium = browser_ready();
+    let origin = TestServer::start(None, Arc::new(|req| Box::pin(llm(req))));
+    let port = origin.port();
+    let shared = Shared::start(SharedOpts {
+        replicas: 1,
+        proxy_lines: format!(
+            "allow_unauthenticated = false\n{}",
+            loopback_proxy_section(&[port])
+        ),
+        rest: config_rest(port),
+        files: policy_files(),
+        ..SharedOpts::default()
+    });
+    browser_checks(
+        &shared.gateways[0],
+        shared.direct_url(),
+        port,
+        &chromium,
+        "console-screenshots/postgres",
+    );
+}
+
+/// Proxied requests through `gw` to the origin on `port`, then the browser script against
+/// its console, then the suspended agent's refusal. `store_url` is the gateway's store (for
+/// the payload record); screenshots go to `target/<shots>/`.
+fn browser_checks(gw: &Gateway, store_url: &str, port: u16, chromium: &Path, shots: &str) {
     let secret = gw.create_agent("bot", "default", &[]);
     let admin_key = gw.create_api_key("default", "admin");
     let viewer_key = gw.create_api_key("default", "viewer");
@@ -203,7 +274,7 @@ fn the_console_in_a_real_browser() {
         &format!("{origin_url}/x/%3Cscript%3Ealert(1)%3C/script%3E"),
     ]);
     assert_eq!(encoded.stdout, b"200");
-    insert_payload_record(&gw, "bot");
+    insert_payload_record(store_url, "bot");
     gw.eventually(
         "the records are stored",
         || {
@@ -232,7 +303,7 @@ fn the_console_in_a_real_browser() {
         "the admin listener through the proxy"
     );
 
-    let shots = workspace().join("target/console-screenshots");
+    let shots = workspace().join("target").join(shots);
     let out = Command::new("node")
         .arg(workspace().join("tests/browser/console.mjs"))
         .current_dir(workspace())
@@ -245,7 +316,7 @@ fn the_console_in_a_real_browser() {
         .env("DENY_REASON", DENY_REASON)
         .env("DENY_PATH", "/deny/secrets")
         .env("SCREENSHOTS", &shots)
-        .env("CHROMIUM", &chromium)
+        .env("CHROMIUM", chromium)
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .env_remove("HTTP_PROXY")
         .env_remove("HTTPS_PROXY")

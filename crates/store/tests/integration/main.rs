@@ -12,6 +12,7 @@ mod agents;
 mod api_keys;
 mod audit;
 mod connect;
+mod console;
 mod credentials;
 mod policy_modes;
 mod postgres;
