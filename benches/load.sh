@@ -171,6 +171,9 @@ SSE_PORT="$(free_port)"
 # shellcheck source=benches/bodies.sh
 source "$BENCH/bodies.sh"
 bench_bodies "$WORK"   # the requests and the answers of the chat and stream rows
+# nginx's worker runs as an unprivileged user: it must be able to read the answer files.
+chmod o+x "$WORK"
+chmod o+r "$WORK"/chat-answer.json "$WORK"/sse-answer.txt
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 daemon off;
@@ -454,7 +457,7 @@ throughput_report() { # one table per workload: medians per side, ratios to dire
 cat <<EOF
 
 portcullis load benchmark  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) CPUs  load avg before: $LOAD_BEFORE  after: $LOAD_AFTER
-priority: ${NICE:-default (nice 0)}; origin: nginx 1 worker, ${BODY_BYTES}-byte JSON; wrk ${THREADS} threads; medians of $ROUNDS interleaved ${DURATION}s runs per side, each after ${WARMUP}s warm-up
+priority: ${NICE:-default (nice 0)}; profile: $PROFILE; origin: nginx 1 worker; wrk ${THREADS} threads; medians of $ROUNDS interleaved ${DURATION}s runs per side, each after ${WARMUP}s warm-up
 
 $(throughput_report)
 
@@ -494,11 +497,13 @@ fi
 # worker comes from /proc over the measured window.
 if [ "$TLS" != 0 ]; then
   GWCA="$WORK/gwca/ca.pem"
-  curl -fsS -o /dev/null -x "http://$PROXY" --cacert "$GWCA" "$TLS_URL" \
+  PROXY_HEADER=()
+  if [ -n "$PROXY_AUTH" ]; then PROXY_HEADER=(--proxy-header "Proxy-Authorization: $PROXY_AUTH"); fi
+  curl -fsS -o /dev/null -x "http://$PROXY" "${PROXY_HEADER[@]}" --cacert "$GWCA" "$TLS_URL" \
     || { say "no intercepted HTTPS through the gateway"; exit 1; }
   tls_version() { curl -sv -o /dev/null "$@" "$TLS_URL" 2>&1 | grep -o 'SSL connection using [^ ]*' | head -1 | cut -d' ' -f4; }
   TLS_VER_DIRECT="$(tls_version --cacert "$WORK/tls/ca.pem")"
-  TLS_VER_GW="$(tls_version -x "http://$PROXY" --cacert "$GWCA")"
+  TLS_VER_GW="$(tls_version -x "http://$PROXY" "${PROXY_HEADER[@]}" --cacert "$GWCA")"
   TLS_LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
   tls_run() { # mode direct|gateway
     local ca="$WORK/tls/ca.pem" proxy=""
