@@ -232,7 +232,17 @@ async fn readyz_is_degraded_while_postgres_is_away_and_the_registry_keeps_servin
         r.registry.snapshot().get("bot").is_some()
     })
     .await;
-    let (status, v) = r.call("GET", "/readyz", None, None).await;
+    // The change feed connects on its own task: ready once it listens.
+    let mut ready = None;
+    for _ in 0..500 {
+        let (status, v) = r.call("GET", "/readyz", None, None).await;
+        if v["status"] == "ready" {
+            ready = Some((status, v));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, v) = ready.unwrap_or_else(|| panic!("never ready"));
     assert_eq!((status, v["status"].as_str()), (200, Some("ready")), "{v}");
     let detail = &v["components"]["store"]["detail"];
     assert_eq!(detail["state"], "ok");
