@@ -118,6 +118,12 @@ impl RequestLimits for AgentLimits {
             admission,
         )
     }
+
+    fn mcp_calls_per_minute(&self, principal: &Principal) -> Option<u64> {
+        self.registry
+            .get(&principal.agent_id)
+            .and_then(|a| a.limits.mcp_calls_per_minute)
+    }
 }
 
 /// The limits phase `cfg` asks for: in memory, or the shared Redis limiter (started here:
@@ -275,6 +281,27 @@ mod tests {
         // The next admission carries the usage read with its slot.
         let admission = now(l.admit(&principal("other"))).unwrap();
         assert_eq!(admission.usage().requests_last_minute, 3);
+    }
+
+    #[test]
+    fn an_agents_tool_call_limit_comes_from_its_overrides() {
+        let mut capped = Agent::new("capped", "acme", 0);
+        capped.limits.mcp_calls_per_minute = Some(7);
+        let l = limits(
+            LimitSettings::default(),
+            vec![capped, Agent::new("free", "acme", 0)],
+        );
+        assert_eq!(l.mcp_calls_per_minute(&principal("capped")), Some(7));
+        assert_eq!(
+            l.mcp_calls_per_minute(&principal("free")),
+            None,
+            "no override"
+        );
+        assert_eq!(
+            l.mcp_calls_per_minute(&principal("ghost")),
+            None,
+            "unknown agent"
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub struct AgentConfig {
     /// Token lifetime; defaults to `identity.token_ttl`.
     #[serde(default, with = "duration::option")]
     pub token_ttl: Option<Duration>,
-    /// Limit overrides (`rpm`, `tpm`, `tokens_per_day`, `max_concurrent`) on top of `[limits]`.
+    /// Limit overrides (`rpm`, `tpm`, `tokens_per_day`, `max_concurrent`) on top of `[limits]`,
+    /// and `mcp_calls_per_minute` on top of `[mcp] calls_per_minute`.
     #[serde(default)]
     pub limits: AgentLimits,
 }

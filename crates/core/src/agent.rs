@@ -23,16 +23,20 @@ pub struct AgentLimits {
     /// Concurrent in-flight requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u64>,
+    /// MCP tool calls per minute (over `mcp.calls_per_minute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_calls_per_minute: Option<u64>,
 }
 
 impl AgentLimits {
     /// The overrides as `(key, value)` pairs, in a fixed order.
-    pub fn entries(&self) -> [(&'static str, Option<u64>); 4] {
+    pub fn entries(&self) -> [(&'static str, Option<u64>); 5] {
         [
             ("rpm", self.rpm),
             ("tpm", self.tpm),
             ("tokens_per_day", self.tokens_per_day),
             ("max_concurrent", self.max_concurrent),
+            ("mcp_calls_per_minute", self.mcp_calls_per_minute),
         ]
     }
 }

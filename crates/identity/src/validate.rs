@@ -215,6 +215,8 @@ pub struct LimitsUpdate {
     pub tokens_per_day: Option<Option<u64>>,
     /// Concurrent in-flight requests.
     pub max_concurrent: Option<Option<u64>>,
+    /// MCP tool calls per minute.
+    pub mcp_calls_per_minute: Option<Option<u64>>,
 }
 
 impl LimitsUpdate {
@@ -231,6 +233,7 @@ impl LimitsUpdate {
                 "tpm" => &mut u.tpm,
                 "tokens_per_day" => &mut u.tokens_per_day,
                 "max_concurrent" => &mut u.max_concurrent,
+                "mcp_calls_per_minute" => &mut u.mcp_calls_per_minute,
                 _ => {
                     errs.0
                         .push(FieldError::new(format!("limits.{k}"), "unknown limit"));
@@ -257,6 +260,7 @@ impl LimitsUpdate {
             (self.tpm, &mut limits.tpm),
             (self.tokens_per_day, &mut limits.tokens_per_day),
             (self.max_concurrent, &mut limits.max_concurrent),
+            (self.mcp_calls_per_minute, &mut limits.mcp_calls_per_minute),
         ] {
             if let Some(v) = change {
                 *field = v;

@@ -132,6 +132,9 @@ pub struct AgentFields {
     /// Concurrent in-flight requests (`default`: back to the `[limits]` default).
     #[arg(long, value_name = "N|default")]
     pub max_concurrent: Option<String>,
+    /// MCP tool calls per minute (`default`: back to `[mcp] calls_per_minute`).
+    #[arg(long, value_name = "N|default")]
+    pub mcp_calls_per_minute: Option<String>,
 }
 
 /// `portcullis agent ...`.

@@ -382,6 +382,11 @@ fn update_from(f: &AgentFields) -> anyhow::Result<Option<AgentConfigUpdate>> {
         ("tpm", "--tpm", &f.tpm),
         ("tokens_per_day", "--tokens-per-day", &f.tokens_per_day),
         ("max_concurrent", "--max-concurrent", &f.max_concurrent),
+        (
+            "mcp_calls_per_minute",
+            "--mcp-calls-per-minute",
+            &f.mcp_calls_per_minute,
+        ),
     ] {
         let Some(v) = v else { continue };
         let value = match v.as_str() {

@@ -164,7 +164,12 @@ pub(crate) async fn admit(
         .await
         .map_err(refuse)?;
     if let (Some(gate), Some(req)) = (&shared.pipeline.mcp, &mcp) {
-        crate::mcp::count_calls(gate, &principal.agent_id, req).map_err(refuse)?;
+        let own = shared
+            .pipeline
+            .limits
+            .as_ref()
+            .and_then(|l| l.mcp_calls_per_minute(&principal));
+        crate::mcp::count_calls(gate, &principal.agent_id, own, req).map_err(refuse)?;
     }
     let injection = steps.injection(credential.as_deref()).map_err(refuse)?;
     let mcp = mcp.map(|req| {

@@ -205,9 +205,20 @@ pub(crate) fn authorize(
 }
 
 /// Counts the body's tool calls against `mcp.calls_per_minute`, or refuses them.
-pub(crate) fn count_calls(gate: &McpGate, agent: &str, req: &McpRequest) -> Result<(), Refusal> {
+/// Counts the request's tool calls against the agent's limit (`own`, its override) or else
+/// `mcp.calls_per_minute`, refusing the request when they do not fit.
+pub(crate) fn count_calls(
+    gate: &McpGate,
+    agent: &str,
+    own: Option<u64>,
+    req: &McpRequest,
+) -> Result<(), Refusal> {
     gate.counter
-        .admit(agent, req.tool_calls(), gate.settings.calls_per_minute)
+        .admit(
+            agent,
+            req.tool_calls(),
+            own.or(gate.settings.calls_per_minute),
+        )
         .map_err(Refusal::Limited)
 }
 

@@ -140,6 +140,12 @@ pub trait RequestLimits: Send + Sync + 'static {
         body_len: u64,
         admission: Admission,
     ) -> LimitFuture<'_, Result<Permit, LimitError>>;
+
+    /// The agent's own limit on MCP tool calls per minute, when it sets one (`[agents.limits]
+    /// mcp_calls_per_minute`); `None` leaves `mcp.calls_per_minute`.
+    fn mcp_calls_per_minute(&self, _principal: &Principal) -> Option<u64> {
+        None
+    }
 }
 
 /// Phase 4: credential injection, for requests policy and limits allowed. Only requests

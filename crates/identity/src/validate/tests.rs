@@ -148,6 +148,23 @@ fn limit_updates_set_keep_and_clear() {
     assert_eq!(a.limits.tpm, Some(9_000), "absent keys are kept");
     assert_eq!(a.limits.tokens_per_day, Some(1_000_000));
     assert_eq!(a.limits.max_concurrent, None, "null removes the override");
+    let u = AgentConfigUpdate::from_json(br#"{"limits":{"mcp_calls_per_minute":5}}"#).unwrap();
+    u.apply(&mut a, 2);
+    assert_eq!(a.limits.mcp_calls_per_minute, Some(5));
+    assert_eq!(a.limits.rpm, Some(60), "other overrides are kept");
+    let u = AgentConfigUpdate::from_json(br#"{"limits":{"mcp_calls_per_minute":null}}"#).unwrap();
+    u.apply(&mut a, 3);
+    assert_eq!(a.limits.mcp_calls_per_minute, None);
+    for bad in [
+        &br#"{"limits":{"mcp_calls_per_minute":0}}"#[..],
+        br#"{"limits":{"mcp_calls_per_minute":"5"}}"#,
+    ] {
+        assert!(
+            AgentConfigUpdate::from_json(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
     // An empty limits object changes nothing, which alone is "no fields".
     assert_eq!(
         AgentConfigUpdate::from_json(br#"{"limits":{}}"#).unwrap_err(),

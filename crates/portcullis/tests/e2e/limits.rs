@@ -494,6 +494,8 @@ fn limit_changes_apply_to_the_next_request_via_api_and_cli() {
         "3",
         "--rpm",
         "1",
+        "--mcp-calls-per-minute",
+        "12",
     ]);
     assert!(out.contains("updated"), "{out}");
     gw.eventually(
@@ -504,6 +506,7 @@ fn limit_changes_apply_to_the_next_request_via_api_and_cli() {
     let shown = json_out(&gw.cli_ok(&["agent", "show", "demo"]));
     assert_eq!(shown["limits"]["rpm"], 1);
     assert_eq!(shown["limits"]["max_concurrent"], 3);
+    assert_eq!(shown["limits"]["mcp_calls_per_minute"], 12);
     let out = gw.cli(&["agent", "set", "demo", "--rpm", "0"]);
     assert!(!out.status.success());
     assert!(

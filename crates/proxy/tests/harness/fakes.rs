@@ -120,7 +120,8 @@ impl Authorizer for FakePolicy {
 }
 
 /// Agent `limited` is over its rate limit; agent `unlimitable` meets a limits backend that is
-/// down and set to refuse; everyone else is admitted with no limit.
+/// down and set to refuse; agent `one_tool_call` may make one MCP tool call a minute (its own
+/// override; `mcp.calls_per_minute` is unset); everyone else is admitted with no limit.
 pub struct FakeLimits;
 
 impl RequestLimits for FakeLimits {
@@ -158,6 +159,10 @@ impl RequestLimits for FakeLimits {
             reset_unix: 1_900_000_000,
             never_fits: false,
         })))
+    }
+
+    fn mcp_calls_per_minute(&self, principal: &Principal) -> Option<u64> {
+        (&*principal.agent_id == "one_tool_call").then_some(1)
     }
 }
 

@@ -116,3 +116,65 @@ async fn a_streamed_event_is_written_as_soon_as_it_arrives() {
         "{text:?}"
     );
 }
+
+#[tokio::test]
+async fn an_agents_own_tool_call_limit_refuses_the_call_over_it() {
+    // `mcp.calls_per_minute` is unset in the harness; agent `one_tool_call` has its own limit
+    // of 1 a minute (the limits phase answers it). Its first call reaches the server, the
+    // second is refused before it does and recorded as rate limited.
+    let h = Harness::start().await;
+    let call = |id: u32| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read_file","arguments":{{"path":"/a"}}}}}}"#
+        );
+        let mut req = format!(
+            "POST http://localhost:{}/mcp HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Mcp-Method: tools/call\r\nMcp-Name: read_file\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            h.origin,
+            basic("one_tool_call"),
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body.as_bytes());
+        req
+    };
+    let first = send(h.addr, &call(1)).await;
+    assert_eq!(
+        (first.status, first.body.as_slice()),
+        (200, b"ok POST /mcp".as_slice()),
+        "{first:?}"
+    );
+    let second = send(h.addr, &call(2)).await;
+    assert_eq!(second.status, 429, "{second:?}");
+    let v = second.json();
+    assert_eq!(
+        (v["code"].as_str(), v["limit"].as_str()),
+        (Some("rate_limited"), Some("mcp_calls_per_minute")),
+        "{v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("of 1 exceeded"),
+        "the agent's own limit, not a default: {v}"
+    );
+    // Another agent is not limited by it.
+    let other = {
+        let mut r = call(3);
+        let text = String::from_utf8_lossy(&r).replace(&basic("one_tool_call"), &basic("bot"));
+        r = text.into_bytes();
+        send(h.addr, &r).await
+    };
+    assert_eq!(other.status, 200, "{other:?}");
+    let records = h.records_until("three records", |r| r.len() >= 3).await;
+    let limited: Vec<_> = records
+        .iter()
+        .filter(|r| r.verdict == portcullis_core::Verdict::RateLimited)
+        .collect();
+    assert_eq!(limited.len(), 1, "{records:#?}");
+    assert_eq!(limited[0].agent_id, "one_tool_call");
+    assert_eq!(limited[0].status, Some(429));
+}

@@ -42,6 +42,7 @@ fn full_agent(id: &str, tenant: &str) -> Agent {
         tpm: None,
         tokens_per_day: Some(1_000_000),
         max_concurrent: Some(4),
+        mcp_calls_per_minute: Some(12),
     };
     a.source = AgentSource::Config;
     a
