@@ -36,6 +36,7 @@ for tool in valgrind python3 curl; do
 done
 [ -x "$GATEWAY" ] || { say "no gateway binary at $GATEWAY (cargo build --release -p portcullis)"; exit 1; }
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+[ -x "$NGINX" ] || { say "missing: nginx (apt-get install nginx-light)"; exit 1; }
 
 WORK="$(mktemp -d /tmp/portcullis-count.XXXXXX)"
 PIDS=()
