@@ -204,7 +204,6 @@ pub(crate) fn authorize(
     })
 }
 
-/// Counts the body's tool calls against `mcp.calls_per_minute`, or refuses them.
 /// Counts the request's tool calls against the agent's limit (`own`, its override) or else
 /// `mcp.calls_per_minute`, refusing the request when they do not fit.
 pub(crate) fn count_calls(
