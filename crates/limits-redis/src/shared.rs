@@ -22,6 +22,9 @@ use crate::wire::{cap, kind_code, limit_arg, parse_acquire, Answer, OwnedScopes,
 /// Longest wait for a new connection to Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What the limiter, its permits and its background tasks share: the settings, the Redis
+/// connection (replaced on reconnect), the local fallback, the health, the lease book and the
+/// settlement queue.
 pub(crate) struct Shared {
     pub(crate) settings: RedisSettings,
     pub(crate) client: redis::Client,
