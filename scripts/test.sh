@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite after setting up what the tests need:
-# curl (apt), a Python venv with pinned real clients, and the services in scripts/services/
-# (a throwaway PostgreSQL). Safe to run repeatedly.
+# curl (apt), a Python venv with pinned real clients, and what scripts/services/ provides:
+# Chromium and playwright-core (browser.sh), a throwaway PostgreSQL (postgres.sh) and Redis
+# (redis.sh), the Node MCP SDK (node.sh). Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
