@@ -1,6 +1,7 @@
 //! The operator API end to end: a real admin listener on 127.0.0.1:0 over an in-memory
 //! store, driven with raw HTTP/1.1 so malformed and oversized requests can be sent too.
 
+use crate::support::{raw, request, Resp};
 use portcullis_admin::{serve, Admin, ControlPlane};
 use portcullis_core::{AgentMode, AgentStatus, RiskLevel, SystemClock};
 use portcullis_identity::{hash_secret, Registry};
@@ -9,8 +10,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 struct Harness {
@@ -57,67 +57,6 @@ async fn start_with(store: Store) -> Harness {
 
 async fn start() -> Harness {
     start_with(Store::connect("sqlite::memory:").await.unwrap()).await
-}
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_owned())
-        })
-    }
-}
-
-async fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .ok();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text:?}"));
-    Resp {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
-fn request(method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
-    if let Some(k) = key {
-        r.push_str(&format!("Authorization: Bearer {k}\r\n"));
-    }
-    if let Some(b) = body {
-        r.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        ));
-    } else {
-        r.push_str("\r\n");
-    }
-    r.into_bytes()
 }
 
 impl Harness {

@@ -1,6 +1,7 @@
 //! `GET /v1/decisions` and `/v1/decisions/{id}` end to end: a real admin listener on
 //! 127.0.0.1:0 over an in-memory store holding audit records of two tenants.
 
+use crate::support::{raw, request, Resp};
 use portcullis_admin::{serve, Admin, ControlPlane};
 use portcullis_audit::{AuditRecord, RequestKind};
 use portcullis_core::{SystemClock, Verdict};
@@ -9,9 +10,8 @@ use portcullis_store::{Role, Store};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 struct Harness {
@@ -111,42 +111,8 @@ async fn start() -> Harness {
     }
 }
 
-struct Resp {
-    status: u16,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
 async fn send(addr: SocketAddr, method: &str, path: &str, key: Option<&str>) -> Resp {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
-    if let Some(k) = key {
-        r.push_str(&format!("Authorization: Bearer {k}\r\n"));
-    }
-    r.push_str("\r\n");
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(r.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .ok();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text:?}"));
-    Resp {
-        status,
-        body: body.to_owned(),
-    }
+    raw(addr, &request(method, path, key, None)).await
 }
 
 fn ids(v: &Value) -> Vec<String> {

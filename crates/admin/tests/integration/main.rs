@@ -7,3 +7,4 @@ mod credentials;
 mod decisions;
 mod policies;
 mod shared;
+mod support;

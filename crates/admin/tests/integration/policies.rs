@@ -1,6 +1,7 @@
 //! The policy part of the operator API end to end: a real admin listener on 127.0.0.1:0
 //! over an in-memory store and the example policy set, driven with raw HTTP/1.1.
 
+use crate::support::{raw, request, Resp};
 use portcullis_admin::{serve, Admin, ControlPlane, PolicyApi};
 use portcullis_core::{Agent, AgentStatus, PolicyMode, RiskLevel, SystemClock, Verdict};
 use portcullis_identity::Registry;
@@ -13,9 +14,7 @@ use portcullis_store::{Role, Store};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 struct Harness {
@@ -93,61 +92,9 @@ async fn start() -> Harness {
     start_with(Some(EngineConfig::default())).await
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_owned())
-        })
-    }
-}
-
 impl Harness {
     async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Resp {
-        let mut r = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
-        if let Some(k) = key {
-            r.push_str(&format!("Authorization: Bearer {k}\r\n"));
-        }
-        match body {
-            Some(b) => r.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-                b.len()
-            )),
-            None => r.push_str("\r\n"),
-        }
-        let mut s = TcpStream::connect(self.addr).await.unwrap();
-        s.write_all(r.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
-            .await
-            .expect("response in time")
-            .ok();
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status line: {text:?}"));
-        Resp {
-            status,
-            head: head.to_owned(),
-            body: body.to_owned(),
-        }
+        raw(self.addr, &request(method, path, key, body)).await
     }
 
     async fn simulate(&self, key: &str, body: Value) -> Resp {
