@@ -4,47 +4,40 @@
 //! provider, top lists, refusals by cause, the shadow report, per-agent activity,
 //! sub-agents seen).
 //!
-//! Every query takes a [`Scope`] (the caller's tenant) and a time window, so it walks one
-//! of the `(…, ts, id)` indexes of migration 1 (on PostgreSQL, within the day partitions the
-//! window leaves) instead of the whole table. The SQL is the same on both backends except
-//! the JSON accessors (`Json`: `record` is TEXT on both, read with `json_extract` by
-//! SQLite and parsed as `json` by PostgreSQL) and sums, cast back to BIGINT because
-//! PostgreSQL sums BIGINTs as NUMERIC.
+//! Every query takes a [`Scope`] (the caller's tenant) and a time window. Pages and counts
+//! walk one of the `(…, ts, id)` indexes of migration 1 (on PostgreSQL, within the day
+//! partitions the window leaves). The aggregates read the per-minute rollups of migration 7
+//! (`rollup.rs`), a few rows per minute instead of every record's JSON, and so count the
+//! whole minutes the window overlaps (a window on minute boundaries, as the console's are,
+//! is exact). The SQL is the same on both backends except the JSON accessors (`Json`:
+//! `record` is TEXT on both, read with `json_extract` by SQLite and parsed as `json` by
+//! PostgreSQL) and sums, cast back to BIGINT because PostgreSQL sums BIGINTs as NUMERIC.
 
 use crate::backend::{on_pool, Columns};
 use crate::error::{Result, StoreError};
+use crate::rollup::{MINUTE_MS, SHADOW_VERDICTS};
 use crate::store::{Backend, Store};
 use serde_json::Value;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// The JSON accessors of one dialect.
 struct Json {
-    /// `usage.total_tokens` of a record, as BIGINT (NULL when not reported).
-    total_tokens: &'static str,
     /// `host` of a record, as TEXT.
     host: &'static str,
-    /// `error` (the machine error code) of a record, as TEXT.
-    error_code: &'static str,
     /// The shadow policies of a record (`would_deny`) as rows `je` with a `value` column.
     would_deny_rows: &'static str,
 }
 
 const SQLITE_JSON: Json = Json {
-    total_tokens: "json_extract(record, '$.usage.total_tokens')",
     host: "json_extract(record, '$.host')",
-    error_code: "json_extract(record, '$.error')",
     would_deny_rows: "json_each(audit_records.record, '$.would_deny') AS je",
 };
 
 /// `record` is TEXT: each accessor parses it as `json`, which extracts a field without
-/// building the `jsonb` tree (measured over 250,000 records: a token sum in 1.4 s instead of
-/// 2.4 s). `#>>`/`->>` give TEXT (NULL for a JSON null or a missing key). `would_deny` is
-/// extracted once per record (LATERAL) and expanded only when it is an array
-/// (`json_array_elements_text` raises on anything else).
+/// building the `jsonb` tree. `would_deny` is extracted once per record (LATERAL) and
+/// expanded only when it is an array (`json_array_elements_text` raises on anything else).
 const POSTGRES_JSON: Json = Json {
-    total_tokens: "(audit_records.record::json #>> '{usage,total_tokens}')::bigint",
     host: "(audit_records.record::json ->> 'host')",
-    error_code: "(audit_records.record::json ->> 'error')",
     would_deny_rows: "LATERAL (SELECT audit_records.record::json -> 'would_deny' AS wd) AS wdl, \
          json_array_elements_text(CASE WHEN json_typeof(wdl.wd) = 'array' THEN wdl.wd END) \
          AS je(value)",
@@ -298,6 +291,38 @@ fn push_filter<'a, DB>(
     push_window(qb, sep, f.since_ms, f.until_ms);
 }
 
+/// The rollup minutes overlapping `[since, until)`.
+fn push_minutes<'a, DB>(
+    qb: &mut QueryBuilder<'a, DB>,
+    sep: &mut Sep,
+    since: i64,
+    until: Option<i64>,
+) where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    qb.push(sep.next())
+        .push("minute > ")
+        .push_bind(since.saturating_sub(MINUTE_MS));
+    if let Some(u) = until {
+        qb.push(sep.next()).push("minute < ").push_bind(u);
+    }
+}
+
+/// `'a', 'b', 'c'` of SQL string literals (constants only, never input).
+fn sql_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A rollup's `''` (absent) as `None`.
+fn absent_as_none(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
 /// A count or sum column (NULL, e.g. a sum over no reported usage, reads as 0).
 fn u64_of(row: &impl Columns, col: &str) -> Result<u64> {
     Ok(row
@@ -319,6 +344,25 @@ fn entry_of(row: &impl Columns) -> Result<ConsoleRecord> {
         },
         record: json_of(row)?,
     })
+}
+
+/// Verdicts of refused records.
+const REFUSED: [&str; 3] = ["deny", "rate_limited", "error"];
+
+/// The bucket number of a rollup minute: buckets of `bucket` ms from `since`; the minute
+/// straddling `since` counts in the first.
+fn push_bucket<'a, DB>(qb: &mut QueryBuilder<'a, DB>, since: i64, bucket: i64)
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    qb.push("CASE WHEN minute < ")
+        .push_bind(since)
+        .push(" THEN 0 ELSE (minute - ")
+        .push_bind(since)
+        .push(") / ")
+        .push_bind(bucket)
+        .push(" END");
 }
 
 fn bucket_of(bucket_ms: i64) -> Result<i64> {
@@ -377,7 +421,8 @@ impl Store {
         })
     }
 
-    /// Records per verdict in buckets of `bucket_ms` over `[since, until)`.
+    /// Records per verdict in buckets of `bucket_ms` over `[since, until)` (the minute
+    /// that straddles `since` counts in the first bucket).
     pub async fn console_verdict_series(
         &self,
         scope: &Scope,
@@ -387,14 +432,12 @@ impl Store {
     ) -> Result<Vec<VerdictBucket>> {
         let bucket = bucket_of(bucket_ms)?;
         on_pool!(&self.pool, |p| {
-            let mut qb = QueryBuilder::new("SELECT (ts - ");
-            qb.push_bind(since_ms)
-                .push(") / ")
-                .push_bind(bucket)
-                .push(" AS b, verdict, COUNT(*) AS n FROM audit_records");
+            let mut qb = QueryBuilder::new("SELECT ");
+            push_bucket(&mut qb, since_ms, bucket);
+            qb.push(" AS b, verdict, CAST(SUM(requests) AS BIGINT) AS n FROM audit_rollup");
             let mut sep = Sep::default();
             push_scope(&mut qb, &mut sep, scope);
-            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+            push_minutes(&mut qb, &mut sep, since_ms, Some(until_ms));
             qb.push(" GROUP BY b, verdict ORDER BY b");
             let rows = qb.build().fetch_all(p).await?;
             rows.iter()
@@ -421,20 +464,17 @@ impl Store {
     ) -> Result<Vec<TokenBucket>> {
         let bucket = bucket_of(bucket_ms)?;
         let col = dim.column();
-        let tokens = json(self.backend()).total_tokens;
         on_pool!(&self.pool, |p| {
-            let mut qb = QueryBuilder::new("SELECT (ts - ");
-            qb.push_bind(since_ms)
-                .push(") / ")
-                .push_bind(bucket)
-                .push(format!(
-                    " AS b, COALESCE({col}, '') AS k, CAST(SUM({tokens}) AS BIGINT) AS t, \
-                     COUNT(*) AS n FROM audit_records"
-                ));
+            let mut qb = QueryBuilder::new("SELECT ");
+            push_bucket(&mut qb, since_ms, bucket);
+            qb.push(format!(
+                " AS b, {col} AS k, CAST(SUM(tokens) AS BIGINT) AS t, \
+                 CAST(SUM(requests) AS BIGINT) AS n FROM audit_rollup"
+            ));
             let mut sep = Sep::default();
             push_scope(&mut qb, &mut sep, scope);
-            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
-            qb.push(sep.next()).push("provider IS NOT NULL");
+            push_minutes(&mut qb, &mut sep, since_ms, Some(until_ms));
+            qb.push(sep.next()).push("provider <> ''");
             qb.push(" GROUP BY b, k ORDER BY b");
             let rows = qb.build().fetch_all(p).await?;
             rows.iter()
@@ -460,19 +500,19 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<TopRow>> {
         let col = dim.column();
-        let tokens = json(self.backend()).total_tokens;
+        let refused = sql_list(&REFUSED);
         on_pool!(&self.pool, |p| {
             let mut qb = QueryBuilder::new(format!(
-                "SELECT COALESCE({col}, '') AS k, COUNT(*) AS n, \
-                 CAST(SUM({tokens}) AS BIGINT) AS t, \
-                 CAST(SUM(CASE WHEN verdict IN ('deny', 'rate_limited', 'error') THEN 1 ELSE 0 END) \
-                 AS BIGINT) AS refused FROM audit_records"
+                "SELECT {col} AS k, CAST(SUM(requests) AS BIGINT) AS n, \
+                 CAST(SUM(tokens) AS BIGINT) AS t, \
+                 CAST(SUM(CASE WHEN verdict IN ({refused}) THEN requests ELSE 0 END) \
+                 AS BIGINT) AS refused FROM audit_rollup"
             ));
             let mut sep = Sep::default();
             push_scope(&mut qb, &mut sep, scope);
-            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
+            push_minutes(&mut qb, &mut sep, since_ms, Some(until_ms));
             if dim != Dimension::Agent {
-                qb.push(sep.next()).push(format!("{col} IS NOT NULL"));
+                qb.push(sep.next()).push(format!("{col} <> ''"));
             }
             qb.push(" GROUP BY k ORDER BY n DESC, k LIMIT ")
                 .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
@@ -499,18 +539,18 @@ impl Store {
         until_ms: i64,
         limit: u32,
     ) -> Result<Vec<RefusalRow>> {
-        let code = json(self.backend()).error_code;
+        let refused = sql_list(&REFUSED);
         on_pool!(&self.pool, |p| {
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT verdict, policy, {code} AS code, COUNT(*) AS n FROM audit_records"
-            ));
+            let mut qb = QueryBuilder::new(
+                "SELECT verdict, policy, error, CAST(SUM(requests) AS BIGINT) AS n \
+                 FROM audit_rollup",
+            );
             let mut sep = Sep::default();
             push_scope(&mut qb, &mut sep, scope);
-            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
-            qb.push(sep.next())
-                .push("verdict IN ('deny', 'rate_limited', 'error')");
+            push_minutes(&mut qb, &mut sep, since_ms, Some(until_ms));
+            qb.push(sep.next()).push(format!("verdict IN ({refused})"));
             qb.push(
-                " GROUP BY verdict, policy, code ORDER BY n DESC, verdict, policy, code LIMIT ",
+                " GROUP BY verdict, policy, error ORDER BY n DESC, verdict, policy, error LIMIT ",
             )
             .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
             let rows = qb.build().fetch_all(p).await?;
@@ -518,8 +558,8 @@ impl Store {
                 .map(|r| {
                     Ok(RefusalRow {
                         verdict: r.text("verdict")?,
-                        policy: r.opt_text("policy")?,
-                        code: r.opt_text("code")?,
+                        policy: absent_as_none(r.text("policy")?),
+                        code: absent_as_none(r.text("error")?),
                         count: u64_of(r, "n")?,
                     })
                 })
@@ -529,6 +569,10 @@ impl Store {
 
     /// The shadow report over `[since, until)`: for each policy named in records'
     /// `would_deny`, how many records it would have denied and the `examples` newest.
+    ///
+    /// The counts come from the shadow rollup; the examples are read from the records of
+    /// the newest minutes the rollup names for that policy, one minute at a time, so a
+    /// report never walks the window's records.
     pub async fn console_shadow(
         &self,
         scope: &Scope,
@@ -536,41 +580,64 @@ impl Store {
         until_ms: i64,
         examples: u32,
     ) -> Result<Vec<ShadowRow>> {
-        // Shadow denials are recorded on would_deny records, and on records another
-        // policy or a limit refused anyway.
-        let shadow_verdicts = "verdict IN ('would_deny', 'deny', 'rate_limited')";
+        let verdicts = format!("verdict IN ({})", sql_list(&SHADOW_VERDICTS));
         let rows_of = json(self.backend()).would_deny_rows;
+        let examples = i64::from(examples.min(MAX_CONSOLE_PAGE));
         on_pool!(&self.pool, |p| {
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT je.value AS policy, COUNT(*) AS n FROM audit_records, {rows_of}"
-            ));
+            let mut qb = QueryBuilder::new(
+                "SELECT policy, CAST(SUM(requests) AS BIGINT) AS n FROM audit_shadow_rollup",
+            );
             let mut sep = Sep::default();
             push_scope(&mut qb, &mut sep, scope);
-            push_window(&mut qb, &mut sep, since_ms, Some(until_ms));
-            qb.push(sep.next()).push(shadow_verdicts);
-            qb.push(" GROUP BY je.value ORDER BY n DESC, je.value LIMIT 100");
+            push_minutes(&mut qb, &mut sep, since_ms, Some(until_ms));
+            qb.push(" GROUP BY policy ORDER BY n DESC, policy LIMIT 100");
             let rows = qb.build().fetch_all(p).await?;
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
                 let policy = r.text("policy")?;
                 let count = u64_of(r, "n")?;
-                let mut ex = QueryBuilder::new(format!(
-                    "SELECT audit_records.record AS record FROM audit_records, {rows_of}"
-                ));
+                // Each minute named holds at least one such record; the two minutes that
+                // straddle the window's ends may hold them outside it.
+                let mut mq = QueryBuilder::new("SELECT DISTINCT minute FROM audit_shadow_rollup");
                 let mut sep = Sep::default();
-                push_scope(&mut ex, &mut sep, scope);
-                push_window(&mut ex, &mut sep, since_ms, Some(until_ms));
-                ex.push(sep.next()).push(shadow_verdicts);
-                ex.push(sep.next())
-                    .push("je.value = ")
+                push_scope(&mut mq, &mut sep, scope);
+                push_minutes(&mut mq, &mut sep, since_ms, Some(until_ms));
+                mq.push(sep.next())
+                    .push("policy = ")
                     .push_bind(policy.as_str());
-                // `id` alone would be json_each's column on SQLite.
-                ex.push(" ORDER BY audit_records.ts DESC, audit_records.id DESC LIMIT ")
-                    .push_bind(i64::from(examples.min(MAX_CONSOLE_PAGE)));
-                let found = ex.build().fetch_all(p).await?;
-                let examples = found.iter().map(json_of).collect::<Result<_>>()?;
+                mq.push(" ORDER BY minute DESC LIMIT ")
+                    .push_bind(examples.saturating_add(2));
+                let minutes: Vec<i64> = mq.build_query_scalar().fetch_all(p).await?;
+                let mut found = Vec::new();
+                for minute in minutes {
+                    let want = examples - found.len() as i64;
+                    if want <= 0 {
+                        break;
+                    }
+                    let mut ex = QueryBuilder::new(format!(
+                        "SELECT audit_records.record AS record FROM audit_records, {rows_of}"
+                    ));
+                    let mut sep = Sep::default();
+                    push_scope(&mut ex, &mut sep, scope);
+                    push_window(
+                        &mut ex,
+                        &mut sep,
+                        minute.max(since_ms),
+                        Some(minute.saturating_add(MINUTE_MS).min(until_ms)),
+                    );
+                    ex.push(sep.next()).push(&verdicts);
+                    ex.push(sep.next())
+                        .push("je.value = ")
+                        .push_bind(policy.as_str());
+                    // `id` alone would be json_each's column on SQLite.
+                    ex.push(" ORDER BY audit_records.ts DESC, audit_records.id DESC LIMIT ")
+                        .push_bind(want);
+                    for row in ex.build().fetch_all(p).await? {
+                        found.push(json_of(&row)?);
+                    }
+                }
                 out.push(ShadowRow {
-                    examples,
+                    examples: found,
                     policy,
                     count,
                 });
@@ -579,14 +646,14 @@ impl Store {
         })
     }
 
-    /// Per agent of `scope`: records since `minute_ms` and reported tokens since `day_ms`.
+    /// Per agent of `scope`: records since `minute_ms` (from the records) and reported
+    /// tokens since `day_ms` (from the rollups: a day starts on a minute).
     pub async fn console_agent_activity(
         &self,
         scope: &Scope,
         minute_ms: i64,
         day_ms: i64,
     ) -> Result<Vec<(String, AgentActivity)>> {
-        let tokens = json(self.backend()).total_tokens;
         let mut out: std::collections::BTreeMap<String, AgentActivity> = Default::default();
         on_pool!(&self.pool, |p| {
             let mut qb = QueryBuilder::new("SELECT agent_id, COUNT(*) AS n FROM audit_records");
@@ -599,13 +666,13 @@ impl Store {
                     .or_default()
                     .requests_last_minute = u64_of(&r, "n")?;
             }
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT agent_id, CAST(SUM({tokens}) AS BIGINT) AS t FROM audit_records"
-            ));
+            let mut qb = QueryBuilder::new(
+                "SELECT agent_id, CAST(SUM(tokens) AS BIGINT) AS t FROM audit_rollup",
+            );
             let mut sep = Sep::default();
             push_scope(&mut qb, &mut sep, scope);
-            push_window(&mut qb, &mut sep, day_ms, None);
-            qb.push(sep.next()).push("provider IS NOT NULL");
+            push_minutes(&mut qb, &mut sep, day_ms, None);
+            qb.push(sep.next()).push("provider <> ''");
             qb.push(" GROUP BY agent_id");
             for r in qb.build().fetch_all(p).await? {
                 out.entry(r.text("agent_id")?).or_default().tokens_today = u64_of(&r, "t")?;
@@ -614,7 +681,8 @@ impl Store {
         Ok(out.into_iter().collect())
     }
 
-    /// Sub-agents named in records since `since_ms`, by parent then name.
+    /// Sub-agents named in records since `since_ms`, by parent then name (from the
+    /// rollups: the count includes the rest of the minute `since_ms` falls in).
     pub async fn console_subagents(
         &self,
         scope: &Scope,
@@ -623,13 +691,15 @@ impl Store {
     ) -> Result<Vec<SubagentSeen>> {
         on_pool!(&self.pool, |p| {
             let mut qb = QueryBuilder::new(
-                "SELECT agent_id, subagent, COUNT(*) AS n, MAX(ts) AS last FROM audit_records",
+                "SELECT agent_id, subagent, CAST(SUM(requests) AS BIGINT) AS n, \
+                 MAX(last_ts) AS last FROM audit_subagent_rollup",
             );
             let mut sep = Sep::default();
             push_scope(&mut qb, &mut sep, scope);
-            push_window(&mut qb, &mut sep, since_ms, None);
-            qb.push(sep.next()).push("subagent IS NOT NULL");
-            qb.push(" GROUP BY agent_id, subagent ORDER BY agent_id, subagent LIMIT ")
+            push_minutes(&mut qb, &mut sep, since_ms, None);
+            qb.push(" GROUP BY agent_id, subagent HAVING MAX(last_ts) >= ")
+                .push_bind(since_ms);
+            qb.push(" ORDER BY agent_id, subagent LIMIT ")
                 .push_bind(i64::from(limit.min(MAX_CONSOLE_PAGE)));
             let rows = qb.build().fetch_all(p).await?;
             rows.iter()

@@ -60,6 +60,7 @@ mod migrate;
 mod policy_modes;
 mod postgres;
 mod retention;
+mod rollup;
 mod seal;
 mod secret;
 mod store;

@@ -5,12 +5,14 @@
 //! (no row-by-row delete, no table bloat) and deletes, in bounded batches, what the default
 //! partition holds past the cut-off. SQLite deletes old rows in bounded batches, each its
 //! own short transaction, so gateways and the CLI sharing the file are never blocked long.
+//! The per-minute rollups of the removed minutes go with them.
 //!
 //! Replicas sharing a PostgreSQL run the upkeep under a try-lock: one does the work, the
 //! others skip that round.
 
 use crate::backend::Pool;
 use crate::error::{Result, StoreError};
+use crate::rollup;
 use crate::store::Store;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -69,7 +71,16 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(p) => Ok(AuditUpkeep {
                 rows_deleted: match cutoff {
-                    Some(c) => delete_sqlite(p, c).await?,
+                    Some(c) => {
+                        let n = delete_sqlite(p, c).await?;
+                        for sql in rollup::PRUNE {
+                            sqlx::query(sql)
+                                .bind(rollup::last_pruned_minute(c))
+                                .execute(p)
+                                .await?;
+                        }
+                        n
+                    }
                     None => 0,
                 },
                 ..AuditUpkeep::default()
@@ -185,6 +196,15 @@ async fn upkeep_locked(
                 break;
             }
             tokio::time::sleep(BATCH_PAUSE).await;
+        }
+        // Records go by whole days here (those of the default partition excepted): the
+        // rollups of the cut-off's own day stay until its partition goes.
+        let gone_before = cutoff.div_euclid(DAY_MS) * DAY_MS;
+        for sql in rollup::PRUNE {
+            sqlx::query(sql)
+                .bind(rollup::last_pruned_minute(gone_before))
+                .execute(&mut *conn)
+                .await?;
         }
     }
     Ok(done)

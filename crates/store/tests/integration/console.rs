@@ -21,29 +21,29 @@ crate::both_backends!(
 );
 
 /// 2026-01-01T00:00:00Z in ms.
-const T: i64 = 1_767_225_600_000;
+pub(crate) const T: i64 = 1_767_225_600_000;
 
 /// One stored record; the JSON carries what the columns do not (host, usage, error,
 /// would_deny), as the gateway writes it.
-struct Rec {
-    id: &'static str,
-    ts: i64,
-    tenant: &'static str,
-    agent: &'static str,
-    subagent: Option<&'static str>,
-    verdict: &'static str,
-    policy: Option<&'static str>,
-    provider: Option<&'static str>,
-    model: Option<&'static str>,
-    host: &'static str,
-    status: u16,
-    tokens: Option<u64>,
-    error: Option<&'static str>,
-    would_deny: &'static [&'static str],
+pub(crate) struct Rec {
+    pub(crate) id: &'static str,
+    pub(crate) ts: i64,
+    pub(crate) tenant: &'static str,
+    pub(crate) agent: &'static str,
+    pub(crate) subagent: Option<&'static str>,
+    pub(crate) verdict: &'static str,
+    pub(crate) policy: Option<&'static str>,
+    pub(crate) provider: Option<&'static str>,
+    pub(crate) model: Option<&'static str>,
+    pub(crate) host: &'static str,
+    pub(crate) status: u16,
+    pub(crate) tokens: Option<u64>,
+    pub(crate) error: Option<&'static str>,
+    pub(crate) would_deny: &'static [&'static str],
 }
 
 impl Rec {
-    fn row(&self) -> AuditRow {
+    pub(crate) fn row(&self) -> AuditRow {
         let usage = match self.tokens {
             Some(t) => json!({"input_tokens": t, "output_tokens": 0, "total_tokens": t,
                 "source": "provider"}),
@@ -76,7 +76,7 @@ impl Rec {
     }
 }
 
-const BASE: Rec = Rec {
+pub(crate) const BASE: Rec = Rec {
     id: "",
     ts: T,
     tenant: "acme",
@@ -93,7 +93,7 @@ const BASE: Rec = Rec {
     would_deny: &[],
 };
 
-fn fixture() -> Vec<AuditRow> {
+pub(crate) fn fixture() -> Vec<AuditRow> {
     [
         Rec {
             id: "a1",
@@ -191,7 +191,7 @@ async fn filled(s: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn acme() -> Scope {
+pub(crate) fn acme() -> Scope {
     Scope {
         tenant: Some("acme".to_owned()),
         include_unattributed: false,

@@ -17,6 +17,7 @@ mod credentials;
 mod policy_modes;
 mod postgres;
 mod retention;
+mod rollup;
 
 use portcullis_store::testing::TestDatabase;
 use portcullis_store::{Store, StoreError};
