@@ -232,6 +232,21 @@ impl Base {
                 .await
                 .map_err(anyhow::Error::msg)
                 .context("starting the limiter")?;
+        // Budget alerts (`[alerts]`): nothing runs without webhooks.
+        let alerts = portcullis_app::alerts::start(
+            cfg,
+            &registry,
+            audit.clone(),
+            clock.clone(),
+            limits.limiter().clone(),
+            portcullis_proxy::ids::new_id,
+        )
+        .map_err(anyhow::Error::msg)
+        .context("starting the budget alerts")?;
+        let limits = match alerts {
+            Some(alerts) => limits.with_alerts(alerts),
+            None => limits,
+        };
         let limits = Arc::new(limits);
         let limits_ready: Arc<dyn ReadyCheck> = Arc::new(limits_ready);
         limits.spawn_sweeper(shutdown);
