@@ -282,6 +282,10 @@ mod tests {
     }
 
     fn rig(queue: usize, hang: bool) -> Rig {
+        rig_with(queue, hang, None)
+    }
+
+    fn rig_with(queue: usize, hang: bool, shared: Option<SharedDedupe>) -> Rig {
         let receiver = Arc::new(Receiver {
             hang,
             ..Receiver::default()
@@ -303,7 +307,7 @@ mod tests {
                     retry_backoff: Duration::from_millis(10),
                 }],
                 max_tracked: 100,
-                shared: None,
+                shared,
             },
             AlertDeps {
                 transport: receiver.clone(),
@@ -420,5 +424,29 @@ mod tests {
             "every fired alert is audited"
         );
         assert_eq!(r.alerts.tracked(), 7);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_still_fires_from_this_replica() {
+        // Nothing listens on port 1: the claim fails at once, and the alert fires anyway
+        // (twice across replicas is better than never).
+        let r = rig_with(
+            4,
+            false,
+            Some(SharedDedupe {
+                url: "redis://127.0.0.1:1".into(),
+                prefix: "t:".into(),
+                timeout: Duration::from_millis(500),
+            }),
+        );
+        assert_eq!(r.alerts.observe(&spent("bot", 500.0, day(&r.clock))), 1);
+        for _ in 0..500 {
+            if !r.records.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(r.records.lock().unwrap().len(), 1);
+        assert_eq!(r.alerts.metrics().fired_count("tokens_per_day"), 1);
     }
 }
