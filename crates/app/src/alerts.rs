@@ -232,6 +232,13 @@ pub fn start(
         new_id,
         metrics: AlertMetrics::register(metrics).map_err(|e| e.to_string())?,
     };
+    let names: Vec<&str> = settings.webhooks.iter().map(|w| w.name.as_str()).collect();
+    tracing::info!(
+        thresholds = ?settings.thresholds,
+        webhooks = ?names,
+        shared = settings.shared.is_some(),
+        "budget alerts on"
+    );
     let alerts = Alerts::start(settings, deps);
     Ok(Some(BudgetAlerts::new(alerts, limiter, clock)))
 }

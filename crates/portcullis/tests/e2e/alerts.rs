@@ -55,11 +55,27 @@ struct Receiver {
 
 impl Receiver {
     fn start(mode: Mode) -> Self {
+        Self::serve(mode, None)
+    }
+
+    /// An HTTPS receiver for `localhost` whose leaf a fresh test CA issued; the CA's PEM is
+    /// written to `ca_dir`.
+    fn start_tls(mode: Mode, ca_dir: &std::path::Path) -> (Self, std::path::PathBuf) {
+        use portcullis_ca::{mint_leaf, server_config_for, CertificateAuthority};
+        let ca = CertificateAuthority::generate("Alerts Test CA").expect("CA");
+        let paths = ca.write(ca_dir).expect("write CA");
+        let leaf = mint_leaf(&ca, "localhost").expect("leaf");
+        let cfg = server_config_for(leaf, &[b"http/1.1".to_vec()]).expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        (Self::serve(mode, Some(acceptor)), paths.cert)
+    }
+
+    fn serve(mode: Mode, acceptor: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let got = Arc::new(Mutex::new(Vec::new()));
         let bad = Arc::new(Mutex::new(0));
         let (g, b) = (got.clone(), bad.clone());
         let server = TestServer::start(
-            None,
+            acceptor,
             Arc::new(move |req: Request<Incoming>| {
                 let (g, b) = (g.clone(), b.clone());
                 Box::pin(async move {
@@ -399,4 +415,109 @@ fn two_replicas_sharing_redis_fire_each_threshold_once() {
         .collect();
     assert_eq!(spent, vec![500, 800, 1000]);
     assert_eq!(fired(), 3.0);
+}
+
+#[test]
+fn an_https_slack_webhook_gets_one_signed_line() {
+    let origin = LlmOrigin::start();
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let (hook, ca) = Receiver::start_tls(Mode::Ok, ca_dir.path());
+    let alerts = format!(
+        "[tls]\nupstream_ca = [{:?}]\n\n[alerts]\n\n[[alerts.webhooks]]\nname = \"team_chat\"\n\
+         url = \"https://localhost:{}/services/T0/B0/XXXX\"\nformat = \"slack\"\n\
+         secret_file = \"{{DIR}}/alert.key\"\n",
+        ca.display().to_string(),
+        hook.server.port()
+    );
+    let fleet = fleet(1, &origin, "", &alerts);
+    let gw = &fleet.gateways[0];
+    assert_ok(&chat(gw, &origin, 475), 475);
+    wait_until("the Slack message arrives", || hook.alerts().len() == 1);
+    let (start, end) = today_utc();
+    assert_eq!(
+        hook.alerts()[0],
+        serde_json::json!({"text": format!(
+            "Portcullis: agent bot (tenant acme) reached 50% of its tokens_per_day budget: \
+             500 of 1000 (period {start} to {end})"
+        )})
+    );
+    gw.metrics_until("the delivery is counted", |m| {
+        m.value(
+            "portcullis_alerts_sent_total",
+            &[("webhook", "team_chat"), ("outcome", "ok")],
+        ) == 1.0
+    });
+    // The URL (a Slack URL is a credential) is never logged.
+    assert!(!gw.stderr().contains("XXXX"));
+}
+
+/// Runs `portcullis serve` with `alerts` appended to a minimal config, expecting it to exit
+/// (bounded): the exit code and stderr.
+fn serve_fails(alerts: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_file(
+        dir.path(),
+        "portcullis.toml",
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n{alerts}"
+        )
+        .as_bytes(),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .args(["serve", "--config", &cfg.display().to_string()])
+        .env_remove("PORTCULLIS_CONFIG")
+        .env_remove("PORTCULLIS_E2E_UNSET_SECRET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("portcullis serve kept running with an invalid [alerts]");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (status.code(), err)
+}
+
+#[test]
+fn a_missing_secret_or_a_bad_threshold_stops_the_start_naming_the_key() {
+    // A secret that cannot be read stops the start (1); an invalid document is a config
+    // error (2), as for every section.
+    let hook = "[[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/\"\n";
+    let (code, err) = serve_fails(&format!(
+        "[alerts]\n{hook}secret_env = \"PORTCULLIS_E2E_UNSET_SECRET\"\n"
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("alerts.webhooks[0].secret_env"), "{err}");
+    assert!(
+        err.contains("PORTCULLIS_E2E_UNSET_SECRET is not set"),
+        "{err}"
+    );
+    let (code, err) = serve_fails(&format!(
+        "[alerts]\n{hook}secret_file = \"/nonexistent/alert.key\"\n"
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("alerts.webhooks[0].secret_file"), "{err}");
+    let (code, err) = serve_fails(&format!(
+        "[alerts]\nthresholds = [0.5, 0]\n{hook}secret_env = \"X\"\n"
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("alerts.thresholds"), "{err}");
+    let (code, err) = serve_fails(
+        "[alerts]\n[[alerts.webhooks]]\nname = \"ops\"\nurl = \"ftp://h/\"\nsecret_env = \"X\"\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("alerts.webhooks[0].url"), "{err}");
 }
