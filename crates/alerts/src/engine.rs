@@ -132,13 +132,15 @@ impl Alerts {
             let alert = Alert::new((i.new_id)(), now_ms, u, threshold);
             match i.tx.try_send(alert) {
                 Ok(()) => queued += 1,
-                Err(_) => {
+                Err(mpsc::error::TrySendError::Full(_)) => {
                     i.metrics.dropped(Dropped::QueueFull);
                     warn!(
                         budget = u.budget,
                         threshold, "alert queue full; alert dropped"
                     );
                 }
+                // The dispatcher is gone: the runtime is shutting down.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         queued
