@@ -161,10 +161,12 @@ pub(crate) async fn run(
     transport: Arc<dyn Transport>,
     mut rx: mpsc::Receiver<Arc<Alert>>,
     metrics: AlertMetrics,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     while let Some(alert) = rx.recv().await {
         let outcome = hook.deliver(transport.as_ref(), &alert).await;
         metrics.sent(&hook.name, outcome);
+        pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

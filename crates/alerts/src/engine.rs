@@ -8,6 +8,7 @@ use crate::metrics::{AlertMetrics, Dropped};
 use crate::shared::{Claims, SharedDedupe};
 use crate::tracker::{Full, Tracker};
 use portcullis_core::{AuditRecord, Clock};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -64,6 +65,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     new_id: fn() -> String,
     metrics: AlertMetrics,
+    /// Alerts queued or being delivered (one per alert before the dispatcher, one per
+    /// webhook after it).
+    pending: Arc<AtomicUsize>,
 }
 
 impl Alerts {
@@ -75,6 +79,7 @@ impl Alerts {
             settings.thresholds,
             settings.max_tracked,
         )));
+        let pending = Arc::new(AtomicUsize::new(0));
         let mut hooks = Vec::with_capacity(settings.webhooks.len());
         for hook in settings.webhooks {
             let (tx, rx) = mpsc::channel(queue);
@@ -83,6 +88,7 @@ impl Alerts {
                 deps.transport.clone(),
                 rx,
                 deps.metrics.clone(),
+                pending.clone(),
             ));
             hooks.push(tx);
         }
@@ -94,6 +100,7 @@ impl Alerts {
             tracker: tracker.clone(),
             clock: deps.clock.clone(),
             metrics: deps.metrics.clone(),
+            pending: pending.clone(),
         };
         tokio::spawn(dispatcher.run(rx));
         Self {
@@ -103,6 +110,7 @@ impl Alerts {
                 clock: deps.clock,
                 new_id: deps.new_id,
                 metrics: deps.metrics,
+                pending,
             }),
         }
     }
@@ -130,9 +138,11 @@ impl Alerts {
         let mut queued = 0;
         for threshold in crossed {
             let alert = Alert::new((i.new_id)(), now_ms, u, threshold);
+            i.pending.fetch_add(1, Ordering::AcqRel);
             match i.tx.try_send(alert) {
                 Ok(()) => queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    i.pending.fetch_sub(1, Ordering::AcqRel);
                     i.metrics.dropped(Dropped::QueueFull);
                     warn!(
                         budget = u.budget,
@@ -140,7 +150,9 @@ impl Alerts {
                     );
                 }
                 // The dispatcher is gone: the runtime is shutting down.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    i.pending.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         }
         queued
@@ -156,6 +168,19 @@ impl Alerts {
         &self.inner.metrics
     }
 
+    /// Waits (at most `limit`) until every queued alert was delivered or given up, e.g. at
+    /// shutdown; whether they all were.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.inner.pending.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// Budgets currently remembered.
     pub fn tracked(&self) -> usize {
         lock(&self.inner.tracker).len()
@@ -169,6 +194,7 @@ struct Dispatcher {
     tracker: Arc<Mutex<Tracker>>,
     clock: Arc<dyn Clock>,
     metrics: AlertMetrics,
+    pending: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -178,7 +204,10 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(alert) => self.fire(alert).await,
+                    Some(alert) => {
+                        self.fire(alert).await;
+                        self.pending.fetch_sub(1, Ordering::AcqRel);
+                    }
                     None => return,
                 },
                 _ = sweep.tick() => {
@@ -222,7 +251,9 @@ impl Dispatcher {
         (self.audit)(alert.audit_record());
         let alert = Arc::new(alert);
         for tx in &self.hooks {
+            self.pending.fetch_add(1, Ordering::AcqRel);
             if tx.try_send(alert.clone()).is_err() {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 self.metrics.dropped(Dropped::WebhookQueueFull);
             }
         }
@@ -374,6 +405,7 @@ mod tests {
             r.alerts.observe(&spent("bot", s, p));
         }
         settle().await;
+        assert!(r.alerts.drain(Duration::from_secs(1)).await);
         assert_eq!(thresholds(&r), vec![0.5, 0.8, 1.0]);
         let recs = r.records.lock().unwrap().clone();
         assert_eq!(recs.len(), 3);
@@ -420,6 +452,10 @@ mod tests {
             settle().await;
         }
         assert!(m.dropped_count(Dropped::WebhookQueueFull) >= 1);
+        assert!(
+            !r.alerts.drain(Duration::from_secs(5)).await,
+            "a stuck webhook holds its alerts: the drain gives up at its bound"
+        );
         assert_eq!(
             r.records.lock().unwrap().len(),
             5,

@@ -67,6 +67,11 @@ impl AgentLimits {
         &self.limiter
     }
 
+    /// The budget alerts, when `[alerts]` configures webhooks.
+    pub fn alerts(&self) -> Option<&Arc<BudgetAlerts>> {
+        self.alerts.as_ref()
+    }
+
     /// Forgets idle scopes every minute until `shutdown` turns true.
     pub fn spawn_sweeper(&self, mut shutdown: watch::Receiver<bool>) {
         let limiter = self.limiter.clone();

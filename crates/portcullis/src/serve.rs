@@ -168,6 +168,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     // Settlements of the last requests reach a shared limits backend (bounded wait).
     let _ = tokio::time::timeout(Duration::from_secs(2), base.limits.limiter().flush()).await;
+    // Alerts the last requests fired reach their webhooks (bounded wait).
+    if let Some(alerts) = base.limits.alerts() {
+        alerts.alerts().drain(Duration::from_secs(2)).await;
+    }
     // Every record of every finished request is written before exit.
     base.audit.shutdown().await;
     let _ = base.audit_writer.await;

@@ -42,6 +42,8 @@ fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
 enum Mode {
     Ok,
     Fail,
+    /// 500 to the first request, then 204.
+    FailFirst,
     Hang,
 }
 
@@ -74,10 +76,12 @@ impl Receiver {
         let got = Arc::new(Mutex::new(Vec::new()));
         let bad = Arc::new(Mutex::new(0));
         let (g, b) = (got.clone(), bad.clone());
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let server = TestServer::start(
             acceptor,
             Arc::new(move |req: Request<Incoming>| {
                 let (g, b) = (g.clone(), b.clone());
+                let nth = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 Box::pin(async move {
                     let sig = req
                         .headers()
@@ -100,6 +104,8 @@ impl Receiver {
                     let status = match mode {
                         Mode::Ok => 204,
                         Mode::Fail => 500,
+                        Mode::FailFirst if nth == 0 => 500,
+                        Mode::FailFirst => 204,
                         Mode::Hang => std::future::pending::<u16>().await,
                     };
                     let mut r: Response<OBody> = Response::new(Full::new(Bytes::new()).boxed());
@@ -326,7 +332,7 @@ fn a_failing_webhook_is_retried_and_traffic_is_unaffected() {
 fn a_hanging_webhook_never_holds_a_proxied_response() {
     let origin = LlmOrigin::start();
     let hook = Receiver::start(Mode::Hang);
-    let fleet = fleet(
+    let mut fleet = fleet(
         1,
         &origin,
         "",
@@ -358,6 +364,31 @@ fn a_hanging_webhook_never_holds_a_proxied_response() {
         ),
         0.0
     );
+    // Nor does shutdown wait for it beyond its bound.
+    let gw = &mut fleet.gateways[0];
+    gw.sigterm();
+    let st = gw.wait_exit(TIMEOUT);
+    assert!(st.success(), "{st}");
+}
+
+#[test]
+fn alerts_fired_just_before_shutdown_are_delivered() {
+    let origin = LlmOrigin::start();
+    // The first attempt fails and is retried after a backoff: only a shutdown that waits
+    // for the queue delivers all three.
+    let hook = Receiver::start(Mode::FailFirst);
+    let mut fleet = fleet(
+        1,
+        &origin,
+        "",
+        &alerts_section(&hook, "retry_backoff = \"600ms\""),
+    );
+    assert_ok(&chat(&fleet.gateways[0], &origin, 975), 975);
+    let gw = &mut fleet.gateways[0];
+    gw.sigterm();
+    let st = gw.wait_exit(TIMEOUT);
+    assert!(st.success(), "{st}");
+    assert_eq!(hook.thresholds(), vec![0.5, 0.5, 0.8, 1.0]);
 }
 
 #[test]
