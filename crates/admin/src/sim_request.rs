@@ -401,7 +401,7 @@ fn described(body: &Map<String, Value>, reader: &RequestReader, e: &mut Errors) 
         .unwrap_or_else(|| match kind {
             RequestKind::Connect => "CONNECT".into(),
             RequestKind::Http | RequestKind::Tunnel => "GET".into(),
-            RequestKind::Token => String::new(),
+            RequestKind::Token | RequestKind::Alert => String::new(),
         });
     if !method.is_empty() && !is_http_token(&method, 32) {
         e.push(

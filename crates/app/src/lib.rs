@@ -5,6 +5,7 @@
 //! (`portcullis_proxy::phases`); the binary wires them together.
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod audit;
 pub mod bundles;
 pub mod credentials;

@@ -4,12 +4,13 @@
 //! to the next one. The counters live in this process (`limits.backend = "memory"`) or in
 //! Redis, shared by every replica (`"redis"`, `portcullis-limits-redis`).
 
+use crate::alerts::BudgetAlerts;
 use portcullis_admin::ReadyCheck;
 use portcullis_core::{Clock, Principal};
 use portcullis_identity::Registry;
 use portcullis_limits::{
-    Admission, LimitError, LimitFuture, LimitScopes, LimitSettings, Limiter, MemoryLimiter, Permit,
-    ScopeKey, TokenReservation, UsageSnapshot,
+    Admission, Lease, LimitError, LimitFuture, LimitScopes, LimitSettings, Limiter, MemoryLimiter,
+    Permit, ScopeKey, TokenReservation, UsageSnapshot,
 };
 use portcullis_llm::Classification;
 use portcullis_proxy::phases::RequestLimits;
@@ -26,6 +27,7 @@ pub struct AgentLimits {
     limiter: Arc<dyn Limiter>,
     defaults: LimitSettings,
     registry: Arc<Registry>,
+    alerts: Option<Arc<BudgetAlerts>>,
 }
 
 impl AgentLimits {
@@ -48,12 +50,26 @@ impl AgentLimits {
             limiter,
             defaults,
             registry,
+            alerts: None,
         }
+    }
+
+    /// Budget alerts: after each LLM request of an agent with a budget is settled, its
+    /// budgets are checked against `[alerts] thresholds` (off the request path).
+    #[must_use]
+    pub fn with_alerts(mut self, alerts: BudgetAlerts) -> Self {
+        self.alerts = Some(Arc::new(alerts));
+        self
     }
 
     /// The limiter behind the phase.
     pub fn limiter(&self) -> &Arc<dyn Limiter> {
         &self.limiter
+    }
+
+    /// The budget alerts, when `[alerts]` configures webhooks.
+    pub fn alerts(&self) -> Option<&Arc<BudgetAlerts>> {
+        self.alerts.as_ref()
     }
 
     /// Forgets idle scopes every minute until `shutdown` turns true.
@@ -112,11 +128,17 @@ impl RequestLimits for AgentLimits {
     ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         let settings = self.settings(&principal.agent_id);
         let key = ScopeKey::agent(&principal.agent_id);
-        self.limiter.acquire_admitted(
+        let reserved = reservation(&settings, llm, body_len);
+        let watched = reserved.is_some() && crate::alerts::watches(&settings);
+        let acquired = self.limiter.acquire_admitted(
             &LimitScopes::agent(&key, &settings),
-            reservation(&settings, llm, body_len),
+            reserved,
             admission,
-        )
+        );
+        match (&self.alerts, watched) {
+            (Some(alerts), true) => watch(acquired, alerts.clone(), principal, settings),
+            _ => acquired,
+        }
     }
 
     fn mcp_calls_per_minute(&self, principal: &Principal) -> Option<u64> {
@@ -161,6 +183,55 @@ pub async fn from_config(
         limiter: limiter.clone(),
     };
     Ok((AgentLimits::new(limiter, defaults, registry), ready, banner))
+}
+
+/// The permit of a watched request, wrapped so that settling it (or dropping it) also hands
+/// the agent's budgets to the alerts once the limiter has the charge.
+fn watch<'a>(
+    acquired: LimitFuture<'a, Result<Permit, LimitError>>,
+    alerts: Arc<BudgetAlerts>,
+    principal: &Principal,
+    settings: LimitSettings,
+) -> LimitFuture<'a, Result<Permit, LimitError>> {
+    let (agent, tenant) = (principal.agent_id.clone(), principal.tenant.clone());
+    let wrap = move |permit: Permit| {
+        let (rate, reserved) = (permit.rate_info().copied(), permit.reserved_tokens());
+        let lease = Watched {
+            permit,
+            alerts,
+            agent,
+            tenant,
+            settings,
+        };
+        Permit::new(Box::new(lease), rate, reserved)
+    };
+    match acquired.into_ready() {
+        Ok(r) => LimitFuture::ready(r.map(wrap)),
+        Err(pending) => LimitFuture::boxed(async move { pending.await.map(wrap) }),
+    }
+}
+
+/// A permit whose end is reported to the alerts.
+struct Watched {
+    permit: Permit,
+    alerts: Arc<BudgetAlerts>,
+    agent: Arc<str>,
+    tenant: Arc<str>,
+    settings: LimitSettings,
+}
+
+impl Lease for Watched {
+    fn finish(self: Box<Self>, usage: Option<u64>) {
+        let Watched {
+            permit,
+            alerts,
+            agent,
+            tenant,
+            settings,
+        } = *self;
+        permit.settle(usage);
+        alerts.after_settle(&agent, &tenant, &settings);
+    }
 }
 
 /// `/readyz` component `limits`: which backend, and whether it is degraded (Redis unreachable,
@@ -315,5 +386,84 @@ mod tests {
         p.settle(Some(20));
         let u = now(l.usage(&principal("bot")));
         assert_eq!((u.requests_last_minute, u.tokens_today), (1, 20));
+    }
+
+    /// Never answers: the alerts below have no webhook.
+    struct NoTransport;
+
+    impl portcullis_alerts::Transport for NoTransport {
+        fn post(
+            &self,
+            _: &http::Uri,
+            _: http::HeaderMap,
+            _: bytes::Bytes,
+        ) -> futures_util::future::BoxFuture<'static, Result<u16, String>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_settled_llm_request_of_a_budgeted_agent_is_observed_by_the_alerts() {
+        use portcullis_alerts::{AlertDeps, AlertMetrics, AlertSettings, Alerts};
+        let clock = Arc::new(ManualClock::at(1_800_000_000));
+        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = records.clone();
+        let alerts = Alerts::start(
+            AlertSettings {
+                thresholds: vec![0.5, 1.0],
+                queue: 8,
+                webhooks: Vec::new(),
+                max_tracked: 10,
+                shared: None,
+            },
+            AlertDeps {
+                transport: Arc::new(NoTransport),
+                audit: Arc::new(move |r| sink.lock().unwrap().push(r)),
+                clock: clock.clone(),
+                new_id: || "alert1".to_owned(),
+                metrics: AlertMetrics::unregistered().unwrap(),
+            },
+        );
+        let mut budgeted = Agent::new("budgeted", "acme", 0);
+        budgeted.limits.tokens_per_day = Some(1000);
+        let l = limits(
+            LimitSettings::default(),
+            vec![budgeted, Agent::new("free", "acme", 0)],
+        );
+        let l = {
+            let watch = BudgetAlerts::new(alerts.clone(), l.limiter().clone(), clock);
+            l.with_alerts(watch)
+        };
+        let body = br#"{"model":"gpt-4o","max_tokens":50,"messages":[]}"#;
+        let c = classified(body);
+        let mut p = principal("budgeted");
+        p.tenant = Arc::from("acme");
+        let send = |who: &Principal, used: u64| {
+            let admission = now(l.admit(who)).unwrap();
+            let permit = now(l.acquire(who, Some(&c), body.len() as u64, admission)).unwrap();
+            assert!(permit.reserved_tokens() > 0);
+            permit.settle(Some(used));
+        };
+        send(&p, 400);
+        assert_eq!(alerts.tracked(), 0, "400 of 1000: below every threshold");
+        send(&p, 200);
+        assert_eq!(alerts.tracked(), 1, "600 of 1000 fired 50 %");
+        // An agent without a budget is not watched at all.
+        send(&principal("free"), 1000);
+        assert_eq!(alerts.tracked(), 1);
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let records = records.lock().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].agent_id.as_str(), records[0].tenant.as_str()),
+            ("budgeted", "acme")
+        );
+        assert!(
+            records[0].reasons[0].contains("600 of 1000"),
+            "{:?}",
+            records[0].reasons
+        );
     }
 }

@@ -377,6 +377,86 @@ pub fn console_settings(
     }))
 }
 
+/// `[alerts]` as the alert engine's settings, the webhooks' secrets read (`secret_env` from
+/// `env`, `secret_file` from disk, surrounding whitespace dropped): `None` when no webhook is
+/// configured (alerts off). A missing or empty secret is an error naming the key; the secret
+/// itself never appears in an error. `shared` is where replicas dedupe (the limits' Redis).
+pub fn alert_settings(
+    cfg: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    shared: Option<&RedisSettings>,
+) -> Result<Option<portcullis_alerts::AlertSettings>, ConfigError> {
+    use portcullis_alerts::{Format, SharedDedupe, Webhook};
+    let a = &cfg.alerts;
+    if a.webhooks.is_empty() {
+        return Ok(None);
+    }
+    let mut webhooks = Vec::with_capacity(a.webhooks.len());
+    for (i, w) in a.webhooks.iter().enumerate() {
+        let key = |f: &str| format!("alerts.webhooks[{i}].{f}");
+        let url: http::Uri = w
+            .url
+            .parse()
+            .map_err(|_| ConfigError::new(key("url"), "is not a valid URL"))?;
+        if url.host().is_none_or(str::is_empty) {
+            return Err(ConfigError::new(key("url"), "must name a host"));
+        }
+        let secret = match (&w.secret_env, &w.secret_file) {
+            (Some(var), _) => Some(
+                env(var)
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            key("secret_env"),
+                            format!("environment variable {var} is not set or empty"),
+                        )
+                    })?,
+            ),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        key("secret_file"),
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?;
+                let text = text.trim().to_owned();
+                if text.is_empty() {
+                    return Err(ConfigError::new(
+                        key("secret_file"),
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Some(text)
+            }
+            (None, None) => None,
+        };
+        webhooks.push(Webhook {
+            name: w.name.clone(),
+            url,
+            format: match w.format {
+                portcullis_config::WebhookFormat::Json => Format::Json,
+                portcullis_config::WebhookFormat::Slack => Format::Slack,
+            },
+            secret: secret.map(String::into_bytes),
+            timeout: w.timeout,
+            max_retries: w.max_retries,
+            retry_backoff: w.retry_backoff,
+        });
+    }
+    Ok(Some(portcullis_alerts::AlertSettings {
+        thresholds: a.sorted_thresholds(),
+        queue: a.queue,
+        webhooks,
+        max_tracked: portcullis_alerts::DEFAULT_MAX_TRACKED,
+        shared: shared.map(|r| SharedDedupe {
+            url: r.url.clone(),
+            prefix: r.prefix.clone(),
+            timeout: r.timeout,
+        }),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,5 +859,39 @@ mod tests {
             let c = Config::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             validate(&c).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         }
+    }
+
+    #[test]
+    fn alert_secrets_are_read_and_a_missing_one_names_its_key() {
+        let dir = std::env::temp_dir().join(format!("portcullis-alerts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hook.key");
+        std::fs::write(&file, "  file-secret\n").unwrap();
+        let doc = format!(
+            "[[alerts.webhooks]]\nname = \"ops\"\nurl = \"https://hooks.example.com/x\"\n\
+             secret_env = \"HOOK_SECRET\"\n\
+             [[alerts.webhooks]]\nname = \"chat\"\nurl = \"http://127.0.0.1:9/\"\n\
+             format = \"slack\"\nsecret_file = \"{}\"\n",
+            file.display()
+        );
+        let cfg = Config::from_toml(&doc).unwrap();
+        cfg.validate().unwrap();
+        let env = |k: &str| (k == "HOOK_SECRET").then(|| "env-secret".to_owned());
+        let s = alert_settings(&cfg, &env, None).unwrap().unwrap();
+        assert_eq!(s.thresholds, vec![0.5, 0.8, 1.0]);
+        assert_eq!(s.webhooks[0].secret.as_deref(), Some(&b"env-secret"[..]));
+        assert_eq!(s.webhooks[1].secret.as_deref(), Some(&b"file-secret"[..]));
+        assert_eq!(s.webhooks[1].format, portcullis_alerts::Format::Slack);
+        assert!(s.shared.is_none());
+        let e = alert_settings(&cfg, &|_| None, None).unwrap_err();
+        assert_eq!(e.key, "alerts.webhooks[0].secret_env");
+        assert!(!e.reason.contains("secret\""), "{}", e.reason);
+        std::fs::remove_file(&file).unwrap();
+        let e = alert_settings(&cfg, &env, None).unwrap_err();
+        assert_eq!(e.key, "alerts.webhooks[1].secret_file");
+        // No webhook: alerts are off.
+        assert!(alert_settings(&Config::default(), &env, None)
+            .unwrap()
+            .is_none());
     }
 }

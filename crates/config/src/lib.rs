@@ -12,6 +12,7 @@
 
 mod admin;
 mod agents;
+mod alerts;
 mod audit;
 mod console;
 mod credentials;
@@ -30,6 +31,10 @@ mod validate;
 
 pub use admin::AdminConfig;
 pub use agents::AgentConfig;
+pub use alerts::{
+    AlertsConfig, WebhookConfig, WebhookFormat, MAX_RETRIES, MAX_THRESHOLD, MAX_THRESHOLDS,
+    MAX_WEBHOOKS,
+};
 pub use audit::{AuditConfig, AuditOnFull, AuditSink, McpArguments};
 pub use console::{ConsoleConfig, GroupRole, TrustedHeaderConfig};
 pub use credentials::{CredentialConfig, CredentialMode};
@@ -83,6 +88,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// MCP servers governed per JSON-RPC message.
     pub mcp: McpConfig,
+    /// Budget alerts sent to webhooks.
+    pub alerts: AlertsConfig,
 }
 
 /// A configuration error naming the offending key.

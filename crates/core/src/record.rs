@@ -19,6 +19,9 @@ pub enum RequestKind {
     Tunnel,
     /// A request to the token endpoint.
     Token,
+    /// A budget alert the gateway fired (`[alerts]`): not a request; `reasons` says which
+    /// budget reached which threshold.
+    Alert,
 }
 
 impl RequestKind {
@@ -29,6 +32,7 @@ impl RequestKind {
             RequestKind::Connect => "connect",
             RequestKind::Tunnel => "tunnel",
             RequestKind::Token => "token",
+            RequestKind::Alert => "alert",
         }
     }
 }

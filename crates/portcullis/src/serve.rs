@@ -168,6 +168,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     // Settlements of the last requests reach a shared limits backend (bounded wait).
     let _ = tokio::time::timeout(Duration::from_secs(2), base.limits.limiter().flush()).await;
+    // Alerts the last requests fired reach their webhooks (bounded wait).
+    if let Some(alerts) = base.limits.alerts() {
+        alerts.alerts().drain(Duration::from_secs(2)).await;
+    }
     // Every record of every finished request is written before exit.
     base.audit.shutdown().await;
     let _ = base.audit_writer.await;
@@ -232,6 +236,21 @@ impl Base {
                 .await
                 .map_err(anyhow::Error::msg)
                 .context("starting the limiter")?;
+        // Budget alerts (`[alerts]`): nothing runs without webhooks.
+        let alerts = portcullis_app::alerts::start(
+            cfg,
+            &registry,
+            audit.clone(),
+            clock.clone(),
+            limits.limiter().clone(),
+            portcullis_proxy::ids::new_id,
+        )
+        .map_err(anyhow::Error::msg)
+        .context("starting the budget alerts")?;
+        let limits = match alerts {
+            Some(alerts) => limits.with_alerts(alerts),
+            None => limits,
+        };
         let limits = Arc::new(limits);
         let limits_ready: Arc<dyn ReadyCheck> = Arc::new(limits_ready);
         limits.spawn_sweeper(shutdown);

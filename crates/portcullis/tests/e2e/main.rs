@@ -9,6 +9,7 @@
 mod common;
 
 mod adversarial;
+mod alerts;
 mod audit;
 mod audit_cli;
 mod bundles;
