@@ -20,6 +20,8 @@ pub(crate) const MINUTE_MS: i64 = 60_000;
 /// Verdicts whose records count in the shadow report (shadow denials are recorded on
 /// would_deny records, and on records another policy or a limit refused anyway).
 pub(crate) const SHADOW_VERDICTS: [&str; 3] = ["would_deny", "deny", "rate_limited"];
+/// The `kind` of budget alert records.
+const ALERT_KIND: &str = "alert";
 /// Groups per upsert statement (10 parameters each).
 const GROUPS_PER_UPSERT: usize = 500;
 
@@ -102,8 +104,12 @@ pub(crate) struct Rollup<'a> {
 }
 
 impl<'a> Rollup<'a> {
-    /// Counts `row` (with its `facts`).
+    /// Counts `row` (with its `facts`). Budget alerts are records, not requests: they count
+    /// nowhere.
     pub(crate) fn add(&mut self, row: &'a AuditRow, facts: &'a Facts) {
+        if row.kind == ALERT_KIND {
+            return;
+        }
         let minute = minute_of(row.ts_ms);
         let key = (
             row.tenant.as_str(),
@@ -379,6 +385,11 @@ mod tests {
             )]
         );
         assert!(some.shadow.is_empty());
+        let mut alert = row("a", 0, "allow", r#"{"usage":{"total_tokens":3}}"#);
+        alert.kind = "alert".to_owned();
+        let mut none = Rollup::default();
+        none.add(&alert, &facts[0]);
+        assert!(none.groups.is_empty(), "an alert is not a request");
         let mut rows = rows.to_vec();
         rows[0].subagent = Some("planner".to_owned());
         rows[1].subagent = Some("planner".to_owned());

@@ -45,7 +45,7 @@ CREATE TABLE audit_subagent_rollup (
 );
 CREATE INDEX audit_subagent_rollup_minute ON audit_subagent_rollup (minute);
 
--- The records stored before this version. A token count that is not a whole number
+-- The records stored before this version (budget alerts are records, not requests). A token count that is not a whole number
 -- (never written by the gateway) counts as none.
 INSERT INTO audit_rollup
 SELECT tenant, ts - (ts % 60000), agent_id, COALESCE(provider, ''), COALESCE(model, ''),
@@ -54,6 +54,7 @@ SELECT tenant, ts - (ts % 60000), agent_id, COALESCE(provider, ''), COALESCE(mod
        COALESCE(SUM(CASE WHEN (record::json #>> '{usage,total_tokens}') ~ '^[0-9]{1,18}$'
                          THEN (record::json #>> '{usage,total_tokens}')::bigint END), 0)::bigint
 FROM audit_records
+WHERE kind <> 'alert'
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
 
 INSERT INTO audit_shadow_rollup

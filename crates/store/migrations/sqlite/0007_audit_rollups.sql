@@ -44,12 +44,13 @@ CREATE TABLE audit_subagent_rollup (
 );
 CREATE INDEX audit_subagent_rollup_minute ON audit_subagent_rollup (minute);
 
--- The records stored before this version.
+-- The records stored before this version (budget alerts are records, not requests).
 INSERT INTO audit_rollup
 SELECT tenant, ts - (ts % 60000), agent_id, COALESCE(provider, ''), COALESCE(model, ''),
        verdict, COALESCE(policy, ''), COALESCE(json_extract(record, '$.error'), ''),
        COUNT(*), COALESCE(SUM(json_extract(record, '$.usage.total_tokens')), 0)
 FROM audit_records
+WHERE kind <> 'alert'
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
 
 INSERT INTO audit_shadow_rollup

@@ -153,9 +153,24 @@ async fn shadow_examples_are_the_newest_across_minutes(s: Store) -> Result<(), S
     Ok(())
 }
 
+/// The fixture and a budget alert record (which no aggregate counts).
+fn with_alert() -> Vec<AuditRow> {
+    let mut rows = fixture();
+    let mut alert = Rec {
+        id: "al1",
+        ts: T + 1_500,
+        tokens: Some(9_999),
+        ..BASE
+    }
+    .row();
+    alert.kind = "alert".to_owned();
+    rows.push(alert);
+    rows
+}
+
 /// The backfill statements of a migration file: everything after its marker line.
 fn backfill(migration: &str) -> &str {
-    let marker = "-- The records stored before this version.";
+    let marker = "-- The records stored before this version";
     match migration.find(marker) {
         Some(at) => &migration[at..],
         None => panic!("the migration has no backfill section"),
@@ -193,6 +208,10 @@ where
         before.contains("beta_rules") && before.contains("planner"),
         "{before}"
     );
+    assert!(
+        !before.contains("9999"),
+        "the alert counts nowhere: {before}"
+    );
     for sql in [
         "DELETE FROM audit_rollup",
         "DELETE FROM audit_shadow_rollup",
@@ -216,7 +235,7 @@ async fn sqlite_backfill_equals_what_inserts_maintain() {
     let path = dir.path().join("audit.db");
     let url = format!("sqlite://{}", path.display());
     let s = crate::ok(Store::connect(&url).await);
-    assert_eq!(crate::ok(s.insert_audit_batch(&fixture()).await), 8);
+    assert_eq!(crate::ok(s.insert_audit_batch(&with_alert()).await), 9);
     let mut raw = sqlx::SqliteConnection::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("raw connection: {e}"));
@@ -233,7 +252,7 @@ async fn sqlite_backfill_equals_what_inserts_maintain() {
 async fn postgres_backfill_equals_what_inserts_maintain() {
     let db = TestDatabase::create().await;
     let s = crate::ok(Store::connect(db.url()).await);
-    assert_eq!(crate::ok(s.insert_audit_batch(&fixture()).await), 8);
+    assert_eq!(crate::ok(s.insert_audit_batch(&with_alert()).await), 9);
     let mut raw = sqlx::PgConnection::connect(db.url())
         .await
         .unwrap_or_else(|e| panic!("raw connection: {e}"));
