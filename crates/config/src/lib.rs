@@ -25,6 +25,7 @@ mod policy;
 mod proxy;
 mod sidecar;
 mod store;
+mod telemetry;
 mod tls;
 mod validate;
 
@@ -44,6 +45,7 @@ pub use policy::{BindingConfig, DefaultDecision, OnBlock, PolicyConfig};
 pub use proxy::{ProxyConfig, MAX_HEADER_BYTES_LIMIT};
 pub use sidecar::SidecarConfig;
 pub use store::{StoreConfig, STORE_URL_ENV};
+pub use telemetry::TelemetryConfig;
 pub use tls::TlsConfig;
 
 use serde::{Deserialize, Serialize};
@@ -83,6 +85,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// MCP servers governed per JSON-RPC message.
     pub mcp: McpConfig,
+    /// OpenTelemetry traces and GenAI metrics over OTLP (off unless an endpoint is set).
+    pub telemetry: TelemetryConfig,
 }
 
 /// A configuration error naming the offending key.

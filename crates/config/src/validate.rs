@@ -49,6 +49,7 @@ impl Config {
         validate_credentials(&self.credentials)?;
         self.console.validate()?;
         self.mcp.validate()?;
+        self.telemetry.validate()?;
         if self.tls.ca_cert.is_some() != self.tls.ca_key.is_some() {
             return Err(ConfigError::new(
                 if self.tls.ca_cert.is_some() {
