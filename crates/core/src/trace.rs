@@ -96,7 +96,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// Bytes of a lowercase hex string (`None` for odd lengths or other characters).
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2).map(hex_byte).collect()
