@@ -155,6 +155,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         credentials: base.credentials.names(),
     };
     banner.print(phases.demo_secret.as_deref());
+    if let Some(line) = telemetry_banner(&cfg) {
+        println!("{line}");
+    }
     let admin_task = tokio::spawn(portcullis_admin::serve(
         admin_listener,
         admin,
@@ -168,6 +171,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = proxy_task.await;
     // Settlements of the last requests reach a shared limits backend (bounded wait).
     let _ = tokio::time::timeout(Duration::from_secs(2), base.limits.limiter().flush()).await;
+    // Spans of the last requests reach the collector (bounded wait).
+    if let Some((t, _)) = &base.telemetry {
+        t.shutdown(Duration::from_secs(5)).await;
+    }
     // Every record of every finished request is written before exit.
     base.audit.shutdown().await;
     let _ = base.audit_writer.await;
@@ -175,6 +182,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     base.store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// `[telemetry]`: starts the OTLP exporter (its drop counters on /metrics); `None` when no
+/// endpoint is set, and then nothing runs per request.
+fn start_telemetry(
+    cfg: &Config,
+    registry: &Registry,
+) -> anyhow::Result<Option<(portcullis_telemetry::Telemetry, tokio::task::JoinHandle<()>)>> {
+    let Some(s) = settings::telemetry_settings(cfg) else {
+        return Ok(None);
+    };
+    let metrics = portcullis_telemetry::TelemetryMetrics::register(registry)?;
+    Ok(Some(portcullis_telemetry::Telemetry::start(s, metrics)?))
+}
+
+/// The banner's telemetry line, when telemetry is on.
+fn telemetry_banner(cfg: &Config) -> Option<String> {
+    let t = &cfg.telemetry;
+    let endpoint = t.otlp_endpoint.as_deref()?;
+    Some(format!(
+        "telemetry: otlp={endpoint} service={} propagate={} (spans and GenAI metrics; no content exported)",
+        t.service_name, t.propagate
+    ))
 }
 
 /// How the simulator recognises MCP endpoints: the data plane's own matcher and bounds.
@@ -207,6 +237,8 @@ struct Base {
     injector: Arc<CredentialPhase>,
     control: Arc<ControlPlane>,
     mcp: Option<Arc<portcullis_proxy::mcp::McpGate>>,
+    /// The OTLP exporter and its task (`[telemetry]`; `None` when off).
+    telemetry: Option<(portcullis_telemetry::Telemetry, tokio::task::JoinHandle<()>)>,
 }
 
 impl Base {
@@ -226,7 +258,11 @@ impl Base {
             AuditMetrics::register(&registry)?,
         )
         .context("starting the audit pipeline")?;
-        let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
+        let telemetry = start_telemetry(cfg, &registry)?;
+        let recorder: Arc<dyn Recorder> = Arc::new(
+            AuditRecorder::new(audit.clone())
+                .with_telemetry(telemetry.as_ref().map(|t| t.0.clone())),
+        );
         let (limits, limits_ready, limits_banner) =
             portcullis_app::limits::from_config(cfg, &registry, agents.clone(), clock.clone())
                 .await
@@ -252,6 +288,7 @@ impl Base {
             .map(|s| Arc::new(portcullis_proxy::mcp::McpGate::new(s, clock.clone())));
         Ok(Self {
             mcp,
+            telemetry,
             clock,
             registry,
             metrics,
@@ -289,6 +326,7 @@ impl Phases {
             recorder: b.recorder.clone(),
             limits: Some(b.limits.clone()),
             credentials: Some(b.injector.clone() as Arc<dyn CredentialInjector>),
+            trace: settings::trace_mode(cfg),
             ..Pipeline::unauthenticated()
         };
         if cfg.proxy.allow_unauthenticated {
