@@ -27,3 +27,4 @@ mod shared_limits;
 mod sidecar;
 mod streaming;
 mod stub;
+mod telemetry;
