@@ -12,7 +12,7 @@ use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
@@ -72,6 +72,7 @@ impl Collector {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(2)
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
             .build(conn);
         Ok(Self {
             client,
