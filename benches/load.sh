@@ -8,6 +8,9 @@
 #   TLS=0 benches/load.sh           # skip the TLS interception section
 #   TLS=only benches/load.sh        # only the TLS interception section
 #   PROFILE=plain benches/load.sh   # the bare proxy (no auth, no audit, GET of 1 KiB JSON)
+#   TELEMETRY=1 benches/load.sh     # [telemetry] on: spans and GenAI metrics exported to a
+#                                   # local OTLP sink that accepts and discards them (compare
+#                                   # the cpu-us/req column with a TELEMETRY=0 run)
 #
 # PROFILE=governed (the default) runs the configuration users run: every request
 # authenticated (Basic with the agent's secret, and a second chat row with a Bearer
@@ -62,6 +65,7 @@ TLS="${TLS:-1}"                     # 1: also run the TLS section; 0: skip it; o
 TLS_PROCS="${TLS_PROCS:-4}"         # client processes for the TLS runs (one connection each)
 TLS_DURATION="${TLS_DURATION:-5}"   # seconds per measured TLS run
 PROFILE="${PROFILE:-governed}"      # governed | plain (see above)
+TELEMETRY="${TELEMETRY:-0}"         # 1: export OTLP to a local discarding sink (see above)
 GATEWAY="${GATEWAY:-$ROOT/target/release/portcullis}"
 # NICE=-10 runs every benchmark process at that priority (negative needs root):
 # on a machine shared with builds it makes the figures less noisy, at the
@@ -233,6 +237,17 @@ STREAM_PORT="$(free_port)"
 PIDS+=($!)
 STREAM="127.0.0.1:$STREAM_PORT"
 wait_http "http://$STREAM/stream"
+
+# --- OTLP sink (TELEMETRY=1) -----------------------------------------------------
+if [ "$TELEMETRY" = 1 ]; then
+  OTLP_PORT="$(free_port)"
+  "${RUN[@]}" python3 "$BENCH/load_helpers.py" otlp-sink "$OTLP_PORT" &
+  PIDS+=($!)
+  GATEWAY_CONFIG_EXTRA="${GATEWAY_CONFIG_EXTRA:-}
+[telemetry]
+otlp_endpoint = \"http://127.0.0.1:$OTLP_PORT\"
+"
+fi
 
 # --- gateway --------------------------------------------------------------------
 # The gateway CA comes from `portcullis ca init` into the temp dir (so no dev CA
@@ -413,6 +428,13 @@ TT_DIRECT="$(ttfb "$TTFB_RUNS" "http://$STREAM/stream" "" | ttfb_stats)"
 TT_GW="$(ttfb "$TTFB_RUNS" "http://$STREAM/stream" "$PROXY" | ttfb_stats)"
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 UPSTREAM_ERRORS="$(curl -fsS "http://$ADMIN/metrics" | awk '/^portcullis_upstream_errors_total/ {s+=$2} END {print s+0}')"
+TELEMETRY_LINE="off"
+if [ "$TELEMETRY" = 1 ]; then
+  TELEMETRY_LINE="$(curl -fsS "http://$ADMIN/metrics" | awk '
+    /^portcullis_telemetry_exported_total\{signal="traces"/ {e+=$2}
+    /^portcullis_telemetry_dropped_total\{.*signal="traces"/ {d+=$2}
+    END {printf "on (spans exported %d, dropped %d)", e, d}')"
+fi
 
 # --- report ---------------------------------------------------------------------
 ms() { awk -v u="$1" 'BEGIN {printf "%.3f", u/1000}'; }
@@ -457,7 +479,7 @@ throughput_report() { # one table per workload: medians per side, ratios to dire
 cat <<EOF
 
 portcullis load benchmark  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) CPUs  load avg before: $LOAD_BEFORE  after: $LOAD_AFTER
-priority: ${NICE:-default (nice 0)}; profile: $PROFILE; origin: nginx 1 worker; wrk ${THREADS} threads; medians of $ROUNDS interleaved ${DURATION}s runs per side, each after ${WARMUP}s warm-up
+priority: ${NICE:-default (nice 0)}; profile: $PROFILE; telemetry: $TELEMETRY_LINE; origin: nginx 1 worker; wrk ${THREADS} threads; medians of $ROUNDS interleaved ${DURATION}s runs per side, each after ${WARMUP}s warm-up
 
 $(throughput_report)
 

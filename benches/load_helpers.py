@@ -3,6 +3,8 @@
 
 Subcommands:
   free-port                       print a free TCP port on 127.0.0.1
+  otlp-sink PORT                  accept OTLP/HTTP exports on 127.0.0.1:PORT and discard
+                                  them (200, keep-alive): the collector of TELEMETRY=1
   stream-origin PORT              serve an SSE-like chunked stream on 127.0.0.1:PORT:
                                   headers + the first event are written at once, a second
                                   event follows after 20 ms, then the stream ends
@@ -29,6 +31,7 @@ Subcommands:
                                   pid1_us_per_op pid2_us_per_op ..."
 """
 
+import http.server
 import multiprocessing
 import os
 import socket
@@ -76,6 +79,33 @@ class ThreadingServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 1024
+
+
+class OtlpSinkHandler(http.server.BaseHTTPRequestHandler):
+    """Reads each export's body and answers 200 with an empty body (what a collector
+    answers to a full success), keeping the connection."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        n = int(self.headers.get("content-length") or 0)
+        while n > 0:
+            chunk = self.rfile.read(min(n, 65536))
+            if not chunk:
+                break
+            n -= len(chunk)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def otlp_sink(port):
+    with ThreadingServer(("127.0.0.1", port), OtlpSinkHandler) as srv:
+        srv.serve_forever()
 
 
 def stream_origin(port):
@@ -301,6 +331,8 @@ def main(argv):
     cmd = argv[1]
     if cmd == "free-port":
         free_port()
+    elif cmd == "otlp-sink":
+        otlp_sink(int(argv[2]))
     elif cmd == "stream-origin":
         stream_origin(int(argv[2]))
     elif cmd == "ttfb":

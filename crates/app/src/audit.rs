@@ -5,6 +5,7 @@ use futures_util::future::BoxFuture;
 use portcullis_audit::{AuditHandle, AuditRecord, AuditSettings, OnFull, SinkKind, SpoolSettings};
 use portcullis_config::{AuditConfig, AuditOnFull, AuditSink};
 use portcullis_proxy::phases::{LogRecorder, Recorder};
+use portcullis_telemetry::Telemetry;
 use tracing::warn;
 
 /// Maps `[audit]` onto the pipeline's settings.
@@ -39,21 +40,36 @@ pub fn settings(cfg: &AuditConfig) -> AuditSettings {
     }
 }
 
-/// Logs the access line and queues the audit record; never waits on disk.
+/// Logs the access line, hands the record to the telemetry exporter (when on) and queues
+/// the audit record; never waits on disk or on the collector.
 pub struct AuditRecorder {
     handle: AuditHandle,
+    telemetry: Option<Telemetry>,
 }
 
 impl AuditRecorder {
     /// A recorder queueing into `handle`.
     pub fn new(handle: AuditHandle) -> Self {
-        Self { handle }
+        Self {
+            handle,
+            telemetry: None,
+        }
+    }
+
+    /// Also exports each record as a span and GenAI metrics (`[telemetry]`).
+    pub fn with_telemetry(mut self, telemetry: Option<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 }
 
 impl Recorder for AuditRecorder {
     fn record(&self, r: AuditRecord) {
         LogRecorder::access_line(&r);
+        if let Some(t) = &self.telemetry {
+            // Bounded queue, never waits: a full queue drops the span (counted).
+            t.record(&r);
+        }
         if let Err(e) = self.handle.submit(r) {
             // Counted by the pipeline (portcullis_audit_full_total / records dropped).
             warn!(error = ?e, "audit queue full; record not queued");

@@ -457,6 +457,30 @@ pub fn alert_settings(
     }))
 }
 
+/// `[telemetry]` mapped onto the exporter's settings; `None` when telemetry is off.
+pub fn telemetry_settings(cfg: &Config) -> Option<portcullis_telemetry::TelemetrySettings> {
+    let t = &cfg.telemetry;
+    Some(portcullis_telemetry::TelemetrySettings {
+        endpoint: t.otlp_endpoint.clone()?,
+        service_name: t.service_name.clone(),
+        resource_attributes: t.resource_attributes.clone(),
+        queue_size: t.queue_size,
+        batch_size: t.batch_size,
+        export_interval: t.export_interval,
+        export_timeout: t.export_timeout,
+    })
+}
+
+/// What the data plane does with trace context (`[telemetry]`): nothing when telemetry is
+/// off; otherwise a span per request, and `traceparent` upstream with `propagate`.
+pub fn trace_mode(cfg: &Config) -> portcullis_proxy::trace::TraceMode {
+    use portcullis_proxy::trace::TraceMode;
+    match (cfg.telemetry.enabled(), cfg.telemetry.propagate) {
+        (false, _) => TraceMode::Off,
+        (true, propagate) => TraceMode::On { propagate },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

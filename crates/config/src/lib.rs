@@ -26,6 +26,7 @@ mod policy;
 mod proxy;
 mod sidecar;
 mod store;
+mod telemetry;
 mod tls;
 mod validate;
 
@@ -49,6 +50,7 @@ pub use policy::{BindingConfig, DefaultDecision, OnBlock, PolicyConfig};
 pub use proxy::{ProxyConfig, MAX_HEADER_BYTES_LIMIT};
 pub use sidecar::SidecarConfig;
 pub use store::{StoreConfig, STORE_URL_ENV};
+pub use telemetry::TelemetryConfig;
 pub use tls::TlsConfig;
 
 use serde::{Deserialize, Serialize};
@@ -90,6 +92,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// Budget alerts sent to webhooks.
     pub alerts: AlertsConfig,
+    /// OpenTelemetry traces and GenAI metrics over OTLP (off unless an endpoint is set).
+    pub telemetry: TelemetryConfig,
 }
 
 /// A configuration error naming the offending key.

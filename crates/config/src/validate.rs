@@ -50,6 +50,7 @@ impl Config {
         self.console.validate()?;
         self.mcp.validate()?;
         self.alerts.validate()?;
+        self.telemetry.validate()?;
         if self.tls.ca_cert.is_some() != self.tls.ca_key.is_some() {
             return Err(ConfigError::new(
                 if self.tls.ca_cert.is_some() {

@@ -18,6 +18,7 @@ mod mcp;
 mod offset;
 mod principal;
 mod record;
+mod trace;
 mod usage;
 
 pub use agent::{Agent, AgentLimits, AgentSource, ConfigOverrides, DEFAULT_TOKEN_TTL_SECS};
@@ -31,4 +32,5 @@ pub use mcp::McpRecord;
 pub use offset::{InvalidOffset, UtcOffset};
 pub use principal::{AgentMode, AgentStatus, Principal, RiskLevel, TokenInfo};
 pub use record::{format_rfc3339_ms, parse_rfc3339_ms, AuditRecord, RequestKind, RECORD_FIELDS};
+pub use trace::{from_hex, to_hex, TraceContext, TraceParent};
 pub use usage::{Usage, UsageSource};

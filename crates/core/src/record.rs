@@ -38,8 +38,9 @@ impl RequestKind {
 }
 
 /// The record's JSON fields: DESIGN §5's, plus `credential` (a name, never a value),
-/// `policy_revision` (which policy set decided) and `mcp` (the JSON-RPC message decided).
-pub const RECORD_FIELDS: [&str; 33] = [
+/// `policy_revision` (which policy set decided), `mcp` (the JSON-RPC message decided) and
+/// `trace` (the OpenTelemetry trace and span of the request, when telemetry is on).
+pub const RECORD_FIELDS: [&str; 34] = [
     "id",
     "ts",
     "tenant",
@@ -73,6 +74,7 @@ pub const RECORD_FIELDS: [&str; 33] = [
     "client_addr",
     "credential",
     "mcp",
+    "trace",
 ];
 
 /// One audit record, serialised as one JSON object with exactly [`RECORD_FIELDS`].
@@ -154,6 +156,10 @@ pub struct AuditRecord {
     /// The MCP message this record is about (requests to `[[mcp.servers]]`).
     #[serde(default)]
     pub mcp: Option<crate::mcp::McpRecord>,
+    /// The trace this request belongs to and the gateway's span in it (`[telemetry]`);
+    /// `null` when telemetry is off.
+    #[serde(default)]
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 impl AuditRecord {
@@ -200,6 +206,7 @@ impl AuditRecord {
             client_addr: None,
             credential: None,
             mcp: None,
+            trace: None,
         }
     }
 

@@ -155,6 +155,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         credentials: base.credentials.names(),
     };
     banner.print(phases.demo_secret.as_deref());
+    if let Some(line) = telemetry_banner(&cfg) {
+        println!("{line}");
+    }
     let admin_task = tokio::spawn(portcullis_admin::serve(
         admin_listener,
         admin,
@@ -172,6 +175,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(alerts) = base.limits.alerts() {
         alerts.alerts().drain(Duration::from_secs(2)).await;
     }
+    // Spans of the last requests reach the collector (bounded wait).
+    if let Some((t, _)) = &base.telemetry {
+        t.shutdown(Duration::from_secs(5)).await;
+    }
     // Every record of every finished request is written before exit.
     base.audit.shutdown().await;
     let _ = base.audit_writer.await;
@@ -179,6 +186,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     base.store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// `[telemetry]`: starts the OTLP exporter (its drop counters on /metrics); `None` when no
+/// endpoint is set, and then nothing runs per request.
+fn start_telemetry(
+    cfg: &Config,
+    registry: &Registry,
+) -> anyhow::Result<Option<(portcullis_telemetry::Telemetry, tokio::task::JoinHandle<()>)>> {
+    let Some(s) = settings::telemetry_settings(cfg) else {
+        return Ok(None);
+    };
+    let metrics = portcullis_telemetry::TelemetryMetrics::register(registry)?;
+    Ok(Some(portcullis_telemetry::Telemetry::start(s, metrics)?))
+}
+
+/// The banner's telemetry line, when telemetry is on.
+fn telemetry_banner(cfg: &Config) -> Option<String> {
+    let t = &cfg.telemetry;
+    let endpoint = t.otlp_endpoint.as_deref()?;
+    Some(format!(
+        "telemetry: otlp={endpoint} service={} propagate={} (spans and GenAI metrics; no content exported)",
+        t.service_name, t.propagate
+    ))
 }
 
 /// How the simulator recognises MCP endpoints: the data plane's own matcher and bounds.
@@ -211,6 +241,8 @@ struct Base {
     injector: Arc<CredentialPhase>,
     control: Arc<ControlPlane>,
     mcp: Option<Arc<portcullis_proxy::mcp::McpGate>>,
+    /// The OTLP exporter and its task (`[telemetry]`; `None` when off).
+    telemetry: Option<(portcullis_telemetry::Telemetry, tokio::task::JoinHandle<()>)>,
 }
 
 impl Base {
@@ -230,7 +262,11 @@ impl Base {
             AuditMetrics::register(&registry)?,
         )
         .context("starting the audit pipeline")?;
-        let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
+        let telemetry = start_telemetry(cfg, &registry)?;
+        let recorder: Arc<dyn Recorder> = Arc::new(
+            AuditRecorder::new(audit.clone())
+                .with_telemetry(telemetry.as_ref().map(|t| t.0.clone())),
+        );
         let (limits, limits_ready, limits_banner) =
             portcullis_app::limits::from_config(cfg, &registry, agents.clone(), clock.clone())
                 .await
@@ -271,6 +307,7 @@ impl Base {
             .map(|s| Arc::new(portcullis_proxy::mcp::McpGate::new(s, clock.clone())));
         Ok(Self {
             mcp,
+            telemetry,
             clock,
             registry,
             metrics,
@@ -308,6 +345,7 @@ impl Phases {
             recorder: b.recorder.clone(),
             limits: Some(b.limits.clone()),
             credentials: Some(b.injector.clone() as Arc<dyn CredentialInjector>),
+            trace: settings::trace_mode(cfg),
             ..Pipeline::unauthenticated()
         };
         if cfg.proxy.allow_unauthenticated {

@@ -22,6 +22,7 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let mut ex = Exchange::new(shared, RequestKind::Connect, "CONNECT", ctx.client_addr);
     ex.set_scheme("https");
+    ex.continue_trace(req.headers());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
     let entry = Entry::Connect;

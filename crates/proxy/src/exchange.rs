@@ -13,6 +13,7 @@ use crate::refusal::{Denial, Refusal};
 use crate::respond::{mcp_denied_response, refusal_response, stub_response};
 use crate::state::Shared;
 use crate::target::Target;
+use crate::trace::{SpanIds, TraceMode};
 use http::Response;
 use portcullis_core::{
     AuditRecord, Decision, ErrorEnvelope, Principal, RequestKind, Usage, UsageSource, Verdict,
@@ -59,6 +60,8 @@ pub struct Exchange {
     decision: Option<Arc<Decision>>,
     /// The messages of an MCP request: one record each.
     mcp: Option<McpLog>,
+    /// The gateway's span (`[telemetry]` on), recorded as the record's `trace`.
+    trace: Option<SpanIds>,
     done: bool,
 }
 
@@ -83,13 +86,32 @@ impl Exchange {
         );
         record.method = Some(method.to_owned());
         record.client_addr = Some(client_addr.to_string());
+        let trace = shared.pipeline.trace.is_on().then(SpanIds::root);
         Self {
             shared: shared.clone(),
             started: Instant::now(),
             record,
             decision: None,
             mcp: None,
+            trace,
             done: false,
+        }
+    }
+
+    /// Continues the client's trace from the request's `traceparent` (telemetry on; off,
+    /// the headers are not read).
+    pub fn continue_trace(&mut self, headers: &http::HeaderMap) {
+        if let Some(t) = self.trace.as_mut() {
+            t.continue_from(headers);
+        }
+    }
+
+    /// The `traceparent` to send upstream: with `telemetry.propagate`, this exchange's span
+    /// as parent; `None` leaves the request's headers as sent.
+    pub fn upstream_traceparent(&self) -> Option<http::HeaderValue> {
+        match self.shared.pipeline.trace {
+            TraceMode::On { propagate: true } => self.trace.as_ref().map(SpanIds::header),
+            _ => None,
         }
     }
 
@@ -288,6 +310,7 @@ impl Exchange {
         r.bytes_out = outcome.bytes_out;
         r.latency_ms = millis(elapsed);
         r.usage = outcome.usage;
+        r.trace = self.trace.as_ref().map(SpanIds::context);
         if let Some(log) = self.mcp.take() {
             // One record per message, each with its own decision; the exchange's metrics once.
             self.decision = None;

@@ -60,6 +60,7 @@ async fn serve(
         client_addr,
     );
     note_request(&mut ex, &req, entry);
+    ex.continue_trace(req.headers());
     let upgrade = allowed_upgrade(req.headers(), req.version(), &shared.cfg.allowed_upgrades);
     let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -136,6 +137,9 @@ impl Outbound {
     ) -> Self {
         strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
         strip_portcullis_headers(&mut parts.headers);
+        if let Some(tp) = ex.upstream_traceparent() {
+            parts.headers.insert(crate::trace::TRACEPARENT, tp);
+        }
         if let Some(v) = &upgrade {
             parts.headers.insert(http::header::UPGRADE, v.clone());
         }

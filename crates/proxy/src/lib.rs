@@ -39,6 +39,7 @@ pub mod ssrf;
 pub mod state;
 mod tap;
 pub mod target;
+pub mod trace;
 mod tunnel;
 pub mod upstream;
 

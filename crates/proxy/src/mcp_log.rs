@@ -83,6 +83,10 @@ impl McpLog {
             let mut r = base.clone();
             if k > 0 {
                 r.id = crate::ids::new_id();
+                // One span per message: the batch's later messages get spans of their own.
+                if let Some(t) = r.trace.as_mut() {
+                    t.span_id = portcullis_core::to_hex(&crate::trace::new_span_id());
+                }
             }
             let d = &c.decision;
             r.verdict = match (verdict, &denied) {

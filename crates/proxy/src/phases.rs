@@ -348,6 +348,9 @@ pub struct Pipeline {
     pub classifier: Option<Arc<Classifier>>,
     /// MCP servers governed per JSON-RPC message (`None`: none registered).
     pub mcp: Option<Arc<crate::mcp_gate::McpGate>>,
+    /// Trace context (`[telemetry]`): off, or a span per exchange (and `traceparent`
+    /// upstream with `propagate`).
+    pub trace: crate::trace::TraceMode,
 }
 
 impl Pipeline {
@@ -362,6 +365,7 @@ impl Pipeline {
             local: None,
             classifier: None,
             mcp: None,
+            trace: crate::trace::TraceMode::Off,
         }
     }
 }

@@ -50,7 +50,7 @@ fn full_record() -> AuditRecord {
 #[test]
 fn has_exactly_the_design_fields() {
     let expected: BTreeSet<&str> = DESIGN_FIELDS.iter().copied().collect();
-    assert_eq!(expected.len(), 33);
+    assert_eq!(expected.len(), 34);
     for rec in [
         full_record(),
         AuditRecord::new("x", 0, "t", "a", RequestKind::Tunnel, Verdict::Allow),

@@ -49,16 +49,7 @@ fn guarded(ports: &[u16], proxy_extra: &str, rest: &str) -> (Gateway, String) {
 
 /// The audit records in `data/audit.jsonl` once `pred` holds for them.
 fn audit_until(gw: &Gateway, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let path = gw.dir().join("data/audit.jsonl");
-    let read = || -> Vec<Value> {
-        std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
-    wait_until(what, || pred(&read()));
-    read()
+    gw.audit_until(what, pred)
 }
 
 /// A hostile origin on loopback: records every request head it reads; answers a request with

@@ -28,3 +28,4 @@ mod shared_limits;
 mod sidecar;
 mod streaming;
 mod stub;
+mod telemetry;

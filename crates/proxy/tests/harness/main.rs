@@ -67,6 +67,7 @@ impl Harness {
             local: None,
             classifier: None,
             mcp: Some(Arc::new(mcp_gate())),
+            trace: portcullis_proxy::trace::TraceMode::Off,
         };
         let registry = prometheus::Registry::new();
         let metrics = ProxyMetrics::new(&registry).expect("metrics");

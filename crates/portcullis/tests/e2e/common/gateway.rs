@@ -381,6 +381,25 @@ impl Gateway {
         Metrics(String::from_utf8(r.body).expect("utf-8 metrics"))
     }
 
+    /// The audit records in `data/audit.jsonl` (the default `jsonl` sink) once `pred` holds
+    /// for them (bounded).
+    pub fn audit_until(
+        &self,
+        what: &str,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let path = self.dir().join("data/audit.jsonl");
+        let read = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        };
+        super::util::wait_until(what, || pred(&read()));
+        read()
+    }
+
     /// Polls `/metrics` until `pred` holds (bounded); returns the last scrape.
     /// Used where the gateway updates a metric just after the client saw the
     /// response end (tunnel close, body end).

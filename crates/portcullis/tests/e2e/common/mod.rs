@@ -9,6 +9,7 @@ pub mod clients;
 pub mod fleet;
 pub mod gateway;
 pub mod origin;
+pub mod otlp;
 pub mod raw;
 pub mod server;
 pub mod shared;
