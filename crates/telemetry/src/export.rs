@@ -29,6 +29,8 @@ use tracing::{debug, warn};
 const MAX_ANSWER: usize = 64 * 1024;
 /// Pause before the one retry of a failed export.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
+/// How often the export task takes the queued records (at most `export_interval`).
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// The instrumentation scope of every span and metric.
 const SCOPE: &str = "portcullis";
 
@@ -149,35 +151,53 @@ impl Exporter {
         let mut tick = tokio::time::interval(self.settings.export_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        // The queue is drained on a timer rather than awaited record by record: a request
+        // that queues a record never wakes this task (no cross-thread wake-up per request).
+        let mut drain = tokio::time::interval(DRAIN_EVERY.min(self.settings.export_interval));
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 c = control.recv() => {
                     let Some(Control::Shutdown(done)) = c else { break };
                     // What was queued before the shutdown is exported (bounded by the caller).
-                    while let Ok(r) = records.try_recv() {
-                        self.take(&r);
-                    }
+                    self.drain(&mut records).await;
                     self.flush_spans().await;
                     self.export_metrics().await;
                     let _ = done.send(());
                     return;
                 }
                 _ = tick.tick() => {
+                    self.drain(&mut records).await;
                     self.flush_spans().await;
                     self.export_metrics().await;
                 }
-                r = records.recv() => {
-                    let Some(r) = r else { break };
-                    self.take(&r);
-                    if self.pending.len() >= self.settings.batch_size {
-                        self.flush_spans().await;
+                _ = drain.tick() => {
+                    if !self.drain(&mut records).await {
+                        break;
                     }
                 }
             }
         }
         self.flush_spans().await;
         self.export_metrics().await;
+    }
+
+    /// Takes every queued record, exporting each full batch; `false` once every handle is
+    /// gone and the queue is empty.
+    async fn drain(&mut self, records: &mut mpsc::Receiver<Box<AuditRecord>>) -> bool {
+        loop {
+            match records.try_recv() {
+                Ok(r) => {
+                    self.take(&r);
+                    if self.pending.len() >= self.settings.batch_size {
+                        self.flush_spans().await;
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
     }
 
     fn take(&mut self, r: &AuditRecord) {
