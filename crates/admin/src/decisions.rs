@@ -13,13 +13,14 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_audit::{build_query, QueryError};
-use portcullis_core::{ApiError, ErrorSource, Status};
+use portcullis_core::{ApiError, ErrorSource, Status, Usd};
 use portcullis_store::{AuditPage, AuditQuery, Scope};
 use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
 
-/// `GET /v1/decisions?...`: `{"decisions": [...], "total", "limit", "offset"}`; a bad,
-/// unknown or repeated parameter is 422.
+/// `GET /v1/decisions?...`: `{"decisions": [...], "total", "limit", "offset", "cost_usd",
+/// "priced"}` (`cost_usd`: what every matching record cost in all, `null` when none is
+/// priced; `priced`: how many are); a bad, unknown or repeated parameter is 422.
 pub(crate) async fn list(
     cp: &ControlPlane,
     op: &Operator,
@@ -34,6 +35,8 @@ pub(crate) async fn list(
             "total": page.total,
             "limit": q.limit,
             "offset": q.offset,
+            "cost_usd": page.cost_usd_micros.map(|c| Usd::from_micros(c).dollars()),
+            "priced": page.priced,
         }),
     ))
 }

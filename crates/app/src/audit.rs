@@ -7,6 +7,8 @@ use portcullis_config::{AuditConfig, AuditOnFull, AuditSink};
 use portcullis_proxy::phases::{LogRecorder, Recorder};
 use tracing::warn;
 
+use crate::pricing::Pricing;
+
 /// Maps `[audit]` onto the pipeline's settings.
 pub fn settings(cfg: &AuditConfig) -> AuditSettings {
     AuditSettings {
@@ -39,20 +41,35 @@ pub fn settings(cfg: &AuditConfig) -> AuditSettings {
     }
 }
 
-/// Logs the access line and queues the audit record; never waits on disk.
+/// Prices the record, logs the access line and queues the audit record; never waits on disk.
 pub struct AuditRecorder {
     handle: AuditHandle,
+    pricing: Option<Pricing>,
 }
 
 impl AuditRecorder {
-    /// A recorder queueing into `handle`.
+    /// A recorder queueing into `handle`, records unpriced.
     pub fn new(handle: AuditHandle) -> Self {
-        Self { handle }
+        Self {
+            handle,
+            pricing: None,
+        }
+    }
+
+    /// A recorder that sets each record's `cost_usd` with `pricing` before queueing it.
+    pub fn with_pricing(handle: AuditHandle, pricing: Pricing) -> Self {
+        Self {
+            handle,
+            pricing: Some(pricing),
+        }
     }
 }
 
 impl Recorder for AuditRecorder {
-    fn record(&self, r: AuditRecord) {
+    fn record(&self, mut r: AuditRecord) {
+        if let Some(p) = &self.pricing {
+            p.apply(&mut r);
+        }
         LogRecorder::access_line(&r);
         if let Err(e) = self.handle.submit(r) {
             // Counted by the pipeline (portcullis_audit_full_total / records dropped).

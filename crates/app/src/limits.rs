@@ -1,8 +1,13 @@
-//! Rate limits and token budgets plugged into the data plane: per agent, the `[limits]`
+//! Rate limits, token and dollar budgets plugged into the data plane: per agent, the `[limits]`
 //! defaults with the agent's overrides (config `[agents.limits]`, `agent set`, or
 //! `PUT /v1/agents/{id}/config`), read from the registry on every request so a change applies
-//! to the next one. The counters live in this process (`limits.backend = "memory"`) or in
-//! Redis, shared by every replica (`"redis"`, `portcullis-limits-redis`).
+//! to the next one; per tenant, `[limits.tenants."<tenant>"]` on top. The counters live in
+//! this process (`limits.backend = "memory"`) or in Redis, shared by every replica
+//! (`"redis"`, `portcullis-limits-redis`).
+//!
+//! An LLM request's reservation carries its model's price (the price table on today's UTC
+//! day), so it reserves its worst-case cost against the dollar budgets and its permit settles
+//! with the real cost; the data plane never sees a price.
 
 use portcullis_admin::ReadyCheck;
 use portcullis_core::{Clock, Principal};
@@ -14,8 +19,11 @@ use portcullis_limits::{
 use portcullis_llm::Classification;
 use portcullis_proxy::phases::RequestLimits;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::pricing::PriceTable;
 use tokio::sync::watch;
 
 /// How often idle scopes are forgotten.
@@ -26,6 +34,10 @@ pub struct AgentLimits {
     limiter: Arc<dyn Limiter>,
     defaults: LimitSettings,
     registry: Arc<Registry>,
+    /// Tenant scopes, by tenant (`[limits.tenants]`).
+    tenants: HashMap<String, (ScopeKey, LimitSettings)>,
+    /// Prices of LLM calls, and the clock that says which day's price applies.
+    prices: Option<(Arc<PriceTable>, Arc<dyn Clock>)>,
 }
 
 impl AgentLimits {
@@ -48,7 +60,46 @@ impl AgentLimits {
             limiter,
             defaults,
             registry,
+            tenants: HashMap::new(),
+            prices: None,
         }
+    }
+
+    /// Adds tenant scopes: each tenant's settings, checked on top of its agents' own.
+    #[must_use]
+    pub fn with_tenants(mut self, tenants: HashMap<String, LimitSettings>) -> Self {
+        self.tenants = tenants
+            .into_iter()
+            .map(|(t, s)| {
+                let key = ScopeKey::tenant(&t);
+                (t, (key, s))
+            })
+            .collect();
+        self
+    }
+
+    /// Prices LLM reservations with `prices` on `clock`'s UTC day. Without prices every LLM
+    /// request is unpriced: dollar budgets then refuse it.
+    #[must_use]
+    pub fn with_prices(mut self, prices: Arc<PriceTable>, clock: Arc<dyn Clock>) -> Self {
+        self.prices = Some((prices, clock));
+        self
+    }
+
+    /// The price of a classified LLM call today; `None` when unknown.
+    fn price(&self, c: &Classification) -> Option<portcullis_limits::TokenPrice> {
+        let (table, clock) = self.prices.as_ref()?;
+        let secs = clock.now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let model = c.model.as_deref()?;
+        table.lookup_at(&c.provider, model, i64::try_from(secs).ok()?)
+    }
+
+    /// The tenant scope of `principal`, when its tenant has limits.
+    fn tenant(&self, principal: &Principal) -> Option<&(ScopeKey, LimitSettings)> {
+        if self.tenants.is_empty() {
+            return None;
+        }
+        self.tenants.get(&*principal.tenant)
     }
 
     /// The limiter behind the phase.
@@ -81,14 +132,16 @@ impl AgentLimits {
 }
 
 /// The token reservation of a request: LLM API calls (chat, messages, responses,
-/// embeddings) reserve their worst case; everything else reserves nothing.
+/// embeddings) reserve their worst case, priced with `price` when known; everything else
+/// reserves nothing.
 fn reservation(
     settings: &LimitSettings,
     llm: Option<&Classification>,
     body_len: u64,
+    price: impl FnOnce(&Classification) -> Option<portcullis_limits::TokenPrice>,
 ) -> Option<TokenReservation> {
     let c = llm.filter(|c| c.api.is_some())?;
-    Some(TokenReservation::estimate(settings, c.max_tokens, body_len))
+    Some(TokenReservation::estimate(settings, c.max_tokens, body_len).with_price(price(c)))
 }
 
 impl RequestLimits for AgentLimits {
@@ -100,7 +153,11 @@ impl RequestLimits for AgentLimits {
     fn admit(&self, principal: &Principal) -> LimitFuture<'_, Result<Admission, LimitError>> {
         let settings = self.settings(&principal.agent_id);
         let key = ScopeKey::agent(&principal.agent_id);
-        self.limiter.admit(&LimitScopes::agent(&key, &settings))
+        let mut scopes = LimitScopes::agent(&key, &settings);
+        if let Some((tkey, tsettings)) = self.tenant(principal) {
+            scopes = scopes.with_tenant(tkey, tsettings);
+        }
+        self.limiter.admit(&scopes)
     }
 
     fn acquire(
@@ -112,11 +169,13 @@ impl RequestLimits for AgentLimits {
     ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         let settings = self.settings(&principal.agent_id);
         let key = ScopeKey::agent(&principal.agent_id);
-        self.limiter.acquire_admitted(
-            &LimitScopes::agent(&key, &settings),
-            reservation(&settings, llm, body_len),
-            admission,
-        )
+        let mut scopes = LimitScopes::agent(&key, &settings);
+        if let Some((tkey, tsettings)) = self.tenant(principal) {
+            scopes = scopes.with_tenant(tkey, tsettings);
+        }
+        let reservation = reservation(&settings, llm, body_len, |c| self.price(c));
+        self.limiter
+            .acquire_admitted(&scopes, reservation, admission)
     }
 
     fn mcp_calls_per_minute(&self, principal: &Principal) -> Option<u64> {
@@ -134,12 +193,16 @@ pub async fn from_config(
     metrics: &prometheus::Registry,
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
+    prices: Arc<PriceTable>,
 ) -> Result<(AgentLimits, LimitsReady, String), String> {
     let defaults = crate::settings::limit_settings(cfg);
+    let tenants = crate::settings::tenant_limit_settings(cfg).map_err(|e| e.to_string())?;
     let env = std::env::var(crate::settings::REDIS_URL_ENV).ok();
     let redis = crate::settings::redis_settings(cfg, env).map_err(|e| e.to_string())?;
     let Some(redis) = redis else {
-        let limits = AgentLimits::in_memory(defaults, registry, clock);
+        let limits = AgentLimits::in_memory(defaults, registry, clock.clone())
+            .with_tenants(tenants)
+            .with_prices(prices, clock);
         let ready = LimitsReady {
             backend: "memory",
             limiter: limits.limiter.clone(),
@@ -160,7 +223,10 @@ pub async fn from_config(
         backend: "redis",
         limiter: limiter.clone(),
     };
-    Ok((AgentLimits::new(limiter, defaults, registry), ready, banner))
+    let limits = AgentLimits::new(limiter, defaults, registry)
+        .with_tenants(tenants)
+        .with_prices(prices, clock);
+    Ok((limits, ready, banner))
 }
 
 /// `/readyz` component `limits`: which backend, and whether it is degraded (Redis unreachable,
@@ -227,15 +293,15 @@ mod tests {
         let s = LimitSettings::default();
         let body = br#"{"model":"gpt-4o","max_tokens":100,"messages":[]}"#;
         let c = classified(body);
-        let r = reservation(&s, Some(&c), body.len() as u64).unwrap();
+        let r = reservation(&s, Some(&c), body.len() as u64, |_| None).unwrap();
         assert_eq!(r.get(), 100 + (body.len() as u64).div_ceil(4));
         // No max_tokens: the configured default.
         let body = br#"{"model":"gpt-4o","messages":[]}"#;
         let c = classified(body);
-        let r = reservation(&s, Some(&c), 40).unwrap();
+        let r = reservation(&s, Some(&c), 40, |_| None).unwrap();
         assert_eq!(r.get(), s.default_max_tokens + 10);
         // Not an LLM API call: nothing reserved.
-        assert!(reservation(&s, None, 1000).is_none());
+        assert!(reservation(&s, None, 1000, |_| None).is_none());
     }
 
     /// The in-memory limiter answers at once.
@@ -315,5 +381,68 @@ mod tests {
         p.settle(Some(20));
         let u = now(l.usage(&principal("bot")));
         assert_eq!((u.requests_last_minute, u.tokens_today), (1, 20));
+    }
+
+    #[test]
+    fn llm_calls_are_priced_and_tenants_share_their_budget() {
+        let mut a = Agent::new("a", "acme", 0);
+        a.limits.usd_per_day = Some(portcullis_limits::Usd::from_micros(1_000_000));
+        let b = Agent::new("b", "acme", 0);
+        let clock = Arc::new(ManualClock::at(1_754_000_000));
+        let prices =
+            Arc::new(PriceTable::from_config(&portcullis_config::Config::default()).unwrap());
+        let tenant = LimitSettings {
+            tokens_per_day: Some(1_000),
+            ..LimitSettings::default()
+        };
+        let l = AgentLimits::in_memory(
+            LimitSettings::default(),
+            Arc::new(Registry::from_agents(vec![a, b])),
+            clock.clone(),
+        )
+        .with_tenants(HashMap::from([("acme".to_owned(), tenant)]))
+        .with_prices(prices, clock);
+        let p = |id: &str| {
+            let mut p = principal(id);
+            p.tenant = Arc::from("acme");
+            p
+        };
+        // gpt-4o: 100 output at $10/M + 10 prompt tokens at $2.50/M = 1025 µ$ reserved.
+        let body = br#"{"model":"gpt-4o","max_tokens":100,"messages":["abc"]}"#;
+        let c = classified(body);
+        let prompt = (body.len() as u64).div_ceil(4);
+        let admission = now(l.admit(&p("a"))).unwrap();
+        let permit = now(l.acquire(&p("a"), Some(&c), body.len() as u64, admission)).unwrap();
+        let usd = now(l.usage(&p("a"))).usd_today.micros();
+        assert_eq!(
+            usd,
+            (100 * 10_000_000 + prompt * 2_500_000).div_ceil(1_000_000)
+        );
+        permit.settle_usage(Some(&portcullis_llm::Usage::provider(10, 20, 0, 0)));
+        // 10 × 2.50 + 20 × 10 = 225 µ$.
+        assert_eq!(now(l.usage(&p("a"))).usd_today.micros(), 225);
+        // An unknown model under a dollar budget is refused; without one it is admitted.
+        let body = br#"{"model":"mystery-1","max_tokens":10,"messages":[]}"#;
+        let c = classified(body);
+        let admission = now(l.admit(&p("a"))).unwrap();
+        let e = now(l.acquire(&p("a"), Some(&c), body.len() as u64, admission)).unwrap_err();
+        let r = e.refusal().unwrap();
+        assert_eq!((r.limit, r.unpriced), (LimitKind::UsdPerDay, true));
+        let admission = now(l.admit(&p("b"))).unwrap();
+        let permit = now(l.acquire(&p("b"), Some(&c), body.len() as u64, admission)).unwrap();
+        permit.settle(Some(900));
+        // The tenant's daily tokens are shared: a's 30 plus b's 900; 100 more do not fit.
+        let body = br#"{"model":"gpt-4o","max_tokens":90,"messages":[]}"#;
+        let c = classified(body);
+        let admission = now(l.admit(&p("b"))).unwrap();
+        let e = now(l.acquire(&p("b"), Some(&c), body.len() as u64, admission)).unwrap_err();
+        let r = e.refusal().unwrap();
+        assert_eq!(
+            (r.limit, r.scope),
+            (
+                LimitKind::TokensPerDay,
+                portcullis_limits::ScopeKind::Tenant
+            )
+        );
     }
 }

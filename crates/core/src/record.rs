@@ -34,8 +34,9 @@ impl RequestKind {
 }
 
 /// The record's JSON fields: DESIGN §5's, plus `credential` (a name, never a value),
-/// `policy_revision` (which policy set decided) and `mcp` (the JSON-RPC message decided).
-pub const RECORD_FIELDS: [&str; 33] = [
+/// `policy_revision` (which policy set decided), `mcp` (the JSON-RPC message decided) and
+/// `cost_usd` (the call priced in dollars).
+pub const RECORD_FIELDS: [&str; 34] = [
     "id",
     "ts",
     "tenant",
@@ -69,6 +70,7 @@ pub const RECORD_FIELDS: [&str; 33] = [
     "client_addr",
     "credential",
     "mcp",
+    "cost_usd",
 ];
 
 /// One audit record, serialised as one JSON object with exactly [`RECORD_FIELDS`].
@@ -150,6 +152,11 @@ pub struct AuditRecord {
     /// The MCP message this record is about (requests to `[[mcp.servers]]`).
     #[serde(default)]
     pub mcp: Option<crate::mcp::McpRecord>,
+    /// What the LLM call cost in US dollars: its reported `usage` priced with the model's
+    /// price on the record's UTC day (`[[llm.prices]]` over the shipped table). `null` when the
+    /// usage is missing or no price is known — never a silent zero.
+    #[serde(default)]
+    pub cost_usd: Option<crate::price::Usd>,
 }
 
 impl AuditRecord {
@@ -196,6 +203,7 @@ impl AuditRecord {
             client_addr: None,
             credential: None,
             mcp: None,
+            cost_usd: None,
         }
     }
 

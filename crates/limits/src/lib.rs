@@ -120,7 +120,8 @@ pub use memory::MemoryLimiter;
 pub use outcome::{
     keep_tightest, keep_worst, LimitError, LimitKind, RateInfo, Refusal, UsageSnapshot,
 };
-pub use permit::{Admission, Lease, Permit};
+pub use permit::{Admission, Lease, Permit, Settlement};
 pub use portcullis_core::UtcOffset;
+pub use portcullis_core::{TokenPrice, Usage, Usd};
 pub use scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
 pub use settings::{LimitSettings, SettingsError, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS};

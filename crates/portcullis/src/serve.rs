@@ -226,12 +226,22 @@ impl Base {
             AuditMetrics::register(&registry)?,
         )
         .context("starting the audit pipeline")?;
-        let recorder: Arc<dyn Recorder> = Arc::new(AuditRecorder::new(audit.clone()));
-        let (limits, limits_ready, limits_banner) =
-            portcullis_app::limits::from_config(cfg, &registry, agents.clone(), clock.clone())
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("starting the limiter")?;
+        let prices =
+            Arc::new(portcullis_app::pricing::PriceTable::from_config(cfg).context("llm.prices")?);
+        let pricing =
+            portcullis_app::pricing::Pricing::new(prices.clone(), &registry, metrics.clone())?;
+        let recorder: Arc<dyn Recorder> =
+            Arc::new(AuditRecorder::with_pricing(audit.clone(), pricing));
+        let (limits, limits_ready, limits_banner) = portcullis_app::limits::from_config(
+            cfg,
+            &registry,
+            agents.clone(),
+            clock.clone(),
+            prices.clone(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("starting the limiter")?;
         let limits = Arc::new(limits);
         let limits_ready: Arc<dyn ReadyCheck> = Arc::new(limits_ready);
         limits.spawn_sweeper(shutdown);

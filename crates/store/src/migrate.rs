@@ -47,6 +47,11 @@ const SQLITE: &[Entry] = &[
         "policy modes",
         include_str!("../migrations/sqlite/0006_policy_modes.sql"),
     ),
+    (
+        8,
+        "cost usd",
+        include_str!("../migrations/sqlite/0008_cost_usd.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, in order (same versions as [`SQLITE`]).
@@ -80,6 +85,11 @@ const POSTGRES: &[Entry] = &[
         6,
         "policy modes",
         include_str!("../migrations/postgres/0006_policy_modes.sql"),
+    ),
+    (
+        8,
+        "cost usd",
+        include_str!("../migrations/postgres/0008_cost_usd.sql"),
     ),
 ];
 

@@ -13,6 +13,7 @@ crate::both_backends!(
     tail_cursor_follows_new_records_in_order,
     prune_removes_only_older_records,
     audit_writes_do_not_bump_the_agent_revision,
+    costs_are_summed_exactly_and_unpriced_records_are_not_zero,
 );
 
 /// A row whose JSON record mirrors its columns, plus a payload the store must not touch.
@@ -39,6 +40,7 @@ fn row(i: u32, ts_ms: i64, tenant: &str, agent: &str, verdict: &str) -> AuditRow
         model,
         kind: "http".to_owned(),
         status: Some(200),
+        cost_usd_micros: None,
         record_json: record.to_string(),
     }
 }
@@ -398,5 +400,49 @@ async fn prune_removes_only_older_records(s: Store) -> Result<(), StoreError> {
 async fn audit_writes_do_not_bump_the_agent_revision(s: Store) -> Result<(), StoreError> {
     s.insert_audit_batch(&fixture()).await?;
     assert_eq!(s.revision().await?, 0);
+    Ok(())
+}
+
+async fn costs_are_summed_exactly_and_unpriced_records_are_not_zero(
+    s: Store,
+) -> Result<(), StoreError> {
+    // Every third record priced at i micro-dollars; the others unpriced (NULL, not 0).
+    let rows: Vec<AuditRow> = (1..=30u32)
+        .map(|i| {
+            let mut r = row(i, 1_000 + i64::from(i), "acme", "alpha", "allow");
+            r.cost_usd_micros = i.is_multiple_of(3).then(|| i64::from(i) * 1_000_001);
+            r
+        })
+        .collect();
+    s.insert_audit_batch(&rows).await?;
+    let q = AuditQuery {
+        limit: 5,
+        ..AuditQuery::default()
+    };
+    let page = s.query_audit(&q).await?;
+    assert_eq!(page.total, 30);
+    assert_eq!(page.priced, 10);
+    // 3 + 6 + ... + 30 = 165, times 1_000_001 µ$: the sum ignores paging and is exact.
+    assert_eq!(page.cost_usd_micros, Some(165 * 1_000_001));
+    let filtered = s
+        .query_audit(&AuditQuery {
+            since_ms: Some(1_025),
+            ..q.clone()
+        })
+        .await?;
+    assert_eq!(
+        (filtered.priced, filtered.cost_usd_micros),
+        (2, Some(57 * 1_000_001))
+    );
+    let none = s
+        .query_audit(&AuditQuery {
+            until_ms: Some(1_003),
+            ..q
+        })
+        .await?;
+    assert_eq!(
+        (none.total, none.priced, none.cost_usd_micros),
+        (2, 0, None)
+    );
     Ok(())
 }
