@@ -25,5 +25,6 @@ mod policy;
 mod shared;
 mod shared_limits;
 mod sidecar;
+mod spend;
 mod streaming;
 mod stub;
