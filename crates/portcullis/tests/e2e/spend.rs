@@ -294,3 +294,158 @@ fn concurrent_streams_never_overshoot_a_daily_dollar_budget() {
     assert!(spent <= 0.001 + 1e-12, "spent {spent} > $0.001: {v}");
     assert_eq!(v["priced"].as_u64(), Some(ok as u64), "{v}");
 }
+
+/// Per-agent dollar budgets set through the admin API and the CLI,
+/// and an unpriced model refused where a dollar budget applies.
+#[test]
+fn agent_dollar_budgets_through_the_api_and_the_cli() {
+    let origin = LlmOrigin::start();
+    let port = origin.port();
+    let gw = gateway(
+        port,
+        "local",
+        "[[llm.prices]]\nprovider = \"local\"\nmodel = \"gpt-4o-mini\"\ninput = 1.0\noutput = 1.0\n",
+    );
+    // 25 prompt + 50 completion tokens at 1 µ$ each: 75 µ$ per call; ~120 µ$ reserved.
+    let ask = |model: &str| {
+        chat(
+            &gw,
+            port,
+            &json!({"model": model, "max_tokens": 50,
+                    "messages": [{"role": "user", "content": "x".repeat(200)}]}),
+        )
+    };
+    assert_eq!(
+        ask("unpriced-model").0,
+        200,
+        "no dollar budget: unpriced calls pass"
+    );
+
+    let key = gw.create_api_key("default", "admin");
+    let put = |body: Value| gw.admin_call("PUT", "/v1/agents/demo/config", Some(&key), Some(&body));
+    let r = put(json!({"limits": {"usd_per_day": 0.0002}}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["limits"]["usd_per_day"], json!(0.0002));
+    for bad in [
+        json!({"limits": {"usd_per_day": 0}}),
+        json!({"limits": {"usd_per_day": "1"}}),
+    ] {
+        let r = put(bad.clone());
+        assert_eq!(r.status, 422, "{bad}");
+        assert_eq!(
+            r.json()["errors"][0]["field"],
+            "limits.usd_per_day",
+            "{bad}"
+        );
+    }
+    // 75 settled, then 75 + 120 reserved fits in 200 µ$, then the third does not.
+    assert_eq!(ask("gpt-4o-mini").0, 200);
+    assert_eq!(ask("gpt-4o-mini").0, 200);
+    let (status, body) = ask("gpt-4o-mini");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["limit"], "usd_per_day", "{body}");
+    // An unpriced model cannot be sized against the budget: refused, saying why.
+    let (status, body) = ask("unpriced-model");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["limit"], "usd_per_day", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("[[llm.prices]]")),
+        "{body}"
+    );
+
+    // The CLI: a monthly budget in dollars; the daily one back to the (unlimited) default.
+    for bad in [
+        "--usd-per-month=-1",
+        "--usd-per-month=lots",
+        "--usd-per-month=0",
+    ] {
+        let out = gw.cli(&["agent", "set", "demo", bad]);
+        assert!(!out.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--usd-per-month: expected a positive number"),
+            "{bad}: {err}"
+        );
+    }
+    gw.cli_ok(&[
+        "agent",
+        "set",
+        "demo",
+        "--usd-per-day",
+        "default",
+        "--usd-per-month",
+        "$0.00035",
+    ]);
+    let shown: Value = serde_json::from_str(gw.cli_ok(&["agent", "show", "demo"]).trim())
+        .expect("agent show prints JSON");
+    assert_eq!(shown["limits"]["usd_per_month"], json!(0.00035), "{shown}");
+    assert!(shown["limits"].get("usd_per_day").is_none(), "{shown}");
+    // The store change reaches the running gateway on its next poll: the daily budget that
+    // refused is gone, so a call passes again (spend this month: 150 µ$ + this one).
+    gw.eventually(
+        "the CLI's change applies",
+        || ask("gpt-4o-mini").0,
+        |s| *s == 200,
+    );
+    // The monthly budget (350 µ$) stops the calls after at most two more.
+    let refused = (0..4)
+        .map(|_| ask("gpt-4o-mini"))
+        .find(|(s, _)| *s == 429)
+        .expect("the monthly budget refuses");
+    assert_eq!(refused.1["limit"], "usd_per_month", "{}", refused.1);
+}
+
+/// `[limits.tenants."<tenant>"]`: all of a tenant's agents share its dollar budget.
+#[test]
+fn a_tenant_budget_is_shared_by_its_agents() {
+    let origin = LlmOrigin::start();
+    let port = origin.port();
+    let gw = gateway(
+        port,
+        "local",
+        "[limits.tenants.default]\nusd_per_month = 0.0002\n\
+         [[llm.prices]]\nprovider = \"local\"\nmodel = \"gpt-4o-mini\"\ninput = 1.0\noutput = 1.0\n",
+    );
+    let other = gw.create_agent("other_bot", "default", &[]);
+    // The new agent reaches the running gateway on its next poll.
+    let ask = |agent: &str, secret: &str| {
+        let proxy = format!("http://{agent}:{secret}@{}", gw.proxy);
+        let out = curl(&[
+            "-s",
+            "-i",
+            "-x",
+            &proxy,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &json!({"model": "gpt-4o-mini", "max_tokens": 50,
+                    "messages": [{"role": "user", "content": "x".repeat(200)}]})
+            .to_string(),
+            &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+        ]);
+        let mut r = std::io::BufReader::new(&out.stdout[..]);
+        let resp = read_response(&mut r, false).expect("curl response");
+        (
+            resp.status,
+            serde_json::from_slice::<Value>(&resp.body).unwrap_or(Value::Null),
+        )
+    };
+    let demo = gw.demo_secret();
+    assert_eq!(ask("demo", &demo).0, 200);
+    gw.eventually(
+        "the new agent is known",
+        || ask("other_bot", &other).0,
+        |s| *s == 200,
+    );
+    let (status, body) = ask("demo", &demo);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["limit"], "usd_per_month", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("tenant monthly dollar budget")),
+        "{body}"
+    );
+}
