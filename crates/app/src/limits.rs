@@ -94,6 +94,12 @@ impl AgentLimits {
         table.lookup_at(&c.provider, model, i64::try_from(secs).ok()?)
     }
 
+    /// The limits of `tenant` (`[limits.tenants]`), when it has any; its usage is
+    /// `limiter().usage_snapshot(&ScopeKey::tenant(tenant))`.
+    pub fn tenant_settings(&self, tenant: &str) -> Option<&LimitSettings> {
+        self.tenants.get(tenant).map(|(_, s)| s)
+    }
+
     /// The tenant scope of `principal`, when its tenant has limits.
     fn tenant(&self, principal: &Principal) -> Option<&(ScopeKey, LimitSettings)> {
         if self.tenants.is_empty() {
@@ -122,8 +128,9 @@ impl AgentLimits {
         });
     }
 
-    /// The limits of `agent_id`: the defaults with its overrides.
-    fn settings(&self, agent_id: &str) -> LimitSettings {
+    /// The limits of `agent_id` now: the defaults with its overrides (what budget alerts
+    /// compare an agent's [`UsageSnapshot`] with).
+    pub fn settings(&self, agent_id: &str) -> LimitSettings {
         match self.registry.get(agent_id) {
             Some(agent) => self.defaults.with_overrides(&agent.limits),
             None => self.defaults.clone(),
