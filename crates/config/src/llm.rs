@@ -159,3 +159,47 @@ fn validate_prices(prices: &[PriceConfig], section: &str) -> Result<(), ConfigEr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    #[test]
+    fn the_shipped_table_parses_and_is_dated() {
+        let t = super::shipped_prices().unwrap();
+        assert_eq!(t.as_of, "2025-08-01");
+        assert!(t.prices.iter().any(|p| p.provider == "anthropic"));
+        assert!(t.prices.iter().any(|p| p.model == "gpt-4o*"));
+    }
+
+    #[test]
+    fn prices_parse_and_bad_entries_name_the_key() {
+        let ok = "[[llm.prices]]\nprovider = \"openai\"\nmodel = \"gpt-4o*\"\ninput = 2.5\n\
+                  output = 10\nvalid_from = \"2025-01-01\"\n";
+        let c = Config::from_toml(ok).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.llm.prices[0].input.micros(), 2_500_000);
+        assert_eq!(c.llm.prices[0].output.micros(), 10_000_000);
+        assert_eq!(c.llm.prices[0].cached_input, None);
+        for (bad, key) in [
+            (
+                ok.replace("2025-01-01", "2025-02-30"),
+                "llm.prices[0].valid_from",
+            ),
+            (ok.replace("\"gpt-4o*\"", "\"\""), "llm.prices[0].model"),
+            (ok.replace("\"openai\"", "\"\""), "llm.prices[0].provider"),
+            (format!("{ok}{ok}"), "llm.prices[1].model"),
+        ] {
+            let err = Config::from_toml(&bad).unwrap().validate().unwrap_err();
+            assert_eq!(err.key, key, "{bad}");
+        }
+        for bad in [
+            ok.replace("2.5", "-2.5"),
+            ok.replace("2.5", "\"2.5\""),
+            ok.replace("output = 10\n", ""),
+            format!("{ok}cost = 1\n"),
+        ] {
+            assert!(Config::from_toml(&bad).is_err(), "{bad}");
+        }
+    }
+}
