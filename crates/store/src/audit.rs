@@ -391,8 +391,12 @@ impl Sep {
     }
 }
 
-/// The `WHERE` clause of `q`, on either backend.
-fn push_filters<'a, DB: Database>(qb: &mut QueryBuilder<'a, DB>, q: &'a AuditQuery)
+/// The `WHERE` clause of `q`, on either backend; `true` when it wrote one (a further
+/// condition then starts with `AND`).
+pub(crate) fn push_filters<'a, DB: Database>(
+    qb: &mut QueryBuilder<'a, DB>,
+    q: &'a AuditQuery,
+) -> bool
 where
     &'a str: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
@@ -427,6 +431,7 @@ where
     if let Some(until) = q.until_ms {
         qb.push(sep.next()).push("ts < ").push_bind(until);
     }
+    sep.0
 }
 
 /// Largest chunk for `remaining` rows: full chunks, then powers of two.

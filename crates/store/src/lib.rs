@@ -62,6 +62,7 @@ mod postgres;
 mod retention;
 mod seal;
 mod secret;
+mod spend;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -82,4 +83,5 @@ pub use policy_modes::POLICY_MODES;
 pub use retention::{AuditUpkeep, PARTITIONS_AHEAD};
 pub use seal::{SealKey, SEAL_KEY_LEN};
 pub use secret::{generate_api_key, is_sha256_hex, sha256_hex, API_KEY_PREFIX};
+pub use spend::{CostGroup, CostRow, MAX_COST_GROUPS};
 pub use store::{Backend, Store};

@@ -163,6 +163,35 @@ fn records_carry_their_exact_cost_and_the_totals_add_up() {
     assert_eq!(v["cost_usd"], json!(0.009), "{v}");
     assert_eq!(v["priced"], 2, "{v}");
 
+    // /v1/spend groups the same totals, dearest first; unpriced records count but add nothing.
+    let r = gw.admin_call("GET", "/v1/spend?by=model&agent_id=demo", Some(&key), None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let spend = r.json();
+    assert_eq!(spend["by"], "model", "{spend}");
+    assert_eq!(spend["cost_usd"], json!(0.009), "{spend}");
+    assert_eq!(
+        (spend["priced"].as_u64(), spend["records"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(
+        spend["groups"],
+        json!([
+            {"key": "gpt-4o", "records": 2, "priced": 1, "cost_usd": 0.007},
+            {"key": "gpt-4o-mini", "records": 1, "priced": 1, "cost_usd": 0.002},
+            {"key": "mystery-model", "records": 1, "priced": 0, "cost_usd": null},
+        ]),
+        "{spend}"
+    );
+    for bad in [
+        "/v1/spend?by=color",
+        "/v1/spend?by=model&by=agent",
+        "/v1/spend?colour=red",
+    ] {
+        let r = gw.admin_call("GET", bad, Some(&key), None);
+        assert_eq!(r.status, 422, "{bad}: {}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(gw.admin_call("GET", "/v1/spend", None, None).status, 401);
+
     // The CLI shows the cost column and the total.
     let table = gw.cli_ok(&["audit", "query", "--agent-id", "demo"]);
     assert!(
