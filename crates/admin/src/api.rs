@@ -100,6 +100,7 @@ async fn dispatch(
         }
         Route::Decisions => decisions::list(cp, &op, req.uri().query()).await,
         Route::Decision(id) => decisions::get_json(cp, &op, id).await,
+        Route::Spend => decisions::spend(cp, &op, req.uri().query()).await,
         Route::Policies | Route::Validate | Route::Simulate | Route::PolicyMode(_) => {
             policies::handle(cp, policy, &op, route, req).await
         }

@@ -13,13 +13,14 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use portcullis_audit::{build_query, QueryError};
-use portcullis_core::{ApiError, ErrorSource, Status};
-use portcullis_store::{AuditPage, AuditQuery, Scope};
+use portcullis_core::{ApiError, ErrorSource, Status, Usd};
+use portcullis_store::{AuditPage, AuditQuery, CostGroup, Scope};
 use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
 
-/// `GET /v1/decisions?...`: `{"decisions": [...], "total", "limit", "offset"}`; a bad,
-/// unknown or repeated parameter is 422.
+/// `GET /v1/decisions?...`: `{"decisions": [...], "total", "limit", "offset", "cost_usd",
+/// "priced"}` (`cost_usd`: what every matching record cost in all, `null` when none is
+/// priced; `priced`: how many are); a bad, unknown or repeated parameter is 422.
 pub(crate) async fn list(
     cp: &ControlPlane,
     op: &Operator,
@@ -34,6 +35,73 @@ pub(crate) async fn list(
             "total": page.total,
             "limit": q.limit,
             "offset": q.offset,
+            "cost_usd": page.cost_usd_micros.map(|c| Usd::from_micros(c).dollars()),
+            "priced": page.priced,
+        }),
+    ))
+}
+
+/// `GET /v1/spend?by=agent|tenant|provider|model&...`: what the operator's records matching
+/// the `/v1/decisions` filters (`limit` and `offset` aside) cost, per group, dearest first:
+/// `{"by", "groups": [{"key", "records", "priced", "cost_usd"}], "cost_usd", "priced"}`.
+/// `cost_usd` is the exact sum of the priced records (`null` when none is); `by` defaults to
+/// `agent`. A bad, unknown or repeated parameter is 422.
+pub(crate) async fn spend(
+    cp: &ControlPlane,
+    op: &Operator,
+    raw_query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let mut params = decode_query(raw_query.unwrap_or("")).map_err(|e| e.to_api_error())?;
+    let mut by = None;
+    let mut i = 0;
+    while i < params.len() {
+        if params[i].0 == "by" {
+            let (_, v) = params.remove(i);
+            let refuse = |reason: &str| {
+                QueryError {
+                    field: "by".to_owned(),
+                    reason: reason.to_owned(),
+                }
+                .to_api_error()
+            };
+            let group = CostGroup::parse(&v)
+                .ok_or_else(|| refuse("must be agent, tenant, provider or model"))?;
+            if by.replace((v, group)).is_some() {
+                return Err(refuse("given more than once"));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    let (by, group) = by.unwrap_or_else(|| ("agent".to_owned(), CostGroup::Agent));
+    // Only the totals: no record is read.
+    let q = AuditQuery {
+        limit: 0,
+        offset: 0,
+        ..operator_query(cp, op, &params)?
+    };
+    let page = cp.store().query_audit(&q).await.map_err(store_error)?;
+    let groups = cp
+        .store()
+        .audit_cost_by(&q, group)
+        .await
+        .map_err(store_error)?;
+    let dollars = |m: Option<u64>| m.map(|c| Usd::from_micros(c).dollars());
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            json!({"key": g.key, "records": g.records, "priced": g.priced,
+                   "cost_usd": dollars(g.cost_usd_micros)})
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "by": by,
+            "groups": groups,
+            "cost_usd": dollars(page.cost_usd_micros),
+            "priced": page.priced,
+            "records": page.total,
         }),
     ))
 }
@@ -57,18 +125,27 @@ pub async fn query(
     op: &Operator,
     params: &[(String, String)],
 ) -> Result<(AuditPage, AuditQuery), ApiError> {
+    let q = operator_query(cp, op, params)?;
+    let page = cp.store().query_audit(&q).await.map_err(store_error)?;
+    Ok((page, q))
+}
+
+/// The audit query of `params` within the operator's tenant.
+fn operator_query(
+    cp: &ControlPlane,
+    op: &Operator,
+    params: &[(String, String)],
+) -> Result<AuditQuery, ApiError> {
     let q = build_query(
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         Some(&op.tenant),
         now_ms(cp),
     )
     .map_err(|e| e.to_api_error())?;
-    let q = AuditQuery {
+    Ok(AuditQuery {
         include_unattributed: scope(op).include_unattributed,
         ..q
-    };
-    let page = cp.store().query_audit(&q).await.map_err(store_error)?;
-    Ok((page, q))
+    })
 }
 
 /// The audit record `id`; 404 when unknown or another tenant's.

@@ -28,6 +28,8 @@ pub(crate) enum Route<'a> {
     Decisions,
     /// `/v1/decisions/{id}`
     Decision(&'a str),
+    /// `/v1/spend`
+    Spend,
     /// `/v1/credentials`
     Credentials,
     /// `/v1/credentials/{name}`
@@ -49,6 +51,7 @@ impl Route<'_> {
                     _ => None,
                 }
             }
+            "spend" => return parts.next().is_none().then_some(Route::Spend),
             "credentials" => {
                 return match (parts.next(), parts.next()) {
                     (None, _) => Some(Route::Credentials),
@@ -125,6 +128,7 @@ impl Route<'_> {
             | Route::Policies
             | Route::Decisions
             | Route::Decision(_)
+            | Route::Spend
             | Route::Credentials => GET,
             Route::Config(_) | Route::PolicyMode(_) => PUT,
             Route::Action(..) | Route::Validate | Route::Simulate => POST,
@@ -140,6 +144,7 @@ impl Route<'_> {
             | Route::Policies
             | Route::Decisions
             | Route::Decision(_)
+            | Route::Spend
             | Route::Credentials => "GET",
             Route::Config(_) | Route::PolicyMode(_) => "PUT",
             Route::Action(..) | Route::Validate | Route::Simulate => "POST",
@@ -224,6 +229,9 @@ mod tests {
     #[test]
     fn parses_decision_paths() {
         assert_eq!(Route::parse("/v1/decisions"), Some(Route::Decisions));
+        assert_eq!(Route::parse("/v1/spend"), Some(Route::Spend));
+        assert_eq!(Route::parse("/v1/spend/x"), None);
+        assert_eq!(Route::parse("/v1/spendx"), None);
         assert_eq!(
             Route::parse("/v1/decisions/01J"),
             Some(Route::Decision("01J"))

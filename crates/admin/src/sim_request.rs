@@ -723,13 +723,32 @@ fn usage(body: &Map<String, Value>, e: &mut Errors) -> UsageFacts {
             "requests_last_minute",
             "tokens_today",
             "mcp_calls_last_minute",
+            "usd_today",
+            "usd_month",
         ],
     );
+    let mut dollars = |key: &str| match u.get(key) {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_f64().and_then(portcullis_core::Usd::from_dollars) {
+            Some(d) => d.micros(),
+            None => {
+                e.push(
+                    format!("usage.{key}"),
+                    "must be a non-negative number of dollars",
+                );
+                0
+            }
+        },
+    };
+    let usd_today_micros = dollars("usd_today");
+    let usd_month_micros = dollars("usd_month");
     UsageFacts {
         requests_last_minute: e
             .uint(u, "requests_last_minute", "usage.requests_last_minute")
             .unwrap_or(0),
         tokens_today: e.uint(u, "tokens_today", "usage.tokens_today").unwrap_or(0),
+        usd_today_micros,
+        usd_month_micros,
         mcp_calls_last_minute: e
             .uint(u, "mcp_calls_last_minute", "usage.mcp_calls_last_minute")
             .unwrap_or(0),

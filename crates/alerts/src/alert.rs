@@ -164,12 +164,17 @@ fn number(v: f64) -> Value {
     Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
-/// A number as people write it: `800`, `12.5`, `33.33`.
+/// A number as people write it: `800`, `12.5`, `33.33`, and below one up to six decimals
+/// (`0.0015`: a dollar budget's spend in micro-dollars is not rounded away).
 fn number_text(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 9.0e15 {
         return format!("{}", v as i64);
     }
-    let s = format!("{v:.2}");
+    let s = if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.6}")
+    };
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 

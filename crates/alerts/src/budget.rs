@@ -1,7 +1,6 @@
 //! What the engine observes: one budget of one scope, how much of it is spent, and its period.
 
 use portcullis_core::UtcOffset;
-use time::OffsetDateTime;
 
 /// Whose budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,22 +46,8 @@ impl Period {
     /// The calendar month containing `now` (Unix seconds), starting at midnight of `offset`
     /// on its first day, as a monthly budget (`usd_per_month`) counts it.
     pub fn month(now: i64, offset: UtcOffset) -> Self {
-        let shift = i64::from(offset.secs());
-        let local = OffsetDateTime::from_unix_timestamp(now.saturating_add(shift))
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let first = local.date().replace_day(1).unwrap_or(local.date());
-        let next = match first.month() {
-            time::Month::December => first
-                .replace_year(first.year() + 1)
-                .and_then(|d| d.replace_month(time::Month::January)),
-            m => first.replace_month(m.next()),
-        }
-        .unwrap_or(first);
-        let at_midnight = |d: time::Date| d.midnight().assume_utc().unix_timestamp() - shift;
-        Self {
-            start: at_midnight(first),
-            end: at_midnight(next),
-        }
+        let (start, end) = offset.month_bounds(now);
+        Self { start, end }
     }
 }
 
@@ -101,7 +86,7 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> i64 {
-        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .unwrap()
             .unix_timestamp()
     }

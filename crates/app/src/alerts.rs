@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use portcullis_alerts::{
     AlertDeps, AlertMetrics, Alerts, BudgetUse, Dropped, Period, Scope, Transport,
 };
-use portcullis_core::Clock;
+use portcullis_core::{Clock, Usd};
 use portcullis_limits::{LimitSettings, Limiter, ScopeKey, UsageSnapshot};
 use portcullis_proxy::upstream::UpstreamClient;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,36 +21,59 @@ use std::time::Duration;
 /// observation is skipped and counted (`portcullis_alerts_dropped_total{reason="busy"}`).
 pub const MAX_READS_IN_FLIGHT: usize = 64;
 
-/// The budgets of one agent that alerts watch, as of `usage` (the agent scope's snapshot) at
-/// `now` (Unix seconds). This is the one place that names budgets: a new budget (e.g.
-/// `usd_per_day` from `usage.usd_today`) is one more entry here, and one more case in
-/// [`watches`].
+/// The budgets of one scope (an agent, or a tenant with `[limits.tenants]`) that alerts
+/// watch, as of `usage` (that scope's snapshot) at `now` (Unix seconds). This is the one
+/// place that names budgets: a new budget is one more entry here, and one more case in
+/// [`watches`]. Dollar amounts are in dollars.
 pub fn budget_uses<'a>(
-    agent: &'a str,
+    scope: Scope,
+    id: &'a str,
     tenant: &'a str,
     settings: &LimitSettings,
     usage: &UsageSnapshot,
     now: i64,
 ) -> Vec<BudgetUse<'a>> {
-    let mut uses = Vec::new();
-    if let Some(limit) = settings.tokens_per_day {
-        uses.push(BudgetUse {
-            scope: Scope::Agent,
-            id: agent,
-            tenant,
-            budget: "tokens_per_day",
-            spent: usage.tokens_today as f64,
-            limit: limit as f64,
-            period: Period::day(now, settings.day_reset_offset),
-        });
-    }
-    uses
+    let offset = settings.day_reset_offset;
+    let budgets = [
+        (
+            "tokens_per_day",
+            settings.tokens_per_day.map(|l| l as f64),
+            usage.tokens_today as f64,
+            Period::day(now, offset),
+        ),
+        (
+            "usd_per_day",
+            settings.usd_per_day.map(Usd::dollars),
+            usage.usd_today.dollars(),
+            Period::day(now, offset),
+        ),
+        (
+            "usd_per_month",
+            settings.usd_per_month.map(Usd::dollars),
+            usage.usd_month.dollars(),
+            Period::month(now, offset),
+        ),
+    ];
+    budgets
+        .into_iter()
+        .filter_map(|(budget, limit, spent, period)| {
+            Some(BudgetUse {
+                scope,
+                id,
+                tenant,
+                budget,
+                spent,
+                limit: limit?,
+                period,
+            })
+        })
+        .collect()
 }
 
-/// Whether an agent with `settings` has a budget alerts watch: requests of agents without one
-/// cost nothing extra.
+/// Whether a scope with `settings` has a budget alerts watch: requests of agents (and
+/// tenants) without one cost nothing extra.
 pub fn watches(settings: &LimitSettings) -> bool {
-    settings.tokens_per_day.is_some()
+    settings.tokens_per_day.is_some() || settings.has_usd_budget()
 }
 
 /// The alert engine and the limiter whose usage it reads.
@@ -77,16 +100,38 @@ impl BudgetAlerts {
         &self.alerts
     }
 
-    /// A request of `agent` was settled: read its usage and observe its budgets. The
-    /// in-memory limiter answers at once (a lock and a comparison); a shared one is read in a
-    /// task of its own after this process's settlements reached it (bounded in number).
-    pub fn after_settle(&self, agent: &Arc<str>, tenant: &Arc<str>, settings: &LimitSettings) {
-        let key = ScopeKey::agent(agent);
-        let pending = match self.limiter.usage_snapshot(&key).into_ready() {
-            Ok(usage) => return self.observe(agent, tenant, settings, &usage),
-            Err(pending) => pending,
+    /// A request of `agent` was settled: read the usage of its scopes with a budget (the
+    /// agent's, and its tenant's when `tenant_settings` has one) and observe their budgets.
+    /// The in-memory limiter answers at once (a lock and a comparison); a shared one is read
+    /// in a task of its own after this process's settlements reached it (bounded in number).
+    pub fn after_settle(
+        &self,
+        agent: &Arc<str>,
+        tenant: &Arc<str>,
+        settings: &LimitSettings,
+        tenant_settings: Option<&LimitSettings>,
+    ) {
+        let mut scopes = Vec::with_capacity(2);
+        if watches(settings) {
+            scopes.push((Scope::Agent, agent.clone(), settings.clone()));
+        }
+        if let Some(t) = tenant_settings.filter(|t| watches(t)) {
+            scopes.push((Scope::Tenant, tenant.clone(), t.clone()));
+        }
+        let key = |scope: Scope, id: &str| match scope {
+            Scope::Agent => ScopeKey::agent(id),
+            Scope::Tenant => ScopeKey::tenant(id),
         };
-        drop(pending);
+        let mut unread = Vec::new();
+        for (scope, id, settings) in scopes {
+            match self.limiter.usage_snapshot(&key(scope, &id)).into_ready() {
+                Ok(usage) => self.observe(scope, &id, tenant, &settings, &usage),
+                Err(_pending) => unread.push((scope, id, settings)),
+            }
+        }
+        if unread.is_empty() {
+            return;
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return self.alerts.skipped(Dropped::Busy);
         };
@@ -100,20 +145,29 @@ impl BudgetAlerts {
             clock: self.clock.clone(),
             in_flight: self.in_flight.clone(),
         };
-        let (agent, tenant, settings) = (agent.clone(), tenant.clone(), settings.clone());
+        let tenant = tenant.clone();
         rt.spawn(async move {
             // Settlements go to the shared backend in order: after the flush, the usage read
             // includes this request's actual charge rather than its reservation.
             this.limiter.flush().await;
-            let usage = this.limiter.usage_snapshot(&key).await;
-            this.observe(&agent, &tenant, &settings, &usage);
+            for (scope, id, settings) in unread {
+                let usage = this.limiter.usage_snapshot(&key(scope, &id)).await;
+                this.observe(scope, &id, &tenant, &settings, &usage);
+            }
             this.in_flight.fetch_sub(1, Ordering::AcqRel);
         });
     }
 
-    fn observe(&self, agent: &str, tenant: &str, settings: &LimitSettings, usage: &UsageSnapshot) {
+    fn observe(
+        &self,
+        scope: Scope,
+        id: &str,
+        tenant: &str,
+        settings: &LimitSettings,
+        usage: &UsageSnapshot,
+    ) {
         let now = i64::try_from(self.clock.unix_secs()).unwrap_or(i64::MAX);
-        for u in budget_uses(agent, tenant, settings, usage, now) {
+        for u in budget_uses(scope, id, tenant, settings, usage, now) {
             self.alerts.observe(&u);
         }
     }

@@ -8,6 +8,8 @@ use portcullis_proxy::phases::{LogRecorder, Recorder};
 use portcullis_telemetry::Telemetry;
 use tracing::warn;
 
+use crate::pricing::Pricing;
+
 /// Maps `[audit]` onto the pipeline's settings.
 pub fn settings(cfg: &AuditConfig) -> AuditSettings {
     AuditSettings {
@@ -40,23 +42,33 @@ pub fn settings(cfg: &AuditConfig) -> AuditSettings {
     }
 }
 
-/// Logs the access line, hands the record to the telemetry exporter (when on) and queues
-/// the audit record; never waits on disk or on the collector.
+/// Prices the record, logs the access line, hands the record to the telemetry exporter (when
+/// on) and queues the audit record; never waits on disk or on the collector.
 pub struct AuditRecorder {
     handle: AuditHandle,
+    pricing: Option<Pricing>,
     telemetry: Option<Telemetry>,
 }
 
 impl AuditRecorder {
-    /// A recorder queueing into `handle`.
+    /// A recorder queueing into `handle`, records unpriced.
     pub fn new(handle: AuditHandle) -> Self {
         Self {
             handle,
+            pricing: None,
             telemetry: None,
         }
     }
 
+    /// Sets each record's `cost_usd` with `pricing` before queueing it.
+    #[must_use]
+    pub fn with_pricing(mut self, pricing: Pricing) -> Self {
+        self.pricing = Some(pricing);
+        self
+    }
+
     /// Also exports each record as a span and GenAI metrics (`[telemetry]`).
+    #[must_use]
     pub fn with_telemetry(mut self, telemetry: Option<Telemetry>) -> Self {
         self.telemetry = telemetry;
         self
@@ -64,7 +76,10 @@ impl AuditRecorder {
 }
 
 impl Recorder for AuditRecorder {
-    fn record(&self, r: AuditRecord) {
+    fn record(&self, mut r: AuditRecord) {
+        if let Some(p) = &self.pricing {
+            p.apply(&mut r);
+        }
         LogRecorder::access_line(&r);
         if let Some(t) = &self.telemetry {
             // Bounded queue, never waits: a full queue drops the span (counted).

@@ -13,4 +13,5 @@ pub mod identity;
 pub mod leaves;
 pub mod limits;
 pub mod policy;
+pub mod pricing;
 pub mod settings;

@@ -1,8 +1,13 @@
-//! Rate limits and token budgets plugged into the data plane: per agent, the `[limits]`
+//! Rate limits, token and dollar budgets plugged into the data plane: per agent, the `[limits]`
 //! defaults with the agent's overrides (config `[agents.limits]`, `agent set`, or
 //! `PUT /v1/agents/{id}/config`), read from the registry on every request so a change applies
-//! to the next one. The counters live in this process (`limits.backend = "memory"`) or in
-//! Redis, shared by every replica (`"redis"`, `portcullis-limits-redis`).
+//! to the next one; per tenant, `[limits.tenants."<tenant>"]` on top. The counters live in
+//! this process (`limits.backend = "memory"`) or in Redis, shared by every replica
+//! (`"redis"`, `portcullis-limits-redis`).
+//!
+//! An LLM request's reservation carries its model's price (the price table on today's UTC
+//! day), so it reserves its worst-case cost against the dollar budgets and its permit settles
+//! with the real cost; the data plane never sees a price.
 
 use crate::alerts::BudgetAlerts;
 use portcullis_admin::ReadyCheck;
@@ -10,13 +15,16 @@ use portcullis_core::{Clock, Principal};
 use portcullis_identity::Registry;
 use portcullis_limits::{
     Admission, Lease, LimitError, LimitFuture, LimitScopes, LimitSettings, Limiter, MemoryLimiter,
-    Permit, ScopeKey, TokenReservation, UsageSnapshot,
+    Permit, ScopeKey, Settlement, TokenReservation, UsageSnapshot,
 };
 use portcullis_llm::Classification;
 use portcullis_proxy::phases::RequestLimits;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::pricing::PriceTable;
 use tokio::sync::watch;
 
 /// How often idle scopes are forgotten.
@@ -28,6 +36,10 @@ pub struct AgentLimits {
     defaults: LimitSettings,
     registry: Arc<Registry>,
     alerts: Option<Arc<BudgetAlerts>>,
+    /// Tenant scopes, by tenant (`[limits.tenants]`).
+    tenants: HashMap<String, (ScopeKey, LimitSettings)>,
+    /// Prices of LLM calls, and the clock that says which day's price applies.
+    prices: Option<(Arc<PriceTable>, Arc<dyn Clock>)>,
 }
 
 impl AgentLimits {
@@ -50,8 +62,53 @@ impl AgentLimits {
             limiter,
             defaults,
             registry,
+            tenants: HashMap::new(),
+            prices: None,
             alerts: None,
         }
+    }
+
+    /// Adds tenant scopes: each tenant's settings, checked on top of its agents' own.
+    #[must_use]
+    pub fn with_tenants(mut self, tenants: HashMap<String, LimitSettings>) -> Self {
+        self.tenants = tenants
+            .into_iter()
+            .map(|(t, s)| {
+                let key = ScopeKey::tenant(&t);
+                (t, (key, s))
+            })
+            .collect();
+        self
+    }
+
+    /// Prices LLM reservations with `prices` on `clock`'s UTC day. Without prices every LLM
+    /// request is unpriced: dollar budgets then refuse it.
+    #[must_use]
+    pub fn with_prices(mut self, prices: Arc<PriceTable>, clock: Arc<dyn Clock>) -> Self {
+        self.prices = Some((prices, clock));
+        self
+    }
+
+    /// The price of a classified LLM call today; `None` when unknown.
+    fn price(&self, c: &Classification) -> Option<portcullis_limits::TokenPrice> {
+        let (table, clock) = self.prices.as_ref()?;
+        let secs = clock.now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let model = c.model.as_deref()?;
+        table.lookup_at(&c.provider, model, i64::try_from(secs).ok()?)
+    }
+
+    /// The limits of `tenant` (`[limits.tenants]`), when it has any; its usage is
+    /// `limiter().usage_snapshot(&ScopeKey::tenant(tenant))`.
+    pub fn tenant_settings(&self, tenant: &str) -> Option<&LimitSettings> {
+        self.tenants.get(tenant).map(|(_, s)| s)
+    }
+
+    /// The tenant scope of `principal`, when its tenant has limits.
+    fn tenant(&self, principal: &Principal) -> Option<&(ScopeKey, LimitSettings)> {
+        if self.tenants.is_empty() {
+            return None;
+        }
+        self.tenants.get(&*principal.tenant)
     }
 
     /// Budget alerts: after each LLM request of an agent with a budget is settled, its
@@ -87,8 +144,9 @@ impl AgentLimits {
         });
     }
 
-    /// The limits of `agent_id`: the defaults with its overrides.
-    fn settings(&self, agent_id: &str) -> LimitSettings {
+    /// The limits of `agent_id` now: the defaults with its overrides (what budget alerts
+    /// compare an agent's [`UsageSnapshot`] with).
+    pub fn settings(&self, agent_id: &str) -> LimitSettings {
         match self.registry.get(agent_id) {
             Some(agent) => self.defaults.with_overrides(&agent.limits),
             None => self.defaults.clone(),
@@ -97,14 +155,16 @@ impl AgentLimits {
 }
 
 /// The token reservation of a request: LLM API calls (chat, messages, responses,
-/// embeddings) reserve their worst case; everything else reserves nothing.
+/// embeddings) reserve their worst case, priced with `price` when known; everything else
+/// reserves nothing.
 fn reservation(
     settings: &LimitSettings,
     llm: Option<&Classification>,
     body_len: u64,
+    price: impl FnOnce(&Classification) -> Option<portcullis_limits::TokenPrice>,
 ) -> Option<TokenReservation> {
     let c = llm.filter(|c| c.api.is_some())?;
-    Some(TokenReservation::estimate(settings, c.max_tokens, body_len))
+    Some(TokenReservation::estimate(settings, c.max_tokens, body_len).with_price(price(c)))
 }
 
 impl RequestLimits for AgentLimits {
@@ -116,7 +176,11 @@ impl RequestLimits for AgentLimits {
     fn admit(&self, principal: &Principal) -> LimitFuture<'_, Result<Admission, LimitError>> {
         let settings = self.settings(&principal.agent_id);
         let key = ScopeKey::agent(&principal.agent_id);
-        self.limiter.admit(&LimitScopes::agent(&key, &settings))
+        let mut scopes = LimitScopes::agent(&key, &settings);
+        if let Some((tkey, tsettings)) = self.tenant(principal) {
+            scopes = scopes.with_tenant(tkey, tsettings);
+        }
+        self.limiter.admit(&scopes)
     }
 
     fn acquire(
@@ -128,15 +192,27 @@ impl RequestLimits for AgentLimits {
     ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         let settings = self.settings(&principal.agent_id);
         let key = ScopeKey::agent(&principal.agent_id);
-        let reserved = reservation(&settings, llm, body_len);
-        let watched = reserved.is_some() && crate::alerts::watches(&settings);
-        let acquired = self.limiter.acquire_admitted(
-            &LimitScopes::agent(&key, &settings),
-            reserved,
-            admission,
-        );
+        let mut scopes = LimitScopes::agent(&key, &settings);
+        let tenant = self.tenant(principal);
+        if let Some((tkey, tsettings)) = tenant {
+            scopes = scopes.with_tenant(tkey, tsettings);
+        }
+        let reserved = reservation(&settings, llm, body_len, |c| self.price(c));
+        let watched = reserved.is_some()
+            && (crate::alerts::watches(&settings)
+                || tenant.is_some_and(|(_, t)| crate::alerts::watches(t)));
+        let acquired = self.limiter.acquire_admitted(&scopes, reserved, admission);
         match (&self.alerts, watched) {
-            (Some(alerts), true) => watch(acquired, alerts.clone(), principal, settings),
+            (Some(alerts), true) => {
+                let tenant_settings = tenant.map(|(_, t)| t.clone());
+                watch(
+                    acquired,
+                    alerts.clone(),
+                    principal,
+                    settings,
+                    tenant_settings,
+                )
+            }
             _ => acquired,
         }
     }
@@ -156,12 +232,16 @@ pub async fn from_config(
     metrics: &prometheus::Registry,
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
+    prices: Arc<PriceTable>,
 ) -> Result<(AgentLimits, LimitsReady, String), String> {
     let defaults = crate::settings::limit_settings(cfg);
+    let tenants = crate::settings::tenant_limit_settings(cfg).map_err(|e| e.to_string())?;
     let env = std::env::var(crate::settings::REDIS_URL_ENV).ok();
     let redis = crate::settings::redis_settings(cfg, env).map_err(|e| e.to_string())?;
     let Some(redis) = redis else {
-        let limits = AgentLimits::in_memory(defaults, registry, clock);
+        let limits = AgentLimits::in_memory(defaults, registry, clock.clone())
+            .with_tenants(tenants)
+            .with_prices(prices, clock);
         let ready = LimitsReady {
             backend: "memory",
             limiter: limits.limiter.clone(),
@@ -182,28 +262,34 @@ pub async fn from_config(
         backend: "redis",
         limiter: limiter.clone(),
     };
-    Ok((AgentLimits::new(limiter, defaults, registry), ready, banner))
+    let limits = AgentLimits::new(limiter, defaults, registry)
+        .with_tenants(tenants)
+        .with_prices(prices, clock);
+    Ok((limits, ready, banner))
 }
 
 /// The permit of a watched request, wrapped so that settling it (or dropping it) also hands
-/// the agent's budgets to the alerts once the limiter has the charge.
+/// the budgets of its agent (and tenant) to the alerts once the limiter has the charge.
 fn watch<'a>(
     acquired: LimitFuture<'a, Result<Permit, LimitError>>,
     alerts: Arc<BudgetAlerts>,
     principal: &Principal,
     settings: LimitSettings,
+    tenant_settings: Option<LimitSettings>,
 ) -> LimitFuture<'a, Result<Permit, LimitError>> {
     let (agent, tenant) = (principal.agent_id.clone(), principal.tenant.clone());
     let wrap = move |permit: Permit| {
         let (rate, reserved) = (permit.rate_info().copied(), permit.reserved_tokens());
+        let price = permit.price().copied();
         let lease = Watched {
             permit,
             alerts,
             agent,
             tenant,
             settings,
+            tenant_settings,
         };
-        Permit::new(Box::new(lease), rate, reserved)
+        Permit::new(Box::new(lease), rate, reserved).with_price(price)
     };
     match acquired.into_ready() {
         Ok(r) => LimitFuture::ready(r.map(wrap)),
@@ -218,19 +304,21 @@ struct Watched {
     agent: Arc<str>,
     tenant: Arc<str>,
     settings: LimitSettings,
+    tenant_settings: Option<LimitSettings>,
 }
 
 impl Lease for Watched {
-    fn finish(self: Box<Self>, usage: Option<u64>) {
+    fn finish(self: Box<Self>, settlement: Settlement) {
         let Watched {
             permit,
             alerts,
             agent,
             tenant,
             settings,
+            tenant_settings,
         } = *self;
-        permit.settle(usage);
-        alerts.after_settle(&agent, &tenant, &settings);
+        permit.finish(settlement);
+        alerts.after_settle(&agent, &tenant, &settings, tenant_settings.as_ref());
     }
 }
 
@@ -298,15 +386,15 @@ mod tests {
         let s = LimitSettings::default();
         let body = br#"{"model":"gpt-4o","max_tokens":100,"messages":[]}"#;
         let c = classified(body);
-        let r = reservation(&s, Some(&c), body.len() as u64).unwrap();
+        let r = reservation(&s, Some(&c), body.len() as u64, |_| None).unwrap();
         assert_eq!(r.get(), 100 + (body.len() as u64).div_ceil(4));
         // No max_tokens: the configured default.
         let body = br#"{"model":"gpt-4o","messages":[]}"#;
         let c = classified(body);
-        let r = reservation(&s, Some(&c), 40).unwrap();
+        let r = reservation(&s, Some(&c), 40, |_| None).unwrap();
         assert_eq!(r.get(), s.default_max_tokens + 10);
         // Not an LLM API call: nothing reserved.
-        assert!(reservation(&s, None, 1000).is_none());
+        assert!(reservation(&s, None, 1000, |_| None).is_none());
     }
 
     /// The in-memory limiter answers at once.
@@ -402,10 +490,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_settled_llm_request_of_a_budgeted_agent_is_observed_by_the_alerts() {
+    /// An alert engine without webhooks whose audit records land in the returned list.
+    fn alerts(
+        clock: Arc<ManualClock>,
+    ) -> (
+        portcullis_alerts::Alerts,
+        Arc<std::sync::Mutex<Vec<portcullis_audit::AuditRecord>>>,
+    ) {
         use portcullis_alerts::{AlertDeps, AlertMetrics, AlertSettings, Alerts};
-        let clock = Arc::new(ManualClock::at(1_800_000_000));
         let records = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = records.clone();
         let alerts = Alerts::start(
@@ -419,11 +511,18 @@ mod tests {
             AlertDeps {
                 transport: Arc::new(NoTransport),
                 audit: Arc::new(move |r| sink.lock().unwrap().push(r)),
-                clock: clock.clone(),
+                clock,
                 new_id: || "alert1".to_owned(),
                 metrics: AlertMetrics::unregistered().unwrap(),
             },
         );
+        (alerts, records)
+    }
+
+    #[tokio::test]
+    async fn a_settled_llm_request_of_a_budgeted_agent_is_observed_by_the_alerts() {
+        let clock = Arc::new(ManualClock::at(1_800_000_000));
+        let (alerts, records) = alerts(clock.clone());
         let mut budgeted = Agent::new("budgeted", "acme", 0);
         budgeted.limits.tokens_per_day = Some(1000);
         let l = limits(
@@ -465,5 +564,127 @@ mod tests {
             "{:?}",
             records[0].reasons
         );
+    }
+
+    #[test]
+    fn llm_calls_are_priced_and_tenants_share_their_budget() {
+        let mut a = Agent::new("a", "acme", 0);
+        a.limits.usd_per_day = Some(portcullis_limits::Usd::from_micros(1_000_000));
+        let b = Agent::new("b", "acme", 0);
+        let clock = Arc::new(ManualClock::at(1_754_000_000));
+        let prices =
+            Arc::new(PriceTable::from_config(&portcullis_config::Config::default()).unwrap());
+        let tenant = LimitSettings {
+            tokens_per_day: Some(1_000),
+            ..LimitSettings::default()
+        };
+        let l = AgentLimits::in_memory(
+            LimitSettings::default(),
+            Arc::new(Registry::from_agents(vec![a, b])),
+            clock.clone(),
+        )
+        .with_tenants(HashMap::from([("acme".to_owned(), tenant)]))
+        .with_prices(prices, clock);
+        let p = |id: &str| {
+            let mut p = principal(id);
+            p.tenant = Arc::from("acme");
+            p
+        };
+        // gpt-4o: 100 output at $10/M + 10 prompt tokens at $2.50/M = 1025 µ$ reserved.
+        let body = br#"{"model":"gpt-4o","max_tokens":100,"messages":["abc"]}"#;
+        let c = classified(body);
+        let prompt = (body.len() as u64).div_ceil(4);
+        let admission = now(l.admit(&p("a"))).unwrap();
+        let permit = now(l.acquire(&p("a"), Some(&c), body.len() as u64, admission)).unwrap();
+        let usd = now(l.usage(&p("a"))).usd_today.micros();
+        assert_eq!(
+            usd,
+            (100 * 10_000_000 + prompt * 2_500_000).div_ceil(1_000_000)
+        );
+        permit.settle_usage(Some(&portcullis_llm::Usage::provider(10, 20, 0, 0)));
+        // 10 × 2.50 + 20 × 10 = 225 µ$.
+        assert_eq!(now(l.usage(&p("a"))).usd_today.micros(), 225);
+        // An unknown model under a dollar budget is refused; without one it is admitted.
+        let body = br#"{"model":"mystery-1","max_tokens":10,"messages":[]}"#;
+        let c = classified(body);
+        let admission = now(l.admit(&p("a"))).unwrap();
+        let e = now(l.acquire(&p("a"), Some(&c), body.len() as u64, admission)).unwrap_err();
+        let r = e.refusal().unwrap();
+        assert_eq!((r.limit, r.unpriced), (LimitKind::UsdPerDay, true));
+        let admission = now(l.admit(&p("b"))).unwrap();
+        let permit = now(l.acquire(&p("b"), Some(&c), body.len() as u64, admission)).unwrap();
+        permit.settle(Some(900));
+        // The tenant's daily tokens are shared: a's 30 plus b's 900; 100 more do not fit.
+        let body = br#"{"model":"gpt-4o","max_tokens":90,"messages":[]}"#;
+        let c = classified(body);
+        let admission = now(l.admit(&p("b"))).unwrap();
+        let e = now(l.acquire(&p("b"), Some(&c), body.len() as u64, admission)).unwrap_err();
+        let r = e.refusal().unwrap();
+        assert_eq!(
+            (r.limit, r.scope),
+            (
+                LimitKind::TokensPerDay,
+                portcullis_limits::ScopeKind::Tenant
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn dollar_and_tenant_budgets_are_observed_by_the_alerts() {
+        let clock = Arc::new(ManualClock::at(1_754_000_000));
+        let (alerts, records) = alerts(clock.clone());
+        let mut a = Agent::new("a", "acme", 0);
+        // gpt-4o at $2.50/M input, $10/M output: 200 output tokens cost $0.002.
+        a.limits.usd_per_day = Some(portcullis_limits::Usd::from_micros(4_000));
+        let tenant = LimitSettings {
+            usd_per_month: Some(portcullis_limits::Usd::from_micros(10_000)),
+            ..LimitSettings::default()
+        };
+        let prices =
+            Arc::new(PriceTable::from_config(&portcullis_config::Config::default()).unwrap());
+        let l = AgentLimits::in_memory(
+            LimitSettings::default(),
+            Arc::new(Registry::from_agents(vec![a, Agent::new("b", "acme", 0)])),
+            clock.clone(),
+        )
+        .with_tenants(HashMap::from([("acme".to_owned(), tenant)]))
+        .with_prices(prices, clock.clone());
+        let l = {
+            let watch = BudgetAlerts::new(alerts.clone(), l.limiter().clone(), clock);
+            l.with_alerts(watch)
+        };
+        let body = br#"{"model":"gpt-4o","max_tokens":200,"messages":[]}"#;
+        let c = classified(body);
+        let send = |id: &str, output: u64| {
+            let mut p = principal(id);
+            p.tenant = Arc::from("acme");
+            let admission = now(l.admit(&p)).unwrap();
+            let permit = now(l.acquire(&p, Some(&c), body.len() as u64, admission)).unwrap();
+            permit.settle_usage(Some(&portcullis_llm::Usage::provider(0, output, 0, 0)));
+        };
+        // a: $0.002 of its $0.004 a day (50 %); the tenant: $0.002 of $0.01 a month.
+        send("a", 200);
+        assert_eq!(alerts.tracked(), 1);
+        // b has no budget of its own, but its tenant does: $0.005 of $0.01 (50 %).
+        send("b", 300);
+        assert_eq!(alerts.tracked(), 2);
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let records = records.lock().unwrap();
+        let reasons: Vec<&str> = records.iter().map(|r| r.reasons[0].as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "budget_threshold: Portcullis: agent a (tenant acme) reached 50% of its \
+                 usd_per_day budget: 0.002 of 0.004 (period 2025-07-31T00:00:00.000Z to \
+                 2025-08-01T00:00:00.000Z)",
+                "budget_threshold: Portcullis: tenant acme reached 50% of its usd_per_month \
+                 budget: 0.005 of 0.01 (period 2025-07-01T00:00:00.000Z to \
+                 2025-08-01T00:00:00.000Z)",
+            ]
+        );
+        assert_eq!(records[0].agent_id, "a");
+        assert_eq!(records[1].agent_id, "");
     }
 }

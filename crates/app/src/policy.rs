@@ -179,6 +179,8 @@ impl Authorizer for PolicyAuthorizer {
                 requests_last_minute: f.usage.requests_last_minute,
                 tokens_today: f.usage.tokens_today,
                 mcp_calls_last_minute: f.mcp.map_or(0, |m| m.calls_last_minute),
+                usd_today_micros: f.usage.usd_today.micros(),
+                usd_month_micros: f.usage.usd_month.micros(),
             },
             credential: f.credential,
             mcp: f.mcp.map(mcp_facts),

@@ -17,12 +17,14 @@ use std::path::PathBuf;
 pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     splice_unknown(cfg)?;
     classifier(cfg)?;
+    crate::pricing::PriceTable::from_config(cfg)?;
     if let Err(SettingsError::Zero { key }) = limit_settings(cfg).validate() {
         return Err(ConfigError::new(
             format!("limits.{key}"),
-            "must be at least 1 (remove the key for unlimited)",
+            "must be more than zero (remove the key for unlimited)",
         ));
     }
+    tenant_limit_settings(cfg)?;
     console_settings(cfg)?;
     redis_settings(cfg, std::env::var(REDIS_URL_ENV).ok())?;
     let rules = intercept_rules(cfg)?;
@@ -52,10 +54,48 @@ pub fn limit_settings(cfg: &Config) -> LimitSettings {
         tpm: l.tpm,
         tokens_per_day: l.tokens_per_day,
         max_concurrent: l.max_concurrent,
+        usd_per_day: l.usd_per_day,
+        usd_per_month: l.usd_per_month,
         default_max_tokens: l.default_max_tokens,
         chars_per_token: l.chars_per_token,
         day_reset_offset: l.day_reset_offset,
     }
+}
+
+/// `[limits.tenants."<tenant>"]` as the limiter's settings of each tenant scope: only the
+/// tenant's own limits (the per-agent defaults of `[limits]` do not apply to a tenant), with
+/// the reservation and day-reset settings of `[limits]`.
+pub fn tenant_limit_settings(
+    cfg: &Config,
+) -> Result<std::collections::HashMap<String, LimitSettings>, ConfigError> {
+    let base = limit_settings(cfg);
+    let mut out = std::collections::HashMap::new();
+    for (tenant, t) in &cfg.limits.tenants {
+        let key = |k: &str| format!("limits.tenants.{tenant:?}.{k}");
+        if !portcullis_core::is_valid_id(tenant) {
+            return Err(ConfigError::new(
+                key(""),
+                "a tenant name must match ^[a-z][a-z0-9_]{1,63}$",
+            ));
+        }
+        let s = LimitSettings {
+            rpm: t.rpm,
+            tpm: t.tpm,
+            tokens_per_day: t.tokens_per_day,
+            max_concurrent: t.max_concurrent,
+            usd_per_day: t.usd_per_day,
+            usd_per_month: t.usd_per_month,
+            ..base.clone()
+        };
+        if let Err(SettingsError::Zero { key: k }) = s.validate() {
+            return Err(ConfigError::new(
+                key(k),
+                "must be more than zero (remove the key for unlimited)",
+            ));
+        }
+        out.insert(tenant.clone(), s);
+    }
+    Ok(out)
 }
 
 /// Environment variable that overrides `limits.redis_url` (keeps the password in a Secret).
@@ -526,6 +566,33 @@ mod tests {
         );
         assert_eq!(s.default_max_tokens, 256);
         assert_eq!(s.day_reset_offset.to_string(), "+02:00");
+        // Dollar budgets and tenant limits.
+        let c = Config::from_toml(
+            "[limits]\nusd_per_day = 2.5\nrpm = 9\n[limits.tenants.acme]\nusd_per_month = 100\n\
+             tokens_per_day = 5000\n",
+        )
+        .unwrap();
+        check(&c).unwrap();
+        let s = limit_settings(&c);
+        assert_eq!(s.usd_per_day.map(|u| u.micros()), Some(2_500_000));
+        let t = tenant_limit_settings(&c).unwrap();
+        let acme = &t["acme"];
+        assert_eq!(acme.usd_per_month.map(|u| u.micros()), Some(100_000_000));
+        assert_eq!(
+            (acme.tokens_per_day, acme.rpm, acme.usd_per_day),
+            (Some(5000), None, None),
+            "agent defaults do not apply to a tenant"
+        );
+        for (bad, key) in [
+            ("[limits.tenants.acme]\nusd_per_day = 0.0\n", "usd_per_day"),
+            ("[limits.tenants.acme]\nrpm = 0\n", "rpm"),
+            ("[limits.tenants.\"Bad Name\"]\nrpm = 1\n", "tenants"),
+        ] {
+            let c = Config::from_toml(bad).unwrap();
+            let err = check(&c).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        assert!(Config::from_toml("[limits]\nusd_per_day = -2\n").is_err());
         // Nothing configured: unlimited, UTC.
         let d = Config::default();
         assert!(limit_settings(&d).is_unlimited());

@@ -295,6 +295,7 @@ mod tests {
             model: None,
             kind: "http".to_owned(),
             status: Some(200),
+            cost_usd_micros: None,
             record_json: format!(r#"{{"id":"r{i:05}","note":"line\nbreak"}}"#),
         }
     }

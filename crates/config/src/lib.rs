@@ -41,9 +41,12 @@ pub use console::{ConsoleConfig, GroupRole, TrustedHeaderConfig};
 pub use credentials::{CredentialConfig, CredentialMode};
 pub use identity::IdentityConfig;
 pub use limits::{
-    LimitsBackend, LimitsConfig, OnRedisError, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS,
+    LimitsBackend, LimitsConfig, OnRedisError, TenantLimitsConfig, DEFAULT_CHARS_PER_TOKEN,
+    DEFAULT_MAX_TOKENS,
 };
-pub use llm::{LlmConfig, ProviderConfig, ProviderFormat};
+pub use llm::{
+    shipped_prices, LlmConfig, PriceConfig, ProviderConfig, ProviderFormat, ShippedPrices,
+};
 pub use log::{LogConfig, LogFormat};
 pub use mcp::{McpConfig, McpOnBlock, McpServerConfig};
 pub use policy::{BindingConfig, DefaultDecision, OnBlock, PolicyConfig};

@@ -1,8 +1,9 @@
 //! `[limits]`: default per-agent rate limits and token budgets.
 
 use crate::duration;
-use portcullis_core::UtcOffset;
+use portcullis_core::{Usd, UtcOffset};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Output tokens reserved for an LLM request that does not state `max_tokens` (default of
@@ -53,6 +54,19 @@ pub struct LimitsConfig {
     /// Concurrent in-flight requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u64>,
+    /// LLM spend per day in US dollars (e.g. `25.0`), reset at midnight of
+    /// `day_reset_offset`. Needs a price for every model the agent calls (see `docs/spend.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<Usd>,
+    /// LLM spend per calendar month in US dollars, reset on the first at midnight of
+    /// `day_reset_offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usd_per_month: Option<Usd>,
+    /// Limits of a whole tenant, all of its agents together (`[limits.tenants."acme"]`):
+    /// checked on top of each agent's own. The `[limits]` defaults above do not apply to a
+    /// tenant; `default_max_tokens`, `chars_per_token` and `day_reset_offset` do.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, TenantLimitsConfig>,
     /// Output tokens reserved when an LLM request has no `max_tokens` / `max_output_tokens`.
     pub default_max_tokens: u64,
     /// Request-body bytes per prompt token used for the prompt estimate.
@@ -85,6 +99,9 @@ impl Default for LimitsConfig {
             tpm: None,
             tokens_per_day: None,
             max_concurrent: None,
+            usd_per_day: None,
+            usd_per_month: None,
+            tenants: BTreeMap::new(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
             chars_per_token: DEFAULT_CHARS_PER_TOKEN,
             day_reset_offset: UtcOffset::UTC,
@@ -96,4 +113,29 @@ impl Default for LimitsConfig {
             on_redis_error: OnRedisError::Local,
         }
     }
+}
+
+/// `[limits.tenants."<tenant>"]`: the limits of all of a tenant's agents together. An unset
+/// limit is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimitsConfig {
+    /// Requests per minute of the whole tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// LLM tokens per minute of the whole tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// LLM tokens per day of the whole tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    /// Concurrent in-flight requests of the whole tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u64>,
+    /// LLM spend per day of the whole tenant, US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<Usd>,
+    /// LLM spend per calendar month of the whole tenant, US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_month: Option<Usd>,
 }

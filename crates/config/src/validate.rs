@@ -51,6 +51,7 @@ impl Config {
         self.mcp.validate()?;
         self.alerts.validate()?;
         self.telemetry.validate()?;
+        self.llm.validate()?;
         if self.tls.ca_cert.is_some() != self.tls.ca_key.is_some() {
             return Err(ConfigError::new(
                 if self.tls.ca_cert.is_some() {
@@ -320,6 +321,13 @@ fn validate_agent(a: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<(), C
         return Err(ConfigError::new(
             key(&format!("limits.{k}")),
             "must be at least 1 (remove the key for the [limits] default)",
+        ));
+    }
+    let zero = Some(portcullis_core::Usd::ZERO);
+    if let Some((k, _)) = a.limits.usd_entries().into_iter().find(|(_, v)| *v == zero) {
+        return Err(ConfigError::new(
+            key(&format!("limits.{k}")),
+            "must be more than zero (remove the key for the [limits] default)",
         ));
     }
     Ok(())

@@ -92,6 +92,7 @@ fn row(seq: u64, n: u64) -> AuditRow {
         model: llm.then(|| "gpt-4o-mini".to_owned()),
         kind: "http".into(),
         status: Some(if verdict == "allow" { 200 } else { 403 }),
+        cost_usd_micros: None,
         record_json: record.to_string(),
     }
 }

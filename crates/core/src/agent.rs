@@ -26,10 +26,25 @@ pub struct AgentLimits {
     /// MCP tool calls per minute (over `mcp.calls_per_minute`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_calls_per_minute: Option<u64>,
+    /// LLM spend per day, US dollars (a decimal number; kept as micro-dollars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<crate::price::Usd>,
+    /// LLM spend per calendar month, US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_month: Option<crate::price::Usd>,
 }
 
 impl AgentLimits {
-    /// The overrides as `(key, value)` pairs, in a fixed order.
+    /// The dollar budgets as `(key, value)` pairs, in a fixed order.
+    pub fn usd_entries(&self) -> [(&'static str, Option<crate::price::Usd>); 2] {
+        [
+            ("usd_per_day", self.usd_per_day),
+            ("usd_per_month", self.usd_per_month),
+        ]
+    }
+
+    /// The integer overrides as `(key, value)` pairs, in a fixed order (the dollar budgets
+    /// are in [`AgentLimits::usd_entries`]).
     pub fn entries(&self) -> [(&'static str, Option<u64>); 5] {
         [
             ("rpm", self.rpm),

@@ -36,6 +36,45 @@ impl UtcOffset {
         let local = unix_secs.saturating_add(i64::from(self.secs));
         unix_secs.saturating_sub(local.rem_euclid(DAY_SECS))
     }
+
+    /// Unix seconds `(start, end)` of the calendar month (in this offset) containing
+    /// `unix_secs`: from midnight of its first day to midnight of the next month's first day.
+    /// The shared limiter's script computes the same bounds with the same arithmetic.
+    pub fn month_bounds(self, unix_secs: i64) -> (i64, i64) {
+        let local = unix_secs.saturating_add(i64::from(self.secs));
+        let days = local.div_euclid(DAY_SECS);
+        let (year, month, day) = civil_from_days(days);
+        let first = days - (day - 1);
+        let start = first
+            .saturating_mul(DAY_SECS)
+            .saturating_sub(i64::from(self.secs));
+        let len = days_in_month(year, month);
+        (start, start.saturating_add(len * DAY_SECS))
+    }
+}
+
+/// `(year, month 1–12, day 1–31)` of a day counted from 1970-01-01 (proleptic Gregorian;
+/// Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
 }
 
 impl FromStr for UtcOffset {
@@ -157,6 +196,71 @@ mod tests {
         ] {
             let err = text.parse::<UtcOffset>().unwrap_err();
             assert!(matches!(err, InvalidOffset { .. }), "{text}");
+        }
+    }
+
+    #[test]
+    fn month_bounds_follow_the_calendar_and_the_offset() {
+        use time::macros::datetime;
+        let at = |d: time::OffsetDateTime| d.unix_timestamp();
+        // 2026-11-24T21:38:00Z: November 2026 in UTC.
+        let t = at(datetime!(2026-11-24 21:38 UTC));
+        assert_eq!(
+            UtcOffset::UTC.month_bounds(t),
+            (
+                at(datetime!(2026-11-01 0:00 UTC)),
+                at(datetime!(2026-12-01 0:00 UTC))
+            )
+        );
+        // 2026-11-30T22:30Z is already December 1st at +03:00.
+        let plus3: UtcOffset = "+03:00".parse().unwrap();
+        let t = at(datetime!(2026-11-30 22:30 UTC));
+        assert_eq!(
+            plus3.month_bounds(t),
+            (
+                at(datetime!(2026-11-30 21:00 UTC)),
+                at(datetime!(2026-12-31 21:00 UTC))
+            )
+        );
+        // ... and still November at -05:00 on 2026-12-01T03:00Z.
+        let minus5: UtcOffset = "-05:00".parse().unwrap();
+        let t = at(datetime!(2026-12-01 03:00 UTC));
+        assert_eq!(
+            minus5.month_bounds(t),
+            (
+                at(datetime!(2026-11-01 05:00 UTC)),
+                at(datetime!(2026-12-01 05:00 UTC))
+            )
+        );
+        // Leap and common Februaries, the exact boundary, the epoch and before it.
+        let feb = |y: i32| {
+            let s = time::Date::from_calendar_date(y, time::Month::February, 10).unwrap();
+            let (a, b) = UtcOffset::UTC.month_bounds(s.midnight().assume_utc().unix_timestamp());
+            (b - a) / DAY_SECS
+        };
+        assert_eq!(
+            (feb(2024), feb(2026), feb(2000), feb(2100)),
+            (29, 28, 29, 28)
+        );
+        let start = at(datetime!(2027-01-01 0:00 UTC));
+        assert_eq!(UtcOffset::UTC.month_bounds(start).0, start);
+        assert_eq!(UtcOffset::UTC.month_bounds(start - 1).1, start);
+        assert_eq!(UtcOffset::UTC.month_bounds(0), (0, 31 * DAY_SECS));
+        assert_eq!(
+            UtcOffset::UTC.month_bounds(-1),
+            (at(datetime!(1969-12-01 0:00 UTC)), 0)
+        );
+        // Every day of four years agrees with the calendar.
+        for d in 0..(4 * 366) {
+            let t = at(datetime!(2027-01-01 12:00 UTC)) + d * DAY_SECS;
+            let date = time::OffsetDateTime::from_unix_timestamp(t).unwrap().date();
+            let first = date
+                .replace_day(1)
+                .unwrap()
+                .midnight()
+                .assume_utc()
+                .unix_timestamp();
+            assert_eq!(UtcOffset::UTC.month_bounds(t).0, first, "{date}");
         }
     }
 

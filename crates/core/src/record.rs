@@ -38,9 +38,10 @@ impl RequestKind {
 }
 
 /// The record's JSON fields: DESIGN §5's, plus `credential` (a name, never a value),
-/// `policy_revision` (which policy set decided), `mcp` (the JSON-RPC message decided) and
-/// `trace` (the OpenTelemetry trace and span of the request, when telemetry is on).
-pub const RECORD_FIELDS: [&str; 34] = [
+/// `policy_revision` (which policy set decided), `mcp` (the JSON-RPC message decided),
+/// `trace` (the OpenTelemetry trace and span of the request, when telemetry is on) and
+/// `cost_usd` (the call priced in dollars).
+pub const RECORD_FIELDS: [&str; 35] = [
     "id",
     "ts",
     "tenant",
@@ -75,6 +76,7 @@ pub const RECORD_FIELDS: [&str; 34] = [
     "credential",
     "mcp",
     "trace",
+    "cost_usd",
 ];
 
 /// One audit record, serialised as one JSON object with exactly [`RECORD_FIELDS`].
@@ -160,6 +162,11 @@ pub struct AuditRecord {
     /// `null` when telemetry is off.
     #[serde(default)]
     pub trace: Option<crate::trace::TraceContext>,
+    /// What the LLM call cost in US dollars: its reported `usage` priced with the model's
+    /// price on the record's UTC day (`[[llm.prices]]` over the shipped table). `null` when the
+    /// usage is missing or no price is known — never a silent zero.
+    #[serde(default)]
+    pub cost_usd: Option<crate::price::Usd>,
 }
 
 impl AuditRecord {
@@ -207,6 +214,7 @@ impl AuditRecord {
             credential: None,
             mcp: None,
             trace: None,
+            cost_usd: None,
         }
     }
 

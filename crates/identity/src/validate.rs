@@ -3,7 +3,7 @@
 
 use crate::secret::parse_sha256_hex;
 use portcullis_core::{
-    is_valid_id, is_valid_scope, Agent, AgentLimits, AgentMode, ApiError, RiskLevel, Status,
+    is_valid_id, is_valid_scope, Agent, AgentLimits, AgentMode, ApiError, RiskLevel, Status, Usd,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -203,8 +203,9 @@ pub struct AgentConfigUpdate {
 }
 
 /// Changes to an agent's limit overrides (`"limits": {"rpm": 60, "tpm": null}`). Per key:
-/// absent leaves it, a positive integer sets it, `null` removes the override (the `[limits]`
-/// default applies again).
+/// absent leaves it, a positive integer (a positive number of dollars for `usd_per_day` and
+/// `usd_per_month`) sets it, `null` removes the override (the `[limits]` default applies
+/// again).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LimitsUpdate {
     /// Requests per minute.
@@ -217,6 +218,10 @@ pub struct LimitsUpdate {
     pub max_concurrent: Option<Option<u64>>,
     /// MCP tool calls per minute.
     pub mcp_calls_per_minute: Option<Option<u64>>,
+    /// LLM spend per day, dollars.
+    pub usd_per_day: Option<Option<Usd>>,
+    /// LLM spend per month, dollars.
+    pub usd_per_month: Option<Option<Usd>>,
 }
 
 impl LimitsUpdate {
@@ -228,6 +233,29 @@ impl LimitsUpdate {
         };
         let mut u = Self::default();
         for (k, v) in map {
+            let usd_slot = match k.as_str() {
+                "usd_per_day" => Some(&mut u.usd_per_day),
+                "usd_per_month" => Some(&mut u.usd_per_month),
+                _ => None,
+            };
+            if let Some(slot) = usd_slot {
+                match v {
+                    Value::Null => *slot = Some(None),
+                    _ => match v
+                        .as_f64()
+                        .and_then(Usd::from_dollars)
+                        .filter(|d| *d > Usd::ZERO)
+                    {
+                        Some(d) => *slot = Some(Some(d)),
+                        None => errs.0.push(FieldError::new(
+                            format!("limits.{k}"),
+                            "must be a positive number of US dollars (at most 1e9), or null \
+                             for the default",
+                        )),
+                    },
+                }
+                continue;
+            }
             let slot = match k.as_str() {
                 "rpm" => &mut u.rpm,
                 "tpm" => &mut u.tpm,
@@ -261,6 +289,14 @@ impl LimitsUpdate {
             (self.tokens_per_day, &mut limits.tokens_per_day),
             (self.max_concurrent, &mut limits.max_concurrent),
             (self.mcp_calls_per_minute, &mut limits.mcp_calls_per_minute),
+        ] {
+            if let Some(v) = change {
+                *field = v;
+            }
+        }
+        for (change, field) in [
+            (self.usd_per_day, &mut limits.usd_per_day),
+            (self.usd_per_month, &mut limits.usd_per_month),
         ] {
             if let Some(v) = change {
                 *field = v;

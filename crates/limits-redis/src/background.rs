@@ -58,9 +58,11 @@ async fn settle(shared: &Shared, s: &Settle) {
     inv.arg(shared.now_arg())
         .arg(s.lease.map(|n| shared.lease_id_of(n)).unwrap_or_default())
         .arg(s.usage.map_or(-1, |u| u as i64))
-        .arg(s.reserved);
-    for &(sec, ds, off) in &s.scopes {
-        inv.arg(sec).arg(ds).arg(off);
+        .arg(s.reserved)
+        .arg(s.usd.map_or(-1, |u| u as i64))
+        .arg(s.reserved_usd);
+    for &(sec, ds, ms, off) in &s.scopes {
+        inv.arg(sec).arg(ds).arg(ms).arg(off);
     }
     if let Err(why) = shared.eval::<i64>(&inv).await {
         debug!(error = %why, "settlement not sent; the lease expires by itself");

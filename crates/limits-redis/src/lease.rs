@@ -1,7 +1,7 @@
 //! What an admitted request holds in Redis, and giving it back: the slot's lease and the
 //! token charge, settled in the background so the request never waits for it.
 
-use portcullis_limits::Lease;
+use portcullis_limits::{Lease, Settlement};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -47,8 +47,12 @@ pub(crate) struct Settle {
     /// Actual tokens, when the reservation is to be replaced.
     pub(crate) usage: Option<u64>,
     pub(crate) reserved: u64,
-    /// Per scope: window second, day start, day-reset offset (−1, −1 when nothing was charged).
-    pub(crate) scopes: Vec<(i64, i64, i64)>,
+    /// Actual micro-dollars, when the dollar reservation is to be replaced.
+    pub(crate) usd: Option<u64>,
+    pub(crate) reserved_usd: u64,
+    /// Per scope: window second, day start, month start, day-reset offset (−1, −1, −1 when
+    /// nothing was charged).
+    pub(crate) scopes: Vec<(i64, i64, i64, i64)>,
 }
 
 /// Work for the background worker, in order.
@@ -63,6 +67,7 @@ pub(crate) enum Job {
 #[derive(Debug)]
 pub(crate) struct Taken {
     pub(crate) reserved: u64,
+    pub(crate) reserved_usd: u64,
     pub(crate) charged: Option<Charged>,
     pub(crate) offsets: Vec<i64>,
 }
@@ -77,24 +82,29 @@ pub(crate) struct RedisLease {
 }
 
 impl Lease for RedisLease {
-    fn finish(self: Box<Self>, usage: Option<u64>) {
+    fn finish(self: Box<Self>, settlement: Settlement) {
         if let Some(n) = self.lease {
             self.book.remove(n);
         }
         let t = &self.taken;
-        let usage = usage
+        let usage = settlement
+            .tokens
             .map(cap)
             .filter(|u| t.charged.is_some() && *u != t.reserved);
-        if self.lease.is_none() && usage.is_none() {
+        let usd = settlement
+            .usd
+            .map(|u| cap(u.micros()))
+            .filter(|u| t.charged.is_some() && *u != t.reserved_usd);
+        if self.lease.is_none() && usage.is_none() && usd.is_none() {
             return;
         }
         let scopes = match &t.charged {
             Some(c) => c
                 .iter()
                 .zip(&t.offsets)
-                .map(|(&(sec, ds), &off)| (sec, ds, off))
+                .map(|(&(sec, ds, ms), &off)| (sec, ds, ms, off))
                 .collect(),
-            None => t.offsets.iter().map(|&off| (-1, -1, off)).collect(),
+            None => t.offsets.iter().map(|&off| (-1, -1, -1, off)).collect(),
         };
         // The worker is gone only when the process is shutting down: the lease then expires
         // in Redis by itself and the reservation stays charged (never an overshoot).
@@ -103,6 +113,8 @@ impl Lease for RedisLease {
             lease: self.lease,
             usage,
             reserved: t.reserved,
+            usd,
+            reserved_usd: t.reserved_usd,
             scopes,
         }));
     }
@@ -112,5 +124,5 @@ impl Lease for RedisLease {
 pub(crate) struct NoLease;
 
 impl Lease for NoLease {
-    fn finish(self: Box<Self>, _: Option<u64>) {}
+    fn finish(self: Box<Self>, _: Settlement) {}
 }

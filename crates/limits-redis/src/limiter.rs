@@ -3,7 +3,7 @@
 use arc_swap::ArcSwapOption;
 use portcullis_limits::{
     Admission, LimitError, LimitFuture, LimitScopes, Limiter, MemoryLimiter, Permit, ScopeKey,
-    TokenReservation, UsageSnapshot,
+    TokenReservation, UsageSnapshot, Usd,
 };
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -101,9 +101,10 @@ impl Limiter for RedisLimiter {
         }
         let owned = OwnedScopes::from(scopes);
         LimitFuture::boxed(async move {
-            let tokens = reservation.map(TokenReservation::get);
-            match shared.exec(&owned, tokens, Stage::Both).await {
-                Ok(Ok(g)) => Ok(Permit::new(Box::new(g.lease), g.rate, tokens.unwrap_or(0))),
+            let tokens = reservation.map_or(0, TokenReservation::get);
+            let price = reservation.and_then(TokenReservation::price);
+            match shared.exec(&owned, reservation, Stage::Both).await {
+                Ok(Ok(g)) => Ok(Permit::new(Box::new(g.lease), g.rate, tokens).with_price(price)),
                 Ok(Err(r)) => Err(LimitError::Limited(r)),
                 Err(_) => {
                     let scopes = owned.borrowed().ok_or_else(no_agent)?;
@@ -138,16 +139,18 @@ impl Limiter for RedisLimiter {
         let shared = &self.shared;
         let owned = OwnedScopes::from(scopes);
         LimitFuture::boxed(async move {
-            let tokens = reservation.map(TokenReservation::get);
+            let tokens = reservation.map_or(0, TokenReservation::get);
+            let price = reservation.and_then(TokenReservation::price);
             if !shared.health.is_degraded() {
-                match shared.exec(&owned, tokens, Stage::Charge).await {
+                match shared.exec(&owned, reservation, Stage::Charge).await {
                     Ok(Ok(g)) => {
                         return Ok(Permit::with_admission(
                             Box::new(g.lease),
                             admission,
                             g.rate,
-                            tokens.unwrap_or(0),
-                        ))
+                            tokens,
+                        )
+                        .with_price(price))
                     }
                     Ok(Err(r)) => return Err(LimitError::Limited(r)),
                     Err(_) => {}
@@ -171,12 +174,14 @@ impl Limiter for RedisLimiter {
                 inv.key(base.as_str())
                     .key(format!("{base}:w"))
                     .arg(shared.now_arg());
-                if let Ok((requests_last_minute, tokens_today)) =
-                    shared.eval::<(u64, u64)>(&inv).await
+                if let Ok((requests_last_minute, tokens_today, usd_today, usd_month)) =
+                    shared.eval::<(u64, u64, u64, u64)>(&inv).await
                 {
                     return UsageSnapshot {
                         requests_last_minute,
                         tokens_today,
+                        usd_today: Usd::from_micros(usd_today),
+                        usd_month: Usd::from_micros(usd_month),
                     };
                 }
             }

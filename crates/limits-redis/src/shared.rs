@@ -70,6 +70,16 @@ impl Shared {
         self.conn.load_full().map(|c| (*c).clone())
     }
 
+    /// Unix seconds now by this process's clock (the injected one in tests), for what the
+    /// limiter answers without asking Redis.
+    pub(crate) fn now_secs(&self) -> u64 {
+        let now = match &self.settings.time {
+            TimeSource::Server => std::time::SystemTime::now(),
+            TimeSource::Clock(c) => c.now(),
+        };
+        now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
     /// `now` for a script: empty for the server's clock, else the injected time in µs.
     pub(crate) fn now_arg(&self) -> String {
         match &self.settings.time {
@@ -114,9 +124,21 @@ impl Shared {
     pub(crate) async fn exec(
         self: &Arc<Self>,
         owned: &OwnedScopes,
-        tokens: Option<u64>,
+        reservation: Option<TokenReservation>,
         stage: Stage,
     ) -> Result<Result<Granted, Refusal>, String> {
+        if stage.charges() {
+            let unpriced = owned
+                .borrowed()
+                .and_then(|s| s.unpriced_refusal(reservation, self.now_secs()));
+            if let Some(r) = unpriced {
+                return Ok(Err(r));
+            }
+        }
+        let tokens = reservation.map(TokenReservation::get);
+        let usd = reservation
+            .and_then(TokenReservation::usd)
+            .map(|u| cap(u.micros()));
         let keys = owned.keys(&self.settings.prefix);
         let lease = stage
             .takes_slot()
@@ -140,7 +162,8 @@ impl Shared {
                     .as_micros()
                     .min(u128::from(crate::wire::MAX_EXACT)) as u64,
             )
-            .arg(report);
+            .arg(report)
+            .arg(usd.map_or(-1, |u| u as i64));
         for s in &owned.scopes {
             let l = &s.settings;
             inv.arg(kind_code(s.kind))
@@ -148,7 +171,9 @@ impl Shared {
                 .arg(limit_arg(l.tpm))
                 .arg(limit_arg(l.tokens_per_day))
                 .arg(limit_arg(l.max_concurrent))
-                .arg(l.day_reset_offset.secs());
+                .arg(l.day_reset_offset.secs())
+                .arg(limit_arg(l.usd_per_day.map(|u| u.micros())))
+                .arg(limit_arg(l.usd_per_month.map(|u| u.micros())));
         }
         let reply: Vec<i64> = self.eval(&inv).await?;
         match parse_acquire(&reply, owned.scopes.len()) {
@@ -164,6 +189,7 @@ impl Shared {
                 }
                 let taken = Taken {
                     reserved: tokens.map_or(0, cap),
+                    reserved_usd: usd.unwrap_or(0),
                     charged: stage.charges().then_some(charged),
                     offsets: owned
                         .scopes
@@ -227,7 +253,8 @@ impl Fallback<'_> {
                 Box::new(NoLease),
                 None,
                 reservation.map_or(0, TokenReservation::get),
-            )),
+            )
+            .with_price(reservation.and_then(TokenReservation::price))),
         }
     }
 
@@ -253,7 +280,8 @@ impl Fallback<'_> {
                 admission,
                 None,
                 reservation.map_or(0, TokenReservation::get),
-            )),
+            )
+            .with_price(reservation.and_then(TokenReservation::price))),
         }
     }
 

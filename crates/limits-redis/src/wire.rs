@@ -4,9 +4,12 @@
 
 use portcullis_limits::{
     keep_tightest, keep_worst, LimitKind, LimitScopes, LimitSettings, RateInfo, Refusal, ScopeKey,
-    ScopeKind, UsageSnapshot,
+    ScopeKind, UsageSnapshot, Usd,
 };
 use std::sync::Arc;
+
+/// Values before the outcomes in the acquire script's reply.
+const HEAD: usize = 7;
 
 /// Largest value a script computes with exactly (Lua numbers are doubles).
 pub(crate) const MAX_EXACT: u64 = (1 << 53) - 1;
@@ -134,6 +137,8 @@ fn limit_of(code: i64) -> Option<LimitKind> {
         1 => Some(LimitKind::Concurrent),
         2 => Some(LimitKind::Tpm),
         3 => Some(LimitKind::TokensPerDay),
+        4 => Some(LimitKind::UsdPerDay),
+        5 => Some(LimitKind::UsdPerMonth),
         _ => None,
     }
 }
@@ -142,8 +147,8 @@ fn unsigned(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// Where an admitted request was charged, per scope: (window second, day start).
-pub(crate) type Charged = Vec<(i64, i64)>;
+/// Where an admitted request was charged, per scope: (window second, day start, month start).
+pub(crate) type Charged = Vec<(i64, i64, i64)>;
 
 /// What the acquire script answered.
 #[derive(Debug)]
@@ -165,14 +170,16 @@ pub(crate) fn parse_acquire(reply: &[i64], scopes: usize) -> Result<Answer, Stri
             reply.len()
         )
     };
-    let head = reply.get(..5).ok_or_else(bad)?;
-    let (admitted, outcomes) = (head[0] == 1, unsigned(head[4]) as usize);
+    let head = reply.get(..HEAD).ok_or_else(bad)?;
+    let (admitted, outcomes) = (head[0] == 1, unsigned(head[6]) as usize);
     let usage = UsageSnapshot {
         requests_last_minute: unsigned(head[2]),
         tokens_today: unsigned(head[3]),
+        usd_today: Usd::from_micros(unsigned(head[4])),
+        usd_month: Usd::from_micros(unsigned(head[5])),
     };
     let lines = reply
-        .get(5..5 + outcomes.saturating_mul(9))
+        .get(HEAD..HEAD + outcomes.saturating_mul(9))
         .ok_or_else(bad)?;
     let mut worst = None;
     let mut tightest = None;
@@ -198,6 +205,7 @@ pub(crate) fn parse_acquire(reply: &[i64], scopes: usize) -> Result<Answer, Stri
                 retry_after_secs: unsigned(line[6]).max(1),
                 reset_unix: unsigned(line[7]),
                 never_fits: line[8] == 1,
+                unpriced: false,
             };
             keep_worst(&mut worst, refusal);
         }
@@ -205,11 +213,11 @@ pub(crate) fn parse_acquire(reply: &[i64], scopes: usize) -> Result<Answer, Stri
     if !admitted {
         return worst.map(Answer::Refused).ok_or_else(bad);
     }
-    let rest = &reply[5 + outcomes * 9..];
-    if rest.len() != scopes * 2 {
+    let rest = &reply[HEAD + outcomes * 9..];
+    if rest.len() != scopes * 3 {
         return Err(bad());
     }
-    let charged = rest.chunks_exact(2).map(|c| (c[0], c[1])).collect();
+    let charged = rest.chunks_exact(3).map(|c| (c[0], c[1], c[2])).collect();
     Ok(Answer::Admitted {
         rate: tightest,
         usage,
@@ -251,7 +259,7 @@ mod tests {
     fn replies_become_refusals_and_rate_info() {
         // Refused by rpm (retry 20) and tpm (retry 30): the later one is reported.
         let reply = [
-            0, 5, 0, 0, 2, 0, 1, 0, 3, 0, 1, 20, 100, 0, 0, 1, 2, 50, 0, 60, 30, 90, 0,
+            0, 5, 0, 0, 0, 0, 2, 0, 1, 0, 3, 0, 1, 20, 100, 0, 0, 1, 2, 50, 0, 60, 30, 90, 0,
         ];
         let Ok(Answer::Refused(r)) = parse_acquire(&reply, 1) else {
             panic!("refusal expected")
@@ -262,7 +270,8 @@ mod tests {
         );
         // Admitted: the smallest fraction left wins.
         let reply = [
-            1, 5, 7, 8, 2, 1, 1, 0, 10, 5, 0, 0, 100, 0, 1, 1, 2, 1000, 100, 0, 0, 161, 0, 100, 0,
+            1, 5, 7, 8, 9, 10, 2, 1, 1, 0, 10, 5, 0, 0, 100, 0, 1, 1, 2, 1000, 100, 0, 0, 161, 0,
+            100, 0, 50,
         ];
         let Ok(Answer::Admitted {
             rate,
@@ -277,16 +286,33 @@ mod tests {
             Some((LimitKind::Tpm, 100))
         );
         assert_eq!((usage.requests_last_minute, usage.tokens_today), (7, 8));
-        assert_eq!(charged, vec![(100, 0)]);
+        assert_eq!(
+            (usage.usd_today.micros(), usage.usd_month.micros()),
+            (9, 10)
+        );
+        assert_eq!(charged, vec![(100, 0, 50)]);
+        // A dollar budget's refusal.
+        let reply = [0, 5, 0, 0, 0, 0, 1, 0, 0, 4, 500, 0, 600, 40, 86_400, 0];
+        let Ok(Answer::Refused(r)) = parse_acquire(&reply, 1) else {
+            panic!("refusal expected")
+        };
+        assert_eq!(
+            (r.limit, r.scope, r.limit_value, r.requested),
+            (LimitKind::UsdPerDay, ScopeKind::Tenant, 500, 600)
+        );
         // Truncated or garbled replies are errors, not decisions.
         assert!(parse_acquire(&[1, 5], 1).is_err());
         assert!(
-            parse_acquire(&[0, 5, 0, 0, 0], 1).is_err(),
+            parse_acquire(&[0, 5, 0, 0, 0, 0, 0], 1).is_err(),
             "refused without a reason"
         );
-        assert!(parse_acquire(&[1, 5, 0, 0, 1, 1, 9, 0, 1, 1, 0, 0, 1, 0, 0, 0], 1).is_err());
+        assert!(parse_acquire(
+            &[1, 5, 0, 0, 0, 0, 1, 1, 9, 0, 1, 1, 0, 0, 1, 0, 0, 0, 0],
+            1
+        )
+        .is_err());
         assert!(
-            parse_acquire(&[1, 5, 0, 0, 0], 1).is_err(),
+            parse_acquire(&[1, 5, 0, 0, 0, 0, 0], 1).is_err(),
             "charge info missing"
         );
     }

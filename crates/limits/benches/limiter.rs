@@ -4,7 +4,8 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis_core::SystemClock;
 use portcullis_limits::{
-    LimitScopes, LimitSettings, Limiter, MemoryLimiter, ScopeKey, TokenReservation,
+    LimitScopes, LimitSettings, Limiter, MemoryLimiter, ScopeKey, TokenPrice, TokenReservation,
+    Usage, Usd,
 };
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -53,6 +54,27 @@ fn single_thread(c: &mut Criterion) {
         b.iter(|| {
             if let Ok(Ok(p)) = limiter.acquire(&scopes, reservation).into_ready() {
                 p.settle(Some(black_box(600)));
+            }
+        })
+    });
+    // The same with dollar budgets: a priced reservation, settled with the cost of a usage.
+    let dollars = LimitSettings {
+        usd_per_day: Some(Usd::from_micros(u64::MAX / 4)),
+        usd_per_month: Some(Usd::from_micros(u64::MAX / 4)),
+        ..settings()
+    };
+    let price = TokenPrice {
+        input: 2_500_000,
+        cached_input: 1_250_000,
+        output: 10_000_000,
+        reasoning: 10_000_000,
+    };
+    let priced = reservation.map(|r| r.with_price(Some(price)));
+    let usage = Usage::provider(400, 200, 100, 50);
+    c.bench_function("acquire+settle_usage, all limits and dollar budgets", |b| {
+        b.iter(|| {
+            if let Ok(Ok(p)) = limiter.acquire_one(&key, &dollars, priced).into_ready() {
+                p.settle_usage(Some(black_box(&usage)));
             }
         })
     });

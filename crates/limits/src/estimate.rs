@@ -1,6 +1,7 @@
 //! The worst-case token reservation of an LLM request, and the prompt estimate behind it.
 
 use crate::settings::{LimitSettings, DEFAULT_CHARS_PER_TOKEN};
+use portcullis_core::{TokenPrice, Usd};
 
 /// Estimated prompt tokens of a request body of `body_len_bytes` bytes, assuming
 /// [`DEFAULT_CHARS_PER_TOKEN`] (4) bytes per token, rounded up.
@@ -16,16 +17,46 @@ pub fn estimate_prompt_tokens_with(body_len_bytes: u64, chars_per_token: u64) ->
     body_len_bytes.div_ceil(chars_per_token.max(1))
 }
 
-/// Tokens to reserve for an LLM request before forwarding it: its worst case.
+/// Tokens to reserve for an LLM request before forwarding it: its worst case, and with the
+/// model's price, its worst-case cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenReservation {
     tokens: u64,
+    /// The generated part of `tokens` (the rest is prompt).
+    output: u64,
+    price: Option<TokenPrice>,
 }
 
 impl TokenReservation {
-    /// Reserves exactly `tokens` tokens.
+    /// Reserves exactly `tokens` tokens (counted as prompt tokens when priced).
     pub fn tokens(tokens: u64) -> Self {
-        Self { tokens }
+        Self {
+            tokens,
+            output: 0,
+            price: None,
+        }
+    }
+
+    /// The same reservation for a model priced at `price` (`None`: unknown). A priced
+    /// reservation also reserves its worst-case cost against the dollar budgets, and its
+    /// permit settles with the cost of the recorded usage; an unpriced one is refused where a
+    /// dollar budget applies.
+    #[must_use]
+    pub fn with_price(mut self, price: Option<TokenPrice>) -> Self {
+        self.price = price;
+        self
+    }
+
+    /// The model's price, when known.
+    pub fn price(self) -> Option<TokenPrice> {
+        self.price
+    }
+
+    /// The worst-case cost: the prompt estimate at the dearer input price plus the output
+    /// tokens at the dearer of the output and reasoning prices. `None` when unpriced.
+    pub fn usd(self) -> Option<Usd> {
+        let price = self.price?;
+        Some(price.worst_case(self.tokens.saturating_sub(self.output), self.output))
     }
 
     /// The worst case of a request: `max_tokens` (or `settings.default_max_tokens` when the
@@ -43,6 +74,8 @@ impl TokenReservation {
         let prompt = estimate_prompt_tokens_with(body_len_bytes, settings.chars_per_token);
         Self {
             tokens: output.saturating_add(prompt),
+            output,
+            price: None,
         }
     }
 
@@ -87,5 +120,24 @@ mod tests {
             u64::MAX,
             "saturates"
         );
+    }
+
+    #[test]
+    fn priced_reservations_reserve_their_worst_case_cost() {
+        let s = LimitSettings::default();
+        let price = TokenPrice {
+            input: 2_000_000,
+            cached_input: 500_000,
+            output: 8_000_000,
+            reasoning: 10_000_000,
+        };
+        // 100 output tokens, 400 bytes = 100 prompt tokens: 100 × 2 + 100 × 10 = 1200 µ$.
+        let r = TokenReservation::estimate(&s, Some(100), 400).with_price(Some(price));
+        assert_eq!(r.get(), 200);
+        assert_eq!(r.usd(), Some(Usd::from_micros(1_200)));
+        assert_eq!(r.price(), Some(price));
+        assert_eq!(TokenReservation::estimate(&s, Some(100), 400).usd(), None);
+        let plain = TokenReservation::tokens(1_000_000).with_price(Some(price));
+        assert_eq!(plain.usd(), Some(Usd::from_micros(2_000_000)));
     }
 }

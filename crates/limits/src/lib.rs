@@ -61,6 +61,15 @@
 //!   60 to 61 seconds, so the tokens charged in *any* 60-second interval never exceed `tpm`
 //!   (beyond overruns of a response that used more than it reserved). The error is one-sided:
 //!   freed capacity returns up to 1 s later than an exact 60 s window would return it.
+//! - **Dollar budgets** (`usd_per_day`, `usd_per_month`, in [`Usd`]): a reservation priced with
+//!   [`TokenReservation::with_price`] also reserves its worst-case cost
+//!   ([`TokenReservation::usd`]) against them, and [`Permit::settle_usage`] replaces it by the
+//!   cost of the recorded [`Usage`]; missing usage keeps it. Checked like the daily token
+//!   budget, all or nothing with every other limit. An LLM request without a price is refused
+//!   where a dollar budget applies ([`LimitScopes::unpriced_refusal`], `unpriced` set). The
+//!   month starts at midnight of the first day of the month at `day_reset_offset`. Dollar
+//!   budgets are never reported in [`RateInfo`]; [`UsageSnapshot`] has `usd_today` and
+//!   `usd_month`.
 //! - **Per-day budget**: resets at midnight of `day_reset_offset`, a fixed UTC offset (UTC by
 //!   default). IANA zone names are not supported: that needs the tz database, a heavy
 //!   dependency for one boundary. A settlement after midnight refunds nothing to the new day.
@@ -97,8 +106,9 @@
 //!
 //! The [`MemoryLimiter`] keeps about 1 KiB per active scope. [`Limiter::sweep`] (call it every
 //! minute or so) forgets scopes with nothing in flight, a full burst, an empty minute window and
-//! no tokens charged to the running day, so a scope is kept at most until the end of the day of
-//! its last LLM request. State is not persisted: a restart grants every scope fresh budgets, and
+//! no tokens or dollars charged to the running day (or dollars to the running month), so a
+//! scope is kept at most until the end of the day of its last LLM request (of the month of its
+//! last priced one). State is not persisted: a restart grants every scope fresh budgets, and
 //! each replica enforces its own limits; a shared backend implements the same [`Limiter`] trait.
 #![warn(missing_docs)]
 
@@ -120,7 +130,8 @@ pub use memory::MemoryLimiter;
 pub use outcome::{
     keep_tightest, keep_worst, LimitError, LimitKind, RateInfo, Refusal, UsageSnapshot,
 };
-pub use permit::{Admission, Lease, Permit};
+pub use permit::{Admission, Lease, Permit, Settlement};
 pub use portcullis_core::UtcOffset;
+pub use portcullis_core::{TokenPrice, Usage, Usd};
 pub use scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
 pub use settings::{LimitSettings, SettingsError, DEFAULT_CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS};

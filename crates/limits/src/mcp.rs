@@ -73,6 +73,7 @@ impl McpCallCounter {
                     retry_after_secs: reset.saturating_sub(now).max(1),
                     reset_unix: reset,
                     never_fits,
+                    unpriced: false,
                 });
             }
         }

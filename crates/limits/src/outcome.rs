@@ -1,5 +1,6 @@
 //! What a limit check answers: a refusal, the rate headers of an admitted request, usage figures.
 
+use portcullis_core::Usd;
 use serde::Serialize;
 use std::fmt;
 
@@ -19,10 +20,15 @@ pub enum LimitKind {
     TokensPerDay,
     /// MCP tool calls per minute.
     McpCallsPerMinute,
+    /// LLM spend per day (values in micro-dollars).
+    UsdPerDay,
+    /// LLM spend per calendar month (values in micro-dollars).
+    UsdPerMonth,
 }
 
 impl LimitKind {
-    /// The metric label and JSON `limit` value: `rpm`, `concurrent`, `tpm`, `tokens_per_day`.
+    /// The metric label and JSON `limit` value: `rpm`, `concurrent`, `tpm`, `tokens_per_day`,
+    /// `mcp_calls_per_minute`, `usd_per_day`, `usd_per_month`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rpm => "rpm",
@@ -30,7 +36,14 @@ impl LimitKind {
             Self::Tpm => "tpm",
             Self::TokensPerDay => "tokens_per_day",
             Self::McpCallsPerMinute => "mcp_calls_per_minute",
+            Self::UsdPerDay => "usd_per_day",
+            Self::UsdPerMonth => "usd_per_month",
         }
+    }
+
+    /// Whether the limit counts micro-dollars (its values print as dollars).
+    pub fn is_usd(self) -> bool {
+        matches!(self, Self::UsdPerDay | Self::UsdPerMonth)
     }
 
     fn describe(self) -> &'static str {
@@ -40,6 +53,8 @@ impl LimitKind {
             Self::Tpm => "token budget per minute",
             Self::TokensPerDay => "daily token budget",
             Self::McpCallsPerMinute => "MCP tool calls per minute",
+            Self::UsdPerDay => "daily dollar budget",
+            Self::UsdPerMonth => "monthly dollar budget",
         }
     }
 }
@@ -60,7 +75,7 @@ pub struct Refusal {
     pub limit: LimitKind,
     /// The scope whose limit refused.
     pub scope: ScopeKind,
-    /// The configured value of that limit.
+    /// The configured value of that limit (micro-dollars for the dollar budgets).
     pub limit_value: u64,
     /// Always 0.
     pub remaining: u64,
@@ -73,6 +88,10 @@ pub struct Refusal {
     /// The request can never be admitted: it needs more than the whole limit (e.g. a
     /// reservation larger than the per-minute budget). Retrying cannot help.
     pub never_fits: bool,
+    /// A dollar budget applies but the model has no known price, so the request cannot be
+    /// sized against it (refused: add the model to `[[llm.prices]]`). Implies `never_fits`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unpriced: bool,
 }
 
 impl Refusal {
@@ -86,13 +105,35 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scope = self.scope.as_str();
         let what = self.limit.describe();
+        let amount = |v: u64| {
+            if self.limit.is_usd() {
+                Usd::from_micros(v).to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        if self.unpriced {
+            return write!(
+                f,
+                "{scope} {what} of {} applies but the model has no known price, so the request \
+                 cannot be checked against it: add the model to [[llm.prices]]",
+                amount(self.limit_value)
+            );
+        }
         if self.never_fits {
             write!(
                 f,
                 "{scope} {what} is {} but this request needs {}: it can never be admitted",
-                self.limit_value, self.requested
+                amount(self.limit_value),
+                amount(self.requested)
             )?;
-            if matches!(self.limit, LimitKind::Tpm | LimitKind::TokensPerDay) {
+            if matches!(
+                self.limit,
+                LimitKind::Tpm
+                    | LimitKind::TokensPerDay
+                    | LimitKind::UsdPerDay
+                    | LimitKind::UsdPerMonth
+            ) {
                 f.write_str(" (lower max_tokens or the prompt size)")?;
             }
             Ok(())
@@ -100,7 +141,8 @@ impl fmt::Display for Refusal {
             write!(
                 f,
                 "{scope} {what} of {} exceeded; retry in {} s",
-                self.limit_value, self.retry_after_secs
+                amount(self.limit_value),
+                self.retry_after_secs
             )
         }
     }
@@ -194,13 +236,21 @@ impl RateInfo {
     }
 }
 
-/// Usage figures for the policy input (`usage.requests_last_minute`, `usage.tokens_today`).
+/// Usage figures of one scope: the policy input's `usage`, and what budget alerts compare
+/// with the budgets. Fields are only ever added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct UsageSnapshot {
     /// Requests admitted in the last 60–61 seconds (one-second buckets).
     pub requests_last_minute: u64,
     /// Tokens charged since the last daily reset: settled usage plus reservations still open.
     pub tokens_today: u64,
+    /// Dollars charged since the last daily reset (same day as `tokens_today`): the settled
+    /// cost of priced LLM calls plus the worst-case cost of those still open. Serialised in
+    /// dollars.
+    pub usd_today: Usd,
+    /// Dollars charged since the first of the month (at `day_reset_offset`), counted like
+    /// `usd_today`.
+    pub usd_month: Usd,
 }
 
 #[cfg(test)]
@@ -217,6 +267,7 @@ mod tests {
             retry_after_secs: 12,
             reset_unix: 1_000,
             never_fits,
+            unpriced: false,
         }
     }
 
@@ -230,6 +281,40 @@ mod tests {
         assert!(never.contains("can never be admitted"), "{never}");
         assert!(never.contains("5000"), "{never}");
         assert!(never.contains("max_tokens"), "{never}");
+        let usd = Refusal {
+            limit_value: 2_500_000,
+            requested: 3_000_001,
+            ..refusal(LimitKind::UsdPerDay, true)
+        };
+        assert_eq!(
+            usd.detail(),
+            "agent daily dollar budget is $2.5 but this request needs $3.000001: it can never \
+             be admitted (lower max_tokens or the prompt size)"
+        );
+        let month = Refusal {
+            limit_value: 100_000_000,
+            ..refusal(LimitKind::UsdPerMonth, false)
+        };
+        assert_eq!(
+            month.detail(),
+            "agent monthly dollar budget of $100 exceeded; retry in 12 s"
+        );
+        let unpriced = Refusal {
+            unpriced: true,
+            limit_value: 1_000_000,
+            ..refusal(LimitKind::UsdPerDay, true)
+        };
+        assert!(
+            unpriced.detail().contains("no known price"),
+            "{}",
+            unpriced.detail()
+        );
+        assert!(unpriced.detail().contains("$1 "), "{}", unpriced.detail());
+        assert_eq!(serde_json::to_value(&unpriced).unwrap()["unpriced"], true);
+        assert!(serde_json::to_value(&month)
+            .unwrap()
+            .get("unpriced")
+            .is_none());
     }
 
     #[test]
@@ -243,6 +328,8 @@ mod tests {
             (LimitKind::Concurrent, "concurrent"),
             (LimitKind::Tpm, "tpm"),
             (LimitKind::TokensPerDay, "tokens_per_day"),
+            (LimitKind::UsdPerDay, "usd_per_day"),
+            (LimitKind::UsdPerMonth, "usd_per_month"),
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), name);
             assert_eq!(kind.as_str(), name);

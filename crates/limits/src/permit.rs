@@ -1,8 +1,39 @@
 //! The admission ticket of a request: holds its concurrency slot and its token reservation.
 
+use portcullis_core::{TokenPrice, Usage, UsageSource, Usd};
 use std::fmt;
 
 use crate::outcome::{RateInfo, UsageSnapshot};
+
+/// What a request actually used, to replace its reservation with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Tokens the provider reported; `None` (missing, incomplete, error, abort) keeps the
+    /// whole token reservation charged.
+    pub tokens: Option<u64>,
+    /// What they cost; `None` keeps the whole dollar reservation charged.
+    pub usd: Option<Usd>,
+}
+
+impl Settlement {
+    /// Nothing known: every reservation stays charged.
+    pub const KEEP: Self = Self {
+        tokens: None,
+        usd: None,
+    };
+
+    /// What a finished response settles with: the provider's count (and its cost at `price`)
+    /// when it reported one for the whole response; otherwise nothing, which keeps the whole
+    /// reservation (usage missing, a truncated stream, a client abort: what the provider
+    /// bills is unknown).
+    pub fn of(usage: Option<&Usage>, price: Option<TokenPrice>) -> Self {
+        let complete = usage.filter(|u| u.source == UsageSource::Provider && !u.truncated);
+        Self {
+            tokens: complete.map(|u| u.total_tokens),
+            usd: complete.and_then(|u| price.and_then(|p| p.cost(u))),
+        }
+    }
+}
 
 /// Backend side of a [`Permit`]: what to give back when the request ends.
 ///
@@ -10,10 +41,11 @@ use crate::outcome::{RateInfo, UsageSnapshot};
 /// [`Lease::finish`] exactly once.
 pub trait Lease: Send + Sync {
     /// The request ended. Releases the concurrency slot in every scope. With
-    /// `Some(actual_total_tokens)`, replaces the token reservation by the actual usage (releasing
-    /// the difference, or charging the excess when the estimate was too low); with `None`
-    /// (usage missing, error, or client abort) the full reservation stays charged.
-    fn finish(self: Box<Self>, usage: Option<u64>);
+    /// `settlement.tokens = Some(actual_total_tokens)`, replaces the token reservation by the
+    /// actual usage (releasing the difference, or charging the excess when the estimate was too
+    /// low); with `None` (usage missing, error, or client abort) the full reservation stays
+    /// charged. `settlement.usd` does the same for the dollar reservation.
+    fn finish(self: Box<Self>, settlement: Settlement);
 }
 
 /// An admitted request. Hold it for the life of the request.
@@ -29,6 +61,7 @@ pub struct Permit {
     lease: Option<Box<dyn Lease>>,
     rate: Option<RateInfo>,
     reserved_tokens: u64,
+    price: Option<TokenPrice>,
 }
 
 impl Permit {
@@ -38,7 +71,15 @@ impl Permit {
             lease: Some(lease),
             rate,
             reserved_tokens,
+            price: None,
         }
+    }
+
+    /// The same permit for a request priced at `price` (its reservation's), so that
+    /// [`Permit::settle_usage`] can settle the dollar reservation with the real cost.
+    pub fn with_price(mut self, price: Option<TokenPrice>) -> Self {
+        self.price = price;
+        self
     }
 
     /// A permit for a request that holds `admission` (its concurrency slot): `lease` gives back
@@ -64,16 +105,38 @@ impl Permit {
         self.rate.as_ref()
     }
 
+    /// The price the request was reserved at, when it was priced.
+    pub fn price(&self) -> Option<&TokenPrice> {
+        self.price.as_ref()
+    }
+
     /// Tokens reserved for this request (0 for a request without reservation).
     pub fn reserved_tokens(&self) -> u64 {
         self.reserved_tokens
     }
 
-    /// Ends the request with the recorded usage (`Some(total_tokens)` when the provider reported
-    /// it, `None` when usage is missing: then the full reservation is kept).
-    pub fn settle(mut self, usage: Option<u64>) {
+    /// Ends the request with the recorded token count (`Some(total_tokens)` when the provider
+    /// reported it, `None` when usage is missing: then the full reservation is kept). Without
+    /// the token kinds the cost is unknown: a dollar reservation stays charged, except with
+    /// `Some(0)` (nothing was billed, e.g. the upstream could not be reached), which gives
+    /// everything back.
+    pub fn settle(self, usage: Option<u64>) {
+        let usd = (usage == Some(0)).then_some(Usd::ZERO);
+        self.finish(Settlement { tokens: usage, usd });
+    }
+
+    /// Ends the request with the usage the tap recorded: a complete, provider-reported usage
+    /// replaces the token reservation by its total and the dollar reservation by its cost at
+    /// the permit's price; a missing or truncated usage (`None` too) keeps both reservations.
+    pub fn settle_usage(self, usage: Option<&Usage>) {
+        let settlement = Settlement::of(usage, self.price);
+        self.finish(settlement);
+    }
+
+    /// Ends the request with `settlement`.
+    pub fn finish(mut self, settlement: Settlement) {
         if let Some(lease) = self.lease.take() {
-            lease.finish(usage);
+            lease.finish(settlement);
         }
     }
 }
@@ -81,7 +144,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.finish(None);
+            lease.finish(Settlement::KEEP);
         }
     }
 }
@@ -91,6 +154,7 @@ impl fmt::Debug for Permit {
         f.debug_struct("Permit")
             .field("rate", &self.rate)
             .field("reserved_tokens", &self.reserved_tokens)
+            .field("priced", &self.price.is_some())
             .field("open", &self.lease.is_some())
             .finish()
     }
@@ -103,9 +167,9 @@ struct Admitted {
 }
 
 impl Lease for Admitted {
-    fn finish(self: Box<Self>, usage: Option<u64>) {
+    fn finish(self: Box<Self>, settlement: Settlement) {
         let Admitted { lease, admission } = *self;
-        lease.finish(usage);
+        lease.finish(settlement);
         drop(admission);
     }
 }
@@ -152,7 +216,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.finish(None);
+            lease.finish(Settlement::KEEP);
         }
     }
 }

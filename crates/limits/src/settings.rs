@@ -1,6 +1,6 @@
 //! Limit settings: the `[limits]` defaults, per-agent overrides and the day-reset offset.
 
-use portcullis_core::{AgentLimits, UtcOffset};
+use portcullis_core::{AgentLimits, Usd, UtcOffset};
 use serde::{Deserialize, Serialize};
 
 /// Output tokens reserved for an LLM request that does not state `max_tokens`.
@@ -33,6 +33,13 @@ pub struct LimitSettings {
     /// Concurrent in-flight requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u64>,
+    /// LLM spend per day in US dollars, reset at midnight of `day_reset_offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<Usd>,
+    /// LLM spend per calendar month in US dollars, reset at midnight of the first day of the
+    /// month in `day_reset_offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usd_per_month: Option<Usd>,
     /// Output tokens reserved when an LLM request has no `max_tokens` / `max_output_tokens`.
     pub default_max_tokens: u64,
     /// Request-body bytes per prompt token used for the prompt estimate (see
@@ -49,6 +56,8 @@ impl Default for LimitSettings {
             tpm: None,
             tokens_per_day: None,
             max_concurrent: None,
+            usd_per_day: None,
+            usd_per_month: None,
             default_max_tokens: DEFAULT_MAX_TOKENS,
             chars_per_token: DEFAULT_CHARS_PER_TOKEN,
             day_reset_offset: UtcOffset::UTC,
@@ -65,6 +74,8 @@ impl LimitSettings {
             tpm: overrides.tpm.or(self.tpm),
             tokens_per_day: overrides.tokens_per_day.or(self.tokens_per_day),
             max_concurrent: overrides.max_concurrent.or(self.max_concurrent),
+            usd_per_day: overrides.usd_per_day.or(self.usd_per_day),
+            usd_per_month: overrides.usd_per_month.or(self.usd_per_month),
             ..self.clone()
         }
     }
@@ -84,6 +95,14 @@ impl LimitSettings {
                 return Err(SettingsError::Zero { key });
             }
         }
+        for (key, value) in [
+            ("usd_per_day", self.usd_per_day),
+            ("usd_per_month", self.usd_per_month),
+        ] {
+            if value == Some(Usd::ZERO) {
+                return Err(SettingsError::Zero { key });
+            }
+        }
         if self.chars_per_token == 0 {
             return Err(SettingsError::Zero {
                 key: "chars_per_token",
@@ -98,6 +117,13 @@ impl LimitSettings {
             && self.tpm.is_none()
             && self.tokens_per_day.is_none()
             && self.max_concurrent.is_none()
+            && self.usd_per_day.is_none()
+            && self.usd_per_month.is_none()
+    }
+
+    /// `true` when a dollar budget applies.
+    pub fn has_usd_budget(&self) -> bool {
+        self.usd_per_day.is_some() || self.usd_per_month.is_some()
     }
 }
 
@@ -105,7 +131,7 @@ impl LimitSettings {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
     /// A limit of zero.
-    #[error("limits.{key} must be at least 1 (remove the key for unlimited)")]
+    #[error("limits.{key} must be more than zero (remove the key for unlimited)")]
     Zero {
         /// The offending key.
         key: &'static str,
@@ -146,6 +172,16 @@ mod tests {
         assert_eq!(merged.tpm, Some(10_000));
         assert_eq!(merged.tokens_per_day, Some(1_000));
         assert_eq!(merged.max_concurrent, None);
+        let usd = defaults.with_overrides(&AgentLimits {
+            usd_per_month: Some(Usd::from_micros(5_000_000)),
+            ..AgentLimits::default()
+        });
+        assert_eq!(usd.usd_per_month, Some(Usd::from_micros(5_000_000)));
+        assert_eq!(usd.usd_per_day, None);
+        let s: LimitSettings = toml::from_str("usd_per_day = 2.5").unwrap();
+        assert_eq!(s.usd_per_day, Some(Usd::from_micros(2_500_000)));
+        assert!(s.has_usd_budget());
+        assert!(toml::from_str::<LimitSettings>("usd_per_day = -1.0").is_err());
         assert_eq!(
             defaults.with_overrides(&AgentLimits::default()),
             defaults,
@@ -166,5 +202,15 @@ mod tests {
             ..LimitSettings::default()
         };
         assert!(zero_cpt.validate().is_err());
+        let zero_usd = LimitSettings {
+            usd_per_month: Some(Usd::ZERO),
+            ..LimitSettings::default()
+        };
+        assert_eq!(
+            zero_usd.validate(),
+            Err(SettingsError::Zero {
+                key: "usd_per_month"
+            })
+        );
     }
 }

@@ -282,6 +282,8 @@ mod tests {
                 requests_last_minute: 2,
                 tokens_today: 9,
                 mcp_calls_last_minute: 0,
+                usd_today_micros: 1_500_000,
+                usd_month_micros: 250_000,
             },
             credential: Some("openai_prod"),
             mcp: None,
@@ -292,7 +294,8 @@ mod tests {
         assert_eq!(j["credential"], "openai_prod");
         assert_eq!(
             j["usage"],
-            json!({"requests_last_minute": 2, "tokens_today": 9, "mcp_calls_last_minute": 0})
+            json!({"requests_last_minute": 2, "tokens_today": 9, "mcp_calls_last_minute": 0,
+                   "usd_today": 1.5, "usd_month": 0.25})
         );
         assert_eq!(
             j["llm"],

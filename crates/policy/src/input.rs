@@ -59,6 +59,10 @@ pub struct UsageFacts {
     pub tokens_today: u64,
     /// MCP tool calls by this agent in the last minute (before this request).
     pub mcp_calls_last_minute: u64,
+    /// LLM spend of this agent today, micro-dollars (`usage.usd_today`, in dollars).
+    pub usd_today_micros: u64,
+    /// LLM spend of this agent this month, micro-dollars (`usage.usd_month`, in dollars).
+    pub usd_month_micros: u64,
 }
 
 impl<'a> McpFacts<'a> {
@@ -283,6 +287,9 @@ impl<'a> PolicyInput<'a> {
             key(Key::McpCallsLastMinute),
             Value::from(self.usage.mcp_calls_last_minute),
         );
+        let dollars = |micros: u64| Value::from(micros as f64 / 1_000_000.0);
+        usage.insert(key(Key::UsdToday), dollars(self.usage.usd_today_micros));
+        usage.insert(key(Key::UsdMonth), dollars(self.usage.usd_month_micros));
         root.insert(key(Key::Usage), Value::from(usage));
         if let Some(m) = &self.mcp {
             root.insert(key(Key::Mcp), mcp_value(m));
@@ -468,6 +475,8 @@ enum Key {
     Token,
     TokensToday,
     Usage,
+    UsdMonth,
+    UsdToday,
 }
 
 const KEY_NAMES: &[&str] = &[
@@ -507,6 +516,8 @@ const KEY_NAMES: &[&str] = &[
     "token",
     "tokens_today",
     "usage",
+    "usd_month",
+    "usd_today",
 ];
 
 static KEYS: std::sync::LazyLock<Vec<Value>> =

@@ -135,6 +135,14 @@ pub struct AgentFields {
     /// MCP tool calls per minute (`default`: back to `[mcp] calls_per_minute`).
     #[arg(long, value_name = "N|default")]
     pub mcp_calls_per_minute: Option<String>,
+    /// LLM spend per day in US dollars, e.g. 25 or 2.50 (`default`: back to the `[limits]`
+    /// default).
+    #[arg(long, value_name = "USD|default")]
+    pub usd_per_day: Option<String>,
+    /// LLM spend per calendar month in US dollars (`default`: back to the `[limits]`
+    /// default).
+    #[arg(long, value_name = "USD|default")]
+    pub usd_per_month: Option<String>,
 }
 
 /// `portcullis agent ...`.

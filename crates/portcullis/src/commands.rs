@@ -7,7 +7,7 @@ use crate::cli::{
 };
 use anyhow::{anyhow, bail, Context};
 use portcullis_config::{duration::parse_duration, Config};
-use portcullis_core::{Agent, AgentStatus, Clock, SystemClock};
+use portcullis_core::{Agent, AgentStatus, Clock, SystemClock, Usd};
 use portcullis_identity::{
     generate_secret, hash_secret, validate_agent, AgentConfigUpdate, TokenIssuer,
 };
@@ -398,6 +398,20 @@ fn update_from(f: &AgentFields) -> anyhow::Result<Option<AgentConfigUpdate>> {
         };
         limits.insert(key.into(), value);
     }
+    for (key, flag, v) in [
+        ("usd_per_day", "--usd-per-day", &f.usd_per_day),
+        ("usd_per_month", "--usd-per-month", &f.usd_per_month),
+    ] {
+        let Some(v) = v else { continue };
+        let value = match v.as_str() {
+            "default" => Value::Null,
+            n => match n.trim_start_matches('$').parse::<f64>() {
+                Ok(d) if d.is_finite() && d > 0.0 => json!(d),
+                _ => bail!("{flag}: expected a positive number of dollars or `default`, got `{n}`"),
+            },
+        };
+        limits.insert(key.into(), value);
+    }
     if !limits.is_empty() {
         m.insert("limits".into(), Value::Object(limits));
     }
@@ -587,43 +601,62 @@ async fn audit_query(
             "total": page.total,
             "limit": q.limit,
             "offset": q.offset,
+            "cost_usd": page.cost_usd_micros.map(|c| Usd::from_micros(c).dollars()),
+            "priced": page.priced,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)
     } else {
-        write_table(&mut out, &page.records, page.total, q.offset)
+        write_table(&mut out, &page, q.offset)
     };
     ignore_broken_pipe(written)
 }
 
 fn write_table(
     out: &mut impl Write,
-    records: &[Value],
-    total: u64,
+    page: &portcullis_store::AuditPage,
     offset: u64,
 ) -> std::io::Result<()> {
+    let (records, total) = (&page.records, page.total);
     writeln!(
         out,
-        "{:<24} {:<12} {:<20} {:<12} {:>4}  {:<32} {:<16} ID",
-        "TIME", "TENANT", "AGENT", "VERDICT", "CODE", "TARGET", "POLICY"
+        "{:<24} {:<12} {:<20} {:<12} {:>4}  {:<32} {:<16} {:>11} ID",
+        "TIME", "TENANT", "AGENT", "VERDICT", "CODE", "TARGET", "POLICY", "COST"
     )?;
     for r in records {
         writeln!(out, "{}", record_line(r, true))?;
     }
     let shown = u64::try_from(records.len()).unwrap_or(u64::MAX);
+    let cost = match page.cost_usd_micros {
+        Some(c) => format!(
+            "; cost {} over {} priced record{}",
+            Usd::from_micros(c),
+            page.priced,
+            if page.priced == 1 { "" } else { "s" }
+        ),
+        None => String::new(),
+    };
     if shown == 0 {
-        writeln!(out, "(no records; {total} match)")
+        writeln!(out, "(no records; {total} match{cost})")
     } else {
         writeln!(
             out,
-            "({}-{} of {total})",
+            "({}-{} of {total}{cost})",
             offset.saturating_add(1),
             offset.saturating_add(shown)
         )
     }
 }
 
+/// A record's `cost_usd` as `$0.0035`, or `-` when unpriced.
+fn cost_of(r: &Value) -> String {
+    r.get("cost_usd")
+        .and_then(Value::as_f64)
+        .and_then(Usd::from_dollars)
+        .map_or_else(|| "-".to_owned(), |c| c.to_string())
+}
+
 /// One record on one line: time, tenant, agent[/sub-agent], verdict, status, target
-/// (`METHOD host/path` or `provider model`), policy, id.
+/// (`METHOD host/path` or `provider model`), policy, cost, id.
 fn record_line(r: &Value, padded: bool) -> String {
     let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
     let agent = match r.get("subagent").and_then(Value::as_str) {
@@ -648,10 +681,11 @@ fn record_line(r: &Value, padded: bool) -> String {
     };
     let (ts, tenant, verdict, policy, id) =
         (s("ts"), s("tenant"), s("verdict"), s("policy"), s("id"));
+    let cost = cost_of(r);
     if padded {
-        format!("{ts:<24} {tenant:<12} {agent:<20} {verdict:<12} {status:>4}  {target:<32} {policy:<16} {id}")
+        format!("{ts:<24} {tenant:<12} {agent:<20} {verdict:<12} {status:>4}  {target:<32} {policy:<16} {cost:>11} {id}")
     } else {
-        format!("{ts} {tenant} {agent} {verdict} {status} {target} {policy} {id}")
+        format!("{ts} {tenant} {agent} {verdict} {status} {target} {policy} {cost} {id}")
     }
 }
 

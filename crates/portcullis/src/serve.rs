@@ -262,16 +262,26 @@ impl Base {
             AuditMetrics::register(&registry)?,
         )
         .context("starting the audit pipeline")?;
+        let prices =
+            Arc::new(portcullis_app::pricing::PriceTable::from_config(cfg).context("llm.prices")?);
+        let pricing =
+            portcullis_app::pricing::Pricing::new(prices.clone(), &registry, metrics.clone())?;
         let telemetry = start_telemetry(cfg, &registry)?;
         let recorder: Arc<dyn Recorder> = Arc::new(
             AuditRecorder::new(audit.clone())
+                .with_pricing(pricing)
                 .with_telemetry(telemetry.as_ref().map(|t| t.0.clone())),
         );
-        let (limits, limits_ready, limits_banner) =
-            portcullis_app::limits::from_config(cfg, &registry, agents.clone(), clock.clone())
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("starting the limiter")?;
+        let (limits, limits_ready, limits_banner) = portcullis_app::limits::from_config(
+            cfg,
+            &registry,
+            agents.clone(),
+            clock.clone(),
+            prices.clone(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("starting the limiter")?;
         // Budget alerts (`[alerts]`): nothing runs without webhooks.
         let alerts = portcullis_app::alerts::start(
             cfg,

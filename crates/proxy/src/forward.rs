@@ -14,7 +14,7 @@ use crate::io::{totals, Tally};
 use crate::refusal::{Refusal, Upstream};
 use crate::respond::set_rate_headers;
 use crate::state::Shared;
-use crate::tap::{body_outcome, settled_tokens, SharedTap};
+use crate::tap::{body_outcome, SharedTap};
 use crate::upstream::find_dial_error;
 use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -302,7 +302,8 @@ fn respond(
             let terminal = tapped.as_ref().is_some_and(|t| t.terminal);
             let usage = tapped.map(|t| t.usage);
             if let Some(p) = permit {
-                p.settle(settled_tokens(usage.as_ref()));
+                // The permit knows the reservation's price: it settles tokens and dollars.
+                p.settle_usage(usage.as_ref());
             }
             let (error, _) = body_outcome(end, terminal);
             ex.finish(Outcome {

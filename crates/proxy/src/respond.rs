@@ -195,6 +195,7 @@ mod tests {
             retry_after_secs: 7,
             reset_unix: 1_900_000_000,
             never_fits: false,
+            unpriced: false,
         };
         let r = refusal_response(&Refusal::Limited(limit.clone()), None);
         assert_eq!(r.status(), 429);

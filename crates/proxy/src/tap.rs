@@ -7,15 +7,6 @@ use crate::body::{BodyEnd, FrameTap};
 use portcullis_llm::UsageTap;
 use std::sync::Arc;
 
-/// What a finished response settles its token reservation with: the provider's count when it
-/// reported one for the whole response; otherwise `None`, which keeps the whole reservation
-/// (usage missing, a truncated stream, a client abort: what the provider bills is unknown).
-pub(crate) fn settled_tokens(usage: Option<&portcullis_llm::Usage>) -> Option<u64> {
-    usage
-        .filter(|u| u.source == portcullis_llm::UsageSource::Provider && !u.truncated)
-        .map(|u| u.total_tokens)
-}
-
 /// How a response body's end is recorded: its error code and whether it completed.
 ///
 /// A client that closes once it has the response's terminal event (an SDK stops reading at
@@ -88,6 +79,11 @@ mod tests {
     use super::*;
     use crate::body::{Metered, ProxyBody};
     use http_body_util::BodyExt;
+
+    /// The tokens a response settles its reservation with (the limiter's rule).
+    fn settled_tokens(usage: Option<&portcullis_llm::Usage>) -> Option<u64> {
+        portcullis_limits::Settlement::of(usage, None).tokens
+    }
 
     #[test]
     fn settlement_uses_complete_provider_usage_only() {

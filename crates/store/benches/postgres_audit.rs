@@ -64,6 +64,7 @@ fn record(seq: u64, ts_ms: i64) -> AuditRow {
         model: Some("gpt-4o-mini".into()),
         kind: "http".into(),
         status: Some(200),
+        cost_usd_micros: None,
         record_json: record.to_string(),
     }
 }

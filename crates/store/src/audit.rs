@@ -16,20 +16,20 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Database, Encode, Postgres, QueryBuilder, Sqlite, Type};
 use std::collections::HashSet;
 
-/// Rows per multi-row `INSERT` (13 parameters each; SQLite allows 32766 per statement).
+/// Rows per multi-row `INSERT` (14 parameters each; SQLite allows 32766 per statement).
 /// Smaller tails are inserted in power-of-two chunks so only a few statement shapes are
 /// prepared and cached.
 const ROWS_PER_INSERT: usize = 256;
 /// Rows per PostgreSQL `INSERT .. UNNEST` (one statement shape whatever the count; the
 /// chunk bounds the size of one message).
 const PG_ROWS_PER_INSERT: usize = 5_000;
-/// The PostgreSQL insert: twelve arrays, one element per row. A row whose (id, ts) is
+/// The PostgreSQL insert: fourteen arrays, one element per row. A row whose (id, ts) is
 /// already stored is skipped; the ids of the rows inserted are returned.
 const PG_INSERT: &str = "INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, \
-     policy, policy_revision, provider, model, kind, status, record) \
+     policy, policy_revision, provider, model, kind, status, record, cost_usd_micros) \
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], \
-     $13::text[]) ON CONFLICT DO NOTHING RETURNING id";
+     $13::text[], $14::int8[]) ON CONFLICT DO NOTHING RETURNING id";
 /// Largest page [`Store::query_audit`] and [`Store::audit_after`] return.
 pub const MAX_AUDIT_PAGE: u32 = 10_000;
 
@@ -61,6 +61,9 @@ pub struct AuditRow {
     pub kind: String,
     /// HTTP status answered, if a response was sent.
     pub status: Option<u16>,
+    /// What the call cost, micro-dollars; `None` when unpriced.
+    #[serde(default)]
+    pub cost_usd_micros: Option<i64>,
     /// The complete record as a JSON object.
     pub record_json: String,
 }
@@ -83,6 +86,9 @@ impl From<AuditRecord> for AuditRow {
             model: r.model,
             kind: r.kind.as_str().to_owned(),
             status: r.status,
+            cost_usd_micros: r
+                .cost_usd
+                .map(|c| i64::try_from(c.micros()).unwrap_or(i64::MAX)),
             record_json,
         }
     }
@@ -145,6 +151,10 @@ pub struct AuditPage {
     pub records: Vec<Value>,
     /// How many records match the filters in all (ignoring limit and offset).
     pub total: u64,
+    /// What the matching records cost in all, micro-dollars (`None` when none is priced).
+    pub cost_usd_micros: Option<u64>,
+    /// How many of the matching records are priced (the others' cost is unknown).
+    pub priced: u64,
 }
 
 /// A record with its id and timestamp, as the tail cursor returns it.
@@ -182,7 +192,7 @@ impl Store {
         let offset = i64::try_from(q.offset)
             .map_err(|_| StoreError::invalid("offset", format!("{} is too large", q.offset)))?;
         let limit = i64::from(q.limit.min(MAX_AUDIT_PAGE));
-        let (total, records) = on_pool!(&self.pool, |p| {
+        let (total, records, cost, priced) = on_pool!(&self.pool, |p| {
             // One read transaction: the page and the total come from the same snapshot
             // (SQLite's transactions are snapshots; PostgreSQL needs REPEATABLE READ).
             let mut tx = match self.backend() {
@@ -192,9 +202,15 @@ impl Store {
                         .await?
                 }
             };
-            let mut count = QueryBuilder::new("SELECT COUNT(*) FROM audit_records");
+            let mut count = QueryBuilder::new(
+                "SELECT COUNT(*) AS n, CAST(SUM(cost_usd_micros) AS BIGINT) AS cost, \
+                 COUNT(cost_usd_micros) AS priced FROM audit_records",
+            );
             push_filters(&mut count, q);
-            let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
+            let totals = count.build().fetch_one(&mut *tx).await?;
+            let total = totals.int("n")?;
+            let cost = totals.opt_int("cost")?;
+            let priced = totals.int("priced")?;
 
             let mut page = QueryBuilder::new("SELECT record FROM audit_records");
             push_filters(&mut page, q);
@@ -205,11 +221,13 @@ impl Store {
             let rows = page.build().fetch_all(&mut *tx).await?;
             tx.commit().await?;
             let records = rows.iter().map(record_of).collect::<Result<Vec<_>>>()?;
-            (total, records)
+            (total, records, cost, priced)
         });
         Ok(AuditPage {
             records,
             total: u64::try_from(total).unwrap_or(0),
+            cost_usd_micros: cost.map(|c| u64::try_from(c).unwrap_or(0)),
+            priced: u64::try_from(priced).unwrap_or(0),
         })
     }
 
@@ -305,7 +323,7 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[AuditRow], facts: &[Facts]) ->
         rest_facts = facts_tail;
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO audit_records (id, ts, tenant, agent_id, subagent, verdict, policy, \
-             policy_revision, provider, model, kind, status, record) ",
+             policy_revision, provider, model, kind, status, record, cost_usd_micros) ",
         );
         qb.push_values(chunk, |mut b, r| {
             b.push_bind(&r.id)
@@ -320,7 +338,8 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[AuditRow], facts: &[Facts]) ->
                 .push_bind(&r.model)
                 .push_bind(&r.kind)
                 .push_bind(r.status.map(i64::from))
-                .push_bind(&r.record_json);
+                .push_bind(&r.record_json)
+                .push_bind(r.cost_usd_micros);
         });
         qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
         let ids: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
@@ -381,6 +400,12 @@ async fn insert_postgres(pool: &PgPool, rows: &[AuditRow], facts: &[Facts]) -> R
                     .collect::<Vec<Option<i64>>>(),
             )
             .bind(text(|r| &r.record_json))
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| r.cost_usd_micros)
+                    .collect::<Vec<Option<i64>>>(),
+            )
             .fetch_all(&mut *tx)
             .await?;
         inserted += count_inserted(&mut rollup, chunk, chunk_facts, ids);
@@ -406,8 +431,12 @@ impl Sep {
     }
 }
 
-/// The `WHERE` clause of `q`, on either backend.
-fn push_filters<'a, DB: Database>(qb: &mut QueryBuilder<'a, DB>, q: &'a AuditQuery)
+/// The `WHERE` clause of `q`, on either backend; `true` when it wrote one (a further
+/// condition then starts with `AND`).
+pub(crate) fn push_filters<'a, DB: Database>(
+    qb: &mut QueryBuilder<'a, DB>,
+    q: &'a AuditQuery,
+) -> bool
 where
     &'a str: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
@@ -442,6 +471,7 @@ where
     if let Some(until) = q.until_ms {
         qb.push(sep.next()).push("ts < ").push_bind(until);
     }
+    sep.0
 }
 
 /// Largest chunk for `remaining` rows: full chunks, then powers of two.
@@ -500,6 +530,7 @@ mod usage_tests {
             model: None,
             kind: "http".to_owned(),
             status: Some(200),
+            cost_usd_micros: None,
             record_json: serde_json::json!({"id": id, "usage": usage}).to_string(),
         }
     }

@@ -63,6 +63,7 @@ mod retention;
 mod rollup;
 mod seal;
 mod secret;
+mod spend;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -83,4 +84,5 @@ pub use policy_modes::POLICY_MODES;
 pub use retention::{AuditUpkeep, PARTITIONS_AHEAD};
 pub use seal::{SealKey, SEAL_KEY_LEN};
 pub use secret::{generate_api_key, is_sha256_hex, sha256_hex, API_KEY_PREFIX};
+pub use spend::{CostGroup, CostRow, MAX_COST_GROUPS};
 pub use store::{Backend, Store};

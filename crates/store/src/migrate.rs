@@ -52,6 +52,11 @@ const SQLITE: &[Entry] = &[
         "audit rollups",
         include_str!("../migrations/sqlite/0007_audit_rollups.sql"),
     ),
+    (
+        8,
+        "cost usd",
+        include_str!("../migrations/sqlite/0008_cost_usd.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, in order (same versions as [`SQLITE`]).
@@ -90,6 +95,11 @@ const POSTGRES: &[Entry] = &[
         7,
         "audit rollups",
         include_str!("../migrations/postgres/0007_audit_rollups.sql"),
+    ),
+    (
+        8,
+        "cost usd",
+        include_str!("../migrations/postgres/0008_cost_usd.sql"),
     ),
 ];
 

@@ -281,6 +281,7 @@ mod tests {
             kind: "http".to_owned(),
             status: Some(200),
             record_json: json.to_owned(),
+            cost_usd_micros: None,
         }
     }
 

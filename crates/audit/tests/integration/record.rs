@@ -44,13 +44,14 @@ fn full_record() -> AuditRecord {
     r.tls_intercepted = true;
     r.client_addr = Some("127.0.0.1:50000".into());
     r.credential = Some("openai-prod".into());
+    r.cost_usd = Some(portcullis_core::Usd::from_micros(1_250));
     r
 }
 
 #[test]
 fn has_exactly_the_design_fields() {
     let expected: BTreeSet<&str> = DESIGN_FIELDS.iter().copied().collect();
-    assert_eq!(expected.len(), 34);
+    assert_eq!(expected.len(), 35);
     for rec in [
         full_record(),
         AuditRecord::new("x", 0, "t", "a", RequestKind::Tunnel, Verdict::Allow),

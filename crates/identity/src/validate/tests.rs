@@ -165,6 +165,35 @@ fn limit_updates_set_keep_and_clear() {
             String::from_utf8_lossy(bad)
         );
     }
+    // Dollar budgets: decimal dollars, kept as micro-dollars; null removes them.
+    let u = AgentConfigUpdate::from_json(br#"{"limits":{"usd_per_day":2.5,"usd_per_month":100}}"#)
+        .unwrap();
+    u.apply(&mut a, 4);
+    assert_eq!(a.limits.usd_per_day.map(|u| u.micros()), Some(2_500_000));
+    assert_eq!(
+        a.limits.usd_per_month.map(|u| u.micros()),
+        Some(100_000_000)
+    );
+    let u = AgentConfigUpdate::from_json(br#"{"limits":{"usd_per_day":null}}"#).unwrap();
+    u.apply(&mut a, 5);
+    assert_eq!(a.limits.usd_per_day, None);
+    assert_eq!(
+        a.limits.usd_per_month.map(|u| u.micros()),
+        Some(100_000_000)
+    );
+    for bad in [
+        &br#"{"limits":{"usd_per_day":0}}"#[..],
+        br#"{"limits":{"usd_per_day":-1}}"#,
+        br#"{"limits":{"usd_per_day":"5"}}"#,
+        br#"{"limits":{"usd_per_month":1e12}}"#,
+        br#"{"limits":{"usd_per_week":5}}"#,
+    ] {
+        assert!(
+            AgentConfigUpdate::from_json(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
     // An empty limits object changes nothing, which alone is "no fields".
     assert_eq!(
         AgentConfigUpdate::from_json(br#"{"limits":{}}"#).unwrap_err(),

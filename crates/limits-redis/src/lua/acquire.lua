@@ -10,14 +10,17 @@
 -- ARGV[4] lease id (member of the lease sets when a slot is taken)
 -- ARGV[5] lease lifetime, microseconds
 -- ARGV[6] index (1-based) of the scope whose usage to report, 0 for none
--- then six per scope: kind (0 tenant, 1 agent, 2 sub-agent), rpm, tpm, tokens per day,
---       max concurrent (each -1 when unset), day-reset offset in seconds
+-- ARGV[7] dollar reservation, micro-dollars (-1: none, not a priced LLM request)
+-- then eight per scope: kind (0 tenant, 1 agent, 2 sub-agent), rpm, tpm, tokens per day,
+--       max concurrent (each -1 when unset), day-reset offset in seconds, dollars per day
+--       and per month in micro-dollars (-1 when unset)
 --
--- Reply (integers): admitted (1/0), now (µs), requests in the last minute, tokens today
--- (of the reported scope, before this request), number of outcomes, then nine integers per
--- outcome (ok, scope kind, limit 0 rpm/1 concurrent/2 tpm/3 per day, limit value, remaining,
--- requested, retry after s, reset Unix s, never fits), then per scope the window second and
--- the day start the request was charged to.
+-- Reply (integers): admitted (1/0), now (µs), requests in the last minute, tokens today,
+-- micro-dollars today and this month (of the reported scope, before this request), number of
+-- outcomes, then nine integers per outcome (ok, scope kind, limit 0 rpm/1 concurrent/2 tpm/
+-- 3 per day/4 dollars per day/5 dollars per month, limit value, remaining, requested, retry
+-- after s, reset Unix s, never fits), then per scope the window second, the day start and the
+-- month start the request was charged to.
 
 local SEC = 1000000
 local SLOTS = 61
@@ -38,6 +41,7 @@ local tokens = tonumber(ARGV[3])
 local lease = ARGV[4]
 local lease_ttl = tonumber(ARGV[5])
 local report = tonumber(ARGV[6])
+local usd = tonumber(ARGV[7])
 local n = #KEYS / 3
 local takes_slot = stage ~= 1
 local charges = stage ~= 0
@@ -54,21 +58,50 @@ local function secs_until(at_sec)
   return secs_until_us(at_sec * SEC)
 end
 
+-- The calendar month (at offset) containing now_sec: Unix seconds of its first midnight and
+-- of the next month's (the same arithmetic as UtcOffset::month_bounds in Rust).
+local function month_bounds(offset)
+  local days = math.floor((now_sec + offset) / DAY)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local len = 31
+  if m == 4 or m == 6 or m == 9 or m == 11 then
+    len = 30
+  elseif m == 2 then
+    if (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0 then len = 29 else len = 28 end
+  end
+  local start = (days - (d - 1)) * DAY - offset
+  return start, start + len * DAY
+end
+
 local scopes = {}
 for i = 1, n do
-  local base = 6 + (i - 1) * 6
+  local base = 7 + (i - 1) * 8
   local s = {
     skey = KEYS[3 * i - 2], wkey = KEYS[3 * i - 1], zkey = KEYS[3 * i],
     kind = tonumber(ARGV[base + 1]), rpm = tonumber(ARGV[base + 2]),
     tpm = tonumber(ARGV[base + 3]), per_day = tonumber(ARGV[base + 4]),
     max = tonumber(ARGV[base + 5]), offset = tonumber(ARGV[base + 6]),
+    usd_day = tonumber(ARGV[base + 7]), usd_month = tonumber(ARGV[base + 8]),
   }
-  local h = redis.call('HMGET', s.skey, 'tat', 'iv', 'ds', 'dt', 'head')
+  local h = redis.call('HMGET', s.skey, 'tat', 'iv', 'ds', 'dt', 'head', 'ud', 'ms', 'me', 'um')
   s.tat = tonumber(h[1]) or 0
   s.iv = tonumber(h[2]) or 0
   s.ds = tonumber(h[3])
   s.dt = tonumber(h[4]) or 0
   s.head = tonumber(h[5]) or now_sec
+  s.ud = tonumber(h[6]) or 0
+  s.ms = tonumber(h[7])
+  s.me = tonumber(h[8])
+  s.um = tonumber(h[9]) or 0
   if now_sec > s.head then s.head = now_sec end
   -- The minute window: seconds head-60 .. head count; older buckets are dropped.
   s.wt = {}
@@ -94,6 +127,11 @@ for i = 1, n do
   if s.ds == nil or now_sec >= s.ds + DAY then
     s.ds = now_sec - ((now_sec + s.offset) % DAY)
     s.dt = 0
+    s.ud = 0
+  end
+  if s.me == nil or now_sec >= s.me then
+    s.ms, s.me = month_bounds(s.offset)
+    s.um = 0
   end
   -- Leases whose holder stopped renewing them have expired: their slots are free.
   redis.call('ZREMRANGEBYSCORE', s.zkey, '-inf', now)
@@ -185,20 +223,38 @@ for i = 1, n do
         end
       end
     end
+    -- Dollar budgets refuse like the daily token budget; they set no rate headers, so an
+    -- admission reports nothing for them.
+    if usd >= 0 then
+      local budgets = { { 4, s.usd_day, s.ud, s.ds + DAY }, { 5, s.usd_month, s.um, s.me } }
+      for _, b in ipairs(budgets) do
+        local code, budget, used, e = b[1], b[2], b[3], b[4]
+        if budget >= 0 then
+          if usd > budget then
+            outcome(0, s, code, budget, 0, usd, secs_until(e), e, 1)
+          elseif used > budget - usd then
+            outcome(0, s, code, budget, 0, usd, secs_until(e), e, 0)
+          end
+        end
+      end
+    end
   end
 end
 
-local usage_requests, usage_tokens = 0, 0
+local usage_requests, usage_tokens, usage_ud, usage_um = 0, 0, 0, 0
 if report > 0 and scopes[report] then
   usage_requests = scopes[report].requests
   usage_tokens = scopes[report].dt
+  usage_ud = scopes[report].ud
+  usage_um = scopes[report].um
 end
 
-local reply = { refused and 0 or 1, now, usage_requests, usage_tokens, #out / 9 }
+local reply = { refused and 0 or 1, now, usage_requests, usage_tokens, usage_ud, usage_um, #out / 9 }
 for _, v in ipairs(out) do reply[#reply + 1] = v end
 if refused then return reply end
 
 local charge = math.max(tokens, 0)
+local charge_usd = math.max(usd, 0)
 for i = 1, n do
   local s = scopes[i]
   if takes_slot then
@@ -210,17 +266,22 @@ for i = 1, n do
     if charge > 0 then redis.call('HINCRBY', s.wkey, 't' .. s.head, charge) end
     redis.call('HINCRBY', s.wkey, 'r' .. s.head, 1)
     s.dt = math.min(s.dt + charge, MAXN)
-    redis.call('HSET', s.skey, 'ds', s.ds, 'dt', s.dt, 'head', s.head)
+    s.ud = math.min(s.ud + charge_usd, MAXN)
+    s.um = math.min(s.um + charge_usd, MAXN)
+    redis.call('HSET', s.skey, 'ds', s.ds, 'dt', s.dt, 'head', s.head,
+      'ud', s.ud, 'ms', s.ms, 'me', s.me, 'um', s.um)
     -- Keep the state while it means something: the burst refilling, the window, the day.
     local keep = SLOTS + 1
     local tat = s.new_tat or s.tat
     local until_full = math.ceil(tat / SEC) - now_sec + 1
     if until_full > keep then keep = until_full end
-    if s.dt > 0 and s.ds + DAY - now_sec + 1 > keep then keep = s.ds + DAY - now_sec + 1 end
+    if (s.dt > 0 or s.ud > 0) and s.ds + DAY - now_sec + 1 > keep then keep = s.ds + DAY - now_sec + 1 end
+    if s.um > 0 and s.me - now_sec + 1 > keep then keep = s.me - now_sec + 1 end
     redis.call('EXPIRE', s.skey, keep)
     redis.call('EXPIRE', s.wkey, keep)
   end
   reply[#reply + 1] = s.head
   reply[#reply + 1] = s.ds
+  reply[#reply + 1] = s.ms
 end
 return reply

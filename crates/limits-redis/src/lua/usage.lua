@@ -1,4 +1,5 @@
--- Usage of one scope for the policy input: requests in the last minute and tokens today.
+-- Usage of one scope for the policy input: requests in the last minute, tokens and
+-- micro-dollars today, micro-dollars this month.
 -- KEYS[1] state hash, KEYS[2] window hash; ARGV[1] now, Unix microseconds ('' = TIME).
 
 local SEC = 1000000
@@ -12,10 +13,13 @@ else
   now = tonumber(ARGV[1])
 end
 local now_sec = math.floor(now / SEC)
-local h = redis.call('HMGET', KEYS[1], 'ds', 'dt', 'head')
+local h = redis.call('HMGET', KEYS[1], 'ds', 'dt', 'head', 'ud', 'me', 'um')
 local ds = tonumber(h[1])
 local dt = tonumber(h[2]) or 0
 local head = tonumber(h[3]) or now_sec
+local ud = tonumber(h[4]) or 0
+local me = tonumber(h[5])
+local um = tonumber(h[6]) or 0
 if now_sec > head then head = now_sec end
 local requests = 0
 local w = redis.call('HGETALL', KEYS[2])
@@ -26,6 +30,10 @@ for j = 1, #w, 2 do
     requests = requests + (tonumber(w[j + 1]) or 0)
   end
 end
-local today = 0
-if ds ~= nil and now_sec < ds + DAY then today = dt end
-return { requests, today }
+local today, today_usd, month_usd = 0, 0, 0
+if ds ~= nil and now_sec < ds + DAY then
+  today = dt
+  today_usd = ud
+end
+if me ~= nil and now_sec < me then month_usd = um end
+return { requests, today, today_usd, month_usd }

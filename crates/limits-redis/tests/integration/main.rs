@@ -12,6 +12,8 @@ mod scopes;
 mod threads;
 #[path = "../../../limits/tests/integration/tokens.rs"]
 mod tokens;
+#[path = "../../../limits/tests/integration/usd.rs"]
+mod usd;
 
 mod fallback;
 mod shared;

@@ -3,7 +3,9 @@
 
 use crate::common::*;
 use portcullis_core::ManualClock;
-use portcullis_limits::{LimitKind, LimitSettings, Limiter, ScopeKey, TokenReservation};
+use portcullis_limits::{
+    LimitKind, LimitSettings, Limiter, ScopeKey, TokenPrice, TokenReservation, Usage, Usd,
+};
 use portcullis_limits_redis::RedisLimiter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,56 @@ async fn three_replicas_share_one_rpm_budget_and_one_token_budget() {
         .unwrap();
     assert_eq!(b.rate_info().unwrap().remaining, 300);
     assert_eq!(replicas[1].usage_snapshot(&other).await.tokens_today, 700);
+}
+
+/// Dollar budgets are one budget for every replica: a reservation on one is seen by the
+/// others, and its settlement (sent in the background) frees what the real cost did not use.
+#[tokio::test]
+async fn replicas_share_one_dollar_budget() {
+    let clock = Arc::new(ManualClock::at(NOON));
+    let settings = test_settings(&clock);
+    let (a, b) = (replica(&settings).await, replica(&settings).await);
+    let key = ScopeKey::agent("spender");
+    let s = LimitSettings {
+        usd_per_day: Some(Usd::from_micros(1_000)),
+        usd_per_month: Some(Usd::from_micros(1_500)),
+        ..LimitSettings::default()
+    };
+    // 1 µ$ per token: 600 tokens reserve 600 µ$.
+    let price = TokenPrice {
+        input: 1_000_000,
+        cached_input: 1_000_000,
+        output: 1_000_000,
+        reasoning: 1_000_000,
+    };
+    let r = || Some(TokenReservation::tokens(600).with_price(Some(price)));
+    let first = a.acquire_one(&key, &s, r()).await.unwrap();
+    let refused = b.acquire_one(&key, &s, r()).await.unwrap_err();
+    assert_eq!(
+        (refused.limit, refused.requested),
+        (LimitKind::UsdPerDay, 600)
+    );
+    first.settle_usage(Some(&Usage::provider(300, 0, 0, 0)));
+    a.flush().await;
+    let u = b.usage_snapshot(&key).await;
+    assert_eq!(
+        (u.usd_today, u.usd_month),
+        (Usd::from_micros(300), Usd::from_micros(300))
+    );
+    b.acquire_one(&key, &s, r()).await.unwrap().settle(None);
+    b.flush().await;
+    // The next day: the daily budget is fresh, the month (1500 µ$) has 600 left.
+    clock.advance(Duration::from_secs(86_400));
+    let c = a.acquire_one(&key, &s, r()).await.unwrap();
+    let month = b.acquire_one(&key, &s, r()).await.unwrap_err();
+    assert_eq!(month.limit, LimitKind::UsdPerMonth);
+    drop(c);
+    a.flush().await;
+    let u = a.usage_snapshot(&key).await;
+    assert_eq!(
+        (u.usd_today, u.usd_month),
+        (Usd::from_micros(600), Usd::from_micros(1_500))
+    );
 }
 
 #[tokio::test]

@@ -18,9 +18,10 @@ use crate::estimate::TokenReservation;
 use crate::future::LimitFuture;
 use crate::limiter::Limiter;
 use crate::outcome::{LimitError, RateInfo, Refusal, UsageSnapshot};
+use crate::permit::Settlement;
 use crate::permit::{Admission, Lease, Permit};
 use crate::scope::{LimitScopes, Scope, ScopeKey, ScopeKind};
-use state::{Charge, Now, ScopeState, Stage};
+use state::{Charge, Now, Reserve, ScopeState, ScopeUsage, Stage};
 
 type Shared = Arc<Mutex<ScopeState>>;
 
@@ -99,7 +100,15 @@ impl MemoryLimiter {
         stage: Stage,
     ) -> Result<(MemoryLease, Option<RateInfo>, UsageSnapshot), Refusal> {
         let now = now_of(self.clock.as_ref());
-        let tokens = reservation.map(TokenReservation::get);
+        if stage != Stage::Slot {
+            if let Some(refusal) = scopes.unpriced_refusal(reservation, now.secs) {
+                return Err(refusal);
+            }
+        }
+        let reserve = reservation.map(|r| Reserve {
+            tokens: r.get(),
+            usd: r.usd().map(portcullis_core::Usd::micros),
+        });
 
         // Resolve each scope's state; a key given twice is checked once (first settings win).
         let wanted = scopes.as_array();
@@ -135,7 +144,7 @@ impl MemoryLimiter {
                     KINDS[i],
                     now,
                     stage,
-                    tokens,
+                    reserve,
                     &mut worst,
                     &mut tightest,
                 ));
@@ -152,11 +161,7 @@ impl MemoryLimiter {
                     .is_some_and(|(s, _)| s.key == scopes.agent.key)
             });
             if let Some(guard) = agent.and_then(|i| guards[i].as_mut()) {
-                let (requests_last_minute, tokens_today) = guard.usage(now);
-                usage = UsageSnapshot {
-                    requests_last_minute,
-                    tokens_today,
-                };
+                usage = snapshot(guard.usage(now));
             }
         }
 
@@ -165,7 +170,11 @@ impl MemoryLimiter {
             if let (Some((scope, _)), Some(guard), Some(pass)) =
                 (&found[i], guards[i].as_mut(), &passes[i])
             {
-                charges[i] = Some(guard.commit(pass, scope.settings, stage, tokens.unwrap_or(0)));
+                let reserve = reserve.unwrap_or(Reserve {
+                    tokens: 0,
+                    usd: None,
+                });
+                charges[i] = Some(guard.commit(pass, scope.settings, stage, reserve));
             }
         }
         drop(guards);
@@ -193,9 +202,12 @@ impl Limiter for MemoryLimiter {
         reservation: Option<TokenReservation>,
     ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         let tokens = reservation.map_or(0, TokenReservation::get);
+        let price = reservation.and_then(TokenReservation::price);
         LimitFuture::ready(
             self.run(scopes, reservation, Stage::Both)
-                .map(|(lease, tightest, _)| Permit::new(Box::new(lease), tightest, tokens))
+                .map(|(lease, tightest, _)| {
+                    Permit::new(Box::new(lease), tightest, tokens).with_price(price)
+                })
                 .map_err(LimitError::Limited),
         )
     }
@@ -215,10 +227,12 @@ impl Limiter for MemoryLimiter {
         admission: Admission,
     ) -> LimitFuture<'_, Result<Permit, LimitError>> {
         let tokens = reservation.map_or(0, TokenReservation::get);
+        let price = reservation.and_then(TokenReservation::price);
         LimitFuture::ready(
             self.run(scopes, reservation, Stage::Charge)
                 .map(|(lease, tightest, _)| {
                     Permit::with_admission(Box::new(lease), admission, tightest, tokens)
+                        .with_price(price)
                 })
                 .map_err(LimitError::Limited),
         )
@@ -252,11 +266,17 @@ impl MemoryLimiter {
         let Some(state) = self.scopes.get(key.as_str()).map(|s| Arc::clone(s.value())) else {
             return UsageSnapshot::default();
         };
-        let (requests_last_minute, tokens_today) = lock(&state).usage(now_of(self.clock.as_ref()));
-        UsageSnapshot {
-            requests_last_minute,
-            tokens_today,
-        }
+        let usage = lock(&state).usage(now_of(self.clock.as_ref()));
+        snapshot(usage)
+    }
+}
+
+fn snapshot(u: ScopeUsage) -> UsageSnapshot {
+    UsageSnapshot {
+        requests_last_minute: u.requests_last_minute,
+        tokens_today: u.tokens_today,
+        usd_today: portcullis_core::Usd::from_micros(u.usd_today),
+        usd_month: portcullis_core::Usd::from_micros(u.usd_month),
     }
 }
 
@@ -267,10 +287,10 @@ struct MemoryLease {
 }
 
 impl Lease for MemoryLease {
-    fn finish(self: Box<Self>, usage: Option<u64>) {
+    fn finish(self: Box<Self>, settlement: Settlement) {
         let now = now_of(self.clock.as_ref());
         for (state, charge) in self.held.iter().flatten() {
-            lock(state).finish(charge, usage, now);
+            lock(state).finish(charge, settlement, now);
         }
     }
 }

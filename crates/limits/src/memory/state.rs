@@ -1,8 +1,10 @@
 //! Counters of one scope and the all-limits check over them.
 
 use crate::outcome::{keep_tightest, keep_worst, LimitKind, RateInfo, Refusal};
+use crate::permit::Settlement;
 use crate::scope::ScopeKind;
 use crate::settings::{LimitSettings, DAY_SECS};
+use portcullis_core::Usd;
 use portcullis_core::UtcOffset;
 
 use super::gcra::{Gcra, GcraAdmit, SEC_NANOS};
@@ -39,12 +41,13 @@ impl Now {
     }
 }
 
-/// Tokens charged to the current day.
+/// Tokens and micro-dollars charged to the current day.
 #[derive(Debug)]
 struct Day {
     /// Unix second of the midnight that started the day (`i64::MIN` before first use).
     start: i64,
     tokens: u64,
+    usd: u64,
 }
 
 impl Day {
@@ -58,12 +61,54 @@ impl Day {
         if now_secs >= self.end() {
             self.start = offset.day_start(now_secs);
             self.tokens = 0;
+            self.usd = 0;
         }
     }
 
     fn end_unix(&self) -> u64 {
         u64::try_from(self.end()).unwrap_or(0)
     }
+}
+
+/// Micro-dollars charged to the current calendar month.
+#[derive(Debug)]
+struct Month {
+    /// Unix second of the midnight that started the month (`i64::MIN` before first use).
+    start: i64,
+    /// Unix second of the midnight that starts the next month.
+    end: i64,
+    usd: u64,
+}
+
+impl Month {
+    /// Rolls over once the stored month has ended (like [`Day::advance`]).
+    fn advance(&mut self, now_secs: i64, offset: UtcOffset) {
+        if now_secs >= self.end {
+            (self.start, self.end) = offset.month_bounds(now_secs);
+            self.usd = 0;
+        }
+    }
+
+    fn end_unix(&self) -> u64 {
+        u64::try_from(self.end).unwrap_or(0)
+    }
+}
+
+/// What one request reserves: tokens, and their worst-case cost in micro-dollars when the
+/// model is priced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reserve {
+    pub(crate) tokens: u64,
+    pub(crate) usd: Option<u64>,
+}
+
+/// Usage of one scope as of now.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScopeUsage {
+    pub(crate) requests_last_minute: u64,
+    pub(crate) tokens_today: u64,
+    pub(crate) usd_today: u64,
+    pub(crate) usd_month: u64,
 }
 
 /// What an admitted request charged to one scope, to be settled later.
@@ -73,10 +118,14 @@ pub(crate) struct Charge {
     sec: u64,
     /// The day the tokens were charged to.
     day_start: i64,
+    /// The month the micro-dollars were charged to.
+    month_start: i64,
     /// The scope's day-reset offset at admission.
     offset: UtcOffset,
     /// Tokens reserved.
     tokens: u64,
+    /// Micro-dollars reserved.
+    usd: u64,
     /// Whether this charge took a concurrency slot (to free when it finishes).
     slot: bool,
 }
@@ -114,6 +163,7 @@ pub(crate) struct ScopeState {
     in_flight: u64,
     window: Window,
     day: Day,
+    month: Month,
 }
 
 impl ScopeState {
@@ -125,14 +175,21 @@ impl ScopeState {
             day: Day {
                 start: i64::MIN,
                 tokens: 0,
+                usd: 0,
+            },
+            month: Month {
+                start: i64::MIN,
+                end: i64::MIN,
+                usd: 0,
             },
         }
     }
 
     fn advance(&mut self, now: Now, offset: UtcOffset) {
         self.window.advance(now.secs);
-        self.day
-            .advance(i64::try_from(now.secs).unwrap_or(i64::MAX), offset);
+        let secs = i64::try_from(now.secs).unwrap_or(i64::MAX);
+        self.day.advance(secs, offset);
+        self.month.advance(secs, offset);
     }
 
     /// Checks the limits of `stage` in `settings` without charging anything. Refusals go to
@@ -144,7 +201,7 @@ impl ScopeState {
         scope: ScopeKind,
         now: Now,
         stage: Stage,
-        reservation: Option<u64>,
+        reservation: Option<Reserve>,
         worst: &mut Option<Refusal>,
         tightest: &mut Option<RateInfo>,
     ) -> Pass {
@@ -159,6 +216,7 @@ impl ScopeState {
                 retry_after_secs,
                 reset_unix,
                 never_fits,
+                unpriced: false,
             };
         let never_fits_reset = now.secs.saturating_add(NEVER_FITS_RETRY_SECS);
 
@@ -212,7 +270,7 @@ impl ScopeState {
             }
         }
 
-        let Some(tokens) = reservation else {
+        let Some(Reserve { tokens, usd }) = reservation else {
             return Pass { gcra };
         };
 
@@ -280,6 +338,36 @@ impl ScopeState {
                 keep_tightest(tightest, info);
             }
         }
+
+        // Dollar budgets: checked like the daily token budget; not reported in the
+        // X-RateLimit headers (their unit is not the request's).
+        if let Some(cost) = usd {
+            let budgets = [
+                (
+                    LimitKind::UsdPerDay,
+                    settings.usd_per_day,
+                    self.day.usd,
+                    self.day.end_unix(),
+                ),
+                (
+                    LimitKind::UsdPerMonth,
+                    settings.usd_per_month,
+                    self.month.usd,
+                    self.month.end_unix(),
+                ),
+            ];
+            for (kind, budget, used, end) in budgets {
+                let Some(budget) = budget.map(|b| b.micros()) else {
+                    continue;
+                };
+                let retry = now.secs_until(end);
+                if cost > budget {
+                    keep_worst(worst, refuse(kind, budget, cost, retry, end, true));
+                } else if used > budget - cost {
+                    keep_worst(worst, refuse(kind, budget, cost, retry, end, false));
+                }
+            }
+        }
         Pass { gcra }
     }
 
@@ -290,8 +378,10 @@ impl ScopeState {
         pass: &Pass,
         settings: &LimitSettings,
         stage: Stage,
-        tokens: u64,
+        reserve: Reserve,
     ) -> Charge {
+        let Reserve { tokens, usd } = reserve;
+        let usd = usd.unwrap_or(0);
         if stage.takes_slot() {
             self.in_flight = self.in_flight.saturating_add(1);
         }
@@ -301,24 +391,44 @@ impl ScopeState {
             }
             self.window.charge(tokens, 1);
             self.day.tokens = self.day.tokens.saturating_add(tokens);
+            self.day.usd = self.day.usd.saturating_add(usd);
+            self.month.usd = self.month.usd.saturating_add(usd);
         }
         Charge {
             sec: self.window.head(),
             day_start: self.day.start,
+            month_start: self.month.start,
             offset: settings.day_reset_offset,
             tokens,
+            usd,
             slot: stage.takes_slot(),
         }
     }
 
-    /// Ends an admitted request: frees the concurrency slot it took and, with `usage`, replaces
-    /// its reservation by the actual tokens.
-    pub(crate) fn finish(&mut self, charge: &Charge, usage: Option<u64>, now: Now) {
+    /// Ends an admitted request: frees the concurrency slot it took and replaces its
+    /// reservations by what `settlement` reports (each one it knows).
+    pub(crate) fn finish(&mut self, charge: &Charge, settlement: Settlement, now: Now) {
         self.advance(now, charge.offset);
         if charge.slot {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
-        let Some(actual) = usage else {
+        if let Some(actual) = settlement.usd.map(Usd::micros) {
+            if actual < charge.usd {
+                // A settlement after the day (month) rolled over refunds nothing to the new one.
+                let back = charge.usd - actual;
+                if self.day.start == charge.day_start {
+                    self.day.usd = self.day.usd.saturating_sub(back);
+                }
+                if self.month.start == charge.month_start {
+                    self.month.usd = self.month.usd.saturating_sub(back);
+                }
+            } else {
+                let extra = actual - charge.usd;
+                self.day.usd = self.day.usd.saturating_add(extra);
+                self.month.usd = self.month.usd.saturating_add(extra);
+            }
+        }
+        let Some(actual) = settlement.tokens else {
             return;
         };
         if actual < charge.tokens {
@@ -335,26 +445,36 @@ impl ScopeState {
         }
     }
 
-    /// Requests in the last minute and tokens today, as of `now`.
-    pub(crate) fn usage(&mut self, now: Now) -> (u64, u64) {
+    /// Requests in the last minute, tokens and dollars today and dollars this month, as of
+    /// `now`.
+    pub(crate) fn usage(&mut self, now: Now) -> ScopeUsage {
         self.window.advance(now.secs);
-        let today = if i64::try_from(now.secs).unwrap_or(i64::MAX) < self.day.end() {
-            self.day.tokens
-        } else {
-            0
-        };
-        (self.window.requests(), today)
+        let secs = i64::try_from(now.secs).unwrap_or(i64::MAX);
+        let today = secs < self.day.end();
+        ScopeUsage {
+            requests_last_minute: self.window.requests(),
+            tokens_today: if today { self.day.tokens } else { 0 },
+            usd_today: if today { self.day.usd } else { 0 },
+            usd_month: if secs < self.month.end {
+                self.month.usd
+            } else {
+                0
+            },
+        }
     }
 
     /// `true` when forgetting this state changes nothing: no request in flight, full burst,
     /// empty minute window, and no tokens charged to a day that is still running.
     pub(crate) fn is_idle(&mut self, now: Now) -> bool {
         self.window.advance(now.secs);
-        let day_over = i64::try_from(now.secs).unwrap_or(i64::MAX) >= self.day.end();
+        let secs = i64::try_from(now.secs).unwrap_or(i64::MAX);
+        let day_over = secs >= self.day.end();
+        let month_over = secs >= self.month.end;
         self.in_flight == 0
             && self.gcra.is_idle(now.nanos)
             && self.window.is_empty()
-            && (self.day.tokens == 0 || day_over)
+            && ((self.day.tokens == 0 && self.day.usd == 0) || day_over)
+            && (self.month.usd == 0 || month_over)
     }
 
     /// Requests in flight.

@@ -10,3 +10,4 @@ mod scopes;
 mod sweep;
 mod threads;
 mod tokens;
+mod usd;

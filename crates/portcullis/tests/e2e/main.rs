@@ -26,6 +26,7 @@ mod policy;
 mod shared;
 mod shared_limits;
 mod sidecar;
+mod spend;
 mod streaming;
 mod stub;
 mod telemetry;

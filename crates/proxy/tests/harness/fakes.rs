@@ -158,6 +158,7 @@ impl RequestLimits for FakeLimits {
             retry_after_secs: 30,
             reset_unix: 1_900_000_000,
             never_fits: false,
+            unpriced: false,
         })))
     }
 

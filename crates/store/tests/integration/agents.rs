@@ -43,6 +43,8 @@ fn full_agent(id: &str, tenant: &str) -> Agent {
         tokens_per_day: Some(1_000_000),
         max_concurrent: Some(4),
         mcp_calls_per_minute: Some(12),
+        usd_per_day: Some(portcullis_core::Usd::from_micros(2_500_001)),
+        usd_per_month: None,
     };
     a.source = AgentSource::Config;
     a

@@ -1,6 +1,6 @@
 //! Audit table: batch inserts, filters, ordering, pagination and total, tenant scoping, tail.
 
-use portcullis_store::{AuditQuery, AuditRow, Store, StoreError};
+use portcullis_store::{AuditQuery, AuditRow, CostGroup, CostRow, Store, StoreError};
 use serde_json::{json, Value};
 
 crate::both_backends!(
@@ -13,6 +13,8 @@ crate::both_backends!(
     tail_cursor_follows_new_records_in_order,
     prune_removes_only_older_records,
     audit_writes_do_not_bump_the_agent_revision,
+    costs_are_summed_exactly_and_unpriced_records_are_not_zero,
+    costs_are_grouped_dearest_first,
 );
 
 /// A row whose JSON record mirrors its columns, plus a payload the store must not touch.
@@ -39,6 +41,7 @@ fn row(i: u32, ts_ms: i64, tenant: &str, agent: &str, verdict: &str) -> AuditRow
         model,
         kind: "http".to_owned(),
         status: Some(200),
+        cost_usd_micros: None,
         record_json: record.to_string(),
     }
 }
@@ -398,5 +401,93 @@ async fn prune_removes_only_older_records(s: Store) -> Result<(), StoreError> {
 async fn audit_writes_do_not_bump_the_agent_revision(s: Store) -> Result<(), StoreError> {
     s.insert_audit_batch(&fixture()).await?;
     assert_eq!(s.revision().await?, 0);
+    Ok(())
+}
+
+async fn costs_are_summed_exactly_and_unpriced_records_are_not_zero(
+    s: Store,
+) -> Result<(), StoreError> {
+    // Every third record priced at i micro-dollars; the others unpriced (NULL, not 0).
+    let rows: Vec<AuditRow> = (1..=30u32)
+        .map(|i| {
+            let mut r = row(i, 1_000 + i64::from(i), "acme", "alpha", "allow");
+            r.cost_usd_micros = i.is_multiple_of(3).then(|| i64::from(i) * 1_000_001);
+            r
+        })
+        .collect();
+    s.insert_audit_batch(&rows).await?;
+    let q = AuditQuery {
+        limit: 5,
+        ..AuditQuery::default()
+    };
+    let page = s.query_audit(&q).await?;
+    assert_eq!(page.total, 30);
+    assert_eq!(page.priced, 10);
+    // 3 + 6 + ... + 30 = 165, times 1_000_001 µ$: the sum ignores paging and is exact.
+    assert_eq!(page.cost_usd_micros, Some(165 * 1_000_001));
+    let filtered = s
+        .query_audit(&AuditQuery {
+            since_ms: Some(1_025),
+            ..q.clone()
+        })
+        .await?;
+    assert_eq!(
+        (filtered.priced, filtered.cost_usd_micros),
+        (2, Some(57 * 1_000_001))
+    );
+    let none = s
+        .query_audit(&AuditQuery {
+            until_ms: Some(1_003),
+            ..q
+        })
+        .await?;
+    assert_eq!(
+        (none.total, none.priced, none.cost_usd_micros),
+        (2, 0, None)
+    );
+    Ok(())
+}
+
+async fn costs_are_grouped_dearest_first(s: Store) -> Result<(), StoreError> {
+    // `row` gives every third record provider `openai` and model `gpt-{i % 2}`.
+    let rows: Vec<AuditRow> = (1..=12u32)
+        .map(|i| {
+            let agent = if i <= 6 { "alpha" } else { "beta" };
+            let mut r = row(i, 1_000 + i64::from(i), "acme", agent, "allow");
+            r.cost_usd_micros = (i != 12 && i.is_multiple_of(3)).then(|| i64::from(i) * 10);
+            r
+        })
+        .collect();
+    s.insert_audit_batch(&rows).await?;
+    let q = AuditQuery::default();
+    let by_model = s.audit_cost_by(&q, CostGroup::Model).await?;
+    // gpt-1: 3 and 9 (90 + 30 µ$); gpt-0: 6 (60 µ$) and 12 (unpriced).
+    let row = |key: &str, records, priced, cost| CostRow {
+        key: key.to_owned(),
+        records,
+        priced,
+        cost_usd_micros: cost,
+    };
+    assert_eq!(
+        by_model,
+        vec![row("gpt-1", 2, 2, Some(120)), row("gpt-0", 2, 1, Some(60))]
+    );
+    let by_agent = s.audit_cost_by(&q, CostGroup::Agent).await?;
+    assert_eq!(
+        by_agent,
+        vec![row("alpha", 6, 2, Some(90)), row("beta", 6, 1, Some(90))]
+    );
+    // Filters apply; a group with nothing priced has no cost, not zero.
+    let beta = AuditQuery {
+        agent_id: Some("beta".into()),
+        since_ms: Some(1_010),
+        ..q
+    };
+    assert_eq!(
+        s.audit_cost_by(&beta, CostGroup::Tenant).await?,
+        vec![row("acme", 3, 0, None)]
+    );
+    assert_eq!(CostGroup::parse("model"), Some(CostGroup::Model));
+    assert_eq!(CostGroup::parse("models"), None);
     Ok(())
 }

@@ -71,6 +71,7 @@ impl Rec {
             model: self.model.map(str::to_owned),
             kind: "http".to_owned(),
             status: Some(self.status),
+            cost_usd_micros: None,
             record_json: record.to_string(),
         }
     }

@@ -34,6 +34,7 @@ fn row(id: &str, ts_ms: i64) -> AuditRow {
         model: Some("gpt-4o".to_owned()),
         kind: "http".to_owned(),
         status: Some(403),
+        cost_usd_micros: None,
         record_json: format!(r#"{{"id":"{id}","ts":{ts_ms}}}"#),
     }
 }
@@ -59,7 +60,7 @@ async fn replicas_starting_together_apply_each_migration_once() {
             .fetch_all(&mut c)
             .await
             .unwrap_or_default();
-    assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7, 8]);
     // They share one database: a write through one is read through another.
     ok(stores[0]
         .create_agent(&Agent::new("shared_bot", "t", 1))

@@ -23,6 +23,7 @@ fn row(id: &str, ts_ms: i64) -> AuditRow {
         model: None,
         kind: "http".to_owned(),
         status: Some(200),
+        cost_usd_micros: None,
         record_json: format!(r#"{{"id":"{id}"}}"#),
     }
 }
