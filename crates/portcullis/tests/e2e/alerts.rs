@@ -1,7 +1,8 @@
 //! Budget alerts (issue 18) through the real gateway: LLM calls against a small
 //! `tokens_per_day` fire each threshold exactly once to a local webhook receiver that checks
 //! the HMAC signature; a failing webhook is retried and a hanging one never holds traffic;
-//! two replicas sharing Redis fire once between them; each alert is in the audit trail.
+//! two replicas sharing Redis fire once between them; each alert is in the audit trail; a
+//! tenant's dollar budget fires in dollars.
 
 use crate::common::server::{OBody, TestServer};
 use crate::common::*;
@@ -296,6 +297,80 @@ fn each_threshold_fires_exactly_once_with_a_signed_payload() {
     }
     // The secret is never in the log.
     assert!(!gw.stderr().contains(SECRET));
+}
+
+#[test]
+fn a_tenant_dollar_budget_fires_in_dollars() {
+    let origin = LlmOrigin::start();
+    let hook = Receiver::start(Mode::Ok);
+    // gpt-4o-mini: $0.15/M input, $0.60/M output. The origin bills 25 + 75 tokens a call:
+    // 25 × 0.15 + 75 × 0.60 = 48.75 µ$, 49 µ$ rounded up. The tenant has 180 µ$ a day.
+    let limits = "\n[limits.tenants.acme]\nusd_per_day = 0.00018";
+    let fleet = fleet(1, &origin, limits, &alerts_section(&hook, ""));
+    let gw = &fleet.gateways[0];
+    assert_ok(&chat(gw, &origin, 75), 75);
+    // 98 µ$ (54 %): 50 %.
+    assert_ok(&chat(gw, &origin, 75), 75);
+    wait_until("the 50% alert arrives", || hook.alerts().len() == 1);
+    // 147 µ$ (82 %): 80 %.
+    assert_ok(&chat(gw, &origin, 75), 75);
+    wait_until("the 80% alert arrives", || hook.alerts().len() == 2);
+    // 147 spent + 45 reserved do not fit in 180: refused before 100 %, nothing more fires.
+    let refused = chat(gw, &origin, 75);
+    refused.assert_error(429, "rate_limited");
+    assert_eq!(refused.json()["limit"], "usd_per_day");
+    let (start, end) = today_utc();
+    let alerts = hook.alerts();
+    for (a, (threshold, spent)) in alerts.iter().zip([(0.5, 0.000098), (0.8, 0.000147)]) {
+        let id = a["id"].as_str().expect("id").to_owned();
+        let ts = a["ts"].as_str().expect("ts").to_owned();
+        assert_eq!(
+            *a,
+            serde_json::json!({
+                "type": "budget_threshold", "scope": "tenant", "agent": null, "tenant": "acme",
+                "budget": "usd_per_day", "threshold": threshold, "spent": spent,
+                "limit": 0.00018, "period": {"start": start, "end": end}, "ts": ts, "id": id,
+            })
+        );
+    }
+    assert_eq!(*hook.bad_signatures.lock().expect("lock"), 0);
+    wait_until("the alerts are audited", || alert_records(gw).len() == 2);
+    let reasons: Vec<String> = alert_records(gw)
+        .iter()
+        .map(|r| {
+            assert_eq!((&r["agent_id"], &r["tenant"]), (&"".into(), &"acme".into()));
+            r["reasons"][0].as_str().unwrap_or("").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            format!(
+                "budget_threshold: Portcullis: tenant acme reached 50% of its usd_per_day \
+                 budget: 0.000098 of 0.00018 (period {start} to {end})"
+            ),
+            format!(
+                "budget_threshold: Portcullis: tenant acme reached 80% of its usd_per_day \
+                 budget: 0.000147 of 0.00018 (period {start} to {end})"
+            ),
+        ]
+    );
+    // The agent's token budget (100 of 1000 a call) reached no threshold.
+    let m = gw.metrics();
+    assert_eq!(
+        m.value(
+            "portcullis_alerts_fired_total",
+            &[("budget", "usd_per_day")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.value(
+            "portcullis_alerts_fired_total",
+            &[("budget", "tokens_per_day")]
+        ),
+        0.0
+    );
 }
 
 #[test]
