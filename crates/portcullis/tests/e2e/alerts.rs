@@ -305,7 +305,8 @@ fn a_tenant_dollar_budget_fires_in_dollars() {
     let hook = Receiver::start(Mode::Ok);
     // gpt-4o-mini: $0.15/M input, $0.60/M output. The origin bills 25 + 75 tokens a call:
     // 25 × 0.15 + 75 × 0.60 = 48.75 µ$, 49 µ$ rounded up. The tenant has 180 µ$ a day.
-    let limits = "\n[limits.tenants.acme]\nusd_per_day = 0.00018";
+    let limits = "\n[limits.tenants.acme]\nusd_per_day = 0.00018\n\n[[llm.prices]]\n\
+                  provider = \"local\"\nmodel = \"gpt-4o-mini\"\ninput = 0.15\noutput = 0.60";
     let fleet = fleet(1, &origin, limits, &alerts_section(&hook, ""));
     let gw = &fleet.gateways[0];
     assert_ok(&chat(gw, &origin, 75), 75);

@@ -146,13 +146,12 @@ fn genai_spans_for_json_and_streaming_calls_carry_the_records_token_counts() {
     let collector = Collector::start();
     let origin = TlsOrigin::start();
     let gw = gateway(&origin, &telemetry_to(&collector.endpoint(), false));
-    assert!(
+    // The banner's telemetry line (read from stdout by another thread: bounded wait).
+    wait_until("the banner names the collector", || {
         gw.stdout_lines()
             .iter()
-            .any(|l| l.starts_with("telemetry: otlp=") && l.contains(&collector.endpoint())),
-        "{:?}",
-        gw.stdout_lines()
-    );
+            .any(|l| l.starts_with("telemetry: otlp=") && l.contains(&collector.endpoint()))
+    });
     let json: Value = serde_json::from_slice(&chat(&gw, &origin, false, &[&client_traceparent()]))
         .expect("chat json");
     assert_eq!(
