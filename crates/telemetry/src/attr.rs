@@ -24,6 +24,17 @@ pub(crate) fn int(key: &str, value: u64) -> KeyValue {
     }
 }
 
+/// A floating-point attribute.
+pub(crate) fn double(key: &str, value: f64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(Value::DoubleValue(value)),
+        }),
+        ..KeyValue::default()
+    }
+}
+
 /// A list of attributes being built.
 pub(crate) struct Attrs(Vec<KeyValue>);
 
@@ -60,6 +71,7 @@ pub(crate) mod tests {
             let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(Value::StringValue(s)) => s.clone(),
                 Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
                 other => format!("{other:?}"),
             };
             assert!(

@@ -1,7 +1,7 @@
 //! One span per finished request, built from its audit record under the OpenTelemetry
 //! GenAI semantic conventions (plus `portcullis.*` attributes). Pure: no I/O, no clock.
 
-use crate::attr::{int, string, Attrs};
+use crate::attr::{double, int, string, Attrs};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span, Status};
 use portcullis_core::{from_hex, AuditRecord, RequestKind, UsageSource, Verdict};
 
@@ -121,6 +121,9 @@ pub fn build(r: &AuditRecord, fresh: impl FnOnce() -> ([u8; 16], [u8; 8])) -> Sp
     a.opt_str("portcullis.policy_revision", r.policy_revision.as_deref());
     a.opt_str("portcullis.rate_limit", rate_limit(r));
     a.opt_str("portcullis.credential", r.credential.as_deref());
+    if let Some(cost) = r.cost_usd {
+        a.push(double("portcullis.cost_usd", cost.dollars()));
+    }
     a.push(string("portcullis.record_id", &r.id));
     if let Some(ms) = r.upstream_ttfb_ms {
         a.push(int("portcullis.upstream_ttfb_ms", ms));
@@ -183,6 +186,7 @@ mod tests {
         r.upstream_ttfb_ms = Some(120);
         r.usage = Some(Usage::provider(1200, 310, 1024, 64));
         r.credential = Some("openai-prod".into());
+        r.cost_usd = Some(portcullis_core::Usd::from_micros(6_180));
         r.trace = Some(TraceContext {
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             span_id: "0123456789abcdef".into(),
@@ -235,6 +239,7 @@ mod tests {
             ("portcullis.policy_revision", "rev-7"),
             ("portcullis.rate_limit", "passed"),
             ("portcullis.credential", "openai-prod"),
+            ("portcullis.cost_usd", "0.00618"),
             ("portcullis.record_id", "rec1"),
             ("portcullis.upstream_ttfb_ms", "120"),
             ("portcullis.policy_us", "40"),
