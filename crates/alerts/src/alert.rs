@@ -137,7 +137,10 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
         return String::new();
     };
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        portcullis_core::to_hex(&mac.finalize().into_bytes())
+    )
 }
 
 /// Slack's escaping of message text: `&` → `&amp;`, `<` → `&lt;`, `>` → `&gt;` (so an id

@@ -296,6 +296,7 @@ mod tests {
             kind: "http".to_owned(),
             status: Some(200),
             cost_usd_micros: None,
+            rollup: None,
             record_json: format!(r#"{{"id":"r{i:05}","note":"line\nbreak"}}"#),
         }
     }

@@ -24,9 +24,6 @@ pub struct TelemetryConfig {
     /// Send `traceparent` upstream with the gateway's span as parent. Off: the request goes
     /// upstream exactly as the agent sent it (its own `traceparent`, if any, included).
     pub propagate: bool,
-    /// Reserved for prompt and completion content. Records carry none, so nothing more is
-    /// exported when it is set; it exists so enabling content is always an explicit choice.
-    pub export_content: bool,
     /// Most spans waiting for export; more are dropped (counted), never waited for.
     pub queue_size: usize,
     /// Most spans per export request.
@@ -46,7 +43,6 @@ impl Default for TelemetryConfig {
             service_name: "portcullis".to_owned(),
             resource_attributes: BTreeMap::new(),
             propagate: false,
-            export_content: false,
             queue_size: 8192,
             batch_size: 512,
             export_interval: Duration::from_secs(5),
@@ -239,5 +235,14 @@ mod tests {
         for (cfg, key) in cases {
             assert_eq!(cfg.validate().unwrap_err().key, key);
         }
+    }
+
+    #[test]
+    fn there_is_no_switch_to_export_content() {
+        let e = toml::from_str::<TelemetryConfig>("export_content = true").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `export_content`"),
+            "{e}"
+        );
     }
 }

@@ -93,6 +93,7 @@ fn row(seq: u64, n: u64) -> AuditRow {
         kind: "http".into(),
         status: Some(if verdict == "allow" { 200 } else { 403 }),
         cost_usd_micros: None,
+        rollup: None,
         record_json: record.to_string(),
     }
 }

@@ -44,6 +44,7 @@ fn record(seq: u64) -> AuditRow {
         kind: "http".into(),
         status: Some(200),
         cost_usd_micros: None,
+        rollup: None,
         record_json: record.to_string(),
     }
 }

@@ -7,13 +7,14 @@
 
 use crate::backend::{on_pool, Columns, Pool};
 use crate::error::{Result, StoreError};
-use crate::rollup::{self, facts_of, Facts, Rollup};
+use crate::rollup::{self, facts_of, Rollup, RollupFacts};
 use crate::store::Store;
 use portcullis_core::AuditRecord;
 use serde_json::Value;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Database, Encode, Postgres, QueryBuilder, Sqlite, Type};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// Rows per multi-row `INSERT` (14 parameters each; SQLite allows 32766 per statement).
@@ -66,6 +67,10 @@ pub struct AuditRow {
     pub cost_usd_micros: Option<i64>,
     /// The complete record as a JSON object.
     pub record_json: String,
+    /// What the record adds to the per-minute rollups, when the row was built from the
+    /// record (`None`: read from `record_json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup: Option<RollupFacts>,
 }
 
 impl From<AuditRecord> for AuditRow {
@@ -73,6 +78,7 @@ impl From<AuditRecord> for AuditRow {
     /// whole record serialised once (the same JSON every other sink writes).
     fn from(r: AuditRecord) -> Self {
         let record_json = r.to_json();
+        let rollup = Some(RollupFacts::of_record(&r));
         AuditRow {
             id: r.id,
             ts_ms: r.ts,
@@ -90,6 +96,7 @@ impl From<AuditRecord> for AuditRow {
                 .cost_usd
                 .map(|c| i64::try_from(c.micros()).unwrap_or(i64::MAX)),
             record_json,
+            rollup,
         }
     }
 }
@@ -309,7 +316,11 @@ impl Store {
 }
 
 /// SQLite: multi-row `VALUES` in chunks, then the rollups, one transaction.
-async fn insert_sqlite(pool: &SqlitePool, rows: &[AuditRow], facts: &[Facts]) -> Result<u64> {
+async fn insert_sqlite(
+    pool: &SqlitePool,
+    rows: &[AuditRow],
+    facts: &[Cow<'_, RollupFacts>],
+) -> Result<u64> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut inserted = 0;
     let mut rollup = Rollup::default();
@@ -357,7 +368,7 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[AuditRow], facts: &[Facts]) ->
 fn count_inserted<'a>(
     rollup: &mut Rollup<'a>,
     chunk: &'a [AuditRow],
-    facts: &'a [Facts],
+    facts: &'a [Cow<'a, RollupFacts>],
     ids: Vec<String>,
 ) -> u64 {
     let n = ids.len() as u64;
@@ -371,7 +382,11 @@ fn count_inserted<'a>(
 }
 
 /// PostgreSQL: column arrays through `UNNEST`, one statement per chunk, one transaction.
-async fn insert_postgres(pool: &PgPool, rows: &[AuditRow], facts: &[Facts]) -> Result<u64> {
+async fn insert_postgres(
+    pool: &PgPool,
+    rows: &[AuditRow],
+    facts: &[Cow<'_, RollupFacts>],
+) -> Result<u64> {
     let mut tx = pool.begin().await?;
     let mut inserted = 0;
     let mut rollup = Rollup::default();
@@ -531,6 +546,7 @@ mod usage_tests {
             kind: "http".to_owned(),
             status: Some(200),
             cost_usd_micros: None,
+            rollup: None,
             record_json: serde_json::json!({"id": id, "usage": usage}).to_string(),
         }
     }

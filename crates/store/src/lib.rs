@@ -82,6 +82,7 @@ pub use error::{Result, StoreError};
 pub use feed::{ChangeFeed, FeedEvent, CHANGES_CHANNEL};
 pub use policy_modes::POLICY_MODES;
 pub use retention::{AuditUpkeep, PARTITIONS_AHEAD};
+pub use rollup::RollupFacts;
 pub use seal::{SealKey, SEAL_KEY_LEN};
 pub use secret::{generate_api_key, is_sha256_hex, sha256_hex, API_KEY_PREFIX};
 pub use spend::{CostGroup, CostRow, MAX_COST_GROUPS};

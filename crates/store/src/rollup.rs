@@ -11,8 +11,10 @@
 
 use crate::audit::AuditRow;
 use crate::error::{Result, StoreError};
-use serde::Deserialize;
+use portcullis_core::AuditRecord;
+use serde::{Deserialize, Serialize};
 use sqlx::{Database, Encode, QueryBuilder, Type};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 /// One minute in Unix milliseconds.
@@ -30,9 +32,12 @@ pub(crate) fn minute_of(ts_ms: i64) -> i64 {
     ts_ms - ts_ms.rem_euclid(MINUTE_MS)
 }
 
-/// What a stored record adds to the rollups beyond its columns, read from its JSON.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-pub(crate) struct Facts {
+/// What a stored record adds to the rollups beyond its columns: its total tokens, error and
+/// would-deny policies. A row built from a record carries them ([`AuditRow::from`]: no
+/// parse); any other row (hand-made, or spooled by an older version) has them read from its
+/// JSON, which also checks that the JSON is valid.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RollupFacts {
     #[serde(default)]
     usage: Option<UsageFacts>,
     #[serde(default)]
@@ -41,36 +46,52 @@ pub(crate) struct Facts {
     would_deny: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct UsageFacts {
     #[serde(default)]
     total_tokens: Option<u64>,
 }
 
-impl Facts {
-    /// The facts of one record, checking that it is JSON at all: `Err` when it is not.
-    /// JSON of another shape (hand-made rows, future fields of another type) has no facts.
+impl RollupFacts {
+    /// The facts of `r`, taken from the record itself.
+    pub fn of_record(r: &AuditRecord) -> Self {
+        Self {
+            usage: r.usage.map(|u| UsageFacts {
+                total_tokens: u.counts().map(|c| c[4]),
+            }),
+            error: r.error.clone(),
+            would_deny: r.would_deny.clone(),
+        }
+    }
+
+    /// The facts of one record's JSON, checking that it is JSON at all: `Err` when it is
+    /// not. JSON of another shape (hand-made rows, future fields of another type) has no
+    /// facts.
     pub(crate) fn of(record_json: &str) -> std::result::Result<Self, ()> {
-        match serde_json::from_str::<Facts>(record_json) {
+        match serde_json::from_str::<RollupFacts>(record_json) {
             Ok(f) => Ok(f),
             Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(record_json).is_ok() => {
-                Ok(Facts::default())
+                Ok(RollupFacts::default())
             }
             Err(_) => Err(()),
         }
     }
 }
 
-/// Checks every row's JSON and reads its facts, or names the first row that is not JSON.
-pub(crate) fn facts_of(rows: &[AuditRow]) -> Result<Vec<Facts>> {
+/// Every row's facts: carried, or read from its JSON (naming the first row that is not
+/// JSON).
+pub(crate) fn facts_of(rows: &[AuditRow]) -> Result<Vec<Cow<'_, RollupFacts>>> {
     rows.iter()
-        .map(|r| {
-            Facts::of(&r.record_json).map_err(|()| {
-                StoreError::invalid(
-                    "audit record",
-                    format!("record {:?} is not valid JSON", r.id),
-                )
-            })
+        .map(|r| match &r.rollup {
+            Some(f) => Ok(Cow::Borrowed(f)),
+            None => RollupFacts::of(&r.record_json)
+                .map(Cow::Owned)
+                .map_err(|()| {
+                    StoreError::invalid(
+                        "audit record",
+                        format!("record {:?} is not valid JSON", r.id),
+                    )
+                }),
         })
         .collect()
 }
@@ -106,7 +127,7 @@ pub(crate) struct Rollup<'a> {
 impl<'a> Rollup<'a> {
     /// Counts `row` (with its `facts`). Budget alerts are records, not requests: they count
     /// nowhere.
-    pub(crate) fn add(&mut self, row: &'a AuditRow, facts: &'a Facts) {
+    pub(crate) fn add(&mut self, row: &'a AuditRow, facts: &'a RollupFacts) {
         if row.kind == ALERT_KIND {
             return;
         }
@@ -163,12 +184,12 @@ impl<'a> Rollup<'a> {
     pub(crate) fn add_inserted(
         &mut self,
         rows: &'a [AuditRow],
-        facts: &'a [Facts],
+        facts: &'a [Cow<'a, RollupFacts>],
         inserted: Option<&HashSet<String>>,
     ) {
         for (row, f) in rows.iter().zip(facts) {
             if inserted.is_none_or(|ids| ids.contains(&row.id)) {
-                self.add(row, f);
+                self.add(row, f.as_ref());
             }
         }
     }
@@ -282,6 +303,7 @@ mod tests {
             status: Some(200),
             record_json: json.to_owned(),
             cost_usd_micros: None,
+            rollup: None,
         }
     }
 
@@ -294,8 +316,46 @@ mod tests {
     }
 
     #[test]
+    fn a_records_own_facts_equal_those_read_from_its_json() {
+        use portcullis_core::{RequestKind, Usage, Verdict};
+        let mut r = AuditRecord::new("r1", 1, "acme", "bot", RequestKind::Http, Verdict::Deny);
+        for (usage, error, would_deny) in [
+            (None, None, vec![]),
+            (
+                Some(Usage::provider(40, 2, 8, 1)),
+                None,
+                vec!["shadow".to_owned()],
+            ),
+            (Some(Usage::missing(true)), Some("upstream_timeout"), vec![]),
+            (
+                Some(Usage::provider(0, 0, 0, 0)),
+                Some("policy_denied"),
+                vec!["a".to_owned(), "b".to_owned()],
+            ),
+        ] {
+            r.usage = usage;
+            r.error = error.map(str::to_owned);
+            r.would_deny = would_deny;
+            let own = RollupFacts::of_record(&r);
+            assert_eq!(own, RollupFacts::of(&r.to_json()).unwrap(), "{r:?}");
+            // A row built from the record carries them, and the spool keeps them.
+            let row = AuditRow::from(r.clone());
+            assert_eq!(row.rollup.as_ref(), Some(&own));
+            let spooled: AuditRow =
+                serde_json::from_str(&serde_json::to_string(&row).unwrap()).unwrap();
+            assert_eq!(spooled, row);
+        }
+        assert_eq!(
+            RollupFacts::of_record(&r)
+                .usage
+                .and_then(|u| u.total_tokens),
+            Some(0)
+        );
+    }
+
+    #[test]
     fn facts_come_from_the_record_and_odd_json_has_none() {
-        let f = Facts::of(
+        let f = RollupFacts::of(
             r#"{"usage":{"total_tokens":42,"input_tokens":40},"error":"denied",
                "would_deny":["a","b"],"host":"x"}"#,
         )
@@ -304,10 +364,10 @@ mod tests {
         assert_eq!(f.error.as_deref(), Some("denied"));
         assert_eq!(f.would_deny, ["a", "b"]);
         assert_eq!(
-            Facts::of(r#"{"usage":{"total_tokens":null},"error":null}"#).unwrap(),
-            Facts {
+            RollupFacts::of(r#"{"usage":{"total_tokens":null},"error":null}"#).unwrap(),
+            RollupFacts {
                 usage: Some(UsageFacts { total_tokens: None }),
-                ..Facts::default()
+                ..RollupFacts::default()
             }
         );
         for odd in [
@@ -317,10 +377,10 @@ mod tests {
             r#"{"would_deny":"strict"}"#,
             r#"{"usage":{"total_tokens":1.5}}"#,
         ] {
-            assert_eq!(Facts::of(odd), Ok(Facts::default()), "{odd}");
+            assert_eq!(RollupFacts::of(odd), Ok(RollupFacts::default()), "{odd}");
         }
-        assert!(Facts::of("{not json").is_err());
-        assert!(Facts::of("").is_err());
+        assert!(RollupFacts::of("{not json").is_err());
+        assert!(RollupFacts::of("").is_err());
         let rows = [row("a", 0, "allow", "{}"), row("b", 0, "allow", "{")];
         assert!(matches!(facts_of(&rows), Err(StoreError::Invalid { .. })));
     }

@@ -42,6 +42,7 @@ fn row(i: u32, ts_ms: i64, tenant: &str, agent: &str, verdict: &str) -> AuditRow
         kind: "http".to_owned(),
         status: Some(200),
         cost_usd_micros: None,
+        rollup: None,
         record_json: record.to_string(),
     }
 }

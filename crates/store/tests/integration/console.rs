@@ -72,6 +72,7 @@ impl Rec {
             kind: "http".to_owned(),
             status: Some(self.status),
             cost_usd_micros: None,
+            rollup: None,
             record_json: record.to_string(),
         }
     }

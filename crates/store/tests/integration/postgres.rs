@@ -35,6 +35,7 @@ fn row(id: &str, ts_ms: i64) -> AuditRow {
         kind: "http".to_owned(),
         status: Some(403),
         cost_usd_micros: None,
+        rollup: None,
         record_json: format!(r#"{{"id":"{id}","ts":{ts_ms}}}"#),
     }
 }

@@ -24,6 +24,7 @@ fn row(id: &str, ts_ms: i64) -> AuditRow {
         kind: "http".to_owned(),
         status: Some(200),
         cost_usd_micros: None,
+        rollup: None,
         record_json: format!(r#"{{"id":"{id}"}}"#),
     }
 }
