@@ -12,9 +12,8 @@
 #   TOOLS=callgrind N1=100 N2=600 benches/count.sh
 #   KEEP=/tmp/prof benches/count.sh        # keep the N2 runs' callgrind/dhat output files
 #
-# dhat sees only the system allocator: for allocation counts, build the gateway without
-# mimalloc (cargo build --release -p portcullis --no-default-features) and pass it as
-# GATEWAY=...; with the default build the dhat line counts the C libraries' allocations only.
+# dhat counts the system allocator's blocks: the gateway uses it (mimalloc was measured and
+# dropped, see docs/performance.md), so the dhat line is every heap allocation.
 #
 # Prints one line per tool, e.g.
 #   COUNT governed chat basic callgrind instructions/request 412345
