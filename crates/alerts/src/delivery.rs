@@ -2,7 +2,7 @@
 //! exponential backoff and jitter. Runs in the webhook's own task, never on a request.
 
 use crate::alert::{sign, Alert, SIGNATURE_HEADER};
-use crate::metrics::AlertMetrics;
+use crate::metrics::{AlertMetrics, Outcome};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Uri};
@@ -62,28 +62,6 @@ impl std::fmt::Debug for Webhook {
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .finish_non_exhaustive()
-    }
-}
-
-/// How one delivery ended (the `outcome` label of `portcullis_alerts_sent_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A 2xx answer.
-    Ok,
-    /// A 4xx answer other than 408 and 429: the receiver refuses it, retrying cannot help.
-    Rejected,
-    /// Every attempt failed (connection error, timeout, 408, 429, 5xx, other status).
-    Failed,
-}
-
-impl Outcome {
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Rejected => "rejected",
-            Self::Failed => "failed",
-        }
     }
 }
 

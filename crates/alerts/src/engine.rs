@@ -275,7 +275,8 @@ fn unix_ms(clock: &dyn Clock) -> i64 {
 mod tests {
     use super::*;
     use crate::budget::{Period, Scope};
-    use crate::delivery::{Format, Outcome};
+    use crate::delivery::Format;
+    use crate::metrics::Outcome;
     use bytes::Bytes;
     use futures_util::future::BoxFuture;
     use http::{HeaderMap, Uri};

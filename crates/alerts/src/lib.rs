@@ -31,8 +31,8 @@ mod tracker;
 
 pub use alert::{sign, slack_escape, Alert, SIGNATURE_HEADER};
 pub use budget::{BudgetUse, Period, Scope};
-pub use delivery::{Format, Outcome, Transport, Webhook, MAX_BACKOFF};
+pub use delivery::{Format, Transport, Webhook, MAX_BACKOFF};
 pub use engine::{AlertDeps, AlertSettings, Alerts, AuditSink, DEFAULT_MAX_TRACKED};
-pub use metrics::{AlertMetrics, Dropped};
+pub use metrics::{AlertMetrics, Dropped, Outcome};
 pub use shared::SharedDedupe;
 pub use tracker::{Full, Tracker};

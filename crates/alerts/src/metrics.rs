@@ -1,6 +1,5 @@
 //! Alert metrics: fired, deduplicated across replicas, sent per webhook and outcome, dropped.
 
-use crate::delivery::Outcome;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 /// Why an alert was dropped (the `reason` label of `portcullis_alerts_dropped_total`).
@@ -24,6 +23,28 @@ impl Dropped {
             Self::WebhookQueueFull => "webhook_queue_full",
             Self::StateFull => "state_full",
             Self::Busy => "busy",
+        }
+    }
+}
+
+/// How one delivery ended (the `outcome` label of `portcullis_alerts_sent_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Ok,
+    /// A 4xx answer other than 408 and 429: the receiver refuses it, retrying cannot help.
+    Rejected,
+    /// Every attempt failed (connection error, timeout, 408, 429, 5xx, other status).
+    Failed,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
         }
     }
 }

@@ -4,7 +4,8 @@ use portcullis_core::Usd;
 use serde::Serialize;
 use std::fmt;
 
-use crate::scope::ScopeKind;
+use crate::estimate::TokenReservation;
+use crate::scope::{LimitScopes, ScopeKind};
 
 /// Which limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -253,6 +254,47 @@ pub struct UsageSnapshot {
     pub usd_month: Usd,
 }
 
+impl LimitScopes<'_> {
+    /// The refusal of an LLM request whose model has no known price when a dollar budget
+    /// applies to one of its scopes: it cannot be sized against the budget, so it is refused
+    /// (`unpriced`, never fits) rather than let through uncounted. Every backend asks this
+    /// first; `None` when the request is priced, not an LLM request, or no dollar budget
+    /// applies.
+    pub fn unpriced_refusal(
+        &self,
+        reservation: Option<TokenReservation>,
+        now_secs: u64,
+    ) -> Option<Refusal> {
+        let r = reservation?;
+        if r.price().is_some() {
+            return None;
+        }
+        const KINDS: [ScopeKind; 3] = [ScopeKind::Tenant, ScopeKind::Agent, ScopeKind::Subagent];
+        self.as_array()
+            .into_iter()
+            .zip(KINDS)
+            .find_map(|(scope, kind)| {
+                let s = scope?.settings;
+                let (limit, value) = match (s.usd_per_day, s.usd_per_month) {
+                    (Some(d), _) => (LimitKind::UsdPerDay, d),
+                    (None, Some(m)) => (LimitKind::UsdPerMonth, m),
+                    (None, None) => return None,
+                };
+                Some(Refusal {
+                    limit,
+                    scope: kind,
+                    limit_value: value.micros(),
+                    remaining: 0,
+                    requested: 0,
+                    retry_after_secs: 60,
+                    reset_unix: now_secs.saturating_add(60),
+                    never_fits: true,
+                    unpriced: true,
+                })
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +396,39 @@ mod tests {
         assert!(b.tighter_than(&a));
         assert!(!a.tighter_than(&b));
         assert!(!a.tighter_than(&a));
+    }
+
+    #[test]
+    fn unpriced_llm_requests_are_refused_only_under_a_dollar_budget() {
+        use crate::scope::ScopeKey;
+        use crate::settings::LimitSettings;
+        use portcullis_core::{TokenPrice, Usd};
+        let (a, t) = (ScopeKey::agent("bot"), ScopeKey::tenant("acme"));
+        let free = LimitSettings::default();
+        let budget = LimitSettings {
+            usd_per_month: Some(Usd::from_micros(9_000_000)),
+            ..LimitSettings::default()
+        };
+        let unpriced = Some(TokenReservation::tokens(10));
+        let priced = unpriced.map(|r| r.with_price(Some(TokenPrice::default())));
+        let plain = LimitScopes::agent(&a, &free);
+        assert!(plain.unpriced_refusal(unpriced, 0).is_none(), "no budget");
+        let tenant = plain.with_tenant(&t, &budget);
+        let r = tenant.unpriced_refusal(unpriced, 100).unwrap();
+        assert_eq!(
+            (r.limit, r.scope, r.limit_value, r.never_fits, r.unpriced),
+            (
+                LimitKind::UsdPerMonth,
+                ScopeKind::Tenant,
+                9_000_000,
+                true,
+                true
+            )
+        );
+        assert!(tenant.unpriced_refusal(priced, 0).is_none(), "priced");
+        assert!(
+            tenant.unpriced_refusal(None, 0).is_none(),
+            "not an LLM call"
+        );
     }
 }

@@ -7,9 +7,9 @@
 
 use crate::backend::{on_pool, Columns, Pool};
 use crate::error::{Result, StoreError};
-use crate::rollup::{self, facts_of, Rollup, RollupFacts};
+use crate::rollup::{self, facts_of, Rollup};
+use crate::row::{AuditRow, RollupFacts};
 use crate::store::Store;
-use portcullis_core::AuditRecord;
 use serde_json::Value;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -33,73 +33,6 @@ const PG_INSERT: &str = "INSERT INTO audit_records (id, ts, tenant, agent_id, su
      $13::text[], $14::int8[]) ON CONFLICT DO NOTHING RETURNING id";
 /// Largest page [`Store::query_audit`] and [`Store::audit_after`] return.
 pub const MAX_AUDIT_PAGE: u32 = 10_000;
-
-/// One audit record as stored: filterable columns plus the full JSON. Serialisable so a
-/// record waiting for the store (the audit spool) keeps exactly what will be stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AuditRow {
-    /// Time-ordered unique id (sorts like the time it was issued).
-    pub id: String,
-    /// Timestamp, Unix milliseconds.
-    pub ts_ms: i64,
-    /// Tenant of the agent.
-    pub tenant: String,
-    /// Agent id (`anonymous` in unauthenticated mode).
-    pub agent_id: String,
-    /// Sub-agent name, if any.
-    pub subagent: Option<String>,
-    /// `allow`, `deny`, `would_deny`, `rate_limited` or `error`.
-    pub verdict: String,
-    /// The deciding policy, if any.
-    pub policy: Option<String>,
-    /// Revision of the policy set that decided, if any.
-    pub policy_revision: Option<String>,
-    /// LLM provider, when classified.
-    pub provider: Option<String>,
-    /// LLM model, when classified.
-    pub model: Option<String>,
-    /// `http`, `connect` or `token`.
-    pub kind: String,
-    /// HTTP status answered, if a response was sent.
-    pub status: Option<u16>,
-    /// What the call cost, micro-dollars; `None` when unpriced.
-    #[serde(default)]
-    pub cost_usd_micros: Option<i64>,
-    /// The complete record as a JSON object.
-    pub record_json: String,
-    /// What the record adds to the per-minute rollups, when the row was built from the
-    /// record (`None`: read from `record_json`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollup: Option<RollupFacts>,
-}
-
-impl From<AuditRecord> for AuditRow {
-    /// The stored form of the one audit record: its filterable fields as columns and the
-    /// whole record serialised once (the same JSON every other sink writes).
-    fn from(r: AuditRecord) -> Self {
-        let record_json = r.to_json();
-        let rollup = Some(RollupFacts::of_record(&r));
-        AuditRow {
-            id: r.id,
-            ts_ms: r.ts,
-            tenant: r.tenant,
-            agent_id: r.agent_id,
-            subagent: r.subagent,
-            verdict: r.verdict.as_str().to_owned(),
-            policy: r.policy,
-            policy_revision: r.policy_revision,
-            provider: r.provider,
-            model: r.model,
-            kind: r.kind.as_str().to_owned(),
-            status: r.status,
-            cost_usd_micros: r
-                .cost_usd
-                .map(|c| i64::try_from(c.micros()).unwrap_or(i64::MAX)),
-            record_json,
-            rollup,
-        }
-    }
-}
 
 /// Filters of an audit query; `None` means "any". Tenant `None` sees every tenant (CLI);
 /// the admin API always sets the operator's tenant.

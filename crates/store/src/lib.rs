@@ -61,6 +61,7 @@ mod policy_modes;
 mod postgres;
 mod retention;
 mod rollup;
+mod row;
 mod seal;
 mod secret;
 mod spend;
@@ -70,7 +71,7 @@ pub mod testing;
 
 pub use agents::Modified;
 pub use api_keys::{ApiKeyRecord, Role};
-pub use audit::{AuditEntry, AuditPage, AuditQuery, AuditRow, MAX_AUDIT_PAGE};
+pub use audit::{AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE};
 pub use backend::StoreOptions;
 pub use console::{
     AgentActivity, ConsoleRecord, Cursor, Dimension, RefusalRow, RequestFilter, Scope, ShadowRow,
@@ -82,7 +83,7 @@ pub use error::{Result, StoreError};
 pub use feed::{ChangeFeed, FeedEvent, CHANGES_CHANNEL};
 pub use policy_modes::POLICY_MODES;
 pub use retention::{AuditUpkeep, PARTITIONS_AHEAD};
-pub use rollup::RollupFacts;
+pub use row::{AuditRow, RollupFacts};
 pub use seal::{SealKey, SEAL_KEY_LEN};
 pub use secret::{generate_api_key, is_sha256_hex, sha256_hex, API_KEY_PREFIX};
 pub use spend::{CostGroup, CostRow, MAX_COST_GROUPS};

@@ -9,10 +9,8 @@
 //! written in key order, so two writers sharing a PostgreSQL lock rows in the same order
 //! and cannot deadlock. Retention removes whole minutes with the records.
 
-use crate::audit::AuditRow;
 use crate::error::{Result, StoreError};
-use portcullis_core::AuditRecord;
-use serde::{Deserialize, Serialize};
+use crate::row::{AuditRow, RollupFacts};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -30,52 +28,6 @@ const GROUPS_PER_UPSERT: usize = 500;
 /// The start of the minute `ts_ms` falls in.
 pub(crate) fn minute_of(ts_ms: i64) -> i64 {
     ts_ms - ts_ms.rem_euclid(MINUTE_MS)
-}
-
-/// What a stored record adds to the rollups beyond its columns: its total tokens, error and
-/// would-deny policies. A row built from a record carries them ([`AuditRow::from`]: no
-/// parse); any other row (hand-made, or spooled by an older version) has them read from its
-/// JSON, which also checks that the JSON is valid.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RollupFacts {
-    #[serde(default)]
-    usage: Option<UsageFacts>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    would_deny: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct UsageFacts {
-    #[serde(default)]
-    total_tokens: Option<u64>,
-}
-
-impl RollupFacts {
-    /// The facts of `r`, taken from the record itself.
-    pub fn of_record(r: &AuditRecord) -> Self {
-        Self {
-            usage: r.usage.map(|u| UsageFacts {
-                total_tokens: u.counts().map(|c| c[4]),
-            }),
-            error: r.error.clone(),
-            would_deny: r.would_deny.clone(),
-        }
-    }
-
-    /// The facts of one record's JSON, checking that it is JSON at all: `Err` when it is
-    /// not. JSON of another shape (hand-made rows, future fields of another type) has no
-    /// facts.
-    pub(crate) fn of(record_json: &str) -> std::result::Result<Self, ()> {
-        match serde_json::from_str::<RollupFacts>(record_json) {
-            Ok(f) => Ok(f),
-            Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(record_json).is_ok() => {
-                Ok(RollupFacts::default())
-            }
-            Err(_) => Err(()),
-        }
-    }
 }
 
 /// Every row's facts: carried, or read from its JSON (naming the first row that is not
@@ -316,76 +268,6 @@ mod tests {
     }
 
     #[test]
-    fn a_records_own_facts_equal_those_read_from_its_json() {
-        use portcullis_core::{RequestKind, Usage, Verdict};
-        let mut r = AuditRecord::new("r1", 1, "acme", "bot", RequestKind::Http, Verdict::Deny);
-        for (usage, error, would_deny) in [
-            (None, None, vec![]),
-            (
-                Some(Usage::provider(40, 2, 8, 1)),
-                None,
-                vec!["shadow".to_owned()],
-            ),
-            (Some(Usage::missing(true)), Some("upstream_timeout"), vec![]),
-            (
-                Some(Usage::provider(0, 0, 0, 0)),
-                Some("policy_denied"),
-                vec!["a".to_owned(), "b".to_owned()],
-            ),
-        ] {
-            r.usage = usage;
-            r.error = error.map(str::to_owned);
-            r.would_deny = would_deny;
-            let own = RollupFacts::of_record(&r);
-            assert_eq!(own, RollupFacts::of(&r.to_json()).unwrap(), "{r:?}");
-            // A row built from the record carries them, and the spool keeps them.
-            let row = AuditRow::from(r.clone());
-            assert_eq!(row.rollup.as_ref(), Some(&own));
-            let spooled: AuditRow =
-                serde_json::from_str(&serde_json::to_string(&row).unwrap()).unwrap();
-            assert_eq!(spooled, row);
-        }
-        assert_eq!(
-            RollupFacts::of_record(&r)
-                .usage
-                .and_then(|u| u.total_tokens),
-            Some(0)
-        );
-    }
-
-    #[test]
-    fn facts_come_from_the_record_and_odd_json_has_none() {
-        let f = RollupFacts::of(
-            r#"{"usage":{"total_tokens":42,"input_tokens":40},"error":"denied",
-               "would_deny":["a","b"],"host":"x"}"#,
-        )
-        .unwrap();
-        assert_eq!(f.usage.and_then(|u| u.total_tokens), Some(42));
-        assert_eq!(f.error.as_deref(), Some("denied"));
-        assert_eq!(f.would_deny, ["a", "b"]);
-        assert_eq!(
-            RollupFacts::of(r#"{"usage":{"total_tokens":null},"error":null}"#).unwrap(),
-            RollupFacts {
-                usage: Some(UsageFacts { total_tokens: None }),
-                ..RollupFacts::default()
-            }
-        );
-        for odd in [
-            "[1,2]",
-            "\"text\"",
-            r#"{"usage":{"total_tokens":-5}}"#,
-            r#"{"would_deny":"strict"}"#,
-            r#"{"usage":{"total_tokens":1.5}}"#,
-        ] {
-            assert_eq!(RollupFacts::of(odd), Ok(RollupFacts::default()), "{odd}");
-        }
-        assert!(RollupFacts::of("{not json").is_err());
-        assert!(RollupFacts::of("").is_err());
-        let rows = [row("a", 0, "allow", "{}"), row("b", 0, "allow", "{")];
-        assert!(matches!(facts_of(&rows), Err(StoreError::Invalid { .. })));
-    }
-
-    #[test]
     fn groups_sum_per_minute_and_count_only_inserted_rows() {
         let rows = [
             row("1", 1_000, "allow", r#"{"usage":{"total_tokens":10}}"#),
@@ -464,5 +346,18 @@ mod tests {
                 (("acme", 60_000, "bot", "planner"), (1, 61_000))
             ]
         );
+    }
+
+    #[test]
+    fn a_row_whose_json_is_not_json_is_named() {
+        let mut carried = row("c", 0, "allow", "{");
+        carried.rollup = Some(RollupFacts::default());
+        let rows = [row("a", 0, "allow", "{}"), carried.clone()];
+        // A row built from a record carries its facts: its JSON is the gateway's own.
+        assert_eq!(facts_of(&rows).map(|f| f.len()).ok(), Some(2));
+        let rows = [row("a", 0, "allow", "{}"), row("b", 0, "allow", "{")];
+        let e = facts_of(&rows).unwrap_err();
+        assert!(matches!(e, StoreError::Invalid { .. }), "{e:?}");
+        assert!(e.to_string().contains("\"b\""), "{e}");
     }
 }
